@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Ember local set-up: installs the Debian packages Ember needs and starts a
+# private containerd and a private redis-server for this checkout.
+#
+#   deploy/setup.sh install   install missing packages (idempotent)
+#   deploy/setup.sh start     install, then start containerd + redis (idempotent)
+#   deploy/setup.sh stop      stop what start started
+#   deploy/setup.sh status    print what is running
+#
+# Everything lives under $EMBER_STATE (default: <repo>/.ember). start writes
+# $EMBER_STATE/env with EMBER_REDIS and EMBER_CONTAINERD for the Makefile,
+# the binaries and the tests.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+state=${EMBER_STATE:-$repo/.ember}
+redis_port=${EMBER_REDIS_PORT:-6390}
+packages=(containerd runc redis-server busybox-static zip)
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+need_root() {
+	if [ "$(id -u)" -ne 0 ]; then
+		log "must run as root (containerd, cgroups and namespaces need it)"
+		exit 1
+	fi
+}
+
+install() {
+	need_root
+	local missing=()
+	for p in "${packages[@]}" "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+	done
+	if [ ${#missing[@]} -eq 0 ]; then
+		return 0
+	fi
+	log "installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+containerd_cfg() {
+	cat <<CFG
+version = 2
+root = "$state/containerd/root"
+state = "$state/containerd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper"]
+[grpc]
+  address = "$state/containerd.sock"
+[ttrpc]
+  address = "$state/containerd.sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$state/containerd/opt"
+CFG
+}
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+wait_for() { # wait_for <what> <command...>: up to 10 s
+	local what=$1; shift
+	for _ in $(seq 1 200); do
+		if "$@" >/dev/null 2>&1; then return 0; fi
+		sleep 0.05
+	done
+	log "$what did not come up; see $state/*.log"
+	exit 1
+}
+
+start() {
+	need_root
+	install
+	mkdir -p "$state/containerd" "$state/redis"
+	if ! alive "$state/containerd.pid"; then
+		containerd_cfg >"$state/containerd.toml"
+		rm -f "$state/containerd.sock"
+		nohup containerd --config "$state/containerd.toml" >"$state/containerd.log" 2>&1 &
+		echo $! >"$state/containerd.pid"
+		wait_for containerd test -S "$state/containerd.sock"
+		log "containerd started (socket $state/containerd.sock)"
+	fi
+	if ! alive "$state/redis/redis.pid"; then
+		redis-server --port "$redis_port" --bind 127.0.0.1 --daemonize yes --save '' --appendonly no \
+			--dir "$state/redis" --pidfile "$state/redis/redis.pid" --logfile "$state/redis/redis.log"
+		wait_for redis redis-cli -p "$redis_port" ping
+		log "redis started (127.0.0.1:$redis_port)"
+	fi
+	cat >"$state/env" <<ENV
+EMBER_STATE=$state
+EMBER_REDIS=127.0.0.1:$redis_port
+EMBER_CONTAINERD=$state/containerd.sock
+ENV
+}
+
+stop() {
+	if alive "$state/redis/redis.pid"; then
+		redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || kill "$(cat "$state/redis/redis.pid")"
+		log "redis stopped"
+	fi
+	if alive "$state/containerd.pid"; then
+		kill "$(cat "$state/containerd.pid")"
+		log "containerd stopped"
+	fi
+	rm -f "$state/containerd.pid" "$state/redis/redis.pid" "$state/env"
+}
+
+status() {
+	alive "$state/containerd.pid" && echo "containerd: running ($state/containerd.sock)" || echo "containerd: stopped"
+	alive "$state/redis/redis.pid" && echo "redis: running (127.0.0.1:$redis_port)" || echo "redis: stopped"
+}
+
+case "${1:-start}" in
+install) shift; install "$@" ;;
+start) start ;;
+stop) stop ;;
+status) status ;;
+*) log "usage: $0 install|start|stop|status"; exit 2 ;;
+esac

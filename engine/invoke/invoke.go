@@ -1,0 +1,112 @@
+package invoke
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+)
+
+// Invocation is one request to run a function version with a payload.
+type Invocation struct {
+	// ID is unique per invocation; NewID makes one.
+	ID     string
+	Tenant string
+	// Function is the function's name within the tenant.
+	Function string
+	// Qualifier selects the version: "" or "$LATEST", a version number, or an alias.
+	Qualifier string
+	Payload   []byte
+	// Deadline bounds the whole invocation, queueing included. Zero means
+	// "now + the function's timeout".
+	Deadline time.Time
+	TraceID  string
+	// Source names what produced the invocation, e.g. a binding id or "api".
+	Source string
+	// FirstEventAt is when the oldest event in the payload was fetched (for
+	// event-to-start latency). Zero for synchronous invokes.
+	FirstEventAt time.Time
+}
+
+// Status is how the function (not the platform) finished.
+type Status int
+
+const (
+	StatusOK Status = iota + 1
+	// StatusFunctionError: the handler returned an error.
+	StatusFunctionError
+	// StatusTimeout: the handler ran past its timeout and was stopped.
+	StatusTimeout
+	// StatusCrashed: the function's process exited or was killed mid-invocation.
+	StatusCrashed
+)
+
+func (s Status) String() string {
+	switch s {
+	case StatusOK:
+		return "ok"
+	case StatusFunctionError:
+		return "function_error"
+	case StatusTimeout:
+		return "timeout"
+	case StatusCrashed:
+		return "crashed"
+	}
+	return "unknown"
+}
+
+// StartKind says how warm the path to the handler was.
+type StartKind int
+
+const (
+	// StartHot: the version's container was already running on a claimed instance.
+	StartHot StartKind = iota + 1
+	// StartPoolHit: a pre-started instance (warming or active pool) got a new
+	// container for this version.
+	StartPoolHit
+	// StartCold: no instance was free; one was created for this invocation.
+	StartCold
+)
+
+func (k StartKind) String() string {
+	switch k {
+	case StartHot:
+		return "hot"
+	case StartPoolHit:
+		return "pool_hit"
+	case StartCold:
+		return "cold"
+	}
+	return "unknown"
+}
+
+// Result is what a function returned. Function failures live in Status; an
+// error returned next to a Result means Ember itself failed.
+type Result struct {
+	InvocationID string
+	Status       Status
+	// Payload is the handler's response, or the error document for a failure.
+	Payload   []byte
+	ErrorType string
+	// LogTail is the end of what the function wrote during the invocation.
+	LogTail []byte
+	// Version is the resolved version number ("$LATEST" or "1", "2", ...).
+	Version  string
+	Agent    string
+	Instance string
+	Start    StartKind
+	// HandlerStart is when the runtime received the invocation from /next.
+	HandlerStart time.Time
+	Duration     time.Duration
+	// InitDuration is the container start time when Start is not StartHot.
+	InitDuration time.Duration
+}
+
+// OK reports whether the function succeeded.
+func (r Result) OK() bool { return r.Status == StatusOK }
+
+// NewID returns a random 128-bit invocation id in hex.
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux.
+	return hex.EncodeToString(b[:])
+}

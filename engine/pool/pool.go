@@ -1,0 +1,324 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Kind says which pool a claim came from, in the order the claim tries them.
+type Kind string
+
+const (
+	// KindHot: an idle instance where the version's container is running.
+	KindHot Kind = "hot"
+	// KindActive: an idle instance already assigned to the tenant.
+	KindActive Kind = "active"
+	// KindWarm: an instance from the warming pool, now assigned to the tenant.
+	KindWarm Kind = "warm"
+)
+
+// Agent is a registered host agent.
+type Agent struct {
+	ID string
+	// Addr is the agent's dispatch gRPC address (host:port or unix:///path).
+	Addr    string
+	Started time.Time
+}
+
+// Instance is one pre-started sandbox as the pool sees it.
+type Instance struct {
+	ID    string
+	Agent string
+	Class string
+	// Tenant is empty while the instance is in the warming pool.
+	Tenant string
+	Busy   bool
+	Hot    []string
+}
+
+// Claim is an instance a scheduler holds until it calls Store.Release.
+type Claim struct {
+	InstanceID string
+	Agent      string
+	Kind       Kind
+}
+
+// Store reads and writes pool state. It is safe for concurrent use.
+type Store struct {
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+// Option configures a Store.
+type Option func(*Store) error
+
+// WithPrefix sets the key prefix. Default "{ember}:". It must contain a
+// Redis Cluster hash tag ("{...}") so all keys land in one slot.
+func WithPrefix(p string) Option {
+	return func(s *Store) error {
+		if !strings.Contains(p, "{") || !strings.Contains(p, "}") {
+			return fmt.Errorf("pool: prefix %q has no hash tag {...}", p)
+		}
+		s.prefix = p
+		return nil
+	}
+}
+
+// New returns a Store over rdb.
+func New(rdb redis.UniversalClient, opts ...Option) (*Store, error) {
+	if rdb == nil {
+		return nil, errors.New("pool: nil redis client")
+	}
+	s := &Store{rdb: rdb, prefix: "{ember}:"}
+	for _, o := range opts {
+		if err := o(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// FreedChannel is the pub/sub channel that carries a class name whenever an
+// instance of that class becomes claimable.
+func (s *Store) FreedChannel() string { return s.prefix + "freed" }
+
+// DemandChannel is the pub/sub channel on which schedulers ask agents for a
+// new instance of a class.
+func (s *Store) DemandChannel() string { return s.prefix + "demand" }
+
+// RegisterAgent records an agent with a heartbeat TTL.
+func (s *Store) RegisterAgent(ctx context.Context, a Agent, ttl time.Duration) error {
+	key := s.prefix + "agent:" + a.ID
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, key, "addr", a.Addr, "started", a.Started.UnixMilli())
+		p.PExpire(ctx, key, ttl)
+		p.SAdd(ctx, s.prefix+"agents", a.ID)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("pool: register agent %s: %w", a.ID, err)
+	}
+	return nil
+}
+
+// Heartbeat extends an agent's TTL. It reports false if the agent's key had
+// already expired: the agent must register again and re-add its instances,
+// since claims will have dropped them.
+func (s *Store) Heartbeat(ctx context.Context, agentID string, ttl time.Duration) (bool, error) {
+	ok, err := s.rdb.PExpire(ctx, s.prefix+"agent:"+agentID, ttl).Result()
+	if err != nil {
+		return false, fmt.Errorf("pool: heartbeat %s: %w", agentID, err)
+	}
+	return ok, nil
+}
+
+// RemoveAgent drops an agent and every instance it registered. Removing an
+// unknown agent is success.
+func (s *Store) RemoveAgent(ctx context.Context, agentID string) error {
+	if err := removeAgentScript.Run(ctx, s.rdb, nil, s.prefix, agentID).Err(); err != nil {
+		return fmt.Errorf("pool: remove agent %s: %w", agentID, err)
+	}
+	return nil
+}
+
+// Agents lists live agents (those whose heartbeat key exists).
+func (s *Store) Agents(ctx context.Context) ([]Agent, error) {
+	ids, err := s.rdb.SMembers(ctx, s.prefix+"agents").Result()
+	if err != nil {
+		return nil, fmt.Errorf("pool: agents: %w", err)
+	}
+	var out []Agent
+	for _, id := range ids {
+		a, err := s.Agent(ctx, id)
+		if err != nil {
+			continue // expired between SMEMBERS and HGETALL, or never alive
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// ErrAgentGone is returned by Agent for an agent whose heartbeat lapsed.
+var ErrAgentGone = errors.New("pool: agent not alive")
+
+// Agent returns one live agent.
+func (s *Store) Agent(ctx context.Context, id string) (Agent, error) {
+	m, err := s.rdb.HGetAll(ctx, s.prefix+"agent:"+id).Result()
+	if err != nil {
+		return Agent{}, fmt.Errorf("pool: agent %s: %w", id, err)
+	}
+	if len(m) == 0 {
+		return Agent{}, fmt.Errorf("agent %s: %w", id, ErrAgentGone)
+	}
+	ms, _ := strconv.ParseInt(m["started"], 10, 64)
+	return Agent{ID: id, Addr: m["addr"], Started: time.UnixMilli(ms)}, nil
+}
+
+// AddWarm puts a started instance into the warming pool of its class.
+func (s *Store) AddWarm(ctx context.Context, id, agentID, class string) error {
+	if err := addScript.Run(ctx, s.rdb, nil, s.prefix, id, agentID, class).Err(); err != nil {
+		return fmt.Errorf("pool: add instance %s: %w", id, err)
+	}
+	return nil
+}
+
+// Retire removes an instance if it is idle and reports whether it is gone.
+// A busy instance stays (false); retiring a missing instance is success.
+// With force, a busy instance is removed too (its agent lost it).
+func (s *Store) Retire(ctx context.Context, id string, force bool) (bool, error) {
+	f := "0"
+	if force {
+		f = "1"
+	}
+	n, err := retireScript.Run(ctx, s.rdb, nil, s.prefix, id, f).Int()
+	if err != nil {
+		return false, fmt.Errorf("pool: retire %s: %w", id, err)
+	}
+	return n == 1, nil
+}
+
+// DropHot records that a version's container no longer runs on an instance.
+func (s *Store) DropHot(ctx context.Context, id, versionKey string) error {
+	if err := dropHotScript.Run(ctx, s.rdb, nil, s.prefix, id, versionKey).Err(); err != nil {
+		return fmt.Errorf("pool: drop hot %s on %s: %w", versionKey, id, err)
+	}
+	return nil
+}
+
+// Claim takes one idle instance for tenant in class, preferring one where
+// versionKey is hot. ok is false when none is free. The claim holds until
+// Release or until lease passes (then ExpireLeases returns it to the pool).
+func (s *Store) Claim(ctx context.Context, tenant, class, versionKey string, lease time.Time) (c Claim, ok bool, err error) {
+	if tenant == "" || class == "" {
+		return Claim{}, false, fmt.Errorf("pool: claim needs a tenant and a class")
+	}
+	v, err := claimScript.Run(ctx, s.rdb, nil, s.prefix, tenant, class, versionKey, lease.UnixMilli()).Slice()
+	if errors.Is(err, redis.Nil) {
+		return Claim{}, false, nil
+	}
+	if err != nil {
+		return Claim{}, false, fmt.Errorf("pool: claim %s/%s: %w", tenant, class, err)
+	}
+	if len(v) != 3 {
+		return Claim{}, false, fmt.Errorf("pool: claim returned %d values", len(v))
+	}
+	id, _ := v[0].(string)
+	agent, _ := v[1].(string)
+	kind, _ := v[2].(string)
+	return Claim{InstanceID: id, Agent: agent, Kind: Kind(kind)}, true, nil
+}
+
+// Release returns a claimed instance to the active pool of its tenant, with
+// versionKey now hot on it (empty: none added). With keep false the instance
+// is dropped from the pool instead (it is broken or its agent is retiring it).
+func (s *Store) Release(ctx context.Context, id, versionKey string, keep bool) error {
+	k := "0"
+	if keep {
+		k = "1"
+	}
+	if err := releaseScript.Run(ctx, s.rdb, nil, s.prefix, id, versionKey, k).Err(); err != nil {
+		return fmt.Errorf("pool: release %s: %w", id, err)
+	}
+	return nil
+}
+
+// ExpireLeases returns instances whose claim lease passed before now to the
+// pool and reports how many.
+func (s *Store) ExpireLeases(ctx context.Context, now time.Time) (int, error) {
+	n, err := expireLeasesScript.Run(ctx, s.rdb, nil, s.prefix, now.UnixMilli()).Int()
+	if err != nil {
+		return 0, fmt.Errorf("pool: expire leases: %w", err)
+	}
+	return n, nil
+}
+
+// RequestInstance asks agents for a new instance of class (on DemandChannel).
+func (s *Store) RequestInstance(ctx context.Context, class string) error {
+	if err := s.rdb.Publish(ctx, s.DemandChannel(), class).Err(); err != nil {
+		return fmt.Errorf("pool: request instance %s: %w", class, err)
+	}
+	return nil
+}
+
+// Instances lists an agent's instances with their state.
+func (s *Store) Instances(ctx context.Context, agentID string) ([]Instance, error) {
+	ids, err := s.rdb.SMembers(ctx, s.prefix+"agent:"+agentID+":insts").Result()
+	if err != nil {
+		return nil, fmt.Errorf("pool: instances of %s: %w", agentID, err)
+	}
+	out := make([]Instance, 0, len(ids))
+	for _, id := range ids {
+		key := s.prefix + "inst:" + id
+		var hget *redis.SliceCmd
+		var hot *redis.StringSliceCmd
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			hget = p.HMGet(ctx, key, "agent", "class", "tenant", "state")
+			hot = p.SMembers(ctx, key+":hot")
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("pool: instance %s: %w", id, err)
+		}
+		h := hget.Val()
+		if h[0] == nil {
+			continue
+		}
+		str := func(v any) string { s, _ := v.(string); return s }
+		out = append(out, Instance{
+			ID: id, Agent: str(h[0]), Class: str(h[1]), Tenant: str(h[2]),
+			Busy: str(h[3]) == "busy", Hot: hot.Val(),
+		})
+	}
+	return out, nil
+}
+
+// Occupancy counts a class's instances across live agents.
+type Occupancy struct {
+	Class string
+	// Warm: idle, unassigned. Active: idle, assigned to a tenant. Busy: claimed.
+	Warm, Active, Busy int
+}
+
+// Occupancy summarises every class seen on live agents, sorted by class.
+func (s *Store) Occupancy(ctx context.Context) ([]Occupancy, error) {
+	agents, err := s.Agents(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byClass := map[string]*Occupancy{}
+	var order []string
+	for _, a := range agents {
+		insts, err := s.Instances(ctx, a.ID)
+		if err != nil {
+			return nil, err
+		}
+		for _, in := range insts {
+			o := byClass[in.Class]
+			if o == nil {
+				o = &Occupancy{Class: in.Class}
+				byClass[in.Class] = o
+				order = append(order, in.Class)
+			}
+			switch {
+			case in.Busy:
+				o.Busy++
+			case in.Tenant == "":
+				o.Warm++
+			default:
+				o.Active++
+			}
+		}
+	}
+	sortClasses(order)
+	out := make([]Occupancy, 0, len(order))
+	for _, c := range order {
+		out = append(out, *byClass[c])
+	}
+	return out, nil
+}

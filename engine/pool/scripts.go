@@ -1,0 +1,153 @@
+package pool
+
+import "github.com/redis/go-redis/v9"
+
+// luaDrop is a shared prelude: drop(p, id) removes an instance from every set.
+const luaDrop = `
+local function drop(p, id)
+  local h = redis.call('HMGET', p..'inst:'..id, 'agent', 'class', 'tenant')
+  local agent, class, tenant = h[1], h[2], h[3]
+  if class then
+    redis.call('SREM', p..'warm:'..class, id)
+    if tenant and tenant ~= '' then
+      redis.call('SREM', p..'active:'..tenant..':'..class, id)
+    end
+  end
+  for _, v in ipairs(redis.call('SMEMBERS', p..'inst:'..id..':hot')) do
+    redis.call('SREM', p..'hot:'..v, id)
+  end
+  if agent then redis.call('SREM', p..'agent:'..agent..':insts', id) end
+  redis.call('ZREM', p..'busy', id)
+  redis.call('DEL', p..'inst:'..id, p..'inst:'..id..':hot')
+end
+`
+
+// claimScript: ARGV = prefix, tenant, class, version key, lease expiry ms.
+// Order: an idle instance where the version is hot (no code delivery, no
+// spawn); an idle instance already assigned to the tenant (no tenant switch,
+// its runtime is warm); a warming-pool instance of the class. Instances whose
+// agent's heartbeat key has expired are dropped as they are met.
+var claimScript = redis.NewScript(luaDrop + `
+local p, tenant, class, vk, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local function alive(id)
+  local agent = redis.call('HGET', p..'inst:'..id, 'agent')
+  if agent and redis.call('EXISTS', p..'agent:'..agent) == 1 then return agent end
+  drop(p, id)
+  return nil
+end
+local function take(id, agent, kind)
+  local key = p..'inst:'..id
+  redis.call('SREM', p..'active:'..tenant..':'..class, id)
+  for _, v in ipairs(redis.call('SMEMBERS', key..':hot')) do
+    redis.call('SREM', p..'hot:'..v, id)
+  end
+  redis.call('HSET', key, 'state', 'busy', 'tenant', tenant)
+  redis.call('ZADD', p..'busy', lease, id)
+  return {id, agent, kind}
+end
+local sets = {}
+if vk ~= '' then table.insert(sets, {p..'hot:'..vk, 'hot'}) end
+table.insert(sets, {p..'active:'..tenant..':'..class, 'active'})
+table.insert(sets, {p..'warm:'..class, 'warm'})
+for _, s in ipairs(sets) do
+  while true do
+    local id = redis.call('SPOP', s[1])
+    if not id then break end
+    local h = redis.call('HMGET', p..'inst:'..id, 'class', 'tenant', 'state')
+    -- A member whose hash disagrees (stale entry) is skipped: the set was the only trace.
+    if h[1] == class and h[3] == 'idle' and (s[2] == 'warm' or h[2] == tenant) then
+      local agent = alive(id)
+      if agent then return take(id, agent, s[2]) end
+    end
+  end
+end
+return false
+`)
+
+// releaseScript: ARGV = prefix, id, version key ('' for none), keep ('1' or '0').
+// keep=0 means the instance is unusable (its agent said so): drop it.
+var releaseScript = redis.NewScript(luaDrop + `
+local p, id, vk, keep = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local key = p..'inst:'..id
+local h = redis.call('HMGET', key, 'agent', 'class', 'tenant')
+if not h[1] then return 0 end
+if keep ~= '1' or redis.call('EXISTS', p..'agent:'..h[1]) == 0 then
+  drop(p, id)
+  return 0
+end
+redis.call('ZREM', p..'busy', id)
+redis.call('HSET', key, 'state', 'idle')
+if vk ~= '' then redis.call('SADD', key..':hot', vk) end
+for _, v in ipairs(redis.call('SMEMBERS', key..':hot')) do
+  redis.call('SADD', p..'hot:'..v, id)
+end
+redis.call('SADD', p..'active:'..h[3]..':'..h[2], id)
+redis.call('PUBLISH', p..'freed', h[2])
+return 1
+`)
+
+// addScript: ARGV = prefix, id, agent, class.
+var addScript = redis.NewScript(`
+local p, id, agent, class = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+redis.call('HSET', p..'inst:'..id, 'agent', agent, 'class', class, 'tenant', '', 'state', 'idle')
+redis.call('SADD', p..'agent:'..agent..':insts', id)
+redis.call('SADD', p..'warm:'..class, id)
+redis.call('PUBLISH', p..'freed', class)
+return 1
+`)
+
+// retireScript: ARGV = prefix, id, force. Drops the instance if idle (or
+// force=1); returns 1 if dropped or already gone, 0 if busy.
+var retireScript = redis.NewScript(luaDrop + `
+local p, id, force = ARGV[1], ARGV[2], ARGV[3]
+local state = redis.call('HGET', p..'inst:'..id, 'state')
+if not state then return 1 end
+if state == 'busy' and force ~= '1' then return 0 end
+drop(p, id)
+return 1
+`)
+
+// dropHotScript: ARGV = prefix, id, version key. Forgets that a version is
+// hot on an instance (its container was stopped).
+var dropHotScript = redis.NewScript(`
+local p, id, vk = ARGV[1], ARGV[2], ARGV[3]
+redis.call('SREM', p..'inst:'..id..':hot', vk)
+redis.call('SREM', p..'hot:'..vk, id)
+return 1
+`)
+
+// removeAgentScript: ARGV = prefix, agent id. Drops the agent and all its instances.
+var removeAgentScript = redis.NewScript(luaDrop + `
+local p, agent = ARGV[1], ARGV[2]
+for _, id in ipairs(redis.call('SMEMBERS', p..'agent:'..agent..':insts')) do
+  drop(p, id)
+end
+redis.call('DEL', p..'agent:'..agent, p..'agent:'..agent..':insts')
+redis.call('SREM', p..'agents', agent)
+return 1
+`)
+
+// expireLeasesScript: ARGV = prefix, now ms. Busy instances whose lease ran
+// out (their claimer died) become idle again, keeping their hot versions.
+var expireLeasesScript = redis.NewScript(`
+local p, now = ARGV[1], ARGV[2]
+local ids = redis.call('ZRANGEBYSCORE', p..'busy', '-inf', now, 'LIMIT', 0, 100)
+for _, id in ipairs(ids) do
+  redis.call('ZREM', p..'busy', id)
+  local key = p..'inst:'..id
+  local h = redis.call('HMGET', key, 'class', 'tenant')
+  if h[1] then
+    redis.call('HSET', key, 'state', 'idle')
+    for _, v in ipairs(redis.call('SMEMBERS', key..':hot')) do
+      redis.call('SADD', p..'hot:'..v, id)
+    end
+    if h[2] and h[2] ~= '' then
+      redis.call('SADD', p..'active:'..h[2]..':'..h[1], id)
+    else
+      redis.call('SADD', p..'warm:'..h[1], id)
+    end
+    redis.call('PUBLISH', p..'freed', h[1])
+  end
+end
+return #ids
+`)

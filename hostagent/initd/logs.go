@@ -1,0 +1,177 @@
+package initd
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// logSink collects one container's output: a ring of the most recent bytes
+// (for Result.LogTail) and a line-prefixed copy to the server's Output. It
+// outlives the container's processes; each process feeds it from its own
+// pipe through a pipeReader.
+type logSink struct {
+	mu      sync.Mutex
+	ring    []byte
+	written int64 // total bytes ever written; ring holds the last len(ring)
+	prefix  []byte
+	partial []byte // current unterminated line, for Output
+	out     io.Writer
+}
+
+func newLogSink(containerID string, size int, out io.Writer) *logSink {
+	return &logSink{
+		ring:   make([]byte, size),
+		prefix: []byte(containerID + " "),
+		out:    out,
+	}
+}
+
+// mark returns the current write position; tail(mark) returns what came after.
+func (l *logSink) mark() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.written
+}
+
+// tail returns up to max bytes written since mark (the last ones).
+func (l *logSink) tail(mark int64, max int) []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := l.written - mark
+	if n > int64(max) {
+		n = int64(max)
+	}
+	if n > int64(len(l.ring)) {
+		n = int64(len(l.ring))
+	}
+	if n <= 0 {
+		return nil
+	}
+	out := make([]byte, n)
+	start := (l.written - n) % int64(len(l.ring))
+	c := copy(out, l.ring[start:])
+	copy(out[c:], l.ring)
+	return out
+}
+
+// write appends p. Callers hold no lock.
+func (l *logSink) write(p []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	size := int64(len(l.ring))
+	q := p
+	if int64(len(q)) > size {
+		q = q[int64(len(q))-size:]
+	}
+	pos := (l.written + int64(len(p)) - int64(len(q))) % size
+	c := copy(l.ring[pos:], q)
+	copy(l.ring, q[c:])
+	l.written += int64(len(p))
+	l.forward(p)
+}
+
+// forward copies p to out, one prefixed line at a time. A line longer than
+// the ring is cut so that memory stays bounded.
+func (l *logSink) forward(p []byte) {
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			l.partial = append(l.partial, p...)
+			if len(l.partial) >= len(l.ring) {
+				l.flushPartial()
+			}
+			return
+		}
+		l.partial = append(l.partial, p[:i+1]...)
+		p = p[i+1:]
+		l.flushPartial()
+	}
+}
+
+func (l *logSink) flushPartial() {
+	if len(l.partial) == 0 {
+		return
+	}
+	line := make([]byte, 0, len(l.prefix)+len(l.partial)+1)
+	line = append(line, l.prefix...)
+	line = append(line, l.partial...)
+	if line[len(line)-1] != '\n' {
+		line = append(line, '\n')
+	}
+	_, _ = l.out.Write(line) // best effort: output loss must not stall a function
+	l.partial = l.partial[:0]
+}
+
+// close flushes an unterminated last line.
+func (l *logSink) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.flushPartial()
+}
+
+// pipeReader drains the read end of a process's stdout+stderr pipe into a
+// logSink. Reads happen under mu, either from run (woken by the runtime
+// poller) or from sync (called by an invocation that completed, so that
+// everything the function wrote before answering is in the ring before the
+// tail is taken: the write happened before the HTTP request that completed
+// the invocation, so it is already in the pipe).
+type pipeReader struct {
+	f    *os.File
+	sink *logSink
+	mu   sync.Mutex
+	buf  []byte
+	eof  bool
+}
+
+func newPipeReader(f *os.File, sink *logSink) *pipeReader {
+	return &pipeReader{f: f, sink: sink, buf: make([]byte, 32<<10)}
+}
+
+// drain reads until the pipe would block or ends. It reports whether the
+// pipe ended. Called with fd valid (inside RawConn.Read/Control).
+func (r *pipeReader) drain(fd uintptr) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for !r.eof {
+		n, err := unix.Read(int(fd), r.buf)
+		switch {
+		case n > 0:
+			r.sink.write(r.buf[:n])
+		case err == unix.EINTR:
+		case err == unix.EAGAIN:
+			return false
+		default: // 0 bytes (EOF) or a real error: either way the pipe is done
+			r.eof = true
+		}
+	}
+	return true
+}
+
+// run drains the pipe until EOF, then closes it.
+func (r *pipeReader) run() error {
+	defer r.f.Close()
+	defer r.sink.close()
+	rc, err := r.f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	err = rc.Read(func(fd uintptr) bool { return r.drain(fd) })
+	if err != nil && !errors.Is(err, os.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+// sync drains whatever is already in the pipe.
+func (r *pipeReader) sync() {
+	rc, err := r.f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) { r.drain(fd) })
+}

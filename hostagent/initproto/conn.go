@@ -1,0 +1,182 @@
+package initproto
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// MaxFrame bounds one frame (header and body): 8 MiB, above Lambda's 6 MB
+// payload limit.
+const MaxFrame = 8 << 20
+
+const (
+	prefixLen = 4 + 1 + 4 + 4 // length, type, seq, header length
+	maxFDs    = 16
+)
+
+// ErrFrameTooLarge is returned for a frame over MaxFrame.
+var ErrFrameTooLarge = errors.New("initproto: frame too large")
+
+// Frame is one decoded message.
+type Frame struct {
+	Type   Type
+	Seq    uint32
+	Header []byte // JSON
+	Body   []byte
+	// FDs are the descriptors that arrived with this frame. The receiver owns
+	// them and must close them.
+	FDs []int
+}
+
+// Decode unmarshals the frame's header into v.
+func (f *Frame) Decode(v any) error {
+	if err := json.Unmarshal(f.Header, v); err != nil {
+		return fmt.Errorf("initproto: decode %T: %w", v, err)
+	}
+	return nil
+}
+
+// Conn frames messages over a unix stream socket. Writes are serialised; a
+// single goroutine must own reads.
+type Conn struct {
+	c       *net.UnixConn
+	wmu     sync.Mutex
+	wbuf    []byte
+	rbuf    []byte // bytes read but not yet consumed
+	oob     []byte
+	pending []int // fds received ahead of their frame boundary
+}
+
+// NewConn wraps an established unix stream connection.
+func NewConn(c *net.UnixConn) *Conn {
+	return &Conn{c: c, oob: make([]byte, unix.CmsgSpace(maxFDs*4))}
+}
+
+// Close closes the connection.
+func (c *Conn) Close() error { return c.c.Close() }
+
+// Write sends one frame. header is JSON-encoded; fds are passed with
+// SCM_RIGHTS and stay owned by the caller.
+func (c *Conn) Write(t Type, seq uint32, header any, body []byte, fds ...int) error {
+	h, err := json.Marshal(header)
+	if err != nil {
+		return fmt.Errorf("initproto: encode %T: %w", header, err)
+	}
+	n := 1 + 4 + 4 + len(h) + len(body)
+	if n > MaxFrame {
+		return fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
+	}
+	if len(fds) > maxFDs {
+		return fmt.Errorf("initproto: %d fds, at most %d", len(fds), maxFDs)
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	buf := c.wbuf[:0]
+	buf = binary.BigEndian.AppendUint32(buf, uint32(n))
+	buf = append(buf, byte(t))
+	buf = binary.BigEndian.AppendUint32(buf, seq)
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(h)))
+	buf = append(buf, h...)
+	buf = append(buf, body...)
+	if cap(buf) <= 64<<10 {
+		c.wbuf = buf
+	}
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	// The first write carries the fds; they are attached to its first byte,
+	// so the reader sees them no later than the frame's start.
+	wn, _, err := c.c.WriteMsgUnix(buf, oob, nil)
+	if err != nil {
+		return fmt.Errorf("initproto: write: %w", err)
+	}
+	for wn < len(buf) {
+		m, err := c.c.Write(buf[wn:])
+		if err != nil {
+			return fmt.Errorf("initproto: write: %w", err)
+		}
+		wn += m
+	}
+	return nil
+}
+
+// Read returns the next frame. Fds that arrived while reading the frame are
+// attached to it.
+func (c *Conn) Read() (*Frame, error) {
+	if err := c.fill(4); err != nil {
+		return nil, err
+	}
+	n := int(binary.BigEndian.Uint32(c.rbuf))
+	if n > MaxFrame || n < prefixLen-4 {
+		return nil, fmt.Errorf("%w or malformed: %d bytes", ErrFrameTooLarge, n)
+	}
+	if err := c.fill(4 + n); err != nil {
+		return nil, err
+	}
+	b := c.rbuf[4 : 4+n]
+	f := &Frame{Type: Type(b[0]), Seq: binary.BigEndian.Uint32(b[1:5])}
+	hl := int(binary.BigEndian.Uint32(b[5:9]))
+	if hl > len(b)-9 {
+		return nil, fmt.Errorf("initproto: header length %d exceeds frame", hl)
+	}
+	f.Header = append([]byte(nil), b[9:9+hl]...)
+	f.Body = append([]byte(nil), b[9+hl:]...)
+	f.FDs, c.pending = c.pending, nil
+	c.rbuf = c.rbuf[4+n:]
+	return f, nil
+}
+
+// fill reads until rbuf holds at least n bytes, collecting any fds.
+func (c *Conn) fill(n int) error {
+	for len(c.rbuf) < n {
+		want := max(n-len(c.rbuf), 64<<10)
+		buf := make([]byte, len(c.rbuf), len(c.rbuf)+want)
+		copy(buf, c.rbuf)
+		m, oobn, _, _, err := c.c.ReadMsgUnix(buf[len(buf):cap(buf)], c.oob)
+		if oobn > 0 {
+			fds, perr := parseRights(c.oob[:oobn])
+			c.pending = append(c.pending, fds...)
+			if perr != nil {
+				return perr
+			}
+		}
+		c.rbuf = buf[:len(buf)+m]
+		if err != nil {
+			if errors.Is(err, io.EOF) && len(c.rbuf) == 0 {
+				return io.EOF
+			}
+			if errors.Is(err, io.EOF) {
+				return io.ErrUnexpectedEOF
+			}
+			return fmt.Errorf("initproto: read: %w", err)
+		}
+		if m == 0 && oobn == 0 {
+			return io.EOF
+		}
+	}
+	return nil
+}
+
+func parseRights(oob []byte) ([]int, error) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, fmt.Errorf("initproto: control message: %w", err)
+	}
+	var fds []int
+	for _, m := range msgs {
+		r, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			continue
+		}
+		fds = append(fds, r...)
+	}
+	return fds, nil
+}

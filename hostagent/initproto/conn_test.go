@@ -1,0 +1,90 @@
+package initproto
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func pair(t *testing.T) (*Conn, *Conn) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "s.sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	done := make(chan *net.UnixConn, 1)
+	go func() {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			done <- nil
+			return
+		}
+		done <- c
+	}()
+	a, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: p, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := <-done
+	if b == nil {
+		t.Fatal("accept failed")
+	}
+	ca, cb := NewConn(a), NewConn(b)
+	t.Cleanup(func() { ca.Close(); cb.Close() })
+	return ca, cb
+}
+
+func TestRoundTripWithFDsAndLargeBody(t *testing.T) {
+	a, b := pair(t)
+	f, err := os.CreateTemp(t.TempDir(), "fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	big := bytes.Repeat([]byte("x"), 3<<20)
+	go func() {
+		_ = a.Write(TypeStart, 7, StartContainer{ContainerID: "c1", FDNames: []string{FDCgroup2}}, nil, int(f.Fd()))
+		_ = a.Write(TypeInvoke, 8, Invoke{ID: "i1"}, big)
+	}()
+	fr, err := b.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sc StartContainer
+	if err := fr.Decode(&sc); err != nil {
+		t.Fatal(err)
+	}
+	if fr.Type != TypeStart || fr.Seq != 7 || sc.ContainerID != "c1" || len(fr.FDs) != 1 {
+		t.Fatalf("got type %d seq %d %+v fds %v", fr.Type, fr.Seq, sc, fr.FDs)
+	}
+	var st1, st2 unixStat
+	if err := fstat(fr.FDs[0], &st2); err != nil {
+		t.Fatal(err)
+	}
+	if err := fstat(int(f.Fd()), &st1); err != nil {
+		t.Fatal(err)
+	}
+	if st1.Ino != st2.Ino {
+		t.Fatalf("received fd refers to another file")
+	}
+	closeFD(fr.FDs[0])
+	fr, err = b.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fr.Type != TypeInvoke || !bytes.Equal(fr.Body, big) || len(fr.FDs) != 0 {
+		t.Fatalf("invoke frame: type %d body %d fds %v", fr.Type, len(fr.Body), fr.FDs)
+	}
+}
+
+func TestFrameTooLarge(t *testing.T) {
+	a, _ := pair(t)
+	err := a.Write(TypeInvoke, 1, Invoke{}, make([]byte, MaxFrame))
+	if err == nil {
+		t.Fatal("oversized frame was accepted")
+	}
+}

@@ -1,0 +1,135 @@
+package initproto
+
+// Type identifies a frame.
+type Type uint8
+
+const (
+	// TypeHello is sent by ember-init right after the agent connects.
+	TypeHello Type = iota + 1
+	// TypeStart asks ember-init to start a function container. Its fds are
+	// the container's cgroup handles, named in StartContainer.FDNames.
+	TypeStart
+	// TypeStarted answers TypeStart.
+	TypeStarted
+	// TypeInvoke hands one invocation to a running container; body is the payload.
+	TypeInvoke
+	// TypeResult answers TypeInvoke; body is the response or error document.
+	TypeResult
+	// TypeStop stops a container (SIGTERM, grace, SIGKILL).
+	TypeStop
+	// TypeStopped answers TypeStop.
+	TypeStopped
+	// TypeExited is an event: a container's process exited on its own.
+	TypeExited
+)
+
+// FD names used in StartContainer.FDNames.
+const (
+	// FDCgroup2 is an O_DIRECTORY fd of the container's cgroup2 directory,
+	// used with clone3(CLONE_INTO_CGROUP).
+	FDCgroup2 = "cgroup2"
+	// FDTasksPrefix + controller ("memory", "cpu", "pids") is an fd of that v1
+	// controller's tasks file; the spawning thread writes "0" to join it.
+	FDTasksPrefix = "tasks:"
+)
+
+// Hello is the first frame ember-init sends on a connection.
+type Hello struct {
+	InstanceID string `json:"instance_id"`
+	Pid        int    `json:"pid"`
+	Version    string `json:"version"`
+}
+
+// StartContainer describes one function container to start inside the instance.
+type StartContainer struct {
+	ContainerID string `json:"container_id"`
+	// CodeDir is the directory under the instance's code mount (see
+	// CodeMount) that becomes the container's /var/task.
+	CodeDir string `json:"code_dir"`
+	// Handler is exported as _HANDLER.
+	Handler      string            `json:"handler"`
+	FunctionName string            `json:"function_name"`
+	Version      string            `json:"version"`
+	MemoryMB     int64             `json:"memory_mb"`
+	TimeoutMs    int64             `json:"timeout_ms"`
+	Env          map[string]string `json:"env,omitempty"`
+	// FDNames names the fds sent with this frame, in order.
+	FDNames []string `json:"fd_names,omitempty"`
+	// LogGroup and LogStream are exported as AWS_LAMBDA_LOG_GROUP_NAME/_STREAM_NAME.
+	LogGroup  string `json:"log_group,omitempty"`
+	LogStream string `json:"log_stream,omitempty"`
+}
+
+// Started answers StartContainer.
+type Started struct {
+	ContainerID string `json:"container_id"`
+	Pid         int    `json:"pid,omitempty"`
+	// Error is set when the container could not be started.
+	Error string `json:"error,omitempty"`
+}
+
+// Invoke is one invocation for a running container.
+type Invoke struct {
+	ID             string `json:"id"`
+	ContainerID    string `json:"container_id"`
+	DeadlineUnixMs int64  `json:"deadline_unix_ms"`
+	TraceID        string `json:"trace_id,omitempty"`
+	FunctionARN    string `json:"function_arn,omitempty"`
+}
+
+// Result statuses, mirroring dispatchpb.Status.
+const (
+	StatusOK            = "ok"
+	StatusFunctionError = "function_error"
+	StatusTimeout       = "timeout"
+	StatusCrashed       = "crashed"
+)
+
+// Result answers Invoke.
+type Result struct {
+	ID     string `json:"id"`
+	Status string `json:"status"`
+	// ErrorType is the runtime's Lambda-Runtime-Function-Error-Type or errorType.
+	ErrorType string `json:"error_type,omitempty"`
+	// HandlerStartUnixNs is when GET /next returned this invocation.
+	HandlerStartUnixNs int64 `json:"handler_start_unix_ns"`
+	DurationNs         int64 `json:"duration_ns"`
+	// InitDurationNs is set on a container's first invocation: spawn to first /next.
+	InitDurationNs int64 `json:"init_duration_ns,omitempty"`
+	// LogTail is the end of the container's output during the invocation.
+	LogTail []byte `json:"log_tail,omitempty"`
+	// Error is set when ember-init itself could not run the invocation
+	// (unknown container, malformed request): a platform error.
+	Error string `json:"error,omitempty"`
+}
+
+// Stop asks for a container to be stopped.
+type Stop struct {
+	ContainerID string `json:"container_id"`
+	GraceMs     int64  `json:"grace_ms"`
+}
+
+// Stopped answers Stop. Stopping an unknown container is success.
+type Stopped struct {
+	ContainerID string `json:"container_id"`
+}
+
+// Exited reports that a container's process ended outside a Stop.
+type Exited struct {
+	ContainerID string `json:"container_id"`
+	ExitCode    int    `json:"exit_code"`
+	Signal      string `json:"signal,omitempty"`
+}
+
+// Paths inside every instance.
+const (
+	// SocketDir is where ember-init creates SocketName; the agent bind-mounts
+	// a host directory, owned by the instance's mapped root, there.
+	SocketDir  = "/ember/sock"
+	SocketName = "init.sock"
+	// CodeMount is the read-only bind mount holding one directory per
+	// function version delivered to this instance.
+	CodeMount = "/ember/code"
+	// TaskDir is where a container sees its code.
+	TaskDir = "/var/task"
+)
