@@ -322,3 +322,13 @@ func (s *Store) Occupancy(ctx context.Context) ([]Occupancy, error) {
 	}
 	return out, nil
 }
+
+// SubscribeFreed subscribes to FreedChannel. The caller closes the PubSub.
+func (s *Store) SubscribeFreed(ctx context.Context) *redis.PubSub {
+	return s.rdb.Subscribe(ctx, s.FreedChannel())
+}
+
+// SubscribeDemand subscribes to DemandChannel. The caller closes the PubSub.
+func (s *Store) SubscribeDemand(ctx context.Context) *redis.PubSub {
+	return s.rdb.Subscribe(ctx, s.DemandChannel())
+}

@@ -1,0 +1,64 @@
+# Ember: event-driven serverless on Kafka, Redis and containerd.
+# `make help` lists the targets. Everything that needs root (containerd,
+# cgroups, namespaces) assumes you are root, as on the CI machines.
+
+SHELL       := /bin/bash
+EMBER_STATE ?= $(CURDIR)/.ember
+export EMBER_STATE
+GO          ?= go
+BIN         := $(CURDIR)/bin
+GOFLAGS_STATIC := CGO_ENABLED=0
+TEST_TIMEOUT ?= 12m
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: setup
+setup: ## Install Debian packages and start a private containerd and Redis (idempotent).
+	@deploy/setup.sh start
+
+.PHONY: build
+build: ## Build emberd, ember-agent, ember, ember-init (static) into bin/.
+	@mkdir -p $(BIN)
+	$(GOFLAGS_STATIC) $(GO) build -trimpath -o $(BIN)/ember-init ./cmd/ember-init
+	$(GO) build -o $(BIN)/emberd ./cmd/emberd
+	$(GO) build -o $(BIN)/ember-agent ./cmd/ember-agent
+	$(GO) build -o $(BIN)/ember ./cmd/ember
+
+.PHONY: run
+run: setup build ## Set up, start Ember on the embedded defaults, run the demo (1,000 events), print what happened.
+	@deploy/demo.sh
+
+.PHONY: stop
+stop: ## Stop emberd (if started by `make run`), containerd and Redis.
+	@deploy/demo.sh stop || true
+	@deploy/setup.sh stop
+
+.PHONY: test
+test: setup ## Run every test against real Redis, containerd and the Kafka-protocol broker.
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -p 2 ./...
+
+.PHONY: bench
+bench: setup build ## Run the benchmarks and print the figures with the command to reproduce them.
+	@deploy/bench.sh
+
+.PHONY: generate
+generate: ## Regenerate protobuf code (needs protoc; installs the Go plugins).
+	@deploy/setup.sh install protobuf-compiler
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc --go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative hostagent/dispatchpb/dispatch.proto
+
+.PHONY: lint
+lint: ## gofmt and go vet.
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+.PHONY: clean
+clean: stop ## Stop everything and remove bin/ and the state directory.
+	rm -rf $(BIN) $(EMBER_STATE)

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The `make run` demo: starts emberd on the embedded defaults (in-process
+# Kafka-protocol broker, the Redis and containerd that setup.sh started, the
+# host agent in-process), deploys examples/kafka-echo (an aws-lambda-go
+# function), binds a topic to it, produces 1,000 events and prints what
+# happened. emberd keeps running afterwards; `make stop` stops it.
+#
+#   deploy/demo.sh         run the demo
+#   deploy/demo.sh stop    stop the emberd the demo started
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+state=${EMBER_STATE:-$repo/.ember}
+bin=$repo/bin
+api=${EMBER_API:-http://127.0.0.1:8080}
+events=${EMBER_DEMO_EVENTS:-1000}
+export EMBER_API=$api
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+stop() {
+	if [ -f "$state/emberd.pid" ] && kill -0 "$(cat "$state/emberd.pid")" 2>/dev/null; then
+		kill "$(cat "$state/emberd.pid")"
+		for _ in $(seq 1 100); do kill -0 "$(cat "$state/emberd.pid")" 2>/dev/null || break; sleep 0.1; done
+		echo "emberd stopped"
+	fi
+	rm -f "$state/emberd.pid"
+}
+
+if [ "${1:-}" = stop ]; then stop; exit 0; fi
+
+# shellcheck disable=SC1091
+source "$state/env"
+export EMBER_REDIS EMBER_CONTAINERD
+
+stop
+say "starting emberd (log: $state/emberd.log)"
+"$bin/emberd" --state-dir "$state" --init-binary "$bin/ember-init" >"$state/emberd.log" 2>&1 &
+echo $! >"$state/emberd.pid"
+for i in $(seq 1 600); do
+	if "$bin/ember" status --ready >/dev/null 2>&1; then break; fi
+	if ! kill -0 "$(cat "$state/emberd.pid")" 2>/dev/null; then
+		echo "emberd exited; last lines of its log:"; tail -30 "$state/emberd.log"; exit 1
+	fi
+	[ "$i" = 600 ] && { echo "emberd not ready after 60 s"; tail -30 "$state/emberd.log"; exit 1; }
+	sleep 0.1
+done
+"$bin/ember" status
+
+say "building examples/kafka-echo (aws-lambda-go, parses events.KafkaEvent)"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+(cd "$repo" && CGO_ENABLED=0 go build -trimpath -o "$work/bootstrap" ./examples/kafka-echo)
+(cd "$work" && zip -q fn.zip bootstrap)
+
+say "deploying and binding topic demo-events"
+"$bin/ember" deploy kafka-echo --zip "$work/fn.zip" --memory 128 --timeout 10s
+"$bin/ember" bind demo --topic demo-events --function kafka-echo --from earliest
+
+say "producing $events events"
+seq 1 "$events" | sed 's/^/event-/' | "$bin/ember" produce demo-events
+
+say "waiting for the consumer lag to reach 0"
+"$bin/ember" status --wait-lag demo --timeout 90s
+
+say "what happened"
+"$bin/ember" status
+cat <<MSG
+
+emberd is still running (API $api, log $state/emberd.log). Try:
+  bin/ember invoke kafka-echo --payload '{}'
+  seq 1 10 | bin/ember produce demo-events && bin/ember status
+Stop everything with: make stop
+MSG

@@ -1,0 +1,83 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/ember-run/ember/engine/pool"
+	"github.com/ember-run/ember/hostagent/dispatchpb"
+)
+
+// agentConns keeps one gRPC connection per agent, opened on first use and
+// kept for the agent's lifetime (a re-registration under a new address
+// replaces it).
+type agentConns struct {
+	pool *pool.Store
+	opts []grpc.DialOption
+
+	mu    sync.Mutex
+	conns map[string]*agentConn
+}
+
+type agentConn struct {
+	addr   string
+	cc     *grpc.ClientConn
+	client dispatchpb.AgentClient
+}
+
+func newAgentConns(p *pool.Store, opts []grpc.DialOption) *agentConns {
+	if len(opts) == 0 {
+		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	return &agentConns{pool: p, opts: opts, conns: map[string]*agentConn{}}
+}
+
+func (a *agentConns) get(ctx context.Context, agentID string) (dispatchpb.AgentClient, error) {
+	a.mu.Lock()
+	c, ok := a.conns[agentID]
+	a.mu.Unlock()
+	if ok {
+		return c.client, nil
+	}
+	ag, err := a.pool.Agent(ctx, agentID)
+	if err != nil {
+		return nil, fmt.Errorf("agent %s: %w: %w", agentID, ErrUnavailable, err)
+	}
+	cc, err := grpc.NewClient(ag.Addr, a.opts...)
+	if err != nil {
+		return nil, fmt.Errorf("dial agent %s at %s: %w", agentID, ag.Addr, err)
+	}
+	c = &agentConn{addr: ag.Addr, cc: cc, client: dispatchpb.NewAgentClient(cc)}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if old, ok := a.conns[agentID]; ok { // lost a race: keep the first
+		_ = cc.Close()
+		return old.client, nil
+	}
+	a.conns[agentID] = c
+	return c.client, nil
+}
+
+// forget closes an agent's connection so the next use looks its address up again.
+func (a *agentConns) forget(agentID string) {
+	a.mu.Lock()
+	c, ok := a.conns[agentID]
+	delete(a.conns, agentID)
+	a.mu.Unlock()
+	if ok {
+		_ = c.cc.Close()
+	}
+}
+
+func (a *agentConns) close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id, c := range a.conns {
+		_ = c.cc.Close()
+		delete(a.conns, id)
+	}
+}

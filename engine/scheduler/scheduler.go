@@ -1,0 +1,362 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ember-run/ember/engine/invoke"
+	"github.com/ember-run/ember/engine/pool"
+	"github.com/ember-run/ember/engine/registry"
+	"github.com/ember-run/ember/hostagent/dispatchpb"
+)
+
+// Resolver finds the version an invocation runs.
+type Resolver interface {
+	// Resolve MUST return an error wrapping registry.ErrNotFound for an
+	// unknown function or qualifier.
+	Resolve(ctx context.Context, tenant, function, qualifier string) (registry.Version, error)
+}
+
+// Config tunes the scheduler. The zero value is valid.
+type Config struct {
+	// MaxWaiting bounds invocations waiting for a free instance. Default: 1024.
+	MaxWaiting int
+	// MaxQueueWait bounds how long an invocation without its own deadline
+	// waits for an instance. Default: 30s.
+	MaxQueueWait time.Duration
+	// LeaseGrace is added to an invocation's deadline to form its claim
+	// lease; a claim held past its lease (its scheduler died) returns to the
+	// pool. Default: 30s.
+	LeaseGrace time.Duration
+	// DemandEvery is how often a waiting invocation repeats its request for a
+	// new instance. Default: 1s.
+	DemandEvery time.Duration
+	// ReapEvery is how often expired leases are collected. Default: 5s.
+	ReapEvery time.Duration
+	// DispatchAttempts bounds tries on another instance when an agent lost
+	// the claimed instance before running anything. Default: 3.
+	DispatchAttempts int
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxWaiting == 0 {
+		c.MaxWaiting = 1024
+	}
+	if c.MaxQueueWait == 0 {
+		c.MaxQueueWait = 30 * time.Second
+	}
+	if c.LeaseGrace == 0 {
+		c.LeaseGrace = 30 * time.Second
+	}
+	if c.DemandEvery == 0 {
+		c.DemandEvery = time.Second
+	}
+	if c.ReapEvery == 0 {
+		c.ReapEvery = 5 * time.Second
+	}
+	if c.DispatchAttempts == 0 {
+		c.DispatchAttempts = 3
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (c Config) Validate() error {
+	if c.MaxWaiting < 0 || c.MaxQueueWait < 0 || c.LeaseGrace < 0 || c.DemandEvery < 0 || c.ReapEvery < 0 || c.DispatchAttempts < 0 {
+		return errors.New("scheduler: negative limits in config")
+	}
+	return nil
+}
+
+// Scheduler runs invocations on pooled instances. Start Run for wake-ups on
+// released instances and lease collection; Invoke works without it, falling
+// back to DemandEvery polling.
+type Scheduler struct {
+	cfg      Config
+	pool     *pool.Store
+	resolver Resolver
+	agents   *agentConns
+	wake     *wakeups
+	waiting  atomic.Int64
+	log      zerolog.Logger
+	m        *metrics
+}
+
+// Option configures a Scheduler.
+type Option func(*Scheduler) error
+
+// WithLogger sets the logger. Default: disabled.
+func WithLogger(l zerolog.Logger) Option {
+	return func(s *Scheduler) error { s.log = l.With().Str("component", "scheduler").Logger(); return nil }
+}
+
+// WithMetrics registers the scheduler's metrics on reg.
+func WithMetrics(reg prometheus.Registerer) Option {
+	return func(s *Scheduler) error { return s.m.register(reg) }
+}
+
+// WithDialOptions replaces the gRPC dial options (default: insecure, for loopback).
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return func(s *Scheduler) error { s.agents.opts = opts; return nil }
+}
+
+// New returns a scheduler over the pool state and registry.
+func New(cfg Config, p *pool.Store, r Resolver, opts ...Option) (*Scheduler, error) {
+	if p == nil || r == nil {
+		return nil, errors.New("scheduler: pool store and resolver are required")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	s := &Scheduler{
+		cfg: cfg, pool: p, resolver: r,
+		agents: newAgentConns(p, nil),
+		wake:   newWakeups(),
+		log:    zerolog.Nop(),
+		m:      newMetrics(),
+	}
+	for _, o := range opts {
+		if err := o(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Run wakes waiters when instances are freed and collects expired leases
+// until ctx is done. It closes the agent connections when it returns.
+func (s *Scheduler) Run(ctx context.Context) error {
+	defer s.agents.close()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		sub := s.pool.SubscribeFreed(ctx)
+		defer sub.Close()
+		ch := sub.Channel()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case msg, ok := <-ch:
+				if !ok {
+					return nil
+				}
+				s.wake.wake(msg.Payload)
+			}
+		}
+	})
+	g.Go(func() error {
+		t := time.NewTicker(s.cfg.ReapEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case now := <-t.C:
+				if n, err := s.pool.ExpireLeases(ctx, now); err != nil && ctx.Err() == nil {
+					s.log.Warn().Err(err).Msg("expire leases")
+				} else if n > 0 {
+					s.log.Warn().Int("instances", n).Msg("returned instances whose claim lease expired")
+				}
+			}
+		}
+	})
+	return g.Wait()
+}
+
+// Invoke runs inv and returns the function's result. A non-nil error means
+// Ember failed (nothing is known to have run, or the outcome is unknown).
+func (s *Scheduler) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.Result, error) {
+	if inv.ID == "" {
+		inv.ID = invoke.NewID()
+	}
+	v, err := s.resolver.Resolve(ctx, inv.Tenant, inv.Function, inv.Qualifier)
+	if err != nil {
+		return invoke.Result{}, fmt.Errorf("invocation %s: %w", inv.ID, err)
+	}
+	class, err := pool.ClassFor(v.MemoryMB)
+	if err != nil {
+		return invoke.Result{}, fmt.Errorf("invocation %s: %w", inv.ID, err)
+	}
+	vk := pool.VersionKey(v.Tenant, v.Function, v.Version)
+	queueDeadline := time.Now().Add(s.cfg.MaxQueueWait)
+	if !inv.Deadline.IsZero() && inv.Deadline.Before(queueDeadline) {
+		queueDeadline = inv.Deadline
+	}
+	var lastErr error
+	for attempt := 0; attempt < s.cfg.DispatchAttempts; attempt++ {
+		claimStart := time.Now()
+		c, cold, err := s.claim(ctx, v.Tenant, class, vk, queueDeadline, v.Timeout)
+		if err != nil {
+			return invoke.Result{}, fmt.Errorf("invocation %s: %w", inv.ID, err)
+		}
+		s.m.claimWait.WithLabelValues(string(c.Kind)).Observe(time.Since(claimStart).Seconds())
+		res, retry, err := s.dispatch(ctx, inv, v, c, vk)
+		if err == nil {
+			res.Version = v.Version
+			switch {
+			case res.Start == invoke.StartHot:
+			case cold:
+				res.Start = invoke.StartCold
+			default:
+				res.Start = invoke.StartPoolHit
+			}
+			s.m.invocations.WithLabelValues(res.Status.String(), res.Start.String()).Inc()
+			return res, nil
+		}
+		lastErr = err
+		if !retry || ctx.Err() != nil {
+			break
+		}
+		s.log.Warn().Err(err).Str("invocation", inv.ID).Str("instance", c.InstanceID).Msg("instance lost before running; trying another")
+	}
+	s.m.platformErrors.Inc()
+	return invoke.Result{}, fmt.Errorf("invocation %s: %w", inv.ID, lastErr)
+}
+
+// claim takes an instance, waiting for one up to deadline. cold reports that
+// none was free at first and the instance came from the warming pool
+// afterwards: it was most likely started on demand for this invocation.
+func (s *Scheduler) claim(ctx context.Context, tenant, class, vk string, deadline time.Time, timeout time.Duration) (pool.Claim, bool, error) {
+	lease := func() time.Time { return time.Now().Add(timeout + s.cfg.LeaseGrace) }
+	woken := s.wake.watch(class)
+	c, ok, err := s.pool.Claim(ctx, tenant, class, vk, lease())
+	if err != nil || ok {
+		return c, false, err
+	}
+	if n := s.waiting.Add(1); n > int64(s.cfg.MaxWaiting) {
+		s.waiting.Add(-1)
+		return pool.Claim{}, false, fmt.Errorf("%w: %d invocations already waiting for class %s", ErrResourceExhausted, n-1, class)
+	}
+	defer s.waiting.Add(-1)
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	demand := time.NewTicker(s.cfg.DemandEvery)
+	defer demand.Stop()
+	if err := s.pool.RequestInstance(ctx, class); err != nil {
+		return pool.Claim{}, false, err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return pool.Claim{}, false, ctx.Err()
+		case <-timer.C:
+			return pool.Claim{}, false, fmt.Errorf("%w (class %s)", ErrNoCapacity, class)
+		case <-demand.C:
+			if err := s.pool.RequestInstance(ctx, class); err != nil {
+				return pool.Claim{}, false, err
+			}
+		case <-woken:
+		}
+		woken = s.wake.watch(class)
+		c, ok, err := s.pool.Claim(ctx, tenant, class, vk, lease())
+		if err != nil {
+			return pool.Claim{}, false, err
+		}
+		if ok {
+			return c, c.Kind == pool.KindWarm, nil
+		}
+	}
+}
+
+// dispatch runs the invocation on the claimed instance and releases it.
+// retry reports that the instance was lost before anything ran.
+func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v registry.Version, c pool.Claim, vk string) (res invoke.Result, retry bool, err error) {
+	keep := false
+	hot := vk
+	defer func() {
+		// Release with a fresh context: the caller's may be cancelled, and a
+		// leaked claim would idle until its lease expires.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if rerr := s.pool.Release(rctx, c.InstanceID, hot, keep); rerr != nil {
+			s.log.Error().Err(rerr).Str("instance", c.InstanceID).Msg("release claim")
+		}
+	}()
+	client, err := s.agents.get(ctx, c.Agent)
+	if err != nil {
+		return invoke.Result{}, true, err
+	}
+	deadline := time.Now().Add(v.Timeout)
+	if !inv.Deadline.IsZero() && inv.Deadline.Before(deadline) {
+		deadline = inv.Deadline
+	}
+	req := &dispatchpb.DispatchRequest{
+		InvocationId:   inv.ID,
+		InstanceId:     c.InstanceID,
+		Tenant:         v.Tenant,
+		Function:       v.Function,
+		Version:        v.Version,
+		CodeDigest:     v.CodeDigest,
+		Handler:        v.Handler,
+		MemoryMb:       v.MemoryMB,
+		TimeoutMs:      v.Timeout.Milliseconds(),
+		Env:            v.Env,
+		Payload:        inv.Payload,
+		DeadlineUnixMs: deadline.UnixMilli(),
+		TraceId:        inv.TraceID,
+		FunctionArn:    fmt.Sprintf("arn:aws:lambda:local:%s:function:%s:%s", v.Tenant, v.Function, v.Version),
+	}
+	// The agent enforces the function's timeout; the RPC deadline only
+	// guards against an agent that never answers.
+	rctx, cancel := context.WithDeadline(ctx, deadline.Add(10*time.Second))
+	defer cancel()
+	start := time.Now()
+	resp, err := client.Dispatch(rctx, req)
+	s.m.dispatch.Observe(time.Since(start).Seconds())
+	if err != nil {
+		switch status.Code(err) {
+		case codes.NotFound, codes.FailedPrecondition, codes.PermissionDenied:
+			// The agent no longer has this instance for us: drop it, try another.
+			return invoke.Result{}, true, fmt.Errorf("agent %s instance %s: %w: %w", c.Agent, c.InstanceID, ErrUnavailable, err)
+		case codes.Unavailable:
+			s.agents.forget(c.Agent)
+			return invoke.Result{}, true, fmt.Errorf("agent %s: %w: %w", c.Agent, ErrUnavailable, err)
+		}
+		return invoke.Result{}, false, fmt.Errorf("dispatch to agent %s: %w", c.Agent, err)
+	}
+	keep = true
+	return resultFrom(inv.ID, c, resp), false, nil
+}
+
+func resultFrom(id string, c pool.Claim, r *dispatchpb.DispatchResponse) invoke.Result {
+	res := invoke.Result{
+		InvocationID: id,
+		Payload:      r.GetPayload(),
+		ErrorType:    r.GetErrorType(),
+		LogTail:      r.GetLogTail(),
+		Agent:        c.Agent,
+		Instance:     c.InstanceID,
+		Duration:     time.Duration(r.GetDurationNs()),
+		InitDuration: time.Duration(r.GetInitDurationNs()),
+	}
+	if ns := r.GetHandlerStartUnixNs(); ns > 0 {
+		res.HandlerStart = time.Unix(0, ns)
+	}
+	switch r.GetStatus() {
+	case dispatchpb.Status_STATUS_OK:
+		res.Status = invoke.StatusOK
+	case dispatchpb.Status_STATUS_TIMEOUT:
+		res.Status = invoke.StatusTimeout
+	case dispatchpb.Status_STATUS_CRASHED:
+		res.Status = invoke.StatusCrashed
+	default:
+		res.Status = invoke.StatusFunctionError
+	}
+	if r.GetStart() == dispatchpb.StartKind_START_KIND_HOT {
+		res.Start = invoke.StartHot
+	}
+	return res
+}
+
+// Waiting reports how many invocations are waiting for an instance.
+func (s *Scheduler) Waiting() int { return int(s.waiting.Load()) }

@@ -1,0 +1,234 @@
+package scheduler_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ember-run/ember/engine/invoke"
+	"github.com/ember-run/ember/engine/pool"
+	"github.com/ember-run/ember/engine/registry"
+	"github.com/ember-run/ember/engine/scheduler"
+	"github.com/ember-run/ember/hostagent/dispatchpb"
+	"github.com/ember-run/ember/internal/testenv"
+)
+
+// resolver serves fixed versions.
+type resolver map[string]registry.Version
+
+func (r resolver) Resolve(_ context.Context, tenant, fn, _ string) (registry.Version, error) {
+	v, ok := r[tenant+"/"+fn]
+	if !ok {
+		return registry.Version{}, registry.ErrNotFound
+	}
+	return v, nil
+}
+
+// agent is a real gRPC Agent server: it remembers which versions it started
+// on which instance and answers like the host agent does.
+type agent struct {
+	dispatchpb.UnimplementedAgentServer
+	mu       sync.Mutex
+	started  map[string]bool // instance/function
+	lost     map[string]bool // instances to answer NotFound for
+	fail     bool
+	requests []*dispatchpb.DispatchRequest
+}
+
+func (a *agent) Dispatch(_ context.Context, r *dispatchpb.DispatchRequest) (*dispatchpb.DispatchResponse, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.requests = append(a.requests, r)
+	if a.lost[r.InstanceId] {
+		return nil, status.Error(codes.NotFound, "no such instance")
+	}
+	resp := &dispatchpb.DispatchResponse{Status: dispatchpb.Status_STATUS_OK, Payload: r.Payload,
+		HandlerStartUnixNs: time.Now().UnixNano(), Start: dispatchpb.StartKind_START_KIND_HOT}
+	if a.fail {
+		resp.Status, resp.ErrorType = dispatchpb.Status_STATUS_FUNCTION_ERROR, "Boom"
+	}
+	key := r.InstanceId + "/" + r.Function
+	if !a.started[key] {
+		a.started[key] = true
+		resp.Start = dispatchpb.StartKind_START_KIND_CONTAINER
+	}
+	return resp, nil
+}
+
+type env struct {
+	pool  *pool.Store
+	agent *agent
+	sched *scheduler.Scheduler
+}
+
+func setup(t *testing.T, cfg scheduler.Config) *env {
+	t.Helper()
+	rdb, _ := testenv.Redis(t)
+	p, err := pool.New(rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &agent{started: map[string]bool{}, lost: map[string]bool{}}
+	srv := grpc.NewServer()
+	dispatchpb.RegisterAgentServer(srv, a)
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(srv.Stop)
+	ctx := context.Background()
+	if err := p.RegisterAgent(ctx, pool.Agent{ID: "a1", Addr: l.Addr().String()}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	r := resolver{
+		"t1/f": {Tenant: "t1", Function: "f", Version: "$LATEST", MemoryMB: 128, Timeout: 5 * time.Second, CodeDigest: "sha256:00"},
+		"t1/g": {Tenant: "t1", Function: "g", Version: "1", MemoryMB: 128, Timeout: 5 * time.Second, CodeDigest: "sha256:01"},
+	}
+	s, err := scheduler.New(cfg, p, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = s.Run(runCtx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return &env{pool: p, agent: a, sched: s}
+}
+
+func (e *env) invoke(t *testing.T, fn string) invoke.Result {
+	t.Helper()
+	res, err := e.sched.Invoke(context.Background(), &invoke.Invocation{Tenant: "t1", Function: fn, Payload: []byte(`{"x":1}`)})
+	if err != nil {
+		t.Fatalf("invoke %s: %v", fn, err)
+	}
+	return res
+}
+
+func TestPoolHitThenHot(t *testing.T) {
+	e := setup(t, scheduler.Config{})
+	if err := e.pool.AddWarm(context.Background(), "i1", "a1", "m128"); err != nil {
+		t.Fatal(err)
+	}
+	r1 := e.invoke(t, "f")
+	if r1.Start != invoke.StartPoolHit || r1.Instance != "i1" || !r1.OK() || string(r1.Payload) != `{"x":1}` {
+		t.Fatalf("first invoke %+v", r1)
+	}
+	r2 := e.invoke(t, "f")
+	if r2.Start != invoke.StartHot || r2.Instance != "i1" {
+		t.Fatalf("second invoke %+v, want hot on i1", r2)
+	}
+	req := e.agent.requests[0]
+	if req.Tenant != "t1" || req.Version != "$LATEST" || req.CodeDigest != "sha256:00" || req.TimeoutMs != 5000 || req.DeadlineUnixMs == 0 {
+		t.Fatalf("dispatch request %+v", req)
+	}
+}
+
+func TestFunctionErrorIsAResult(t *testing.T) {
+	e := setup(t, scheduler.Config{})
+	_ = e.pool.AddWarm(context.Background(), "i1", "a1", "m128")
+	e.agent.mu.Lock()
+	e.agent.fail = true
+	e.agent.mu.Unlock()
+	r := e.invoke(t, "f")
+	if r.Status != invoke.StatusFunctionError || r.ErrorType != "Boom" {
+		t.Fatalf("got %+v", r)
+	}
+	// The instance went back to the pool.
+	if r2 := e.invoke(t, "f"); r2.Instance != "i1" {
+		t.Fatalf("instance not released: %+v", r2)
+	}
+}
+
+func TestWaitsForDemandedInstance(t *testing.T) {
+	e := setup(t, scheduler.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Play the agent's part on the demand channel: start an instance when asked.
+	sub := e.pool.SubscribeDemand(ctx)
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil { // subscription confirmation
+		t.Fatal(err)
+	}
+	go func() {
+		msg, ok := <-sub.Channel()
+		if ok {
+			_ = e.pool.AddWarm(ctx, "new", "a1", msg.Payload)
+		}
+	}()
+	r := e.invoke(t, "f")
+	if r.Start != invoke.StartCold || r.Instance != "new" {
+		t.Fatalf("got %+v, want cold start on the demanded instance", r)
+	}
+}
+
+func TestDeadlineAndBoundedQueue(t *testing.T) {
+	e := setup(t, scheduler.Config{MaxWaiting: 1})
+	ctx := context.Background()
+	// One invocation waits (nothing is ever added) ...
+	waiting := make(chan error, 1)
+	go func() {
+		_, err := e.sched.Invoke(ctx, &invoke.Invocation{Tenant: "t1", Function: "f", Deadline: time.Now().Add(3 * time.Second)})
+		waiting <- err
+	}()
+	// ... so once it is queued, a second is refused at once.
+	for deadline := time.Now().Add(3 * time.Second); e.sched.Waiting() != 1; {
+		if time.Now().After(deadline) {
+			t.Fatal("first invocation never queued")
+		}
+		time.Sleep(time.Millisecond) // polling observable state, not guessing a duration
+	}
+	_, err := e.sched.Invoke(ctx, &invoke.Invocation{Tenant: "t1", Function: "g", Deadline: time.Now().Add(time.Second)})
+	if !errors.Is(err, scheduler.ErrResourceExhausted) {
+		t.Fatalf("second waiter: %v, want ErrResourceExhausted", err)
+	}
+	if err := <-waiting; !errors.Is(err, scheduler.ErrNoCapacity) {
+		t.Fatalf("first waiter: %v, want ErrNoCapacity", err)
+	}
+}
+
+func TestLostInstanceRetriesElsewhere(t *testing.T) {
+	e := setup(t, scheduler.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_ = e.pool.AddWarm(ctx, "gone", "a1", "m128")
+	e.agent.mu.Lock()
+	e.agent.lost["gone"] = true
+	e.agent.mu.Unlock()
+	// After the lost instance is dropped, the retry waits and asks for a new one.
+	sub := e.pool.SubscribeDemand(ctx)
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		if msg, ok := <-sub.Channel(); ok {
+			_ = e.pool.AddWarm(ctx, "ok", "a1", msg.Payload)
+		}
+	}()
+	r := e.invoke(t, "f")
+	if r.Instance != "ok" {
+		t.Fatalf("ran on %s, want the replacement", r.Instance)
+	}
+	insts, _ := e.pool.Instances(ctx, "a1")
+	for _, in := range insts {
+		if in.ID == "gone" {
+			t.Fatal("lost instance still in the pool")
+		}
+	}
+}
+
+func TestUnknownFunction(t *testing.T) {
+	e := setup(t, scheduler.Config{})
+	_, err := e.sched.Invoke(context.Background(), &invoke.Invocation{Tenant: "t1", Function: "nope"})
+	if !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("got %v, want ErrNotFound", err)
+	}
+}
