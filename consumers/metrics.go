@@ -1,0 +1,74 @@
+package consumers
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the Manager's Prometheus collectors, labelled by binding.
+type metrics struct {
+	records       *prometheus.CounterVec
+	invocations   *prometheus.CounterVec
+	dlq           *prometheus.CounterVec
+	batchSize     *prometheus.HistogramVec
+	fetchToInvoke *prometheus.HistogramVec
+}
+
+func newMetrics(reg *prometheus.Registry) (*metrics, error) {
+	m := &metrics{
+		records: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ember", Subsystem: "consumer", Name: "records_total",
+			Help: "Records fetched from Kafka, per binding.",
+		}, []string{"binding"}),
+		invocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ember", Subsystem: "consumer", Name: "invocations_total",
+			Help: "Invoke calls per binding and outcome (ok, function_error, timeout, crashed, platform_error).",
+		}, []string{"binding", "status"}),
+		dlq: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ember", Subsystem: "consumer", Name: "dlq_records_total",
+			Help: "Records written to the dead-letter topic, per binding.",
+		}, []string{"binding"}),
+		batchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "ember", Subsystem: "consumer", Name: "batch_records",
+			Help:    "Records per invoked batch.",
+			Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000},
+		}, []string{"binding"}),
+		fetchToInvoke: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "ember", Subsystem: "consumer", Name: "fetch_to_invoke_seconds",
+			Help:    "Time from fetching a batch's oldest record to each Invoke call.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2.5, 14), // 50us .. ~75s
+		}, []string{"binding"}),
+	}
+	for _, c := range []prometheus.Collector{m.records, m.invocations, m.dlq, m.batchSize, m.fetchToInvoke} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("consumers: register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// bindingMetrics are the children of one binding.
+type bindingMetrics struct {
+	id            string
+	parent        *metrics
+	records       prometheus.Counter
+	dlq           prometheus.Counter
+	batchSize     prometheus.Observer
+	fetchToInvoke prometheus.Observer
+}
+
+func (m *metrics) forBinding(id string) *bindingMetrics {
+	return &bindingMetrics{
+		id:            id,
+		parent:        m,
+		records:       m.records.WithLabelValues(id),
+		dlq:           m.dlq.WithLabelValues(id),
+		batchSize:     m.batchSize.WithLabelValues(id),
+		fetchToInvoke: m.fetchToInvoke.WithLabelValues(id),
+	}
+}
+
+func (b *bindingMetrics) invocation(status string) {
+	b.parent.invocations.WithLabelValues(b.id, status).Inc()
+}
