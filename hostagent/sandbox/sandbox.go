@@ -1,0 +1,363 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/contrib/seccomp"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/oci"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/ember-run/ember/hostagent/cgroup"
+	"github.com/ember-run/ember/hostagent/image"
+	"github.com/ember-run/ember/hostagent/initproto"
+)
+
+// Capabilities are exactly the capabilities ember-init gets: what it needs
+// to build function containers (mount namespaces, bind mounts, switching to
+// the function's uid, dropping the bounding set). With a user namespace they
+// are confined to it.
+var Capabilities = []string{"CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"}
+
+// Instance is a started instance.
+type Instance struct {
+	ID string
+	// Pid is the host pid of ember-init.
+	Pid uint32
+	// CgroupPath is the runc cgroupsPath, "/ember/<id>": the instance's
+	// cgroup below every hierarchy root (see package cgroup).
+	CgroupPath string
+}
+
+// Runtime creates and destroys instances in one containerd namespace. It is
+// safe for concurrent use.
+type Runtime struct {
+	client      *containerd.Client
+	namespace   string
+	imageName   string
+	runtime     string
+	snapshotter string
+	grace       time.Duration
+	labels      map[string]string
+	userns      bool
+	hostID      uint32
+	idRange     uint32
+	memsw       bool
+
+	mu         sync.Mutex
+	img        containerd.Image
+	remapReady bool // the remapped parent snapshot exists
+}
+
+// New returns a Runtime that starts instances of image (see image.Ensure)
+// in namespace.
+func New(client *containerd.Client, namespace, imageName string, opts ...Option) (*Runtime, error) {
+	if client == nil || namespace == "" || imageName == "" {
+		return nil, fmt.Errorf("sandbox: client, namespace and image are required")
+	}
+	r := &Runtime{
+		client:      client,
+		namespace:   namespace,
+		imageName:   imageName,
+		runtime:     DefaultRuntime,
+		snapshotter: DefaultSnapshotter,
+		grace:       DefaultGrace,
+		labels:      map[string]string{},
+		userns:      true,
+		hostID:      DefaultHostID,
+		idRange:     DefaultIDRange,
+	}
+	for _, o := range opts {
+		if err := o(r); err != nil {
+			return nil, fmt.Errorf("sandbox option: %w", err)
+		}
+	}
+	_, err := os.Stat(filepath.Join(cgroup.Root, "memory", "memory.memsw.limit_in_bytes"))
+	r.memsw = err == nil
+	return r, nil
+}
+
+// HostRootUID is the host uid of the instances' root: the owner to give
+// their socket directories and child cgroups (0 without a user namespace).
+func (r *Runtime) HostRootUID() int { return int(r.hostID) }
+
+func (r *Runtime) ctx(ctx context.Context) context.Context {
+	return namespaces.WithNamespace(ctx, r.namespace)
+}
+
+func (r *Runtime) image(ctx context.Context) (containerd.Image, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.img != nil {
+		return r.img, nil
+	}
+	img, err := r.client.GetImage(ctx, r.imageName)
+	if err != nil {
+		return nil, fmt.Errorf("instance image %s: %w", r.imageName, err)
+	}
+	r.img = img
+	return img, nil
+}
+
+// Create starts an instance and returns once ember-init runs. On error
+// nothing of the instance is left in containerd.
+func (r *Runtime) Create(ctx context.Context, spec InstanceSpec) (Instance, error) {
+	if err := spec.Validate(); err != nil {
+		return Instance{}, fmt.Errorf("sandbox: %w", err)
+	}
+	ctx = r.ctx(ctx)
+	if err := r.prepareDirs(spec); err != nil {
+		return Instance{}, fmt.Errorf("instance %s: %w", spec.ID, err)
+	}
+	img, err := r.image(ctx)
+	if err != nil {
+		return Instance{}, fmt.Errorf("instance %s: %w", spec.ID, err)
+	}
+	cgroupPath := CgroupParent + "/" + spec.ID
+
+	snapshot := containerd.WithNewSnapshotView(spec.ID, img)
+	if r.userns {
+		snapshot = containerd.WithRemappedSnapshotView(spec.ID, img, r.hostID, r.hostID)
+	}
+	labels := map[string]string{LabelRole: RoleInstance, LabelClass: spec.Class}
+	for k, v := range r.labels {
+		labels[k] = v
+	}
+	newContainer := func() (containerd.Container, error) {
+		return r.client.NewContainer(ctx, spec.ID,
+			containerd.WithSnapshotter(r.snapshotter),
+			containerd.WithImageName(img.Name()),
+			snapshot,
+			containerd.WithRuntime(r.runtime, nil),
+			containerd.WithContainerLabels(labels),
+			containerd.WithNewSpec(r.specOpts(spec, cgroupPath)...),
+		)
+	}
+	var container containerd.Container
+	if r.userns && !r.isRemapReady() {
+		// The first remapped snapshot creates the shared chowned parent:
+		// two at once would race to create it.
+		r.mu.Lock()
+		container, err = newContainer()
+		if err == nil {
+			r.remapReady = true
+		}
+		r.mu.Unlock()
+	} else {
+		container, err = newContainer()
+	}
+	if err != nil {
+		return Instance{}, fmt.Errorf("create container %s: %w", spec.ID, err)
+	}
+
+	task, err := container.NewTask(ctx, cio.LogFile(spec.LogPath))
+	if err != nil {
+		_ = container.Delete(ctx, containerd.WithSnapshotCleanup)
+		return Instance{}, fmt.Errorf("create task %s: %w", spec.ID, err)
+	}
+	fail := func(err error) (Instance, error) {
+		_, _ = task.Delete(ctx, containerd.WithProcessKill)
+		_ = container.Delete(ctx, containerd.WithSnapshotCleanup)
+		_ = cgroup.RemoveTree(cgroupPath)
+		return Instance{}, fmt.Errorf("instance %s: %w", spec.ID, err)
+	}
+	if r.userns {
+		if err := r.delegateCgroup2(cgroupPath); err != nil {
+			return fail(err)
+		}
+	}
+	if err := task.Start(ctx); err != nil {
+		return fail(fmt.Errorf("start task: %w", err))
+	}
+	return Instance{ID: spec.ID, Pid: task.Pid(), CgroupPath: cgroupPath}, nil
+}
+
+func (r *Runtime) isRemapReady() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.remapReady
+}
+
+// prepareDirs makes the host directories the instance mounts or writes.
+func (r *Runtime) prepareDirs(spec InstanceSpec) error {
+	if err := os.MkdirAll(spec.SocketDir, 0o700); err != nil {
+		return fmt.Errorf("socket dir: %w", err)
+	}
+	if err := os.Chown(spec.SocketDir, int(r.hostID), int(r.hostID)); err != nil {
+		return fmt.Errorf("socket dir: %w", err)
+	}
+	if err := os.Chmod(spec.SocketDir, 0o700); err != nil {
+		return fmt.Errorf("socket dir: %w", err)
+	}
+	if err := os.MkdirAll(spec.CodeDir, 0o755); err != nil {
+		return fmt.Errorf("code dir: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(spec.LogPath), 0o755); err != nil {
+		return fmt.Errorf("log dir: %w", err)
+	}
+	return nil
+}
+
+// delegateCgroup2 hands the instance's cgroup2 directory to its mapped root,
+// as cgroup2 delegation prescribes (the directory, cgroup.procs,
+// cgroup.threads). Without it, ember-init may not move a process from its own
+// cgroup into a child's (clone3 CLONE_INTO_CGROUP needs write access to
+// cgroup.procs of the common ancestor). runc does not do this in the hybrid
+// layout. The limits stay in the v1 hierarchies, which are not delegated.
+func (r *Runtime) delegateCgroup2(cgroupPath string) error {
+	dir := filepath.Join(cgroup.Root, cgroup.Unified, cgroupPath)
+	for _, f := range []string{"", "cgroup.procs", "cgroup.threads"} {
+		if err := os.Lchown(filepath.Join(dir, f), int(r.hostID), int(r.hostID)); err != nil {
+			return fmt.Errorf("delegate cgroup2 dir: %w", err)
+		}
+	}
+	return nil
+}
+
+func (r *Runtime) specOpts(spec InstanceSpec, cgroupPath string) []oci.SpecOpts {
+	memory := spec.MemoryMB << 20
+	opts := []oci.SpecOpts{
+		oci.WithProcessArgs(image.InitPath),
+		oci.WithProcessCwd("/"),
+		oci.WithEnv(spec.Env),
+		oci.WithHostname(spec.ID),
+		oci.WithRootFSReadonly(),
+		oci.WithNoNewPrivileges,
+		oci.WithMounts([]specs.Mount{
+			{Destination: initproto.SocketDir, Type: "bind", Source: spec.SocketDir,
+				Options: []string{"rbind", "rw", "nosuid", "nodev", "noexec"}},
+			{Destination: initproto.CodeMount, Type: "bind", Source: spec.CodeDir,
+				Options: []string{"rbind", "ro", "nosuid", "nodev"}},
+			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs",
+				Options: []string{"nosuid", "nodev", "mode=1777", "size=" + DefaultTmpSize}},
+		}),
+		oci.WithCgroup(cgroupPath),
+		oci.WithMemoryLimit(uint64(memory)),
+		oci.WithCPUShares(spec.CPUShares),
+		oci.WithCPUCFS(cpuQuota(spec.MemoryMB), cfsPeriod),
+		oci.WithPidsLimit(spec.PidsLimit),
+	}
+	if r.memsw {
+		opts = append(opts, oci.WithMemorySwap(memory))
+	}
+	if r.userns {
+		opts = append(opts, oci.WithUserNamespace(
+			[]specs.LinuxIDMapping{{ContainerID: 0, HostID: r.hostID, Size: r.idRange}},
+			[]specs.LinuxIDMapping{{ContainerID: 0, HostID: r.hostID, Size: r.idRange}},
+		))
+	}
+	// The seccomp profile derives its rules from the capabilities: last.
+	return append(opts, oci.WithCapabilities(Capabilities), seccomp.WithDefaultProfile())
+}
+
+// Destroy stops instance id: SIGTERM, the grace period, SIGKILL; then it
+// deletes the task, the container with its snapshot, and any cgroup left
+// behind. An instance that does not exist is success.
+func (r *Runtime) Destroy(ctx context.Context, id string) error {
+	ctx = r.ctx(ctx)
+	container, err := r.client.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return cgroup.RemoveTree(CgroupParent + "/" + id)
+	}
+	if err != nil {
+		return fmt.Errorf("destroy %s: load container: %w", id, err)
+	}
+	if err := r.stopTask(ctx, container); err != nil {
+		return fmt.Errorf("destroy %s: %w", id, err)
+	}
+	if err := container.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("destroy %s: delete container: %w", id, err)
+	}
+	if err := cgroup.RemoveTree(CgroupParent + "/" + id); err != nil {
+		return fmt.Errorf("destroy %s: %w", id, err)
+	}
+	return nil
+}
+
+func (r *Runtime) stopTask(ctx context.Context, container containerd.Container) error {
+	task, err := container.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("load task: %w", err)
+	}
+	status, err := task.Status(ctx)
+	if err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("task status: %w", err)
+	}
+	running := err == nil && (status.Status == containerd.Running || status.Status == containerd.Paused)
+	if running {
+		exited, err := task.Wait(ctx)
+		if err != nil {
+			return fmt.Errorf("wait task: %w", err)
+		}
+		if err := r.kill(ctx, task, syscall.SIGTERM); err != nil {
+			return err
+		}
+		if r.grace > 0 {
+			timer := time.NewTimer(r.grace)
+			select {
+			case <-exited:
+			case <-timer.C:
+			case <-ctx.Done():
+				timer.Stop()
+				return ctx.Err()
+			}
+			timer.Stop()
+		}
+		if err := r.kill(ctx, task, syscall.SIGKILL); err != nil {
+			return err
+		}
+		select {
+		case <-exited:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("delete task: %w", err)
+	}
+	return nil
+}
+
+// kill signals the whole instance; a task that already exited is fine.
+func (r *Runtime) kill(ctx context.Context, task containerd.Task, sig syscall.Signal) error {
+	err := task.Kill(ctx, sig, containerd.WithKillAll)
+	if err == nil || errdefs.IsNotFound(err) || strings.Contains(err.Error(), "process already finished") {
+		return nil
+	}
+	return fmt.Errorf("signal %v: %w", sig, err)
+}
+
+// List returns the ids of the instances in the namespace that carry this
+// runtime's labels, sorted: after a crash, the agent destroys those it does
+// not know.
+func (r *Runtime) List(ctx context.Context) ([]string, error) {
+	filter := []string{"labels." + strconv.Quote(LabelRole) + "==" + strconv.Quote(RoleInstance)}
+	for k, v := range r.labels {
+		filter = append(filter, "labels."+strconv.Quote(k)+"=="+strconv.Quote(v))
+	}
+	containers, err := r.client.Containers(r.ctx(ctx), strings.Join(filter, ","))
+	if err != nil {
+		return nil, fmt.Errorf("list instances: %w", err)
+	}
+	ids := make([]string, 0, len(containers))
+	for _, c := range containers {
+		ids = append(ids, c.ID())
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
