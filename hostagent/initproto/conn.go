@@ -141,6 +141,7 @@ func (c *Conn) fill(n int) error {
 		buf := make([]byte, len(c.rbuf), len(c.rbuf)+want)
 		copy(buf, c.rbuf)
 		m, oobn, _, _, err := c.c.ReadMsgUnix(buf[len(buf):cap(buf)], c.oob)
+		m, oobn = max(m, 0), max(oobn, 0) // -1 on a failed recvmsg (e.g. ECONNRESET)
 		if oobn > 0 {
 			fds, perr := parseRights(c.oob[:oobn])
 			c.pending = append(c.pending, fds...)

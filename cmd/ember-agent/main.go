@@ -1,0 +1,194 @@
+// Command ember-agent is Ember's host agent: it keeps a warming pool of
+// instances in containerd, registers them in Redis and serves Dispatch to
+// the engine's schedulers. See package hostagent.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/ember-run/ember/hostagent"
+	"github.com/ember-run/ember/hostagent/codefetch"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+)
+
+type flags struct {
+	redis, containerd, namespace string
+	agentID, listen, advertise   string
+	stateDir, initBinary         string
+	codeDir, codeURL             string
+	pool, logFormat, logLevel    string
+	maxInstances, maxContainers  int
+	containerKeepAlive           time.Duration
+	instanceKeepAlive            time.Duration
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func main() {
+	var f flags
+	cmd := &cobra.Command{
+		Use:           "ember-agent",
+		Short:         "Ember host agent: warm instances in containerd, dispatch over gRPC",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return run(ctx, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.redis, "redis", envOr("EMBER_REDIS", "127.0.0.1:6390"), "Redis address (env EMBER_REDIS)")
+	fl.StringVar(&f.containerd, "containerd", envOr("EMBER_CONTAINERD", "/run/ember/containerd.sock"), "containerd socket (env EMBER_CONTAINERD)")
+	fl.StringVar(&f.namespace, "namespace", "ember", "containerd namespace")
+	fl.StringVar(&f.agentID, "agent-id", "", "agent id in Redis (default: the host name)")
+	fl.StringVar(&f.listen, "listen", hostagent.DefaultListenAddr, "gRPC dispatch listen address")
+	fl.StringVar(&f.advertise, "advertise", "", "address schedulers dial (default: the listen address)")
+	fl.StringVar(&f.stateDir, "state-dir", envOr("EMBER_AGENT_STATE", hostagent.DefaultStateDir), "per-instance state directory (env EMBER_AGENT_STATE)")
+	fl.StringVar(&f.initBinary, "init-binary", "", "static ember-init binary (default: ember-init next to this executable)")
+	fl.StringVar(&f.codeDir, "code-dir", envOr("EMBER_CODE_DIR", ""), "engine code store on this machine (<dir>/sha256/<hex>.zip) (env EMBER_CODE_DIR)")
+	fl.StringVar(&f.codeURL, "code-url", envOr("EMBER_CODE_URL", ""), "emberd base URL to fetch code from (GET /v1/code/sha256:<hex>) (env EMBER_CODE_URL)")
+	fl.StringVar(&f.pool, "pool", "m128=2,m256=2,m512=1,m1024=1", "warming pool target per class, class=count,...")
+	fl.IntVar(&f.maxInstances, "max-instances", hostagent.DefaultMaxInstances, "most instances on this host")
+	fl.IntVar(&f.maxContainers, "max-containers-per-instance", 4, "most live function containers per instance (LRU)")
+	fl.DurationVar(&f.containerKeepAlive, "container-keep-alive", 10*time.Minute, "stop a container idle this long")
+	fl.DurationVar(&f.instanceKeepAlive, "instance-keep-alive", 15*time.Minute, "retire a tenant's instance idle this long")
+	fl.StringVar(&f.logFormat, "log-format", "auto", "auto|json|console")
+	fl.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
+	if err := cmd.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "ember-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func parsePool(s string) (map[string]int, error) {
+	out := map[string]int{}
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		class, n, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok {
+			return nil, fmt.Errorf("--pool: %q is not class=count", part)
+		}
+		v, err := strconv.Atoi(n)
+		if err != nil || v < 0 {
+			return nil, fmt.Errorf("--pool: %q: count must be a non-negative integer", part)
+		}
+		out[class] = v
+	}
+	return out, nil
+}
+
+func logger(format, level string) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil {
+		return zerolog.Logger{}, fmt.Errorf("--log-level: %w", err)
+	}
+	var log zerolog.Logger
+	switch format {
+	case "json":
+		log = zerolog.New(os.Stderr)
+	case "console":
+		log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly})
+	case "auto":
+		if st, err := os.Stderr.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly})
+		} else {
+			log = zerolog.New(os.Stderr)
+		}
+	default:
+		return zerolog.Logger{}, fmt.Errorf("--log-format %q: want auto, json or console", format)
+	}
+	return log.Level(lvl).With().Timestamp().Logger(), nil
+}
+
+func run(ctx context.Context, f flags) error {
+	log, err := logger(f.logFormat, f.logLevel)
+	if err != nil {
+		return err
+	}
+	pl, err := parsePool(f.pool)
+	if err != nil {
+		return err
+	}
+	var code codefetch.Source
+	switch {
+	case f.codeDir != "" && f.codeURL != "":
+		return errors.New("give --code-dir or --code-url, not both")
+	case f.codeDir != "":
+		code = codefetch.Dir{Root: f.codeDir}
+	case f.codeURL != "":
+		code = codefetch.HTTP{BaseURL: f.codeURL}
+	default:
+		return errors.New("--code-dir or --code-url is required")
+	}
+	initBin := f.initBinary
+	if initBin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("locate ember-init: %w", err)
+		}
+		initBin = filepath.Join(filepath.Dir(exe), "ember-init")
+	}
+	cfg := hostagent.Config{
+		AgentID: f.agentID, ListenAddr: f.listen, AdvertiseAddr: f.advertise, StateDir: f.stateDir,
+		Pool: pl, MaxInstances: f.maxInstances, MaxContainersPerInstance: f.maxContainers,
+		ContainerKeepAlive: f.containerKeepAlive, InstanceKeepAlive: f.instanceKeepAlive,
+	}.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+
+	cc, err := containerd.New(f.containerd, containerd.WithDefaultNamespace(f.namespace))
+	if err != nil {
+		return fmt.Errorf("containerd %s: %w", f.containerd, err)
+	}
+	defer cc.Close()
+	rt, rootUID, err := hostagent.ContainerdRuntime(ctx, cc, f.namespace, initBin, cfg.AgentID)
+	if err != nil {
+		return err
+	}
+	cfg.MappedRootUID = rootUID
+
+	rdb := redis.NewClient(&redis.Options{Addr: f.redis})
+	defer rdb.Close()
+	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err = rdb.Ping(pingCtx).Err()
+	cancel()
+	if err != nil {
+		return fmt.Errorf("redis %s: %w", f.redis, err)
+	}
+
+	agent, err := hostagent.New(cfg, hostagent.Deps{
+		Redis: rdb, Runtime: rt, Cgroups: hostagent.HostCgroups(), Code: code, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	go func() { // ends with Run: Ready is closed or ctx is done
+		select {
+		case <-agent.Ready():
+			log.Info().Str("addr", agent.Addr()).Msg("ember-agent ready")
+		case <-ctx.Done():
+		}
+	}()
+	return agent.Run(ctx)
+}

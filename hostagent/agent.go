@@ -1,0 +1,482 @@
+package hostagent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ember-run/ember/engine/pool"
+	"github.com/ember-run/ember/hostagent/dispatchpb"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+)
+
+// Agent is a host agent. New builds one; Run serves until its context ends.
+type Agent struct {
+	cfg   Config
+	deps  Deps
+	store *pool.Store
+	log   zerolog.Logger
+
+	ready   chan struct{}
+	running atomic.Bool
+	addr    atomic.Pointer[string]
+	sem     chan struct{} // bounds instance starts
+	refill  chan struct{} // wakes the manager to top up the warming pool
+
+	// bg carries instance starts and teardowns; cancelled at shutdown after
+	// dispatches drained.
+	bg       context.Context
+	cancelBg context.CancelFunc
+
+	mu       sync.Mutex
+	insts    map[string]*instance
+	closing  bool
+	starts   sync.WaitGroup // instance boots in flight
+	watchers sync.WaitGroup // one per ready instance, until its connection ends
+	fetchMu  sync.Mutex     // serialises downloads into the shared cache
+	seq      uint64         // container id counter
+}
+
+// New returns an agent. It validates cfg (after defaults) and deps.
+func New(cfg Config, deps Deps) (*Agent, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := deps.validate(); err != nil {
+		return nil, err
+	}
+	a := &Agent{
+		cfg:    cfg,
+		deps:   deps,
+		store:  deps.Pool,
+		log:    deps.Log.With().Str("component", "agent").Str("agent", cfg.AgentID).Logger(),
+		ready:  make(chan struct{}),
+		sem:    make(chan struct{}, cfg.StartConcurrency),
+		refill: make(chan struct{}, 1),
+		insts:  map[string]*instance{},
+	}
+	a.bg, a.cancelBg = context.WithCancel(context.Background())
+	return a, nil
+}
+
+// Config returns the agent's configuration with defaults applied.
+func (a *Agent) Config() Config { return a.cfg }
+
+// Ready is closed once the agent is registered and its initial warming pool
+// has been started and added to Redis (instances that failed to start are
+// retried later and not waited for).
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// Addr is the address registered for schedulers; empty before Run listens.
+func (a *Agent) Addr() string {
+	if p := a.addr.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// Run cleans up a previous life of this agent, registers it, fills the
+// warming pool and serves Dispatch until ctx is done; then it stops
+// accepting dispatches, drains those in flight, removes the agent from
+// Redis and destroys every instance. It returns an error if the agent could
+// not start, or if no instance of a non-empty warming pool could be started.
+// Run may be called once.
+func (a *Agent) Run(ctx context.Context) error {
+	if !a.running.CompareAndSwap(false, true) {
+		return errors.New("hostagent: Run called twice")
+	}
+	defer a.cancelBg()
+	if err := a.cleanupStale(ctx); err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", a.cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("hostagent: listen %s: %w", a.cfg.ListenAddr, err)
+	}
+	addr := a.cfg.AdvertiseAddr
+	if addr == "" {
+		addr = lis.Addr().String()
+	}
+	a.addr.Store(&addr)
+	if err := a.store.RegisterAgent(ctx, pool.Agent{ID: a.cfg.AgentID, Addr: addr, Started: time.Now()}, a.cfg.HeartbeatTTL); err != nil {
+		lis.Close()
+		return fmt.Errorf("hostagent: %w", err)
+	}
+	a.log.Info().Str("addr", addr).Str("state_dir", a.cfg.StateDir).Msg("agent registered")
+
+	// Subscribe before Ready, so that no demand published after Ready is missed.
+	sub := a.deps.Redis.Subscribe(ctx, a.store.DemandChannel())
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		lis.Close()
+		a.shutdown()
+		return fmt.Errorf("hostagent: subscribe %s: %w", a.store.DemandChannel(), err)
+	}
+
+	srv := grpc.NewServer()
+	dispatchpb.RegisterAgentServer(srv, &dispatchServer{a: a})
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(lis); err != nil {
+			return fmt.Errorf("hostagent: serve: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return a.heartbeatLoop(gctx) })
+	g.Go(func() error { return a.demandLoop(gctx, sub) })
+	g.Go(func() error { return a.manage(gctx) })
+	g.Go(func() error {
+		<-gctx.Done()
+		a.stopServing(srv)
+		return nil
+	})
+	runErr := g.Wait()
+	if runErr != nil && ctx.Err() == nil {
+		a.log.Error().Err(runErr).Msg("agent failed; shutting down")
+	}
+	a.shutdown()
+	if ctx.Err() != nil && errors.Is(runErr, context.Canceled) {
+		runErr = nil
+	}
+	return runErr
+}
+
+// stopServing stops accepting dispatches and waits for those in flight,
+// for at most ShutdownTimeout.
+func (a *Agent) stopServing(srv *grpc.Server) {
+	done := make(chan struct{})
+	go func() { // owned: waited for below, or ended by srv.Stop
+		srv.GracefulStop()
+		close(done)
+	}()
+	t := time.NewTimer(a.cfg.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		a.log.Warn().Msg("dispatches still running at the shutdown timeout; cutting them off")
+		srv.Stop()
+		<-done
+	}
+}
+
+// shutdown removes the agent from Redis and destroys every instance.
+func (a *Agent) shutdown() {
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+	defer cancel()
+	a.mu.Lock()
+	a.closing = true
+	a.mu.Unlock()
+	if err := a.store.RemoveAgent(ctx, a.cfg.AgentID); err != nil {
+		a.log.Error().Err(err).Msg("remove agent from redis")
+	}
+	a.cancelBg()
+	a.starts.Wait()
+	a.mu.Lock()
+	all := make([]*instance, 0, len(a.insts))
+	for _, in := range a.insts {
+		all = append(all, in)
+	}
+	a.mu.Unlock()
+	var g errgroup.Group
+	g.SetLimit(4)
+	for _, in := range all {
+		g.Go(func() error {
+			a.destroy(ctx, in, "agent shutdown")
+			return nil
+		})
+	}
+	_ = g.Wait()
+	a.watchers.Wait()
+	a.log.Info().Int("instances", len(all)).Msg("agent stopped")
+}
+
+// cleanupStale removes what a previous life of this agent left: its Redis
+// entries, its instances in the runtime and their directories.
+func (a *Agent) cleanupStale(ctx context.Context) error {
+	if err := a.store.RemoveAgent(ctx, a.cfg.AgentID); err != nil {
+		return fmt.Errorf("hostagent: %w", err)
+	}
+	ids, err := a.deps.Runtime.List(ctx)
+	if err != nil {
+		return fmt.Errorf("hostagent: list stale instances: %w", err)
+	}
+	var g errgroup.Group
+	g.SetLimit(a.cfg.StartConcurrency)
+	for _, id := range ids {
+		g.Go(func() error {
+			if err := a.deps.Runtime.Destroy(ctx, id); err != nil {
+				return fmt.Errorf("hostagent: destroy stale instance %s: %w", id, err)
+			}
+			a.log.Info().Str("instance", id).Msg("destroyed stale instance")
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	// runc mounts an instance's directories from inside its user namespace:
+	// the state directory must be searchable by others (and so must its
+	// ancestors, which the agent does not touch).
+	if err := os.MkdirAll(a.cfg.StateDir, 0o711); err != nil {
+		return fmt.Errorf("hostagent: state dir: %w", err)
+	}
+	if err := os.RemoveAll(filepath.Join(a.cfg.StateDir, "instances")); err != nil {
+		return fmt.Errorf("hostagent: clean state dir: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(a.cfg.StateDir, "instances"), 0o711); err != nil {
+		return fmt.Errorf("hostagent: state dir: %w", err)
+	}
+	return nil
+}
+
+// heartbeatLoop renews the agent's key; if it had expired, the agent
+// registers again and puts its instances back.
+func (a *Agent) heartbeatLoop(ctx context.Context) error {
+	t := time.NewTicker(a.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		alive, err := a.store.Heartbeat(ctx, a.cfg.AgentID, a.cfg.HeartbeatTTL)
+		if err != nil {
+			if ctx.Err() == nil {
+				a.log.Warn().Err(err).Msg("heartbeat")
+			}
+			continue
+		}
+		if !alive {
+			a.log.Warn().Msg("heartbeat key had expired; registering again")
+			if err := a.reregister(ctx); err != nil && ctx.Err() == nil {
+				a.log.Error().Err(err).Msg("re-register")
+			}
+		}
+	}
+}
+
+// reregister registers the agent again and reconciles its instances with
+// what Redis still holds: warming instances Redis forgot are added back;
+// tenant instances it forgot cannot be (there is no active-pool add), so
+// they are marked lost and destroyed once idle.
+func (a *Agent) reregister(ctx context.Context) error {
+	if err := a.store.RegisterAgent(ctx, pool.Agent{ID: a.cfg.AgentID, Addr: a.Addr(), Started: time.Now()}, a.cfg.HeartbeatTTL); err != nil {
+		return err
+	}
+	known, err := a.store.Instances(ctx, a.cfg.AgentID)
+	if err != nil {
+		return err
+	}
+	inRedis := map[string]bool{}
+	for _, in := range known {
+		inRedis[in.ID] = true
+	}
+	a.mu.Lock()
+	var readd []*instance
+	for _, in := range a.insts {
+		if in.state != stReady || inRedis[in.id] {
+			continue
+		}
+		if in.tenant == "" {
+			readd = append(readd, in)
+		} else {
+			in.lost = true
+		}
+	}
+	a.mu.Unlock()
+	for _, in := range readd {
+		if err := a.store.AddWarm(ctx, in.id, a.cfg.AgentID, in.class); err != nil {
+			return err
+		}
+	}
+	a.log.Info().Int("readded", len(readd)).Msg("agent registered again")
+	a.kickRefill()
+	return nil
+}
+
+// demandLoop starts an instance when a scheduler found none of a class.
+func (a *Agent) demandLoop(ctx context.Context, sub *redis.PubSub) error {
+	ch := sub.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m, ok := <-ch:
+			if !ok {
+				return nil
+			}
+			a.onDemand(m.Payload)
+		}
+	}
+}
+
+func (a *Agent) onDemand(class string) {
+	if _, err := pool.ClassMemory(class); err != nil {
+		a.log.Warn().Str("class", class).Msg("demand for a malformed class ignored")
+		return
+	}
+	a.mu.Lock()
+	for _, in := range a.insts {
+		if in.class == class && in.state == stStarting {
+			a.mu.Unlock()
+			return // one is on its way; it will be claimable soon
+		}
+	}
+	in := a.reserveLocked(class, true)
+	a.mu.Unlock()
+	if in == nil {
+		a.log.Warn().Str("class", class).Int("max", a.cfg.MaxInstances).Msg("demand: host full")
+		return
+	}
+	a.log.Info().Str("class", class).Str("instance", in.id).Msg("starting an instance on demand")
+	go a.bootAsync(in)
+}
+
+func (a *Agent) kickRefill() {
+	select {
+	case a.refill <- struct{}{}:
+	default:
+	}
+}
+
+// manage fills the initial warming pool, then keeps it topped up and
+// reclaims idle containers and instances.
+func (a *Agent) manage(ctx context.Context) error {
+	if err := a.initialFill(ctx); err != nil {
+		return err
+	}
+	close(a.ready)
+	t := time.NewTicker(a.reclaimInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.refill:
+		case <-t.C:
+		}
+		a.reclaim(ctx)
+		a.ensureWarm()
+	}
+}
+
+func (a *Agent) reclaimInterval() time.Duration {
+	d := min(a.cfg.ContainerKeepAlive, a.cfg.InstanceKeepAlive) / 4
+	return min(max(d, 10*time.Millisecond), 15*time.Second)
+}
+
+// initialFill starts the warming pool and waits for it.
+func (a *Agent) initialFill(ctx context.Context) error {
+	var todo []*instance
+	a.mu.Lock()
+	for _, class := range a.cfg.classes() {
+		for range a.cfg.Pool[class] {
+			if in := a.reserveLocked(class, false); in != nil {
+				todo = append(todo, in)
+			}
+		}
+	}
+	a.mu.Unlock()
+	if len(todo) == 0 {
+		return nil
+	}
+	start := time.Now()
+	var ok atomic.Int32
+	var wg sync.WaitGroup
+	for _, in := range todo {
+		wg.Go(func() {
+			if a.bootAsync(in) {
+				ok.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	if ok.Load() == 0 {
+		return fmt.Errorf("hostagent: none of the %d warming pool instances started (see the log)", len(todo))
+	}
+	a.log.Info().Int32("started", ok.Load()).Int("wanted", len(todo)).Dur("took", time.Since(start)).Msg("warming pool filled")
+	return nil
+}
+
+// ensureWarm starts instances so that each class has its target of
+// unassigned instances (ready or starting).
+func (a *Agent) ensureWarm() {
+	var todo []*instance
+	a.mu.Lock()
+	warm := map[string]int{}
+	for _, in := range a.insts {
+		if in.tenant == "" && in.state != stGone {
+			warm[in.class]++
+		}
+	}
+	for _, class := range a.cfg.classes() {
+		for n := warm[class]; n < a.cfg.Pool[class]; n++ {
+			in := a.reserveLocked(class, false)
+			if in == nil {
+				break
+			}
+			todo = append(todo, in)
+		}
+	}
+	a.mu.Unlock()
+	for _, in := range todo {
+		go a.bootAsync(in)
+	}
+}
+
+// reserveLocked books a slot for a new instance of class and registers the
+// boot with a.starts. It returns nil if the host is full or closing. a.mu held.
+func (a *Agent) reserveLocked(class string, fromDemand bool) *instance {
+	if a.closing {
+		return nil
+	}
+	n := 0
+	for _, in := range a.insts {
+		if in.state != stGone {
+			n++
+		}
+	}
+	if n >= a.cfg.MaxInstances {
+		return nil
+	}
+	mb, err := pool.ClassMemory(class)
+	if err != nil {
+		return nil
+	}
+	id := newInstanceID()
+	in := &instance{
+		id: id, class: class, memoryMB: mb,
+		dir:        filepath.Join(a.cfg.StateDir, "instances", id),
+		state:      stStarting,
+		fromDemand: fromDemand,
+		containers: map[string]*container{},
+		codes:      map[string]bool{},
+	}
+	a.insts[id] = in
+	a.starts.Add(1)
+	return in
+}
+
+func newInstanceID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // never fails on Linux
+	return "i" + hex.EncodeToString(b[:])
+}

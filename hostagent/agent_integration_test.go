@@ -1,0 +1,251 @@
+package hostagent
+
+import (
+	"archive/zip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/namespaces"
+	"github.com/ember-run/ember/engine/pool"
+	"github.com/ember-run/ember/examples"
+	"github.com/ember-run/ember/hostagent/codefetch"
+	"github.com/ember-run/ember/hostagent/dispatchpb"
+	"github.com/ember-run/ember/internal/testenv"
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// zipDir packs every regular file of dir (flat) into a package in the
+// content-addressed store at store, and returns its digest.
+func zipDir(t *testing.T, dir, store string) string {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "pkg-*.zip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw := zip.NewWriter(f)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		info, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := zip.FileInfoHeader(info)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Method = zip.Deflate
+		w, err := zw.CreateHeader(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(b)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	hx := hex.EncodeToString(sum[:])
+	if err := os.MkdirAll(filepath.Join(store, "sha256"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(store, "sha256", hx+".zip"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return "sha256:" + hx
+}
+
+// searchableTempDir is a temp dir whose ancestors up to /tmp can be
+// traversed by an instance's mapped root (runc mounts from inside the
+// user namespace).
+func searchableTempDir(t *testing.T) string {
+	d := t.TempDir()
+	for p := d; p != "/" && p != os.TempDir(); p = filepath.Dir(p) {
+		if err := os.Chmod(p, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return d
+}
+
+// TestAgentIntegration runs the agent against real Redis, a private
+// containerd with the real instance image and ember-init, and the
+// kafka-echo example function.
+func TestAgentIntegration(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("the integration test needs root (containerd, cgroups, user namespaces)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rdb, _ := testenv.Redis(t)
+	client, ns := testenv.Containerd(t)
+
+	bin := t.TempDir()
+	initBin := filepath.Join(bin, "ember-init")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", initBin, "../cmd/ember-init")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build ember-init: %v\n%s", err, out)
+	}
+	const agentID = "agent-it"
+	rt, rootUID, err := ContainerdRuntime(ctx, client, ns, initBin, agentID)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	fnDir := t.TempDir()
+	if err := examples.BuildBootstrap("kafka-echo", fnDir); err != nil {
+		t.Fatal(err)
+	}
+	store := t.TempDir()
+	digest := zipDir(t, fnDir, store)
+
+	pst, err := pool.New(rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{
+		AgentID: agentID, ListenAddr: "127.0.0.1:0", StateDir: filepath.Join(searchableTempDir(t), "agent"),
+		Pool: map[string]int{"m128": 1, "m256": 1}, MaxInstances: 4,
+		MappedRootUID:     rootUID,
+		HeartbeatInterval: 200 * time.Millisecond, HeartbeatTTL: 5 * time.Second,
+	}, Deps{
+		Redis: rdb, Pool: pst, Runtime: rt, Cgroups: HostCgroups(),
+		Code: codefetch.Dir{Root: store},
+		Log:  zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	t0 := time.Now()
+	go func() { done <- a.Run(runCtx) }()
+	select {
+	case <-a.Ready():
+	case err := <-done:
+		t.Fatalf("Run ended before ready: %v", err)
+	case <-ctx.Done():
+		t.Fatal("agent not ready")
+	}
+	t.Logf("warming pool of 2 ready in %v", time.Since(t0))
+	stopped := false
+	defer func() {
+		if !stopped {
+			stop()
+			<-done
+		}
+	}()
+
+	insts, err := pst.Instances(ctx, agentID)
+	if err != nil || len(insts) != 2 {
+		t.Fatalf("instances in redis after Ready: %+v, %v", insts, err)
+	}
+
+	conn, err := grpc.NewClient(a.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ac := dispatchpb.NewAgentClient(conn)
+
+	vk := pool.VersionKey("acme", "echo", "1")
+	claim, ok, err := pst.Claim(ctx, "acme", "m128", vk, time.Now().Add(time.Minute))
+	if err != nil || !ok || claim.Kind != pool.KindWarm {
+		t.Fatalf("claim: %+v ok=%v err=%v", claim, ok, err)
+	}
+	payload := []byte(`{"eventSource":"aws:kafka","records":{"orders-0":[{"topic":"orders","partition":0,"offset":7,"value":"aGVsbG8="}]}}`)
+	req := &dispatchpb.DispatchRequest{
+		InvocationId: "inv-1", InstanceId: claim.InstanceID, Tenant: "acme", Function: "echo",
+		Version: "1", CodeDigest: digest, Handler: "bootstrap", MemoryMb: 128, TimeoutMs: 5000,
+		Payload: payload,
+	}
+	t1 := time.Now()
+	resp, err := ac.Dispatch(ctx, req)
+	if err != nil {
+		log, _ := os.ReadFile(filepath.Join(a.Config().StateDir, "instances", claim.InstanceID, "log", "init.log"))
+		t.Fatalf("first dispatch: %v\ninstance log:\n%s", err, log)
+	}
+	t.Logf("first dispatch (code delivery + container start) %v, init %v", time.Since(t1), time.Duration(resp.InitDurationNs))
+	var out struct {
+		Records int      `json:"records"`
+		IDs     []string `json:"ids"`
+	}
+	if resp.Status != dispatchpb.Status_STATUS_OK || resp.Start != dispatchpb.StartKind_START_KIND_CONTAINER {
+		t.Fatalf("first dispatch: status %v start %v payload %s log %s", resp.Status, resp.Start, resp.Payload, resp.LogTail)
+	}
+	if err := json.Unmarshal(resp.Payload, &out); err != nil || out.Records != 1 || !slices.Equal(out.IDs, []string{"hello"}) {
+		t.Fatalf("response %s: %v", resp.Payload, err)
+	}
+	if err := pst.Release(ctx, claim.InstanceID, vk, true); err != nil {
+		t.Fatal(err)
+	}
+
+	claim2, ok, err := pst.Claim(ctx, "acme", "m128", vk, time.Now().Add(time.Minute))
+	if err != nil || !ok || claim2.Kind != pool.KindHot || claim2.InstanceID != claim.InstanceID {
+		t.Fatalf("second claim: %+v ok=%v err=%v", claim2, ok, err)
+	}
+	var lat []time.Duration
+	for i := range 50 {
+		req.InvocationId = "inv-hot-" + string(rune('a'+i%26)) + time.Now().Format("150405.000000")
+		t2 := time.Now()
+		resp, err = ac.Dispatch(ctx, req)
+		lat = append(lat, time.Since(t2))
+		if err != nil || resp.Status != dispatchpb.Status_STATUS_OK || resp.Start != dispatchpb.StartKind_START_KIND_HOT {
+			t.Fatalf("hot dispatch %d: %v %v", i, resp, err)
+		}
+	}
+	slices.Sort(lat)
+	t.Logf("hot dispatch round trip over gRPC: p50 %v p99 %v (n=%d)", lat[len(lat)/2], lat[len(lat)*99/100], len(lat))
+	if err := pst.Release(ctx, claim.InstanceID, vk, true); err != nil {
+		t.Fatal(err)
+	}
+
+	// The claim took the only warm m128: a replacement joins the pool.
+	eventually(t, "m128 refilled", func() bool {
+		insts, _ := pst.Instances(ctx, agentID)
+		for _, in := range insts {
+			if in.Class == "m128" && in.Tenant == "" {
+				return true
+			}
+		}
+		return false
+	})
+
+	stop()
+	stopped = true
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	cs, err := client.Containers(namespaces.WithNamespace(context.Background(), ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != 0 {
+		t.Fatalf("%d containers left in namespace %s after shutdown", len(cs), ns)
+	}
+	if left, _ := pst.Instances(context.Background(), agentID); len(left) != 0 {
+		t.Fatalf("instances left in redis: %+v", left)
+	}
+}

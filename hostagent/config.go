@@ -1,0 +1,204 @@
+package hostagent
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/ember-run/ember/engine/pool"
+)
+
+// Config configures an Agent. Zero fields take the documented defaults.
+type Config struct {
+	// AgentID names the agent in Redis. Default: the host name.
+	AgentID string
+	// ListenAddr is the gRPC dispatch listener (host:port). Default:
+	// "127.0.0.1:7947".
+	ListenAddr string
+	// AdvertiseAddr is the address schedulers dial, registered in Redis.
+	// Default: the listener's actual address.
+	AdvertiseAddr string
+	// StateDir holds per-instance directories,
+	// <StateDir>/instances/<id>/{sock,code,log}, and a download cache,
+	// <StateDir>/cache. Default: "/var/lib/ember/agent".
+	StateDir string
+
+	// Pool is the warming pool's target size per class (class names from
+	// pool.ClassName). Default: {m128: 2, m256: 2, m512: 1, m1024: 1}.
+	Pool map[string]int
+	// MaxInstances bounds the instances on this host, warm, active and
+	// starting. Default: 32.
+	MaxInstances int
+	// StartConcurrency bounds instance starts in flight. Default: 2.
+	StartConcurrency int
+	// InstanceStartTimeout bounds one instance start, create to Hello.
+	// Default: 30s.
+	InstanceStartTimeout time.Duration
+
+	// ContainerKeepAlive: a container idle that long is stopped. Default: 10m.
+	ContainerKeepAlive time.Duration
+	// InstanceKeepAlive: an instance assigned to a tenant and idle that long
+	// is retired and destroyed. Default: 15m.
+	InstanceKeepAlive time.Duration
+	// MaxContainersPerInstance bounds the live containers (function versions)
+	// on an instance; the least recently used is stopped first. Default: 4.
+	MaxContainersPerInstance int
+
+	// HeartbeatInterval is how often the agent renews its Redis key.
+	// Default: 2s.
+	HeartbeatInterval time.Duration
+	// HeartbeatTTL is the key's lifetime; past it, schedulers drop this
+	// agent's instances. Default: 10s. Must exceed HeartbeatInterval.
+	HeartbeatTTL time.Duration
+
+	// CPUSharesPerGB sets an instance's (and a container's) CPU shares in
+	// proportion to its memory, as Lambda does. Default: 1024.
+	CPUSharesPerGB uint64
+	// InstancePidsLimit bounds the processes of one instance. Default: 1024.
+	InstancePidsLimit int64
+	// ContainerPidsLimit bounds the processes of one container. Default: 256.
+	ContainerPidsLimit int64
+	// MappedRootUID is the host uid of an instance's root (its user namespace
+	// maps 0 to it); child cgroups are owned by it. Default: 100000.
+	MappedRootUID int
+	// StopGrace is the SIGTERM-to-SIGKILL grace when a container is stopped.
+	// Default: 2s.
+	StopGrace time.Duration
+	// ShutdownTimeout bounds the drain of in-flight dispatches and the
+	// destruction of instances at shutdown. Default: 30s.
+	ShutdownTimeout time.Duration
+}
+
+// Defaults.
+const (
+	DefaultListenAddr   = "127.0.0.1:7947"
+	DefaultStateDir     = "/var/lib/ember/agent"
+	DefaultMaxInstances = 32
+)
+
+// DefaultPool is the default warming pool target.
+func DefaultPool() map[string]int {
+	return map[string]int{"m128": 2, "m256": 2, "m512": 1, "m1024": 1}
+}
+
+func (c *Config) setDefaults() {
+	if c.AgentID == "" {
+		if h, err := os.Hostname(); err == nil {
+			c.AgentID = h
+		}
+	}
+	if c.ListenAddr == "" {
+		c.ListenAddr = DefaultListenAddr
+	}
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if c.Pool == nil {
+		c.Pool = DefaultPool()
+	}
+	if c.MaxInstances == 0 {
+		c.MaxInstances = DefaultMaxInstances
+	}
+	if c.StartConcurrency == 0 {
+		c.StartConcurrency = 2
+	}
+	if c.InstanceStartTimeout == 0 {
+		c.InstanceStartTimeout = 30 * time.Second
+	}
+	if c.ContainerKeepAlive == 0 {
+		c.ContainerKeepAlive = 10 * time.Minute
+	}
+	if c.InstanceKeepAlive == 0 {
+		c.InstanceKeepAlive = 15 * time.Minute
+	}
+	if c.MaxContainersPerInstance == 0 {
+		c.MaxContainersPerInstance = 4
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = 2 * time.Second
+	}
+	if c.HeartbeatTTL == 0 {
+		c.HeartbeatTTL = 10 * time.Second
+	}
+	if c.CPUSharesPerGB == 0 {
+		c.CPUSharesPerGB = 1024
+	}
+	if c.InstancePidsLimit == 0 {
+		c.InstancePidsLimit = 1024
+	}
+	if c.ContainerPidsLimit == 0 {
+		c.ContainerPidsLimit = 256
+	}
+	if c.MappedRootUID == 0 {
+		c.MappedRootUID = 100000
+	}
+	if c.StopGrace == 0 {
+		c.StopGrace = 2 * time.Second
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 30 * time.Second
+	}
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	c.setDefaults()
+	return c
+}
+
+// Validate reports the first invalid field, after defaults are applied.
+func (c Config) Validate() error {
+	c.setDefaults()
+	switch {
+	case c.AgentID == "":
+		return errors.New("hostagent: AgentID is required (no host name)")
+	case !filepath.IsAbs(c.StateDir):
+		return fmt.Errorf("hostagent: StateDir %q must be absolute", c.StateDir)
+	case c.MaxInstances < 0 || c.StartConcurrency < 0 || c.MaxContainersPerInstance < 0:
+		return errors.New("hostagent: MaxInstances, StartConcurrency and MaxContainersPerInstance must be positive")
+	case c.InstanceStartTimeout < 0 || c.ContainerKeepAlive < 0 || c.InstanceKeepAlive < 0 ||
+		c.HeartbeatInterval < 0 || c.StopGrace < 0 || c.ShutdownTimeout < 0:
+		return errors.New("hostagent: durations must be positive")
+	case c.HeartbeatTTL <= c.HeartbeatInterval:
+		return fmt.Errorf("hostagent: HeartbeatTTL %v must exceed HeartbeatInterval %v", c.HeartbeatTTL, c.HeartbeatInterval)
+	case c.InstancePidsLimit < 0 || c.ContainerPidsLimit < 0 || c.MappedRootUID < 0:
+		return errors.New("hostagent: pids limits and MappedRootUID must not be negative")
+	}
+	total := 0
+	for class, n := range c.Pool {
+		if _, err := pool.ClassMemory(class); err != nil {
+			return fmt.Errorf("hostagent: Pool: %w", err)
+		}
+		if n < 0 {
+			return fmt.Errorf("hostagent: Pool[%s] = %d must not be negative", class, n)
+		}
+		total += n
+	}
+	if total > c.MaxInstances {
+		return fmt.Errorf("hostagent: the warming pool (%d instances) exceeds MaxInstances (%d)", total, c.MaxInstances)
+	}
+	return nil
+}
+
+// classes returns the pool's classes in a stable order, smallest first.
+func (c *Config) classes() []string {
+	out := make([]string, 0, len(c.Pool))
+	for class := range c.Pool {
+		out = append(out, class)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, _ := pool.ClassMemory(out[i])
+		b, _ := pool.ClassMemory(out[j])
+		return a < b || (a == b && out[i] < out[j])
+	})
+	return out
+}
+
+// cpuShares is the CPU weight of memoryMB.
+func (c *Config) cpuShares(memoryMB int64) uint64 {
+	s := uint64(memoryMB) * c.CPUSharesPerGB / 1024
+	return max(s, 2) // the kernel's minimum
+}

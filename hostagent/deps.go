@@ -1,0 +1,113 @@
+package hostagent
+
+import (
+	"context"
+	"errors"
+
+	"github.com/ember-run/ember/engine/pool"
+	"github.com/ember-run/ember/hostagent/codefetch"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+)
+
+// InstanceSpec describes one instance to create.
+type InstanceSpec struct {
+	ID    string
+	Class string
+	// MemoryMB, CPUShares and PidsLimit are the instance's cgroup limits.
+	MemoryMB  int64
+	CPUShares uint64
+	PidsLimit int64
+	// SocketDir is the host directory mounted at initproto.SocketDir, where
+	// ember-init creates its socket; owned by the instance's mapped root.
+	SocketDir string
+	// CodeDir is the host directory mounted read-only at initproto.CodeMount.
+	CodeDir string
+	// LogPath is the host file that receives ember-init's output.
+	LogPath string
+	Env     []string
+}
+
+// SandboxInstance is a created instance.
+type SandboxInstance struct {
+	ID  string
+	Pid uint32
+	// CgroupPath is the instance's cgroup path relative to each hierarchy's
+	// root, e.g. "/ember/<id>"; child cgroups go beneath it.
+	CgroupPath string
+}
+
+// Runtime creates and destroys instances (containerd in production).
+type Runtime interface {
+	// Create creates and starts an instance whose PID 1 is ember-init. It
+	// returns once the task runs; ember-init's socket may not exist yet.
+	Create(ctx context.Context, spec InstanceSpec) (SandboxInstance, error)
+	// Destroy stops (SIGTERM, grace, SIGKILL) and deletes an instance with
+	// its snapshot. Destroying a missing instance is success.
+	Destroy(ctx context.Context, id string) error
+	// List returns the ids of every instance this runtime owns, including
+	// those of a previous life of the agent.
+	List(ctx context.Context) ([]string, error)
+}
+
+// CgroupLimits are a container's child cgroup limits.
+type CgroupLimits struct {
+	MemoryBytes int64
+	CPUShares   uint64
+	PidsLimit   int64
+}
+
+// CgroupChild is one container's cgroup.
+type CgroupChild interface {
+	// FDs returns the fds to send with initproto.TypeStart and their names
+	// (initproto.FDCgroup2, initproto.FDTasksPrefix+controller).
+	FDs() (fds []int, names []string)
+	// CloseFDs closes the fds (once they were sent). Idempotent.
+	CloseFDs()
+	// Remove deletes the cgroup directories. The processes must be gone.
+	Remove() error
+}
+
+// Cgroups creates child cgroups (hostagent/cgroup in production).
+type Cgroups interface {
+	// Create makes the cgroup <instanceCgroupPath>/<name> in cgroup2 and
+	// each v1 controller in use, with limits, owned by ownerUID.
+	Create(instanceCgroupPath, name string, ownerUID int, limits CgroupLimits) (CgroupChild, error)
+}
+
+// Deps are the agent's collaborators.
+type Deps struct {
+	// Redis holds pool state and carries the demand channel. Required.
+	Redis redis.UniversalClient
+	// Pool is the pool state over Redis. Default: pool.New(Redis).
+	Pool *pool.Store
+	// Runtime creates instances. Required.
+	Runtime Runtime
+	// Cgroups creates container cgroups. Required.
+	Cgroups Cgroups
+	// Code fetches function packages. Required.
+	Code codefetch.Source
+	// Log is the base logger; the agent adds component=agent.
+	Log zerolog.Logger
+}
+
+func (d *Deps) validate() error {
+	switch {
+	case d.Redis == nil:
+		return errors.New("hostagent: Deps.Redis is required")
+	case d.Runtime == nil:
+		return errors.New("hostagent: Deps.Runtime is required")
+	case d.Cgroups == nil:
+		return errors.New("hostagent: Deps.Cgroups is required")
+	case d.Code == nil:
+		return errors.New("hostagent: Deps.Code is required")
+	}
+	if d.Pool == nil {
+		p, err := pool.New(d.Redis)
+		if err != nil {
+			return err
+		}
+		d.Pool = p
+	}
+	return nil
+}

@@ -1,0 +1,284 @@
+package hostagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/ember-run/ember/engine/pool"
+	"github.com/ember-run/ember/hostagent/codefetch"
+	"github.com/ember-run/ember/hostagent/dispatchpb"
+	"github.com/ember-run/ember/hostagent/initproto"
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// dispatchServer serves dispatchpb.Agent.
+type dispatchServer struct {
+	dispatchpb.UnimplementedAgentServer
+	a *Agent
+}
+
+var _ dispatchpb.AgentServer = (*dispatchServer)(nil)
+
+// initReplySlack is how long past an invocation's deadline the agent waits
+// for ember-init's Result (it kills the function at the deadline, then
+// reaps it) before it declares the instance unresponsive.
+const initReplySlack = 5 * time.Second
+
+// Dispatch implements dispatchpb.AgentServer.
+func (s *dispatchServer) Dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (*dispatchpb.DispatchResponse, error) {
+	return s.a.dispatch(ctx, req)
+}
+
+func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (*dispatchpb.DispatchResponse, error) {
+	if req.GetTenant() == "" || req.GetFunction() == "" || req.GetInstanceId() == "" || req.GetInvocationId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "dispatch needs invocation_id, instance_id, tenant and function")
+	}
+	digestHex, err := codefetch.ParseDigest(req.GetCodeDigest())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	log := a.log.With().Str("instance", req.GetInstanceId()).Str("tenant", req.GetTenant()).
+		Str("function", req.GetFunction()).Str("version", req.GetVersion()).Str("invocation", req.GetInvocationId()).Logger()
+
+	a.mu.Lock()
+	in := a.insts[req.GetInstanceId()]
+	switch {
+	case a.closing:
+		a.mu.Unlock()
+		return nil, status.Error(codes.Unavailable, "agent shutting down")
+	case in == nil || in.state != stReady:
+		a.mu.Unlock()
+		return nil, status.Errorf(codes.NotFound, "instance %s not on agent %s", req.GetInstanceId(), a.cfg.AgentID)
+	case in.busy:
+		a.mu.Unlock()
+		return nil, status.Errorf(codes.Unavailable, "instance %s is running another invocation", in.id)
+	case in.tenant != "" && in.tenant != req.GetTenant():
+		a.mu.Unlock()
+		log.Warn().Str("bound_tenant", in.tenant).Msg("dispatch refused: instance belongs to another tenant")
+		return nil, status.Errorf(codes.PermissionDenied, "instance %s belongs to another tenant", in.id)
+	}
+	claimed := in.tenant == ""
+	in.tenant = req.GetTenant()
+	in.busy = true
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		in.busy = false
+		in.lastUsed = time.Now()
+		a.mu.Unlock()
+	}()
+	if claimed {
+		log.Info().Str("class", in.class).Msg("instance left the warming pool; refilling")
+		a.kickRefill()
+	}
+
+	in.op.Lock()
+	defer in.op.Unlock()
+	a.mu.Lock()
+	alive := in.state == stReady
+	a.mu.Unlock()
+	if !alive {
+		return nil, status.Errorf(codes.Unavailable, "instance %s was retired", in.id)
+	}
+	resp, err := a.run(ctx, log, in, req, digestHex)
+	if err != nil {
+		if errors.Is(err, errInitGone) {
+			a.breakInstance(in, err.Error())
+			return nil, status.Errorf(codes.Unavailable, "instance %s lost: %v", in.id, err)
+		}
+		if st, ok := status.FromError(err); ok {
+			return nil, st.Err()
+		}
+		log.Error().Err(err).Msg("dispatch failed")
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return resp, nil
+}
+
+// run ensures the version's container and invokes it. Caller holds in.op.
+// Errors wrapping errInitGone mean the instance is lost.
+func (a *Agent) run(ctx context.Context, log zerolog.Logger, in *instance, req *dispatchpb.DispatchRequest, digestHex string) (*dispatchpb.DispatchResponse, error) {
+	vk := pool.VersionKey(req.GetTenant(), req.GetFunction(), req.GetVersion())
+	key := containerKey(vk, req.GetCodeDigest(), req.GetHandler(), req.GetMemoryMb(), req.GetTimeoutMs(), req.GetEnv())
+	a.mu.Lock()
+	c := in.containers[key]
+	client := in.client
+	a.mu.Unlock()
+
+	kind := dispatchpb.StartKind_START_KIND_HOT
+	var deliver time.Duration
+	if c == nil {
+		kind = dispatchpb.StartKind_START_KIND_CONTAINER
+		t0 := time.Now()
+		var err error
+		c, err = a.startContainer(ctx, log, in, client, req, vk, key, digestHex)
+		if err != nil {
+			return nil, err
+		}
+		deliver = time.Since(t0)
+	}
+
+	deadline := req.GetDeadlineUnixMs()
+	if deadline == 0 && req.GetTimeoutMs() > 0 {
+		deadline = time.Now().Add(time.Duration(req.GetTimeoutMs()) * time.Millisecond).UnixMilli()
+	}
+	ictx := ctx
+	if deadline > 0 {
+		var cancel context.CancelFunc
+		ictx, cancel = context.WithDeadline(ctx, time.UnixMilli(deadline).Add(a.cfg.StopGrace+initReplySlack))
+		defer cancel()
+	}
+	res, body, err := client.invoke(ictx, initproto.Invoke{
+		ID: req.GetInvocationId(), ContainerID: c.id, DeadlineUnixMs: deadline,
+		TraceID: req.GetTraceId(), FunctionARN: req.GetFunctionArn(),
+	}, req.GetPayload())
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		if ictx.Err() != nil {
+			return nil, fmt.Errorf("%w: no result %v past the deadline", errInitGone, a.cfg.StopGrace+initReplySlack)
+		}
+		return nil, err
+	}
+	if res.Error != "" {
+		// ember-init could not run it (e.g. it lost the container): forget
+		// the container so the next dispatch starts it afresh.
+		a.stopContainer(ctx, in, c, true, "ember-init refused an invocation")
+		return nil, status.Errorf(codes.Internal, "ember-init: %s", res.Error)
+	}
+	st, err := mapStatus(res.Status)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	c.lastUsed = time.Now()
+	a.mu.Unlock()
+	initNs := res.InitDurationNs
+	if initNs > 0 {
+		// A process was spawned for this invocation (first use, or a
+		// respawn after a crash or timeout): not a hot start.
+		kind = dispatchpb.StartKind_START_KIND_CONTAINER
+		initNs += deliver.Nanoseconds()
+	}
+	ev := log.Debug()
+	if st != dispatchpb.Status_STATUS_OK {
+		ev = log.Info().Str("error_type", res.ErrorType)
+	}
+	ev.Str("status", res.Status).Str("start", kind.String()).Int64("duration_ns", res.DurationNs).Msg("invocation done")
+	return &dispatchpb.DispatchResponse{
+		Status: st, Payload: body, ErrorType: res.ErrorType, LogTail: res.LogTail,
+		Start: kind, HandlerStartUnixNs: res.HandlerStartUnixNs, DurationNs: res.DurationNs,
+		InitDurationNs: initNs,
+	}, nil
+}
+
+func mapStatus(s string) (dispatchpb.Status, error) {
+	switch s {
+	case initproto.StatusOK:
+		return dispatchpb.Status_STATUS_OK, nil
+	case initproto.StatusFunctionError:
+		return dispatchpb.Status_STATUS_FUNCTION_ERROR, nil
+	case initproto.StatusTimeout:
+		return dispatchpb.Status_STATUS_TIMEOUT, nil
+	case initproto.StatusCrashed:
+		return dispatchpb.Status_STATUS_CRASHED, nil
+	}
+	return 0, status.Errorf(codes.Internal, "ember-init returned unknown status %q", s)
+}
+
+// startContainer delivers the code (once per instance and digest), creates
+// the container's cgroup and starts it. It stops a container of the same
+// version with older settings, and evicts the least recently used
+// containers beyond MaxContainersPerInstance. Caller holds in.op.
+func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *instance, client *initClient,
+	req *dispatchpb.DispatchRequest, vk, key, digestHex string) (*container, error) {
+	if err := a.deliverCode(ctx, in, req.GetCodeDigest(), digestHex); err != nil {
+		return nil, status.Errorf(codes.Internal, "deliver code %s: %v", req.GetCodeDigest(), err)
+	}
+	mem := req.GetMemoryMb()
+	if mem <= 0 || mem > in.memoryMB {
+		mem = in.memoryMB
+	}
+	a.mu.Lock()
+	a.seq++
+	id := key[:12] + "-" + strconv.FormatUint(a.seq, 10)
+	a.mu.Unlock()
+	cg, err := a.deps.Cgroups.Create(in.cgroupPath, id, a.cfg.MappedRootUID, CgroupLimits{
+		MemoryBytes: mem << 20, CPUShares: a.cfg.cpuShares(mem), PidsLimit: a.cfg.ContainerPidsLimit,
+	})
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "container cgroup: %v", err)
+	}
+	fds, names := cg.FDs()
+	started, err := client.start(ctx, initproto.StartContainer{
+		ContainerID: id, CodeDir: digestHex, Handler: req.GetHandler(),
+		FunctionName: req.GetFunction(), Version: req.GetVersion(),
+		MemoryMB: mem, TimeoutMs: req.GetTimeoutMs(), Env: req.GetEnv(), FDNames: names,
+		LogGroup:  "/aws/lambda/" + req.GetFunction(),
+		LogStream: time.Now().UTC().Format("2006/01/02") + "/[" + req.GetVersion() + "]" + in.id,
+	}, fds)
+	cg.CloseFDs()
+	if err == nil && started.Error != "" {
+		err = status.Errorf(codes.Internal, "start container: %s", started.Error)
+	}
+	if err != nil {
+		if rerr := cg.Remove(); rerr != nil {
+			log.Warn().Err(rerr).Msg("remove container cgroup")
+		}
+		return nil, err
+	}
+	c := &container{id: id, key: key, versionKey: vk, cg: cg, lastUsed: time.Now()}
+	a.mu.Lock()
+	var superseded []*container
+	for _, o := range in.containers {
+		if o.versionKey == vk {
+			superseded = append(superseded, o)
+		}
+	}
+	in.containers[key] = c
+	a.mu.Unlock()
+	for _, o := range superseded {
+		a.stopContainer(ctx, in, o, false, "superseded by new code or settings")
+	}
+	a.mu.Lock()
+	victims := lruVictims(in.containers, a.cfg.MaxContainersPerInstance, key)
+	a.mu.Unlock()
+	for _, v := range victims {
+		a.stopContainer(ctx, in, v, true, "evicted: too many containers on the instance")
+	}
+	log.Info().Str("container", id).Int("pid", started.Pid).Msg("container started")
+	return c, nil
+}
+
+// deliverCode puts the package's files at <instance>/code/<hex>, fetching
+// the package into the agent's cache first if needed.
+func (a *Agent) deliverCode(ctx context.Context, in *instance, digest, digestHex string) error {
+	if in.codes[digestHex] {
+		return nil
+	}
+	dest := filepath.Join(in.codeDir(), digestHex)
+	if _, err := os.Stat(dest); err == nil {
+		in.codes[digestHex] = true
+		return nil
+	}
+	zip := filepath.Join(a.cfg.StateDir, "cache", digestHex+".zip")
+	a.fetchMu.Lock()
+	err := codefetch.FetchFile(ctx, a.deps.Code, digest, zip)
+	a.fetchMu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := codefetch.Extract(zip, dest, codefetch.Limits{}); err != nil {
+		return err
+	}
+	in.codes[digestHex] = true
+	return nil
+}

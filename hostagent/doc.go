@@ -1,0 +1,33 @@
+// Package hostagent is the host agent: the daemon on each host that owns its
+// instances. It keeps a warming pool of started instances per resource class
+// (containerd containers whose PID 1 is ember-init), registers itself and its
+// instances in Redis (engine/pool) with a heartbeat, and serves Dispatch
+// (hostagent/dispatchpb) to the engine's schedulers.
+//
+// Life of an instance:
+//
+//	start (Runtime.Create) ─► ember-init says Hello ─► AddWarm (warming pool)
+//	  ─► first Dispatch with a tenant: bound to that tenant for good, a
+//	     replacement starts in the background (refill)
+//	  ─► per function version: code fetched and extracted once per instance,
+//	     child cgroup created, Start, then Invoke; the container stays hot
+//	  ─► idle containers are stopped after ContainerKeepAlive (DropHot first),
+//	     at most MaxContainersPerInstance live (least recently used evicted)
+//	  ─► an instance idle past InstanceKeepAlive is retired (pool.Retire) and
+//	     destroyed; a broken one (init connection lost) is force-retired,
+//	     destroyed and replaced.
+//
+// The scheduler claims instances in Redis and then calls Dispatch; the agent
+// learns of a claim only from the Dispatch. A Dispatch for an unknown
+// instance is NotFound, for an instance already running one is Unavailable,
+// for another tenant's instance PermissionDenied: the scheduler treats these
+// as platform errors. A function failure (error, timeout, crash) is a normal
+// response.
+//
+// The agent depends on small interfaces declared here (Runtime, Cgroups) so
+// that its pool logic can be tested without containerd; production wiring
+// uses hostagent/sandbox and hostagent/cgroup: ContainerdRuntime (or
+// SandboxRuntime) and HostCgroups. To host the agent in-process (emberd),
+// build a Config and Deps, then New(cfg, deps) and Run(ctx); Ready tells
+// when the initial warming pool is registered.
+package hostagent

@@ -1,0 +1,249 @@
+package hostagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/ember-run/ember/hostagent/initproto"
+)
+
+// fakeRuntime stands in for containerd in the pool-logic tests: Create
+// starts an in-process fake ember-init on the instance's socket.
+type fakeRuntime struct {
+	mu        sync.Mutex
+	live      map[string]*fakeInit
+	stale     []string // ids List reports before any Create
+	destroyed []string
+	created   int
+}
+
+var _ Runtime = (*fakeRuntime)(nil)
+
+func newFakeRuntime() *fakeRuntime { return &fakeRuntime{live: map[string]*fakeInit{}} }
+
+func (r *fakeRuntime) Create(ctx context.Context, spec InstanceSpec) (SandboxInstance, error) {
+	fi, err := startFakeInit(spec.ID, filepath.Join(spec.SocketDir, initproto.SocketName))
+	if err != nil {
+		return SandboxInstance{}, err
+	}
+	r.mu.Lock()
+	r.live[spec.ID] = fi
+	r.created++
+	r.mu.Unlock()
+	return SandboxInstance{ID: spec.ID, Pid: 1, CgroupPath: "/ember/" + spec.ID}, nil
+}
+
+func (r *fakeRuntime) Destroy(ctx context.Context, id string) error {
+	r.mu.Lock()
+	fi := r.live[id]
+	delete(r.live, id)
+	for i, s := range r.stale {
+		if s == id {
+			r.stale = append(r.stale[:i], r.stale[i+1:]...)
+			break
+		}
+	}
+	r.destroyed = append(r.destroyed, id)
+	r.mu.Unlock()
+	if fi != nil {
+		fi.close()
+	}
+	return nil
+}
+
+func (r *fakeRuntime) List(ctx context.Context) ([]string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := append([]string(nil), r.stale...)
+	for id := range r.live {
+		out = append(out, id)
+	}
+	return out, nil
+}
+
+func (r *fakeRuntime) get(id string) *fakeInit {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.live[id]
+}
+
+func (r *fakeRuntime) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.live)
+}
+
+// fakeInit speaks initproto like ember-init: Hello, Start, Invoke (echoes
+// the payload, or follows the payload's instruction), Stop.
+type fakeInit struct {
+	id string
+	ln *net.UnixListener
+	wg sync.WaitGroup
+
+	mu       sync.Mutex
+	conns    []*initproto.Conn
+	running  map[string]bool // container id -> has a process
+	started  []initproto.StartContainer
+	stopped  []string
+	invoked  int
+	fdCounts []int
+}
+
+func startFakeInit(id, path string) (*fakeInit, error) {
+	_ = os.Remove(path)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	f := &fakeInit{id: id, ln: ln, running: map[string]bool{}}
+	f.wg.Add(1)
+	go f.accept()
+	return f, nil
+}
+
+func (f *fakeInit) accept() {
+	defer f.wg.Done()
+	for {
+		c, err := f.ln.AcceptUnix()
+		if err != nil {
+			return
+		}
+		conn := initproto.NewConn(c)
+		f.mu.Lock()
+		f.conns = append(f.conns, conn)
+		f.mu.Unlock()
+		if err := conn.Write(initproto.TypeHello, 0, initproto.Hello{InstanceID: f.id, Pid: 1, Version: "fake"}, nil); err != nil {
+			continue
+		}
+		f.wg.Add(1)
+		go f.serve(conn)
+	}
+}
+
+func (f *fakeInit) serve(conn *initproto.Conn) {
+	defer f.wg.Done()
+	for {
+		fr, err := conn.Read()
+		if err != nil {
+			return
+		}
+		for _, fd := range fr.FDs {
+			_ = closeFD(fd)
+		}
+		switch fr.Type {
+		case initproto.TypeStart:
+			var sc initproto.StartContainer
+			_ = fr.Decode(&sc)
+			f.mu.Lock()
+			f.started = append(f.started, sc)
+			f.running[sc.ContainerID] = false
+			f.fdCounts = append(f.fdCounts, len(fr.FDs))
+			f.mu.Unlock()
+			_ = conn.Write(initproto.TypeStarted, fr.Seq, initproto.Started{ContainerID: sc.ContainerID, Pid: 42}, nil)
+		case initproto.TypeInvoke:
+			var inv initproto.Invoke
+			_ = fr.Decode(&inv)
+			res := initproto.Result{ID: inv.ID, Status: initproto.StatusOK, HandlerStartUnixNs: 1, DurationNs: 2}
+			body := fr.Body
+			f.mu.Lock()
+			f.invoked++
+			hasProc, known := f.running[inv.ContainerID]
+			switch {
+			case !known:
+				res = initproto.Result{ID: inv.ID, Error: "container not found"}
+			case string(fr.Body) == "crash":
+				res.Status, res.ErrorType, body = initproto.StatusCrashed, "Runtime.ExitError", []byte(`{"errorType":"Runtime.ExitError"}`)
+				f.running[inv.ContainerID] = false
+			default:
+				if !hasProc {
+					res.InitDurationNs = 1000
+					f.running[inv.ContainerID] = true
+				}
+			}
+			f.mu.Unlock()
+			if string(fr.Body) == "die" {
+				f.close() // the instance's PID 1 dies mid-invocation
+				return
+			}
+			_ = conn.Write(initproto.TypeResult, fr.Seq, res, body)
+		case initproto.TypeStop:
+			var st initproto.Stop
+			_ = fr.Decode(&st)
+			f.mu.Lock()
+			f.stopped = append(f.stopped, st.ContainerID)
+			delete(f.running, st.ContainerID)
+			f.mu.Unlock()
+			_ = conn.Write(initproto.TypeStopped, fr.Seq, initproto.Stopped{ContainerID: st.ContainerID}, nil)
+		default:
+			panic(fmt.Sprintf("fake init: unexpected frame type %d", fr.Type))
+		}
+	}
+}
+
+func (f *fakeInit) close() {
+	_ = f.ln.Close()
+	f.mu.Lock()
+	for _, c := range f.conns {
+		_ = c.Close()
+	}
+	f.mu.Unlock()
+}
+
+func (f *fakeInit) stoppedIDs() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.stopped...)
+}
+
+func (f *fakeInit) startedSpecs() []initproto.StartContainer {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]initproto.StartContainer(nil), f.started...)
+}
+
+// fakeCgroups records children; they carry no fds.
+type fakeCgroups struct {
+	mu      sync.Mutex
+	made    map[string]CgroupLimits
+	removed map[string]bool
+}
+
+func newFakeCgroups() *fakeCgroups {
+	return &fakeCgroups{made: map[string]CgroupLimits{}, removed: map[string]bool{}}
+}
+
+func (f *fakeCgroups) Create(parent, name string, uid int, l CgroupLimits) (CgroupChild, error) {
+	if uid != 100000 {
+		return nil, errors.New("fake cgroups: wrong owner uid")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p := parent + "/" + name
+	f.made[p] = l
+	return &fakeChild{f: f, path: p}, nil
+}
+
+func (f *fakeCgroups) live() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.made) - len(f.removed)
+}
+
+type fakeChild struct {
+	f    *fakeCgroups
+	path string
+}
+
+func (c *fakeChild) FDs() ([]int, []string) { return nil, nil }
+func (c *fakeChild) CloseFDs()              {}
+func (c *fakeChild) Remove() error {
+	c.f.mu.Lock()
+	c.f.removed[c.path] = true
+	c.f.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,213 @@
+package hostagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ember-run/ember/hostagent/initproto"
+	"golang.org/x/sys/unix"
+)
+
+// errInitGone means the connection to an instance's ember-init broke: the
+// instance is lost.
+var errInitGone = errors.New("ember-init connection lost")
+
+// initClient is the agent's side of one instance's initproto connection.
+// Requests may be in flight concurrently; replies are matched by seq. One
+// goroutine (started by dialInit, waited for by close) reads frames.
+type initClient struct {
+	conn  *initproto.Conn
+	hello initproto.Hello
+
+	seq     atomic.Uint32
+	mu      sync.Mutex
+	pending map[uint32]chan *initproto.Frame
+	err     error // set once, when the read loop ends
+
+	dead     chan struct{} // closed when the read loop ends
+	onExited func(initproto.Exited)
+}
+
+// dialInit connects to ember-init's socket at path, retrying while the
+// socket does not exist or refuses (the instance is still booting) until ctx
+// is done, and waits for Hello from wantID.
+func dialInit(ctx context.Context, path, wantID string, onExited func(initproto.Exited)) (*initClient, error) {
+	var uc *net.UnixConn
+	for {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "unix", path)
+		if err == nil {
+			uc = c.(*net.UnixConn)
+			break
+		}
+		if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ECONNREFUSED) {
+			return nil, fmt.Errorf("dial ember-init %s: %w", path, err)
+		}
+		t := time.NewTimer(5 * time.Millisecond) // polling a booting instance's socket
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("dial ember-init %s: %w (last: %v)", path, ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+	conn := initproto.NewConn(uc)
+	// Read Hello under ctx: close the connection if ctx ends first.
+	stop := context.AfterFunc(ctx, func() { _ = uc.Close() })
+	f, err := conn.Read()
+	if !stop() {
+		_ = uc.Close()
+		return nil, fmt.Errorf("ember-init %s: no hello: %w", path, ctx.Err())
+	}
+	if err != nil {
+		_ = uc.Close()
+		return nil, fmt.Errorf("ember-init %s: read hello: %w", path, err)
+	}
+	closeFDs(f.FDs)
+	var h initproto.Hello
+	if f.Type != initproto.TypeHello {
+		_ = uc.Close()
+		return nil, fmt.Errorf("ember-init %s: first frame is type %d, want hello", path, f.Type)
+	}
+	if err := f.Decode(&h); err != nil {
+		_ = uc.Close()
+		return nil, err
+	}
+	if wantID != "" && h.InstanceID != wantID {
+		_ = uc.Close()
+		return nil, fmt.Errorf("ember-init %s: hello from instance %q, want %q", path, h.InstanceID, wantID)
+	}
+	c := &initClient{
+		conn: conn, hello: h,
+		pending:  map[uint32]chan *initproto.Frame{},
+		dead:     make(chan struct{}),
+		onExited: onExited,
+	}
+	go c.readLoop()
+	return c, nil
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		_ = unix.Close(fd)
+	}
+}
+
+func (c *initClient) readLoop() {
+	var err error
+	for {
+		var f *initproto.Frame
+		f, err = c.conn.Read()
+		if err != nil {
+			break
+		}
+		closeFDs(f.FDs) // ember-init never sends fds to the agent
+		if f.Type == initproto.TypeExited {
+			var ev initproto.Exited
+			if f.Decode(&ev) == nil && c.onExited != nil {
+				c.onExited(ev)
+			}
+			continue
+		}
+		c.mu.Lock()
+		ch := c.pending[f.Seq]
+		delete(c.pending, f.Seq)
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- f // buffered
+		}
+	}
+	c.mu.Lock()
+	c.err = fmt.Errorf("%w: %v", errInitGone, err)
+	c.pending = nil
+	c.mu.Unlock()
+	close(c.dead)
+}
+
+// Dead is closed when the connection is gone.
+func (c *initClient) Dead() <-chan struct{} { return c.dead }
+
+// close closes the connection and waits for the read loop.
+func (c *initClient) close() {
+	_ = c.conn.Close()
+	<-c.dead
+}
+
+// call sends one request and waits for the reply of type want.
+func (c *initClient) call(ctx context.Context, t initproto.Type, hdr any, body []byte, fds []int, want initproto.Type) (*initproto.Frame, error) {
+	seq := c.seq.Add(1)
+	if seq == 0 { // 0 is for events
+		seq = c.seq.Add(1)
+	}
+	ch := make(chan *initproto.Frame, 1)
+	c.mu.Lock()
+	if c.pending == nil {
+		err := c.err
+		c.mu.Unlock()
+		return nil, err
+	}
+	c.pending[seq] = ch
+	c.mu.Unlock()
+	forget := func() {
+		c.mu.Lock()
+		if c.pending != nil {
+			delete(c.pending, seq)
+		}
+		c.mu.Unlock()
+	}
+	if err := c.conn.Write(t, seq, hdr, body, fds...); err != nil {
+		forget()
+		return nil, fmt.Errorf("%w: %v", errInitGone, err)
+	}
+	select {
+	case f := <-ch:
+		if f.Type != want {
+			return nil, fmt.Errorf("ember-init replied type %d to type %d, want %d", f.Type, t, want)
+		}
+		return f, nil
+	case <-c.dead:
+		select {
+		case f := <-ch: // the reply raced the close
+			return f, nil
+		default:
+		}
+		c.mu.Lock()
+		err := c.err
+		c.mu.Unlock()
+		return nil, err
+	case <-ctx.Done():
+		forget()
+		return nil, ctx.Err()
+	}
+}
+
+func (c *initClient) start(ctx context.Context, sc initproto.StartContainer, fds []int) (initproto.Started, error) {
+	f, err := c.call(ctx, initproto.TypeStart, sc, nil, fds, initproto.TypeStarted)
+	if err != nil {
+		return initproto.Started{}, err
+	}
+	var s initproto.Started
+	return s, f.Decode(&s)
+}
+
+func (c *initClient) invoke(ctx context.Context, inv initproto.Invoke, payload []byte) (initproto.Result, []byte, error) {
+	f, err := c.call(ctx, initproto.TypeInvoke, inv, payload, nil, initproto.TypeResult)
+	if err != nil {
+		return initproto.Result{}, nil, err
+	}
+	var r initproto.Result
+	if err := f.Decode(&r); err != nil {
+		return r, nil, err
+	}
+	return r, f.Body, nil
+}
+
+func (c *initClient) stop(ctx context.Context, containerID string, grace time.Duration) error {
+	_, err := c.call(ctx, initproto.TypeStop, initproto.Stop{ContainerID: containerID, GraceMs: grace.Milliseconds()}, nil, nil, initproto.TypeStopped)
+	return err
+}

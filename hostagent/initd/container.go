@@ -1,0 +1,444 @@
+package initd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ember-run/ember/hostagent/initproto"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+)
+
+// container is one function version's process tree. Its spec and cgroup fds
+// are kept for its whole life, so a process that exits (crash, timeout kill,
+// init failure) is replaced by a fresh one on the next Invoke.
+type container struct {
+	s    *Server
+	log  zerolog.Logger
+	id   string
+	spec initproto.StartContainer
+	// envBase is the child's environment without AWS_LAMBDA_RUNTIME_API.
+	envBase   []string
+	tasksFDs  []int
+	cgroup2FD int
+	logs      *logSink
+	// slot admits one invocation at a time, as Lambda runs one per container.
+	slot chan struct{}
+
+	mu      sync.Mutex
+	proc    *process // the live process, nil when none
+	stopped bool
+}
+
+func newContainer(s *Server, spec initproto.StartContainer, fds []int) (*container, error) {
+	c := &container{
+		s:         s,
+		log:       s.log.With().Str("container", spec.ContainerID).Logger(),
+		id:        spec.ContainerID,
+		spec:      spec,
+		cgroup2FD: -1,
+		logs:      newLogSink(spec.ContainerID, s.cfg.LogRingBytes, s.cfg.Output),
+		slot:      make(chan struct{}, 1),
+	}
+	if len(fds) != len(spec.FDNames) {
+		return nil, fmt.Errorf("%d fds for %d fd names: %w", len(fds), len(spec.FDNames), errInvalid)
+	}
+	for i, name := range spec.FDNames {
+		switch {
+		case name == initproto.FDCgroup2:
+			c.cgroup2FD = fds[i]
+		case strings.HasPrefix(name, initproto.FDTasksPrefix):
+			c.tasksFDs = append(c.tasksFDs, fds[i])
+		default:
+			return nil, fmt.Errorf("unknown fd name %q: %w", name, errInvalid)
+		}
+	}
+	if spec.ContainerID == "" {
+		return nil, fmt.Errorf("empty container id: %w", errInvalid)
+	}
+	if !filepath.IsLocal(spec.CodeDir) {
+		return nil, fmt.Errorf("code dir %q is not a local path: %w", spec.CodeDir, errInvalid)
+	}
+	c.envBase = buildEnv(s.cfg, spec)
+	return c, nil
+}
+
+// buildEnv is the Lambda "provided" runtime environment. The function's Env
+// may override anything but AWS_LAMBDA_RUNTIME_API, which is appended per
+// process.
+func buildEnv(cfg Config, spec initproto.StartContainer) []string {
+	m := map[string]string{
+		"PATH":                            "/usr/local/bin:/usr/bin:/bin:" + cfg.TaskDir,
+		"LANG":                            "en_US.UTF-8",
+		"TZ":                              ":UTC",
+		"HOME":                            cfg.TmpDir,
+		"LAMBDA_TASK_ROOT":                cfg.TaskDir,
+		"AWS_REGION":                      cfg.Region,
+		"AWS_DEFAULT_REGION":              cfg.Region,
+		"AWS_EXECUTION_ENV":               "AWS_Lambda_provided",
+		"_HANDLER":                        spec.Handler,
+		"AWS_LAMBDA_FUNCTION_NAME":        spec.FunctionName,
+		"AWS_LAMBDA_FUNCTION_VERSION":     spec.Version,
+		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": strconv.FormatInt(spec.MemoryMB, 10),
+		"AWS_LAMBDA_LOG_GROUP_NAME":       spec.LogGroup,
+		"AWS_LAMBDA_LOG_STREAM_NAME":      spec.LogStream,
+	}
+	for k, v := range spec.Env {
+		if k == "AWS_LAMBDA_RUNTIME_API" || k == "" || strings.ContainsAny(k, "=\x00") {
+			continue
+		}
+		m[k] = v
+	}
+	env := make([]string, 0, len(m)+1)
+	for k, v := range m {
+		env = append(env, k+"="+v)
+	}
+	sort.Strings(env)
+	return env
+}
+
+// closeFDs releases the agent's cgroup fds.
+func (c *container) closeFDs() {
+	for _, fd := range c.tasksFDs {
+		_ = unix.Close(fd)
+	}
+	if c.cgroup2FD >= 0 {
+		_ = unix.Close(c.cgroup2FD)
+	}
+	c.tasksFDs, c.cgroup2FD = nil, -1
+}
+
+// ensureProcess returns the live process, spawning one if there is none.
+func (c *container) ensureProcess() (*process, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return nil, fmt.Errorf("container %q stopped: %w", c.id, errNotFound)
+	}
+	if c.proc != nil {
+		return c.proc, nil
+	}
+	p, err := c.spawnLocked()
+	if err != nil {
+		return nil, err
+	}
+	c.proc = p
+	return p, nil
+}
+
+// spawnLocked starts a new process with its own Runtime API listener.
+func (c *container) spawnLocked() (*process, error) {
+	cfg := &c.s.cfg
+	codeSrc := filepath.Join(cfg.CodeMount, c.spec.CodeDir)
+	if st, err := os.Stat(filepath.Join(codeSrc, cfg.Bootstrap)); err != nil {
+		return nil, fmt.Errorf("container %q: bootstrap: %w", c.id, err)
+	} else if st.Mode()&0o111 == 0 {
+		return nil, fmt.Errorf("container %q: bootstrap %s is not executable: %w", c.id, st.Name(), errInvalid)
+	}
+	for _, d := range []string{cfg.TaskDir, cfg.TmpDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("container %q: %w", c.id, err)
+		}
+	}
+	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, fmt.Errorf("container %q: runtime API listener: %w", c.id, err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("container %q: output pipe: %w", c.id, err)
+	}
+	env := append(c.envBase[:len(c.envBase):len(c.envBase)], "AWS_LAMBDA_RUNTIME_API="+ln.Addr().String())
+	spec := spawnSpec{
+		codeSrc: codeSrc, taskDir: cfg.TaskDir, bootstrap: cfg.Bootstrap,
+		tmpDir: cfg.TmpDir, tmpSize: cfg.TmpSizeBytes, uid: cfg.UID, gid: cfg.GID,
+		env: env, tasksFDs: c.tasksFDs, cgroup2FD: c.cgroup2FD, out: w,
+	}
+	var exitCh <-chan unix.WaitStatus
+	spawnedAt := time.Now()
+	pid, err := spawn(spec, func(start func() (int, error)) (int, error) {
+		pid, ch, err := c.s.waiter.track(start)
+		exitCh = ch
+		return pid, err
+	})
+	w.Close()
+	if err != nil {
+		ln.Close()
+		r.Close()
+		return nil, fmt.Errorf("container %q: %w", c.id, err)
+	}
+	p := &process{
+		c:         c,
+		pid:       pid,
+		spawnedAt: spawnedAt,
+		next:      make(chan *invocation),
+		exited:    make(chan struct{}),
+		initErr:   make(chan struct{}),
+		pipe:      newPipeReader(r, c.logs),
+	}
+	p.srv = &http.Server{
+		Handler:           p,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          nil,
+	}
+	c.s.wg.Go(func() {
+		if err := p.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			c.log.Warn().Err(err).Msg("runtime API server")
+		}
+	})
+	c.s.wg.Go(func() {
+		if err := p.pipe.run(); err != nil {
+			c.log.Warn().Err(err).Msg("output pipe")
+		}
+	})
+	c.s.wg.Go(func() { p.wait(exitCh) })
+	c.log.Debug().Int("pid", pid).Str("runtime_api", ln.Addr().String()).Msg("container process started")
+	return p, nil
+}
+
+// stop ends the container for good: SIGTERM to its process group, grace,
+// SIGKILL. It returns once the process is reaped (or after the grace and a
+// second bound, if it cannot be).
+func (c *container) stop(grace time.Duration) {
+	c.mu.Lock()
+	c.stopped = true
+	p := c.proc
+	c.proc = nil
+	c.mu.Unlock()
+	if p != nil {
+		p.intentional.Store(true)
+		p.signal(unix.SIGTERM)
+		t := time.NewTimer(grace)
+		select {
+		case <-p.exited:
+		case <-t.C:
+			p.killAndWait(time.Second)
+		}
+		t.Stop()
+	}
+	c.mu.Lock()
+	c.closeFDs()
+	c.mu.Unlock()
+}
+
+// detach forgets p if it is still the container's process, so the next
+// Invoke spawns a fresh one.
+func (c *container) detach(p *process) {
+	c.mu.Lock()
+	if c.proc == p {
+		c.proc = nil
+	}
+	c.mu.Unlock()
+}
+
+// invoke runs one invocation to completion and returns the Result and its
+// body (the function's response, or its error document). Function failures
+// are in the Result's Status; Result.Error is for platform failures.
+func (c *container) invoke(ctx context.Context, req initproto.Invoke, payload []byte) (initproto.Result, []byte) {
+	res := initproto.Result{ID: req.ID}
+	deadline := time.UnixMilli(req.DeadlineUnixMs)
+	if req.DeadlineUnixMs == 0 {
+		d := c.s.cfg.DefaultTimeout
+		if c.spec.TimeoutMs > 0 {
+			d = time.Duration(c.spec.TimeoutMs) * time.Millisecond
+		}
+		deadline = time.Now().Add(d)
+	}
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+
+	select {
+	case c.slot <- struct{}{}:
+	case <-timer.C:
+		res.Error = fmt.Sprintf("container %q busy with another invocation until the deadline", c.id)
+		return res, nil
+	case <-ctx.Done():
+		res.Error = "ember-init is shutting down"
+		return res, nil
+	}
+	defer func() { <-c.slot }()
+
+	p, err := c.ensureProcess()
+	if err != nil {
+		res.Error = err.Error()
+		return res, nil
+	}
+	mark := c.logs.mark()
+	inv := &invocation{
+		id: req.ID, deadlineMs: deadline.UnixMilli(), traceID: req.TraceID,
+		arn: req.FunctionARN, payload: payload, done: make(chan outcome, 1),
+	}
+	if inv.arn == "" {
+		inv.arn = "arn:aws:lambda:" + c.s.cfg.Region + ":000000000000:function:" + c.spec.FunctionName
+	}
+
+	var o outcome
+	select {
+	case p.next <- inv:
+		select {
+		case o = <-inv.done:
+		case <-p.exited:
+			o = p.exitOutcome()
+		case <-timer.C:
+			o = c.timeout(p, inv)
+		case <-ctx.Done():
+			res.Error = "ember-init is shutting down"
+			return res, nil
+		}
+	case <-p.initErr:
+		o = p.initOutcome()
+	case <-p.exited:
+		o = p.exitOutcome()
+	case <-timer.C:
+		o = c.timeout(p, inv)
+	case <-ctx.Done():
+		res.Error = "ember-init is shutting down"
+		return res, nil
+	}
+
+	res.Status, res.ErrorType = o.status, o.errType
+	if start := inv.start.Load(); start != 0 {
+		res.HandlerStartUnixNs = start
+		end := o.at
+		if end == 0 {
+			end = time.Now().UnixNano()
+		}
+		res.DurationNs = end - start
+	}
+	if first := p.firstNext.Load(); first != 0 && !p.initReported {
+		p.initReported = true // guarded by slot
+		res.InitDurationNs = first - p.spawnedAt.UnixNano()
+	}
+	p.pipe.sync()
+	res.LogTail = c.logs.tail(mark, c.s.cfg.LogTailBytes)
+	return res, o.body
+}
+
+// timeout kills p's process group because inv ran past its deadline.
+func (c *container) timeout(p *process, inv *invocation) outcome {
+	p.cur.CompareAndSwap(inv, nil)
+	c.detach(p)
+	p.timedOut.Store(true)
+	p.killAndWait(c.s.cfg.StopGrace)
+	body := []byte(`{"errorMessage":"Task timed out: no response before the deadline","errorType":"Sandbox.Timedout"}`)
+	return outcome{status: initproto.StatusTimeout, errType: "Sandbox.Timedout", body: body}
+}
+
+// invocation is one Invoke handed to a process.
+type invocation struct {
+	id         string
+	deadlineMs int64
+	traceID    string
+	arn        string
+	payload    []byte
+	// start is when GET /next returned it (unix ns).
+	start atomic.Int64
+	done  chan outcome
+}
+
+// outcome is how an invocation ended.
+type outcome struct {
+	status  string
+	errType string
+	body    []byte
+	at      int64 // unix ns of the response, 0 if none
+}
+
+// process is one run of a container's bootstrap.
+type process struct {
+	c            *container
+	pid          int
+	spawnedAt    time.Time
+	firstNext    atomic.Int64 // unix ns of the first GET /next
+	initReported bool         // guarded by c.slot
+	next         chan *invocation
+	cur          atomic.Pointer[invocation]
+	srv          *http.Server
+	pipe         *pipeReader
+
+	initErr     chan struct{} // closed once the runtime posts init/error
+	initErrOnce sync.Once
+	initErrType string
+	initErrBody []byte
+
+	exited      chan struct{} // closed once reaped
+	status      unix.WaitStatus
+	intentional atomic.Bool // stopped by Stop: no Exited event
+	timedOut    atomic.Bool
+}
+
+func (p *process) signal(sig unix.Signal) {
+	// The process group holds the whole tree (Setpgid). After the leader is
+	// reaped the group id cannot be reused while members remain.
+	_ = unix.Kill(-p.pid, sig)
+}
+
+func (p *process) killAndWait(bound time.Duration) {
+	p.signal(unix.SIGKILL)
+	t := time.NewTimer(bound)
+	defer t.Stop()
+	select {
+	case <-p.exited:
+	case <-t.C:
+		p.c.log.Error().Int("pid", p.pid).Msg("process not reaped after SIGKILL")
+	}
+}
+
+func (p *process) setInitErr(errType string, body []byte) {
+	p.initErrOnce.Do(func() {
+		p.initErrType, p.initErrBody = errType, body
+		close(p.initErr)
+	})
+}
+
+func (p *process) initOutcome() outcome {
+	return outcome{status: initproto.StatusFunctionError, errType: p.initErrType, body: p.initErrBody}
+}
+
+// exitOutcome is the outcome of an invocation whose process ended under it.
+func (p *process) exitOutcome() outcome {
+	select {
+	case <-p.initErr:
+		return p.initOutcome()
+	default:
+	}
+	ws := p.status
+	msg := fmt.Sprintf("exit status %d", ws.ExitStatus())
+	if ws.Signaled() {
+		msg = "signal: " + unix.SignalName(ws.Signal())
+	}
+	body := fmt.Appendf(nil, `{"errorMessage":"Runtime exited with error: %s","errorType":"Runtime.ExitError"}`, msg)
+	return outcome{status: initproto.StatusCrashed, errType: "Runtime.ExitError", body: body}
+}
+
+// wait reaps the process and cleans up after it.
+func (p *process) wait(exit <-chan unix.WaitStatus) {
+	p.status = <-exit
+	p.signal(unix.SIGKILL) // whatever is left of the tree
+	close(p.exited)
+	p.c.detach(p)
+	_ = p.srv.Close()
+	ws := p.status
+	ev := initproto.Exited{ContainerID: p.c.id, ExitCode: ws.ExitStatus()}
+	if ws.Signaled() {
+		ev.ExitCode = -1
+		ev.Signal = unix.SignalName(ws.Signal())
+	}
+	p.c.log.Info().Int("pid", p.pid).Int("exit_code", ev.ExitCode).Str("signal", ev.Signal).
+		Bool("timed_out", p.timedOut.Load()).Bool("stopped", p.intentional.Load()).Msg("container process exited")
+	if !p.intentional.Load() {
+		p.c.s.event(initproto.TypeExited, ev)
+	}
+}

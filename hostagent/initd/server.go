@@ -1,0 +1,306 @@
+package initd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/ember-run/ember/hostagent/initproto"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
+)
+
+// Server is ember-init's core: it serves the agent socket and runs
+// containers. Create it with New and run it with Run.
+type Server struct {
+	cfg    Config
+	log    zerolog.Logger
+	waiter waiter
+	ready  chan struct{}
+
+	mu         sync.Mutex
+	containers map[string]*container
+
+	connMu sync.Mutex
+	conn   *initproto.Conn // the current agent connection, nil if none
+
+	// wg owns request handlers and per-process goroutines.
+	wg sync.WaitGroup
+}
+
+// New validates cfg (applying its defaults) and returns a Server.
+func New(cfg Config, log zerolog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	s := &Server{
+		cfg:        cfg,
+		log:        log.With().Str("component", "initd").Logger(),
+		ready:      make(chan struct{}),
+		containers: make(map[string]*container),
+	}
+	if cfg.ReapAll {
+		s.waiter = newAllReaper(s.log)
+	} else {
+		s.waiter = &pidWaiter{}
+	}
+	return s, nil
+}
+
+// SocketPath is where the agent connects.
+func (s *Server) SocketPath() string {
+	return filepath.Join(s.cfg.SocketDir, initproto.SocketName)
+}
+
+// Ready is closed once the agent socket accepts connections.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Run serves until ctx is done, then stops every container (SIGTERM, the
+// configured StopGrace, SIGKILL), waits for all its goroutines and returns.
+// It returns an error only if the socket cannot be served.
+func (s *Server) Run(ctx context.Context) error {
+	if err := os.MkdirAll(s.cfg.SocketDir, 0o755); err != nil {
+		return fmt.Errorf("initd: socket dir: %w", err)
+	}
+	path := s.SocketPath()
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("initd: remove stale socket: %w", err)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return fmt.Errorf("initd: listen: %w", err)
+	}
+	ln.SetUnlinkOnClose(true)
+	close(s.ready)
+	s.log.Info().Str("socket", path).Msg("listening")
+
+	waitCtx, stopWaiter := context.WithCancel(context.Background())
+	defer stopWaiter()
+	waitDone := make(chan error, 1)
+	go func() { waitDone <- s.waiter.run(waitCtx) }()
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		<-gctx.Done()
+		return ln.Close()
+	})
+	g.Go(func() error { return s.accept(gctx, ln) })
+	err = g.Wait()
+
+	s.shutdown()
+	stopWaiter()
+	if werr := <-waitDone; err == nil {
+		err = werr
+	}
+	return err
+}
+
+func (s *Server) accept(ctx context.Context, ln *net.UnixListener) error {
+	for {
+		uc, err := ln.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("initd: accept: %w", err)
+		}
+		c := initproto.NewConn(uc)
+		s.connMu.Lock()
+		old := s.conn
+		s.conn = c
+		s.connMu.Unlock()
+		if old != nil {
+			s.log.Info().Msg("new agent connection replaces the previous one")
+			_ = old.Close()
+		}
+		s.wg.Go(func() { s.serveConn(ctx, c) })
+	}
+}
+
+// shutdown closes the agent connection, stops all containers and waits for
+// every goroutine the server started.
+func (s *Server) shutdown() {
+	s.connMu.Lock()
+	if s.conn != nil {
+		_ = s.conn.Close()
+		s.conn = nil
+	}
+	s.connMu.Unlock()
+	s.mu.Lock()
+	all := make([]*container, 0, len(s.containers))
+	for _, c := range s.containers {
+		all = append(all, c)
+	}
+	s.containers = map[string]*container{}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, c := range all {
+		wg.Go(func() { c.stop(s.cfg.StopGrace) })
+	}
+	wg.Wait()
+	s.wg.Wait()
+}
+
+// serveConn reads requests from one agent connection until it fails. Each
+// request runs on its own goroutine and is answered on this connection.
+func (s *Server) serveConn(ctx context.Context, c *initproto.Conn) {
+	defer func() {
+		// initproto.Conn.Read panics (slice bounds [:-1]) when recvmsg fails
+		// with ECONNRESET, an agent that closed with unread data: ReadMsgUnix
+		// returns n = -1 with the error and fill slices with it. Until the
+		// contract is fixed, treat that as the connection ending.
+		if r := recover(); r != nil {
+			s.log.Warn().Interface("panic", r).Msg("agent connection read failed")
+		}
+		s.connMu.Lock()
+		if s.conn == c {
+			s.conn = nil
+		}
+		s.connMu.Unlock()
+		_ = c.Close()
+	}()
+	hello := initproto.Hello{InstanceID: s.cfg.InstanceID, Pid: os.Getpid(), Version: s.cfg.Version}
+	if err := c.Write(initproto.TypeHello, 0, hello, nil); err != nil {
+		s.log.Warn().Err(err).Msg("send hello")
+		return
+	}
+	for {
+		f, err := c.Read()
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Info().Err(err).Msg("agent connection ended")
+			}
+			return
+		}
+		for _, fd := range f.FDs {
+			unix.CloseOnExec(fd)
+		}
+		switch f.Type {
+		case initproto.TypeStart:
+			s.wg.Go(func() { s.reply(c, initproto.TypeStarted, f.Seq, s.handleStart(f), nil) })
+		case initproto.TypeInvoke:
+			s.wg.Go(func() {
+				res, body := s.handleInvoke(ctx, f)
+				s.reply(c, initproto.TypeResult, f.Seq, res, body)
+			})
+		case initproto.TypeStop:
+			s.wg.Go(func() { s.reply(c, initproto.TypeStopped, f.Seq, s.handleStop(f), nil) })
+		default:
+			closeAll(f.FDs)
+			s.log.Warn().Uint8("type", uint8(f.Type)).Uint32("seq", f.Seq).Msg("unexpected frame type")
+		}
+	}
+}
+
+func (s *Server) reply(c *initproto.Conn, t initproto.Type, seq uint32, header any, body []byte) {
+	if err := c.Write(t, seq, header, body); err != nil {
+		s.log.Debug().Err(err).Uint32("seq", seq).Msg("reply lost with its connection")
+	}
+}
+
+// event sends an event on the current agent connection, if any.
+func (s *Server) event(t initproto.Type, header any) {
+	s.connMu.Lock()
+	c := s.conn
+	s.connMu.Unlock()
+	if c != nil {
+		s.reply(c, t, 0, header, nil)
+	}
+}
+
+func (s *Server) handleStart(f *initproto.Frame) initproto.Started {
+	var req initproto.StartContainer
+	if err := f.Decode(&req); err != nil {
+		closeAll(f.FDs)
+		return initproto.Started{Error: err.Error()}
+	}
+	out := initproto.Started{ContainerID: req.ContainerID}
+	s.mu.Lock()
+	c, ok := s.containers[req.ContainerID]
+	if !ok {
+		var err error
+		c, err = newContainer(s, req, f.FDs)
+		if err != nil {
+			s.mu.Unlock()
+			closeAll(f.FDs)
+			out.Error = err.Error()
+			return out
+		}
+		s.containers[req.ContainerID] = c
+	} else {
+		closeAll(f.FDs) // a repeat Start keeps the original spec and fds
+	}
+	s.mu.Unlock()
+
+	p, err := c.ensureProcess()
+	if err != nil {
+		if !ok {
+			s.forget(c)
+			c.closeFDs()
+		}
+		out.Error = err.Error()
+		return out
+	}
+	out.Pid = p.pid
+	return out
+}
+
+func (s *Server) handleInvoke(ctx context.Context, f *initproto.Frame) (initproto.Result, []byte) {
+	closeAll(f.FDs)
+	var req initproto.Invoke
+	if err := f.Decode(&req); err != nil {
+		return initproto.Result{Error: err.Error()}, nil
+	}
+	s.mu.Lock()
+	c := s.containers[req.ContainerID]
+	s.mu.Unlock()
+	if c == nil {
+		return initproto.Result{ID: req.ID, Error: fmt.Sprintf("container %q: %v", req.ContainerID, errNotFound)}, nil
+	}
+	return c.invoke(ctx, req, f.Body)
+}
+
+func (s *Server) handleStop(f *initproto.Frame) initproto.Stopped {
+	closeAll(f.FDs)
+	var req initproto.Stop
+	if err := f.Decode(&req); err != nil {
+		s.log.Warn().Err(err).Msg("malformed stop")
+		return initproto.Stopped{}
+	}
+	s.mu.Lock()
+	c := s.containers[req.ContainerID]
+	s.mu.Unlock()
+	if c != nil {
+		grace := s.cfg.StopGrace
+		if req.GraceMs > 0 {
+			grace = msDuration(req.GraceMs)
+		}
+		s.forget(c)
+		c.stop(grace)
+	}
+	return initproto.Stopped{ContainerID: req.ContainerID}
+}
+
+// forget removes c from the table if it is still there.
+func (s *Server) forget(c *container) {
+	s.mu.Lock()
+	if s.containers[c.id] == c {
+		delete(s.containers, c.id)
+	}
+	s.mu.Unlock()
+}
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		_ = unix.Close(fd)
+	}
+}
+
+func msDuration(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }

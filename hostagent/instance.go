@@ -1,0 +1,115 @@
+package hostagent
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// instState is where an instance is in its life.
+type instState int
+
+const (
+	stStarting instState = iota // being created, not yet in Redis
+	stReady                     // in Redis (warming or active pool)
+	stGone                      // retiring, broken or destroyed: no new work
+)
+
+// instance is one sandbox as the agent sees it.
+type instance struct {
+	id, class string
+	memoryMB  int64
+	dir       string // <StateDir>/instances/<id>
+
+	// op serialises work on the instance's containers: a Dispatch, a
+	// reclaim of idle containers. Held across init round trips.
+	op sync.Mutex
+
+	// Fields below are guarded by Agent.mu.
+	state      instState
+	tenant     string // "" while in the warming pool
+	busy       bool   // a Dispatch is running
+	lastUsed   time.Time
+	cgroupPath string
+	client     *initClient
+	// lost: Redis forgot the instance (heartbeat lapse) while it had a
+	// tenant; it is destroyed when idle.
+	lost bool
+	// fromDemand: started for a scheduler's demand, beyond the pool target.
+	fromDemand bool
+
+	// Guarded by op.
+	containers map[string]*container // by container key
+	codes      map[string]bool       // digest hex delivered to code/<hex>
+}
+
+func (in *instance) sockDir() string { return filepath.Join(in.dir, "sock") }
+func (in *instance) codeDir() string { return filepath.Join(in.dir, "code") }
+func (in *instance) logPath() string { return filepath.Join(in.dir, "log", "init.log") }
+
+// container is one function version's container on an instance.
+type container struct {
+	id         string // unique per instance; initproto container id
+	key        string
+	versionKey string // pool.VersionKey: what the hot sets name
+	cg         CgroupChild
+	lastUsed   time.Time
+}
+
+// containerKey identifies a version's configuration: a container is reused
+// only for the same code and the same settings.
+func containerKey(versionKey, digest, handler string, memoryMB, timeoutMs int64, env map[string]string) string {
+	h := sha256.New()
+	for _, s := range []string{versionKey, digest, handler, strconv.FormatInt(memoryMB, 10), strconv.FormatInt(timeoutMs, 10)} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		h.Write([]byte(k))
+		h.Write([]byte{0})
+		h.Write([]byte(env[k]))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))[:20]
+}
+
+// lruVictims returns the containers to evict so that at most max remain,
+// never keep, least recently used first.
+func lruVictims(cs map[string]*container, max int, keep string) []*container {
+	if len(cs) <= max {
+		return nil
+	}
+	all := make([]*container, 0, len(cs))
+	for _, c := range cs {
+		if c.key != keep {
+			all = append(all, c)
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].lastUsed.Before(all[j].lastUsed) })
+	n := len(cs) - max
+	if n > len(all) {
+		n = len(all)
+	}
+	return all[:n]
+}
+
+// idleContainers returns the containers unused since before cutoff.
+func idleContainers(cs map[string]*container, cutoff time.Time) []*container {
+	var out []*container
+	for _, c := range cs {
+		if c.lastUsed.Before(cutoff) {
+			out = append(out, c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].lastUsed.Before(out[j].lastUsed) })
+	return out
+}

@@ -1,0 +1,249 @@
+package hostagent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ember-run/ember/hostagent/initproto"
+)
+
+// bootAsync boots a reserved instance and reports whether it is ready. It
+// releases the reservation's a.starts slot.
+func (a *Agent) bootAsync(in *instance) bool {
+	defer a.starts.Done()
+	log := a.log.With().Str("instance", in.id).Str("class", in.class).Logger()
+	select {
+	case a.sem <- struct{}{}:
+	case <-a.bg.Done():
+		a.discard(in)
+		return false
+	}
+	start := time.Now()
+	err := a.boot(in)
+	<-a.sem
+	if err != nil {
+		if a.bg.Err() == nil {
+			log.Error().Err(err).Msg("instance start failed")
+		}
+		a.discard(in)
+		return false
+	}
+	log.Info().Dur("took", time.Since(start)).Msg("instance ready in the warming pool")
+	return true
+}
+
+// boot creates the instance, waits for ember-init's Hello and adds the
+// instance to the warming pool.
+func (a *Agent) boot(in *instance) error {
+	ctx, cancel := context.WithTimeout(a.bg, a.cfg.InstanceStartTimeout)
+	defer cancel()
+	for _, d := range []string{in.sockDir(), in.codeDir(), filepath.Dir(in.logPath())} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("instance dir: %w", err)
+		}
+	}
+	// ember-init, root in its user namespace, creates its socket here.
+	if err := os.Chown(in.sockDir(), a.cfg.MappedRootUID, a.cfg.MappedRootUID); err != nil {
+		return fmt.Errorf("instance socket dir: %w", err)
+	}
+	if err := os.Chmod(in.sockDir(), 0o700); err != nil {
+		return fmt.Errorf("instance socket dir: %w", err)
+	}
+	sb, err := a.deps.Runtime.Create(ctx, InstanceSpec{
+		ID: in.id, Class: in.class, MemoryMB: in.memoryMB,
+		CPUShares: a.cfg.cpuShares(in.memoryMB), PidsLimit: a.cfg.InstancePidsLimit,
+		SocketDir: in.sockDir(), CodeDir: in.codeDir(), LogPath: in.logPath(),
+	})
+	if err != nil {
+		return fmt.Errorf("create: %w", err)
+	}
+	client, err := dialInit(ctx, filepath.Join(in.sockDir(), initproto.SocketName), in.id, a.onExited(in))
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	if a.closing {
+		a.mu.Unlock()
+		client.close()
+		return fmt.Errorf("agent shutting down")
+	}
+	in.client = client
+	in.cgroupPath = sb.CgroupPath
+	in.state = stReady
+	in.lastUsed = time.Now()
+	a.watchers.Add(1)
+	a.mu.Unlock()
+	go a.watch(in, client)
+	if err := a.store.AddWarm(ctx, in.id, a.cfg.AgentID, in.class); err != nil {
+		a.mu.Lock()
+		in.state = stGone
+		a.mu.Unlock()
+		client.close()
+		return err
+	}
+	return nil
+}
+
+func (a *Agent) onExited(in *instance) func(initproto.Exited) {
+	return func(ev initproto.Exited) {
+		// ember-init respawns the process on the next Invoke; nothing to do.
+		a.log.Info().Str("instance", in.id).Str("container", ev.ContainerID).
+			Int("exit_code", ev.ExitCode).Str("signal", ev.Signal).Msg("container process exited")
+	}
+}
+
+// discard drops a reserved or failed instance: destroys whatever was
+// created and forgets it.
+func (a *Agent) discard(in *instance) {
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+	defer cancel()
+	a.mu.Lock()
+	in.state = stGone
+	a.mu.Unlock()
+	if err := a.deps.Runtime.Destroy(ctx, in.id); err != nil {
+		a.log.Error().Err(err).Str("instance", in.id).Msg("destroy failed instance")
+	}
+	_ = os.RemoveAll(in.dir)
+	a.mu.Lock()
+	delete(a.insts, in.id)
+	a.mu.Unlock()
+}
+
+// watch waits for the instance's init connection to end. An end that the
+// agent did not cause means the instance is lost.
+func (a *Agent) watch(in *instance, client *initClient) {
+	defer a.watchers.Done()
+	<-client.Dead()
+	a.mu.Lock()
+	gone := in.state == stGone
+	a.mu.Unlock()
+	if !gone {
+		a.breakInstance(in, "ember-init connection lost")
+	}
+}
+
+// breakInstance force-retires a lost instance, destroys it and starts a
+// replacement.
+func (a *Agent) breakInstance(in *instance, reason string) {
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+	defer cancel()
+	a.log.Warn().Str("instance", in.id).Str("class", in.class).Str("tenant", in.tenant).Str("reason", reason).Msg("instance broken; replacing it")
+	a.destroy(ctx, in, reason)
+	a.kickRefill()
+}
+
+// destroy retires the instance in Redis (forcibly), closes its init
+// connection, destroys it and removes its cgroups and directory. It is
+// idempotent.
+func (a *Agent) destroy(ctx context.Context, in *instance, reason string) {
+	a.mu.Lock()
+	if _, ok := a.insts[in.id]; !ok {
+		a.mu.Unlock()
+		return
+	}
+	delete(a.insts, in.id)
+	in.state = stGone
+	client := in.client
+	var cgs []CgroupChild
+	for _, c := range in.containers {
+		cgs = append(cgs, c.cg)
+	}
+	clear(in.containers)
+	a.mu.Unlock()
+	if _, err := a.store.Retire(ctx, in.id, true); err != nil {
+		a.log.Error().Err(err).Str("instance", in.id).Msg("retire in redis")
+	}
+	if client != nil {
+		client.close()
+	}
+	if err := a.deps.Runtime.Destroy(ctx, in.id); err != nil {
+		a.log.Error().Err(err).Str("instance", in.id).Msg("destroy instance")
+	}
+	for _, cg := range cgs {
+		if err := cg.Remove(); err != nil {
+			a.log.Warn().Err(err).Str("instance", in.id).Msg("remove container cgroup")
+		}
+	}
+	if err := os.RemoveAll(in.dir); err != nil {
+		a.log.Warn().Err(err).Str("instance", in.id).Msg("remove instance dir")
+	}
+	a.log.Info().Str("instance", in.id).Str("class", in.class).Str("reason", reason).Msg("instance destroyed")
+}
+
+// reclaim stops idle containers, retires idle instances and those Redis
+// lost, and retires warming instances beyond the pool target (started on
+// demand) once they have idled past InstanceKeepAlive.
+func (a *Agent) reclaim(ctx context.Context) {
+	now := time.Now()
+	a.mu.Lock()
+	var cands []*instance
+	warm := map[string]int{}
+	for _, in := range a.insts {
+		if in.state == stReady && !in.busy {
+			cands = append(cands, in)
+		}
+		if in.state != stGone && in.tenant == "" {
+			warm[in.class]++
+		}
+	}
+	a.mu.Unlock()
+	for _, in := range cands {
+		if !in.op.TryLock() {
+			continue // a dispatch is on it
+		}
+		a.mu.Lock()
+		busy, tenant, lost, idleSince, state := in.busy, in.tenant, in.lost, in.lastUsed, in.state
+		idle := idleContainers(in.containers, now.Add(-a.cfg.ContainerKeepAlive))
+		a.mu.Unlock()
+		if busy || state != stReady {
+			in.op.Unlock()
+			continue
+		}
+		switch {
+		case lost:
+			a.destroy(ctx, in, "lost from redis")
+		case tenant != "" && now.Sub(idleSince) > a.cfg.InstanceKeepAlive,
+			tenant == "" && warm[in.class] > a.cfg.Pool[in.class] && now.Sub(idleSince) > a.cfg.InstanceKeepAlive:
+			gone, err := a.store.Retire(ctx, in.id, false)
+			if err != nil {
+				a.log.Warn().Err(err).Str("instance", in.id).Msg("retire idle instance")
+			} else if gone {
+				if tenant == "" {
+					warm[in.class]--
+				}
+				a.destroy(ctx, in, "idle past the instance keep-alive")
+			}
+		default:
+			for _, c := range idle {
+				a.stopContainer(ctx, in, c, true, "idle past the container keep-alive")
+			}
+		}
+		in.op.Unlock()
+	}
+}
+
+// stopContainer stops one container and forgets it: first in Redis (unless
+// another container keeps its version hot), then in ember-init, then its
+// cgroup. Caller holds in.op.
+func (a *Agent) stopContainer(ctx context.Context, in *instance, c *container, dropHot bool, reason string) {
+	a.mu.Lock()
+	delete(in.containers, c.key)
+	client := in.client
+	a.mu.Unlock()
+	log := a.log.With().Str("instance", in.id).Str("container", c.id).Str("version", c.versionKey).Logger()
+	if dropHot {
+		if err := a.store.DropHot(ctx, in.id, c.versionKey); err != nil {
+			log.Warn().Err(err).Msg("drop hot version")
+		}
+	}
+	if err := client.stop(ctx, c.id, a.cfg.StopGrace); err != nil {
+		log.Warn().Err(err).Msg("stop container")
+	}
+	if err := c.cg.Remove(); err != nil {
+		log.Warn().Err(err).Msg("remove container cgroup")
+	}
+	log.Info().Str("reason", reason).Msg("container stopped")
+}

@@ -1,0 +1,78 @@
+package hostagent
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/containerd/containerd"
+	"github.com/ember-run/ember/hostagent/image"
+
+	"github.com/ember-run/ember/hostagent/cgroup"
+	"github.com/ember-run/ember/hostagent/sandbox"
+)
+
+// HostCgroups returns Cgroups over hostagent/cgroup: a child cgroup in
+// cgroup2 and each v1 controller, under the instance's cgroup.
+func HostCgroups() Cgroups { return hostCgroups{} }
+
+type hostCgroups struct{}
+
+var (
+	_ Cgroups     = hostCgroups{}
+	_ CgroupChild = (*cgroup.Child)(nil)
+)
+
+// Create implements Cgroups. hostagent/cgroup sets memory and pids limits;
+// CPU weight is the instance's (the container is its only heavy user).
+func (hostCgroups) Create(instanceCgroupPath, name string, ownerUID int, l CgroupLimits) (CgroupChild, error) {
+	c, err := cgroup.Create(instanceCgroupPath, name, ownerUID, cgroup.Limits{MemoryBytes: l.MemoryBytes, PidsMax: l.PidsLimit})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// SandboxRuntime adapts a hostagent/sandbox Runtime (containerd) to Runtime.
+// Config.MappedRootUID must equal r.HostRootUID().
+func SandboxRuntime(r *sandbox.Runtime) Runtime { return sandboxRuntime{r} }
+
+type sandboxRuntime struct{ r *sandbox.Runtime }
+
+var _ Runtime = sandboxRuntime{}
+
+func (s sandboxRuntime) Create(ctx context.Context, spec InstanceSpec) (SandboxInstance, error) {
+	in, err := s.r.Create(ctx, sandbox.InstanceSpec{
+		ID: spec.ID, Class: spec.Class, MemoryMB: spec.MemoryMB, CPUShares: spec.CPUShares,
+		PidsLimit: spec.PidsLimit, SocketDir: spec.SocketDir, CodeDir: spec.CodeDir,
+		LogPath: spec.LogPath, Env: spec.Env,
+	})
+	if err != nil {
+		return SandboxInstance{}, err
+	}
+	return SandboxInstance{ID: in.ID, Pid: in.Pid, CgroupPath: in.CgroupPath}, nil
+}
+
+func (s sandboxRuntime) Destroy(ctx context.Context, id string) error { return s.r.Destroy(ctx, id) }
+
+func (s sandboxRuntime) List(ctx context.Context) ([]string, error) { return s.r.List(ctx) }
+
+// LabelAgent is the containerd label naming the agent that owns an
+// instance; Runtime.List of ContainerdRuntime only returns that agent's.
+const LabelAgent = "ember.agent"
+
+// ContainerdRuntime makes sure containerd holds the instance image built
+// from initBinary (a static ember-init) and returns a Runtime that starts
+// instances of it in namespace, labelled as agentID's, together with the
+// host uid of the instances' root (for Config.MappedRootUID).
+func ContainerdRuntime(ctx context.Context, client *containerd.Client, namespace, initBinary, agentID string, opts ...sandbox.Option) (Runtime, int, error) {
+	img, err := image.Ensure(ctx, client, namespace, initBinary)
+	if err != nil {
+		return nil, 0, fmt.Errorf("hostagent: instance image: %w", err)
+	}
+	opts = append([]sandbox.Option{sandbox.WithLabels(map[string]string{LabelAgent: agentID})}, opts...)
+	r, err := sandbox.New(client, namespace, img, opts...)
+	if err != nil {
+		return nil, 0, fmt.Errorf("hostagent: %w", err)
+	}
+	return SandboxRuntime(r), r.HostRootUID(), nil
+}
