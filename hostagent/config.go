@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ember-run/ember/engine/pool"
@@ -201,4 +203,28 @@ func (c *Config) classes() []string {
 func (c *Config) cpuShares(memoryMB int64) uint64 {
 	s := uint64(memoryMB) * c.CPUSharesPerGB / 1024
 	return max(s, 2) // the kernel's minimum
+}
+
+// ParsePool parses a warming pool target, "class=count,class=count", e.g.
+// "m128=2,m256=1". An empty string is an empty pool.
+func ParsePool(s string) (map[string]int, error) {
+	out := map[string]int{}
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		class, n, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok {
+			return nil, fmt.Errorf("pool %q: %q is not class=count", s, part)
+		}
+		if _, err := pool.ClassMemory(class); err != nil {
+			return nil, fmt.Errorf("pool %q: %w", s, err)
+		}
+		v, err := strconv.Atoi(n)
+		if err != nil || v < 0 {
+			return nil, fmt.Errorf("pool %q: %q: count must be a non-negative integer", s, part)
+		}
+		out[class] = v
+	}
+	return out, nil
 }

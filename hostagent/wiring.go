@@ -76,3 +76,41 @@ func ContainerdRuntime(ctx context.Context, client *containerd.Client, namespace
 	}
 	return SandboxRuntime(r), r.HostRootUID(), nil
 }
+
+// ContainerdSetup says how to reach containerd and which ember-init to run.
+type ContainerdSetup struct {
+	// Socket is containerd's gRPC socket.
+	Socket string
+	// Namespace is the containerd namespace for instances. Default: "ember".
+	Namespace string
+	// InitBinary is the static ember-init put into the instance image.
+	InitBinary string
+}
+
+// NewContainerd builds an Agent whose instances run in containerd: it
+// connects, makes sure the instance image exists and sets
+// cfg.MappedRootUID. deps.Runtime and deps.Cgroups are filled in. The
+// returned close function releases the containerd connection after Run.
+func NewContainerd(ctx context.Context, cfg Config, cs ContainerdSetup, deps Deps) (*Agent, func(), error) {
+	if cs.Namespace == "" {
+		cs.Namespace = "ember"
+	}
+	cfg = cfg.WithDefaults()
+	cc, err := containerd.New(cs.Socket, containerd.WithDefaultNamespace(cs.Namespace))
+	if err != nil {
+		return nil, nil, fmt.Errorf("hostagent: containerd %s: %w", cs.Socket, err)
+	}
+	rt, rootUID, err := ContainerdRuntime(ctx, cc, cs.Namespace, cs.InitBinary, cfg.AgentID)
+	if err != nil {
+		_ = cc.Close()
+		return nil, nil, err
+	}
+	cfg.MappedRootUID = rootUID
+	deps.Runtime, deps.Cgroups = rt, HostCgroups()
+	a, err := New(cfg, deps)
+	if err != nil {
+		_ = cc.Close()
+		return nil, nil, err
+	}
+	return a, func() { _ = cc.Close() }, nil
+}

@@ -10,16 +10,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
-	"github.com/containerd/containerd"
 	"github.com/ember-run/ember/hostagent"
 	"github.com/ember-run/ember/hostagent/codefetch"
+	"github.com/ember-run/ember/internal/logging"
 	"github.com/redis/go-redis/v9"
-	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 )
 
@@ -78,54 +75,12 @@ func main() {
 	}
 }
 
-func parsePool(s string) (map[string]int, error) {
-	out := map[string]int{}
-	if strings.TrimSpace(s) == "" {
-		return out, nil
-	}
-	for _, part := range strings.Split(s, ",") {
-		class, n, ok := strings.Cut(strings.TrimSpace(part), "=")
-		if !ok {
-			return nil, fmt.Errorf("--pool: %q is not class=count", part)
-		}
-		v, err := strconv.Atoi(n)
-		if err != nil || v < 0 {
-			return nil, fmt.Errorf("--pool: %q: count must be a non-negative integer", part)
-		}
-		out[class] = v
-	}
-	return out, nil
-}
-
-func logger(format, level string) (zerolog.Logger, error) {
-	lvl, err := zerolog.ParseLevel(level)
-	if err != nil {
-		return zerolog.Logger{}, fmt.Errorf("--log-level: %w", err)
-	}
-	var log zerolog.Logger
-	switch format {
-	case "json":
-		log = zerolog.New(os.Stderr)
-	case "console":
-		log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly})
-	case "auto":
-		if st, err := os.Stderr.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-			log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly})
-		} else {
-			log = zerolog.New(os.Stderr)
-		}
-	default:
-		return zerolog.Logger{}, fmt.Errorf("--log-format %q: want auto, json or console", format)
-	}
-	return log.Level(lvl).With().Timestamp().Logger(), nil
-}
-
 func run(ctx context.Context, f flags) error {
-	log, err := logger(f.logFormat, f.logLevel)
+	log, err := logging.New(os.Stderr, f.logFormat, f.logLevel)
 	if err != nil {
 		return err
 	}
-	pl, err := parsePool(f.pool)
+	pl, err := hostagent.ParsePool(f.pool)
 	if err != nil {
 		return err
 	}
@@ -157,17 +112,6 @@ func run(ctx context.Context, f flags) error {
 		return err
 	}
 
-	cc, err := containerd.New(f.containerd, containerd.WithDefaultNamespace(f.namespace))
-	if err != nil {
-		return fmt.Errorf("containerd %s: %w", f.containerd, err)
-	}
-	defer cc.Close()
-	rt, rootUID, err := hostagent.ContainerdRuntime(ctx, cc, f.namespace, initBin, cfg.AgentID)
-	if err != nil {
-		return err
-	}
-	cfg.MappedRootUID = rootUID
-
 	rdb := redis.NewClient(&redis.Options{Addr: f.redis})
 	defer rdb.Close()
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -177,12 +121,13 @@ func run(ctx context.Context, f flags) error {
 		return fmt.Errorf("redis %s: %w", f.redis, err)
 	}
 
-	agent, err := hostagent.New(cfg, hostagent.Deps{
-		Redis: rdb, Runtime: rt, Cgroups: hostagent.HostCgroups(), Code: code, Log: log,
-	})
+	agent, closeAgent, err := hostagent.NewContainerd(ctx, cfg,
+		hostagent.ContainerdSetup{Socket: f.containerd, Namespace: f.namespace, InitBinary: initBin},
+		hostagent.Deps{Redis: rdb, Code: code, Log: log})
 	if err != nil {
 		return err
 	}
+	defer closeAgent()
 	go func() { // ends with Run: Ready is closed or ctx is done
 		select {
 		case <-agent.Ready():

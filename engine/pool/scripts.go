@@ -64,7 +64,7 @@ end
 return false
 `)
 
-// releaseScript: ARGV = prefix, id, version key ('' for none), keep ('1' or '0').
+// releaseScript: ARGV = prefix, id, version key (” for none), keep ('1' or '0').
 // keep=0 means the instance is unusable (its agent said so): drop it.
 var releaseScript = redis.NewScript(luaDrop + `
 local p, id, vk, keep = ARGV[1], ARGV[2], ARGV[3], ARGV[4]

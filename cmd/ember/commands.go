@@ -1,0 +1,314 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ember-run/ember/engine/api/wire"
+	"github.com/spf13/cobra"
+)
+
+func table(w io.Writer, header string, rows func(tw io.Writer)) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	rows(tw)
+	return tw.Flush()
+}
+
+func (a *app) deployCmd() *cobra.Command {
+	var zipPath, handler string
+	var memory int64
+	var timeout time.Duration
+	var env []string
+	cmd := &cobra.Command{
+		Use:   "deploy NAME --zip FILE",
+		Short: "Create or update a function ($LATEST) from a zip with an executable bootstrap",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg := wire.FunctionConfig{Handler: handler}
+			if cmd.Flags().Changed("memory") {
+				cfg.MemoryMB = memory
+			}
+			if cmd.Flags().Changed("timeout") {
+				if timeout < time.Millisecond {
+					return fmt.Errorf("--timeout %v is too small", timeout)
+				}
+				cfg.TimeoutMs = timeout.Milliseconds()
+			}
+			if cmd.Flags().Changed("env") {
+				cfg.Env = map[string]string{}
+				for _, kv := range env {
+					k, v, ok := strings.Cut(kv, "=")
+					if !ok || k == "" {
+						return fmt.Errorf("--env %q: want KEY=VALUE", kv)
+					}
+					cfg.Env[k] = v
+				}
+			}
+			var code io.Reader
+			if zipPath != "" {
+				f, err := os.Open(zipPath)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				code = f
+			}
+			fn, err := a.c.DeployFunction(cmd.Context(), args[0], cfg, code)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "deployed %s ($LATEST) %s, %d MB, timeout %v\n", fn.Name, fn.CodeDigest,
+				fn.MemoryMB, time.Duration(fn.TimeoutMs)*time.Millisecond)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&zipPath, "zip", "", "function package (zip with ./bootstrap); optional on update")
+	cmd.Flags().Int64Var(&memory, "memory", 128, "memory in MB (128..1024)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 3*time.Second, "timeout (1s..900s)")
+	cmd.Flags().StringArrayVar(&env, "env", nil, "environment variable KEY=VALUE (repeatable; replaces all)")
+	cmd.Flags().StringVar(&handler, "handler", "", "handler passed as _HANDLER (default bootstrap)")
+	return cmd
+}
+
+func (a *app) publishCmd() *cobra.Command {
+	return &cobra.Command{
+		Use: "publish NAME", Short: "Publish $LATEST as an immutable version", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := a.c.PublishVersion(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s version %s (%s)\n", v.Function, v.Version, v.CodeDigest)
+			return nil
+		},
+	}
+}
+
+func (a *app) functionsCmd() *cobra.Command {
+	return &cobra.Command{
+		Use: "functions", Short: "List functions", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fs, err := a.c.ListFunctions(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return table(cmd.OutOrStdout(), "NAME\tMEMORY\tTIMEOUT\tVERSIONS\tDIGEST\tUPDATED", func(tw io.Writer) {
+				for _, f := range fs {
+					fmt.Fprintf(tw, "%s\t%d\t%v\t%s\t%s\t%s\n", f.Name, f.MemoryMB, time.Duration(f.TimeoutMs)*time.Millisecond,
+						orDash(strings.Join(f.Versions, ",")), shortDigest(f.CodeDigest), f.Updated.Local().Format(time.DateTime))
+				}
+			})
+		},
+	}
+}
+
+func (a *app) describeCmd() *cobra.Command {
+	return &cobra.Command{
+		Use: "describe NAME", Short: "Show a function", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := a.c.GetFunction(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "Name:        %s\nTenant:      %s\nRuntime:     %s\nHandler:     %s\nMemory:      %d MB\nTimeout:     %v\n",
+				f.Name, f.Tenant, f.Runtime, f.Handler, f.MemoryMB, time.Duration(f.TimeoutMs)*time.Millisecond)
+			fmt.Fprintf(w, "Code:        %s (%d bytes)\nConfig hash: %s\nVersions:    %s\nCreated:     %s\nUpdated:     %s\n",
+				f.CodeDigest, f.CodeSize, f.ConfigHash, orDash(strings.Join(f.Versions, ", ")),
+				f.Created.Local().Format(time.RFC3339), f.Updated.Local().Format(time.RFC3339))
+			keys := make([]string, 0, len(f.Env))
+			for k := range f.Env {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			if len(keys) > 0 {
+				fmt.Fprintln(w, "Env:")
+				for _, k := range keys {
+					fmt.Fprintf(w, "  %s=%s\n", k, f.Env[k])
+				}
+			}
+			return nil
+		},
+	}
+}
+
+func (a *app) deleteCmd() *cobra.Command {
+	return &cobra.Command{
+		Use: "delete NAME", Short: "Delete a function and its versions", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := a.c.DeleteFunction(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "deleted %s\n", args[0])
+			return nil
+		},
+	}
+}
+
+func (a *app) bindCmd() *cobra.Command {
+	var b wire.Binding
+	var window time.Duration
+	var disabled bool
+	cmd := &cobra.Command{
+		Use: "bind ID --topic T --function F", Short: "Create or replace a binding of a topic to a function", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b.ID = args[0]
+			b.BatchWindowMs = window.Milliseconds()
+			en := !disabled
+			b.Enabled = &en
+			out, err := a.c.PutBinding(cmd.Context(), b)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "bound %s: %s -> %s%s (group %s, batch %d, dlq %s)\n", out.ID, out.Topic, out.Function,
+				qualSuffix(out.Qualifier), out.GroupID, out.BatchSize, out.DLQTopic)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&b.Topic, "topic", "", "topic to read (required)")
+	f.StringVar(&b.Function, "function", "", "function to invoke (required)")
+	f.StringVar(&b.Qualifier, "qualifier", "", "version to invoke (default $LATEST)")
+	f.IntVar(&b.BatchSize, "batch-size", 0, "max records per invocation (default 100)")
+	f.DurationVar(&window, "window", 0, "batching window (default 0, max 300s)")
+	f.StringVar(&b.StartingPosition, "from", "", "starting position: latest (default) or earliest")
+	f.StringVar(&b.ResultTopic, "result-topic", "", "topic for successful responses")
+	f.StringVar(&b.DLQTopic, "dlq-topic", "", "dead-letter topic (default TOPIC.dlq)")
+	f.IntVar(&b.MaxAttempts, "max-attempts", 0, "attempts before dead-lettering (default 3)")
+	f.BoolVar(&disabled, "disabled", false, "create the binding disabled")
+	_ = cmd.MarkFlagRequired("topic")
+	_ = cmd.MarkFlagRequired("function")
+	return cmd
+}
+
+func (a *app) unbindCmd() *cobra.Command {
+	return &cobra.Command{
+		Use: "unbind ID", Short: "Delete a binding", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := a.c.DeleteBinding(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "unbound %s\n", args[0])
+			return nil
+		},
+	}
+}
+
+func (a *app) bindingsCmd() *cobra.Command {
+	return &cobra.Command{
+		Use: "bindings", Short: "List bindings", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			bs, err := a.c.ListBindings(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return table(cmd.OutOrStdout(), "ID\tTOPIC\tFUNCTION\tBATCH\tWINDOW\tFROM\tDLQ\tRESULT\tENABLED", func(tw io.Writer) {
+				for _, b := range bs {
+					fmt.Fprintf(tw, "%s\t%s\t%s%s\t%d\t%v\t%s\t%s\t%s\t%v\n", b.ID, b.Topic, b.Function, qualSuffix(b.Qualifier),
+						b.BatchSize, time.Duration(b.BatchWindowMs)*time.Millisecond, b.StartingPosition, b.DLQTopic,
+						orDash(b.ResultTopic), b.Enabled != nil && *b.Enabled)
+				}
+			})
+		},
+	}
+}
+
+func (a *app) produceCmd() *cobra.Command {
+	var key string
+	cmd := &cobra.Command{
+		Use: "produce TOPIC [VALUE...]", Short: "Produce records (values from args, else one per stdin line)", Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var recs []wire.Record
+			for _, v := range args[1:] {
+				recs = append(recs, wire.Record{Key: key, Value: v})
+			}
+			if len(args) == 1 {
+				sc := bufio.NewScanner(cmd.InOrStdin())
+				sc.Buffer(make([]byte, 64<<10), 6<<20)
+				for sc.Scan() {
+					recs = append(recs, wire.Record{Key: key, Value: sc.Text()})
+				}
+				if err := sc.Err(); err != nil {
+					return fmt.Errorf("reading stdin: %w", err)
+				}
+			}
+			if len(recs) == 0 {
+				return fmt.Errorf("no records to produce")
+			}
+			n, err := a.c.Produce(cmd.Context(), args[0], recs)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "produced %d record(s) to %s\n", n, args[0])
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&key, "key", "", "record key")
+	return cmd
+}
+
+func (a *app) invokeCmd() *cobra.Command {
+	var qualifier, payload string
+	cmd := &cobra.Command{
+		Use: "invoke NAME [--payload JSON]", Short: "Invoke a function synchronously (payload from --payload or stdin)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			body := []byte(payload)
+			if !cmd.Flags().Changed("payload") {
+				b, err := io.ReadAll(cmd.InOrStdin())
+				if err != nil {
+					return fmt.Errorf("reading stdin: %w", err)
+				}
+				body = b
+			}
+			res, err := a.c.Invoke(cmd.Context(), args[0], qualifier, body)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			_, _ = out.Write(res.Payload)
+			if len(res.Payload) > 0 && res.Payload[len(res.Payload)-1] != '\n' {
+				fmt.Fprintln(out)
+			}
+			errw := cmd.ErrOrStderr()
+			fmt.Fprintf(errw, "status=%s version=%s start=%s duration=%v\n", res.Status, res.Version, res.Start, res.Duration)
+			if !res.OK() {
+				if len(res.LogTail) > 0 {
+					fmt.Fprintf(errw, "--- log tail ---\n%s\n", strings.TrimRight(string(res.LogTail), "\n"))
+				}
+				return exitError{code: 1}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&qualifier, "qualifier", "", "version (default $LATEST)")
+	cmd.Flags().StringVar(&payload, "payload", "", "event JSON (default: read stdin)")
+	return cmd
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func qualSuffix(q string) string {
+	if q == "" {
+		return ""
+	}
+	return ":" + q
+}
+
+func shortDigest(d string) string {
+	if len(d) > 19 {
+		return d[:19]
+	}
+	return d
+}

@@ -1,0 +1,121 @@
+// Command emberd is Ember's daemon: Kafka consumers for every binding, the
+// scheduler over Redis-held pool state, the HTTP API and, by default, the
+// host agent in the same process. With no --brokers it starts an embedded
+// Kafka-protocol broker persisted under --state-dir. See internal/emberd.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ember-run/ember/hostagent"
+	"github.com/ember-run/ember/internal/emberd"
+	"github.com/ember-run/ember/internal/logging"
+)
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+type flags struct {
+	stateDir, brokers, brokerAddr, redis, listen string
+	containerd, namespace, initBinary            string
+	agent                                        bool
+	agentID, agentListen, pool                   string
+	maxInstances                                 int
+	containerKeepAlive, instanceKeepAlive        time.Duration
+	logFormat, logLevel                          string
+}
+
+func main() {
+	var f flags
+	cmd := &cobra.Command{
+		Use:           "emberd",
+		Short:         "Ember daemon: Kafka consumers, scheduler, API (and the host agent)",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return run(ctx, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.stateDir, "state-dir", envOr("EMBER_STATE", "/var/lib/ember"), "state directory: embedded broker data, code store, instance dirs (env EMBER_STATE)")
+	fl.StringVar(&f.brokers, "brokers", envOr("EMBER_BROKERS", ""), "Kafka bootstrap servers host:port,... (env EMBER_BROKERS); empty starts an embedded broker")
+	fl.StringVar(&f.brokerAddr, "embedded-broker", "127.0.0.1:9092", "listen address of the embedded broker")
+	fl.StringVar(&f.redis, "redis", envOr("EMBER_REDIS", "127.0.0.1:6390"), "Redis address (env EMBER_REDIS)")
+	fl.StringVar(&f.listen, "listen", envOr("EMBER_LISTEN", "127.0.0.1:8080"), "HTTP API address (env EMBER_LISTEN)")
+	fl.StringVar(&f.containerd, "containerd", envOr("EMBER_CONTAINERD", "/run/ember/containerd.sock"), "containerd socket for the in-process agent (env EMBER_CONTAINERD)")
+	fl.StringVar(&f.namespace, "namespace", "ember", "containerd namespace")
+	fl.StringVar(&f.initBinary, "init-binary", "", "static ember-init binary (default: ember-init next to this executable)")
+	fl.BoolVar(&f.agent, "agent", true, "host the host agent in this process (one-machine set-up)")
+	fl.StringVar(&f.agentID, "agent-id", "", "in-process agent's id (default: the host name)")
+	fl.StringVar(&f.agentListen, "agent-listen", hostagent.DefaultListenAddr, "in-process agent's gRPC dispatch address")
+	fl.StringVar(&f.pool, "pool", "m128=2,m256=2,m512=1,m1024=1", "warming pool target per class, class=count,...")
+	fl.IntVar(&f.maxInstances, "max-instances", hostagent.DefaultMaxInstances, "most instances on this host")
+	fl.DurationVar(&f.containerKeepAlive, "container-keep-alive", 10*time.Minute, "stop a function container idle this long")
+	fl.DurationVar(&f.instanceKeepAlive, "instance-keep-alive", 15*time.Minute, "retire a tenant's instance idle this long")
+	fl.StringVar(&f.logFormat, "log-format", "auto", "auto|json|console")
+	fl.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
+	if err := cmd.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "emberd:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, f flags) error {
+	log, err := logging.New(os.Stderr, f.logFormat, f.logLevel)
+	if err != nil {
+		return err
+	}
+	pl, err := hostagent.ParsePool(f.pool)
+	if err != nil {
+		return err
+	}
+	initBin := f.initBinary
+	if initBin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("locate ember-init: %w", err)
+		}
+		initBin = filepath.Join(filepath.Dir(exe), "ember-init")
+	}
+	var brokers []string
+	for _, b := range strings.Split(f.brokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			brokers = append(brokers, b)
+		}
+	}
+	cfg := emberd.Config{
+		StateDir:           f.stateDir,
+		Brokers:            brokers,
+		EmbeddedBrokerAddr: f.brokerAddr,
+		Redis:              f.redis,
+		Listen:             f.listen,
+		APIToken:           os.Getenv("EMBER_API_TOKEN"),
+		Agent:              f.agent,
+		AgentConfig: hostagent.Config{
+			AgentID: f.agentID, ListenAddr: f.agentListen, Pool: pl, MaxInstances: f.maxInstances,
+			ContainerKeepAlive: f.containerKeepAlive, InstanceKeepAlive: f.instanceKeepAlive,
+		},
+		Containerd: hostagent.ContainerdSetup{Socket: f.containerd, Namespace: f.namespace, InitBinary: initBin},
+		Log:        log,
+	}
+	d, err := emberd.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return d.Run(ctx)
+}

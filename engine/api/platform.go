@@ -1,0 +1,179 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/ember-run/ember/engine/api/wire"
+	"github.com/ember-run/ember/engine/registry"
+)
+
+func bindingJSON(b registry.Binding) wire.Binding {
+	en := b.Enabled
+	return wire.Binding{ID: b.ID, Tenant: b.Tenant, Function: b.Function, Qualifier: b.Qualifier, Topic: b.Topic,
+		GroupID: b.GroupID, BatchSize: b.BatchSize, BatchWindowMs: b.BatchWindow.Milliseconds(),
+		StartingPosition: b.StartingPosition, ResultTopic: b.ResultTopic, DLQTopic: b.DLQTopic,
+		MaxAttempts: b.MaxAttempts, Enabled: &en, Created: b.Created}
+}
+
+func (s *Server) putBinding(w http.ResponseWriter, r *http.Request, tenant string) {
+	var in wire.Binding
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxConfigBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		s.fail(w, r, wrapBody(err, "binding"))
+		return
+	}
+	id := r.PathValue("id")
+	if in.ID != "" && in.ID != id {
+		s.fail(w, r, invalid("body id %q differs from path id %q", in.ID, id))
+		return
+	}
+	if in.Tenant != "" && in.Tenant != tenant {
+		s.fail(w, r, invalid("body tenant %q differs from the request's tenant %q", in.Tenant, tenant))
+		return
+	}
+	if in.BatchWindowMs < 0 {
+		s.fail(w, r, invalid("batch_window_ms must not be negative"))
+		return
+	}
+	enabled := in.Enabled == nil || *in.Enabled
+	b, err := s.deps.Registry.PutBinding(r.Context(), registry.Binding{ID: id, Tenant: tenant, Function: in.Function,
+		Qualifier: in.Qualifier, Topic: in.Topic, GroupID: in.GroupID, BatchSize: in.BatchSize,
+		BatchWindow: time.Duration(in.BatchWindowMs) * time.Millisecond, StartingPosition: in.StartingPosition,
+		ResultTopic: in.ResultTopic, DLQTopic: in.DLQTopic, MaxAttempts: in.MaxAttempts, Enabled: enabled})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, bindingJSON(b))
+}
+
+func (s *Server) listBindings(w http.ResponseWriter, r *http.Request, tenant string) {
+	bs, err := s.deps.Registry.ListBindings(r.Context(), tenant)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := wire.Bindings{Bindings: make([]wire.Binding, 0, len(bs))}
+	for _, b := range bs {
+		out.Bindings = append(out.Bindings, bindingJSON(b))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) deleteBinding(w http.ResponseWriter, r *http.Request, tenant string) {
+	if err := s.deps.Registry.DeleteBinding(r.Context(), tenant, r.PathValue("id")); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) produce(w http.ResponseWriter, r *http.Request, _ string) {
+	topic := r.PathValue("topic")
+	if err := registry.ValidTopic(topic); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if s.deps.Producer == nil {
+		s.fail(w, r, fmt.Errorf("no producer configured: %w", registry.ErrUnavailable))
+		return
+	}
+	var in wire.ProduceRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.cfg.MaxPayloadBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		s.fail(w, r, wrapBody(err, "records"))
+		return
+	}
+	if len(in.Records) == 0 || len(in.Records) > maxProduceRecords {
+		s.fail(w, r, invalid("want 1..%d records, got %d", maxProduceRecords, len(in.Records)))
+		return
+	}
+	recs := make([]Record, len(in.Records))
+	for i, rec := range in.Records {
+		recs[i] = Record{Value: []byte(rec.Value), Headers: rec.Headers}
+		if rec.Key != "" {
+			recs[i].Key = []byte(rec.Key)
+		}
+	}
+	if err := s.deps.Producer.Produce(r.Context(), topic, recs); err != nil {
+		s.failWith(w, r, fmt.Errorf("produce to %s: %w", topic, err), http.StatusBadGateway)
+		return
+	}
+	writeJSON(w, http.StatusOK, wire.ProduceResponse{Topic: topic, Produced: len(recs)})
+}
+
+// status: live agents, pool occupancy per class, and the tenant's bindings
+// with their lag.
+func (s *Server) status(w http.ResponseWriter, r *http.Request, tenant string) {
+	ctx := r.Context()
+	out := wire.Status{Agents: []wire.Agent{}, Occupancy: []wire.Occupancy{}, Bindings: []wire.BindingStatus{}}
+	if s.deps.Pool != nil {
+		agents, err := s.deps.Pool.Agents(ctx)
+		if err != nil {
+			s.fail(w, r, fmt.Errorf("agents: %w: %w", registry.ErrUnavailable, err))
+			return
+		}
+		for _, a := range agents {
+			out.Agents = append(out.Agents, wire.Agent{ID: a.ID, Addr: a.Addr, Started: a.Started})
+		}
+		occ, err := s.deps.Pool.Occupancy(ctx)
+		if err != nil {
+			s.fail(w, r, fmt.Errorf("occupancy: %w: %w", registry.ErrUnavailable, err))
+			return
+		}
+		for _, o := range occ {
+			out.Occupancy = append(out.Occupancy, wire.Occupancy{Class: o.Class, Warm: o.Warm, Active: o.Active, Busy: o.Busy})
+		}
+	}
+	bs, err := s.deps.Registry.ListBindings(ctx, tenant)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	for _, b := range bs {
+		st := wire.BindingStatus{Binding: bindingJSON(b)}
+		if s.deps.Lag != nil {
+			lags, err := s.deps.Lag.Lag(ctx, b.ID)
+			if err != nil {
+				st.LagError = err.Error()
+			}
+			for _, l := range lags {
+				st.Partitions = append(st.Partitions, wire.PartitionLag{Partition: l.Partition, End: l.End, Committed: l.Committed, Lag: l.Lag})
+			}
+		}
+		if s.deps.Activity != nil {
+			if a, ok := s.deps.Activity.Activity(b.ID); ok {
+				st.Activity = &a
+			}
+		}
+		out.Bindings = append(out.Bindings, st)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// code streams a package by digest (Range and HEAD supported).
+func (s *Server) code(w http.ResponseWriter, r *http.Request) {
+	digest := r.PathValue("digest")
+	rc, size, err := s.deps.Code.Open(digest)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "application/zip")
+	w.Header().Set("ETag", `"`+digest+`"`)
+	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	if f, ok := rc.(*os.File); ok {
+		http.ServeContent(w, r, "", time.Time{}, f)
+		return
+	}
+	w.Header().Set("Content-Length", fmt.Sprint(size))
+	_, _ = io.Copy(w, rc)
+}

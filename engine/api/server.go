@@ -1,0 +1,328 @@
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ember-run/ember/engine/api/wire"
+	"github.com/ember-run/ember/engine/codestore"
+	"github.com/ember-run/ember/engine/invoke"
+	"github.com/ember-run/ember/engine/pool"
+	"github.com/ember-run/ember/engine/registry"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+)
+
+// Invoker runs a function synchronously. A function failure (error,
+// timeout, crash) is reported in Result.Status with a nil error; an error
+// means Ember could not run it and SHOULD wrap registry.ErrNotFound (no such
+// function or version), registry.ErrInvalid, registry.ErrUnavailable or
+// registry.ErrResourceExhausted so the API can answer 404/400/503. Invoke
+// MUST return when ctx is done.
+type Invoker interface {
+	Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.Result, error)
+}
+
+// Record is one record to produce.
+type Record struct {
+	Key, Value []byte
+	Headers    map[string]string
+}
+
+// Producer writes records to a Kafka topic. Produce returns once every
+// record is acknowledged, or an error if any was not. It MUST return when
+// ctx is done.
+type Producer interface {
+	Produce(ctx context.Context, topic string, recs []Record) error
+}
+
+// PartitionLag is one partition's position for a binding's consumer group.
+// Committed is -1 when the group never committed on that partition.
+type PartitionLag struct {
+	Partition      int
+	End, Committed int64
+	Lag            int64
+}
+
+// LagReader reports a binding's consumer lag per partition. Lag MUST return
+// when ctx is done; a binding that is not running may return an empty slice.
+type LagReader interface {
+	Lag(ctx context.Context, bindingID string) ([]PartitionLag, error)
+}
+
+// PoolReader reads pool state for /v1/status; *pool.Store implements it.
+type PoolReader interface {
+	Agents(ctx context.Context) ([]pool.Agent, error)
+	Occupancy(ctx context.Context) ([]pool.Occupancy, error)
+}
+
+var _ PoolReader = (*pool.Store)(nil)
+
+// ActivityReader reports what the consumers did for a binding.
+type ActivityReader interface {
+	// Activity returns a binding's summary; ok is false if it never invoked.
+	Activity(bindingID string) (a wire.Activity, ok bool)
+}
+
+// Limits of request bodies.
+const (
+	DefaultMaxPayloadBytes = 6 << 20
+	maxConfigBytes         = 64 << 10
+	maxProduceRecords      = 10000
+	maxLogTailHeader       = 4 << 10
+	defaultTenant          = "default"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Token, when set, is required as "Authorization: Bearer <token>" on
+	// every route but /healthz and /metrics. Default: "" (no auth).
+	Token string
+	// Metrics receives the API's collectors and is served at /metrics.
+	// Default: a new registry of its own.
+	Metrics *prometheus.Registry
+	// MaxPayloadBytes bounds invoke and produce bodies. Default: 6 MiB.
+	MaxPayloadBytes int64
+	// Logger is the component logger. Default: disabled.
+	Logger *zerolog.Logger
+	// Unavailable lists further error classes (matched with errors.Is)
+	// that mean Ember cannot serve the request now, answered 503 like
+	// registry.ErrUnavailable; e.g. the scheduler's ErrUnavailable,
+	// ErrResourceExhausted and ErrNoCapacity. Unclassified invoke errors
+	// are 502. Default: none.
+	Unavailable []error
+}
+
+// Validate checks c.
+func (c Config) Validate() error {
+	if c.MaxPayloadBytes < 0 {
+		return errors.New("api: MaxPayloadBytes must not be negative")
+	}
+	if strings.ContainsAny(c.Token, " \t\r\n") {
+		return errors.New("api: Token must not contain whitespace")
+	}
+	return nil
+}
+
+// Deps are the engine parts the server uses. Registry and Code are required;
+// a nil Invoker, Producer, Pool or Lag makes the routes that need it answer
+// 503 (or, for status, leave that section empty).
+type Deps struct {
+	Registry *registry.Registry
+	Code     *codestore.Store
+	Invoker  Invoker
+	Producer Producer
+	Pool     PoolReader
+	Lag      LagReader
+	Activity ActivityReader
+}
+
+// Server is the API's HTTP handler.
+type Server struct {
+	cfg      Config
+	deps     Deps
+	log      zerolog.Logger
+	handler  http.Handler
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+// New builds a Server.
+func New(cfg Config, deps Deps) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Registry == nil || deps.Code == nil {
+		return nil, errors.New("api: Registry and Code are required")
+	}
+	if cfg.MaxPayloadBytes == 0 {
+		cfg.MaxPayloadBytes = DefaultMaxPayloadBytes
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = prometheus.NewRegistry()
+	}
+	s := &Server{cfg: cfg, deps: deps, log: zerolog.Nop()}
+	if cfg.Logger != nil {
+		s.log = cfg.Logger.With().Str("component", "api").Logger()
+	}
+	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ember_api_requests_total", Help: "HTTP API requests by route pattern and status code.",
+	}, []string{"route", "code"})
+	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "ember_api_request_duration_seconds", Help: "HTTP API request latency by route pattern.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 4, 9),
+	}, []string{"route"})
+	for _, c := range []prometheus.Collector{s.requests, s.latency} {
+		if err := cfg.Metrics.Register(c); err != nil {
+			return nil, fmt.Errorf("api: registering metrics: %w", err)
+		}
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))
+	t := s.tenanted
+	mux.HandleFunc("PUT /v1/functions/{name}", t(s.putFunction))
+	mux.HandleFunc("GET /v1/functions", t(s.listFunctions))
+	mux.HandleFunc("GET /v1/functions/{name}", t(s.getFunction))
+	mux.HandleFunc("DELETE /v1/functions/{name}", t(s.deleteFunction))
+	mux.HandleFunc("POST /v1/functions/{name}/versions", t(s.publish))
+	mux.HandleFunc("POST /v1/functions/{name}/invoke", t(s.invoke))
+	mux.HandleFunc("PUT /v1/bindings/{id}", t(s.putBinding))
+	mux.HandleFunc("GET /v1/bindings", t(s.listBindings))
+	mux.HandleFunc("DELETE /v1/bindings/{id}", t(s.deleteBinding))
+	mux.HandleFunc("POST /v1/topics/{topic}/records", t(s.produce))
+	mux.HandleFunc("GET /v1/status", t(s.status))
+	mux.HandleFunc("GET /v1/code/{digest}", s.code)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeErr(w, r, http.StatusNotFound, wire.ErrNotFound, "no route "+r.Method+" "+r.URL.Path)
+	})
+	s.handler = s.instrument(mux, s.auth(mux))
+	return s, nil
+}
+
+// Handler returns the http.Handler to serve.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// statusWriter records the status code.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// instrument counts requests by the mux's route pattern, also for requests
+// that auth refused before the mux ran.
+func (s *Server) instrument(mux *http.ServeMux, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		route := r.Pattern // set on r by the mux (Go 1.23+)
+		if route == "" {
+			_, route = mux.Handler(r)
+		}
+		if route == "" || route == "/" {
+			route = "unmatched"
+		}
+		code := sw.code
+		if code == 0 {
+			code = http.StatusOK
+		}
+		s.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+		s.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	})
+}
+
+func (s *Server) auth(next http.Handler) http.Handler {
+	if s.cfg.Token == "" {
+		return next
+	}
+	want := []byte("Bearer " + s.cfg.Token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" || r.URL.Path == "/metrics" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="ember"`)
+			s.writeErr(w, r, http.StatusUnauthorized, wire.ErrUnauthorized, "missing or wrong bearer token")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// tenanted resolves the request's tenant before calling h.
+func (s *Server) tenanted(h func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tenant := r.Header.Get(wire.HeaderTenant)
+		if tenant == "" {
+			tenant = defaultTenant
+		}
+		if err := registry.ValidName("tenant", tenant); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		h(w, r, tenant)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (s *Server) writeErr(w http.ResponseWriter, r *http.Request, code int, typ, msg string) {
+	if code >= 500 {
+		s.log.Warn().Str("method", r.Method).Str("path", r.URL.Path).Int("code", code).Str("error", msg).Msg("request failed")
+	}
+	writeJSON(w, code, wire.ErrorBody{Error: wire.ErrorDetail{Type: typ, Message: msg}})
+}
+
+// fail answers err with the status of its class; unclassified errors are
+// 500 (Ember failed).
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	s.failWith(w, r, err, http.StatusInternalServerError)
+}
+
+// failWith is fail with the status for unclassified errors given.
+func (s *Server) failWith(w http.ResponseWriter, r *http.Request, err error, fallback int) {
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe), errors.Is(err, codestore.ErrTooLarge):
+		s.writeErr(w, r, http.StatusRequestEntityTooLarge, wire.ErrTooLarge, err.Error())
+	case errors.Is(err, registry.ErrNotFound), errors.Is(err, codestore.ErrNotFound):
+		s.writeErr(w, r, http.StatusNotFound, wire.ErrNotFound, err.Error())
+	case errors.Is(err, registry.ErrInvalid), errors.Is(err, codestore.ErrInvalid):
+		s.writeErr(w, r, http.StatusBadRequest, wire.ErrInvalid, err.Error())
+	case errors.Is(err, registry.ErrConflict):
+		s.writeErr(w, r, http.StatusConflict, wire.ErrConflict, err.Error())
+	case errors.Is(err, registry.ErrUnavailable), errors.Is(err, registry.ErrResourceExhausted), s.isUnavailable(err):
+		s.writeErr(w, r, http.StatusServiceUnavailable, wire.ErrUnavailable, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		s.writeErr(w, r, http.StatusGatewayTimeout, wire.ErrUnavailable, err.Error())
+	default:
+		s.writeErr(w, r, fallback, wire.ErrInternal, err.Error())
+	}
+}
+
+func (s *Server) isUnavailable(err error) bool {
+	for _, u := range s.cfg.Unavailable {
+		if errors.Is(err, u) {
+			return true
+		}
+	}
+	return false
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), registry.ErrInvalid)
+}

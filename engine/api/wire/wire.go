@@ -1,0 +1,192 @@
+// Package wire holds the JSON documents of Ember's HTTP API, shared by the
+// server (engine/api) and its Go client (engine/api/client) so the two
+// cannot drift. It has no behaviour and no dependencies.
+package wire
+
+import "time"
+
+// Headers of the invoke response.
+const (
+	HeaderTenant       = "X-Ember-Tenant"
+	HeaderStatus       = "X-Ember-Status"
+	HeaderVersion      = "X-Ember-Version"
+	HeaderStart        = "X-Ember-Start"
+	HeaderDurationMs   = "X-Ember-Duration-Ms"
+	HeaderLogTail      = "X-Ember-Log-Tail"
+	HeaderInvocationID = "X-Ember-Invocation-Id"
+	HeaderErrorType    = "X-Ember-Error-Type"
+)
+
+// Error types carried in ErrorBody.
+const (
+	ErrNotFound     = "NotFound"
+	ErrInvalid      = "Invalid"
+	ErrConflict     = "Conflict"
+	ErrTooLarge     = "TooLarge"
+	ErrUnavailable  = "Unavailable"
+	ErrUnauthorized = "Unauthorized"
+	ErrInternal     = "Internal"
+)
+
+// ErrorBody is every error response: {"error":{"type":..,"message":..}}.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail describes one error.
+type ErrorDetail struct {
+	Type    string `json:"type"`
+	Message string `json:"message"`
+}
+
+// FunctionConfig is the "config" part of PUT /v1/functions/{name}. Omitted
+// fields keep their current value on update and take the defaults on create.
+type FunctionConfig struct {
+	Handler   string            `json:"handler,omitempty"`
+	Runtime   string            `json:"runtime,omitempty"`
+	MemoryMB  int64             `json:"memory_mb,omitempty"`
+	TimeoutMs int64             `json:"timeout_ms,omitempty"`
+	Env       map[string]string `json:"env,omitempty"`
+}
+
+// Function is a function as the API shows it.
+type Function struct {
+	Tenant     string            `json:"tenant"`
+	Name       string            `json:"name"`
+	Handler    string            `json:"handler"`
+	Runtime    string            `json:"runtime"`
+	MemoryMB   int64             `json:"memory_mb"`
+	TimeoutMs  int64             `json:"timeout_ms"`
+	Env        map[string]string `json:"env,omitempty"`
+	CodeDigest string            `json:"code_digest"`
+	CodeSize   int64             `json:"code_size"`
+	ConfigHash string            `json:"config_hash"`
+	Versions   []string          `json:"versions"`
+	Created    time.Time         `json:"created"`
+	Updated    time.Time         `json:"updated"`
+}
+
+// Version is a published version.
+type Version struct {
+	Tenant     string            `json:"tenant"`
+	Function   string            `json:"function"`
+	Version    string            `json:"version"`
+	Handler    string            `json:"handler"`
+	Runtime    string            `json:"runtime"`
+	MemoryMB   int64             `json:"memory_mb"`
+	TimeoutMs  int64             `json:"timeout_ms"`
+	Env        map[string]string `json:"env,omitempty"`
+	CodeDigest string            `json:"code_digest"`
+	CodeSize   int64             `json:"code_size"`
+	ConfigHash string            `json:"config_hash"`
+	Created    time.Time         `json:"created"`
+}
+
+// Functions is GET /v1/functions.
+type Functions struct {
+	Functions []Function `json:"functions"`
+}
+
+// Binding is PUT /v1/bindings/{id}'s body and every binding shown. On PUT,
+// id and tenant come from the path and header; omitted optional fields take
+// their defaults; Enabled defaults to true.
+type Binding struct {
+	ID               string    `json:"id"`
+	Tenant           string    `json:"tenant"`
+	Function         string    `json:"function"`
+	Qualifier        string    `json:"qualifier,omitempty"`
+	Topic            string    `json:"topic"`
+	GroupID          string    `json:"group_id,omitempty"`
+	BatchSize        int       `json:"batch_size,omitempty"`
+	BatchWindowMs    int64     `json:"batch_window_ms,omitempty"`
+	StartingPosition string    `json:"starting_position,omitempty"`
+	ResultTopic      string    `json:"result_topic,omitempty"`
+	DLQTopic         string    `json:"dlq_topic,omitempty"`
+	MaxAttempts      int       `json:"max_attempts,omitempty"`
+	Enabled          *bool     `json:"enabled,omitempty"`
+	Created          time.Time `json:"created,omitzero"`
+}
+
+// Bindings is GET /v1/bindings.
+type Bindings struct {
+	Bindings []Binding `json:"bindings"`
+}
+
+// Record is one record to produce. Value and Key are taken as UTF-8 text.
+type Record struct {
+	Key     string            `json:"key,omitempty"`
+	Value   string            `json:"value"`
+	Headers map[string]string `json:"headers,omitempty"`
+}
+
+// ProduceRequest is POST /v1/topics/{topic}/records.
+type ProduceRequest struct {
+	Records []Record `json:"records"`
+}
+
+// ProduceResponse acknowledges a produce.
+type ProduceResponse struct {
+	Topic    string `json:"topic"`
+	Produced int    `json:"produced"`
+}
+
+// Agent is a live host agent.
+type Agent struct {
+	ID      string    `json:"id"`
+	Addr    string    `json:"addr"`
+	Started time.Time `json:"started"`
+}
+
+// Occupancy counts one resource class's instances.
+type Occupancy struct {
+	Class  string `json:"class"`
+	Warm   int    `json:"warm"`
+	Active int    `json:"active"`
+	Busy   int    `json:"busy"`
+}
+
+// PartitionLag is one partition's consumer lag.
+type PartitionLag struct {
+	Partition int   `json:"partition"`
+	End       int64 `json:"end"`
+	Committed int64 `json:"committed"`
+	Lag       int64 `json:"lag"`
+}
+
+// BindingStatus is a binding with its lag and recent activity.
+type BindingStatus struct {
+	Binding
+	Partitions []PartitionLag `json:"partitions,omitempty"`
+	// LagError is set when lag could not be read.
+	LagError string `json:"lag_error,omitempty"`
+	// Activity is what this emberd's consumers did for the binding since it
+	// started; absent when it has not invoked anything.
+	Activity *Activity `json:"activity,omitempty"`
+}
+
+// Activity summarises a binding's invocations on one emberd.
+type Activity struct {
+	Invocations    int64 `json:"invocations"`
+	Records        int64 `json:"records"`
+	FunctionErrors int64 `json:"function_errors"`
+	PlatformErrors int64 `json:"platform_errors"`
+	HotStarts      int64 `json:"hot_starts"`
+	PoolHitStarts  int64 `json:"pool_hit_starts"`
+	ColdStarts     int64 `json:"cold_starts"`
+	// EventToStart is from the batch's oldest record's Kafka timestamp
+	// (millisecond precision) to the handler receiving the batch from
+	// /next; FetchToStart starts at the consumer's fetch instead. Both are
+	// over the most recent invocations (Window of them at most).
+	EventToStartP50Ms float64 `json:"event_to_start_p50_ms"`
+	EventToStartP99Ms float64 `json:"event_to_start_p99_ms"`
+	FetchToStartP50Ms float64 `json:"fetch_to_start_p50_ms"`
+	FetchToStartP99Ms float64 `json:"fetch_to_start_p99_ms"`
+	Window            int     `json:"window"`
+}
+
+// Status is GET /v1/status.
+type Status struct {
+	Agents    []Agent         `json:"agents"`
+	Occupancy []Occupancy     `json:"occupancy"`
+	Bindings  []BindingStatus `json:"bindings"`
+}

@@ -1,0 +1,321 @@
+package registry
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ember-run/ember/engine/pool"
+)
+
+// Limits and defaults of functions and bindings.
+const (
+	// RuntimeProvided is the only runtime: a zip with an executable bootstrap.
+	RuntimeProvided  = "provided"
+	DefaultHandler   = "bootstrap"
+	DefaultMemoryMB  = 128
+	DefaultTimeout   = 3 * time.Second
+	MinTimeout       = time.Second
+	MaxTimeout       = 900 * time.Second
+	MaxEnvBytes      = 4096
+	MaxHandlerLength = 128
+	Latest           = "$LATEST"
+
+	DefaultBatchSize     = 100
+	MaxBatchSize         = 10000
+	MaxBatchWindow       = 300 * time.Second
+	DefaultMaxAttempts   = 3
+	MaxMaxAttempts       = 100
+	DefaultGroupIDPrefix = "ember-"
+	DefaultDLQSuffix     = ".dlq"
+	StartLatest          = "latest"
+	StartEarliest        = "earliest"
+)
+
+// Function is a function's $LATEST configuration plus its published versions.
+type Function struct {
+	Tenant, Name string
+	// Handler is passed to the runtime as _HANDLER. Default: "bootstrap".
+	Handler string
+	// Runtime is "provided" (the default and only value).
+	Runtime string
+	// MemoryMB is 128..1024; the function runs in the smallest standard
+	// class that holds it. Default: 128.
+	MemoryMB int64
+	// Timeout is 1s..900s. Default: 3s.
+	Timeout time.Duration
+	Env     map[string]string
+	// CodeDigest is the package's "sha256:<hex>". Required.
+	CodeDigest string
+	CodeSize   int64
+	// LatestConfigHash is ConfigHash of $LATEST.
+	LatestConfigHash string
+	Created, Updated time.Time
+	// Versions are the published version numbers, oldest first.
+	Versions []string
+}
+
+// Version is an immutable snapshot of what runs.
+type Version struct {
+	Tenant, Function string
+	// Version is "$LATEST" or "1", "2", ...
+	Version    string
+	CodeDigest string
+	CodeSize   int64
+	Handler    string
+	Runtime    string
+	MemoryMB   int64
+	Timeout    time.Duration
+	Env        map[string]string
+	// ConfigHash is the sha256 hex over digest, handler, runtime, memory,
+	// timeout and the sorted env: the identity of what runs.
+	ConfigHash string
+	Created    time.Time
+}
+
+// Binding connects a Kafka topic to a function. Zero optional fields mean
+// the documented defaults, filled in by PutBinding.
+type Binding struct {
+	// ID names the binding across all tenants (it names the consumer group).
+	ID       string
+	Tenant   string
+	Function string
+	// Qualifier is "" ($LATEST) or a published version number.
+	Qualifier string
+	Topic     string
+	// GroupID is the consumer group. Default: "ember-" + ID.
+	GroupID string
+	// BatchSize is 1..10000. Default: 100.
+	BatchSize int
+	// BatchWindow is 0..300s. Default: 0.
+	BatchWindow time.Duration
+	// StartingPosition is "latest" (default) or "earliest".
+	StartingPosition string
+	// ResultTopic, if set, receives successful responses.
+	ResultTopic string
+	// DLQTopic receives records that could not be handled. Default: Topic + ".dlq".
+	DLQTopic string
+	// MaxAttempts is 1..100. Default: 3.
+	MaxAttempts int
+	// Enabled: consumers run only enabled bindings. Stored as given (the
+	// API defaults it to true).
+	Enabled bool
+	Created time.Time
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidName checks a tenant, function or binding name.
+func ValidName(kind, name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("%s name %q: want 1 to 64 of A-Z a-z 0-9 _ -: %w", kind, name, ErrInvalid)
+	}
+	return nil
+}
+
+var topicRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,249}$`)
+
+// ValidTopic checks a Kafka topic name: 1..249 of [A-Za-z0-9._-], not "." or "..".
+func ValidTopic(t string) error {
+	if !topicRE.MatchString(t) || t == "." || t == ".." {
+		return fmt.Errorf("topic %q: want 1 to 249 of A-Z a-z 0-9 . _ - (not \".\" or \"..\"): %w", t, ErrInvalid)
+	}
+	return nil
+}
+
+var envKeyRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]*$`)
+
+// reservedEnv are set by the runtime (as in Lambda) and cannot be overridden.
+var reservedEnv = []string{"_HANDLER", "_X_AMZN_TRACE_ID", "AWS_REGION", "AWS_EXECUTION_ENV",
+	"AWS_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+	"LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR"}
+
+func validEnv(env map[string]string) error {
+	size := 0
+	for k, v := range env {
+		if !envKeyRE.MatchString(k) {
+			return fmt.Errorf("env key %q: want a letter then letters, digits or _: %w", k, ErrInvalid)
+		}
+		if slices.Contains(reservedEnv, k) || strings.HasPrefix(k, "AWS_LAMBDA_") {
+			return fmt.Errorf("env key %q is reserved by the runtime: %w", k, ErrInvalid)
+		}
+		if strings.ContainsRune(v, 0) {
+			return fmt.Errorf("env %q: value contains NUL: %w", k, ErrInvalid)
+		}
+		size += len(k) + len(v)
+	}
+	if size > MaxEnvBytes {
+		return fmt.Errorf("env is %d bytes, over the %d byte limit: %w", size, MaxEnvBytes, ErrInvalid)
+	}
+	return nil
+}
+
+// validDigest checks "sha256:<64 lowercase hex>".
+func validDigest(d string) error {
+	h, ok := strings.CutPrefix(d, "sha256:")
+	if !ok || len(h) != 64 || strings.Trim(h, "0123456789abcdef") != "" {
+		return fmt.Errorf("code digest %q: want sha256:<64 lowercase hex digits>: %w", d, ErrInvalid)
+	}
+	return nil
+}
+
+// withDefaults fills f's defaulted fields.
+func (f Function) withDefaults() Function {
+	if f.Handler == "" {
+		f.Handler = DefaultHandler
+	}
+	if f.Runtime == "" {
+		f.Runtime = RuntimeProvided
+	}
+	if f.MemoryMB == 0 {
+		f.MemoryMB = DefaultMemoryMB
+	}
+	if f.Timeout == 0 {
+		f.Timeout = DefaultTimeout
+	}
+	return f
+}
+
+// Validate checks f after defaults are applied.
+func (f Function) Validate() error {
+	f = f.withDefaults()
+	if err := ValidName("tenant", f.Tenant); err != nil {
+		return err
+	}
+	if err := ValidName("function", f.Name); err != nil {
+		return err
+	}
+	minMem, maxMem := pool.StandardClasses[0], pool.StandardClasses[len(pool.StandardClasses)-1]
+	switch {
+	case f.Runtime != RuntimeProvided:
+		return fmt.Errorf("function %q: runtime %q: only %q is supported: %w", f.Name, f.Runtime, RuntimeProvided, ErrInvalid)
+	case len(f.Handler) > MaxHandlerLength || strings.ContainsAny(f.Handler, "\x00\n"):
+		return fmt.Errorf("function %q: handler must be at most %d bytes on one line: %w", f.Name, MaxHandlerLength, ErrInvalid)
+	case f.MemoryMB < minMem || f.MemoryMB > maxMem:
+		return fmt.Errorf("function %q: memory %d MB: want %d..%d: %w", f.Name, f.MemoryMB, minMem, maxMem, ErrInvalid)
+	case f.Timeout < MinTimeout || f.Timeout > MaxTimeout:
+		return fmt.Errorf("function %q: timeout %v: want %v..%v: %w", f.Name, f.Timeout, MinTimeout, MaxTimeout, ErrInvalid)
+	case f.CodeDigest == "":
+		return fmt.Errorf("function %q: code digest is required: %w", f.Name, ErrInvalid)
+	}
+	if err := validDigest(f.CodeDigest); err != nil {
+		return fmt.Errorf("function %q: %w", f.Name, err)
+	}
+	if err := validEnv(f.Env); err != nil {
+		return fmt.Errorf("function %q: %w", f.Name, err)
+	}
+	return nil
+}
+
+// latestVersion is f's $LATEST as a Version.
+func (f Function) latestVersion() Version {
+	return Version{Tenant: f.Tenant, Function: f.Name, Version: Latest, CodeDigest: f.CodeDigest,
+		CodeSize: f.CodeSize, Handler: f.Handler, Runtime: f.Runtime, MemoryMB: f.MemoryMB,
+		Timeout: f.Timeout, Env: f.Env, ConfigHash: f.LatestConfigHash, Created: f.Updated}
+}
+
+// ConfigHash is the identity of what runs: sha256 hex over the digest,
+// handler, runtime, memory, timeout and the env sorted by key.
+func ConfigHash(digest, handler, runtime string, memoryMB int64, timeout time.Duration, env map[string]string) string {
+	h := sha256.New()
+	field := func(s string) { // length-prefixed, so fields cannot run together
+		h.Write([]byte(strconv.Itoa(len(s))))
+		h.Write([]byte{':'})
+		h.Write([]byte(s))
+	}
+	field(digest)
+	field(handler)
+	field(runtime)
+	field(strconv.FormatInt(memoryMB, 10))
+	field(strconv.FormatInt(int64(timeout), 10))
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		field(k)
+		field(env[k])
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// NormalizeQualifier maps "" to "$LATEST" and checks the rest is a version
+// number.
+func NormalizeQualifier(q string) (string, error) {
+	if q == "" || q == Latest {
+		return Latest, nil
+	}
+	n, err := strconv.ParseUint(q, 10, 32)
+	if err != nil || n == 0 || strconv.FormatUint(n, 10) != q {
+		return "", fmt.Errorf("qualifier %q: want $LATEST or a version number: %w", q, ErrInvalid)
+	}
+	return q, nil
+}
+
+// withDefaults fills b's defaulted fields.
+func (b Binding) withDefaults() Binding {
+	if b.GroupID == "" {
+		b.GroupID = DefaultGroupIDPrefix + b.ID
+	}
+	if b.BatchSize == 0 {
+		b.BatchSize = DefaultBatchSize
+	}
+	if b.StartingPosition == "" {
+		b.StartingPosition = StartLatest
+	}
+	if b.DLQTopic == "" && b.Topic != "" {
+		b.DLQTopic = b.Topic + DefaultDLQSuffix
+	}
+	if b.MaxAttempts == 0 {
+		b.MaxAttempts = DefaultMaxAttempts
+	}
+	return b
+}
+
+// Validate checks b after defaults are applied.
+func (b Binding) Validate() error {
+	b = b.withDefaults()
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("binding %q: %s: %w", b.ID, fmt.Sprintf(format, args...), ErrInvalid)
+	}
+	for _, n := range [][2]string{{"binding", b.ID}, {"tenant", b.Tenant}, {"function", b.Function}} {
+		if err := ValidName(n[0], n[1]); err != nil {
+			return err
+		}
+	}
+	if _, err := NormalizeQualifier(b.Qualifier); err != nil {
+		return fmt.Errorf("binding %q: %w", b.ID, err)
+	}
+	if err := ValidTopic(b.Topic); err != nil {
+		return fmt.Errorf("binding %q: %w", b.ID, err)
+	}
+	if err := ValidTopic(b.DLQTopic); err != nil {
+		return fmt.Errorf("binding %q: dead-letter %w", b.ID, err)
+	}
+	if b.ResultTopic != "" {
+		if err := ValidTopic(b.ResultTopic); err != nil {
+			return fmt.Errorf("binding %q: result %w", b.ID, err)
+		}
+	}
+	switch {
+	case b.ResultTopic == b.Topic || b.DLQTopic == b.Topic:
+		return bad("result and dead-letter topics must differ from the topic read (that would loop)")
+	case len(b.GroupID) > 255 || strings.ContainsAny(b.GroupID, "\x00\n"):
+		return bad("group id must be at most 255 bytes on one line")
+	case b.BatchSize < 1 || b.BatchSize > MaxBatchSize:
+		return bad("batch size %d: want 1..%d", b.BatchSize, MaxBatchSize)
+	case b.BatchWindow < 0 || b.BatchWindow > MaxBatchWindow:
+		return bad("batch window %v: want 0..%v", b.BatchWindow, MaxBatchWindow)
+	case b.StartingPosition != StartLatest && b.StartingPosition != StartEarliest:
+		return bad("starting position %q: want latest or earliest", b.StartingPosition)
+	case b.MaxAttempts < 1 || b.MaxAttempts > MaxMaxAttempts:
+		return bad("max attempts %d: want 1..%d", b.MaxAttempts, MaxMaxAttempts)
+	}
+	return nil
+}

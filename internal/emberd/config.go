@@ -1,0 +1,110 @@
+package emberd
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ember-run/ember/engine/scheduler"
+	"github.com/ember-run/ember/hostagent"
+)
+
+// Config configures the daemon. Zero fields take the documented defaults.
+type Config struct {
+	// StateDir holds the embedded broker's data (kafka/), the code store
+	// (code/) and the in-process agent's instance directories (agent/).
+	// Required.
+	StateDir string
+	// Brokers are Kafka bootstrap addresses. Default: none, which starts an
+	// embedded Kafka-protocol broker (kfake) persisted in StateDir/kafka.
+	Brokers []string
+	// EmbeddedBrokerAddr is the embedded broker's listen address.
+	// Default: "127.0.0.1:9092".
+	EmbeddedBrokerAddr string
+	// Redis is the Redis address. Required.
+	Redis string
+	// Listen is the HTTP API address. Default: "127.0.0.1:8080".
+	Listen string
+	// APIToken, when set, is required as a bearer token on the API.
+	APIToken string
+
+	// Agent hosts a host agent in this process. Default: false here;
+	// cmd/emberd turns it on unless --agent=false.
+	Agent bool
+	// AgentConfig configures the in-process agent; its StateDir defaults to
+	// StateDir/agent.
+	AgentConfig hostagent.Config
+	// Containerd reaches containerd for the in-process agent.
+	Containerd hostagent.ContainerdSetup
+
+	// Scheduler tunes claiming and waiting.
+	Scheduler scheduler.Config
+	// SessionTimeout of the consumer groups. Default: 10s (kfake's minimum is 6s).
+	SessionTimeout time.Duration
+	// CommitInterval of consumer offsets. Default: 1s.
+	CommitInterval time.Duration
+	// ReconcileEvery re-reads the bindings even without a change
+	// notification. Default: 30s.
+	ReconcileEvery time.Duration
+
+	// Log is the base logger. Default: disabled.
+	Log zerolog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.EmbeddedBrokerAddr == "" {
+		c.EmbeddedBrokerAddr = "127.0.0.1:9092"
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if c.AgentConfig.StateDir == "" && c.StateDir != "" {
+		c.AgentConfig.StateDir = filepath.Join(c.StateDir, "agent")
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = 10 * time.Second
+	}
+	if c.CommitInterval == 0 {
+		c.CommitInterval = time.Second
+	}
+	if c.ReconcileEvery == 0 {
+		c.ReconcileEvery = 30 * time.Second
+	}
+	return c
+}
+
+// Validate reports a configuration that cannot work.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	if c.StateDir == "" {
+		errs = append(errs, errors.New("state dir is required"))
+	}
+	if c.Redis == "" {
+		errs = append(errs, errors.New("redis address is required"))
+	}
+	if c.Agent {
+		if c.Containerd.Socket == "" {
+			errs = append(errs, errors.New("the in-process agent needs a containerd socket"))
+		}
+		if c.Containerd.InitBinary == "" {
+			errs = append(errs, errors.New("the in-process agent needs the ember-init binary"))
+		}
+		if err := c.AgentConfig.WithDefaults().Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("agent: %w", err))
+		}
+	}
+	if err := c.Scheduler.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.SessionTimeout < 6*time.Second && len(c.Brokers) > 0 {
+		errs = append(errs, fmt.Errorf("session timeout %s is below Kafka's usual minimum of 6s", c.SessionTimeout))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("emberd config: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,259 @@
+package emberd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+	"github.com/segmentio/kafka-go"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ember-run/ember/consumers"
+	"github.com/ember-run/ember/consumers/embedded"
+	"github.com/ember-run/ember/engine/codestore"
+	"github.com/ember-run/ember/engine/pool"
+	"github.com/ember-run/ember/engine/registry"
+	"github.com/ember-run/ember/engine/scheduler"
+	"github.com/ember-run/ember/hostagent"
+	"github.com/ember-run/ember/hostagent/codefetch"
+)
+
+// Daemon is a running emberd. Build it with New, then call Run once.
+type Daemon struct {
+	cfg      Config
+	log      zerolog.Logger
+	brokers  []string
+	broker   *embedded.Broker
+	rdb      *redis.Client
+	metrics  *prometheus.Registry
+	registry *registry.Registry
+	code     *codestore.Store
+	pool     *pool.Store
+	sched    *scheduler.Scheduler
+	cons     *consumers.Manager
+	stats    *stats
+	writer   *kafka.Writer
+	agent    *hostagent.Agent
+	closeAgt func()
+	listener net.Listener
+	http     *http.Server
+	ready    chan struct{}
+}
+
+// New connects to Redis (and containerd for the in-process agent), starts
+// the embedded broker when no brokers are given, and binds the API
+// listener. Nothing runs until Run.
+func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	d = &Daemon{cfg: cfg, log: cfg.Log.With().Str("component", "emberd").Logger(), stats: newStats(), ready: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+	d.metrics = prometheus.NewRegistry()
+	d.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	d.rdb = redis.NewClient(&redis.Options{Addr: cfg.Redis})
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err = d.rdb.Ping(pctx).Err()
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("redis %s: %w", cfg.Redis, err)
+	}
+
+	d.brokers = cfg.Brokers
+	if len(d.brokers) == 0 {
+		d.broker, err = embedded.Start(embedded.Config{
+			ListenAddr:       cfg.EmbeddedBrokerAddr,
+			DataDir:          filepath.Join(cfg.StateDir, "kafka"),
+			AutoCreateTopics: true,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("embedded broker: %w", err)
+		}
+		d.brokers = d.broker.Addrs()
+		d.log.Info().Strs("brokers", d.brokers).Msg("embedded Kafka-protocol broker started")
+	}
+
+	if d.registry, err = registry.New(d.rdb, registry.WithLogger(cfg.Log)); err != nil {
+		return nil, err
+	}
+	if d.code, err = codestore.New(codestore.Config{Dir: filepath.Join(cfg.StateDir, "code")}); err != nil {
+		return nil, err
+	}
+	if d.pool, err = pool.New(d.rdb); err != nil {
+		return nil, err
+	}
+	if d.sched, err = scheduler.New(cfg.Scheduler, d.pool, d.registry,
+		scheduler.WithLogger(cfg.Log), scheduler.WithMetrics(d.metrics)); err != nil {
+		return nil, err
+	}
+	if d.cons, err = consumers.New(d.brokers, d.sched,
+		consumers.WithLogger(cfg.Log), consumers.WithRegistry(d.metrics), consumers.WithObserver(d.stats),
+		consumers.WithGroupTimings(cfg.SessionTimeout, cfg.SessionTimeout/4, cfg.SessionTimeout),
+		consumers.WithCommitInterval(cfg.CommitInterval)); err != nil {
+		return nil, err
+	}
+	d.writer = &kafka.Writer{
+		Addr:                   kafka.TCP(d.brokers...),
+		Balancer:               &kafka.Hash{},
+		BatchTimeout:           time.Millisecond, // kafka-go's default of 1 s would add up to 1 s per produce
+		RequiredAcks:           kafka.RequireAll,
+		AllowAutoTopicCreation: true,
+	}
+	if cfg.Agent {
+		d.agent, d.closeAgt, err = hostagent.NewContainerd(ctx, cfg.AgentConfig, cfg.Containerd, hostagent.Deps{
+			Redis: d.rdb, Pool: d.pool, Code: codefetch.Dir{Root: filepath.Join(cfg.StateDir, "code")}, Log: cfg.Log,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if d.http, err = d.apiServer(); err != nil {
+		return nil, err
+	}
+	if d.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("api listen %s: %w", cfg.Listen, err)
+	}
+	return d, nil
+}
+
+// Addr is the API's address.
+func (d *Daemon) Addr() string { return d.listener.Addr().String() }
+
+// Brokers are the Kafka bootstrap addresses in use.
+func (d *Daemon) Brokers() []string { return d.brokers }
+
+// Ready is closed once the API serves and, with an in-process agent, its
+// warming pool is registered.
+func (d *Daemon) Ready() <-chan struct{} { return d.ready }
+
+// Run serves until ctx is done, then shuts down in stages: consumers stop
+// fetching, finish in-flight invocations and commit; then the API,
+// scheduler and agent stop; the embedded broker closes last.
+func (d *Daemon) Run(ctx context.Context) error {
+	defer d.close()
+	core, stopCore := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCore()
+	coreG, core := errgroup.WithContext(core)
+	coreG.Go(func() error { return d.registry.Run(core) })
+	coreG.Go(func() error { return d.sched.Run(core) })
+	if d.agent != nil {
+		coreG.Go(func() error { return d.agent.Run(core) })
+	}
+	coreG.Go(func() error {
+		if err := d.http.Serve(d.listener); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("api: %w", err)
+		}
+		return nil
+	})
+	coreG.Go(func() error {
+		<-core.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return d.http.Shutdown(sctx)
+	})
+
+	consCtx, stopCons := context.WithCancel(core)
+	defer stopCons()
+	consG, consCtx := errgroup.WithContext(consCtx)
+	consG.Go(func() error { return d.cons.Run(consCtx) })
+	consG.Go(func() error { return d.reconcileLoop(consCtx) })
+	consG.Go(func() error {
+		if d.agent != nil {
+			select {
+			case <-d.agent.Ready():
+			case <-consCtx.Done():
+				return nil
+			}
+		}
+		close(d.ready)
+		d.log.Info().Str("api", d.Addr()).Strs("brokers", d.brokers).Msg("emberd ready")
+		return nil
+	})
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case <-consCtx.Done(): // a consumer-side failure
+	case <-core.Done(): // a core failure
+	}
+	stopCons()
+	err = errors.Join(err, consG.Wait())
+	stopCore()
+	err = errors.Join(err, coreG.Wait())
+	return err
+}
+
+// reconcileLoop applies the registry's enabled bindings to the consumers
+// on every change notification, and every ReconcileEvery regardless.
+func (d *Daemon) reconcileLoop(ctx context.Context) error {
+	changes := d.registry.WatchBindings(ctx)
+	t := time.NewTicker(d.cfg.ReconcileEvery)
+	defer t.Stop()
+	for {
+		if err := d.reconcile(ctx); err != nil && ctx.Err() == nil {
+			d.log.Error().Err(err).Msg("apply bindings")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changes:
+		case <-t.C:
+		}
+	}
+}
+
+func (d *Daemon) reconcile(ctx context.Context) error {
+	bs, err := d.registry.ListBindings(ctx, "")
+	if err != nil {
+		return err
+	}
+	out := make([]consumers.Binding, 0, len(bs))
+	for _, b := range bs {
+		if b.Enabled {
+			out = append(out, consumerBinding(b))
+		}
+	}
+	return d.cons.Apply(out)
+}
+
+func consumerBinding(b registry.Binding) consumers.Binding {
+	return consumers.Binding{
+		ID: b.ID, Tenant: b.Tenant, Function: b.Function, Qualifier: b.Qualifier, Topic: b.Topic,
+		GroupID: b.GroupID, BatchSize: b.BatchSize, BatchWindow: b.BatchWindow,
+		StartingPosition: consumers.StartingPosition(b.StartingPosition),
+		ResultTopic:      b.ResultTopic, DeadLetterTopic: b.DLQTopic,
+		Retry: consumers.RetryPolicy{MaxAttempts: b.MaxAttempts},
+	}
+}
+
+func (d *Daemon) close() {
+	if d.writer != nil {
+		_ = d.writer.Close()
+	}
+	if d.closeAgt != nil {
+		d.closeAgt()
+	}
+	if d.listener != nil {
+		_ = d.listener.Close()
+	}
+	if d.broker != nil {
+		d.broker.Close()
+	}
+	if d.rdb != nil {
+		_ = d.rdb.Close()
+	}
+}
