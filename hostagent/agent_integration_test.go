@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/containerd/containerd/namespaces"
 	"github.com/ember-run/ember/engine/pool"
-	"github.com/ember-run/ember/examples"
 	"github.com/ember-run/ember/hostagent/codefetch"
 	"github.com/ember-run/ember/hostagent/dispatchpb"
 	"github.com/ember-run/ember/internal/testenv"
@@ -103,10 +101,8 @@ func TestAgentIntegration(t *testing.T) {
 
 	bin := t.TempDir()
 	initBin := filepath.Join(bin, "ember-init")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", initBin, "../cmd/ember-init")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build ember-init: %v\n%s", err, out)
+	if err := testenv.Build("cmd/ember-init", initBin); err != nil {
+		t.Fatal(err)
 	}
 	const agentID = "agent-it"
 	rt, rootUID, err := ContainerdRuntime(ctx, client, ns, initBin, agentID)
@@ -115,7 +111,7 @@ func TestAgentIntegration(t *testing.T) {
 	}
 
 	fnDir := t.TempDir()
-	if err := examples.BuildBootstrap("kafka-echo", fnDir); err != nil {
+	if err := testenv.Example("kafka-echo", fnDir); err != nil {
 		t.Fatal(err)
 	}
 	store := t.TempDir()

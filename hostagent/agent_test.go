@@ -499,7 +499,7 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := good.WithDefaults()
-	if d.ListenAddr != DefaultListenAddr || d.MaxInstances != 32 || d.Pool["m128"] != 2 || d.ContainerKeepAlive != 10*time.Minute ||
+	if d.ListenAddr != DefaultListenAddr || d.MaxInstances != 32 || d.Pool["m128"] != 4 || d.ContainerKeepAlive != 10*time.Minute ||
 		d.InstanceKeepAlive != 15*time.Minute || d.MaxContainersPerInstance != 4 || d.HeartbeatTTL != 10*time.Second {
 		t.Fatalf("defaults = %+v", d)
 	}
@@ -512,5 +512,27 @@ func TestConfigValidate(t *testing.T) {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%s: Validate accepted %+v", name, c)
 		}
+	}
+}
+
+func TestDefaultPoolSpecMatchesDefaultPool(t *testing.T) {
+	got, err := ParsePool(DefaultPoolSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultPool()
+	if len(got) != len(want) {
+		t.Fatalf("ParsePool(DefaultPoolSpec) = %v, DefaultPool() = %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("ParsePool(DefaultPoolSpec) = %v, DefaultPool() = %v", got, want)
+		}
+	}
+	if _, err := ParsePool("m128=x"); err == nil {
+		t.Fatal("bad count accepted")
+	}
+	if _, err := ParsePool("big=1"); err == nil {
+		t.Fatal("bad class accepted")
 	}
 }

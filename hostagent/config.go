@@ -29,7 +29,7 @@ type Config struct {
 	StateDir string
 
 	// Pool is the warming pool's target size per class (class names from
-	// pool.ClassName). Default: {m128: 2, m256: 2, m512: 1, m1024: 1}.
+	// pool.ClassName). Default: {m128: 4, m256: 2, m512: 1, m1024: 1}.
 	Pool map[string]int
 	// MaxInstances bounds the instances on this host, warm, active and
 	// starting. Default: 32.
@@ -81,9 +81,14 @@ const (
 	DefaultMaxInstances = 32
 )
 
+// DefaultPoolSpec is the default warming pool target in ParsePool's form:
+// four of the smallest class (one per partition of a default topic) and
+// fewer of the larger ones.
+const DefaultPoolSpec = "m128=4,m256=2,m512=1,m1024=1"
+
 // DefaultPool is the default warming pool target.
 func DefaultPool() map[string]int {
-	return map[string]int{"m128": 2, "m256": 2, "m512": 1, "m1024": 1}
+	return map[string]int{"m128": 4, "m256": 2, "m512": 1, "m1024": 1} // == DefaultPoolSpec (tested)
 }
 
 func (c *Config) setDefaults() {

@@ -62,7 +62,7 @@ func main() {
 	fl.StringVar(&f.initBinary, "init-binary", "", "static ember-init binary (default: ember-init next to this executable)")
 	fl.StringVar(&f.codeDir, "code-dir", envOr("EMBER_CODE_DIR", ""), "engine code store on this machine (<dir>/sha256/<hex>.zip) (env EMBER_CODE_DIR)")
 	fl.StringVar(&f.codeURL, "code-url", envOr("EMBER_CODE_URL", ""), "emberd base URL to fetch code from (GET /v1/code/sha256:<hex>) (env EMBER_CODE_URL)")
-	fl.StringVar(&f.pool, "pool", "m128=2,m256=2,m512=1,m1024=1", "warming pool target per class, class=count,...")
+	fl.StringVar(&f.pool, "pool", hostagent.DefaultPoolSpec, "warming pool target per class, class=count,...")
 	fl.IntVar(&f.maxInstances, "max-instances", hostagent.DefaultMaxInstances, "most instances on this host")
 	fl.IntVar(&f.maxContainers, "max-containers-per-instance", 4, "most live function containers per instance (LRU)")
 	fl.DurationVar(&f.containerKeepAlive, "container-keep-alive", 10*time.Minute, "stop a container idle this long")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -222,6 +223,7 @@ func (a *app) bindingsCmd() *cobra.Command {
 
 func (a *app) produceCmd() *cobra.Command {
 	var key string
+	var rate int
 	cmd := &cobra.Command{
 		Use: "produce TOPIC [VALUE...]", Short: "Produce records (values from args, else one per stdin line)", Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -242,16 +244,52 @@ func (a *app) produceCmd() *cobra.Command {
 			if len(recs) == 0 {
 				return fmt.Errorf("no records to produce")
 			}
-			n, err := a.c.Produce(cmd.Context(), args[0], recs)
+			if rate < 0 {
+				return fmt.Errorf("--rate %d must not be negative", rate)
+			}
+			start := time.Now()
+			n, err := a.produce(cmd.Context(), args[0], recs, rate)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "produced %d record(s) to %s\n", n, args[0])
+			el := time.Since(start)
+			fmt.Fprintf(cmd.OutOrStdout(), "produced %d record(s) to %s in %v (%.0f/s)\n", n, args[0],
+				el.Round(time.Millisecond), float64(n)/el.Seconds())
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&key, "key", "", "record key")
+	cmd.Flags().IntVar(&rate, "rate", 0, "records per second (0: all at once)")
 	return cmd
+}
+
+// produce sends recs, all at once or paced at rate records per second in
+// slices every 10 ms (each slice one acknowledged API call).
+func (a *app) produce(ctx context.Context, topic string, recs []wire.Record, rate int) (int, error) {
+	if rate == 0 {
+		return a.c.Produce(ctx, topic, recs)
+	}
+	const tick = 10 * time.Millisecond
+	per := max(1, rate/int(time.Second/tick))
+	every := time.Duration(per) * time.Second / time.Duration(rate)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	total := 0
+	for len(recs) > 0 {
+		k := min(per, len(recs))
+		n, err := a.c.Produce(ctx, topic, recs[:k])
+		total += n
+		if err != nil {
+			return total, err
+		}
+		recs = recs[k:]
+		select {
+		case <-ctx.Done():
+			return total, ctx.Err()
+		case <-t.C:
+		}
+	}
+	return total, nil
 }
 
 func (a *app) invokeCmd() *cobra.Command {

@@ -35,6 +35,7 @@ type flags struct {
 	agentID, agentListen, pool                   string
 	maxInstances                                 int
 	containerKeepAlive, instanceKeepAlive        time.Duration
+	sessionTimeout                               time.Duration
 	logFormat, logLevel                          string
 }
 
@@ -63,10 +64,11 @@ func main() {
 	fl.BoolVar(&f.agent, "agent", true, "host the host agent in this process (one-machine set-up)")
 	fl.StringVar(&f.agentID, "agent-id", "", "in-process agent's id (default: the host name)")
 	fl.StringVar(&f.agentListen, "agent-listen", hostagent.DefaultListenAddr, "in-process agent's gRPC dispatch address")
-	fl.StringVar(&f.pool, "pool", "m128=2,m256=2,m512=1,m1024=1", "warming pool target per class, class=count,...")
+	fl.StringVar(&f.pool, "pool", hostagent.DefaultPoolSpec, "warming pool target per class, class=count,...")
 	fl.IntVar(&f.maxInstances, "max-instances", hostagent.DefaultMaxInstances, "most instances on this host")
 	fl.DurationVar(&f.containerKeepAlive, "container-keep-alive", 10*time.Minute, "stop a function container idle this long")
 	fl.DurationVar(&f.instanceKeepAlive, "instance-keep-alive", 15*time.Minute, "retire a tenant's instance idle this long")
+	fl.DurationVar(&f.sessionTimeout, "session-timeout", 10*time.Second, "consumer group session timeout: how long a dead emberd holds its partitions (Kafka's minimum is usually 6s)")
 	fl.StringVar(&f.logFormat, "log-format", "auto", "auto|json|console")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
 	if err := cmd.Execute(); err != nil {
@@ -110,8 +112,9 @@ func run(ctx context.Context, f flags) error {
 			AgentID: f.agentID, ListenAddr: f.agentListen, Pool: pl, MaxInstances: f.maxInstances,
 			ContainerKeepAlive: f.containerKeepAlive, InstanceKeepAlive: f.instanceKeepAlive,
 		},
-		Containerd: hostagent.ContainerdSetup{Socket: f.containerd, Namespace: f.namespace, InitBinary: initBin},
-		Log:        log,
+		SessionTimeout: f.sessionTimeout,
+		Containerd:     hostagent.ContainerdSetup{Socket: f.containerd, Namespace: f.namespace, InitBinary: initBin},
+		Log:            log,
 	}
 	d, err := emberd.New(ctx, cfg)
 	if err != nil {

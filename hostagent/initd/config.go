@@ -147,8 +147,8 @@ func (c Config) Validate() error {
 		return errors.New("initd: TmpSizeBytes must not be negative")
 	case c.DefaultTimeout < 0, c.StopGrace < 0:
 		return errors.New("initd: durations must not be negative")
-	case c.MaxResponseBytes < 0:
-		return errors.New("initd: MaxResponseBytes must not be negative")
+	case c.MaxResponseBytes < 0 || c.MaxResponseBytes > initproto.MaxFrame-64<<10:
+		return fmt.Errorf("initd: MaxResponseBytes %d must be in [0, %d] to fit a Result frame", c.MaxResponseBytes, initproto.MaxFrame-64<<10)
 	case c.LogTailBytes < 0 || c.LogRingBytes < c.LogTailBytes:
 		return fmt.Errorf("initd: LogRingBytes (%d) must be at least LogTailBytes (%d)", c.LogRingBytes, c.LogTailBytes)
 	}

@@ -270,12 +270,6 @@ func (c *container) invoke(ctx context.Context, req initproto.Invoke, payload []
 	}
 	defer func() { <-c.slot }()
 
-	p, err := c.ensureProcess()
-	if err != nil {
-		res.Error = err.Error()
-		return res, nil
-	}
-	mark := c.logs.mark()
 	inv := &invocation{
 		id: req.ID, deadlineMs: deadline.UnixMilli(), traceID: req.TraceID,
 		arn: req.FunctionARN, payload: payload, done: make(chan outcome, 1),
@@ -284,12 +278,44 @@ func (c *container) invoke(ctx context.Context, req initproto.Invoke, payload []
 		inv.arn = "arn:aws:lambda:" + c.s.cfg.Region + ":000000000000:function:" + c.spec.FunctionName
 	}
 
-	var o outcome
-	select {
-	case p.next <- inv:
+	var (
+		p    *process
+		mark int64
+		o    outcome
+	)
+	// A process that was ready (it had called /next before) but dies before
+	// taking this invocation died idle, e.g. after its previous invocation:
+	// the invocation never ran, so it goes to a fresh process, once. A
+	// process that dies during its own initialisation fails the invocation
+	// (crashed, or function_error after init/error), so a broken function
+	// cannot loop.
+	for attempt := 0; ; attempt++ {
+		var err error
+		if p, err = c.ensureProcess(); err != nil {
+			res.Error = err.Error()
+			return res, nil
+		}
+		mark = c.logs.mark()
+		wasReady := p.firstNext.Load() != 0
 		select {
-		case o = <-inv.done:
+		case p.next <- inv:
+			select {
+			case o = <-inv.done:
+			case <-p.exited:
+				o = p.exitOutcome()
+			case <-timer.C:
+				o = c.timeout(p, inv)
+			case <-ctx.Done():
+				res.Error = "ember-init is shutting down"
+				return res, nil
+			}
+		case <-p.initErr:
+			o = p.initOutcome()
 		case <-p.exited:
+			if wasReady && attempt == 0 && !p.initFailed() {
+				c.detach(p)
+				continue
+			}
 			o = p.exitOutcome()
 		case <-timer.C:
 			o = c.timeout(p, inv)
@@ -297,15 +323,7 @@ func (c *container) invoke(ctx context.Context, req initproto.Invoke, payload []
 			res.Error = "ember-init is shutting down"
 			return res, nil
 		}
-	case <-p.initErr:
-		o = p.initOutcome()
-	case <-p.exited:
-		o = p.exitOutcome()
-	case <-timer.C:
-		o = c.timeout(p, inv)
-	case <-ctx.Done():
-		res.Error = "ember-init is shutting down"
-		return res, nil
+		break
 	}
 
 	res.Status, res.ErrorType = o.status, o.errType
@@ -401,6 +419,15 @@ func (p *process) setInitErr(errType string, body []byte) {
 		p.initErrType, p.initErrBody = errType, body
 		close(p.initErr)
 	})
+}
+
+func (p *process) initFailed() bool {
+	select {
+	case <-p.initErr:
+		return true
+	default:
+		return false
+	}
 }
 
 func (p *process) initOutcome() outcome {

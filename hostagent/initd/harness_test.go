@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ember-run/ember/examples"
 	"github.com/ember-run/ember/hostagent/initd"
 	"github.com/ember-run/ember/hostagent/initproto"
+	"github.com/ember-run/ember/internal/testenv"
 	"github.com/rs/zerolog"
 )
 
@@ -24,6 +24,9 @@ func init() {
 	// As in cmd/ember-init: the main thread must never become a spawn thread.
 	runtime.LockOSThread()
 }
+
+// exampleNames are the example functions under examples/.
+var exampleNames = []string{"kafka-echo", "fail", "sleep", "exit", "whoami"}
 
 // codeMount holds one built example per directory, shared by all tests.
 var codeMount string
@@ -49,9 +52,9 @@ func testMain(m *testing.M) int {
 	}
 	codeMount = base
 	var wg sync.WaitGroup
-	errs := make([]error, len(examples.Names))
-	for i, name := range examples.Names {
-		wg.Go(func() { errs[i] = examples.BuildBootstrap(name, filepath.Join(base, name)) })
+	errs := make([]error, len(exampleNames))
+	for i, name := range exampleNames {
+		wg.Go(func() { errs[i] = testenv.Example(name, filepath.Join(base, name)) })
 	}
 	wg.Wait()
 	for _, err := range errs {
@@ -165,6 +168,13 @@ func (e *env) dial(t testing.TB) *client {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newClient(t, uc)
+}
+
+// newClient reads Hello from an established connection and starts the
+// reply dispatcher.
+func newClient(t testing.TB, uc *net.UnixConn) *client {
+	t.Helper()
 	c := &client{
 		t: t, conn: initproto.NewConn(uc),
 		waiting: map[uint32]chan *initproto.Frame{},

@@ -76,20 +76,24 @@ func (l *logSink) write(p []byte) {
 }
 
 // forward copies p to out, one prefixed line at a time. A line longer than
-// the ring is cut so that memory stays bounded.
+// the ring is split into ring-sized lines, so that memory stays bounded.
 func (l *logSink) forward(p []byte) {
 	for len(p) > 0 {
+		room := len(l.ring) - len(l.partial)
 		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
+		switch {
+		case i >= 0 && i < room:
+			l.partial = append(l.partial, p[:i+1]...)
+			p = p[i+1:]
+			l.flushPartial()
+		case len(p) < room:
 			l.partial = append(l.partial, p...)
-			if len(l.partial) >= len(l.ring) {
-				l.flushPartial()
-			}
 			return
+		default:
+			l.partial = append(l.partial, p[:room]...)
+			p = p[room:]
+			l.flushPartial()
 		}
-		l.partial = append(l.partial, p[:i+1]...)
-		p = p[i+1:]
-		l.flushPartial()
 	}
 }
 

@@ -152,13 +152,6 @@ func (s *Server) shutdown() {
 // request runs on its own goroutine and is answered on this connection.
 func (s *Server) serveConn(ctx context.Context, c *initproto.Conn) {
 	defer func() {
-		// initproto.Conn.Read panics (slice bounds [:-1]) when recvmsg fails
-		// with ECONNRESET, an agent that closed with unread data: ReadMsgUnix
-		// returns n = -1 with the error and fill slices with it. Until the
-		// contract is fixed, treat that as the connection ending.
-		if r := recover(); r != nil {
-			s.log.Warn().Interface("panic", r).Msg("agent connection read failed")
-		}
 		s.connMu.Lock()
 		if s.conn == c {
 			s.conn = nil

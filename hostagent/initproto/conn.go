@@ -49,7 +49,8 @@ type Conn struct {
 	c       *net.UnixConn
 	wmu     sync.Mutex
 	wbuf    []byte
-	rbuf    []byte // bytes read but not yet consumed
+	rbuf    []byte // read buffer; rbuf[r:w] is read but not yet consumed
+	r, w    int
 	oob     []byte
 	pending []int // fds received ahead of their frame boundary
 }
@@ -114,14 +115,14 @@ func (c *Conn) Read() (*Frame, error) {
 	if err := c.fill(4); err != nil {
 		return nil, err
 	}
-	n := int(binary.BigEndian.Uint32(c.rbuf))
+	n := int(binary.BigEndian.Uint32(c.rbuf[c.r:]))
 	if n > MaxFrame || n < prefixLen-4 {
 		return nil, fmt.Errorf("%w or malformed: %d bytes", ErrFrameTooLarge, n)
 	}
 	if err := c.fill(4 + n); err != nil {
 		return nil, err
 	}
-	b := c.rbuf[4 : 4+n]
+	b := c.rbuf[c.r+4 : c.r+4+n]
 	f := &Frame{Type: Type(b[0]), Seq: binary.BigEndian.Uint32(b[1:5])}
 	hl := int(binary.BigEndian.Uint32(b[5:9]))
 	if hl > len(b)-9 {
@@ -130,17 +131,32 @@ func (c *Conn) Read() (*Frame, error) {
 	f.Header = append([]byte(nil), b[9:9+hl]...)
 	f.Body = append([]byte(nil), b[9+hl:]...)
 	f.FDs, c.pending = c.pending, nil
-	c.rbuf = c.rbuf[4+n:]
+	c.r += 4 + n
+	if c.r == c.w {
+		c.r, c.w = 0, 0
+	}
 	return f, nil
 }
 
-// fill reads until rbuf holds at least n bytes, collecting any fds.
+// readChunk is the most one read asks for beyond what the frame needs.
+const readChunk = 64 << 10
+
+// fill reads until the buffer holds at least n unconsumed bytes, collecting
+// any fds. The buffer is reused across frames and grows only for large ones.
 func (c *Conn) fill(n int) error {
-	for len(c.rbuf) < n {
-		want := max(n-len(c.rbuf), 64<<10)
-		buf := make([]byte, len(c.rbuf), len(c.rbuf)+want)
-		copy(buf, c.rbuf)
-		m, oobn, _, _, err := c.c.ReadMsgUnix(buf[len(buf):cap(buf)], c.oob)
+	for c.w-c.r < n {
+		if len(c.rbuf)-c.r < max(n, readChunk) {
+			size := max(len(c.rbuf), n+readChunk)
+			if size > len(c.rbuf) || c.r > 0 {
+				buf := c.rbuf
+				if size > len(c.rbuf) {
+					buf = make([]byte, size)
+				}
+				copy(buf, c.rbuf[c.r:c.w])
+				c.rbuf, c.w, c.r = buf, c.w-c.r, 0
+			}
+		}
+		m, oobn, _, _, err := c.c.ReadMsgUnix(c.rbuf[c.w:], c.oob)
 		m, oobn = max(m, 0), max(oobn, 0) // -1 on a failed recvmsg (e.g. ECONNRESET)
 		if oobn > 0 {
 			fds, perr := parseRights(c.oob[:oobn])
@@ -149,9 +165,9 @@ func (c *Conn) fill(n int) error {
 				return perr
 			}
 		}
-		c.rbuf = buf[:len(buf)+m]
+		c.w += m
 		if err != nil {
-			if errors.Is(err, io.EOF) && len(c.rbuf) == 0 {
+			if errors.Is(err, io.EOF) && c.w == c.r {
 				return io.EOF
 			}
 			if errors.Is(err, io.EOF) {
@@ -160,7 +176,10 @@ func (c *Conn) fill(n int) error {
 			return fmt.Errorf("initproto: read: %w", err)
 		}
 		if m == 0 && oobn == 0 {
-			return io.EOF
+			if c.w == c.r {
+				return io.EOF
+			}
+			return io.ErrUnexpectedEOF
 		}
 	}
 	return nil

@@ -88,3 +88,34 @@ func TestFrameTooLarge(t *testing.T) {
 		t.Fatal("oversized frame was accepted")
 	}
 }
+
+func TestManyFramesReuseBuffer(t *testing.T) {
+	a, b := pair(t)
+	const n = 2000
+	go func() {
+		for i := 0; i < n; i++ {
+			_ = a.Write(TypeResult, uint32(i+1), Result{ID: "x"}, bytes.Repeat([]byte{byte(i)}, i%700))
+		}
+	}()
+	for i := 0; i < n; i++ {
+		f, err := b.Read()
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if f.Seq != uint32(i+1) || len(f.Body) != i%700 || (len(f.Body) > 0 && f.Body[0] != byte(i)) {
+			t.Fatalf("frame %d: seq %d body %d", i, f.Seq, len(f.Body))
+		}
+	}
+}
+
+func TestReadAfterPeerCloses(t *testing.T) {
+	a, b := pair(t)
+	_ = a.Write(TypeHello, 0, Hello{InstanceID: "i"}, nil)
+	a.Close()
+	if _, err := b.Read(); err != nil {
+		t.Fatalf("buffered frame lost: %v", err)
+	}
+	if _, err := b.Read(); err == nil {
+		t.Fatal("read after close succeeded")
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ember-run/ember/internal/testenv"
+
 	"github.com/ember-run/ember/hostagent/cgroup"
 	"github.com/ember-run/ember/hostagent/image"
 	"github.com/ember-run/ember/hostagent/initproto"
@@ -22,9 +24,8 @@ import (
 // with no capabilities.
 func TestRealEmberInit(t *testing.T) {
 	bin := filepath.Join(binDir, "ember-init")
-	if out, err := buildStatic(bin, "../../cmd/ember-init"); err != nil {
-		// ember-init is written in parallel; this package does not own it.
-		t.Skipf("cmd/ember-init does not build yet: %v\n%s", err, out)
+	if err := testenv.Build("cmd/ember-init", bin); err != nil {
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -54,8 +53,8 @@ func run(m *testing.M) int {
 		}
 	}()
 	initBin := filepath.Join(binDir, "testinit")
-	if out, err := buildStatic(initBin, "./testdata/testinit"); err != nil {
-		fmt.Fprintf(os.Stderr, "build testinit: %v\n%s", err, out)
+	if err := testenv.Build("hostagent/sandbox/testdata/testinit", initBin); err != nil {
+		fmt.Fprintln(os.Stderr, "build testinit:", err)
 		return 1
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -66,12 +65,6 @@ func run(m *testing.M) int {
 		return 1
 	}
 	return m.Run()
-}
-
-func buildStatic(out, pkg string) ([]byte, error) {
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	return cmd.CombinedOutput()
 }
 
 func newRuntime(t *testing.T, img string, opts ...sandbox.Option) *sandbox.Runtime {

@@ -1,0 +1,84 @@
+// Command ember-init is the PID 1 of every Ember instance: it serves the host
+// agent's socket and runs function containers (see hostagent/initd).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/ember-run/ember/hostagent/initd"
+	"github.com/ember-run/ember/hostagent/initproto"
+	"github.com/rs/zerolog"
+)
+
+// version is set with -ldflags "-X main.version=...".
+var version = "dev"
+
+func init() {
+	// Keep the main goroutine on the main thread, so that the main thread is
+	// never one of the dedicated spawn threads that enter a container's mount
+	// namespace and drop privileges (those threads are discarded).
+	runtime.LockOSThread()
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "ember-init:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	hostname, _ := os.Hostname()
+	var (
+		cfg      initd.Config
+		logLevel string
+		reap     string
+	)
+	flag.StringVar(&cfg.InstanceID, "instance-id", envOr("EMBER_INSTANCE_ID", hostname), "instance id reported to the agent (env EMBER_INSTANCE_ID)")
+	flag.StringVar(&cfg.SocketDir, "socket-dir", initproto.SocketDir, "directory of the agent socket")
+	flag.StringVar(&cfg.CodeMount, "code-mount", initproto.CodeMount, "directory holding one code directory per function version")
+	flag.StringVar(&cfg.TaskDir, "task-dir", initproto.TaskDir, "where a container sees its code (read-only)")
+	flag.StringVar(&cfg.TmpDir, "tmp-dir", "/tmp", "per-container tmpfs mount point")
+	flag.StringVar(&cfg.Region, "region", envOr("AWS_REGION", "local"), "AWS_REGION exported to functions")
+	flag.DurationVar(&cfg.StopGrace, "stop-grace", 2*time.Second, "SIGTERM to SIGKILL grace at shutdown")
+	flag.StringVar(&reap, "reap-all", "auto", "reap every child with wait4(-1): true, false or auto (true when PID 1)")
+	flag.StringVar(&logLevel, "log-level", "info", "zerolog level")
+	flag.Parse()
+	cfg.Version = version
+	switch reap {
+	case "auto":
+		cfg.ReapAll = os.Getpid() == 1
+	case "true":
+		cfg.ReapAll = true
+	case "false":
+	default:
+		return fmt.Errorf("-reap-all %q: want true, false or auto", reap)
+	}
+	lvl, err := zerolog.ParseLevel(logLevel)
+	if err != nil {
+		return fmt.Errorf("-log-level: %w", err)
+	}
+	log := zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Str("instance", cfg.InstanceID).Logger()
+
+	srv, err := initd.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return srv.Run(ctx)
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

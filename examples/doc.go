@@ -1,0 +1,18 @@
+// Package examples holds example functions built with
+// github.com/aws/aws-lambda-go, one `package main` directory each, run by
+// ember-init as a `provided` runtime bootstrap. Build one as a static binary:
+//
+//	CGO_ENABLED=0 go build -o <code-dir>/bootstrap ./examples/<name>
+//
+// The functions:
+//   - kafka-echo: takes a Kafka (MSK) event and returns {"records": N, "ids": [...]},
+//     the base64-decoded value of every record (partitions in key order), and
+//     logs one line per batch.
+//   - fail: always returns errors.New("boom"), i.e. a function_error.
+//   - sleep: sleeps {"ms": N} milliseconds, then returns {"slept_ms": N}; for timeouts.
+//   - exit: os.Exit(3) when the payload is {"exit": true}, else echoes it; for restarts.
+//   - whoami: reports its uid, gid, capabilities, no_new_privs, environment and
+//     whether LAMBDA_TASK_ROOT and HOME are writable; for isolation tests.
+//
+// The package itself holds no code; hostagent/initd's tests build these.
+package examples

@@ -1,0 +1,344 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/ember-run/ember/engine/api/client"
+	"github.com/ember-run/ember/engine/api/wire"
+	"github.com/ember-run/ember/internal/testenv"
+)
+
+// Shared by every test of the binary: built once, one containerd.
+var (
+	binDir string
+	ctrd   *testenv.ContainerdDaemon
+	zips   = map[string]string{} // example name -> package zip
+)
+
+func TestMain(m *testing.M) { os.Exit(testMain(m)) }
+
+func testMain(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "e2e tests need root (containerd, cgroups, namespaces)")
+		return 1
+	}
+	dir, err := os.MkdirTemp("", "ember-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binDir = dir
+	for _, pkg := range []string{"cmd/emberd", "cmd/ember-init"} {
+		if err := testenv.Build(pkg, filepath.Join(dir, filepath.Base(pkg))); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	for _, ex := range []string{"kafka-echo", "fail", "sleep", "exit"} {
+		p := filepath.Join(dir, ex+".zip")
+		if err := testenv.ExampleZip(ex, p); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		zips[ex] = p
+	}
+	ctrd, err = testenv.StartContainerd()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() {
+		if err := ctrd.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "stop containerd:", err)
+		}
+	}()
+	return m.Run()
+}
+
+// stack is one emberd with its own Redis, state directory and ports.
+type stack struct {
+	t        testing.TB
+	name     string
+	dir      string
+	redis    string
+	api      string
+	broker   string
+	agent    string
+	pool     string
+	extra    []string
+	cmd      *exec.Cmd
+	exited   chan error
+	client   *client.Client
+	restarts int
+}
+
+func newStack(t *testing.T, pool string, extra ...string) *stack {
+	t.Helper()
+	// runc mounts from inside the instance's user namespace: every parent
+	// of the state directory must be searchable by others (t.TempDir is 0700).
+	dir, err := os.MkdirTemp("", "ember-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	_, redisAddr := testenv.Redis(t)
+	s := &stack{
+		t: t, name: strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), dir: dir, redis: redisAddr,
+		api: freeAddr(t), broker: freeAddr(t), agent: freeAddr(t), pool: pool, extra: extra,
+	}
+	c, err := client.New("http://" + s.api)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.client = c
+	s.start()
+	t.Cleanup(s.stop)
+	return s
+}
+
+func freeAddr(t testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// start runs emberd and waits until its API answers and its warming pool
+// holds an instance.
+func (s *stack) start() {
+	s.t.Helper()
+	logf, err := os.OpenFile(filepath.Join(s.dir, fmt.Sprintf("emberd-%d.log", s.restarts)), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	args := append([]string{
+		"--state-dir", s.dir, "--redis", s.redis, "--listen", s.api,
+		"--embedded-broker", s.broker, "--containerd", ctrd.Address, "--namespace", ctrd.Namespace,
+		"--init-binary", filepath.Join(binDir, "ember-init"), "--agent-id", s.name, "--agent-listen", s.agent,
+		"--pool", s.pool, "--session-timeout", "6s", "--log-format", "json", "--log-level", "debug",
+	}, s.extra...)
+	s.cmd = exec.Command(filepath.Join(binDir, "emberd"), args...)
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.exited = make(chan error, 1)
+	go func() { s.exited <- s.cmd.Wait(); logf.Close() }()
+	s.restarts++
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		select {
+		case err := <-s.exited:
+			s.t.Fatalf("emberd exited during start-up: %v\n%s", err, s.log())
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := s.client.Status(ctx)
+		cancel()
+		if err == nil && len(st.Agents) > 0 && warm(st) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("emberd not ready after 90s (last: %v)\n%s", err, s.log())
+		}
+		time.Sleep(50 * time.Millisecond) // polling a starting daemon
+	}
+}
+
+func warm(st wire.Status) int {
+	n := 0
+	for _, o := range st.Occupancy {
+		n += o.Warm
+	}
+	return n
+}
+
+// kill sends SIGKILL, as a crash would.
+func (s *stack) kill() {
+	s.t.Helper()
+	_ = s.cmd.Process.Signal(syscall.SIGKILL)
+	<-s.exited
+	s.cmd = nil
+}
+
+// stop shuts emberd down gracefully and fails the test if it does not exit
+// cleanly within 60 s.
+func (s *stack) stop() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-s.exited:
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			s.t.Errorf("emberd: %v", err)
+		} else if err != nil {
+			s.t.Errorf("emberd exited with %v on SIGTERM\n%s", err, s.log())
+		}
+	case <-time.After(60 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.exited
+		s.t.Errorf("emberd did not stop within 60s of SIGTERM\n%s", s.log())
+	}
+	s.cmd = nil
+}
+
+// log returns the tail of the current emberd log, for failure messages.
+func (s *stack) log() string {
+	b, _ := os.ReadFile(filepath.Join(s.dir, fmt.Sprintf("emberd-%d.log", s.restarts-1)))
+	if len(b) > 8000 {
+		b = b[len(b)-8000:]
+	}
+	return string(b)
+}
+
+func (s *stack) ctx() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	s.t.Cleanup(cancel)
+	return ctx
+}
+
+// deploy uploads an example as a function.
+func (s *stack) deploy(name, example string, cfg wire.FunctionConfig) wire.Function {
+	s.t.Helper()
+	f, err := os.Open(zips[example])
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer f.Close()
+	fn, err := s.client.DeployFunction(s.ctx(), name, cfg, f)
+	if err != nil {
+		s.t.Fatalf("deploy %s: %v", name, err)
+	}
+	return fn
+}
+
+func (s *stack) createTopic(topic string, partitions int) {
+	s.t.Helper()
+	c := &kafka.Client{Addr: kafka.TCP(s.broker), Timeout: 10 * time.Second}
+	resp, err := c.CreateTopics(s.ctx(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+		Topic: topic, NumPartitions: partitions, ReplicationFactor: 1,
+	}}})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for _, e := range resp.Errors {
+		if e != nil && !errors.Is(e, kafka.TopicAlreadyExists) {
+			s.t.Fatalf("create topic %s: %v", topic, e)
+		}
+	}
+}
+
+// produce writes values to topic, spread over its partitions, acknowledged.
+func (s *stack) produce(topic string, values []string, batchBytes int64) {
+	s.t.Helper()
+	w := &kafka.Writer{
+		Addr: kafka.TCP(s.broker), Topic: topic, Balancer: &kafka.RoundRobin{},
+		BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll, BatchBytes: batchBytes,
+	}
+	defer w.Close()
+	msgs := make([]kafka.Message, len(values))
+	for i, v := range values {
+		msgs[i] = kafka.Message{Value: []byte(v)}
+	}
+	for len(msgs) > 0 {
+		n := min(len(msgs), 500)
+		if err := w.WriteMessages(s.ctx(), msgs[:n]...); err != nil {
+			s.t.Fatalf("produce to %s: %v", topic, err)
+		}
+		msgs = msgs[n:]
+	}
+}
+
+// readTopic reads every record currently in topic.
+func (s *stack) readTopic(topic string) []kafka.Message {
+	s.t.Helper()
+	conn, err := kafka.DialContext(s.ctx(), "tcp", s.broker)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	parts, err := conn.ReadPartitions(topic)
+	conn.Close()
+	if err != nil {
+		s.t.Fatalf("partitions of %s: %v", topic, err)
+	}
+	var out []kafka.Message
+	for _, p := range parts {
+		pc, err := kafka.DialLeader(s.ctx(), "tcp", s.broker, topic, p.ID)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		last, err := pc.ReadLastOffset()
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		first, err := pc.ReadFirstOffset()
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		if _, err := pc.Seek(first, kafka.SeekAbsolute); err != nil {
+			s.t.Fatal(err)
+		}
+		for off := first; off < last; off++ {
+			_ = pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			m, err := pc.ReadMessage(10 << 20)
+			if err != nil {
+				s.t.Fatalf("read %s/%d at %d: %v", topic, p.ID, off, err)
+			}
+			out = append(out, m)
+			off = m.Offset
+		}
+		pc.Close()
+	}
+	return out
+}
+
+// waitNoLag waits until the binding's committed offset reached the end of
+// every partition and returns the final per-partition positions.
+func (s *stack) waitNoLag(binding string, wantEnd int64, timeout time.Duration) []wire.PartitionLag {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last wire.BindingStatus
+	for {
+		st, err := s.client.Status(s.ctx())
+		if err == nil {
+			for _, b := range st.Bindings {
+				if b.ID != binding {
+					continue
+				}
+				last = b
+				var end, lag int64
+				for _, p := range b.Partitions {
+					end += p.End
+					lag += p.Lag
+				}
+				if b.LagError == "" && end == wantEnd && lag == 0 {
+					return b.Partitions
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("binding %s still lagging after %v: %+v (err %v)\n%s", binding, timeout, last, err, s.log())
+		}
+		time.Sleep(100 * time.Millisecond) // polling consumer progress
+	}
+}
