@@ -146,7 +146,8 @@ func startRunner(parent context.Context, m *Manager, b Binding) *runner {
 		Balancer:     &kafka.Hash{},
 		BatchTimeout: 2 * time.Millisecond,
 		RequiredAcks: kafka.RequireAll,
-		BatchBytes:   int64(max(1<<20, 2*b.MaxPayloadBytes)),
+		// Dead-lettered records are as large as the source topic allows.
+		BatchBytes: 64 << 20,
 	}
 	go r.run()
 	return r
@@ -206,13 +207,20 @@ func (r *runner) run() {
 
 // ensureTopics creates the dead-letter and result topics if they are missing.
 func (r *runner) ensureTopics() {
-	topics := []kafka.TopicConfig{{Topic: r.b.DeadLetterTopic, NumPartitions: -1, ReplicationFactor: -1}}
-	if r.b.ResultTopic != "" {
-		topics = append(topics, kafka.TopicConfig{Topic: r.b.ResultTopic, NumPartitions: -1, ReplicationFactor: -1})
-	}
 	ctx, cancel := context.WithTimeout(r.fetchCtx, 10*time.Second)
 	defer cancel()
 	cl := &kafka.Client{Addr: kafka.TCP(r.m.brokers...), Transport: r.m.transport}
+	// A dead-letter topic must take any record its source topic took, or a
+	// large record could never be dead-lettered and its partition would
+	// stall: copy the source's max.message.bytes when it is set.
+	var configs []kafka.ConfigEntry
+	if v, ok := r.sourceMaxMessageBytes(ctx, cl); ok {
+		configs = []kafka.ConfigEntry{{ConfigName: "max.message.bytes", ConfigValue: v}}
+	}
+	topics := []kafka.TopicConfig{{Topic: r.b.DeadLetterTopic, NumPartitions: -1, ReplicationFactor: -1, ConfigEntries: configs}}
+	if r.b.ResultTopic != "" {
+		topics = append(topics, kafka.TopicConfig{Topic: r.b.ResultTopic, NumPartitions: -1, ReplicationFactor: -1, ConfigEntries: configs})
+	}
 	resp, err := cl.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: topics})
 	if err != nil {
 		r.log.Warn().Err(err).Msg("create dead-letter/result topics")
@@ -223,6 +231,25 @@ func (r *runner) ensureTopics() {
 			r.log.Warn().Err(err).Str("target_topic", t).Msg("create topic")
 		}
 	}
+}
+
+// sourceMaxMessageBytes reads the source topic's max.message.bytes.
+func (r *runner) sourceMaxMessageBytes(ctx context.Context, cl *kafka.Client) (string, bool) {
+	resp, err := cl.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{{
+		ResourceType: kafka.ResourceTypeTopic, ResourceName: r.b.Topic, ConfigNames: []string{"max.message.bytes"},
+	}}})
+	if err != nil {
+		r.log.Warn().Err(err).Msg("describe source topic config")
+		return "", false
+	}
+	for _, res := range resp.Resources {
+		for _, e := range res.ConfigEntries {
+			if e.ConfigName == "max.message.bytes" && e.ConfigValue != "" {
+				return e.ConfigValue, true
+			}
+		}
+	}
+	return "", false
 }
 
 func (r *runner) fetchLoop(workers *errgroup.Group) {

@@ -112,6 +112,7 @@ func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		BatchTimeout:           time.Millisecond, // kafka-go's default of 1 s would add up to 1 s per produce
 		RequiredAcks:           kafka.RequireAll,
 		AllowAutoTopicCreation: true,
+		BatchBytes:             16 << 20, // the API accepts records up to 6 MB
 	}
 	if cfg.Agent {
 		d.agent, d.closeAgt, err = hostagent.NewContainerd(ctx, cfg.AgentConfig, cfg.Containerd, hostagent.Deps{

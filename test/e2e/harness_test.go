@@ -232,11 +232,11 @@ func (s *stack) deploy(name, example string, cfg wire.FunctionConfig) wire.Funct
 	return fn
 }
 
-func (s *stack) createTopic(topic string, partitions int) {
+func (s *stack) createTopic(topic string, partitions int, configs ...kafka.ConfigEntry) {
 	s.t.Helper()
 	c := &kafka.Client{Addr: kafka.TCP(s.broker), Timeout: 10 * time.Second}
 	resp, err := c.CreateTopics(s.ctx(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
-		Topic: topic, NumPartitions: partitions, ReplicationFactor: 1,
+		Topic: topic, NumPartitions: partitions, ReplicationFactor: 1, ConfigEntries: configs,
 	}}})
 	if err != nil {
 		s.t.Fatal(err)
