@@ -80,6 +80,10 @@ func run(ctx context.Context, f flags) error {
 	if err != nil {
 		return err
 	}
+	stateDir, err := filepath.Abs(f.stateDir)
+	if err != nil {
+		return fmt.Errorf("--state-dir: %w", err)
+	}
 	pl, err := hostagent.ParsePool(f.pool)
 	if err != nil {
 		return err
@@ -104,7 +108,7 @@ func run(ctx context.Context, f flags) error {
 		initBin = filepath.Join(filepath.Dir(exe), "ember-init")
 	}
 	cfg := hostagent.Config{
-		AgentID: f.agentID, ListenAddr: f.listen, AdvertiseAddr: f.advertise, StateDir: f.stateDir,
+		AgentID: f.agentID, ListenAddr: f.listen, AdvertiseAddr: f.advertise, StateDir: stateDir,
 		Pool: pl, MaxInstances: f.maxInstances, MaxContainersPerInstance: f.maxContainers,
 		ContainerKeepAlive: f.containerKeepAlive, InstanceKeepAlive: f.instanceKeepAlive,
 	}.WithDefaults()

@@ -36,6 +36,7 @@ type flags struct {
 	maxInstances                                 int
 	containerKeepAlive, instanceKeepAlive        time.Duration
 	sessionTimeout                               time.Duration
+	debugAddr                                    string
 	logFormat, logLevel                          string
 }
 
@@ -69,6 +70,7 @@ func main() {
 	fl.DurationVar(&f.containerKeepAlive, "container-keep-alive", 10*time.Minute, "stop a function container idle this long")
 	fl.DurationVar(&f.instanceKeepAlive, "instance-keep-alive", 15*time.Minute, "retire a tenant's instance idle this long")
 	fl.DurationVar(&f.sessionTimeout, "session-timeout", 10*time.Second, "consumer group session timeout: how long a dead emberd holds its partitions (Kafka's minimum is usually 6s)")
+	fl.StringVar(&f.debugAddr, "debug-addr", "", "serve Go pprof profiles on this loopback address (off by default)")
 	fl.StringVar(&f.logFormat, "log-format", "auto", "auto|json|console")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
 	if err := cmd.Execute(); err != nil {
@@ -81,6 +83,10 @@ func run(ctx context.Context, f flags) error {
 	log, err := logging.New(os.Stderr, f.logFormat, f.logLevel)
 	if err != nil {
 		return err
+	}
+	stateDir, err := filepath.Abs(f.stateDir)
+	if err != nil {
+		return fmt.Errorf("--state-dir: %w", err)
 	}
 	pl, err := hostagent.ParsePool(f.pool)
 	if err != nil {
@@ -101,7 +107,7 @@ func run(ctx context.Context, f flags) error {
 		}
 	}
 	cfg := emberd.Config{
-		StateDir:           f.stateDir,
+		StateDir:           stateDir,
 		Brokers:            brokers,
 		EmbeddedBrokerAddr: f.brokerAddr,
 		Redis:              f.redis,
@@ -115,6 +121,11 @@ func run(ctx context.Context, f flags) error {
 		SessionTimeout: f.sessionTimeout,
 		Containerd:     hostagent.ContainerdSetup{Socket: f.containerd, Namespace: f.namespace, InitBinary: initBin},
 		Log:            log,
+	}
+	if f.debugAddr != "" {
+		if err := serveDebug(ctx, f.debugAddr); err != nil {
+			return err
+		}
 	}
 	d, err := emberd.New(ctx, cfg)
 	if err != nil {

@@ -22,7 +22,7 @@ func (d *Daemon) apiServer() (*http.Server, error) {
 	}, api.Deps{
 		Registry: d.registry,
 		Code:     d.code,
-		Invoker:  d.sched,
+		Invoker:  d.usage,
 		Producer: producer{d.writer},
 		Pool:     d.pool,
 		Lag:      lagReader{d},

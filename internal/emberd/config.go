@@ -50,6 +50,10 @@ type Config struct {
 	// notification. Default: 30s.
 	ReconcileEvery time.Duration
 
+	// UsageTopic receives one JSON usage record per invocation
+	// (UsageRecord). Default: DefaultUsageTopic ("ember.usage").
+	UsageTopic string
+
 	// Log is the base logger. Default: disabled.
 	Log zerolog.Logger
 }
@@ -72,6 +76,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ReconcileEvery == 0 {
 		c.ReconcileEvery = 30 * time.Second
+	}
+	if c.UsageTopic == "" {
+		c.UsageTopic = DefaultUsageTopic
 	}
 	return c
 }

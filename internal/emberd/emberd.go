@@ -40,7 +40,9 @@ type Daemon struct {
 	sched    *scheduler.Scheduler
 	cons     *consumers.Manager
 	stats    *stats
+	gauges   *gauges
 	writer   *kafka.Writer
+	usage    *usageInvoker // the scheduler, plus a usage record per invocation
 	agent    *hostagent.Agent
 	closeAgt func()
 	listener net.Listener
@@ -64,6 +66,10 @@ func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	}()
 	d.metrics = prometheus.NewRegistry()
 	d.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	if d.gauges, err = newGauges(d.metrics); err != nil {
+		return nil, err
+	}
 
 	d.rdb = redis.NewClient(&redis.Options{Addr: cfg.Redis})
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -100,7 +106,10 @@ func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		scheduler.WithLogger(cfg.Log), scheduler.WithMetrics(d.metrics)); err != nil {
 		return nil, err
 	}
-	if d.cons, err = consumers.New(d.brokers, d.sched,
+	if d.usage, err = newUsageInvoker(d.sched, d.brokers, cfg.UsageTopic, d.metrics, cfg.Log); err != nil {
+		return nil, err
+	}
+	if d.cons, err = consumers.New(d.brokers, d.usage,
 		consumers.WithLogger(cfg.Log), consumers.WithRegistry(d.metrics), consumers.WithObserver(d.stats),
 		consumers.WithGroupTimings(cfg.SessionTimeout, cfg.SessionTimeout/4, cfg.SessionTimeout),
 		consumers.WithCommitInterval(cfg.CommitInterval)); err != nil {
@@ -117,6 +126,7 @@ func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	if cfg.Agent {
 		d.agent, d.closeAgt, err = hostagent.NewContainerd(ctx, cfg.AgentConfig, cfg.Containerd, hostagent.Deps{
 			Redis: d.rdb, Pool: d.pool, Code: codefetch.Dir{Root: filepath.Join(cfg.StateDir, "code")}, Log: cfg.Log,
+			Metrics: d.metrics,
 		})
 		if err != nil {
 			return nil, err
@@ -151,6 +161,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	coreG, core := errgroup.WithContext(core)
 	coreG.Go(func() error { return d.registry.Run(core) })
 	coreG.Go(func() error { return d.sched.Run(core) })
+	coreG.Go(func() error { return d.usage.run(core) })
+	coreG.Go(func() error { return d.gauges.run(core, d) })
 	if d.agent != nil {
 		coreG.Go(func() error { return d.agent.Run(core) })
 	}

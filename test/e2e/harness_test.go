@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -30,6 +31,10 @@ var (
 func TestMain(m *testing.M) { os.Exit(testMain(m)) }
 
 func testMain(m *testing.M) int {
+	flag.Parse()
+	if f := flag.Lookup("test.bench"); f != nil && f.Value.String() != "" {
+		logLevel = "info"
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "e2e tests need root (containerd, cgroups, namespaces)")
 		return 1
@@ -68,6 +73,10 @@ func testMain(m *testing.M) int {
 	return m.Run()
 }
 
+// logLevel of the emberd under test: debug for tests (their logs explain
+// failures), info for benchmarks (debug logs every invocation).
+var logLevel = "debug"
+
 // stack is one emberd with its own Redis, state directory and ports.
 type stack struct {
 	t        testing.TB
@@ -85,7 +94,7 @@ type stack struct {
 	restarts int
 }
 
-func newStack(t *testing.T, pool string, extra ...string) *stack {
+func newStack(t testing.TB, pool string, extra ...string) *stack {
 	t.Helper()
 	// runc mounts from inside the instance's user namespace: every parent
 	// of the state directory must be searchable by others (t.TempDir is 0700).
@@ -133,7 +142,7 @@ func (s *stack) start() {
 		"--state-dir", s.dir, "--redis", s.redis, "--listen", s.api,
 		"--embedded-broker", s.broker, "--containerd", ctrd.Address, "--namespace", ctrd.Namespace,
 		"--init-binary", filepath.Join(binDir, "ember-init"), "--agent-id", s.name, "--agent-listen", s.agent,
-		"--pool", s.pool, "--session-timeout", "6s", "--log-format", "json", "--log-level", "debug",
+		"--pool", s.pool, "--session-timeout", "6s", "--log-format", "json", "--log-level", logLevel,
 	}, s.extra...)
 	s.cmd = exec.Command(filepath.Join(binDir, "emberd"), args...)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# `make bench`: Ember's benchmarks on this machine, against real Redis,
+# containerd and the embedded Kafka-protocol broker, each figure next to a
+# baseline measured in the same run (these machines are noisy: compare
+# ratios, not absolute numbers across runs).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+run() { # run <title> <go test args...>
+	local title=$1; shift
+	printf '\n\033[1m== %s\033[0m\n$ go test %s\n' "$title" "$*"
+	go test "$@" | tee /tmp/ember-bench.$$ | grep -E '^(BENCH|Benchmark|ok|FAIL|---)' || true
+	grep -q '^FAIL' /tmp/ember-bench.$$ && { cat /tmp/ember-bench.$$; rm -f /tmp/ember-bench.$$; exit 1; }
+	rm -f /tmp/ember-bench.$$
+}
+
+run "whole system: latency, start kinds vs a container per invocation, throughput" \
+	-run '^$' -bench . -benchtime 1x -timeout 20m ./test/e2e
+run "warm path pieces: Runtime API round trip in ember-init (vs AWS's RIE at 1.2 ms p50 here, PLATFORM.md)" \
+	-run '^$' -bench HotInvoke -benchtime 2000x ./hostagent/initd
+run "Kafka side: Lambda event encoding and consume-to-invoke with a no-op function" \
+	-run '^$' -bench . -benchtime 3x ./consumers/...
+run "registry: Resolve with and without the in-process cache (one Redis round trip)" \
+	-run '^$' -bench . ./engine/registry

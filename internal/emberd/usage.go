@@ -1,0 +1,187 @@
+package emberd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/ember-run/ember/engine/invoke"
+)
+
+// DefaultUsageTopic is where usage records go unless Config.UsageTopic says otherwise.
+const DefaultUsageTopic = "ember.usage"
+
+// usageQueue bounds the records waiting to be produced; beyond it records
+// are dropped (and counted) rather than delay an invocation.
+const usageQueue = 4096
+
+// UsageRecord is one invocation's usage, produced as JSON to the usage
+// topic, keyed by tenant/function.
+type UsageRecord struct {
+	Tenant       string    `json:"tenant"`
+	Function     string    `json:"function"`
+	Version      string    `json:"version"`
+	InvocationID string    `json:"invocation_id"`
+	Source       string    `json:"source,omitempty"` // binding id or "api"
+	Status       string    `json:"status"`
+	Start        time.Time `json:"start"`
+	DurationMs   float64   `json:"duration_ms"`
+	// BilledMs is the duration rounded up to 1 ms (at least 1).
+	BilledMs int64 `json:"billed_ms"`
+	// MemoryMB is the configured memory; MaxMemoryUsedMB the peak.
+	MemoryMB        int64 `json:"memory_mb"`
+	MaxMemoryUsedMB int64 `json:"max_memory_used_mb"`
+	CPUNs           int64 `json:"cpu_ns"`
+	RxBytes         int64 `json:"rx_bytes"`
+	TxBytes         int64 `json:"tx_bytes"`
+	RxPackets       int64 `json:"rx_packets"`
+	TxPackets       int64 `json:"tx_packets"`
+	NetworkMeasured bool  `json:"network_measured"`
+	// GBSeconds is MemoryMB/1024 * BilledMs/1000.
+	GBSeconds float64 `json:"gb_seconds"`
+	// Accounting is how the agent measured: "ebpf", "cgroup", or "" (not measured).
+	Accounting string `json:"accounting,omitempty"`
+	Agent      string `json:"agent,omitempty"`
+	Instance   string `json:"instance,omitempty"`
+}
+
+// usageRecord builds the record of a finished invocation.
+func usageRecord(inv *invoke.Invocation, res invoke.Result, now time.Time) UsageRecord {
+	billed := max(int64(math.Ceil(float64(res.Duration)/float64(time.Millisecond))), 1)
+	start := res.HandlerStart
+	if start.IsZero() {
+		start = now.Add(-res.Duration)
+	}
+	r := UsageRecord{
+		Tenant: inv.Tenant, Function: inv.Function, Version: res.Version, InvocationID: inv.ID,
+		Source: inv.Source, Status: res.Status.String(), Start: start.UTC(),
+		DurationMs: float64(res.Duration) / float64(time.Millisecond), BilledMs: billed,
+		Agent: res.Agent, Instance: res.Instance,
+	}
+	if u := res.Usage; u != nil {
+		r.MemoryMB, r.MaxMemoryUsedMB = u.MemorySizeMB, (u.MemoryPeakBytes+(1<<20)-1)>>20
+		r.CPUNs = u.CPU.Nanoseconds()
+		r.RxBytes, r.TxBytes, r.RxPackets, r.TxPackets = u.RxBytes, u.TxBytes, u.RxPackets, u.TxPackets
+		r.NetworkMeasured, r.Accounting = u.NetworkMeasured, u.Source
+		r.GBSeconds = float64(r.MemoryMB) / 1024 * float64(billed) / 1000
+	}
+	return r
+}
+
+// invoker is what usageInvoker wraps (the scheduler).
+type invoker interface {
+	Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.Result, error)
+}
+
+// usageInvoker is an Invoker that, after each invocation the engine ran
+// (nil error), queues a usage record for the usage topic. It never fails
+// nor delays an invocation: a full queue drops the record (counted).
+type usageInvoker struct {
+	next    invoker
+	w       *kafka.Writer
+	log     zerolog.Logger
+	queue   chan kafka.Message
+	dropped prometheus.Counter
+	failed  prometheus.Counter
+}
+
+func newUsageInvoker(next invoker, brokers []string, topic string, reg prometheus.Registerer, log zerolog.Logger) (*usageInvoker, error) {
+	u := &usageInvoker{
+		next: next,
+		w: &kafka.Writer{
+			Addr:                   kafka.TCP(brokers...),
+			Topic:                  topic,
+			Balancer:               &kafka.Hash{},
+			BatchTimeout:           5 * time.Millisecond, // kafka-go's 1 s default would hold records back
+			RequiredAcks:           kafka.RequireAll,
+			AllowAutoTopicCreation: true,
+		},
+		log:   log.With().Str("component", "usage").Str("topic", topic).Logger(),
+		queue: make(chan kafka.Message, usageQueue),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ember_usage_records_dropped_total", Help: "Usage records dropped because the queue to the usage topic was full.",
+		}),
+		failed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ember_usage_records_failed_total", Help: "Usage records the broker did not accept.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{u.dropped, u.failed} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return u, nil
+}
+
+// Invoke implements the consumers' and the API's Invoker.
+func (u *usageInvoker) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.Result, error) {
+	res, err := u.next.Invoke(ctx, inv)
+	if err != nil {
+		return res, err
+	}
+	rec := usageRecord(inv, res, time.Now())
+	b, merr := json.Marshal(rec)
+	if merr != nil { // cannot happen for this type; never fail the invocation for it
+		u.log.Error().Err(merr).Msg("encode usage record")
+		return res, nil
+	}
+	select {
+	case u.queue <- kafka.Message{Key: []byte(inv.Tenant + "/" + inv.Function), Value: b}:
+	default:
+		u.dropped.Inc()
+	}
+	return res, nil
+}
+
+// run produces queued records until ctx is done, then flushes what is
+// queued (for at most 5 s) and closes the writer.
+func (u *usageInvoker) run(ctx context.Context) error {
+	defer func() {
+		if err := u.w.Close(); err != nil {
+			u.log.Warn().Err(err).Msg("close usage writer")
+		}
+	}()
+	for {
+		select {
+		case m := <-u.queue:
+			u.write(ctx, m)
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			for {
+				select {
+				case m := <-u.queue:
+					u.write(fctx, m)
+				default:
+					return nil
+				}
+			}
+		}
+	}
+}
+
+// write produces m and whatever else is queued, in one batch.
+func (u *usageInvoker) write(ctx context.Context, first kafka.Message) {
+	batch := []kafka.Message{first}
+	for len(batch) < 1000 {
+		select {
+		case m := <-u.queue:
+			batch = append(batch, m)
+			continue
+		default:
+		}
+		break
+	}
+	if err := u.w.WriteMessages(ctx, batch...); err != nil {
+		u.failed.Add(float64(len(batch)))
+		if !errors.Is(err, context.Canceled) {
+			u.log.Warn().Err(err).Int("records", len(batch)).Msg("produce usage records")
+		}
+	}
+}

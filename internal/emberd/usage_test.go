@@ -1,0 +1,128 @@
+package emberd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/rs/zerolog"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/ember-run/ember/consumers/embedded"
+	"github.com/ember-run/ember/engine/invoke"
+)
+
+type fixedInvoker struct {
+	res invoke.Result
+	err error
+}
+
+func (f fixedInvoker) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.Result, error) {
+	return f.res, f.err
+}
+
+func TestUsageRecordFields(t *testing.T) {
+	start := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	inv := &invoke.Invocation{ID: "inv-1", Tenant: "acme", Function: "echo", Source: "b1"}
+	res := invoke.Result{
+		Status: invoke.StatusOK, Version: "3", HandlerStart: start, Duration: 12340 * time.Microsecond,
+		Usage: &invoke.Usage{CPU: 3200 * time.Microsecond, MemoryPeakBytes: 21<<20 - 5, MemorySizeMB: 128,
+			TxBytes: 120, TxPackets: 2, NetworkMeasured: true, Source: "ebpf"},
+	}
+	r := usageRecord(inv, res, time.Now())
+	want := UsageRecord{Tenant: "acme", Function: "echo", Version: "3", InvocationID: "inv-1", Source: "b1",
+		Status: "ok", Start: start, DurationMs: 12.34, BilledMs: 13, MemoryMB: 128, MaxMemoryUsedMB: 21,
+		CPUNs: 3200000, TxBytes: 120, TxPackets: 2, NetworkMeasured: true, GBSeconds: 0.125 * 0.013, Accounting: "ebpf"}
+	if r != want {
+		t.Fatalf("record\n got %+v\nwant %+v", r, want)
+	}
+}
+
+// TestUsageProduced runs the decorator against the Kafka-protocol broker:
+// the record of an invocation arrives on the usage topic; an Ember failure
+// produces none.
+func TestUsageProduced(t *testing.T) {
+	b, err := embedded.Start(embedded.Config{AutoCreateTopics: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	res := invoke.Result{Status: invoke.StatusOK, Version: "1", Duration: 2 * time.Millisecond,
+		Usage: &invoke.Usage{CPU: time.Millisecond, MemorySizeMB: 256, MemoryPeakBytes: 1 << 20, Source: "cgroup"}}
+	u, err := newUsageInvoker(fixedInvoker{res: res}, b.Addrs(), "usage-test", prometheus.NewRegistry(), zerolog.New(zerolog.NewTestWriter(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- u.run(ctx) }()
+
+	got, err := u.Invoke(ctx, &invoke.Invocation{ID: "inv-ok", Tenant: "acme", Function: "fn"})
+	if err != nil || got.Version != "1" {
+		t.Fatalf("Invoke = %+v, %v", got, err)
+	}
+	failing := &usageInvoker{next: fixedInvoker{err: errors.New("no capacity")}, queue: u.queue, dropped: u.dropped}
+	if _, err := failing.Invoke(ctx, &invoke.Invocation{ID: "inv-failed", Tenant: "acme", Function: "fn"}); err == nil {
+		t.Fatal("the decorator hid an Ember failure")
+	}
+	if _, err := u.Invoke(ctx, &invoke.Invocation{ID: "inv-ok-2", Tenant: "acme", Function: "fn"}); err != nil {
+		t.Fatal(err)
+	}
+
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: b.Addrs(), Topic: "usage-test", MaxWait: 50 * time.Millisecond})
+	defer r.Close()
+	rctx, rcancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer rcancel()
+	var ids []string
+	for len(ids) < 2 {
+		m, err := r.ReadMessage(rctx)
+		if err != nil {
+			t.Fatalf("read usage topic (have %v): %v", ids, err)
+		}
+		var rec UsageRecord
+		if err := json.Unmarshal(m.Value, &rec); err != nil {
+			t.Fatal(err)
+		}
+		if string(m.Key) != "acme/fn" || rec.MemoryMB != 256 || rec.GBSeconds != 0.25*0.002 || rec.Accounting != "cgroup" {
+			t.Errorf("record %s key %s", m.Value, m.Key)
+		}
+		ids = append(ids, rec.InvocationID)
+	}
+	if ids[0] != "inv-ok" || ids[1] != "inv-ok-2" {
+		t.Errorf("records for %v, want inv-ok, inv-ok-2 (and none for the failure)", ids)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUsageNeverDelays: with no broker at all and nothing draining the
+// queue, invocations return at once and surplus records are dropped.
+func TestUsageNeverDelays(t *testing.T) {
+	u, err := newUsageInvoker(fixedInvoker{res: invoke.Result{Status: invoke.StatusOK}}, []string{"127.0.0.1:1"}, "t",
+		prometheus.NewRegistry(), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for range usageQueue + 100 {
+		if _, err := u.Invoke(context.Background(), &invoke.Invocation{ID: "x", Tenant: "a", Function: "f"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("%d invocations took %v", usageQueue+100, took)
+	}
+	var m dto.Metric
+	if err := u.dropped.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.GetCounter().GetValue(); got != 100 {
+		t.Errorf("dropped %v, want 100", got)
+	}
+}

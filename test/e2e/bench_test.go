@@ -1,0 +1,322 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/ember-run/ember/engine/api/client"
+	"github.com/ember-run/ember/engine/api/wire"
+	"github.com/ember-run/ember/hostagent/image"
+	"github.com/ember-run/ember/hostagent/initproto"
+	"github.com/ember-run/ember/hostagent/sandbox"
+	"github.com/ember-run/ember/internal/testenv"
+)
+
+// The benchmarks measure whole-system figures once per run (use
+// -benchtime 1x): they report custom metrics, and print a line each for
+// deploy/bench.sh's summary. b.N is not meaningful for them.
+
+func report(b *testing.B, name string, v float64, unit string) {
+	b.ReportMetric(v, unit)
+	fmt.Printf("BENCH %-52s %12.2f %s\n", name, v, unit)
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// paced produces n records at rate per second in 1 ms slices.
+func paced(b *testing.B, s *stack, topic string, n, rate int) {
+	w := &kafka.Writer{Addr: kafka.TCP(s.broker), Topic: topic, Balancer: &kafka.RoundRobin{},
+		BatchTimeout: 100 * time.Microsecond, RequiredAcks: kafka.RequireAll}
+	defer w.Close()
+	const slice = time.Millisecond
+	per := max(1, rate/1000)
+	start := time.Now()
+	for i := 0; i < n; i += per {
+		msgs := make([]kafka.Message, 0, per)
+		for j := i; j < min(n, i+per); j++ {
+			msgs = append(msgs, kafka.Message{Value: []byte(fmt.Sprintf("id-%d", j))})
+		}
+		if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+			b.Fatal(err)
+		}
+		if next := start.Add(time.Duration(i/per+1) * slice); time.Until(next) > 0 {
+			time.Sleep(time.Until(next)) // pacing the producer, not synchronising
+		}
+	}
+}
+
+func activity(b *testing.B, s *stack, binding string) wire.Activity {
+	st, err := s.client.Status(s.ctx())
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, x := range st.Bindings {
+		if x.ID == binding && x.Activity != nil {
+			return *x.Activity
+		}
+	}
+	b.Fatalf("no activity for %s", binding)
+	return wire.Activity{}
+}
+
+// BenchmarkEventToStart: event-to-handler-start latency at 1,000 events/s,
+// batch 1, window 0, after a warm-up. Event time is the record's Kafka
+// timestamp (millisecond precision: the figure is biased up by ~0.5 ms).
+func BenchmarkEventToStart(b *testing.B) {
+	s := newStack(b, "m128=4")
+	s.deploy("echo", "kafka-echo", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000})
+	s.createTopic("lat", 4)
+	if _, err := s.client.PutBinding(s.ctx(), wire.Binding{ID: "lat", Function: "echo", Topic: "lat", BatchSize: 1, StartingPosition: "earliest"}); err != nil {
+		b.Fatal(err)
+	}
+	paced(b, s, "lat", 400, 1000) // warm-up: containers started, connections open
+	s.waitNoLag("lat", 400, time.Minute)
+	const n = 4096 // = the activity window, so the percentiles cover only this phase
+	paced(b, s, "lat", n, 1000)
+	s.waitNoLag("lat", 400+n, 2*time.Minute)
+	a := activity(b, s, "lat")
+	report(b, "event-to-start p50 (1k ev/s, batch 1)", a.EventToStartP50Ms, "ms-p50")
+	report(b, "event-to-start p99 (1k ev/s, batch 1)", a.EventToStartP99Ms, "ms-p99")
+	report(b, "fetch-to-start p50 (1k ev/s, batch 1)", a.FetchToStartP50Ms, "ms-fetch-p50")
+	report(b, "fetch-to-start p99 (1k ev/s, batch 1)", a.FetchToStartP99Ms, "ms-fetch-p99")
+}
+
+// BenchmarkThroughput: records/s with batch 100 and invocations/s with
+// batch 1, draining a backlog over 4 partitions with 4 warm instances. The
+// clock runs from the first processed record to the last (sampled every
+// 10 ms), so consumer group join time and the commit interval are excluded.
+func BenchmarkThroughput(b *testing.B) {
+	s := newStack(b, "m128=4")
+	s.deploy("echo", "kafka-echo", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000})
+	for _, tc := range []struct {
+		topic   string
+		records int
+		batch   int
+		label   string
+		unit    string
+		count   func(a wire.Activity) int64
+	}{
+		{"tput100", 40000, 100, "records/s (batch 100)", "records/s", func(a wire.Activity) int64 { return a.Records }},
+		{"tput1", 4000, 1, "invocations/s (batch 1)", "invocations/s", func(a wire.Activity) int64 { return a.Invocations }},
+	} {
+		s.createTopic(tc.topic, 4)
+		s.produce(tc.topic, ids(tc.records), 0)
+		if _, err := s.client.PutBinding(s.ctx(), wire.Binding{ID: tc.topic, Function: "echo", Topic: tc.topic,
+			BatchSize: tc.batch, StartingPosition: "earliest"}); err != nil {
+			b.Fatal(err)
+		}
+		var t0 time.Time
+		var n0 int64
+		target := int64(tc.records)
+		for deadline := time.Now().Add(3 * time.Minute); ; {
+			if time.Now().After(deadline) {
+				b.Fatalf("%s: not drained in 3 minutes", tc.topic)
+			}
+			st, err := s.client.Status(s.ctx())
+			var a wire.Activity
+			if err == nil {
+				for _, x := range st.Bindings {
+					if x.ID == tc.topic && x.Activity != nil {
+						a = *x.Activity
+					}
+				}
+			}
+			recs := a.Records
+			if t0.IsZero() && recs > 0 {
+				t0, n0 = time.Now(), tc.count(a)
+			}
+			if recs >= target {
+				el := time.Since(t0)
+				report(b, tc.label, float64(tc.count(a)-n0)/el.Seconds(), tc.unit)
+				break
+			}
+			time.Sleep(10 * time.Millisecond) // sampling progress
+		}
+	}
+}
+
+// BenchmarkStartLatency: median of 20 synchronous invokes, each by a new
+// tenant (so a new instance claim and a first container start): from a warm
+// instance (pool hit) and with an empty pool (full cold: an instance is
+// created on demand); then a hot invoke for reference, and the baseline of a
+// new containerd container per invocation.
+func BenchmarkStartLatency(b *testing.B) {
+	const rounds = 20
+	invokeAs := func(s *stack, tenant string) (time.Duration, string) {
+		c, err := client.New("http://"+s.api, client.WithTenant(tenant))
+		if err != nil {
+			b.Fatal(err)
+		}
+		f, err := os.Open(zips["kafka-echo"])
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := c.DeployFunction(s.ctx(), "echo", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000}, f); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		r, err := c.Invoke(s.ctx(), "echo", "", []byte(`{"records":{}}`))
+		if err != nil || !r.OK() {
+			b.Fatalf("invoke: %v %s", err, r.Status)
+		}
+		return time.Since(start), r.Start
+	}
+	waitWarm := func(s *stack) {
+		for deadline := time.Now().Add(time.Minute); ; {
+			st, err := s.client.Status(s.ctx())
+			if err == nil && warm(st) > 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				b.Fatal("pool never refilled")
+			}
+			time.Sleep(20 * time.Millisecond) // polling the pool refill
+		}
+	}
+
+	warmStack := newStack(b, "m128=2", "--max-instances", "64")
+	var hit []time.Duration
+	for i := 0; i < rounds; i++ {
+		waitWarm(warmStack)
+		d, kind := invokeAs(warmStack, fmt.Sprintf("hit%d", i))
+		if kind != "pool_hit" {
+			b.Fatalf("round %d: start kind %s, want pool_hit", i, kind)
+		}
+		hit = append(hit, d)
+	}
+	var hot []time.Duration
+	c, _ := client.New("http://"+warmStack.api, client.WithTenant("hit0"))
+	for i := 0; i < 200; i++ {
+		start := time.Now()
+		r, err := c.Invoke(warmStack.ctx(), "echo", "", []byte(`{"records":{}}`))
+		if err != nil || r.Start != "hot" {
+			b.Fatalf("hot invoke: %v %s", err, r.Start)
+		}
+		hot = append(hot, time.Since(start))
+	}
+	warmStack.stop()
+
+	coldStack := newStack(b, "m128=0,m256=1", "--max-instances", "64")
+	var cold []time.Duration
+	for i := 0; i < rounds; i++ {
+		d, kind := invokeAs(coldStack, fmt.Sprintf("cold%d", i))
+		if kind != "cold" {
+			b.Fatalf("round %d: start kind %s, want cold", i, kind)
+		}
+		cold = append(cold, d)
+	}
+	coldStack.stop()
+
+	base := baselinePerInvocation(b, rounds)
+	report(b, "hot invoke via API, median of 200", ms(median(hot)), "ms-hot")
+	report(b, "pool hit start via API, median of 20", ms(median(hit)), "ms-pool-hit")
+	report(b, "full cold start via API, median of 20", ms(median(cold)), "ms-cold")
+	report(b, "baseline: new container per invocation, median of 20", ms(median(base)), "ms-baseline")
+	report(b, "ratio baseline / pool hit", float64(median(base))/float64(median(hit)), "x-pool-hit")
+	report(b, "ratio baseline / hot", float64(median(base))/float64(median(hot)), "x-hot")
+}
+
+// baselinePerInvocation runs the same function the way a platform without
+// pools would: per invocation a new containerd container (the same instance
+// image and ember-init), its function started, invoked once, destroyed.
+func baselinePerInvocation(b *testing.B, rounds int) []time.Duration {
+	ctx := context.Background()
+	img, err := image.Ensure(ctx, ctrd.Client, ctrd.Namespace, filepath.Join(binDir, "ember-init"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	rt, err := sandbox.New(ctrd.Client, ctrd.Namespace, img, sandbox.WithLabels(map[string]string{"ember.agent": "baseline"}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "ember-baseline-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	_ = os.Chmod(dir, 0o755)
+	defer os.RemoveAll(dir)
+	code := filepath.Join(dir, "code")
+	if err := testenv.Example("kafka-echo", filepath.Join(code, "fn")); err != nil {
+		b.Fatal(err)
+	}
+	var out []time.Duration
+	for i := 0; i < rounds; i++ {
+		id := fmt.Sprintf("baseline-%d-%d", os.Getpid(), i)
+		sock := filepath.Join(dir, id, "sock")
+		start := time.Now()
+		if _, err := rt.Create(ctx, sandbox.InstanceSpec{ID: id, Class: "m128", MemoryMB: 128, SocketDir: sock, CodeDir: code,
+			LogPath: filepath.Join(dir, id, "init.log")}); err != nil {
+			b.Fatal(err)
+		}
+		res := invokeOnce(b, filepath.Join(sock, initproto.SocketName))
+		out = append(out, time.Since(start))
+		if err := rt.Destroy(ctx, id); err != nil {
+			b.Fatal(err)
+		}
+		if res.Status != initproto.StatusOK {
+			b.Fatalf("baseline invoke: %+v", res)
+		}
+	}
+	return out
+}
+
+// invokeOnce connects to a fresh ember-init, starts the function and runs
+// one invocation.
+func invokeOnce(b *testing.B, sock string) initproto.Result {
+	var uc *net.UnixConn
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: sock, Net: "unix"})
+		if err == nil {
+			uc = c
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("ember-init socket: %v", err)
+		}
+		time.Sleep(time.Millisecond) // waiting for the new instance's init to listen
+	}
+	conn := initproto.NewConn(uc)
+	defer conn.Close()
+	if _, err := conn.Read(); err != nil { // hello
+		b.Fatal(err)
+	}
+	if err := conn.Write(initproto.TypeStart, 1, initproto.StartContainer{ContainerID: "c", CodeDir: "fn",
+		FunctionName: "echo", Version: "$LATEST", MemoryMB: 128, TimeoutMs: 10000}, nil); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := conn.Read(); err != nil { // started
+		b.Fatal(err)
+	}
+	if err := conn.Write(initproto.TypeInvoke, 2, initproto.Invoke{ID: "x", ContainerID: "c",
+		DeadlineUnixMs: time.Now().Add(10 * time.Second).UnixMilli()}, []byte(`{"records":{}}`)); err != nil {
+		b.Fatal(err)
+	}
+	for {
+		f, err := conn.Read()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if f.Type == initproto.TypeResult {
+			var r initproto.Result
+			if err := f.Decode(&r); err != nil {
+				b.Fatal(err)
+			}
+			return r
+		}
+	}
+}
