@@ -47,12 +47,13 @@ bench: setup build ## Run the benchmarks and print the figures with the command 
 	@deploy/bench.sh
 
 .PHONY: generate
-generate: ## Regenerate protobuf code (needs protoc; installs the Go plugins).
-	@deploy/setup.sh install protobuf-compiler
+generate: ## Regenerate protobuf and eBPF code (installs protoc, clang, llvm, libbpf-dev and the Go plugins).
+	@deploy/setup.sh install protobuf-compiler clang llvm libbpf-dev
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc --go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative hostagent/dispatchpb/dispatch.proto
+	$(GO) generate ./bpf/...
 
 .PHONY: lint
 lint: ## gofmt and go vet.

@@ -46,6 +46,10 @@ type Agent struct {
 	watchers sync.WaitGroup // one per ready instance, until its connection ends
 	fetchMu  sync.Mutex     // serialises downloads into the shared cache
 	seq      uint64         // container id counter
+
+	// acct is set by Run before serving (nil: accounting off).
+	acct         Accounting
+	usageMetrics *usageMetrics
 }
 
 // New returns an agent. It validates cfg (after defaults) and deps.
@@ -68,6 +72,11 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		insts:  map[string]*instance{},
 	}
 	a.bg, a.cancelBg = context.WithCancel(context.Background())
+	um, err := newUsageMetrics(deps.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	a.usageMetrics = um
 	return a, nil
 }
 
@@ -100,6 +109,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer a.cancelBg()
 	if err := a.cleanupStale(ctx); err != nil {
 		return err
+	}
+	a.acct = openAccounting(a.cfg.Accounting, a.deps.Accounting, a.log)
+	if a.acct != nil && a.deps.Accounting == nil {
+		defer a.acct.Close() // after shutdown destroyed every container
 	}
 	lis, err := net.Listen("tcp", a.cfg.ListenAddr)
 	if err != nil {

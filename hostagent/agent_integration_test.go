@@ -24,7 +24,7 @@ import (
 
 // zipDir packs every regular file of dir (flat) into a package in the
 // content-addressed store at store, and returns its digest.
-func zipDir(t *testing.T, dir, store string) string {
+func zipDir(t testing.TB, dir, store string) string {
 	t.Helper()
 	f, err := os.CreateTemp(t.TempDir(), "pkg-*.zip")
 	if err != nil {
@@ -77,7 +77,7 @@ func zipDir(t *testing.T, dir, store string) string {
 // searchableTempDir is a temp dir whose ancestors up to /tmp can be
 // traversed by an instance's mapped root (runc mounts from inside the
 // user namespace).
-func searchableTempDir(t *testing.T) string {
+func searchableTempDir(t testing.TB) string {
 	d := t.TempDir()
 	for p := d; p != "/" && p != os.TempDir(); p = filepath.Dir(p) {
 		if err := os.Chmod(p, 0o711); err != nil {
@@ -194,6 +194,7 @@ func TestAgentIntegration(t *testing.T) {
 	if err := json.Unmarshal(resp.Payload, &out); err != nil || out.Records != 1 || !slices.Equal(out.IDs, []string{"hello"}) {
 		t.Fatalf("response %s: %v", resp.Payload, err)
 	}
+	checkUsage(t, "first dispatch", resp.GetUsage())
 	if err := pst.Release(ctx, claim.InstanceID, vk, true); err != nil {
 		t.Fatal(err)
 	}
@@ -211,6 +212,7 @@ func TestAgentIntegration(t *testing.T) {
 		if err != nil || resp.Status != dispatchpb.Status_STATUS_OK || resp.Start != dispatchpb.StartKind_START_KIND_HOT {
 			t.Fatalf("hot dispatch %d: %v %v", i, resp, err)
 		}
+		checkUsage(t, "hot dispatch", resp.GetUsage())
 	}
 	slices.Sort(lat)
 	t.Logf("hot dispatch round trip over gRPC: p50 %v p99 %v (n=%d)", lat[len(lat)/2], lat[len(lat)*99/100], len(lat))
@@ -244,4 +246,16 @@ func TestAgentIntegration(t *testing.T) {
 	if left, _ := pst.Instances(context.Background(), agentID); len(left) != 0 {
 		t.Fatalf("instances left in redis: %+v", left)
 	}
+}
+
+// checkUsage asserts an invocation's usage measured by eBPF accounting
+// (the default): CPU and a memory peak.
+func checkUsage(t *testing.T, what string, u *dispatchpb.Usage) {
+	t.Helper()
+	if u == nil || u.GetCpuNs() <= 0 || u.GetMemoryPeakBytes() <= 0 || u.GetWallNs() <= 0 ||
+		u.GetSource() != AccountingEBPF || !u.GetNetworkMeasured() || u.GetMemorySizeMb() != 128 {
+		t.Fatalf("%s: usage %v, want eBPF-measured CPU, wall and memory peak", what, u)
+	}
+	t.Logf("%s usage: cpu %v wall %v peak %d KiB rx %d B tx %d B", what, time.Duration(u.GetCpuNs()),
+		time.Duration(u.GetWallNs()), u.GetMemoryPeakBytes()>>10, u.GetRxBytes(), u.GetTxBytes())
 }

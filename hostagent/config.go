@@ -72,6 +72,12 @@ type Config struct {
 	// ShutdownTimeout bounds the drain of in-flight dispatches and the
 	// destruction of instances at shutdown. Default: 30s.
 	ShutdownTimeout time.Duration
+
+	// Accounting says how per-invocation usage is measured:
+	// AccountingEBPF (CPU and network by eBPF, falling back to cgroup
+	// statistics where eBPF cannot load), AccountingCgroup or AccountingOff.
+	// Default: AccountingEBPF.
+	Accounting string
 }
 
 // Defaults.
@@ -148,6 +154,9 @@ func (c *Config) setDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
+	if c.Accounting == "" {
+		c.Accounting = AccountingEBPF
+	}
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -173,6 +182,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("hostagent: HeartbeatTTL %v must exceed HeartbeatInterval %v", c.HeartbeatTTL, c.HeartbeatInterval)
 	case c.InstancePidsLimit < 0 || c.ContainerPidsLimit < 0 || c.MappedRootUID < 0:
 		return errors.New("hostagent: pids limits and MappedRootUID must not be negative")
+	case c.Accounting != AccountingEBPF && c.Accounting != AccountingCgroup && c.Accounting != AccountingOff:
+		return fmt.Errorf("hostagent: Accounting %q must be %q, %q or %q", c.Accounting, AccountingEBPF, AccountingCgroup, AccountingOff)
 	}
 	total := 0
 	for class, n := range c.Pool {

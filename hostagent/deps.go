@@ -6,6 +6,7 @@ import (
 
 	"github.com/ember-run/ember/engine/pool"
 	"github.com/ember-run/ember/hostagent/codefetch"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 )
@@ -55,6 +56,9 @@ type CgroupLimits struct {
 	MemoryBytes int64
 	CPUShares   uint64
 	PidsLimit   int64
+	// VCPU is the container's CPU bandwidth in CPUs (a CFS quota); 0 means
+	// only the instance's bound applies.
+	VCPU float64
 }
 
 // CgroupChild is one container's cgroup.
@@ -89,6 +93,12 @@ type Deps struct {
 	Code codefetch.Source
 	// Log is the base logger; the agent adds component=agent.
 	Log zerolog.Logger
+	// Accounting measures containers' usage. Default: chosen by
+	// Config.Accounting, opened at Run and closed when Run returns.
+	Accounting Accounting
+	// Metrics receives the per tenant and function usage counters
+	// (ember_usage_*). Default: none registered.
+	Metrics prometheus.Registerer
 }
 
 func (d *Deps) validate() error {

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ember-run/ember/hostagent/sandbox"
+
 	"github.com/ember-run/ember/engine/pool"
 	"github.com/ember-run/ember/hostagent/codefetch"
 	"github.com/ember-run/ember/hostagent/dispatchpb"
@@ -135,10 +137,13 @@ func (a *Agent) run(ctx context.Context, log zerolog.Logger, in *instance, req *
 		ictx, cancel = context.WithDeadline(ctx, time.UnixMilli(deadline).Add(a.cfg.StopGrace+initReplySlack))
 		defer cancel()
 	}
+	mark, measured := markUsage(log, c.meter) // accounting
+	t0 := time.Now()
 	res, body, err := client.invoke(ictx, initproto.Invoke{
 		ID: req.GetInvocationId(), ContainerID: c.id, DeadlineUnixMs: deadline,
 		TraceID: req.GetTraceId(), FunctionARN: req.GetFunctionArn(),
 	}, req.GetPayload())
+	wall := time.Since(t0)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, status.FromContextError(ctx.Err()).Err()
@@ -173,10 +178,11 @@ func (a *Agent) run(ctx context.Context, log zerolog.Logger, in *instance, req *
 		ev = log.Info().Str("error_type", res.ErrorType)
 	}
 	ev.Str("status", res.Status).Str("start", kind.String()).Int64("duration_ns", res.DurationNs).Msg("invocation done")
+	usage := a.recordUsage(log, req, time.Duration(res.DurationNs), wall, c.memoryMB, usageSince(log, c.meter, mark, measured))
 	return &dispatchpb.DispatchResponse{
 		Status: st, Payload: body, ErrorType: res.ErrorType, LogTail: res.LogTail,
 		Start: kind, HandlerStartUnixNs: res.HandlerStartUnixNs, DurationNs: res.DurationNs,
-		InitDurationNs: initNs,
+		InitDurationNs: initNs, Usage: usage,
 	}, nil
 }
 
@@ -213,10 +219,12 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 	a.mu.Unlock()
 	cg, err := a.deps.Cgroups.Create(in.cgroupPath, id, a.cfg.MappedRootUID, CgroupLimits{
 		MemoryBytes: mem << 20, CPUShares: a.cfg.cpuShares(mem), PidsLimit: a.cfg.ContainerPidsLimit,
+		VCPU: sandbox.FunctionVCPU(mem),
 	})
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "container cgroup: %v", err)
 	}
+	meter := a.attachMeter(log, cg) // accounting: before the process starts
 	fds, names := cg.FDs()
 	started, err := client.start(ctx, initproto.StartContainer{
 		ContainerID: id, CodeDir: digestHex, Handler: req.GetHandler(),
@@ -230,12 +238,13 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 		err = status.Errorf(codes.Internal, "start container: %s", started.Error)
 	}
 	if err != nil {
+		closeMeter(log, meter)
 		if rerr := cg.Remove(); rerr != nil {
 			log.Warn().Err(rerr).Msg("remove container cgroup")
 		}
 		return nil, err
 	}
-	c := &container{id: id, key: key, versionKey: vk, cg: cg, lastUsed: time.Now()}
+	c := &container{id: id, key: key, versionKey: vk, cg: cg, lastUsed: time.Now(), meter: meter, memoryMB: mem}
 	a.mu.Lock()
 	var superseded []*container
 	for _, o := range in.containers {

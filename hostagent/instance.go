@@ -58,6 +58,8 @@ type container struct {
 	versionKey string // pool.VersionKey: what the hot sets name
 	cg         CgroupChild
 	lastUsed   time.Time
+	meter      Meter // nil when not measured; closed before cg is removed
+	memoryMB   int64
 }
 
 // containerKey identifies a version's configuration: a container is reused

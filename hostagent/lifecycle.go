@@ -148,8 +148,10 @@ func (a *Agent) destroy(ctx context.Context, in *instance, reason string) {
 	in.state = stGone
 	client := in.client
 	var cgs []CgroupChild
+	var meters []Meter
 	for _, c := range in.containers {
 		cgs = append(cgs, c.cg)
+		meters = append(meters, c.meter)
 	}
 	clear(in.containers)
 	a.mu.Unlock()
@@ -161,6 +163,9 @@ func (a *Agent) destroy(ctx context.Context, in *instance, reason string) {
 	}
 	if err := a.deps.Runtime.Destroy(ctx, in.id); err != nil {
 		a.log.Error().Err(err).Str("instance", in.id).Msg("destroy instance")
+	}
+	for _, m := range meters {
+		closeMeter(a.log, m)
 	}
 	for _, cg := range cgs {
 		if err := cg.Remove(); err != nil {
@@ -242,6 +247,7 @@ func (a *Agent) stopContainer(ctx context.Context, in *instance, c *container, d
 	if err := client.stop(ctx, c.id, a.cfg.StopGrace); err != nil {
 		log.Warn().Err(err).Msg("stop container")
 	}
+	closeMeter(log, c.meter)
 	if err := c.cg.Remove(); err != nil {
 		log.Warn().Err(err).Msg("remove container cgroup")
 	}

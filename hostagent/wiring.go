@@ -25,7 +25,10 @@ var (
 // Create implements Cgroups. hostagent/cgroup sets memory and pids limits;
 // CPU weight is the instance's (the container is its only heavy user).
 func (hostCgroups) Create(instanceCgroupPath, name string, ownerUID int, l CgroupLimits) (CgroupChild, error) {
-	c, err := cgroup.Create(instanceCgroupPath, name, ownerUID, cgroup.Limits{MemoryBytes: l.MemoryBytes, PidsMax: l.PidsLimit})
+	c, err := cgroup.Create(instanceCgroupPath, name, ownerUID, cgroup.Limits{
+		MemoryBytes: l.MemoryBytes, PidsMax: l.PidsLimit, CPUShares: l.CPUShares,
+		CPUQuotaUs: sandbox.QuotaUs(l.VCPU), CPUPeriodUs: sandbox.CFSPeriodUs,
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -16,6 +18,9 @@ import (
 	"github.com/ember-run/ember/hostagent"
 	"github.com/ember-run/ember/hostagent/codefetch"
 	"github.com/ember-run/ember/internal/logging"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 )
@@ -26,6 +31,7 @@ type flags struct {
 	stateDir, initBinary         string
 	codeDir, codeURL             string
 	pool, logFormat, logLevel    string
+	accounting, metricsAddr      string
 	maxInstances, maxContainers  int
 	containerKeepAlive           time.Duration
 	instanceKeepAlive            time.Duration
@@ -67,6 +73,8 @@ func main() {
 	fl.IntVar(&f.maxContainers, "max-containers-per-instance", 4, "most live function containers per instance (LRU)")
 	fl.DurationVar(&f.containerKeepAlive, "container-keep-alive", 10*time.Minute, "stop a container idle this long")
 	fl.DurationVar(&f.instanceKeepAlive, "instance-keep-alive", 15*time.Minute, "retire a tenant's instance idle this long")
+	fl.StringVar(&f.accounting, "accounting", hostagent.AccountingEBPF, "per-invocation usage: ebpf (falls back to cgroup), cgroup or off")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:9947", "serve Prometheus metrics (usage per tenant and function) here; empty: off")
 	fl.StringVar(&f.logFormat, "log-format", "auto", "auto|json|console")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
 	if err := cmd.Execute(); err != nil {
@@ -111,10 +119,14 @@ func run(ctx context.Context, f flags) error {
 		AgentID: f.agentID, ListenAddr: f.listen, AdvertiseAddr: f.advertise, StateDir: stateDir,
 		Pool: pl, MaxInstances: f.maxInstances, MaxContainersPerInstance: f.maxContainers,
 		ContainerKeepAlive: f.containerKeepAlive, InstanceKeepAlive: f.instanceKeepAlive,
+		Accounting: f.accounting,
 	}.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	rdb := redis.NewClient(&redis.Options{Addr: f.redis})
 	defer rdb.Close()
@@ -127,11 +139,20 @@ func run(ctx context.Context, f flags) error {
 
 	agent, closeAgent, err := hostagent.NewContainerd(ctx, cfg,
 		hostagent.ContainerdSetup{Socket: f.containerd, Namespace: f.namespace, InitBinary: initBin},
-		hostagent.Deps{Redis: rdb, Code: code, Log: log})
+		hostagent.Deps{Redis: rdb, Code: code, Log: log, Metrics: reg})
 	if err != nil {
 		return err
 	}
 	defer closeAgent()
+	if f.metricsAddr != "" {
+		l, err := net.Listen("tcp", f.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+		srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = srv.Serve(l) }() // ends when Close below closes the listener
+		defer srv.Close()
+	}
 	go func() { // ends with Run: Ready is closed or ctx is done
 		select {
 		case <-agent.Ready():

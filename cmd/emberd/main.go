@@ -36,7 +36,7 @@ type flags struct {
 	maxInstances                                 int
 	containerKeepAlive, instanceKeepAlive        time.Duration
 	sessionTimeout                               time.Duration
-	debugAddr                                    string
+	debugAddr, accounting                        string
 	logFormat, logLevel                          string
 }
 
@@ -70,6 +70,7 @@ func main() {
 	fl.DurationVar(&f.containerKeepAlive, "container-keep-alive", 10*time.Minute, "stop a function container idle this long")
 	fl.DurationVar(&f.instanceKeepAlive, "instance-keep-alive", 15*time.Minute, "retire a tenant's instance idle this long")
 	fl.DurationVar(&f.sessionTimeout, "session-timeout", 10*time.Second, "consumer group session timeout: how long a dead emberd holds its partitions (Kafka's minimum is usually 6s)")
+	fl.StringVar(&f.accounting, "accounting", hostagent.AccountingEBPF, "in-process agent's per-invocation usage: ebpf (falls back to cgroup), cgroup or off")
 	fl.StringVar(&f.debugAddr, "debug-addr", "", "serve Go pprof profiles on this loopback address (off by default)")
 	fl.StringVar(&f.logFormat, "log-format", "auto", "auto|json|console")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
@@ -117,6 +118,7 @@ func run(ctx context.Context, f flags) error {
 		AgentConfig: hostagent.Config{
 			AgentID: f.agentID, ListenAddr: f.agentListen, Pool: pl, MaxInstances: f.maxInstances,
 			ContainerKeepAlive: f.containerKeepAlive, InstanceKeepAlive: f.instanceKeepAlive,
+			Accounting: f.accounting,
 		},
 		SessionTimeout: f.sessionTimeout,
 		Containerd:     hostagent.ContainerdSetup{Socket: f.containerd, Namespace: f.namespace, InitBinary: initBin},

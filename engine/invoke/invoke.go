@@ -99,6 +99,29 @@ type Result struct {
 	Duration     time.Duration
 	// InitDuration is the container start time when Start is not StartHot.
 	InitDuration time.Duration
+	// Usage is what the invocation used; nil when the agent did not measure
+	// it (accounting off, or a failure before the function ran).
+	Usage *Usage
+}
+
+// Usage is one invocation's resource use, as deltas over the invocation.
+type Usage struct {
+	// CPU is the on-CPU time of the function's processes.
+	CPU time.Duration
+	// Wall is the agent's wall time of the invocation.
+	Wall time.Duration
+	// MemoryPeakBytes is the container's peak memory during the invocation.
+	MemoryPeakBytes int64
+	// MemorySizeMB is the container's configured memory (GB-seconds are
+	// billed on it).
+	MemorySizeMB int64
+	// RxBytes ... TxPackets are IP traffic of the function's sockets, headers
+	// included; zero unless NetworkMeasured.
+	RxBytes, TxBytes     int64
+	RxPackets, TxPackets int64
+	NetworkMeasured      bool
+	// Source is "ebpf" or "cgroup".
+	Source string
 }
 
 // OK reports whether the function succeeded.

@@ -355,6 +355,14 @@ func resultFrom(id string, c pool.Claim, r *dispatchpb.DispatchResponse) invoke.
 	if r.GetStart() == dispatchpb.StartKind_START_KIND_HOT {
 		res.Start = invoke.StartHot
 	}
+	if u := r.GetUsage(); u != nil {
+		res.Usage = &invoke.Usage{
+			CPU: time.Duration(u.GetCpuNs()), Wall: time.Duration(u.GetWallNs()),
+			MemoryPeakBytes: u.GetMemoryPeakBytes(), MemorySizeMB: u.GetMemorySizeMb(),
+			RxBytes: u.GetRxBytes(), TxBytes: u.GetTxBytes(), RxPackets: u.GetRxPackets(), TxPackets: u.GetTxPackets(),
+			NetworkMeasured: u.GetNetworkMeasured(), Source: u.GetSource(),
+		}
+	}
 	return res
 }
 

@@ -42,6 +42,8 @@ type Limits struct {
 	// CPUShares is cpu.shares (relative weight among the instance's
 	// containers; the instance's CFS quota still bounds them all).
 	CPUShares uint64
+	// CPUQuotaUs per CPUPeriodUs is the child's CFS bandwidth (both or neither).
+	CPUQuotaUs, CPUPeriodUs int64
 }
 
 // Child is one container's cgroup: a directory per hierarchy, and open
@@ -114,6 +116,16 @@ func (c *Child) setup(owner int, limits Limits) error {
 	}
 	if limits.CPUShares > 0 {
 		if err := writeFile(c.paths["cpu"], "cpu.shares", strconv.FormatUint(limits.CPUShares, 10)); err != nil {
+			return err
+		}
+	}
+	if limits.CPUQuotaUs > 0 && limits.CPUPeriodUs > 0 {
+		// Period first: the quota is checked against the parent's bandwidth
+		// at the period in force.
+		if err := writeFile(c.paths["cpu"], "cpu.cfs_period_us", strconv.FormatInt(limits.CPUPeriodUs, 10)); err != nil {
+			return err
+		}
+		if err := writeFile(c.paths["cpu"], "cpu.cfs_quota_us", strconv.FormatInt(limits.CPUQuotaUs, 10)); err != nil {
 			return err
 		}
 	}

@@ -97,7 +97,8 @@ func waitPid(t *testing.T, pid int) {
 func TestChildCgroupJoinAndAccounting(t *testing.T) {
 	parent := parentCgroup(t)
 	const owner = 100000
-	child, err := cgroup.Create(parent, "c1", owner, cgroup.Limits{MemoryBytes: 64 << 20, PidsMax: 32, CPUShares: 512})
+	child, err := cgroup.Create(parent, "c1", owner, cgroup.Limits{MemoryBytes: 64 << 20, PidsMax: 32, CPUShares: 512,
+		CPUQuotaUs: 2500, CPUPeriodUs: 10000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,6 +108,8 @@ func TestChildCgroupJoinAndAccounting(t *testing.T) {
 		filepath.Join(child.Path("memory"), "memory.limit_in_bytes"): fmt.Sprint(64 << 20),
 		filepath.Join(child.Path("pids"), "pids.max"):                "32",
 		filepath.Join(child.Path("cpu"), "cpu.shares"):               "512",
+		filepath.Join(child.Path("cpu"), "cpu.cfs_quota_us"):         "2500",
+		filepath.Join(child.Path("cpu"), "cpu.cfs_period_us"):        "10000",
 	} {
 		b, err := os.ReadFile(file)
 		if err != nil {

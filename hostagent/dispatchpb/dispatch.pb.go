@@ -10,12 +10,11 @@
 package dispatchpb
 
 import (
+	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
+	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
-
-	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
-	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 )
 
 const (
@@ -297,8 +296,11 @@ type DispatchResponse struct {
 	DurationNs         int64 `protobuf:"varint,7,opt,name=duration_ns,json=durationNs,proto3" json:"duration_ns,omitempty"`
 	// init_duration_ns is the container start time (code delivery + spawn until first /next).
 	InitDurationNs int64 `protobuf:"varint,8,opt,name=init_duration_ns,json=initDurationNs,proto3" json:"init_duration_ns,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// usage is what the invocation used; unset when accounting is off or
+	// could not measure the container.
+	Usage         *Usage `protobuf:"bytes,9,opt,name=usage,proto3" json:"usage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DispatchResponse) Reset() {
@@ -387,6 +389,141 @@ func (x *DispatchResponse) GetInitDurationNs() int64 {
 	return 0
 }
 
+func (x *DispatchResponse) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+// Usage is one invocation's resource use: deltas over the invocation of its
+// container's counters.
+type Usage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// cpu_ns is on-CPU time of the container's processes.
+	CpuNs int64 `protobuf:"varint,1,opt,name=cpu_ns,json=cpuNs,proto3" json:"cpu_ns,omitempty"`
+	// wall_ns is the agent's wall time of the invocation (send to result).
+	WallNs int64 `protobuf:"varint,2,opt,name=wall_ns,json=wallNs,proto3" json:"wall_ns,omitempty"`
+	// memory_peak_bytes is the container's peak memory during the invocation
+	// (its v1 memory cgroup's max_usage_in_bytes, reset before each one).
+	MemoryPeakBytes int64 `protobuf:"varint,3,opt,name=memory_peak_bytes,json=memoryPeakBytes,proto3" json:"memory_peak_bytes,omitempty"`
+	// rx/tx: IP bytes (headers included) and packets through the container's
+	// sockets; zero when network_measured is false.
+	RxBytes   int64 `protobuf:"varint,4,opt,name=rx_bytes,json=rxBytes,proto3" json:"rx_bytes,omitempty"`
+	TxBytes   int64 `protobuf:"varint,5,opt,name=tx_bytes,json=txBytes,proto3" json:"tx_bytes,omitempty"`
+	RxPackets int64 `protobuf:"varint,6,opt,name=rx_packets,json=rxPackets,proto3" json:"rx_packets,omitempty"`
+	TxPackets int64 `protobuf:"varint,7,opt,name=tx_packets,json=txPackets,proto3" json:"tx_packets,omitempty"`
+	// source is "ebpf" (CPU and network from eBPF) or "cgroup" (CPU from
+	// cpuacct.usage, no network).
+	Source string `protobuf:"bytes,8,opt,name=source,proto3" json:"source,omitempty"`
+	// network_measured says rx/tx were measured (eBPF only).
+	NetworkMeasured bool `protobuf:"varint,9,opt,name=network_measured,json=networkMeasured,proto3" json:"network_measured,omitempty"`
+	// memory_size_mb is the container's configured memory (for GB-seconds).
+	MemorySizeMb  int64 `protobuf:"varint,10,opt,name=memory_size_mb,json=memorySizeMb,proto3" json:"memory_size_mb,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Usage) Reset() {
+	*x = Usage{}
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Usage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Usage) ProtoMessage() {}
+
+func (x *Usage) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Usage.ProtoReflect.Descriptor instead.
+func (*Usage) Descriptor() ([]byte, []int) {
+	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Usage) GetCpuNs() int64 {
+	if x != nil {
+		return x.CpuNs
+	}
+	return 0
+}
+
+func (x *Usage) GetWallNs() int64 {
+	if x != nil {
+		return x.WallNs
+	}
+	return 0
+}
+
+func (x *Usage) GetMemoryPeakBytes() int64 {
+	if x != nil {
+		return x.MemoryPeakBytes
+	}
+	return 0
+}
+
+func (x *Usage) GetRxBytes() int64 {
+	if x != nil {
+		return x.RxBytes
+	}
+	return 0
+}
+
+func (x *Usage) GetTxBytes() int64 {
+	if x != nil {
+		return x.TxBytes
+	}
+	return 0
+}
+
+func (x *Usage) GetRxPackets() int64 {
+	if x != nil {
+		return x.RxPackets
+	}
+	return 0
+}
+
+func (x *Usage) GetTxPackets() int64 {
+	if x != nil {
+		return x.TxPackets
+	}
+	return 0
+}
+
+func (x *Usage) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Usage) GetNetworkMeasured() bool {
+	if x != nil {
+		return x.NetworkMeasured
+	}
+	return false
+}
+
+func (x *Usage) GetMemorySizeMb() int64 {
+	if x != nil {
+		return x.MemorySizeMb
+	}
+	return 0
+}
+
 var File_hostagent_dispatchpb_dispatch_proto protoreflect.FileDescriptor
 
 const file_hostagent_dispatchpb_dispatch_proto_rawDesc = "" +
@@ -413,7 +550,7 @@ const file_hostagent_dispatchpb_dispatch_proto_rawDesc = "" +
 	"\ffunction_arn\x18\x0e \x01(\tR\vfunctionArn\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcb\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfb\x02\n" +
 	"\x10DispatchResponse\x121\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x19.ember.dispatch.v1.StatusR\x06status\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12\x1d\n" +
@@ -424,7 +561,22 @@ const file_hostagent_dispatchpb_dispatch_proto_rawDesc = "" +
 	"\x15handler_start_unix_ns\x18\x06 \x01(\x03R\x12handlerStartUnixNs\x12\x1f\n" +
 	"\vduration_ns\x18\a \x01(\x03R\n" +
 	"durationNs\x12(\n" +
-	"\x10init_duration_ns\x18\b \x01(\x03R\x0einitDurationNs*r\n" +
+	"\x10init_duration_ns\x18\b \x01(\x03R\x0einitDurationNs\x12.\n" +
+	"\x05usage\x18\t \x01(\v2\x18.ember.dispatch.v1.UsageR\x05usage\"\xc0\x02\n" +
+	"\x05Usage\x12\x15\n" +
+	"\x06cpu_ns\x18\x01 \x01(\x03R\x05cpuNs\x12\x17\n" +
+	"\awall_ns\x18\x02 \x01(\x03R\x06wallNs\x12*\n" +
+	"\x11memory_peak_bytes\x18\x03 \x01(\x03R\x0fmemoryPeakBytes\x12\x19\n" +
+	"\brx_bytes\x18\x04 \x01(\x03R\arxBytes\x12\x19\n" +
+	"\btx_bytes\x18\x05 \x01(\x03R\atxBytes\x12\x1d\n" +
+	"\n" +
+	"rx_packets\x18\x06 \x01(\x03R\trxPackets\x12\x1d\n" +
+	"\n" +
+	"tx_packets\x18\a \x01(\x03R\ttxPackets\x12\x16\n" +
+	"\x06source\x18\b \x01(\tR\x06source\x12)\n" +
+	"\x10network_measured\x18\t \x01(\bR\x0fnetworkMeasured\x12$\n" +
+	"\x0ememory_size_mb\x18\n" +
+	" \x01(\x03R\fmemorySizeMb*r\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tSTATUS_OK\x10\x01\x12\x19\n" +
@@ -451,25 +603,27 @@ func file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP() []byte {
 }
 
 var file_hostagent_dispatchpb_dispatch_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hostagent_dispatchpb_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_hostagent_dispatchpb_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_hostagent_dispatchpb_dispatch_proto_goTypes = []any{
 	(Status)(0),              // 0: ember.dispatch.v1.Status
 	(StartKind)(0),           // 1: ember.dispatch.v1.StartKind
 	(*DispatchRequest)(nil),  // 2: ember.dispatch.v1.DispatchRequest
 	(*DispatchResponse)(nil), // 3: ember.dispatch.v1.DispatchResponse
-	nil,                      // 4: ember.dispatch.v1.DispatchRequest.EnvEntry
+	(*Usage)(nil),            // 4: ember.dispatch.v1.Usage
+	nil,                      // 5: ember.dispatch.v1.DispatchRequest.EnvEntry
 }
 var file_hostagent_dispatchpb_dispatch_proto_depIdxs = []int32{
-	4, // 0: ember.dispatch.v1.DispatchRequest.env:type_name -> ember.dispatch.v1.DispatchRequest.EnvEntry
+	5, // 0: ember.dispatch.v1.DispatchRequest.env:type_name -> ember.dispatch.v1.DispatchRequest.EnvEntry
 	0, // 1: ember.dispatch.v1.DispatchResponse.status:type_name -> ember.dispatch.v1.Status
 	1, // 2: ember.dispatch.v1.DispatchResponse.start:type_name -> ember.dispatch.v1.StartKind
-	2, // 3: ember.dispatch.v1.Agent.Dispatch:input_type -> ember.dispatch.v1.DispatchRequest
-	3, // 4: ember.dispatch.v1.Agent.Dispatch:output_type -> ember.dispatch.v1.DispatchResponse
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	4, // 3: ember.dispatch.v1.DispatchResponse.usage:type_name -> ember.dispatch.v1.Usage
+	2, // 4: ember.dispatch.v1.Agent.Dispatch:input_type -> ember.dispatch.v1.DispatchRequest
+	3, // 5: ember.dispatch.v1.Agent.Dispatch:output_type -> ember.dispatch.v1.DispatchResponse
+	5, // [5:6] is the sub-list for method output_type
+	4, // [4:5] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_hostagent_dispatchpb_dispatch_proto_init() }
@@ -483,7 +637,7 @@ func file_hostagent_dispatchpb_dispatch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hostagent_dispatchpb_dispatch_proto_rawDesc), len(file_hostagent_dispatchpb_dispatch_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

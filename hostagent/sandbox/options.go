@@ -35,12 +35,28 @@ const (
 	CgroupParent = "/ember"
 
 	// MBPerVCPU is the memory that buys one full vCPU of CFS quota, as on
-	// AWS Lambda; MinVCPU is the floor of the quota.
+	// AWS Lambda; MinVCPU is the floor of a function's quota.
 	MBPerVCPU = 1769
 	MinVCPU   = 0.1
-	// cfsPeriod is the CFS period in microseconds.
-	cfsPeriod = 100000
+	// InitVCPU is the instance's CPU headroom above its function's quota,
+	// for ember-init's own work (Runtime API, log capture), so that platform
+	// overhead is not charged to the function's budget.
+	InitVCPU = 0.2
+	// CFSPeriodUs is the CFS period in microseconds. A short period bounds
+	// how long a throttled function stalls: with the kernel's default of
+	// 100 ms, a 0.1 vCPU function that spends its quota waits up to 90 ms.
+	CFSPeriodUs = 10000
 )
+
+// FunctionVCPU is the CPU a function of memoryMB gets: memoryMB/MBPerVCPU,
+// at least MinVCPU. The host agent sets it as the CFS quota of the
+// function's own cgroup.
+func FunctionVCPU(memoryMB int64) float64 {
+	return max(float64(memoryMB)/MBPerVCPU, MinVCPU)
+}
+
+// QuotaUs is the CFS quota of vcpu per CFSPeriodUs.
+func QuotaUs(vcpu float64) int64 { return int64(vcpu * CFSPeriodUs) }
 
 // Option configures a Runtime.
 type Option func(*Runtime) error
@@ -168,8 +184,6 @@ func (s *InstanceSpec) Validate() error {
 	return nil
 }
 
-// cpuQuota is the CFS quota (microseconds per cfsPeriod) for memoryMB.
-func cpuQuota(memoryMB int64) int64 {
-	vcpu := max(float64(memoryMB)/MBPerVCPU, MinVCPU)
-	return int64(vcpu * cfsPeriod)
-}
+// instanceQuotaUs is the CFS quota of a whole instance of memoryMB: its
+// function's CPU plus InitVCPU.
+func instanceQuotaUs(memoryMB int64) int64 { return QuotaUs(FunctionVCPU(memoryMB) + InitVCPU) }

@@ -246,7 +246,7 @@ func (r *Runtime) specOpts(spec InstanceSpec, cgroupPath string) []oci.SpecOpts 
 		oci.WithCgroup(cgroupPath),
 		oci.WithMemoryLimit(uint64(memory)),
 		oci.WithCPUShares(spec.CPUShares),
-		oci.WithCPUCFS(cpuQuota(spec.MemoryMB), cfsPeriod),
+		oci.WithCPUCFS(instanceQuotaUs(spec.MemoryMB), CFSPeriodUs),
 		oci.WithPidsLimit(spec.PidsLimit),
 	}
 	if r.memsw {

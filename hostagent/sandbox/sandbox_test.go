@@ -219,10 +219,11 @@ func TestInstanceIsolationAndChildCgroup(t *testing.T) {
 	}
 	for file, want := range map[string]string{
 		"memory/ember/" + id + "/memory.limit_in_bytes": fmt.Sprint(256 << 20),
-		"cpu/ember/" + id + "/cpu.cfs_quota_us":         "14471",
-		"cpu/ember/" + id + "/cpu.cfs_period_us":        "100000",
-		"cpu/ember/" + id + "/cpu.shares":               fmt.Sprint(256 * 1024 / 1769),
-		"pids/ember/" + id + "/pids.max":                "256",
+		// 256/1769 vCPU for the function + 0.2 for ember-init, per 10 ms.
+		"cpu/ember/" + id + "/cpu.cfs_quota_us":  "3447",
+		"cpu/ember/" + id + "/cpu.cfs_period_us": "10000",
+		"cpu/ember/" + id + "/cpu.shares":        fmt.Sprint(256 * 1024 / 1769),
+		"pids/ember/" + id + "/pids.max":         "256",
 	} {
 		if got := readTrim(t, filepath.Join(cgroup.Root, file)); got != want {
 			t.Errorf("%s = %s, want %s", file, got, want)

@@ -1,0 +1,414 @@
+package hostagent
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/ember-run/ember/bpf"
+	"github.com/ember-run/ember/hostagent/cgroup"
+	"github.com/ember-run/ember/hostagent/dispatchpb"
+)
+
+// Accounting modes (Config.Accounting).
+const (
+	// AccountingEBPF measures CPU and network with eBPF (package bpf) and
+	// memory from the memory cgroup; where eBPF cannot load it falls back to
+	// AccountingCgroup, with one warning.
+	AccountingEBPF = "ebpf"
+	// AccountingCgroup measures CPU (cpuacct.usage) and memory from the
+	// container's v1 cgroups; no network.
+	AccountingCgroup = "cgroup"
+	// AccountingOff measures nothing: responses carry no usage.
+	AccountingOff = "off"
+)
+
+// Accounting measures what containers use. The agent opens one at Run and
+// closes it after every container is gone.
+type Accounting interface {
+	// Attach starts measuring the container whose cgroup is cg. The agent
+	// calls it after the cgroup is created and before the container's first
+	// process starts. An error means this container goes unmeasured; it
+	// never fails the container.
+	Attach(cg CgroupChild) (Meter, error)
+	// Source names what the numbers come from: "ebpf" or "cgroup".
+	Source() string
+	// Close releases what Attach and the implementation hold. Meters must be
+	// closed first.
+	Close() error
+}
+
+// Meter measures one container. Mark and Since are called with the
+// instance's op lock held, never concurrently.
+type Meter interface {
+	// Mark resets the container's memory peak and samples its cumulative
+	// counters; called right before an invocation.
+	Mark() (Sample, error)
+	// Since returns the use from mark until now.
+	Since(mark Sample) (Usage, error)
+	// Close stops measuring (detaches programs, deletes map entries); the
+	// cgroup stays. Idempotent.
+	Close() error
+}
+
+// Sample is a container's cumulative counters at one moment.
+type Sample struct {
+	CPU                  time.Duration
+	RxBytes, TxBytes     uint64
+	RxPackets, TxPackets uint64
+}
+
+// Usage is what one invocation used.
+type Usage struct {
+	CPU             time.Duration
+	MemoryPeakBytes int64
+	// RxBytes ... TxPackets are zero unless NetworkMeasured.
+	RxBytes, TxBytes     uint64
+	RxPackets, TxPackets uint64
+	NetworkMeasured      bool
+	Source               string
+}
+
+// cgroupDirs is what accounting needs of a CgroupChild beyond the
+// interface; *cgroup.Child has it (test fakes do not, and go unmeasured).
+type cgroupDirs interface {
+	// Path is the child's directory in a v1 controller or cgroup.Unified.
+	Path(ctrl string) string
+	// ID is the cgroup2 id of the child.
+	ID() uint64
+}
+
+// openAccounting returns the accounting for mode: deps' own if set, else
+// eBPF with fallback to cgroup statistics, cgroup statistics, or nil (off).
+func openAccounting(mode string, override Accounting, log zerolog.Logger) Accounting {
+	if override != nil {
+		return override
+	}
+	switch mode {
+	case AccountingOff:
+		log.Info().Msg("per-invocation accounting is off")
+		return nil
+	case AccountingCgroup:
+		log.Info().Msg("per-invocation accounting from cgroup statistics (no network)")
+		return cgroupAccounting{}
+	}
+	b, err := bpf.Load()
+	if err != nil {
+		log.Warn().Err(err).Msg("eBPF accounting unavailable; falling back to cgroup statistics (CPU and memory; no network)")
+		return cgroupAccounting{}
+	}
+	log.Info().Msg("per-invocation accounting with eBPF (CPU, network) and memory cgroups")
+	return &ebpfAccounting{b: b, log: log}
+}
+
+// cgroupAccounting reads the container's v1 cgroup files.
+type cgroupAccounting struct{}
+
+var _ Accounting = cgroupAccounting{}
+
+func (cgroupAccounting) Source() string { return AccountingCgroup }
+func (cgroupAccounting) Close() error   { return nil }
+
+func (cgroupAccounting) Attach(cg CgroupChild) (Meter, error) {
+	d, ok := cg.(cgroupDirs)
+	if !ok {
+		return nil, errors.New("accounting: cgroup has no directories")
+	}
+	return newCgroupMeter(d.Path("memory"), d.Path("cpuacct"))
+}
+
+// cgroupMeter keeps the container's v1 stat files open: opening a cgroup
+// file costs more than reading it.
+type cgroupMeter struct {
+	peak *peakFile
+	cpu  *os.File // cpuacct.usage
+}
+
+func newCgroupMeter(memDir, cpuDir string) (*cgroupMeter, error) {
+	peak, err := openPeak(memDir)
+	if err != nil {
+		return nil, err
+	}
+	cpu, err := os.Open(filepath.Join(cpuDir, "cpuacct.usage"))
+	if err != nil {
+		peak.Close()
+		return nil, fmt.Errorf("accounting: %w", err)
+	}
+	return &cgroupMeter{peak: peak, cpu: cpu}, nil
+}
+
+func (m *cgroupMeter) Mark() (Sample, error) {
+	m.peak.reset()
+	cpu, err := readInt(m.cpu)
+	return Sample{CPU: time.Duration(cpu)}, err
+}
+
+func (m *cgroupMeter) Since(mark Sample) (Usage, error) {
+	cpu, err := readInt(m.cpu)
+	if err != nil {
+		return Usage{}, err
+	}
+	peak, err := readInt(m.peak.f)
+	if err != nil {
+		return Usage{}, err
+	}
+	return Usage{CPU: max(time.Duration(cpu)-mark.CPU, 0), MemoryPeakBytes: peak, Source: AccountingCgroup}, nil
+}
+
+func (m *cgroupMeter) Close() error {
+	m.cpu.Close()
+	return m.peak.Close()
+}
+
+// peakFile is a container's open memory.max_usage_in_bytes.
+type peakFile struct{ f *os.File }
+
+func openPeak(memDir string) (*peakFile, error) {
+	f, err := os.OpenFile(filepath.Join(memDir, "memory.max_usage_in_bytes"), os.O_RDWR, 0)
+	if err != nil {
+		// Read-only still gives the container's lifetime peak.
+		if f, err = os.Open(filepath.Join(memDir, "memory.max_usage_in_bytes")); err != nil {
+			return nil, fmt.Errorf("accounting: %w", err)
+		}
+	}
+	return &peakFile{f: f}, nil
+}
+
+// reset makes the peak start again from the current usage. If the kernel
+// refuses, the peak is the container's lifetime peak.
+func (p *peakFile) reset() { _, _ = p.f.WriteAt([]byte("0"), 0) }
+
+func (p *peakFile) Close() error { return p.f.Close() }
+
+// readInt reads a cgroup file holding one integer, from its start.
+func readInt(f *os.File) (int64, error) {
+	var buf [64]byte
+	n, err := f.ReadAt(buf[:], 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return 0, fmt.Errorf("accounting: read %s: %w", f.Name(), err)
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(string(buf[:n])), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("accounting: parse %s: %w", f.Name(), err)
+	}
+	return v, nil
+}
+
+// ebpfAccounting counts CPU and network with package bpf.
+type ebpfAccounting struct {
+	b        *bpf.Accounting
+	log      zerolog.Logger
+	warnOnce sync.Once
+}
+
+var _ Accounting = (*ebpfAccounting)(nil)
+
+func (e *ebpfAccounting) Source() string { return AccountingEBPF }
+func (e *ebpfAccounting) Close() error   { return e.b.Close() }
+
+// Attach attaches the cgroup_skb programs to the container's cgroup2
+// directory. Where that fails it measures the container from its cgroup
+// files instead (warning once).
+func (e *ebpfAccounting) Attach(cg CgroupChild) (Meter, error) {
+	d, ok := cg.(cgroupDirs)
+	if !ok {
+		return nil, errors.New("accounting: cgroup has no directories")
+	}
+	h, err := e.b.Attach(d.Path(cgroup.Unified), d.ID())
+	if err != nil {
+		e.warnOnce.Do(func() {
+			e.log.Warn().Err(err).Msg("eBPF attach failed; this container (and any other that fails) is measured from cgroup statistics")
+		})
+		return newCgroupMeter(d.Path("memory"), d.Path("cpuacct"))
+	}
+	peak, err := openPeak(d.Path("memory"))
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	return &ebpfMeter{h: h, peak: peak}, nil
+}
+
+type ebpfMeter struct {
+	h    *bpf.Handle
+	peak *peakFile
+}
+
+func (m *ebpfMeter) Mark() (Sample, error) {
+	m.peak.reset()
+	c, err := m.h.Read()
+	if err != nil {
+		return Sample{}, err
+	}
+	return Sample{CPU: time.Duration(c.CPUNs), RxBytes: c.RxBytes, TxBytes: c.TxBytes, RxPackets: c.RxPackets, TxPackets: c.TxPackets}, nil
+}
+
+func (m *ebpfMeter) Since(mark Sample) (Usage, error) {
+	c, err := m.h.Read()
+	if err != nil {
+		return Usage{}, err
+	}
+	peak, err := readInt(m.peak.f)
+	if err != nil {
+		return Usage{}, err
+	}
+	return Usage{
+		CPU: max(time.Duration(c.CPUNs)-mark.CPU, 0), MemoryPeakBytes: peak,
+		RxBytes: sub(c.RxBytes, mark.RxBytes), TxBytes: sub(c.TxBytes, mark.TxBytes),
+		RxPackets: sub(c.RxPackets, mark.RxPackets), TxPackets: sub(c.TxPackets, mark.TxPackets),
+		NetworkMeasured: true, Source: AccountingEBPF,
+	}, nil
+}
+
+func (m *ebpfMeter) Close() error {
+	m.peak.Close()
+	return m.h.Close()
+}
+
+func sub(a, b uint64) uint64 {
+	if a < b {
+		return 0
+	}
+	return a - b
+}
+
+// reportLine is the Lambda-style REPORT line of an invocation.
+func reportLine(id string, duration time.Duration, billed, memoryMB int64, u *Usage) string {
+	line := fmt.Sprintf("REPORT RequestId: %s Duration: %.2f ms Billed Duration: %d ms Memory Size: %d MB",
+		id, float64(duration)/float64(time.Millisecond), billed, memoryMB)
+	if u != nil {
+		line += fmt.Sprintf(" Max Memory Used: %d MB CPU: %.1f ms", (u.MemoryPeakBytes+(1<<20)-1)>>20, float64(u.CPU)/float64(time.Millisecond))
+		if u.NetworkMeasured {
+			line += fmt.Sprintf(" Net: rx %d B tx %d B", u.RxBytes, u.TxBytes)
+		}
+	}
+	return line
+}
+
+// usageMetrics are the per tenant and function usage counters.
+type usageMetrics struct {
+	invocations, cpuSeconds, rxBytes, txBytes, gbSeconds *prometheus.CounterVec
+}
+
+func newUsageMetrics(reg prometheus.Registerer) (*usageMetrics, error) {
+	labels := []string{"tenant", "function"}
+	vec := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	}
+	m := &usageMetrics{
+		invocations: vec("ember_usage_invocations_total", "Invocations run by this agent."),
+		cpuSeconds:  vec("ember_usage_cpu_seconds_total", "On-CPU time of functions' containers during invocations."),
+		rxBytes:     vec("ember_usage_network_receive_bytes_total", "IP bytes received by functions during invocations (eBPF accounting only)."),
+		txBytes:     vec("ember_usage_network_transmit_bytes_total", "IP bytes sent by functions during invocations (eBPF accounting only)."),
+		gbSeconds:   vec("ember_usage_gb_seconds_total", "Billed duration (1 ms granularity) times configured memory, in GB-seconds."),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, p := range []**prometheus.CounterVec{&m.invocations, &m.cpuSeconds, &m.rxBytes, &m.txBytes, &m.gbSeconds} {
+		if err := reg.Register(*p); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return nil, fmt.Errorf("hostagent: usage metrics: %w", err)
+			}
+			// Another agent in this process registered them first: share.
+			*p = are.ExistingCollector.(*prometheus.CounterVec)
+		}
+	}
+	return m, nil
+}
+
+// billedMs is the duration rounded up to whole milliseconds (at least 1).
+func billedMs(d time.Duration) int64 {
+	return max(int64(math.Ceil(float64(d)/float64(time.Millisecond))), 1)
+}
+
+// recordUsage logs the invocation's REPORT line, counts it in the metrics
+// and returns the usage for the response (nil when u is nil).
+func (a *Agent) recordUsage(log zerolog.Logger, req *dispatchpb.DispatchRequest, duration, wall time.Duration, memoryMB int64, u *Usage) *dispatchpb.Usage {
+	billed := billedMs(duration)
+	if ev := log.Info(); ev.Enabled() {
+		ev.Msg(reportLine(req.GetInvocationId(), duration, billed, memoryMB, u))
+	}
+
+	if m := a.usageMetrics; m != nil {
+		l := prometheus.Labels{"tenant": req.GetTenant(), "function": req.GetFunction()}
+		m.invocations.With(l).Inc()
+		m.gbSeconds.With(l).Add(float64(memoryMB) / 1024 * float64(billed) / 1000)
+		if u != nil {
+			m.cpuSeconds.With(l).Add(u.CPU.Seconds())
+			m.rxBytes.With(l).Add(float64(u.RxBytes))
+			m.txBytes.With(l).Add(float64(u.TxBytes))
+		}
+	}
+	if u == nil {
+		return nil
+	}
+	return &dispatchpb.Usage{
+		CpuNs: u.CPU.Nanoseconds(), WallNs: wall.Nanoseconds(), MemoryPeakBytes: u.MemoryPeakBytes,
+		RxBytes: int64(u.RxBytes), TxBytes: int64(u.TxBytes), RxPackets: int64(u.RxPackets), TxPackets: int64(u.TxPackets),
+		Source: u.Source, NetworkMeasured: u.NetworkMeasured, MemorySizeMb: memoryMB,
+	}
+}
+
+// attachMeter starts measuring a new container; nil when accounting is off
+// or the container cannot be measured (logged at debug: fakes in tests).
+func (a *Agent) attachMeter(log zerolog.Logger, cg CgroupChild) Meter {
+	if a.acct == nil {
+		return nil
+	}
+	m, err := a.acct.Attach(cg)
+	if err != nil {
+		log.Debug().Err(err).Msg("container not measured")
+		return nil
+	}
+	return m
+}
+
+// closeMeter stops measuring a container (before its cgroup is removed).
+func closeMeter(log zerolog.Logger, m Meter) {
+	if m == nil {
+		return
+	}
+	if err := m.Close(); err != nil {
+		log.Warn().Err(err).Msg("detach container accounting")
+	}
+}
+
+// markUsage samples m right before an invocation; ok is false when there
+// is nothing to measure. A failure is logged and leaves ok false.
+func markUsage(log zerolog.Logger, m Meter) (mark Sample, ok bool) {
+	if m == nil {
+		return Sample{}, false
+	}
+	mark, err := m.Mark()
+	if err != nil {
+		log.Warn().Err(err).Msg("accounting: sample before the invocation")
+		return Sample{}, false
+	}
+	return mark, true
+}
+
+// usageSince returns the use since markUsage, or nil when it cannot tell.
+// Accounting never fails an invocation: failures are logged.
+func usageSince(log zerolog.Logger, m Meter, mark Sample, ok bool) *Usage {
+	if !ok {
+		return nil
+	}
+	u, err := m.Since(mark)
+	if err != nil {
+		log.Warn().Err(err).Msg("accounting: sample after the invocation")
+		return nil
+	}
+	return &u
+}
