@@ -12,7 +12,13 @@ import (
 type StartingPosition string
 
 const (
-	// StartLatest reads only records produced after the group first joined.
+	// StartLatest reads only records produced after the binding first
+	// started. Like Lambda's event source mapping, the position is fixed
+	// once: when a binding starts, each partition on which its group never
+	// committed gets the partition's current end offset committed before
+	// the group is joined, so a crash before the first regular commit, or
+	// records produced while Ember is down, cannot move it. A partition
+	// added to the topic later is read from its beginning.
 	StartLatest StartingPosition = "latest"
 	// StartEarliest reads from the oldest retained record.
 	StartEarliest StartingPosition = "earliest"
@@ -68,8 +74,8 @@ type Binding struct {
 	// BatchWindow is how long to wait for more records once one is there.
 	// Default: 0, take only what is already fetched. Max 300s.
 	BatchWindow time.Duration
-	// StartingPosition applies when the group has no committed offset.
-	// Default: latest.
+	// StartingPosition applies when the group has no committed offset
+	// (see StartLatest for how `latest` is pinned). Default: latest.
 	StartingPosition StartingPosition
 	// MaxPayloadBytes bounds an invocation's event JSON: a batch is cut before
 	// it would exceed it, and a record whose event alone exceeds it is

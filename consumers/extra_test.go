@@ -1,11 +1,16 @@
 package consumers_test
 
 import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/ember-run/ember/consumers"
 	"github.com/ember-run/ember/engine/invoke"
@@ -81,5 +86,72 @@ func TestBatchWindowWaitsForMore(t *testing.T) {
 	calls := inv.snapshot()
 	if len(calls) != 1 || len(calls[0].records) != 3 {
 		t.Fatalf("want one invocation of 3 records within the window, got %d calls", len(calls))
+	}
+}
+
+// holdInvoker records each call like recInvoker, then holds it until ctx is
+// done and fails it as a platform failure: nothing it is given is ever
+// finished, so nothing is committed.
+type holdInvoker struct{ *recInvoker }
+
+func (h holdInvoker) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.Result, error) {
+	if _, err := h.recInvoker.Invoke(ctx, inv); err != nil {
+		return invoke.Result{}, err
+	}
+	<-ctx.Done()
+	return invoke.Result{}, ctx.Err()
+}
+
+// A `latest` binding fixes its position when it starts: records produced
+// after that and fetched, but never committed, by a process that then stops
+// (a crash before its first commit) are invoked by the next process on the
+// same group, instead of being skipped by a new seek to the end.
+func TestLatestPositionPinnedAcrossUncommittedRestart(t *testing.T) {
+	c := startCluster(t)
+	c.CreateTopic("late", 2)
+	c.ProduceToPartitions(msgsTo("late", 0, 5, "old", 10)...) // before the binding: never invoked
+	b := binding("late", "late")
+	b.StartingPosition = consumers.StartLatest
+	b.BatchSize = 3
+
+	first := holdInvoker{&recInvoker{t: t}}
+	m1 := startManager(t, c, first, []consumers.Binding{b},
+		consumers.WithCommitInterval(time.Hour), consumers.WithDrainTimeout(100*time.Millisecond))
+	// The pin is observable: the group committed each partition's end.
+	pinned := waitCommitted(t, m1.Manager, b, 10*time.Second)
+	if len(pinned) != 2 || pinned[0].Committed != 5 || pinned[1].Committed != 0 {
+		t.Fatalf("pinned offsets %+v, want 5 and 0", pinned)
+	}
+	var fresh []kafka.Message
+	fresh = append(fresh, msgsTo("late", 0, 5, "new", 10)...)
+	fresh = append(fresh, msgsTo("late", 1, 5, "new", 10)...)
+	c.ProduceToPartitions(fresh...)
+	waitFor(t, 10*time.Second, "run 1 to fetch the 10 new records", func() bool { return m1.Stats()["late"].RecordsIn == 10 })
+	m1.stop(t)
+	if lag, err := m1.Lag(t.Context(), b); err != nil || lag[0].Committed != 5 || lag[1].Committed != 0 {
+		t.Fatalf("run 1 committed unfinished records: %+v %v", lag, err)
+	}
+
+	second := &recInvoker{t: t}
+	m2 := startManager(t, c, second, []consumers.Binding{b})
+	waitCommitted(t, m2.Manager, b, 20*time.Second)
+
+	seen := map[string]bool{}
+	for _, r := range append(recordsOf(first.snapshot()), recordsOf(second.snapshot())...) {
+		if strings.HasPrefix(value(r), "old-") {
+			t.Fatalf("record %d/%d produced before the binding started was invoked", r.Partition, r.Offset)
+		}
+	}
+	for _, r := range recordsOf(second.snapshot()) {
+		seen[fmt.Sprintf("%d/%d", r.Partition, r.Offset)] = true
+	}
+	var got []string
+	for k := range seen {
+		got = append(got, k)
+	}
+	sort.Strings(got)
+	want := "0/5 0/6 0/7 0/8 0/9 1/0 1/1 1/2 1/3 1/4"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("run 2 invoked %v, want every record produced after the pin: %s", got, want)
 	}
 }

@@ -114,32 +114,8 @@ func startRunner(parent context.Context, m *Manager, b Binding) *runner {
 	base := context.WithoutCancel(parent)
 	r.fetchCtx, r.fetchStop = context.WithCancel(base)
 	r.hardCtx, r.hardCancel = context.WithCancel(base)
-	start := kafka.LastOffset
-	if b.StartingPosition == StartEarliest {
-		start = kafka.FirstOffset
-	}
-	errLog := r.log.With().Str("client", "kafka-go").Logger()
-	r.reader = kafka.NewReader(kafka.ReaderConfig{
-		Brokers:           m.brokers,
-		GroupID:           b.GroupID,
-		Topic:             b.Topic,
-		MinBytes:          1,
-		MaxBytes:          max(10<<20, b.MaxPayloadBytes),
-		MaxWait:           m.cfg.maxWait,
-		StartOffset:       start,
-		SessionTimeout:    m.cfg.sessionTimeout,
-		HeartbeatInterval: m.cfg.heartbeatInterval,
-		RebalanceTimeout:  m.cfg.rebalanceTimeout,
-		JoinGroupBackoff:  500 * time.Millisecond,
-		// Commits are synchronous and issued by our own committer, batched
-		// per CommitInterval and flushed on stop.
-		CommitInterval:        0,
-		QueueCapacity:         1000,
-		WatchPartitionChanges: true,
-		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
-			errLog.Warn().Msgf(msg, args...)
-		}),
-	})
+	// The reader is created in run, after the starting position is pinned:
+	// kafka-go's group reader joins the group as soon as it exists.
 	r.writer = &kafka.Writer{
 		Addr:         kafka.TCP(m.brokers...),
 		Transport:    m.transport,
@@ -169,6 +145,14 @@ func (r *runner) run() {
 	defer close(r.done)
 	defer r.hardCancel()
 	r.ensureTopics()
+	if !r.pinStart() {
+		// Stopped before the position was pinned: nothing was fetched.
+		if err := r.writer.Close(); err != nil {
+			r.log.Warn().Err(err).Msg("close writer")
+		}
+		return
+	}
+	r.reader = r.newReader()
 
 	var workers errgroup.Group
 	commitDone := make(chan struct{})
@@ -203,6 +187,175 @@ func (r *runner) run() {
 	if err := r.writer.Close(); err != nil {
 		r.log.Warn().Err(err).Msg("close writer")
 	}
+}
+
+// newReader returns the binding's group reader. StartOffset is always
+// FirstOffset: a `latest` binding's partitions were pinned at their end by
+// pinStart, and a partition that appears later (WatchPartitionChanges) or was
+// never pinned is read from its beginning, never skipped. kafka-go re-applies
+// StartOffset on every join to each partition without a committed offset, so
+// any other value would skip records after a crash before the first commit.
+func (r *runner) newReader() *kafka.Reader {
+	errLog := r.log.With().Str("client", "kafka-go").Logger()
+	m := r.m
+	return kafka.NewReader(kafka.ReaderConfig{
+		Brokers:           m.brokers,
+		GroupID:           r.b.GroupID,
+		Topic:             r.b.Topic,
+		MinBytes:          1,
+		MaxBytes:          max(10<<20, r.b.MaxPayloadBytes),
+		MaxWait:           m.cfg.maxWait,
+		StartOffset:       kafka.FirstOffset,
+		SessionTimeout:    m.cfg.sessionTimeout,
+		HeartbeatInterval: m.cfg.heartbeatInterval,
+		RebalanceTimeout:  m.cfg.rebalanceTimeout,
+		JoinGroupBackoff:  500 * time.Millisecond,
+		// Commits are synchronous and issued by our own committer, batched
+		// per CommitInterval and flushed on stop.
+		CommitInterval:        0,
+		QueueCapacity:         1000,
+		WatchPartitionChanges: true,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			errLog.Warn().Msgf(msg, args...)
+		}),
+	})
+}
+
+// pinStart fixes a `latest` binding's starting position before its reader
+// joins the group, the way Lambda fixes an event source mapping's position
+// when it is created: every partition of the topic on which the group never
+// committed gets its current end offset committed. It retries with backoff
+// until it succeeds (true) or the binding stops (false); it never falls back
+// to starting at the end of the log, which would skip records produced
+// before the first commit of a restarted process.
+func (r *runner) pinStart() bool {
+	if r.b.StartingPosition != StartLatest {
+		return true // earliest: partitions without a commit start at FirstOffset
+	}
+	bo := backoff{min: 100 * time.Millisecond, max: 5 * time.Second}
+	for {
+		ctx, cancel := context.WithTimeout(r.fetchCtx, 10*time.Second)
+		err := r.pinLatest(ctx)
+		cancel()
+		if err == nil {
+			return true
+		}
+		if r.fetchCtx.Err() != nil {
+			return false
+		}
+		r.log.Warn().Err(err).Msg("pin starting position failed, retrying")
+		if !r.sleep(bo.next()) {
+			return false
+		}
+	}
+}
+
+// pinLatest commits the end offset of each partition of the topic on which
+// the group has no committed offset. A topic that does not exist yet has
+// nothing to pin: its partitions are read from their beginning once created.
+func (r *runner) pinLatest(ctx context.Context) error {
+	// A transport of its own: a kafka-go Transport answers metadata from a
+	// cache refreshed every 6s, which would report a new topic as unknown.
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	cl := &kafka.Client{Addr: kafka.TCP(r.m.brokers...), Transport: tr}
+	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{r.b.Topic}})
+	if err != nil {
+		return fmt.Errorf("metadata: %w", err)
+	}
+	if len(md.Topics) != 1 {
+		return fmt.Errorf("metadata returned %d topics", len(md.Topics))
+	}
+	if err := md.Topics[0].Error; err != nil {
+		if errors.Is(err, kafka.UnknownTopicOrPartition) {
+			r.log.Info().Msg("topic does not exist yet: its partitions will be read from the beginning")
+			return nil
+		}
+		return fmt.Errorf("metadata of topic %q: %w", r.b.Topic, err)
+	}
+	var ids []int
+	var reqs []kafka.OffsetRequest
+	for _, p := range md.Topics[0].Partitions {
+		ids = append(ids, p.ID)
+		reqs = append(reqs, kafka.LastOffsetOf(p.ID))
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	// End offsets are read before the committed ones, so an end offset is
+	// never newer than the observation that the partition had no commit.
+	lo, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{r.b.Topic: reqs}})
+	if err != nil {
+		return fmt.Errorf("list offsets: %w", err)
+	}
+	end := make(map[int]int64, len(ids))
+	for _, po := range lo.Topics[r.b.Topic] {
+		if po.Error != nil {
+			return fmt.Errorf("end offset of partition %d: %w", po.Partition, po.Error)
+		}
+		end[po.Partition] = po.LastOffset
+	}
+	of, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: r.b.GroupID, Topics: map[string][]int{r.b.Topic: ids}})
+	if err != nil {
+		return fmt.Errorf("offset fetch: %w", err)
+	}
+	committed := make(map[int]int64, len(ids))
+	switch {
+	case of.Error == nil:
+		for _, p := range of.Topics[r.b.Topic] {
+			if p.Error != nil {
+				return fmt.Errorf("committed offset of partition %d: %w", p.Partition, p.Error)
+			}
+			committed[p.Partition] = p.CommittedOffset
+		}
+	case errors.Is(of.Error, kafka.GroupIdNotFound):
+		// The group never committed anything.
+	default:
+		return fmt.Errorf("offset fetch for group %q: %w", r.b.GroupID, of.Error)
+	}
+	var pins []kafka.OffsetCommit
+	for _, id := range ids {
+		if c, ok := committed[id]; ok && c >= 0 {
+			continue
+		}
+		e, ok := end[id]
+		if !ok {
+			return fmt.Errorf("no end offset for partition %d", id)
+		}
+		pins = append(pins, kafka.OffsetCommit{Partition: id, Offset: e})
+	}
+	if len(pins) == 0 {
+		return nil
+	}
+	// Generation -1 and no member id: a commit for a group with no active
+	// member. If the group is active, another replica already runs this
+	// binding and pinned its partitions before it joined.
+	resp, err := cl.OffsetCommit(ctx, &kafka.OffsetCommitRequest{
+		GroupID: r.b.GroupID, GenerationID: -1, Topics: map[string][]kafka.OffsetCommit{r.b.Topic: pins},
+	})
+	if err != nil {
+		return fmt.Errorf("commit starting offsets: %w", err)
+	}
+	active := 0
+	for _, p := range resp.Topics[r.b.Topic] {
+		switch {
+		case p.Error == nil:
+		case errors.Is(p.Error, kafka.UnknownMemberId), errors.Is(p.Error, kafka.IllegalGeneration),
+			errors.Is(p.Error, kafka.RebalanceInProgress):
+			active++
+		default:
+			return fmt.Errorf("commit starting offset of partition %d: %w", p.Partition, p.Error)
+		}
+	}
+	if len(resp.Topics[r.b.Topic]) != len(pins) {
+		return fmt.Errorf("commit of %d starting offsets answered for %d partitions", len(pins), len(resp.Topics[r.b.Topic]))
+	}
+	if active > 0 {
+		r.log.Debug().Int("partitions", active).Msg("group is active: another replica pinned the starting position")
+		return nil
+	}
+	r.log.Info().Int("partitions", len(pins)).Msg("pinned starting position at the end of the log")
+	return nil
 }
 
 // ensureTopics creates the dead-letter and result topics if they are missing.

@@ -305,8 +305,8 @@ func TestAgentReplacesBrokenInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := h.client.Dispatch(ctx, h.req(c.InstanceID, "acme", "echo", `die`))
-	if status.Code(err) != codes.Unavailable {
-		t.Fatalf("dispatch to a dying instance: %v, want Unavailable", err)
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("dispatch to a dying instance: %v, want FailedPrecondition (the agent itself is fine)", err)
 	}
 	eventually(t, "broken instance destroyed", func() bool { return h.rt.get(c.InstanceID) == nil })
 	if _, err := h.client.Dispatch(ctx, h.req(c.InstanceID, "acme", "echo", `{}`)); status.Code(err) != codes.NotFound {
@@ -326,6 +326,25 @@ func TestAgentReplacesBrokenInstance(t *testing.T) {
 	eventually(t, "idle broken instance replaced", func() bool {
 		ws := h.warm("m128")
 		return len(ws) == 1 && ws[0] != w && h.rt.get(w) == nil
+	})
+}
+
+// An instance a scheduler dropped from Redis (after a failed dispatch) can
+// never be claimed again: the agent destroys it and refills the pool.
+func TestAgentDestroysInstanceDroppedFromRedis(t *testing.T) {
+	h := startHarness(t, Config{
+		Pool:               map[string]int{"m128": 1},
+		ContainerKeepAlive: 200 * time.Millisecond,
+		InstanceKeepAlive:  time.Hour,
+	}, nil)
+	ctx := context.Background()
+	w := h.warm("m128")[0]
+	if gone, err := h.store.Retire(ctx, w, true); err != nil || !gone {
+		t.Fatalf("drop from redis: %v %v", gone, err)
+	}
+	eventually(t, "dropped instance destroyed and replaced", func() bool {
+		ws := h.warm("m128")
+		return h.rt.get(w) == nil && len(ws) == 1 && ws[0] != w
 	})
 }
 

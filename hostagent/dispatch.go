@@ -2,6 +2,7 @@ package hostagent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -60,7 +61,9 @@ func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (
 		return nil, status.Errorf(codes.NotFound, "instance %s not on agent %s", req.GetInstanceId(), a.cfg.AgentID)
 	case in.busy:
 		a.mu.Unlock()
-		return nil, status.Errorf(codes.Unavailable, "instance %s is running another invocation", in.id)
+		// Aborted, not Unavailable: the instance is fine and the connection
+		// too; the scheduler retries elsewhere and keeps this instance.
+		return nil, status.Errorf(codes.Aborted, "instance %s is running another invocation", in.id)
 	case in.tenant != "" && in.tenant != req.GetTenant():
 		a.mu.Unlock()
 		log.Warn().Str("bound_tenant", in.tenant).Msg("dispatch refused: instance belongs to another tenant")
@@ -87,13 +90,16 @@ func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (
 	alive := in.state == stReady
 	a.mu.Unlock()
 	if !alive {
-		return nil, status.Errorf(codes.Unavailable, "instance %s was retired", in.id)
+		return nil, status.Errorf(codes.FailedPrecondition, "instance %s was retired", in.id)
 	}
 	resp, err := a.run(ctx, log, in, req, digestHex)
 	if err != nil {
 		if errors.Is(err, errInitGone) {
 			a.breakInstance(in, err.Error())
-			return nil, status.Errorf(codes.Unavailable, "instance %s lost: %v", in.id, err)
+			// FailedPrecondition: this instance is gone; the agent and its
+			// connection are fine (Unavailable would make schedulers drop the
+			// connection and every other invocation on it).
+			return nil, status.Errorf(codes.FailedPrecondition, "instance %s lost: %v", in.id, err)
 		}
 		if st, ok := status.FromError(err); ok {
 			return nil, st.Err()
@@ -121,6 +127,16 @@ func (a *Agent) run(ctx context.Context, log zerolog.Logger, in *instance, req *
 		t0 := time.Now()
 		var err error
 		c, err = a.startContainer(ctx, log, in, client, req, vk, key, digestHex)
+		var pe *packageError
+		if errors.As(err, &pe) {
+			log.Warn().Err(pe.err).Msg("function package cannot be delivered")
+			return &dispatchpb.DispatchResponse{
+				Status:    dispatchpb.Status_STATUS_FUNCTION_ERROR,
+				ErrorType: "Runtime.InvalidPackage",
+				Payload:   pe.document(),
+				Start:     dispatchpb.StartKind_START_KIND_CONTAINER,
+			}, nil
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -207,7 +223,12 @@ func mapStatus(s string) (dispatchpb.Status, error) {
 func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *instance, client *initClient,
 	req *dispatchpb.DispatchRequest, vk, key, digestHex string) (*container, error) {
 	if err := a.deliverCode(ctx, in, req.GetCodeDigest(), digestHex); err != nil {
-		return nil, status.Errorf(codes.Internal, "deliver code %s: %v", req.GetCodeDigest(), err)
+		if errors.Is(err, codefetch.ErrInvalid) || errors.Is(err, codefetch.ErrTooLarge) || errors.Is(err, codefetch.ErrDigestMismatch) {
+			// The package itself cannot run: a function failure, retried and
+			// dead-lettered by policy, not a platform failure retried forever.
+			return nil, &packageError{err: err}
+		}
+		return nil, status.Errorf(codes.Aborted, "deliver code %s: %v", req.GetCodeDigest(), err)
 	}
 	mem := req.GetMemoryMb()
 	if mem <= 0 || mem > in.memoryMB {
@@ -290,4 +311,17 @@ func (a *Agent) deliverCode(ctx context.Context, in *instance, digest, digestHex
 	}
 	in.codes[digestHex] = true
 	return nil
+}
+
+// packageError is a function package that cannot be delivered (invalid,
+// too large, or not matching its digest): the function's failure.
+type packageError struct{ err error }
+
+func (e *packageError) Error() string { return e.err.Error() }
+func (e *packageError) Unwrap() error { return e.err }
+
+// document is the Lambda-style error body for the invocation's result.
+func (e *packageError) document() []byte {
+	b, _ := json.Marshal(map[string]string{"errorType": "Runtime.InvalidPackage", "errorMessage": e.err.Error()})
+	return b
 }

@@ -33,6 +33,7 @@ type instance struct {
 	state      instState
 	tenant     string // "" while in the warming pool
 	busy       bool   // a Dispatch is running
+	missing    int    // consecutive reclaim passes that did not find it in Redis
 	lastUsed   time.Time
 	cgroupPath string
 	client     *initClient

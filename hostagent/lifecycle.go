@@ -183,6 +183,17 @@ func (a *Agent) destroy(ctx context.Context, in *instance, reason string) {
 // demand) once they have idled past InstanceKeepAlive.
 func (a *Agent) reclaim(ctx context.Context) {
 	now := time.Now()
+	// Instances Redis no longer lists (a scheduler dropped one after a
+	// failed dispatch) can never be claimed again: after two passes in a
+	// row (not one: AddWarm follows the ready state by a moment) they are
+	// destroyed, and the warming pool refills.
+	var known map[string]bool
+	if insts, err := a.store.Instances(ctx, a.cfg.AgentID); err == nil {
+		known = make(map[string]bool, len(insts))
+		for _, in := range insts {
+			known[in.ID] = true
+		}
+	}
 	a.mu.Lock()
 	var cands []*instance
 	warm := map[string]int{}
@@ -200,6 +211,12 @@ func (a *Agent) reclaim(ctx context.Context) {
 			continue // a dispatch is on it
 		}
 		a.mu.Lock()
+		if known != nil && !known[in.id] && !in.busy {
+			in.missing++
+			in.lost = in.lost || in.missing >= 2
+		} else if known != nil {
+			in.missing = 0
+		}
 		busy, tenant, lost, idleSince, state := in.busy, in.tenant, in.lost, in.lastUsed, in.state
 		idle := idleContainers(in.containers, now.Add(-a.cfg.ContainerKeepAlive))
 		a.mu.Unlock()

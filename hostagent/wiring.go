@@ -27,7 +27,7 @@ var (
 func (hostCgroups) Create(instanceCgroupPath, name string, ownerUID int, l CgroupLimits) (CgroupChild, error) {
 	c, err := cgroup.Create(instanceCgroupPath, name, ownerUID, cgroup.Limits{
 		MemoryBytes: l.MemoryBytes, PidsMax: l.PidsLimit, CPUShares: l.CPUShares,
-		CPUQuotaUs: sandbox.QuotaUs(l.VCPU), CPUPeriodUs: sandbox.CFSPeriodUs,
+		CPUQuotaUs: sandbox.QuotaUs(l.VCPU), CPUPeriodUs: sandbox.CFSPeriodUs, CPUBurstUs: sandbox.QuotaUs(l.VCPU),
 	})
 	if err != nil {
 		return nil, err

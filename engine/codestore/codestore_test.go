@@ -126,6 +126,9 @@ func TestPutValidation(t *testing.T) {
 		{"lying declared size", Config{}, func(t *testing.T) []byte {
 			return buildZip(t, boot, zent{name: "liar", size: 1 << 20, rawSize: 10})
 		}, "corrupt"},
+		{"duplicate entry", Config{}, func(t *testing.T) []byte {
+			return buildZip(t, boot, zent{name: "lib/x", body: "1"}, zent{name: "lib/x", body: "2"})
+		}, "appears twice"},
 		{"missing bootstrap", Config{}, func(t *testing.T) []byte { return buildZip(t, zent{name: "main", mode: 0o755, body: "x"}) }, "no bootstrap"},
 		{"bootstrap in subdir only", Config{}, func(t *testing.T) []byte { return buildZip(t, zent{name: "app/bootstrap", mode: 0o755, body: "x"}) }, "no bootstrap"},
 		{"bootstrap not executable", Config{}, func(t *testing.T) []byte { return buildZip(t, zent{name: "bootstrap", mode: 0o644, body: "x"}) }, "not executable"},

@@ -46,6 +46,10 @@ func validate(r io.ReaderAt, size int64, cfg Config) error {
 			return bad("entry %q compresses %d bytes into %d, beyond the ratio limit of %d (zip bomb?)",
 				f.Name, f.UncompressedSize64, f.CompressedSize64, cfg.MaxRatio)
 		}
+		if prev, dup := entries[name]; dup && !(prev.mode.IsDir() && f.Mode().IsDir()) {
+			// Extraction would keep one and fail or surprise on the other.
+			return bad("entry %q appears twice in the package", f.Name)
+		}
 		e := &entry{f: f, mode: f.Mode()}
 		if e.mode&fs.ModeSymlink != 0 {
 			target, err := readSmall(f, maxSymlinkTarget)

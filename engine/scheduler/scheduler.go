@@ -193,6 +193,14 @@ func (s *Scheduler) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.
 		queueDeadline = inv.Deadline
 	}
 	var lastErr error
+	// Instances that answered Aborted stay claimed by this invocation until
+	// it is done, so its retries do not pick them again; then they go back.
+	var held []pool.Claim
+	defer func() {
+		for _, c := range held {
+			s.release(ctx, c.InstanceID, "", true)
+		}
+	}()
 	for attempt := 0; attempt < s.cfg.DispatchAttempts; attempt++ {
 		claimStart := time.Now()
 		c, cold, err := s.claim(ctx, v.Tenant, class, vk, queueDeadline, v.Timeout)
@@ -200,7 +208,7 @@ func (s *Scheduler) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.
 			return invoke.Result{}, fmt.Errorf("invocation %s: %w", inv.ID, err)
 		}
 		s.m.claimWait.WithLabelValues(string(c.Kind)).Observe(time.Since(claimStart).Seconds())
-		res, retry, err := s.dispatch(ctx, inv, v, c, vk)
+		res, retry, err := s.dispatch(ctx, inv, v, c, vk, &held)
 		if err == nil {
 			res.Version = v.Version
 			switch {
@@ -229,7 +237,7 @@ func (s *Scheduler) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.
 func (s *Scheduler) claim(ctx context.Context, tenant, class, vk string, deadline time.Time, timeout time.Duration) (pool.Claim, bool, error) {
 	lease := func() time.Time { return time.Now().Add(timeout + s.cfg.LeaseGrace) }
 	woken := s.wake.watch(class)
-	c, ok, err := s.pool.Claim(ctx, tenant, class, vk, lease())
+	c, ok, err := s.tryClaim(ctx, tenant, class, vk, lease())
 	if err != nil || ok {
 		return c, false, err
 	}
@@ -258,7 +266,7 @@ func (s *Scheduler) claim(ctx context.Context, tenant, class, vk string, deadlin
 		case <-woken:
 		}
 		woken = s.wake.watch(class)
-		c, ok, err := s.pool.Claim(ctx, tenant, class, vk, lease())
+		c, ok, err := s.tryClaim(ctx, tenant, class, vk, lease())
 		if err != nil {
 			return pool.Claim{}, false, err
 		}
@@ -268,19 +276,53 @@ func (s *Scheduler) claim(ctx context.Context, tenant, class, vk string, deadlin
 	}
 }
 
+// tryClaim runs one claim script. The script runs on a context that the
+// caller's cancellation cannot interrupt halfway: a claim made in Redis but
+// never seen here would leave the instance busy until its lease expired.
+// If the caller gave up meanwhile, the claim is released at once.
+func (s *Scheduler) tryClaim(ctx context.Context, tenant, class, vk string, lease time.Time) (pool.Claim, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return pool.Claim{}, false, err
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
+	defer cancel()
+	c, ok, err := s.pool.Claim(cctx, tenant, class, vk, lease)
+	if err != nil || !ok {
+		return c, ok, err
+	}
+	if err := ctx.Err(); err != nil {
+		if rerr := s.pool.Release(cctx, c.InstanceID, "", true); rerr != nil {
+			s.log.Error().Err(rerr).Str("instance", c.InstanceID).Msg("release unused claim")
+		}
+		return pool.Claim{}, false, err
+	}
+	return c, true, nil
+}
+
+// release returns a claim to the pool (keep) or drops the instance. It uses
+// a fresh context: the caller's may be cancelled, and a leaked claim would
+// idle until its lease expires.
+func (s *Scheduler) release(ctx context.Context, id, vk string, keep bool) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
+	defer cancel()
+	if err := s.pool.Release(rctx, id, vk, keep); err != nil {
+		s.log.Error().Err(err).Str("instance", id).Msg("release claim")
+	}
+}
+
+// claimTimeout bounds one claim script round trip.
+const claimTimeout = 2 * time.Second
+
 // dispatch runs the invocation on the claimed instance and releases it.
 // retry reports that the instance was lost before anything ran.
-func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v registry.Version, c pool.Claim, vk string) (res invoke.Result, retry bool, err error) {
-	keep := false
-	hot := vk
+func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v registry.Version, c pool.Claim, vk string, held *[]pool.Claim) (res invoke.Result, retry bool, err error) {
+	keep, hold := false, false
 	defer func() {
-		// Release with a fresh context: the caller's may be cancelled, and a
-		// leaked claim would idle until its lease expires.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		if rerr := s.pool.Release(rctx, c.InstanceID, hot, keep); rerr != nil {
-			s.log.Error().Err(rerr).Str("instance", c.InstanceID).Msg("release claim")
+		if hold {
+			*held = append(*held, c)
+			return
 		}
+		s.release(ctx, c.InstanceID, vk, keep)
 	}()
 	client, err := s.agents.get(ctx, c.Agent)
 	if err != nil {
@@ -318,7 +360,14 @@ func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v regi
 		case codes.NotFound, codes.FailedPrecondition, codes.PermissionDenied:
 			// The agent no longer has this instance for us: drop it, try another.
 			return invoke.Result{}, true, fmt.Errorf("agent %s instance %s: %w: %w", c.Agent, c.InstanceID, ErrUnavailable, err)
+		case codes.Aborted:
+			// The instance is fine but could not take this invocation now
+			// (busy, code delivery hiccup): hold it while trying another.
+			hold = true
+			return invoke.Result{}, true, fmt.Errorf("agent %s instance %s: %w: %w", c.Agent, c.InstanceID, ErrUnavailable, err)
 		case codes.Unavailable:
+			// The connection or the whole agent is down (agents never answer
+			// Unavailable for one instance): reconnect on next use.
 			s.agents.forget(c.Agent)
 			return invoke.Result{}, true, fmt.Errorf("agent %s: %w: %w", c.Agent, ErrUnavailable, err)
 		}

@@ -38,6 +38,7 @@ type agent struct {
 	mu       sync.Mutex
 	started  map[string]bool // instance/function
 	lost     map[string]bool // instances to answer NotFound for
+	aborted  map[string]bool // instances to answer Aborted for (busy, fine otherwise)
 	fail     bool
 	requests []*dispatchpb.DispatchRequest
 }
@@ -48,6 +49,9 @@ func (a *agent) Dispatch(_ context.Context, r *dispatchpb.DispatchRequest) (*dis
 	a.requests = append(a.requests, r)
 	if a.lost[r.InstanceId] {
 		return nil, status.Error(codes.NotFound, "no such instance")
+	}
+	if a.aborted[r.InstanceId] {
+		return nil, status.Error(codes.Aborted, "instance busy")
 	}
 	resp := &dispatchpb.DispatchResponse{Status: dispatchpb.Status_STATUS_OK, Payload: r.Payload,
 		HandlerStartUnixNs: time.Now().UnixNano(), Start: dispatchpb.StartKind_START_KIND_HOT}
@@ -79,7 +83,7 @@ func setup(t *testing.T, cfg scheduler.Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &agent{started: map[string]bool{}, lost: map[string]bool{}}
+	a := &agent{started: map[string]bool{}, lost: map[string]bool{}, aborted: map[string]bool{}}
 	srv := grpc.NewServer()
 	dispatchpb.RegisterAgentServer(srv, a)
 	go func() { _ = srv.Serve(l) }()
@@ -230,5 +234,38 @@ func TestUnknownFunction(t *testing.T) {
 	_, err := e.sched.Invoke(context.Background(), &invoke.Invocation{Tenant: "t1", Function: "nope"})
 	if !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("got %v, want ErrNotFound", err)
+	}
+}
+
+// An instance that answers Aborted (busy, code delivery hiccup) is skipped
+// for this invocation but stays in the pool.
+func TestAbortedInstanceIsKept(t *testing.T) {
+	e := setup(t, scheduler.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_ = e.pool.AddWarm(ctx, "busy", "a1", "m128")
+	e.agent.mu.Lock()
+	e.agent.aborted["busy"] = true
+	e.agent.mu.Unlock()
+	sub := e.pool.SubscribeDemand(ctx)
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		if msg, ok := <-sub.Channel(); ok {
+			_ = e.pool.AddWarm(ctx, "other", "a1", msg.Payload)
+		}
+	}()
+	if r := e.invoke(t, "f"); r.Instance != "other" {
+		t.Fatalf("ran on %s, want the other instance", r.Instance)
+	}
+	insts, _ := e.pool.Instances(ctx, "a1")
+	found := false
+	for _, in := range insts {
+		found = found || (in.ID == "busy" && !in.Busy)
+	}
+	if !found {
+		t.Fatalf("the aborted instance left the pool: %+v", insts)
 	}
 }

@@ -44,6 +44,10 @@ type Limits struct {
 	CPUShares uint64
 	// CPUQuotaUs per CPUPeriodUs is the child's CFS bandwidth (both or neither).
 	CPUQuotaUs, CPUPeriodUs int64
+	// CPUBurstUs lets unused quota carry over (at most CPUQuotaUs), so a
+	// sporadic burst runs at once while the sustained rate stays bounded.
+	// Written only where the kernel has cpu.cfs_burst_us (5.14+).
+	CPUBurstUs int64
 }
 
 // Child is one container's cgroup: a directory per hierarchy, and open
@@ -127,6 +131,12 @@ func (c *Child) setup(owner int, limits Limits) error {
 		}
 		if err := writeFile(c.paths["cpu"], "cpu.cfs_quota_us", strconv.FormatInt(limits.CPUQuotaUs, 10)); err != nil {
 			return err
+		}
+		burst := filepath.Join(c.paths["cpu"], "cpu.cfs_burst_us")
+		if _, err := os.Stat(burst); limits.CPUBurstUs > 0 && err == nil {
+			if err := writeFile(c.paths["cpu"], "cpu.cfs_burst_us", strconv.FormatInt(min(limits.CPUBurstUs, limits.CPUQuotaUs), 10)); err != nil {
+				return err
+			}
 		}
 	}
 	for ctrl, dir := range c.paths {

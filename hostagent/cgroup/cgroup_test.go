@@ -98,7 +98,7 @@ func TestChildCgroupJoinAndAccounting(t *testing.T) {
 	parent := parentCgroup(t)
 	const owner = 100000
 	child, err := cgroup.Create(parent, "c1", owner, cgroup.Limits{MemoryBytes: 64 << 20, PidsMax: 32, CPUShares: 512,
-		CPUQuotaUs: 2500, CPUPeriodUs: 10000})
+		CPUQuotaUs: 2500, CPUPeriodUs: 10000, CPUBurstUs: 2500})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,6 +110,7 @@ func TestChildCgroupJoinAndAccounting(t *testing.T) {
 		filepath.Join(child.Path("cpu"), "cpu.shares"):               "512",
 		filepath.Join(child.Path("cpu"), "cpu.cfs_quota_us"):         "2500",
 		filepath.Join(child.Path("cpu"), "cpu.cfs_period_us"):        "10000",
+		filepath.Join(child.Path("cpu"), "cpu.cfs_burst_us"):         "2500", // this kernel has CFS burst
 	} {
 		b, err := os.ReadFile(file)
 		if err != nil {

@@ -129,6 +129,14 @@ func (c *container) ensureProcess() (*process, error) {
 	if c.proc != nil {
 		return c.proc, nil
 	}
+	// With no live process, whatever is in the cgroup is left over from an
+	// earlier one (a child that escaped its process group with setsid):
+	// the new process must not share the cgroup with it.
+	if c.cgroup2FD >= 0 {
+		if err := drainCgroup(c.cgroup2FD, cgroupDrainBound); err != nil {
+			return nil, fmt.Errorf("container %q: clear leftovers from the cgroup: %w", c.id, err)
+		}
+	}
 	p, err := c.spawnLocked()
 	if err != nil {
 		return nil, err
@@ -208,9 +216,14 @@ func (c *container) spawnLocked() (*process, error) {
 	return p, nil
 }
 
+// cgroupDrainBound bounds the wait for a container's cgroup to empty after
+// its processes are killed.
+const cgroupDrainBound = 5 * time.Second
+
 // stop ends the container for good: SIGTERM to its process group, grace,
-// SIGKILL. It returns once the process is reaped (or after the grace and a
-// second bound, if it cannot be).
+// SIGKILL, then SIGKILL to everything left in its cgroup. It returns once
+// the process is reaped and the cgroup is empty (or after the grace and
+// bounds, if they cannot be).
 func (c *container) stop(grace time.Duration) {
 	c.mu.Lock()
 	c.stopped = true
@@ -229,8 +242,34 @@ func (c *container) stop(grace time.Duration) {
 		t.Stop()
 	}
 	c.mu.Lock()
+	if c.cgroup2FD >= 0 {
+		if err := drainCgroup(c.cgroup2FD, cgroupDrainBound); err != nil {
+			c.log.Error().Err(err).Msg("cgroup not empty after stop")
+		}
+	}
 	c.closeFDs()
 	c.mu.Unlock()
+}
+
+// killLeftovers SIGKILLs everything in the container's cgroup2 directory
+// once p is dead or being killed: children that left p's process group
+// (setsid, setpgid) are out of reach of the group kill. It does nothing
+// without a cgroup fd, or when a newer process than p already owns the
+// cgroup (its spawn drained the cgroup first, and it must live). It does
+// not wait for the kill to take effect: the next spawn and stop do.
+func (c *container) killLeftovers(p *process) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cgroup2FD < 0 || (c.proc != nil && c.proc != p) {
+		return
+	}
+	pids, self, err := cgroupMembers(c.cgroup2FD)
+	if err == nil && len(pids) > 0 {
+		err = killCgroup(pids, self)
+	}
+	if err != nil {
+		c.log.Error().Err(err).Int("pid", p.pid).Msg("kill container cgroup")
+	}
 }
 
 // detach forgets p if it is still the container's process, so the next
@@ -291,11 +330,13 @@ func (c *container) invoke(ctx context.Context, req initproto.Invoke, payload []
 	// cannot loop.
 	for attempt := 0; ; attempt++ {
 		var err error
+		// Mark before a (re)spawn: a new process's first output belongs to
+		// this invocation.
+		mark = c.logs.mark()
 		if p, err = c.ensureProcess(); err != nil {
 			res.Error = err.Error()
 			return res, nil
 		}
-		mark = c.logs.mark()
 		wasReady := p.firstNext.Load() != 0
 		select {
 		case p.next <- inv:
@@ -344,7 +385,8 @@ func (c *container) invoke(ctx context.Context, req initproto.Invoke, payload []
 	return res, o.body
 }
 
-// timeout kills p's process group because inv ran past its deadline.
+// timeout kills p's process group and cgroup because inv ran past its
+// deadline.
 func (c *container) timeout(p *process, inv *invocation) outcome {
 	p.cur.CompareAndSwap(inv, nil)
 	c.detach(p)
@@ -398,13 +440,15 @@ type process struct {
 }
 
 func (p *process) signal(sig unix.Signal) {
-	// The process group holds the whole tree (Setpgid). After the leader is
+	// The process group holds the tree unless a member left it (setsid):
+	// killLeftovers reaches those through the cgroup. After the leader is
 	// reaped the group id cannot be reused while members remain.
 	_ = unix.Kill(-p.pid, sig)
 }
 
 func (p *process) killAndWait(bound time.Duration) {
 	p.signal(unix.SIGKILL)
+	p.c.killLeftovers(p)
 	t := time.NewTimer(bound)
 	defer t.Stop()
 	select {
@@ -454,6 +498,7 @@ func (p *process) exitOutcome() outcome {
 func (p *process) wait(exit <-chan unix.WaitStatus) {
 	p.status = <-exit
 	p.signal(unix.SIGKILL) // whatever is left of the tree
+	p.c.killLeftovers(p)
 	close(p.exited)
 	p.c.detach(p)
 	_ = p.srv.Close()

@@ -49,8 +49,11 @@
 //     (ErrorType from that post), or its response exceeded
 //     MaxResponseBytes (6 MB; "Function.ResponseSizeTooLarge", and the
 //     runtime got 413). Body is the error document.
-//   - timeout: no response by the deadline. The process group is SIGKILLed
-//     and reaped before the Result is sent; ErrorType "Sandbox.Timedout".
+//   - timeout: no response by the deadline. The process group is SIGKILLed,
+//     and so is everything left in the container's cgroup2 directory (a
+//     handler's setsid'd children included), before the Result is sent;
+//     a respawn waits for that cgroup to be empty. ErrorType
+//     "Sandbox.Timedout".
 //   - crashed: the process ended while the invocation was pending or
 //     running; ErrorType "Runtime.ExitError", body names the exit status.
 //

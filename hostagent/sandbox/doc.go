@@ -5,7 +5,8 @@
 // root is an unprivileged host uid, 100000 by default), a read-only root
 // filesystem, no_new_privs, exactly the capabilities ember-init needs to
 // build function containers inside it (CAP_SYS_ADMIN, CAP_SETUID,
-// CAP_SETGID, CAP_SETPCAP, all confined to that user namespace), the
+// CAP_SETGID, CAP_SETPCAP, and CAP_KILL to stop them, all confined to that
+// user namespace), the
 // default seccomp profile derived from those capabilities, its own network
 // namespace with loopback only, and memory, CPU and pids limits on its
 // cgroup "/ember/<id>" (runc's cgroupfs driver). Two host directories are

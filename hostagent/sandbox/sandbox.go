@@ -27,9 +27,11 @@ import (
 
 // Capabilities are exactly the capabilities ember-init gets: what it needs
 // to build function containers (mount namespaces, bind mounts, switching to
-// the function's uid, dropping the bounding set). With a user namespace they
-// are confined to it.
-var Capabilities = []string{"CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"}
+// the function's uid, dropping the bounding set) and to stop them (KILL:
+// functions run as another uid, so a timeout's SIGKILL needs it). With a
+// user namespace they are confined to it: KILL reaches only the instance's
+// own processes.
+var Capabilities = []string{"CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_KILL"}
 
 // Instance is a started instance.
 type Instance struct {

@@ -205,7 +205,7 @@ func TestInstanceIsolationAndChildCgroup(t *testing.T) {
 	if got := statusField(t, inst.Pid, "Seccomp"); got != "2" {
 		t.Errorf("Seccomp = %s, want 2 (filter)", got)
 	}
-	const wantCaps = 1<<21 | 1<<8 | 1<<7 | 1<<6 // SYS_ADMIN, SETPCAP, SETUID, SETGID
+	const wantCaps = 1<<21 | 1<<8 | 1<<7 | 1<<6 | 1<<5 // SYS_ADMIN, SETPCAP, SETUID, SETGID, KILL
 	for _, f := range []string{"CapEff", "CapPrm", "CapBnd"} {
 		if got := statusField(t, inst.Pid, f); got != fmt.Sprintf("%016x", wantCaps) {
 			t.Errorf("%s = %s, want %016x", f, got, wantCaps)
