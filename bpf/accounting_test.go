@@ -86,7 +86,7 @@ func processCPU() time.Duration {
 func needRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: loads eBPF programs and creates cgroups")
+		t.Fatal("needs root: loads eBPF programs and creates cgroups")
 	}
 }
 

@@ -260,7 +260,7 @@ func TestPutCanceled(t *testing.T) {
 func TestZipCLI(t *testing.T) {
 	zipBin, err := exec.LookPath("zip")
 	if err != nil {
-		t.Skip("Info-ZIP zip is not installed (apt-get install zip)")
+		t.Fatal("Info-ZIP zip is not installed: run deploy/setup.sh install")
 	}
 	for _, tc := range []struct {
 		mode fs.FileMode

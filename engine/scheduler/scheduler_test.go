@@ -107,6 +107,23 @@ func setup(t *testing.T, cfg scheduler.Config) *env {
 	return &env{pool: p, agent: a, sched: s}
 }
 
+// answerDemand plays the agent's part on the demand channel: when a
+// scheduler asks for an instance, instance id is added to the asked class.
+// The subscription is confirmed before it returns, so no request is missed.
+func (e *env) answerDemand(ctx context.Context, t *testing.T, id string) {
+	t.Helper()
+	sub := e.pool.SubscribeDemand(ctx)
+	t.Cleanup(func() { sub.Close() })
+	if _, err := sub.Receive(ctx); err != nil { // subscription confirmation
+		t.Fatal(err)
+	}
+	go func() {
+		if msg, ok := <-sub.Channel(); ok {
+			_ = e.pool.AddWarm(ctx, id, "a1", msg.Payload)
+		}
+	}()
+}
+
 func (e *env) invoke(t *testing.T, fn string) invoke.Result {
 	t.Helper()
 	res, err := e.sched.Invoke(context.Background(), &invoke.Invocation{Tenant: "t1", Function: fn, Payload: []byte(`{"x":1}`)})
@@ -155,18 +172,7 @@ func TestWaitsForDemandedInstance(t *testing.T) {
 	e := setup(t, scheduler.Config{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	// Play the agent's part on the demand channel: start an instance when asked.
-	sub := e.pool.SubscribeDemand(ctx)
-	defer sub.Close()
-	if _, err := sub.Receive(ctx); err != nil { // subscription confirmation
-		t.Fatal(err)
-	}
-	go func() {
-		msg, ok := <-sub.Channel()
-		if ok {
-			_ = e.pool.AddWarm(ctx, "new", "a1", msg.Payload)
-		}
-	}()
+	e.answerDemand(ctx, t, "new")
 	r := e.invoke(t, "f")
 	if r.Start != invoke.StartCold || r.Instance != "new" {
 		t.Fatalf("got %+v, want cold start on the demanded instance", r)
@@ -207,16 +213,7 @@ func TestLostInstanceRetriesElsewhere(t *testing.T) {
 	e.agent.lost["gone"] = true
 	e.agent.mu.Unlock()
 	// After the lost instance is dropped, the retry waits and asks for a new one.
-	sub := e.pool.SubscribeDemand(ctx)
-	defer sub.Close()
-	if _, err := sub.Receive(ctx); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		if msg, ok := <-sub.Channel(); ok {
-			_ = e.pool.AddWarm(ctx, "ok", "a1", msg.Payload)
-		}
-	}()
+	e.answerDemand(ctx, t, "ok")
 	r := e.invoke(t, "f")
 	if r.Instance != "ok" {
 		t.Fatalf("ran on %s, want the replacement", r.Instance)
@@ -247,16 +244,7 @@ func TestAbortedInstanceIsKept(t *testing.T) {
 	e.agent.mu.Lock()
 	e.agent.aborted["busy"] = true
 	e.agent.mu.Unlock()
-	sub := e.pool.SubscribeDemand(ctx)
-	defer sub.Close()
-	if _, err := sub.Receive(ctx); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		if msg, ok := <-sub.Channel(); ok {
-			_ = e.pool.AddWarm(ctx, "other", "a1", msg.Payload)
-		}
-	}()
+	e.answerDemand(ctx, t, "other")
 	if r := e.invoke(t, "f"); r.Instance != "other" {
 		t.Fatalf("ran on %s, want the other instance", r.Instance)
 	}
