@@ -57,8 +57,8 @@ say "deploying and binding topic demo-events"
 "$bin/ember" deploy kafka-echo --zip "$work/fn.zip" --memory 128 --timeout 10s
 "$bin/ember" bind demo --topic demo-events --function kafka-echo --from earliest
 
-say "producing $events events at ${EMBER_DEMO_RATE:-500}/s"
-seq 1 "$events" | sed "s/^/event-/" | "$bin/ember" produce demo-events --rate "${EMBER_DEMO_RATE:-500}"
+say "producing $events events at ${EMBER_DEMO_RATE:-200}/s"
+seq 1 "$events" | sed "s/^/event-/" | "$bin/ember" produce demo-events --rate "${EMBER_DEMO_RATE:-200}"
 
 say "waiting for the consumer lag to reach 0"
 "$bin/ember" status --wait-lag demo --timeout 90s
