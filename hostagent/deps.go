@@ -6,43 +6,18 @@ import (
 
 	"github.com/ember-run/ember/engine/pool"
 	"github.com/ember-run/ember/hostagent/codefetch"
+	"github.com/ember-run/ember/hostagent/sandbox"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 )
 
-// InstanceSpec describes one instance to create.
-type InstanceSpec struct {
-	ID    string
-	Class string
-	// MemoryMB, CPUShares and PidsLimit are the instance's cgroup limits.
-	MemoryMB  int64
-	CPUShares uint64
-	PidsLimit int64
-	// SocketDir is the host directory mounted at initproto.SocketDir, where
-	// ember-init creates its socket; owned by the instance's mapped root.
-	SocketDir string
-	// CodeDir is the host directory mounted read-only at initproto.CodeMount.
-	CodeDir string
-	// LogPath is the host file that receives ember-init's output.
-	LogPath string
-	Env     []string
-}
-
-// SandboxInstance is a created instance.
-type SandboxInstance struct {
-	ID  string
-	Pid uint32
-	// CgroupPath is the instance's cgroup path relative to each hierarchy's
-	// root, e.g. "/ember/<id>"; child cgroups go beneath it.
-	CgroupPath string
-}
-
-// Runtime creates and destroys instances (containerd in production).
+// Runtime creates and destroys instances: *sandbox.Runtime (containerd)
+// in production, whose spec and instance types it uses.
 type Runtime interface {
 	// Create creates and starts an instance whose PID 1 is ember-init. It
 	// returns once the task runs; ember-init's socket may not exist yet.
-	Create(ctx context.Context, spec InstanceSpec) (SandboxInstance, error)
+	Create(ctx context.Context, spec sandbox.InstanceSpec) (sandbox.Instance, error)
 	// Destroy stops (SIGTERM, grace, SIGKILL) and deletes an instance with
 	// its snapshot. Destroying a missing instance is success.
 	Destroy(ctx context.Context, id string) error

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/ember-run/ember/hostagent/sandbox"
+
 	"github.com/ember-run/ember/hostagent/initproto"
 )
 
@@ -26,16 +28,16 @@ var _ Runtime = (*fakeRuntime)(nil)
 
 func newFakeRuntime() *fakeRuntime { return &fakeRuntime{live: map[string]*fakeInit{}} }
 
-func (r *fakeRuntime) Create(ctx context.Context, spec InstanceSpec) (SandboxInstance, error) {
+func (r *fakeRuntime) Create(ctx context.Context, spec sandbox.InstanceSpec) (sandbox.Instance, error) {
 	fi, err := startFakeInit(spec.ID, filepath.Join(spec.SocketDir, initproto.SocketName))
 	if err != nil {
-		return SandboxInstance{}, err
+		return sandbox.Instance{}, err
 	}
 	r.mu.Lock()
 	r.live[spec.ID] = fi
 	r.created++
 	r.mu.Unlock()
-	return SandboxInstance{ID: spec.ID, Pid: 1, CgroupPath: "/ember/" + spec.ID}, nil
+	return sandbox.Instance{ID: spec.ID, Pid: 1, CgroupPath: "/ember/" + spec.ID}, nil
 }
 
 func (r *fakeRuntime) Destroy(ctx context.Context, id string) error {

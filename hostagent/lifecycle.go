@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/ember-run/ember/hostagent/sandbox"
+
 	"github.com/ember-run/ember/hostagent/initproto"
 )
 
@@ -52,7 +54,7 @@ func (a *Agent) boot(in *instance) error {
 	if err := os.Chmod(in.sockDir(), 0o700); err != nil {
 		return fmt.Errorf("instance socket dir: %w", err)
 	}
-	sb, err := a.deps.Runtime.Create(ctx, InstanceSpec{
+	sb, err := a.deps.Runtime.Create(ctx, sandbox.InstanceSpec{
 		ID: in.id, Class: in.class, MemoryMB: in.memoryMB,
 		CPUShares: a.cfg.cpuShares(in.memoryMB), PidsLimit: a.cfg.InstancePidsLimit,
 		SocketDir: in.sockDir(), CodeDir: in.codeDir(), LogPath: in.logPath(),

@@ -3,6 +3,8 @@ package hostagent
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/containerd/containerd"
 	"github.com/ember-run/ember/hostagent/image"
@@ -35,29 +37,7 @@ func (hostCgroups) Create(instanceCgroupPath, name string, ownerUID int, l Cgrou
 	return c, nil
 }
 
-// SandboxRuntime adapts a hostagent/sandbox Runtime (containerd) to Runtime.
-// Config.MappedRootUID must equal r.HostRootUID().
-func SandboxRuntime(r *sandbox.Runtime) Runtime { return sandboxRuntime{r} }
-
-type sandboxRuntime struct{ r *sandbox.Runtime }
-
-var _ Runtime = sandboxRuntime{}
-
-func (s sandboxRuntime) Create(ctx context.Context, spec InstanceSpec) (SandboxInstance, error) {
-	in, err := s.r.Create(ctx, sandbox.InstanceSpec{
-		ID: spec.ID, Class: spec.Class, MemoryMB: spec.MemoryMB, CPUShares: spec.CPUShares,
-		PidsLimit: spec.PidsLimit, SocketDir: spec.SocketDir, CodeDir: spec.CodeDir,
-		LogPath: spec.LogPath, Env: spec.Env,
-	})
-	if err != nil {
-		return SandboxInstance{}, err
-	}
-	return SandboxInstance{ID: in.ID, Pid: in.Pid, CgroupPath: in.CgroupPath}, nil
-}
-
-func (s sandboxRuntime) Destroy(ctx context.Context, id string) error { return s.r.Destroy(ctx, id) }
-
-func (s sandboxRuntime) List(ctx context.Context) ([]string, error) { return s.r.List(ctx) }
+var _ Runtime = (*sandbox.Runtime)(nil)
 
 // LabelAgent is the containerd label naming the agent that owns an
 // instance; Runtime.List of ContainerdRuntime only returns that agent's.
@@ -77,7 +57,7 @@ func ContainerdRuntime(ctx context.Context, client *containerd.Client, namespace
 	if err != nil {
 		return nil, 0, fmt.Errorf("hostagent: %w", err)
 	}
-	return SandboxRuntime(r), r.HostRootUID(), nil
+	return r, r.HostRootUID(), nil
 }
 
 // ContainerdSetup says how to reach containerd and which ember-init to run.
@@ -116,4 +96,18 @@ func NewContainerd(ctx context.Context, cfg Config, cs ContainerdSetup, deps Dep
 		return nil, nil, err
 	}
 	return a, func() { _ = cc.Close() }, nil
+}
+
+// InitBinary is the static ember-init to build instances from: path when
+// given, else "ember-init" beside the running executable (how `make build`
+// lays out bin/).
+func InitBinary(path string) (string, error) {
+	if path != "" {
+		return path, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("hostagent: locate ember-init: %w", err)
+	}
+	return filepath.Join(filepath.Dir(exe), "ember-init"), nil
 }

@@ -107,13 +107,9 @@ func run(ctx context.Context, f flags) error {
 	default:
 		return errors.New("--code-dir or --code-url is required")
 	}
-	initBin := f.initBinary
-	if initBin == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("locate ember-init: %w", err)
-		}
-		initBin = filepath.Join(filepath.Dir(exe), "ember-init")
+	initBin, err := hostagent.InitBinary(f.initBinary)
+	if err != nil {
+		return err
 	}
 	cfg := hostagent.Config{
 		AgentID: f.agentID, ListenAddr: f.listen, AdvertiseAddr: f.advertise, StateDir: stateDir,

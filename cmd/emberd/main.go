@@ -93,13 +93,9 @@ func run(ctx context.Context, f flags) error {
 	if err != nil {
 		return err
 	}
-	initBin := f.initBinary
-	if initBin == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("locate ember-init: %w", err)
-		}
-		initBin = filepath.Join(filepath.Dir(exe), "ember-init")
+	initBin, err := hostagent.InitBinary(f.initBinary)
+	if err != nil {
+		return err
 	}
 	var brokers []string
 	for _, b := range strings.Split(f.brokers, ",") {
