@@ -38,14 +38,30 @@ say "starting emberd (log: $state/emberd.log)"
 "$bin/emberd" --state-dir "$state" --init-binary "$bin/ember-init" >"$state/emberd.log" 2>&1 &
 echo $! >"$state/emberd.pid"
 for i in $(seq 1 600); do
-	if "$bin/ember" status --ready >/dev/null 2>&1; then break; fi
+	# emberd writes the administrator key (0600) on its first start.
+	if [ -s "$state/admin.key" ] && EMBER_API_KEY=$(cat "$state/admin.key") "$bin/ember" status --ready >/dev/null 2>&1; then break; fi
 	if ! kill -0 "$(cat "$state/emberd.pid")" 2>/dev/null; then
 		echo "emberd exited; last lines of its log:"; tail -30 "$state/emberd.log"; exit 1
 	fi
 	[ "$i" = 600 ] && { echo "emberd not ready after 60 s"; tail -30 "$state/emberd.log"; exit 1; }
 	sleep 0.1
 done
-"$bin/ember" status
+admin_key=$(cat "$state/admin.key")
+EMBER_API_KEY=$admin_key "$bin/ember" status
+
+say "creating tenant demo and logging in as it"
+# The tenant's key is shown once: keep it (0600) so a second `make run`
+# can log in again; rotate if it was lost.
+umask 077
+if [ ! -s "$state/demo.key" ] || ! EMBER_API_KEY=$(cat "$state/demo.key") "$bin/ember" functions >/dev/null 2>&1; then
+	if ! out=$(EMBER_API_KEY=$admin_key "$bin/ember" tenant create demo 2>&1); then
+		out=$(EMBER_API_KEY=$admin_key "$bin/ember" tenant rotate demo)
+	fi
+	printf '%s\n' "$out" | sed -n 's/^api key: //p' >"$state/demo.key"
+fi
+umask 022
+"$bin/ember" login --api-key-stdin <"$state/demo.key"
+"$bin/ember" topic create demo-events --partitions 4
 
 say "building examples/kafka-echo (aws-lambda-go, parses events.KafkaEvent)"
 work=$(mktemp -d)
@@ -67,8 +83,11 @@ say "what happened"
 "$bin/ember" status
 cat <<MSG
 
-emberd is still running (API $api, log $state/emberd.log). Try:
+emberd is still running (API $api, log $state/emberd.log).
+You are logged in as tenant "demo" (its key is in $state/demo.key; \`bin/ember login\`
+saved it for the CLI). The administrator key is in $state/admin.key. Try:
   bin/ember invoke kafka-echo --payload '{}'
   seq 1 10 | bin/ember produce demo-events && bin/ember status
+  EMBER_API_KEY=\$(cat $state/admin.key) bin/ember tenant create alice   # prints alice's key once
 Stop everything with: make stop
 MSG

@@ -181,7 +181,7 @@ func (a *app) bindCmd() *cobra.Command {
 	f.DurationVar(&window, "window", 0, "batching window (default 0, max 300s)")
 	f.StringVar(&b.StartingPosition, "from", "", "starting position: latest (default) or earliest")
 	f.StringVar(&b.ResultTopic, "result-topic", "", "topic for successful responses")
-	f.StringVar(&b.DLQTopic, "dlq-topic", "", "dead-letter topic (default TOPIC.dlq)")
+	f.StringVar(&b.DLQTopic, "dlq-topic", "", "dead-letter topic (default TOPIC.dlq in your namespace)")
 	f.IntVar(&b.MaxAttempts, "max-attempts", 0, "attempts before dead-lettering (default 3)")
 	f.BoolVar(&disabled, "disabled", false, "create the binding disabled")
 	_ = cmd.MarkFlagRequired("topic")

@@ -2,9 +2,10 @@
 // publish functions, bind them to topics, produce records, invoke, and show
 // platform status. It is a thin layer over engine/api/client.
 //
-// Configuration: --api (default $EMBER_API or http://127.0.0.1:8080),
-// --tenant (default $EMBER_TENANT, else the server's "default"), and the
-// bearer token from $EMBER_TOKEN (never printed).
+// Configuration, first found wins: --api, $EMBER_API, the config file that
+// `ember login` writes, http://127.0.0.1:8080; and --api-key,
+// $EMBER_API_KEY, the config file. The key says who the CLI acts as (a
+// tenant, or the administrator) and is never printed.
 package main
 
 import (
@@ -25,7 +26,7 @@ type exitError struct{ code int }
 func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 
 type app struct {
-	api, tenant string
+	api, apiKey string
 	c           *client.Client
 }
 
@@ -45,27 +46,41 @@ func main() {
 
 func newRoot() *cobra.Command {
 	a := &app{}
-	defAPI := os.Getenv("EMBER_API")
-	if defAPI == "" {
-		defAPI = "http://127.0.0.1:8080"
-	}
 	root := &cobra.Command{
 		Use:           "ember",
 		Short:         "Ember: event-driven serverless functions on Kafka",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := client.New(a.api, client.WithTenant(a.tenant), client.WithToken(os.Getenv("EMBER_TOKEN")))
+			cfg, err := loadConfig()
 			if err != nil {
 				return err
 			}
-			a.c = c
+			api := firstOf(a.api, os.Getenv("EMBER_API"), cfg.API, defaultAPI)
+			key := firstOf(a.apiKey, os.Getenv("EMBER_API_KEY"), cfg.APIKey)
+			c, err := client.New(api, client.WithAPIKey(key))
+			if err != nil {
+				return err
+			}
+			a.c, a.api, a.apiKey = c, api, key
 			return nil
 		},
 	}
-	root.PersistentFlags().StringVar(&a.api, "api", defAPI, "Ember API base URL (env EMBER_API)")
-	root.PersistentFlags().StringVar(&a.tenant, "tenant", os.Getenv("EMBER_TENANT"), "tenant (env EMBER_TENANT; default: the server's \"default\")")
-	root.AddCommand(a.deployCmd(), a.publishCmd(), a.functionsCmd(), a.describeCmd(), a.deleteCmd(),
+	root.PersistentFlags().StringVar(&a.api, "api", "", "Ember API base URL (env EMBER_API; default from `ember login`, else "+defaultAPI+")")
+	root.PersistentFlags().StringVar(&a.apiKey, "api-key", "", "API key: a tenant's, or the administrator's (env EMBER_API_KEY; default from `ember login`)")
+	root.AddCommand(a.loginCmd(), a.tenantCmd(), a.topicCmd(),
+		a.deployCmd(), a.publishCmd(), a.functionsCmd(), a.describeCmd(), a.deleteCmd(),
 		a.bindCmd(), a.unbindCmd(), a.bindingsCmd(), a.produceCmd(), a.invokeCmd(), a.statusCmd())
 	return root
+}
+
+const defaultAPI = "http://127.0.0.1:8080"
+
+func firstOf(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }

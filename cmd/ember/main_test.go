@@ -9,13 +9,18 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/ember-run/ember/consumers"
+	"github.com/ember-run/ember/consumers/embedded"
+	"github.com/ember-run/ember/consumers/kafkatest"
 	"github.com/ember-run/ember/engine/api"
+	"github.com/ember-run/ember/engine/api/client"
 	"github.com/ember-run/ember/engine/codestore"
 	"github.com/ember-run/ember/engine/invoke"
 	"github.com/ember-run/ember/engine/registry"
+	"github.com/ember-run/ember/engine/tenants"
+	"github.com/ember-run/ember/internal/apikafka"
 	"github.com/ember-run/ember/internal/testenv"
 )
 
@@ -34,31 +39,29 @@ func (e echo) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.Result
 	return invoke.Result{Status: invoke.StatusOK, Payload: inv.Payload, Version: v.Version, Start: invoke.StartHot}, nil
 }
 
-type sink struct {
-	mu   sync.Mutex
-	recs []api.Record
-}
-
-func (s *sink) Produce(_ context.Context, _ string, recs []api.Record) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.recs = append(s.recs, recs...)
-	return nil
-}
-
 func TestCLI(t *testing.T) {
 	rdb, _ := testenv.Redis(t)
 	reg, _ := registry.New(rdb)
 	code, _ := codestore.New(codestore.Config{Dir: t.TempDir()})
-	pr := &sink{}
-	s, err := api.New(api.Config{Token: "tok"}, api.Deps{Registry: reg, Code: code, Invoker: echo{reg}, Producer: pr})
+	adminKey := tenants.NewKey()
+	ten, _ := tenants.New(rdb, tenants.WithAdminKey(adminKey))
+	cluster := kafkatest.Start(t, embedded.Config{})
+	topics, err := consumers.NewTopics(cluster.Brokers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer topics.Close()
+	s, err := api.New(api.Config{}, api.Deps{Tenants: ten, Registry: reg, Code: code, Topics: topics,
+		Invoker: echo{reg}, Producer: apikafka.Producer{Topics: topics}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
 	t.Setenv("EMBER_API", srv.URL)
-	t.Setenv("EMBER_TOKEN", "tok")
+	t.Setenv("EMBER_API_KEY", "")
+	cfgPath := filepath.Join(t.TempDir(), "ember", "config.json")
+	t.Setenv("EMBER_CONFIG", cfgPath)
 
 	zipPath := filepath.Join(t.TempDir(), "fn.zip")
 	var buf bytes.Buffer
@@ -75,7 +78,7 @@ func TestCLI(t *testing.T) {
 	run := func(stdin string, args ...string) (string, string, error) {
 		root := newRoot()
 		var out, errb bytes.Buffer
-		root.SetArgs(append([]string{"--tenant", "acme"}, args...))
+		root.SetArgs(args)
 		root.SetIn(strings.NewReader(stdin))
 		root.SetOut(&out)
 		root.SetErr(&errb)
@@ -90,7 +93,41 @@ func TestCLI(t *testing.T) {
 		}
 		return out
 	}
-	out := must("", "deploy", "echo", "--zip", zipPath, "--memory", "256", "--timeout", "10s", "--env", "A=1")
+	// No key: refused, and the error says so.
+	if _, _, err := run("", "functions"); !errors.Is(err, client.ErrUnauthorized) {
+		t.Fatalf("without a key: %v", err)
+	}
+	// The administrator creates tenant acme; acme logs in with its key
+	// from stdin, and the config file (0600) remembers it.
+	out := must("", "--api-key", adminKey, "tenant", "create", "acme")
+	key := ""
+	for _, l := range strings.Split(out, "\n") {
+		if k, ok := strings.CutPrefix(l, "api key: "); ok {
+			key = k
+		}
+	}
+	if !strings.Contains(out, "created tenant acme") || !strings.HasPrefix(key, tenants.KeyPrefix) {
+		t.Fatalf("tenant create: %s", out)
+	}
+	if out := must("", "--api-key", adminKey, "tenant", "list"); !strings.Contains(out, "acme") {
+		t.Fatalf("tenant list: %s", out)
+	}
+	if _, _, err := run("", "--api-key", key, "tenant", "list"); !errors.Is(err, client.ErrForbidden) {
+		t.Fatalf("tenant list as a tenant: %v", err)
+	}
+	if out := must(key+"\n", "login", "--api-key-stdin"); !strings.Contains(out, "as tenant acme") {
+		t.Fatalf("login: %s", out)
+	}
+	if st, err := os.Stat(cfgPath); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("config file: %v, %v", st, err)
+	}
+	if b, _ := os.ReadFile(cfgPath); !strings.Contains(string(b), key) || !strings.Contains(string(b), srv.URL) {
+		t.Fatalf("config file holds %s", b)
+	}
+	if out := must("", "topic", "create", "in", "--partitions", "2"); !strings.Contains(out, "created topic acme.in (2 partitions)") {
+		t.Fatalf("topic create: %s", out)
+	}
+	out = must("", "deploy", "echo", "--zip", zipPath, "--memory", "256", "--timeout", "10s", "--env", "A=1")
 	if !strings.Contains(out, "deployed echo") || !strings.Contains(out, "256 MB") || !strings.Contains(out, "timeout 10s") {
 		t.Fatalf("deploy: %s", out)
 	}
@@ -118,7 +155,7 @@ func TestCLI(t *testing.T) {
 	if _, _, err := run("", "bind", "b1", "--topic", "in", "--function", "nope"); !registry.IsNotFound(err) {
 		t.Fatalf("bind to unknown function: %v", err)
 	}
-	if out := must("", "bind", "b1", "--topic", "in", "--function", "echo", "--batch-size", "5", "--from", "earliest"); !strings.Contains(out, "group ember-b1") {
+	if out := must("", "bind", "b1", "--topic", "in", "--function", "echo", "--batch-size", "5", "--from", "earliest"); !strings.Contains(out, "group ember.acme.b1") {
 		t.Fatalf("bind: %s", out)
 	}
 	if out := must("", "bindings"); !strings.Contains(out, "b1") || !strings.Contains(out, "earliest") {
@@ -130,8 +167,11 @@ func TestCLI(t *testing.T) {
 	if out := must("", "produce", "in", "x", "y"); !strings.Contains(out, "produced 2") {
 		t.Fatalf("produce args: %s", out)
 	}
-	if len(pr.recs) != 5 || string(pr.recs[0].Key) != "k" || string(pr.recs[2].Value) != "c" || string(pr.recs[4].Value) != "y" {
-		t.Fatalf("records %+v", pr.recs)
+	if recs := cluster.ReadAll("acme.in"); len(recs) != 5 {
+		t.Fatalf("read back %d records, want 5", len(recs))
+	}
+	if out := must("", "topic", "list"); !strings.Contains(out, "acme.in ") || !strings.Contains(out, "acme.in.dlq") {
+		t.Fatalf("topic list: %s", out)
 	}
 	if out := must("", "status"); !strings.Contains(out, "AGENTS (0)") || !strings.Contains(out, "b1") {
 		t.Fatalf("status: %s", out)
@@ -141,8 +181,11 @@ func TestCLI(t *testing.T) {
 	}
 	must("", "unbind", "b1")
 	must("", "delete", "echo")
-	t.Setenv("EMBER_TOKEN", "badtokenXYZ")
-	if _, _, err := run("", "functions"); err == nil || strings.Contains(err.Error(), "badtokenXYZ") {
-		t.Fatalf("bad token: %v", err)
+	// A rotated key stops working; a bad key is never echoed back.
+	if out := must("", "--api-key", adminKey, "tenant", "rotate", "acme"); !strings.Contains(out, "api key: ") {
+		t.Fatalf("rotate: %s", out)
+	}
+	if _, _, err := run("", "functions"); !errors.Is(err, client.ErrUnauthorized) || strings.Contains(err.Error(), key) {
+		t.Fatalf("old key after rotate: %v", err)
 	}
 }

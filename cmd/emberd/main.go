@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ember-run/ember/engine/tenants"
 	"github.com/ember-run/ember/hostagent"
 	"github.com/ember-run/ember/internal/emberd"
 	"github.com/ember-run/ember/internal/logging"
@@ -37,6 +38,7 @@ type flags struct {
 	containerKeepAlive, instanceKeepAlive        time.Duration
 	sessionTimeout                               time.Duration
 	debugAddr, accounting                        string
+	adminKeyFile                                 string
 	logFormat, logLevel                          string
 }
 
@@ -71,6 +73,7 @@ func main() {
 	fl.DurationVar(&f.instanceKeepAlive, "instance-keep-alive", 15*time.Minute, "retire a tenant's instance idle this long")
 	fl.DurationVar(&f.sessionTimeout, "session-timeout", 10*time.Second, "consumer group session timeout: how long a dead emberd holds its partitions (Kafka's minimum is usually 6s)")
 	fl.StringVar(&f.accounting, "accounting", hostagent.AccountingEBPF, "in-process agent's per-invocation usage: ebpf (falls back to cgroup), cgroup or off")
+	fl.StringVar(&f.adminKeyFile, "admin-key-file", "", "file holding the administrator's API key, created (0600) on first start (default <state-dir>/admin.key; env EMBER_ADMIN_KEY overrides the file)")
 	fl.StringVar(&f.debugAddr, "debug-addr", "", "serve Go pprof profiles on this loopback address (off by default)")
 	fl.StringVar(&f.logFormat, "log-format", "auto", "auto|json|console")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
@@ -97,6 +100,20 @@ func run(ctx context.Context, f flags) error {
 	if err != nil {
 		return err
 	}
+	adminKey := os.Getenv("EMBER_ADMIN_KEY")
+	if adminKey == "" {
+		path := f.adminKeyFile
+		if path == "" {
+			path = filepath.Join(stateDir, "admin.key")
+		}
+		var created bool
+		if adminKey, created, err = tenants.LoadOrCreateAdminKey(path); err != nil {
+			return fmt.Errorf("administrator key: %w", err)
+		}
+		if created {
+			log.Info().Str("file", path).Msg("created the administrator key (it is never logged; read it from the file)")
+		}
+	}
 	var brokers []string
 	for _, b := range strings.Split(f.brokers, ",") {
 		if b = strings.TrimSpace(b); b != "" {
@@ -109,7 +126,8 @@ func run(ctx context.Context, f flags) error {
 		EmbeddedBrokerAddr: f.brokerAddr,
 		Redis:              f.redis,
 		Listen:             f.listen,
-		APIToken:           os.Getenv("EMBER_API_TOKEN"),
+		AdminKey:           adminKey,
+		MetricsToken:       os.Getenv("EMBER_METRICS_TOKEN"),
 		Agent:              f.agent,
 		AgentConfig: hostagent.Config{
 			AgentID: f.agentID, ListenAddr: f.agentListen, Pool: pl, MaxInstances: f.maxInstances,

@@ -7,13 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/ember-run/ember/consumers"
+	"github.com/ember-run/ember/consumers/embedded"
+	"github.com/ember-run/ember/consumers/kafkatest"
 	"github.com/ember-run/ember/engine/api"
 	"github.com/ember-run/ember/engine/api/client"
 	"github.com/ember-run/ember/engine/api/wire"
@@ -21,6 +22,8 @@ import (
 	"github.com/ember-run/ember/engine/invoke"
 	"github.com/ember-run/ember/engine/pool"
 	"github.com/ember-run/ember/engine/registry"
+	"github.com/ember-run/ember/engine/tenants"
+	"github.com/ember-run/ember/internal/apikafka"
 	"github.com/ember-run/ember/internal/testenv"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -52,49 +55,25 @@ func (e echoInvoker) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke
 
 var errBusy = errors.New("scheduler-style busy")
 
-// memProducer keeps produced records; Lag reports them as unconsumed on
-// partition 0 of each binding's topic.
-type memProducer struct {
-	mu   sync.Mutex
-	recs map[string][]api.Record
-	reg  *registry.Registry
-}
-
-func (p *memProducer) Produce(_ context.Context, topic string, recs []api.Record) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.recs[topic] = append(p.recs[topic], recs...)
-	return nil
-}
-
-func (p *memProducer) Lag(ctx context.Context, id string) ([]api.PartitionLag, error) {
-	bs, err := p.reg.ListBindings(ctx, "")
-	if err != nil {
-		return nil, err
-	}
-	for _, b := range bs {
-		if b.ID == id {
-			p.mu.Lock()
-			n := int64(len(p.recs[b.Topic]))
-			p.mu.Unlock()
-			return []api.PartitionLag{{Partition: 0, End: n, Committed: -1, Lag: n}}, nil
-		}
-	}
-	return nil, fmt.Errorf("binding %s not running", id)
-}
-
 type env struct {
-	srv   *httptest.Server
-	reg   *registry.Registry
-	code  *codestore.Store
-	prod  *memProducer
-	pool  *pool.Store
-	c     *client.Client
-	token string
+	srv    *httptest.Server
+	reg    *registry.Registry
+	code   *codestore.Store
+	kafka  *kafkatest.Cluster
+	pool   *pool.Store
+	ten    *tenants.Store
+	c      *client.Client // tenant acme
+	other  *client.Client // tenant other
+	admin  *client.Client
+	keys   map[string]string // tenant -> key; "admin" -> the administrator key
+	scrape string
 }
 
-func setup(t *testing.T, token string) *env {
+// setup serves the API over real Redis and the embedded Kafka-protocol
+// broker, with tenants acme and other.
+func setup(t *testing.T) *env {
 	t.Helper()
+	ctx := context.Background()
 	rdb, _ := testenv.Redis(t)
 	reg, err := registry.New(rdb)
 	if err != nil {
@@ -108,20 +87,48 @@ func setup(t *testing.T, token string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prod := &memProducer{recs: map[string][]api.Record{}, reg: reg}
-	s, err := api.New(api.Config{Token: token, Metrics: prometheus.NewRegistry(), MaxPayloadBytes: 64 << 10,
-		Unavailable: []error{errBusy}},
-		api.Deps{Registry: reg, Code: code, Invoker: echoInvoker{reg}, Producer: prod, Pool: ps, Lag: prod})
+	adminKey := tenants.NewKey()
+	ten, err := tenants.New(rdb, tenants.WithAdminKey(adminKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cluster := kafkatest.Start(t, embedded.Config{})
+	topics, err := consumers.NewTopics(cluster.Brokers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = topics.Close() })
+	scrape := "scrape-" + tenants.NewKey()
+	s, err := api.New(api.Config{Metrics: prometheus.NewRegistry(), MaxPayloadBytes: 64 << 10,
+		Unavailable: []error{errBusy}, MetricsToken: scrape},
+		api.Deps{Tenants: ten, Registry: reg, Code: code, Topics: topics, Invoker: echoInvoker{reg},
+			Producer: apikafka.Producer{Topics: topics}, Pool: ps})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
-	c, err := client.New(srv.URL, client.WithTenant("acme"), client.WithToken(token))
+	e := &env{srv: srv, reg: reg, code: code, kafka: cluster, pool: ps, ten: ten,
+		keys: map[string]string{"admin": adminKey}, scrape: scrape}
+	e.admin = e.client(t, adminKey)
+	for _, name := range []string{"acme", "other"} {
+		k, err := e.admin.CreateTenant(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.keys[name] = k.APIKey
+	}
+	e.c, e.other = e.client(t, e.keys["acme"]), e.client(t, e.keys["other"])
+	return e
+}
+
+func (e *env) client(t *testing.T, key string) *client.Client {
+	t.Helper()
+	c, err := client.New(e.srv.URL, client.WithAPIKey(key))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{srv: srv, reg: reg, code: code, prod: prod, pool: ps, c: c, token: token}
+	return c
 }
 
 func goodZip(t *testing.T, body string) []byte {
@@ -138,7 +145,7 @@ func goodZip(t *testing.T, body string) []byte {
 
 func TestFunctionLifecycle(t *testing.T) {
 	ctx := context.Background()
-	e := setup(t, "")
+	e := setup(t)
 	if _, err := e.c.DeployFunction(ctx, "echo", wire.FunctionConfig{MemoryMB: 256}, nil); !errors.Is(err, registry.ErrInvalid) {
 		t.Fatalf("create without code: %v", err)
 	}
@@ -190,14 +197,16 @@ func TestFunctionLifecycle(t *testing.T) {
 		t.Fatalf("list = %+v, %v", list, err)
 	}
 	// Tenants are isolated.
-	other, _ := client.New(e.srv.URL, client.WithTenant("other"))
-	if _, err := other.GetFunction(ctx, "echo"); !errors.Is(err, registry.ErrNotFound) {
+	if _, err := e.other.GetFunction(ctx, "echo"); !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("other tenant sees echo: %v", err)
 	}
-	if l, _ := other.ListFunctions(ctx); len(l) != 0 {
+	if l, _ := e.other.ListFunctions(ctx); len(l) != 0 {
 		t.Fatalf("other tenant lists %v", l)
 	}
-	// Code is downloadable by digest, byte for byte.
+	// Code is downloadable by digest, byte for byte, by its tenant only.
+	if _, _, err := e.other.FetchCode(ctx, f.CodeDigest); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("other tenant fetched acme's code: %v", err)
+	}
 	rc, size, err := e.c.FetchCode(ctx, f.CodeDigest)
 	if err != nil {
 		t.Fatal(err)
@@ -226,7 +235,7 @@ func TestFunctionLifecycle(t *testing.T) {
 
 func TestInvoke(t *testing.T) {
 	ctx := context.Background()
-	e := setup(t, "")
+	e := setup(t)
 	if _, err := e.c.Invoke(ctx, "nope", "", []byte("{}")); !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("invoke unknown: %v", err)
 	}
@@ -274,37 +283,80 @@ func TestInvoke(t *testing.T) {
 	}
 }
 
-func TestBindingsProduceStatus(t *testing.T) {
+func TestTopicsBindingsProduceStatus(t *testing.T) {
 	ctx := context.Background()
-	e := setup(t, "")
+	e := setup(t)
 	if _, err := e.c.PutBinding(ctx, wire.Binding{ID: "b1", Function: "echo", Topic: "in"}); !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("binding to unknown function: %v", err)
 	}
 	if _, err := e.c.DeployFunction(ctx, "echo", wire.FunctionConfig{}, bytes.NewReader(goodZip(t, "x"))); err != nil {
 		t.Fatal(err)
 	}
+	// No topic yet: neither a binding nor a produce may create one.
+	if _, err := e.c.PutBinding(ctx, wire.Binding{ID: "b1", Function: "echo", Topic: "in"}); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("binding to a missing topic: %v", err)
+	}
+	if _, err := e.c.Produce(ctx, "in", []wire.Record{{Value: "v"}}); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("produce to a missing topic: %v", err)
+	}
+	tp, err := e.c.CreateTopic(ctx, "in", 2)
+	if err != nil || tp.Name != "acme.in" || tp.Owner != "acme" || tp.Partitions != 2 {
+		t.Fatalf("create topic = %+v, %v", tp, err)
+	}
+	if _, err := e.c.CreateTopic(ctx, "bad topic", 1); !errors.Is(err, registry.ErrInvalid) {
+		t.Fatalf("bad topic name: %v", err)
+	}
 	b, err := e.c.PutBinding(ctx, wire.Binding{ID: "b1", Function: "echo", Topic: "in", BatchSize: 10, BatchWindowMs: 50})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.Tenant != "acme" || b.GroupID != "ember-b1" || b.DLQTopic != "in.dlq" || b.Enabled == nil || !*b.Enabled || b.BatchWindowMs != 50 {
+	if b.Tenant != "acme" || b.Topic != "acme.in" || b.GroupID != "ember.acme.b1" || b.DLQTopic != "acme.in.dlq" ||
+		b.Enabled == nil || !*b.Enabled || b.BatchWindowMs != 50 {
 		t.Fatalf("binding %+v", b)
 	}
-	if _, err := e.c.PutBinding(ctx, wire.Binding{ID: "b2", Function: "echo", Topic: "bad topic"}); !errors.Is(err, registry.ErrInvalid) {
-		t.Fatalf("bad topic: %v", err)
+	if _, err := e.c.PutBinding(ctx, wire.Binding{ID: "b2", Function: "echo", Topic: "in", GroupID: "someone-elses"}); !errors.Is(err, registry.ErrInvalid) {
+		t.Fatalf("chosen group id: %v", err)
+	}
+	// Naming Ember's usage topic as a sink gets one in the tenant's namespace.
+	if b2, err := e.c.PutBinding(ctx, wire.Binding{ID: "b2", Function: "echo", Topic: "in", ResultTopic: "ember.usage"}); err != nil || b2.ResultTopic != "acme.ember.usage" {
+		t.Fatalf("result topic ember.usage: %+v, %v", b2, err)
+	}
+	if err := e.c.DeleteBinding(ctx, "b2"); err != nil {
+		t.Fatal(err)
 	}
 	if err := e.c.DeleteFunction(ctx, "echo"); !errors.Is(err, registry.ErrConflict) {
 		t.Fatalf("delete bound function: %v", err)
+	}
+	if err := e.c.DeleteTopic(ctx, "in"); !errors.Is(err, registry.ErrConflict) {
+		t.Fatalf("delete bound topic: %v", err)
 	}
 	n, err := e.c.Produce(ctx, "in", []wire.Record{{Key: "k", Value: "v1", Headers: map[string]string{"h": "1"}}, {Value: "v2"}})
 	if err != nil || n != 2 {
 		t.Fatalf("produce = %d, %v", n, err)
 	}
-	if recs := e.prod.recs["in"]; len(recs) != 2 || string(recs[0].Key) != "k" || recs[1].Key != nil || recs[0].Headers["h"] != "1" {
-		t.Fatalf("produced %+v", recs)
+	recs := e.kafka.ReadAll("acme.in")
+	if len(recs) != 2 {
+		t.Fatalf("read back %d records", len(recs))
 	}
 	if _, err := e.c.Produce(ctx, "in", nil); !errors.Is(err, registry.ErrInvalid) {
 		t.Fatalf("empty produce: %v", err)
+	}
+	// The administrator grants "other" consume access: it may bind, not produce.
+	if _, err := e.other.Produce(ctx, "acme.in", []wire.Record{{Value: "x"}}); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("other produced to acme's topic: %v", err)
+	}
+	if err := e.admin.Grant(ctx, "acme.in", "other", "consume"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.other.Produce(ctx, "acme.in", []wire.Record{{Value: "x"}}); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("other produced under a consume grant: %v", err)
+	}
+	ots, err := e.other.ListTopics(ctx)
+	if err != nil || len(ots) != 1 || ots[0].Name != "acme.in" || ots[0].Grants["other"] != "consume" {
+		t.Fatalf("other's topics = %+v, %v", ots, err)
+	}
+	if err := e.admin.Ungrant(ctx, "acme.in", "other"); err != nil {
+		t.Fatal(err)
 	}
 	// Pool state from the real pool store.
 	if err := e.pool.RegisterAgent(ctx, pool.Agent{ID: "a1", Addr: "127.0.0.1:7000", Started: time.Now()}, time.Minute); err != nil {
@@ -320,8 +372,11 @@ func TestBindingsProduceStatus(t *testing.T) {
 	if len(st.Agents) != 1 || st.Agents[0].ID != "a1" || len(st.Occupancy) != 1 || st.Occupancy[0].Class != "m256" || st.Occupancy[0].Warm != 1 {
 		t.Fatalf("status pool: %+v", st)
 	}
-	if len(st.Bindings) != 1 || st.Bindings[0].ID != "b1" || len(st.Bindings[0].Partitions) != 1 || st.Bindings[0].Partitions[0].Lag != 2 {
+	if len(st.Bindings) != 1 || st.Bindings[0].ID != "b1" {
 		t.Fatalf("status bindings: %+v", st.Bindings)
+	}
+	if ost, err := e.other.Status(ctx); err != nil || len(ost.Bindings) != 0 {
+		t.Fatalf("other's status shows %+v, %v", ost.Bindings, err)
 	}
 	bs, err := e.c.ListBindings(ctx)
 	if err != nil || len(bs) != 1 {
@@ -336,50 +391,14 @@ func TestBindingsProduceStatus(t *testing.T) {
 	if err := e.c.DeleteFunction(ctx, "echo"); err != nil {
 		t.Fatalf("delete after unbind: %v", err)
 	}
-}
-
-func TestAuthTenantMetrics(t *testing.T) {
-	ctx := context.Background()
-	e := setup(t, "s3cret")
-	if err := e.c.Health(ctx); err != nil {
-		t.Fatal(err)
+	if err := e.c.DeleteTopic(ctx, "in"); err != nil {
+		t.Fatalf("delete topic after unbind: %v", err)
 	}
-	if _, err := e.c.ListFunctions(ctx); err != nil {
-		t.Fatalf("with token: %v", err)
+	if ts, _ := e.c.ListTopics(ctx); len(ts) != 2 || ts[1].Name != "acme.in.dlq" || ts[1].Owner != "acme" {
+		t.Fatalf("topics after delete: %+v", ts)
 	}
-	for _, tok := range []string{"", "wrong", "s3cretX"} {
-		c, _ := client.New(e.srv.URL, client.WithToken(tok))
-		if _, err := c.ListFunctions(ctx); !errors.Is(err, client.ErrUnauthorized) {
-			t.Fatalf("token %q: %v", tok, err)
-		}
-	}
-	// /healthz and /metrics need no token.
-	for _, p := range []string{"/healthz", "/metrics"} {
-		resp, err := http.Get(e.srv.URL + p)
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("GET %s: %v %v", p, resp, err)
-		}
-		resp.Body.Close()
-	}
-	req, _ := http.NewRequest("GET", e.srv.URL+"/v1/functions", nil)
-	req.Header.Set("Authorization", "Bearer s3cret")
-	req.Header.Set(wire.HeaderTenant, "bad tenant!")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 400 {
-		t.Fatalf("bad tenant header: %v %v", resp, err)
-	}
-	resp.Body.Close()
-	resp, _ = http.Get(e.srv.URL + "/metrics")
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	for _, want := range []string{`ember_api_requests_total{code="200",route="GET /v1/functions"} 1`,
-		`ember_api_requests_total{code="401",route="GET /v1/functions"} 3`,
-		`ember_api_requests_total{code="400",route="GET /v1/functions"} 1`} {
-		if !strings.Contains(string(body), want) {
-			t.Errorf("metrics lack %s\n%s", want, body)
-		}
-	}
-	if strings.Contains(string(body), "s3cret") {
-		t.Fatal("token leaked into metrics")
+	// A name is always taken in the creator's namespace.
+	if ot, err := e.other.CreateTopic(ctx, "acme.in", 1); err != nil || ot.Name != "other.acme.in" {
+		t.Fatalf("other's create of acme.in = %+v, %v", ot, err)
 	}
 }

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,7 +8,9 @@ import (
 	"time"
 
 	"github.com/ember-run/ember/engine/api/wire"
+	"github.com/ember-run/ember/engine/codestore"
 	"github.com/ember-run/ember/engine/registry"
+	"github.com/ember-run/ember/engine/tenants"
 )
 
 func bindingJSON(b registry.Binding) wire.Binding {
@@ -22,30 +23,38 @@ func bindingJSON(b registry.Binding) wire.Binding {
 
 func (s *Server) putBinding(w http.ResponseWriter, r *http.Request, tenant string) {
 	var in wire.Binding
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxConfigBytes))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&in); err != nil {
-		s.fail(w, r, wrapBody(err, "binding"))
+	if !s.decode(w, r, &in, "binding") {
 		return
 	}
 	id := r.PathValue("id")
-	if in.ID != "" && in.ID != id {
+	switch {
+	case in.ID != "" && in.ID != id:
 		s.fail(w, r, invalid("body id %q differs from path id %q", in.ID, id))
 		return
-	}
-	if in.Tenant != "" && in.Tenant != tenant {
-		s.fail(w, r, invalid("body tenant %q differs from the request's tenant %q", in.Tenant, tenant))
+	case in.Tenant != "" && in.Tenant != tenant:
+		s.fail(w, r, invalid("body tenant %q is not the tenant of the API key", in.Tenant))
 		return
-	}
-	if in.BatchWindowMs < 0 {
+	case in.GroupID != "" && in.GroupID != registry.GroupID(tenant, id):
+		s.fail(w, r, invalid("group_id is Ember's (%s), it cannot be chosen", registry.GroupID(tenant, id)))
+		return
+	case in.BatchWindowMs < 0:
 		s.fail(w, r, invalid("batch_window_ms must not be negative"))
 		return
 	}
 	enabled := in.Enabled == nil || *in.Enabled
 	b, err := s.deps.Registry.PutBinding(r.Context(), registry.Binding{ID: id, Tenant: tenant, Function: in.Function,
-		Qualifier: in.Qualifier, Topic: in.Topic, GroupID: in.GroupID, BatchSize: in.BatchSize,
+		Qualifier: in.Qualifier, Topic: in.Topic, BatchSize: in.BatchSize,
 		BatchWindow: time.Duration(in.BatchWindowMs) * time.Millisecond, StartingPosition: in.StartingPosition,
 		ResultTopic: in.ResultTopic, DLQTopic: in.DLQTopic, MaxAttempts: in.MaxAttempts, Enabled: enabled})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, bindingJSON(b))
+}
+
+func (s *Server) getBinding(w http.ResponseWriter, r *http.Request, tenant string) {
+	b, err := s.deps.Registry.GetBinding(r.Context(), tenant, r.PathValue("id"))
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -74,44 +83,10 @@ func (s *Server) deleteBinding(w http.ResponseWriter, r *http.Request, tenant st
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Server) produce(w http.ResponseWriter, r *http.Request, _ string) {
-	topic := r.PathValue("topic")
-	if err := registry.ValidTopic(topic); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if s.deps.Producer == nil {
-		s.fail(w, r, fmt.Errorf("no producer configured: %w", registry.ErrUnavailable))
-		return
-	}
-	var in wire.ProduceRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.cfg.MaxPayloadBytes))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&in); err != nil {
-		s.fail(w, r, wrapBody(err, "records"))
-		return
-	}
-	if len(in.Records) == 0 || len(in.Records) > maxProduceRecords {
-		s.fail(w, r, invalid("want 1..%d records, got %d", maxProduceRecords, len(in.Records)))
-		return
-	}
-	recs := make([]Record, len(in.Records))
-	for i, rec := range in.Records {
-		recs[i] = Record{Value: []byte(rec.Value), Headers: rec.Headers}
-		if rec.Key != "" {
-			recs[i].Key = []byte(rec.Key)
-		}
-	}
-	if err := s.deps.Producer.Produce(r.Context(), topic, recs); err != nil {
-		s.failWith(w, r, fmt.Errorf("produce to %s: %w", topic, err), http.StatusBadGateway)
-		return
-	}
-	writeJSON(w, http.StatusOK, wire.ProduceResponse{Topic: topic, Produced: len(recs)})
-}
-
-// status: live agents, pool occupancy per class, and the tenant's bindings
-// with their lag.
-func (s *Server) status(w http.ResponseWriter, r *http.Request, tenant string) {
+// status: live agents, pool occupancy per class, and the bindings with
+// their lag: the tenant's own, or every tenant's for the administrator.
+func (s *Server) status(w http.ResponseWriter, r *http.Request, p tenants.Principal) {
+	tenant := p.Tenant
 	ctx := r.Context()
 	out := wire.Status{Agents: []wire.Agent{}, Occupancy: []wire.Occupancy{}, Bindings: []wire.BindingStatus{}}
 	if s.deps.Pool != nil {
@@ -140,7 +115,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, tenant string) {
 	for _, b := range bs {
 		st := wire.BindingStatus{Binding: bindingJSON(b)}
 		if s.deps.Lag != nil {
-			lags, err := s.deps.Lag.Lag(ctx, b.ID)
+			lags, err := s.deps.Lag.Lag(ctx, b.Key())
 			if err != nil {
 				st.LagError = err.Error()
 			}
@@ -149,7 +124,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, tenant string) {
 			}
 		}
 		if s.deps.Activity != nil {
-			if a, ok := s.deps.Activity.Activity(b.ID); ok {
+			if a, ok := s.deps.Activity.Activity(b.Key()); ok {
 				st.Activity = &a
 			}
 		}
@@ -158,9 +133,26 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, tenant string) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// code streams a package by digest (Range and HEAD supported).
-func (s *Server) code(w http.ResponseWriter, r *http.Request) {
+// code streams a package by digest (Range and HEAD supported): to a tenant
+// that deployed it, or to the administrator. Agents fetch code over the
+// peer listener (mutual TLS), not here.
+func (s *Server) code(w http.ResponseWriter, r *http.Request, p tenants.Principal) {
 	digest := r.PathValue("digest")
+	if _, err := codestore.ParseDigest(digest); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if !p.Admin {
+		ok, err := s.deps.Registry.HasCode(r.Context(), p.Tenant, digest)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if !ok {
+			s.fail(w, r, fmt.Errorf("package %s: %w", digest, registry.ErrNotFound))
+			return
+		}
+	}
 	rc, size, err := s.deps.Code.Open(digest)
 	if err != nil {
 		s.fail(w, r, err)

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	"github.com/ember-run/ember/engine/invoke"
 	"github.com/ember-run/ember/engine/pool"
 	"github.com/ember-run/ember/engine/registry"
+	"github.com/ember-run/ember/engine/tenants"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
@@ -43,6 +43,26 @@ type Record struct {
 type Producer interface {
 	Produce(ctx context.Context, topic string, recs []Record) error
 }
+
+// TopicAdmin creates and deletes Kafka topics. Both MUST return when ctx is
+// done. CreateTopic of a topic that already exists is success; so is
+// DeleteTopic of a missing one.
+type TopicAdmin interface {
+	CreateTopic(ctx context.Context, name string, partitions int) error
+	DeleteTopic(ctx context.Context, name string) error
+}
+
+// TenantStore authenticates API keys and manages tenants; *tenants.Store
+// implements it.
+type TenantStore interface {
+	Authenticate(ctx context.Context, key string) (tenants.Principal, error)
+	Create(ctx context.Context, name string) (tenants.Tenant, string, error)
+	List(ctx context.Context) ([]tenants.Tenant, error)
+	Rotate(ctx context.Context, name string) (string, error)
+	Revoke(ctx context.Context, name string) error
+}
+
+var _ TenantStore = (*tenants.Store)(nil)
 
 // PartitionLag is one partition's position for a binding's consumer group.
 // Committed is -1 when the group never committed on that partition.
@@ -78,14 +98,18 @@ const (
 	maxConfigBytes         = 64 << 10
 	maxProduceRecords      = 10000
 	maxLogTailHeader       = 4 << 10
-	defaultTenant          = "default"
+	// DefaultPartitions is the partition count of a topic created without one.
+	DefaultPartitions = 4
+	maxPartitions     = 1000
 )
 
 // Config configures a Server.
 type Config struct {
-	// Token, when set, is required as "Authorization: Bearer <token>" on
-	// every route but /healthz and /metrics. Default: "" (no auth).
-	Token string
+	// MetricsToken, when set, is accepted as "Authorization: Bearer
+	// <token>" on /metrics besides the administrator key, so that a
+	// Prometheus server need not hold the administrator key. Default: ""
+	// (the administrator key only).
+	MetricsToken string
 	// Metrics receives the API's collectors and is served at /metrics.
 	// Default: a new registry of its own.
 	Metrics *prometheus.Registry
@@ -106,18 +130,23 @@ func (c Config) Validate() error {
 	if c.MaxPayloadBytes < 0 {
 		return errors.New("api: MaxPayloadBytes must not be negative")
 	}
-	if strings.ContainsAny(c.Token, " \t\r\n") {
-		return errors.New("api: Token must not contain whitespace")
+	if strings.ContainsAny(c.MetricsToken, " \t\r\n") {
+		return errors.New("api: MetricsToken must not contain whitespace")
+	}
+	if c.MetricsToken != "" && len(c.MetricsToken) < 16 {
+		return errors.New("api: MetricsToken must be at least 16 characters")
 	}
 	return nil
 }
 
-// Deps are the engine parts the server uses. Registry and Code are required;
-// a nil Invoker, Producer, Pool or Lag makes the routes that need it answer
-// 503 (or, for status, leave that section empty).
+// Deps are the engine parts the server uses. Tenants, Registry and Code are
+// required; a nil Invoker, Producer, Topics, Pool or Lag makes the routes
+// that need it answer 503 (or, for status, leave that section empty).
 type Deps struct {
+	Tenants  TenantStore
 	Registry *registry.Registry
 	Code     *codestore.Store
+	Topics   TopicAdmin
 	Invoker  Invoker
 	Producer Producer
 	Pool     PoolReader
@@ -140,8 +169,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if deps.Registry == nil || deps.Code == nil {
-		return nil, errors.New("api: Registry and Code are required")
+	if deps.Tenants == nil || deps.Registry == nil || deps.Code == nil {
+		return nil, errors.New("api: Tenants, Registry and Code are required")
 	}
 	if cfg.MaxPayloadBytes == 0 {
 		cfg.MaxPayloadBytes = DefaultMaxPayloadBytes
@@ -171,8 +200,13 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))
-	t := s.tenanted
+	mux.Handle("GET /metrics", s.scrape(promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{})))
+	t, a, any := s.asTenant, s.asAdmin, s.asAnyone
+	mux.HandleFunc("GET /v1/whoami", any(s.whoami))
+	mux.HandleFunc("POST /v1/tenants", a(s.createTenant))
+	mux.HandleFunc("GET /v1/tenants", a(s.listTenants))
+	mux.HandleFunc("POST /v1/tenants/{name}/keys", a(s.rotateKey))
+	mux.HandleFunc("DELETE /v1/tenants/{name}/keys", a(s.revokeKeys))
 	mux.HandleFunc("PUT /v1/functions/{name}", t(s.putFunction))
 	mux.HandleFunc("GET /v1/functions", t(s.listFunctions))
 	mux.HandleFunc("GET /v1/functions/{name}", t(s.getFunction))
@@ -181,14 +215,20 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	mux.HandleFunc("POST /v1/functions/{name}/invoke", t(s.invoke))
 	mux.HandleFunc("PUT /v1/bindings/{id}", t(s.putBinding))
 	mux.HandleFunc("GET /v1/bindings", t(s.listBindings))
+	mux.HandleFunc("GET /v1/bindings/{id}", t(s.getBinding))
 	mux.HandleFunc("DELETE /v1/bindings/{id}", t(s.deleteBinding))
+	mux.HandleFunc("POST /v1/topics", t(s.createTopic))
+	mux.HandleFunc("GET /v1/topics", any(s.listTopics))
+	mux.HandleFunc("DELETE /v1/topics/{topic}", t(s.deleteTopic))
+	mux.HandleFunc("PUT /v1/topics/{topic}/grants/{tenant}", a(s.grantTopic))
+	mux.HandleFunc("DELETE /v1/topics/{topic}/grants/{tenant}", a(s.ungrantTopic))
 	mux.HandleFunc("POST /v1/topics/{topic}/records", t(s.produce))
-	mux.HandleFunc("GET /v1/status", t(s.status))
-	mux.HandleFunc("GET /v1/code/{digest}", s.code)
+	mux.HandleFunc("GET /v1/status", any(s.status))
+	mux.HandleFunc("GET /v1/code/{digest}", any(s.code))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, r, http.StatusNotFound, wire.ErrNotFound, "no route "+r.Method+" "+r.URL.Path)
 	})
-	s.handler = s.instrument(mux, s.auth(mux))
+	s.handler = s.instrument(mux, mux)
 	return s, nil
 }
 
@@ -240,40 +280,6 @@ func (s *Server) instrument(mux *http.ServeMux, next http.Handler) http.Handler 
 	})
 }
 
-func (s *Server) auth(next http.Handler) http.Handler {
-	if s.cfg.Token == "" {
-		return next
-	}
-	want := []byte("Bearer " + s.cfg.Token)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" || r.URL.Path == "/metrics" {
-			next.ServeHTTP(w, r)
-			return
-		}
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="ember"`)
-			s.writeErr(w, r, http.StatusUnauthorized, wire.ErrUnauthorized, "missing or wrong bearer token")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// tenanted resolves the request's tenant before calling h.
-func (s *Server) tenanted(h func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		tenant := r.Header.Get(wire.HeaderTenant)
-		if tenant == "" {
-			tenant = defaultTenant
-		}
-		if err := registry.ValidName("tenant", tenant); err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		h(w, r, tenant)
-	}
-}
-
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
@@ -303,6 +309,11 @@ func (s *Server) failWith(w http.ResponseWriter, r *http.Request, err error, fal
 		s.writeErr(w, r, http.StatusNotFound, wire.ErrNotFound, err.Error())
 	case errors.Is(err, registry.ErrInvalid), errors.Is(err, codestore.ErrInvalid):
 		s.writeErr(w, r, http.StatusBadRequest, wire.ErrInvalid, err.Error())
+	case errors.Is(err, tenants.ErrUnauthenticated):
+		w.Header().Set("WWW-Authenticate", `Bearer realm="ember"`)
+		s.writeErr(w, r, http.StatusUnauthorized, wire.ErrUnauthorized, err.Error())
+	case errors.Is(err, errForbidden):
+		s.writeErr(w, r, http.StatusForbidden, wire.ErrForbidden, err.Error())
 	case errors.Is(err, registry.ErrConflict):
 		s.writeErr(w, r, http.StatusConflict, wire.ErrConflict, err.Error())
 	case errors.Is(err, registry.ErrUnavailable), errors.Is(err, registry.ErrResourceExhausted), s.isUnavailable(err):

@@ -1,6 +1,7 @@
-// Package registry keeps Ember's control-plane records in Redis: tenants,
-// functions (their $LATEST configuration and code digest), immutable
-// published versions, and bindings of Kafka topics to functions.
+// Package registry keeps Ember's control-plane records in Redis: functions
+// (their $LATEST configuration and code digest), immutable published
+// versions, bindings of Kafka topics to functions, and the topics each
+// tenant owns or was granted. Tenants and their keys are package tenants'.
 //
 // Resolve, on the invocation hot path, is one HGET, fronted by a small
 // in-process cache. Every write publishes a message on one pub/sub channel
@@ -15,14 +16,19 @@
 // Key layout (prefix default "{ember}:reg:", one hash tag so the optimistic
 // transactions also work on Redis Cluster):
 //
-//	tenants                 set of tenant ids
 //	fns:<tenant>            set of function names
 //	fn:<tenant>:<name>      hash: "fn" -> Function JSON ($LATEST),
 //	                        "v:<n>" -> Version JSON (published, immutable)
-//	bindings                hash: binding id -> Binding JSON (ids are global:
-//	                        they name Kafka consumer groups)
+//	code:<digest>           set of the tenants that deployed a package
+//	bindings                hash: "<tenant>/<id>" -> Binding JSON
+//	topics                  hash: topic name -> Topic JSON (owner, grants)
 //	changes                 pub/sub channel: "fn <tenant> <name>",
-//	                        "binding <id>", "tenant <id>"
+//	                        "binding <tenant>/<id>", "topic <name>"
+//
+// Topics: a tenant owns the topics created through Ember in its namespace
+// ("<tenant>.<name>") and may use topics the administrator granted it; a
+// binding may read, and a tenant produce to, no other topic, and consumer
+// group ids are Ember's ("ember.<tenant>.<binding>").
 //
 // Errors wrap the sentinels in errors.go; only the API turns them into HTTP
 // statuses.

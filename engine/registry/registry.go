@@ -86,8 +86,8 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Registry, error) {
 // ChangesChannel is the pub/sub channel that carries every change.
 func (r *Registry) ChangesChannel() string { return r.prefix + "changes" }
 
-func (r *Registry) tenantsKey() string          { return r.prefix + "tenants" }
-func (r *Registry) fnsKey(tenant string) string { return r.prefix + "fns:" + tenant }
+func (r *Registry) fnsKey(tenant string) string  { return r.prefix + "fns:" + tenant }
+func (r *Registry) codeKey(digest string) string { return r.prefix + "code:" + digest }
 func (r *Registry) fnKey(tenant, name string) string {
 	return r.prefix + "fn:" + tenant + ":" + name
 }
@@ -118,29 +118,9 @@ func (r *Registry) tx(ctx context.Context, op string, fn func(*redis.Tx) error, 
 	return fmt.Errorf("registry: %s: too much contention: %w", op, ErrUnavailable)
 }
 
-// EnsureTenant records tenant id (idempotent).
-func (r *Registry) EnsureTenant(ctx context.Context, id string) error {
-	if err := ValidName("tenant", id); err != nil {
-		return err
-	}
-	if err := r.rdb.SAdd(ctx, r.tenantsKey(), id).Err(); err != nil {
-		return unavailable("ensure tenant", err)
-	}
-	return nil
-}
-
-// ListTenants returns every tenant id, sorted.
-func (r *Registry) ListTenants(ctx context.Context) ([]string, error) {
-	ids, err := r.rdb.SMembers(ctx, r.tenantsKey()).Result()
-	if err != nil {
-		return nil, unavailable("list tenants", err)
-	}
-	sort.Strings(ids)
-	return ids, nil
-}
-
 // PutFunction creates f or replaces its $LATEST configuration, keeping
-// Created and the published Versions. It records the tenant.
+// Created and the published Versions. It records that f's tenant uploaded
+// f's package (see HasCode).
 func (r *Registry) PutFunction(ctx context.Context, f Function) (Function, error) {
 	f = f.withDefaults()
 	if err := f.Validate(); err != nil {
@@ -166,7 +146,7 @@ func (r *Registry) PutFunction(ctx context.Context, f Function) (Function, error
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.HSet(ctx, key, "fn", b)
 			p.SAdd(ctx, r.fnsKey(f.Tenant), f.Name)
-			p.SAdd(ctx, r.tenantsKey(), f.Tenant)
+			p.SAdd(ctx, r.codeKey(f.CodeDigest), f.Tenant)
 			p.Publish(ctx, r.ChangesChannel(), fnMsg(f.Tenant, f.Name))
 			return nil
 		})
@@ -178,6 +158,16 @@ func (r *Registry) PutFunction(ctx context.Context, f Function) (Function, error
 		return Function{}, err
 	}
 	return out, nil
+}
+
+// HasCode reports whether tenant ever deployed the package digest: only
+// then may it download the package.
+func (r *Registry) HasCode(ctx context.Context, tenant, digest string) (bool, error) {
+	ok, err := r.rdb.SIsMember(ctx, r.codeKey(digest), tenant).Result()
+	if err != nil {
+		return false, unavailable("code owners", err)
+	}
+	return ok, nil
 }
 
 func getFunction(ctx context.Context, c redis.Cmdable, key string) (Function, error) {

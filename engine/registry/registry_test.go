@@ -75,9 +75,11 @@ func TestFunctionCRUD(t *testing.T) {
 	if err != nil || len(fs) != 2 || fs[0].Name != "f" || fs[1].Name != "g" {
 		t.Fatalf("ListFunctions = %+v, %v", fs, err)
 	}
-	ts, _ := r.ListTenants(ctx)
-	if len(ts) != 1 || ts[0] != "t1" {
-		t.Fatalf("tenants = %v", ts)
+	if ok, err := r.HasCode(ctx, "t1", digestA); err != nil || !ok {
+		t.Fatalf("HasCode(t1) = %v, %v", ok, err)
+	}
+	if ok, err := r.HasCode(ctx, "t2", digestA); err != nil || ok {
+		t.Fatalf("HasCode(t2) = %v, %v", ok, err)
 	}
 	if err := r.DeleteFunction(ctx, "t1", "f"); err != nil {
 		t.Fatal(err)
@@ -173,49 +175,75 @@ func TestPublishAndResolve(t *testing.T) {
 	}
 }
 
+// ownTopic records name as tenant's own topic, as the API does after
+// creating it in Kafka.
+func ownTopic(t *testing.T, r *Registry, tenant, name string) string {
+	t.Helper()
+	tp, err := r.PutTopic(context.Background(), Topic{Name: TenantTopic(tenant, name), Owner: tenant, Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tp.Name
+}
+
 func TestBindings(t *testing.T) {
 	ctx := context.Background()
 	rdb, _ := testenv.Redis(t)
 	r := newReg(t, rdb)
+	ownTopic(t, r, "t1", "in")
 	if _, err := r.PutBinding(ctx, Binding{ID: "b1", Tenant: "t1", Function: "f", Topic: "in"}); !IsNotFound(err) || !strings.Contains(err.Error(), `function "f" not found`) {
-		t.Fatalf("binding to unknown function: %v", err)
+		t.Fatalf("binding to missing function: %v", err)
 	}
-	_, _ = r.PutFunction(ctx, fn("f"))
+	_, _ = r.PutFunction(ctx, Function{Tenant: "t1", Name: "f", CodeDigest: digestA})
 	if _, err := r.PutBinding(ctx, Binding{ID: "b1", Tenant: "t1", Function: "f", Qualifier: "7", Topic: "in"}); !IsNotFound(err) {
-		t.Fatalf("binding to unknown version: %v", err)
+		t.Fatalf("binding to missing version: %v", err)
 	}
 	b, err := r.PutBinding(ctx, Binding{ID: "b1", Tenant: "t1", Function: "f", Topic: "in", Enabled: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.GroupID != "ember-b1" || b.BatchSize != 100 || b.DLQTopic != "in.dlq" || b.MaxAttempts != 3 || b.StartingPosition != "latest" || b.Created.IsZero() {
-		t.Fatalf("defaults: %+v", b)
+	if b.Topic != "t1.in" || b.GroupID != "ember.t1.b1" || b.BatchSize != 100 || b.DLQTopic != "t1.in.dlq" || b.MaxAttempts != 3 || b.StartingPosition != "latest" {
+		t.Fatalf("defaults not applied: %+v", b)
+	}
+	// The dead-letter topic became t1's own.
+	if tp, err := r.GetTopic(ctx, "t1.in.dlq"); err != nil || tp.Owner != "t1" {
+		t.Fatalf("dlq topic record = %+v, %v", tp, err)
 	}
 	for name, bad := range map[string]Binding{
-		"topic":      {ID: "b2", Tenant: "t1", Function: "f", Topic: "bad topic"},
-		"dot topic":  {ID: "b2", Tenant: "t1", Function: "f", Topic: ".."},
-		"batch":      {ID: "b2", Tenant: "t1", Function: "f", Topic: "in", BatchSize: 10001},
-		"window":     {ID: "b2", Tenant: "t1", Function: "f", Topic: "in", BatchWindow: 301 * time.Second},
-		"position":   {ID: "b2", Tenant: "t1", Function: "f", Topic: "in", StartingPosition: "middle"},
-		"loop":       {ID: "b2", Tenant: "t1", Function: "f", Topic: "in", ResultTopic: "in"},
+		"batch":      {ID: "b2", Tenant: "t1", Function: "f", Topic: "in", BatchSize: 20000},
+		"window":     {ID: "b2", Tenant: "t1", Function: "f", Topic: "in", BatchWindow: time.Hour},
+		"start":      {ID: "b2", Tenant: "t1", Function: "f", Topic: "in", StartingPosition: "middle"},
+		"loop":       {ID: "b2", Tenant: "t1", Function: "f", Topic: "in", ResultTopic: "t1.in"},
 		"id":         {ID: "b 2", Tenant: "t1", Function: "f", Topic: "in"},
 		"attempts":   {ID: "b2", Tenant: "t1", Function: "f", Topic: "in", MaxAttempts: -1},
-		"long topic": {ID: "b2", Tenant: "t1", Function: "f", Topic: strings.Repeat("a", 250)},
+		"long topic": {ID: "b2", Tenant: "t1", Function: "f", Topic: "in", ResultTopic: strings.Repeat("a", 250)},
 	} {
 		if _, err := r.PutBinding(ctx, bad); !IsInvalid(err) {
 			t.Errorf("%s: %v, want ErrInvalid", name, err)
 		}
 	}
-	// Another tenant cannot take the id; a second binding cannot reuse the group.
+	// Another tenant can neither read t1's topic nor write to it: a sink
+	// named like one of t1's lands in its own namespace.
 	_, _ = r.PutFunction(ctx, Function{Tenant: "t2", Name: "f", CodeDigest: digestA})
-	if _, err := r.PutBinding(ctx, Binding{ID: "b1", Tenant: "t2", Function: "f", Topic: "in"}); !IsConflict(err) {
-		t.Fatalf("id of another tenant: %v", err)
+	for name, bad := range map[string]Binding{
+		"read":        {ID: "b1", Tenant: "t2", Function: "f", Topic: "t1.in"},
+		"unknown":     {ID: "b1", Tenant: "t2", Function: "f", Topic: "nope"},
+	} {
+		if _, err := r.PutBinding(ctx, bad); !IsNotFound(err) {
+			t.Errorf("%s: %v, want ErrNotFound", name, err)
+		}
 	}
-	if _, err := r.PutBinding(ctx, Binding{ID: "b3", Tenant: "t1", Function: "f", Topic: "x", GroupID: "ember-b1"}); !IsConflict(err) {
-		t.Fatalf("duplicate group: %v", err)
+	ownTopic(t, r, "t2", "y")
+	for sink, want := range map[string]string{"t1.in": "t2.t1.in", "t1.in.dlq": "t2.t1.in.dlq", "ember.usage": "t2.ember.usage"} {
+		b, err := r.PutBinding(ctx, Binding{ID: "s", Tenant: "t2", Function: "f", Topic: "y", ResultTopic: sink, DLQTopic: sink + ".d"})
+		if err != nil || b.ResultTopic != want || b.DLQTopic != want+".d" {
+			t.Errorf("sink %s = %+v, %v; want %s", sink, b, err, want)
+		}
 	}
-	if _, err := r.PutBinding(ctx, Binding{ID: "b4", Tenant: "t2", Function: "f", Topic: "y"}); err != nil {
-		t.Fatal(err)
+	_ = r.DeleteBinding(ctx, "t2", "s")
+	b4, err := r.PutBinding(ctx, Binding{ID: "b1", Tenant: "t2", Function: "f", Topic: "y", ResultTopic: "out"})
+	if err != nil || b4.ResultTopic != "t2.out" || b4.GroupID != "ember.t2.b1" {
+		t.Fatalf("t2's b1 = %+v, %v", b4, err)
 	}
 	if err := r.DeleteFunction(ctx, "t1", "f"); !IsConflict(err) || !strings.Contains(err.Error(), "b1") {
 		t.Fatalf("delete function with binding: %v", err)
@@ -234,7 +262,10 @@ func TestBindings(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := r.GetBinding(ctx, "t1", "b1"); err != nil {
-		t.Fatalf("another tenant's delete removed b1: %v", err)
+		t.Fatalf("another tenant's delete removed t1's b1: %v", err)
+	}
+	if _, err := r.GetBinding(ctx, "t2", "b1"); !IsNotFound(err) {
+		t.Fatalf("t2's b1 after delete: %v", err)
 	}
 	if err := r.DeleteBinding(ctx, "t1", "b1"); err != nil {
 		t.Fatal(err)
@@ -244,6 +275,96 @@ func TestBindings(t *testing.T) {
 	}
 	if err := r.DeleteFunction(ctx, "t1", "f"); err != nil {
 		t.Fatalf("delete function after unbinding: %v", err)
+	}
+}
+
+func TestTopics(t *testing.T) {
+	ctx := context.Background()
+	rdb, _ := testenv.Redis(t)
+	r := newReg(t, rdb)
+	if _, err := r.PutTopic(ctx, Topic{Name: "t2.x", Owner: "t1"}); !IsInvalid(err) {
+		t.Fatalf("topic outside the owner's namespace: %v", err)
+	}
+	own := ownTopic(t, r, "t1", "orders")
+	if _, err := r.PutTopic(ctx, Topic{Name: own, Owner: "t2"}); !IsInvalid(err) {
+		t.Fatalf("taking t1's topic: %v", err)
+	}
+	if _, err := r.PutTopic(ctx, Topic{Name: "ember.usage", Owner: SystemOwner}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		tenant, name string
+		need         Access
+		want         string
+	}{
+		{"t1", "orders", AccessConsume, "t1.orders"},
+		{"t1", "t1.orders", AccessProduce, "t1.orders"},
+		{"t2", "t1.orders", AccessConsume, ""},
+		{"t2", "orders", AccessConsume, ""},
+		{"t1", "ember.usage", AccessProduce, ""},
+		{"t1", "legacy", AccessConsume, ""},
+	} {
+		got, err := r.ResolveTopic(ctx, c.tenant, c.name, c.need)
+		if got != c.want || (c.want == "") != IsNotFound(err) {
+			t.Errorf("ResolveTopic(%s, %s, %s) = %q, %v; want %q", c.tenant, c.name, c.need, got, err, c.want)
+		}
+	}
+	// The administrator grants t2 consume on t1's topic and all on an
+	// external topic Ember did not create.
+	if err := r.Grant(ctx, own, "t2", AccessConsume); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Grant(ctx, "legacy", "t2", AccessAll); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Grant(ctx, "ember.usage", "t2", AccessConsume); !IsInvalid(err) {
+		t.Fatalf("granting ember.usage: %v", err)
+	}
+	if err := r.Grant(ctx, own, "t1", AccessConsume); !IsInvalid(err) {
+		t.Fatalf("granting the owner: %v", err)
+	}
+	if got, err := r.ResolveTopic(ctx, "t2", own, AccessConsume); err != nil || got != own {
+		t.Fatalf("granted consume: %q, %v", got, err)
+	}
+	if _, err := r.ResolveTopic(ctx, "t2", own, AccessProduce); !IsNotFound(err) {
+		t.Fatalf("produce under a consume grant: %v", err)
+	}
+	if got, err := r.ResolveTopic(ctx, "t2", "legacy", AccessProduce); err != nil || got != "legacy" {
+		t.Fatalf("granted all: %q, %v", got, err)
+	}
+	t2, err := r.ListTopics(ctx, "t2")
+	if err != nil || len(t2) != 2 || t2[0].Name != "legacy" || t2[1].Name != own || len(t2[1].Grants) != 1 {
+		t.Fatalf("t2's topics = %+v, %v", t2, err)
+	}
+	// A binding made under the grant stops being active when it is withdrawn.
+	_, _ = r.PutFunction(ctx, Function{Tenant: "t2", Name: "f", CodeDigest: digestA})
+	if _, err := r.PutBinding(ctx, Binding{ID: "b", Tenant: "t2", Function: "f", Topic: own, Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	active, skipped, err := r.ActiveBindings(ctx)
+	if err != nil || len(active) != 1 || len(skipped) != 0 {
+		t.Fatalf("active = %+v, skipped = %v, %v", active, skipped, err)
+	}
+	if err := r.Ungrant(ctx, own, "t2"); err != nil {
+		t.Fatal(err)
+	}
+	active, skipped, err = r.ActiveBindings(ctx)
+	if err != nil || len(active) != 0 || skipped["t2/b"] == "" {
+		t.Fatalf("after ungrant: active = %+v, skipped = %v, %v", active, skipped, err)
+	}
+	// Deleting: only the owner, only when no binding uses it.
+	if name, err := r.DeleteTopic(ctx, "t2", own); err != nil || name != "" {
+		t.Fatalf("t2 deleting t1's topic = %q, %v", name, err)
+	}
+	if _, err := r.DeleteTopic(ctx, "t1", "orders"); !IsConflict(err) {
+		t.Fatalf("deleting a bound topic: %v", err)
+	}
+	_ = r.DeleteBinding(ctx, "t2", "b")
+	if name, err := r.DeleteTopic(ctx, "t1", "orders"); err != nil || name != own {
+		t.Fatalf("DeleteTopic = %q, %v", name, err)
+	}
+	if _, err := r.ResolveTopic(ctx, "t1", "orders", AccessConsume); !IsNotFound(err) {
+		t.Fatalf("deleted topic resolves: %v", err)
 	}
 }
 
@@ -271,6 +392,8 @@ func TestWatchBindings(t *testing.T) {
 		t.Fatal("function changes must not signal a bindings watch")
 	default:
 	}
+	ownTopic(t, r, "t1", "in")
+	recv("put topic")
 	if _, err := r.PutBinding(ctx, Binding{ID: "b1", Tenant: "t1", Function: "f", Topic: "in"}); err != nil {
 		t.Fatal(err)
 	}

@@ -26,15 +26,15 @@ const (
 	MaxHandlerLength = 128
 	Latest           = "$LATEST"
 
-	DefaultBatchSize     = 100
-	MaxBatchSize         = 10000
-	MaxBatchWindow       = 300 * time.Second
-	DefaultMaxAttempts   = 3
-	MaxMaxAttempts       = 100
-	DefaultGroupIDPrefix = "ember-"
-	DefaultDLQSuffix     = ".dlq"
-	StartLatest          = "latest"
-	StartEarliest        = "earliest"
+	DefaultBatchSize   = 100
+	MaxBatchSize       = 10000
+	MaxBatchWindow     = 300 * time.Second
+	DefaultMaxAttempts = 3
+	MaxMaxAttempts     = 100
+	GroupIDPrefix      = "ember."
+	DefaultDLQSuffix   = ".dlq"
+	StartLatest        = "latest"
+	StartEarliest      = "earliest"
 )
 
 // Function is a function's $LATEST configuration plus its published versions.
@@ -81,14 +81,17 @@ type Version struct {
 // Binding connects a Kafka topic to a function. Zero optional fields mean
 // the documented defaults, filled in by PutBinding.
 type Binding struct {
-	// ID names the binding across all tenants (it names the consumer group).
+	// ID names the binding within its tenant.
 	ID       string
 	Tenant   string
 	Function string
 	// Qualifier is "" ($LATEST) or a published version number.
 	Qualifier string
-	Topic     string
-	// GroupID is the consumer group. Default: "ember-" + ID.
+	// Topic is the Kafka topic read: one the tenant owns or was granted for
+	// consuming (PutBinding resolves a short name in the tenant's namespace).
+	Topic string
+	// GroupID is the consumer group, always GroupID(Tenant, ID): Ember's,
+	// so that a binding can never join another application's group.
 	GroupID string
 	// BatchSize is 1..10000. Default: 100.
 	BatchSize int
@@ -96,9 +99,11 @@ type Binding struct {
 	BatchWindow time.Duration
 	// StartingPosition is "latest" (default) or "earliest".
 	StartingPosition string
-	// ResultTopic, if set, receives successful responses.
+	// ResultTopic, if set, receives successful responses. It must be a
+	// topic the tenant may produce to, or lie in its namespace.
 	ResultTopic string
-	// DLQTopic receives records that could not be handled. Default: Topic + ".dlq".
+	// DLQTopic receives records that could not be handled; the same rule as
+	// ResultTopic. Default: DefaultDLQ(Tenant, Topic).
 	DLQTopic string
 	// MaxAttempts is 1..100. Default: 3.
 	MaxAttempts int
@@ -258,11 +263,19 @@ func NormalizeQualifier(q string) (string, error) {
 	return q, nil
 }
 
+// Key names the binding across tenants: "<tenant>/<id>".
+func (b Binding) Key() string { return b.Tenant + "/" + b.ID }
+
+// GroupID is the consumer group of tenant's binding id.
+func GroupID(tenant, id string) string { return GroupIDPrefix + tenant + "." + id }
+
+// DefaultDLQ is the dead-letter topic of a binding of tenant reading topic:
+// topic + ".dlq" in the tenant's namespace.
+func DefaultDLQ(tenant, topic string) string { return TenantTopic(tenant, topic+DefaultDLQSuffix) }
+
 // withDefaults fills b's defaulted fields.
 func (b Binding) withDefaults() Binding {
-	if b.GroupID == "" {
-		b.GroupID = DefaultGroupIDPrefix + b.ID
-	}
+	b.GroupID = GroupID(b.Tenant, b.ID)
 	if b.BatchSize == 0 {
 		b.BatchSize = DefaultBatchSize
 	}
@@ -270,7 +283,7 @@ func (b Binding) withDefaults() Binding {
 		b.StartingPosition = StartLatest
 	}
 	if b.DLQTopic == "" && b.Topic != "" {
-		b.DLQTopic = b.Topic + DefaultDLQSuffix
+		b.DLQTopic = DefaultDLQ(b.Tenant, b.Topic)
 	}
 	if b.MaxAttempts == 0 {
 		b.MaxAttempts = DefaultMaxAttempts
@@ -306,8 +319,6 @@ func (b Binding) Validate() error {
 	switch {
 	case b.ResultTopic == b.Topic || b.DLQTopic == b.Topic:
 		return bad("result and dead-letter topics must differ from the topic read (that would loop)")
-	case len(b.GroupID) > 255 || strings.ContainsAny(b.GroupID, "\x00\n"):
-		return bad("group id must be at most 255 bytes on one line")
 	case b.BatchSize < 1 || b.BatchSize > MaxBatchSize:
 		return bad("batch size %d: want 1..%d", b.BatchSize, MaxBatchSize)
 	case b.BatchWindow < 0 || b.BatchWindow > MaxBatchWindow:

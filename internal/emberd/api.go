@@ -2,28 +2,29 @@ package emberd
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 
 	"github.com/ember-run/ember/engine/api"
 	"github.com/ember-run/ember/engine/scheduler"
+	"github.com/ember-run/ember/internal/apikafka"
 )
 
 func (d *Daemon) apiServer() (*http.Server, error) {
 	log := d.cfg.Log
 	srv, err := api.New(api.Config{
-		Token:       d.cfg.APIToken,
-		Metrics:     d.metrics,
-		Logger:      &log,
-		Unavailable: []error{scheduler.ErrUnavailable, scheduler.ErrResourceExhausted, scheduler.ErrNoCapacity},
+		MetricsToken: d.cfg.MetricsToken,
+		Metrics:      d.metrics,
+		Logger:       &log,
+		Unavailable:  []error{scheduler.ErrUnavailable, scheduler.ErrResourceExhausted, scheduler.ErrNoCapacity},
 	}, api.Deps{
+		Tenants:  d.tenants,
 		Registry: d.registry,
 		Code:     d.code,
+		Topics:   d.topics,
 		Invoker:  d.usage,
-		Producer: producer{d.writer},
+		Producer: apikafka.Producer{Topics: d.topics},
 		Pool:     d.pool,
 		Lag:      lagReader{d},
 		Activity: d.stats,
@@ -39,39 +40,18 @@ func (d *Daemon) apiServer() (*http.Server, error) {
 	}, nil
 }
 
-// producer adapts a kafka-go Writer to api.Producer.
-type producer struct{ w *kafka.Writer }
-
-var _ api.Producer = producer{}
-
-func (p producer) Produce(ctx context.Context, topic string, recs []api.Record) error {
-	msgs := make([]kafka.Message, len(recs))
-	now := time.Now()
-	for i, r := range recs {
-		m := kafka.Message{Topic: topic, Key: r.Key, Value: r.Value, Time: now}
-		for k, v := range r.Headers {
-			m.Headers = append(m.Headers, kafka.Header{Key: k, Value: []byte(v)})
-		}
-		msgs[i] = m
-	}
-	if err := p.w.WriteMessages(ctx, msgs...); err != nil {
-		return fmt.Errorf("produce %d records to %q: %w", len(recs), topic, err)
-	}
-	return nil
-}
-
 // lagReader adapts the consumers' Lag to api.LagReader.
 type lagReader struct{ d *Daemon }
 
 var _ api.LagReader = lagReader{}
 
-func (l lagReader) Lag(ctx context.Context, bindingID string) ([]api.PartitionLag, error) {
+func (l lagReader) Lag(ctx context.Context, bindingKey string) ([]api.PartitionLag, error) {
 	bs, err := l.d.registry.ListBindings(ctx, "")
 	if err != nil {
 		return nil, err
 	}
 	for _, b := range bs {
-		if b.ID != bindingID {
+		if b.Key() != bindingKey {
 			continue
 		}
 		lags, err := l.d.cons.Lag(ctx, consumerBinding(b))

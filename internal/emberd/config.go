@@ -28,8 +28,11 @@ type Config struct {
 	Redis string
 	// Listen is the HTTP API address. Default: "127.0.0.1:8080".
 	Listen string
-	// APIToken, when set, is required as a bearer token on the API.
-	APIToken string
+	// AdminKey is the administrator's API key. Required (cmd/emberd loads
+	// it from StateDir/admin.key or EMBER_ADMIN_KEY).
+	AdminKey string
+	// MetricsToken, when set, is accepted on /metrics besides AdminKey.
+	MetricsToken string
 
 	// Agent hosts a host agent in this process. Default: false here;
 	// cmd/emberd turns it on unless --agent=false.
@@ -92,6 +95,9 @@ func (c Config) Validate() error {
 	}
 	if c.Redis == "" {
 		errs = append(errs, errors.New("redis address is required"))
+	}
+	if c.AdminKey == "" {
+		errs = append(errs, errors.New("the administrator key is required"))
 	}
 	if c.Agent {
 		if c.Containerd.Socket == "" {

@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
-	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ember-run/ember/consumers"
@@ -22,6 +21,7 @@ import (
 	"github.com/ember-run/ember/engine/pool"
 	"github.com/ember-run/ember/engine/registry"
 	"github.com/ember-run/ember/engine/scheduler"
+	"github.com/ember-run/ember/engine/tenants"
 	"github.com/ember-run/ember/hostagent"
 	"github.com/ember-run/ember/hostagent/codefetch"
 )
@@ -35,13 +35,14 @@ type Daemon struct {
 	rdb      *redis.Client
 	metrics  *prometheus.Registry
 	registry *registry.Registry
+	tenants  *tenants.Store
 	code     *codestore.Store
 	pool     *pool.Store
 	sched    *scheduler.Scheduler
 	cons     *consumers.Manager
 	stats    *stats
 	gauges   *gauges
-	writer   *kafka.Writer
+	topics   *consumers.Topics
 	usage    *usageInvoker // the scheduler, plus a usage record per invocation
 	agent    *hostagent.Agent
 	closeAgt func()
@@ -82,9 +83,8 @@ func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	d.brokers = cfg.Brokers
 	if len(d.brokers) == 0 {
 		d.broker, err = embedded.Start(embedded.Config{
-			ListenAddr:       cfg.EmbeddedBrokerAddr,
-			DataDir:          filepath.Join(cfg.StateDir, "kafka"),
-			AutoCreateTopics: true,
+			ListenAddr: cfg.EmbeddedBrokerAddr,
+			DataDir:    filepath.Join(cfg.StateDir, "kafka"),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("embedded broker: %w", err)
@@ -94,6 +94,15 @@ func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	}
 
 	if d.registry, err = registry.New(d.rdb, registry.WithLogger(cfg.Log)); err != nil {
+		return nil, err
+	}
+	if d.tenants, err = tenants.New(d.rdb, tenants.WithAdminKey(cfg.AdminKey)); err != nil {
+		return nil, err
+	}
+	if d.topics, err = consumers.NewTopics(d.brokers); err != nil {
+		return nil, err
+	}
+	if err := d.ensureSystemTopics(ctx); err != nil {
 		return nil, err
 	}
 	if d.code, err = codestore.New(codestore.Config{Dir: filepath.Join(cfg.StateDir, "code")}); err != nil {
@@ -114,14 +123,6 @@ func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		consumers.WithGroupTimings(cfg.SessionTimeout, cfg.SessionTimeout/4, cfg.SessionTimeout),
 		consumers.WithCommitInterval(cfg.CommitInterval)); err != nil {
 		return nil, err
-	}
-	d.writer = &kafka.Writer{
-		Addr:                   kafka.TCP(d.brokers...),
-		Balancer:               &kafka.Hash{},
-		BatchTimeout:           time.Millisecond, // kafka-go's default of 1 s would add up to 1 s per produce
-		RequiredAcks:           kafka.RequireAll,
-		AllowAutoTopicCreation: true,
-		BatchBytes:             16 << 20, // the API accepts records up to 6 MB
 	}
 	if cfg.Agent {
 		d.agent, d.closeAgt, err = hostagent.NewContainerd(ctx, cfg.AgentConfig, cfg.Containerd, hostagent.Deps{
@@ -230,22 +231,45 @@ func (d *Daemon) reconcileLoop(ctx context.Context) error {
 }
 
 func (d *Daemon) reconcile(ctx context.Context) error {
-	bs, err := d.registry.ListBindings(ctx, "")
+	bs, skipped, err := d.registry.ActiveBindings(ctx)
 	if err != nil {
 		return err
 	}
+	for key, reason := range skipped {
+		d.log.Warn().Str("binding", key).Str("reason", reason).Msg("binding not applied")
+	}
 	out := make([]consumers.Binding, 0, len(bs))
 	for _, b := range bs {
-		if b.Enabled {
-			out = append(out, consumerBinding(b))
-		}
+		out = append(out, consumerBinding(b))
 	}
 	return d.cons.Apply(out)
 }
 
+// ensureSystemTopics creates Ember's own topics (the usage topic) and
+// records them as Ember's, so that no tenant can produce to them. It
+// retries while the broker is not ready, for at most 30 s.
+func (d *Daemon) ensureSystemTopics(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		err := d.topics.CreateTopic(ctx, d.cfg.UsageTopic, -1)
+		if err == nil {
+			_, err = d.registry.PutTopic(ctx, registry.Topic{Name: d.cfg.UsageTopic, Owner: registry.SystemOwner})
+		}
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("create the usage topic %s: %w", d.cfg.UsageTopic, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 func consumerBinding(b registry.Binding) consumers.Binding {
 	return consumers.Binding{
-		ID: b.ID, Tenant: b.Tenant, Function: b.Function, Qualifier: b.Qualifier, Topic: b.Topic,
+		ID: b.Key(), Tenant: b.Tenant, Function: b.Function, Qualifier: b.Qualifier, Topic: b.Topic,
 		GroupID: b.GroupID, BatchSize: b.BatchSize, BatchWindow: b.BatchWindow,
 		StartingPosition: consumers.StartingPosition(b.StartingPosition),
 		ResultTopic:      b.ResultTopic, DeadLetterTopic: b.DLQTopic,
@@ -254,8 +278,8 @@ func consumerBinding(b registry.Binding) consumers.Binding {
 }
 
 func (d *Daemon) close() {
-	if d.writer != nil {
-		_ = d.writer.Close()
+	if d.topics != nil {
+		_ = d.topics.Close()
 	}
 	if d.closeAgt != nil {
 		d.closeAgt()

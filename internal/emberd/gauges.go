@@ -76,7 +76,7 @@ func (g *gauges) sample(ctx context.Context, d *Daemon) {
 			continue
 		}
 		for _, l := range lags {
-			g.lag.WithLabelValues(b.ID, b.Topic, strconv.Itoa(l.Partition)).Set(float64(l.Lag))
+			g.lag.WithLabelValues(b.Key(), b.Topic, strconv.Itoa(l.Partition)).Set(float64(l.Lag))
 		}
 	}
 }

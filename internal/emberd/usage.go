@@ -95,12 +95,11 @@ func newUsageInvoker(next invoker, brokers []string, topic string, reg prometheu
 	u := &usageInvoker{
 		next: next,
 		w: &kafka.Writer{
-			Addr:                   kafka.TCP(brokers...),
-			Topic:                  topic,
-			Balancer:               &kafka.Hash{},
-			BatchTimeout:           5 * time.Millisecond, // kafka-go's 1 s default would hold records back
-			RequiredAcks:           kafka.RequireAll,
-			AllowAutoTopicCreation: true,
+			Addr:         kafka.TCP(brokers...),
+			Topic:        topic,
+			Balancer:     &kafka.Hash{},
+			BatchTimeout: 5 * time.Millisecond, // kafka-go's 1 s default would hold records back
+			RequiredAcks: kafka.RequireAll,
 		},
 		log:   log.With().Str("component", "usage").Str("topic", topic).Logger(),
 		queue: make(chan kafka.Message, usageQueue),

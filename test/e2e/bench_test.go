@@ -12,7 +12,6 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/ember-run/ember/engine/api/client"
 	"github.com/ember-run/ember/engine/api/wire"
 	"github.com/ember-run/ember/hostagent/image"
 	"github.com/ember-run/ember/hostagent/initproto"
@@ -39,8 +38,8 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 // paced produces n records at rate per second, in slices of rate/1000
 // records (at least one) spaced evenly.
-func paced(b *testing.B, s *stack, topic string, n, rate int) {
-	w := &kafka.Writer{Addr: kafka.TCP(s.broker), Topic: topic, Balancer: &kafka.RoundRobin{},
+func paced(b *testing.B, s *stack, name string, n, rate int) {
+	w := &kafka.Writer{Addr: kafka.TCP(s.broker), Topic: topic(name), Balancer: &kafka.RoundRobin{},
 		BatchTimeout: 100 * time.Microsecond, RequiredAcks: kafka.RequireAll}
 	defer w.Close()
 	per := max(1, rate/1000)
@@ -164,10 +163,7 @@ func BenchmarkThroughput(b *testing.B) {
 func BenchmarkStartLatency(b *testing.B) {
 	const rounds = 20
 	invokeAs := func(s *stack, tenant string) (time.Duration, string) {
-		c, err := client.New("http://"+s.api, client.WithTenant(tenant))
-		if err != nil {
-			b.Fatal(err)
-		}
+		c := s.tenantClient(tenant)
 		f, err := os.Open(zips["kafka-echo"])
 		if err != nil {
 			b.Fatal(err)
@@ -209,7 +205,7 @@ func BenchmarkStartLatency(b *testing.B) {
 		hit = append(hit, d)
 	}
 	var hot []time.Duration
-	c, _ := client.New("http://"+warmStack.api, client.WithTenant("hit0"))
+	c := warmStack.clients["hit0"]
 	for i := 0; i < 200; i++ {
 		start := time.Now()
 		r, err := c.Invoke(warmStack.ctx(), "echo", "", []byte(`{"records":{}}`))

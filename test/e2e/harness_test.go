@@ -18,6 +18,7 @@ import (
 
 	"github.com/ember-run/ember/engine/api/client"
 	"github.com/ember-run/ember/engine/api/wire"
+	"github.com/ember-run/ember/engine/tenants"
 	"github.com/ember-run/ember/internal/testenv"
 )
 
@@ -90,9 +91,19 @@ type stack struct {
 	extra    []string
 	cmd      *exec.Cmd
 	exited   chan error
+	// client acts as tenant "e2e"; admin holds the administrator key.
 	client   *client.Client
+	admin    *client.Client
+	adminKey string
+	clients  map[string]*client.Client // by tenant, made by tenantClient
 	restarts int
 }
+
+// tenant is the tenant every e2e stack's functions belong to.
+const tenant = "e2e"
+
+// topic is the Kafka name of the tenant's topic name.
+func topic(name string) string { return tenant + "." + name }
 
 func newStack(t testing.TB, pool string, extra ...string) *stack {
 	t.Helper()
@@ -111,13 +122,14 @@ func newStack(t testing.TB, pool string, extra ...string) *stack {
 		t: t, name: strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), dir: dir, redis: redisAddr,
 		api: freeAddr(t), broker: freeAddr(t), agent: freeAddr(t), pool: pool, extra: extra,
 	}
-	c, err := client.New("http://" + s.api)
-	if err != nil {
-		t.Fatal(err)
+	s.adminKey = tenants.NewKey()
+	var err2 error
+	if s.admin, err2 = client.New("http://"+s.api, client.WithAPIKey(s.adminKey)); err2 != nil {
+		t.Fatal(err2)
 	}
-	s.client = c
 	s.start()
 	t.Cleanup(s.stop)
+	s.client = s.tenantClient(tenant)
 	return s
 }
 
@@ -145,6 +157,7 @@ func (s *stack) start() {
 		"--pool", s.pool, "--session-timeout", "6s", "--log-format", "json", "--log-level", logLevel,
 	}, s.extra...)
 	s.cmd = exec.Command(filepath.Join(binDir, "emberd"), args...)
+	s.cmd.Env = append(os.Environ(), "EMBER_ADMIN_KEY="+s.adminKey)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)
@@ -160,7 +173,7 @@ func (s *stack) start() {
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		st, err := s.client.Status(ctx)
+		st, err := s.admin.Status(ctx)
 		cancel()
 		if err == nil && len(st.Agents) > 0 && warm(st) > 0 {
 			return
@@ -241,27 +254,52 @@ func (s *stack) deploy(name, example string, cfg wire.FunctionConfig) wire.Funct
 	return fn
 }
 
-func (s *stack) createTopic(topic string, partitions int, configs ...kafka.ConfigEntry) {
+// tenantClient creates tenant name and returns a client acting as it.
+func (s *stack) tenantClient(name string) *client.Client {
 	s.t.Helper()
-	c := &kafka.Client{Addr: kafka.TCP(s.broker), Timeout: 10 * time.Second}
-	resp, err := c.CreateTopics(s.ctx(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
-		Topic: topic, NumPartitions: partitions, ReplicationFactor: 1, ConfigEntries: configs,
-	}}})
+	k, err := s.admin.CreateTenant(s.ctx(), name)
+	if err != nil {
+		s.t.Fatalf("create tenant %s: %v", name, err)
+	}
+	c, err := client.New("http://"+s.api, client.WithAPIKey(k.APIKey))
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	for _, e := range resp.Errors {
-		if e != nil && !errors.Is(e, kafka.TopicAlreadyExists) {
-			s.t.Fatalf("create topic %s: %v", topic, e)
+	if s.clients == nil {
+		s.clients = map[string]*client.Client{}
+	}
+	s.clients[name] = c
+	return c
+}
+
+// createTopic creates the tenant's topic name through the API. With
+// configs, it is first created in Kafka directly with them (as an operator
+// would for settings the API does not take), then recorded through the API.
+func (s *stack) createTopic(name string, partitions int, configs ...kafka.ConfigEntry) {
+	s.t.Helper()
+	if len(configs) > 0 {
+		c := &kafka.Client{Addr: kafka.TCP(s.broker), Timeout: 10 * time.Second}
+		resp, err := c.CreateTopics(s.ctx(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+			Topic: topic(name), NumPartitions: partitions, ReplicationFactor: 1, ConfigEntries: configs,
+		}}})
+		if err != nil {
+			s.t.Fatal(err)
 		}
+		if err := resp.Errors[topic(name)]; err != nil {
+			s.t.Fatalf("create topic %s: %v", name, err)
+		}
+	}
+	if _, err := s.client.CreateTopic(s.ctx(), name, partitions); err != nil {
+		s.t.Fatalf("create topic %s: %v", name, err)
 	}
 }
 
-// produce writes values to topic, spread over its partitions, acknowledged.
-func (s *stack) produce(topic string, values []string, batchBytes int64) {
+// produce writes values to the tenant's topic name, spread over its
+// partitions, acknowledged: an outside producer, straight to Kafka.
+func (s *stack) produce(name string, values []string, batchBytes int64) {
 	s.t.Helper()
 	w := &kafka.Writer{
-		Addr: kafka.TCP(s.broker), Topic: topic, Balancer: &kafka.RoundRobin{},
+		Addr: kafka.TCP(s.broker), Topic: topic(name), Balancer: &kafka.RoundRobin{},
 		BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll, BatchBytes: batchBytes,
 	}
 	defer w.Close()
@@ -272,15 +310,16 @@ func (s *stack) produce(topic string, values []string, batchBytes int64) {
 	for len(msgs) > 0 {
 		n := min(len(msgs), 500)
 		if err := w.WriteMessages(s.ctx(), msgs[:n]...); err != nil {
-			s.t.Fatalf("produce to %s: %v", topic, err)
+			s.t.Fatalf("produce to %s: %v", name, err)
 		}
 		msgs = msgs[n:]
 	}
 }
 
-// readTopic reads every record currently in topic.
-func (s *stack) readTopic(topic string) []kafka.Message {
+// readTopic reads every record currently in the tenant's topic name.
+func (s *stack) readTopic(name string) []kafka.Message {
 	s.t.Helper()
+	topic := topic(name)
 	conn, err := kafka.DialContext(s.ctx(), "tcp", s.broker)
 	if err != nil {
 		s.t.Fatal(err)

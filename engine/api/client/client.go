@@ -1,8 +1,9 @@
 // Package client is the Go client of Ember's HTTP API, used by the ember
-// CLI, host agents on other hosts (code download) and tests. Error responses
+// CLI and tests. The API key given with WithAPIKey says who the client acts
+// as: a tenant, or the administrator. Error responses
 // come back as *APIError, which errors.Is-matches the engine's error classes
 // (registry.ErrNotFound, ErrInvalid, ErrConflict, ErrUnavailable) and this
-// package's ErrTooLarge and ErrUnauthorized.
+// package's ErrTooLarge, ErrUnauthorized and ErrForbidden.
 package client
 
 import (
@@ -29,6 +30,8 @@ var (
 	ErrTooLarge = errors.New("request too large")
 	// ErrUnauthorized matches 401 answers.
 	ErrUnauthorized = errors.New("unauthorized")
+	// ErrForbidden matches 403 answers.
+	ErrForbidden = errors.New("forbidden")
 )
 
 // APIError is an error answer of the API.
@@ -57,36 +60,33 @@ func (e *APIError) Is(target error) bool {
 		return target == ErrTooLarge
 	case wire.ErrUnauthorized:
 		return target == ErrUnauthorized
+	case wire.ErrForbidden:
+		return target == ErrForbidden
 	}
 	return false
 }
 
 // Client talks to one Ember API. It is safe for concurrent use.
 type Client struct {
-	base   *url.URL
-	tenant string
-	token  string
-	hc     *http.Client
+	base *url.URL
+	key  string
+	hc   *http.Client
 }
 
 // Option configures a Client.
 type Option func(*Client) error
 
-// WithTenant sets the X-Ember-Tenant header. Default: none (the server's "default").
-func WithTenant(t string) Option {
+// WithAPIKey sets the API key sent as a bearer token: a tenant's key, or
+// the administrator's. It says who the client acts as. Default: none.
+func WithAPIKey(key string) Option {
 	return func(c *Client) error {
-		if t != "" {
-			if err := registry.ValidName("tenant", t); err != nil {
-				return err
-			}
+		if strings.ContainsAny(key, " \t\r\n") {
+			return errors.New("client: API key must not contain whitespace")
 		}
-		c.tenant = t
+		c.key = key
 		return nil
 	}
 }
-
-// WithToken sets the bearer token. Default: none.
-func WithToken(tok string) Option { return func(c *Client) error { c.token = tok; return nil } }
 
 // WithHTTPClient sets the HTTP client. Default: a client with no overall
 // timeout (invocations can run 15 minutes; use contexts).
@@ -148,11 +148,8 @@ func (c *Client) send(ctx context.Context, method, path string, q url.Values, bo
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	if c.tenant != "" {
-		req.Header.Set(wire.HeaderTenant, c.tenant)
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	if c.key != "" {
+		req.Header.Set("Authorization", "Bearer "+c.key)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -182,6 +179,8 @@ func typeForStatus(code int) string {
 		return wire.ErrTooLarge
 	case http.StatusUnauthorized:
 		return wire.ErrUnauthorized
+	case http.StatusForbidden:
+		return wire.ErrForbidden
 	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
 		return wire.ErrUnavailable
 	}
@@ -308,6 +307,12 @@ func (c *Client) PutBinding(ctx context.Context, b wire.Binding) (wire.Binding, 
 func (c *Client) ListBindings(ctx context.Context) ([]wire.Binding, error) {
 	var out wire.Bindings
 	return out.Bindings, c.do(ctx, http.MethodGet, "/v1/bindings", nil, nil, "", &out)
+}
+
+// GetBinding returns one of the tenant's bindings.
+func (c *Client) GetBinding(ctx context.Context, id string) (wire.Binding, error) {
+	var out wire.Binding
+	return out, c.do(ctx, http.MethodGet, "/v1/bindings/"+url.PathEscape(id), nil, nil, "", &out)
 }
 
 // DeleteBinding deletes a binding (missing is success).

@@ -7,7 +7,6 @@ import "time"
 
 // Headers of the invoke response.
 const (
-	HeaderTenant       = "X-Ember-Tenant"
 	HeaderStatus       = "X-Ember-Status"
 	HeaderVersion      = "X-Ember-Version"
 	HeaderStart        = "X-Ember-Start"
@@ -25,6 +24,7 @@ const (
 	ErrTooLarge     = "TooLarge"
 	ErrUnavailable  = "Unavailable"
 	ErrUnauthorized = "Unauthorized"
+	ErrForbidden    = "Forbidden"
 	ErrInternal     = "Internal"
 )
 
@@ -189,4 +189,63 @@ type Status struct {
 	Agents    []Agent         `json:"agents"`
 	Occupancy []Occupancy     `json:"occupancy"`
 	Bindings  []BindingStatus `json:"bindings"`
+}
+
+// Whoami is GET /v1/whoami: who the presented key belongs to.
+type Whoami struct {
+	Tenant string `json:"tenant,omitempty"`
+	Admin  bool   `json:"admin,omitempty"`
+}
+
+// Tenant is a tenant as the administrator sees it.
+type Tenant struct {
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+	Rotated time.Time `json:"rotated"`
+	Revoked bool      `json:"revoked,omitempty"`
+}
+
+// Tenants is GET /v1/tenants.
+type Tenants struct {
+	Tenants []Tenant `json:"tenants"`
+}
+
+// CreateTenant is POST /v1/tenants.
+type CreateTenant struct {
+	Name string `json:"name"`
+}
+
+// TenantKey answers creating a tenant and rotating its key: the only time
+// the key is shown.
+type TenantKey struct {
+	Name   string `json:"name"`
+	APIKey string `json:"api_key"`
+}
+
+// CreateTopic is POST /v1/topics: a topic in the tenant's namespace. A name
+// without the "<tenant>." prefix gets it.
+type CreateTopic struct {
+	Name string `json:"name"`
+	// Partitions defaults to 4.
+	Partitions int `json:"partitions,omitempty"`
+}
+
+// Topic is a Kafka topic a tenant owns or was granted.
+type Topic struct {
+	Name       string            `json:"name"`
+	Owner      string            `json:"owner,omitempty"`
+	Partitions int               `json:"partitions,omitempty"`
+	Grants     map[string]string `json:"grants,omitempty"`
+	Created    time.Time         `json:"created"`
+}
+
+// Topics is GET /v1/topics.
+type Topics struct {
+	Topics []Topic `json:"topics"`
+}
+
+// Grant is PUT /v1/topics/{topic}/grants/{tenant}: access is consume,
+// produce or all.
+type Grant struct {
+	Access string `json:"access"`
 }
