@@ -10,7 +10,6 @@ import (
 
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/ember-run/ember/engine/pool"
 	"github.com/ember-run/ember/hostagent/codefetch"
@@ -48,6 +47,7 @@ func BenchmarkHotDispatchAccounting(b *testing.B) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			agentID := "agent-bench-" + mode
+			tp, dial := testTLS(b, agentID)
 			rt, rootUID, err := ContainerdRuntime(ctx, client, ns, initBin, agentID)
 			if err != nil {
 				b.Fatal(err)
@@ -55,7 +55,7 @@ func BenchmarkHotDispatchAccounting(b *testing.B) {
 			a, err := New(Config{
 				AgentID: agentID, ListenAddr: "127.0.0.1:0", StateDir: filepath.Join(searchableTempDir(b), "agent"),
 				Pool: map[string]int{"m128": 1}, MaxInstances: 2, MappedRootUID: rootUID, Accounting: mode,
-			}, Deps{Redis: rdb, Pool: pst, Runtime: rt, Cgroups: HostCgroups(), Code: codefetch.Dir{Root: store},
+			}, Deps{Redis: rdb, Pool: pst, Runtime: rt, Cgroups: HostCgroups(), Code: codefetch.Dir{Root: store}, TLS: tp.AgentServer(),
 				Log: zerolog.New(zerolog.NewTestWriter(b)).Level(zerolog.WarnLevel)})
 			if err != nil {
 				b.Fatal(err)
@@ -74,7 +74,7 @@ func BenchmarkHotDispatchAccounting(b *testing.B) {
 			case err := <-done:
 				b.Fatalf("Run: %v", err)
 			}
-			conn, err := grpc.NewClient(a.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			conn, err := grpc.NewClient(a.Addr(), dial)
 			if err != nil {
 				b.Fatal(err)
 			}

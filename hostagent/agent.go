@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 )
 
 // Agent is a host agent. New builds one; Run serves until its context ends.
@@ -138,7 +139,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("hostagent: subscribe %s: %w", a.store.DemandChannel(), err)
 	}
 
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(a.deps.TLS)), grpc.MaxRecvMsgSize(dispatchpb.MaxMessageBytes), grpc.MaxSendMsgSize(dispatchpb.MaxMessageBytes))
 	dispatchpb.RegisterAgentServer(srv, &dispatchServer{a: a})
 
 	g, gctx := errgroup.WithContext(ctx)

@@ -19,7 +19,6 @@ import (
 	"github.com/ember-run/ember/internal/testenv"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 // zipDir packs every regular file of dir (flat) into a package in the
@@ -94,26 +93,28 @@ func TestAgentIntegration(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Fatal("the integration test needs root (containerd, cgroups, user namespaces)")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	rdb, _ := testenv.Redis(t)
-	client, ns := testenv.Containerd(t)
-
+	// Builds first: on a cold build cache they take minutes, which the
+	// test's own deadline must not count.
 	bin := t.TempDir()
 	initBin := filepath.Join(bin, "ember-init")
 	if err := testenv.Build("cmd/ember-init", initBin); err != nil {
 		t.Fatal(err)
 	}
+	fnDir := t.TempDir()
+	if err := testenv.Example("kafka-echo", fnDir); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rdb, _ := testenv.Redis(t)
+	client, ns := testenv.Containerd(t)
 	const agentID = "agent-it"
+	tp, dial := testTLS(t, agentID)
 	rt, rootUID, err := ContainerdRuntime(ctx, client, ns, initBin, agentID)
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	fnDir := t.TempDir()
-	if err := testenv.Example("kafka-echo", fnDir); err != nil {
-		t.Fatal(err)
-	}
 	store := t.TempDir()
 	digest := zipDir(t, fnDir, store)
 
@@ -128,8 +129,8 @@ func TestAgentIntegration(t *testing.T) {
 		HeartbeatInterval: 200 * time.Millisecond, HeartbeatTTL: 5 * time.Second,
 	}, Deps{
 		Redis: rdb, Pool: pst, Runtime: rt, Cgroups: HostCgroups(),
-		Code: codefetch.Dir{Root: store},
-		Log:  zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
+		Code: codefetch.Dir{Root: store}, TLS: tp.AgentServer(),
+		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +160,7 @@ func TestAgentIntegration(t *testing.T) {
 		t.Fatalf("instances in redis after Ready: %+v, %v", insts, err)
 	}
 
-	conn, err := grpc.NewClient(a.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(a.Addr(), dial)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"os"
 	"path/filepath"
@@ -15,17 +16,19 @@ import (
 	"github.com/ember-run/ember/engine/pool"
 	"github.com/ember-run/ember/hostagent/codefetch"
 	"github.com/ember-run/ember/hostagent/dispatchpb"
+	"github.com/ember-run/ember/internal/pki"
 	"github.com/ember-run/ember/internal/testenv"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 )
 
 type harness struct {
 	t      *testing.T
+	tls    *pki.Pair
 	agent  *Agent
 	rt     *fakeRuntime
 	cg     *fakeCgroups
@@ -85,16 +88,17 @@ func startHarness(t *testing.T, cfg Config, rt *fakeRuntime) *harness {
 		cfg.HeartbeatInterval = 50 * time.Millisecond
 		cfg.HeartbeatTTL = time.Second
 	}
+	tp, dial := testTLS(t, cfg.AgentID)
 	a, err := New(cfg, Deps{
 		Redis: rdb, Pool: store, Runtime: rt, Cgroups: cg,
-		Code: codefetch.Dir{Root: codeDir},
-		Log:  zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel),
+		Code: codefetch.Dir{Root: codeDir}, TLS: tp.AgentServer(),
+		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &harness{t: t, agent: a, rt: rt, cg: cg, rdb: rdb, store: store, digest: digest, cancel: cancel, done: make(chan error, 1)}
+	h := &harness{t: t, tls: tp, agent: a, rt: rt, cg: cg, rdb: rdb, store: store, digest: digest, cancel: cancel, done: make(chan error, 1)}
 	go func() { h.done <- a.Run(ctx) }()
 	select {
 	case <-a.Ready():
@@ -103,7 +107,7 @@ func startHarness(t *testing.T, cfg Config, rt *fakeRuntime) *harness {
 	case <-time.After(10 * time.Second):
 		t.Fatal("agent not ready after 10s")
 	}
-	conn, err := grpc.NewClient(a.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(a.Addr(), dial)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -553,5 +557,48 @@ func TestDefaultPoolSpecMatchesDefaultPool(t *testing.T) {
 	}
 	if _, err := ParsePool("big=1"); err == nil {
 		t.Fatal("bad class accepted")
+	}
+}
+
+// TestDispatchNeedsEmberdCertificate: the agent serves dispatches only to
+// clients with an emberd certificate of its authority.
+func TestDispatchNeedsEmberdCertificate(t *testing.T) {
+	h := startHarness(t, Config{Pool: map[string]int{"m128": 1}}, nil)
+	ctx := context.Background()
+	c := h.claim("acme", "m128", pool.VersionKey("acme", "echo", "1"))
+	foreign, err := pki.NewPair("agent-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := h.tls
+	agentCert, _ := own.CA.Issue(pki.RoleAgent, "another-agent")
+	for name, cfg := range map[string]*tls.Config{
+		"no certificate":       pki.ClientConfig(tls.Certificate{}, own.Roots(), pki.RoleAgent, "agent-test"),
+		"emberd of another CA": pki.ClientConfig(foreign.Emberd, own.Roots(), pki.RoleAgent, "agent-test"),
+		"an agent, not emberd": pki.ClientConfig(agentCert, own.Roots(), pki.RoleAgent, "agent-test"),
+	} {
+		if name == "no certificate" {
+			cfg.Certificates = nil
+		}
+		conn, err := grpc.NewClient(h.agent.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = dispatchpb.NewAgentClient(conn).Dispatch(ctx, h.req(c.InstanceID, "acme", "echo", `{}`))
+		conn.Close()
+		if status.Code(err) != codes.Unavailable {
+			t.Errorf("%s: dispatch answered %v, want a refused connection", name, err)
+		}
+	}
+	if f := h.rt.get(c.InstanceID); f != nil {
+		f.mu.Lock()
+		n := f.invoked
+		f.mu.Unlock()
+		if n != 0 {
+			t.Fatalf("%d invocations reached the instance", n)
+		}
+	}
+	if _, err := h.client.Dispatch(ctx, h.req(c.InstanceID, "acme", "echo", `{}`)); err != nil {
+		t.Fatalf("emberd's own dispatch: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package hostagent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 
 	"github.com/ember-run/ember/engine/pool"
@@ -66,6 +67,11 @@ type Deps struct {
 	Cgroups Cgroups
 	// Code fetches function packages. Required.
 	Code codefetch.Source
+	// TLS is the dispatch server's mutual TLS: the agent's certificate, and
+	// clients accepted only with an emberd certificate of the same
+	// authority (pki.ServerConfig with pki.RoleEmberd). Required: an agent
+	// never serves dispatches in the clear.
+	TLS *tls.Config
 	// Log is the base logger; the agent adds component=agent.
 	Log zerolog.Logger
 	// Accounting measures containers' usage. Default: chosen by
@@ -86,6 +92,8 @@ func (d *Deps) validate() error {
 		return errors.New("hostagent: Deps.Cgroups is required")
 	case d.Code == nil:
 		return errors.New("hostagent: Deps.Code is required")
+	case d.TLS == nil || len(d.TLS.Certificates) == 0 || d.TLS.ClientAuth != tls.RequireAndVerifyClientCert:
+		return errors.New("hostagent: Deps.TLS is required, with a certificate and verified client certificates")
 	}
 	if d.Pool == nil {
 		p, err := pool.New(d.Redis)

@@ -12,12 +12,15 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/ember-run/ember/hostagent"
 	"github.com/ember-run/ember/hostagent/codefetch"
 	"github.com/ember-run/ember/internal/logging"
+	"github.com/ember-run/ember/internal/pki"
+	"github.com/ember-run/ember/internal/redisconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -32,6 +35,7 @@ type flags struct {
 	codeDir, codeURL             string
 	pool, logFormat, logLevel    string
 	accounting, metricsAddr      string
+	pkiDir, redisCA              string
 	maxInstances, maxContainers  int
 	containerKeepAlive           time.Duration
 	instanceKeepAlive            time.Duration
@@ -58,7 +62,8 @@ func main() {
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.redis, "redis", envOr("EMBER_REDIS", "127.0.0.1:6390"), "Redis address (env EMBER_REDIS)")
+	fl.StringVar(&f.redis, "redis", envOr("EMBER_REDIS", "127.0.0.1:6390"), "Redis host:port, or redis:// / rediss:// (TLS) URL (env EMBER_REDIS)")
+	fl.StringVar(&f.redisCA, "redis-ca", envOr("EMBER_REDIS_CA", ""), "CA file for a rediss:// server (env EMBER_REDIS_CA)")
 	fl.StringVar(&f.containerd, "containerd", envOr("EMBER_CONTAINERD", "/run/ember/containerd.sock"), "containerd socket (env EMBER_CONTAINERD)")
 	fl.StringVar(&f.namespace, "namespace", "ember", "containerd namespace")
 	fl.StringVar(&f.agentID, "agent-id", "", "agent id in Redis (default: the host name)")
@@ -67,7 +72,8 @@ func main() {
 	fl.StringVar(&f.stateDir, "state-dir", envOr("EMBER_AGENT_STATE", hostagent.DefaultStateDir), "per-instance state directory (env EMBER_AGENT_STATE)")
 	fl.StringVar(&f.initBinary, "init-binary", "", "static ember-init binary (default: ember-init next to this executable)")
 	fl.StringVar(&f.codeDir, "code-dir", envOr("EMBER_CODE_DIR", ""), "engine code store on this machine (<dir>/sha256/<hex>.zip) (env EMBER_CODE_DIR)")
-	fl.StringVar(&f.codeURL, "code-url", envOr("EMBER_CODE_URL", ""), "emberd base URL to fetch code from (GET /v1/code/sha256:<hex>) (env EMBER_CODE_URL)")
+	fl.StringVar(&f.codeURL, "code-url", envOr("EMBER_CODE_URL", ""), "emberd peer URL to fetch code from over mutual TLS, e.g. https://emberd-host:7948 (env EMBER_CODE_URL)")
+	fl.StringVar(&f.pkiDir, "pki-dir", envOr("EMBER_PKI_DIR", "/etc/ember/pki"), "ca.crt and this agent's <agent-id>.crt/.key from `emberd pki issue agent <agent-id>` (env EMBER_PKI_DIR)")
 	fl.StringVar(&f.pool, "pool", hostagent.DefaultPoolSpec, "warming pool target per class, class=count,...")
 	fl.IntVar(&f.maxInstances, "max-instances", hostagent.DefaultMaxInstances, "most instances on this host")
 	fl.IntVar(&f.maxContainers, "max-containers-per-instance", 4, "most live function containers per instance (LRU)")
@@ -96,6 +102,15 @@ func run(ctx context.Context, f flags) error {
 	if err != nil {
 		return err
 	}
+	if f.agentID == "" {
+		if f.agentID, err = os.Hostname(); err != nil {
+			return fmt.Errorf("--agent-id: %w", err)
+		}
+	}
+	cert, roots, err := pki.InDir(f.pkiDir, f.agentID).Load()
+	if err != nil {
+		return fmt.Errorf("agent identity (--pki-dir): %w", err)
+	}
 	var code codefetch.Source
 	switch {
 	case f.codeDir != "" && f.codeURL != "":
@@ -103,7 +118,12 @@ func run(ctx context.Context, f flags) error {
 	case f.codeDir != "":
 		code = codefetch.Dir{Root: f.codeDir}
 	case f.codeURL != "":
-		code = codefetch.HTTP{BaseURL: f.codeURL}
+		if !strings.HasPrefix(f.codeURL, "https://") {
+			return fmt.Errorf("--code-url %q: code is fetched over mutual TLS only (https://)", f.codeURL)
+		}
+		code = codefetch.HTTP{BaseURL: f.codeURL, Client: &http.Client{Transport: &http.Transport{
+			TLSClientConfig: pki.ClientConfig(cert, roots, pki.RoleEmberd, ""),
+		}}}
 	default:
 		return errors.New("--code-dir or --code-url is required")
 	}
@@ -124,18 +144,22 @@ func run(ctx context.Context, f flags) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	rdb := redis.NewClient(&redis.Options{Addr: f.redis})
+	ropts, err := redisconn.Options(f.redis, f.redisCA)
+	if err != nil {
+		return err
+	}
+	rdb := redis.NewClient(ropts)
 	defer rdb.Close()
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	err = rdb.Ping(pingCtx).Err()
 	cancel()
 	if err != nil {
-		return fmt.Errorf("redis %s: %w", f.redis, err)
+		return fmt.Errorf("redis %s: %w", redisconn.Redacted(f.redis), err)
 	}
 
 	agent, closeAgent, err := hostagent.NewContainerd(ctx, cfg,
 		hostagent.ContainerdSetup{Socket: f.containerd, Namespace: f.namespace, InitBinary: initBin},
-		hostagent.Deps{Redis: rdb, Code: code, Log: log, Metrics: reg})
+		hostagent.Deps{Redis: rdb, Code: code, Log: log, Metrics: reg, TLS: pki.ServerConfig(cert, roots, pki.RoleEmberd)})
 	if err != nil {
 		return err
 	}

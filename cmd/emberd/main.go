@@ -38,7 +38,7 @@ type flags struct {
 	containerKeepAlive, instanceKeepAlive        time.Duration
 	sessionTimeout                               time.Duration
 	debugAddr, accounting                        string
-	adminKeyFile                                 string
+	adminKeyFile, pkiDir, peerListen, redisCA    string
 	logFormat, logLevel                          string
 }
 
@@ -59,7 +59,8 @@ func main() {
 	fl.StringVar(&f.stateDir, "state-dir", envOr("EMBER_STATE", "/var/lib/ember"), "state directory: embedded broker data, code store, instance dirs (env EMBER_STATE)")
 	fl.StringVar(&f.brokers, "brokers", envOr("EMBER_BROKERS", ""), "Kafka bootstrap servers host:port,... (env EMBER_BROKERS); empty starts an embedded broker")
 	fl.StringVar(&f.brokerAddr, "embedded-broker", "127.0.0.1:9092", "listen address of the embedded broker")
-	fl.StringVar(&f.redis, "redis", envOr("EMBER_REDIS", "127.0.0.1:6390"), "Redis address (env EMBER_REDIS)")
+	fl.StringVar(&f.redis, "redis", envOr("EMBER_REDIS", "127.0.0.1:6390"), "Redis host:port, or redis:// / rediss:// (TLS) URL (env EMBER_REDIS)")
+	fl.StringVar(&f.redisCA, "redis-ca", envOr("EMBER_REDIS_CA", ""), "CA file for a rediss:// server (env EMBER_REDIS_CA)")
 	fl.StringVar(&f.listen, "listen", envOr("EMBER_LISTEN", "127.0.0.1:8080"), "HTTP API address (env EMBER_LISTEN)")
 	fl.StringVar(&f.containerd, "containerd", envOr("EMBER_CONTAINERD", "/run/ember/containerd.sock"), "containerd socket for the in-process agent (env EMBER_CONTAINERD)")
 	fl.StringVar(&f.namespace, "namespace", "ember", "containerd namespace")
@@ -74,9 +75,12 @@ func main() {
 	fl.DurationVar(&f.sessionTimeout, "session-timeout", 10*time.Second, "consumer group session timeout: how long a dead emberd holds its partitions (Kafka's minimum is usually 6s)")
 	fl.StringVar(&f.accounting, "accounting", hostagent.AccountingEBPF, "in-process agent's per-invocation usage: ebpf (falls back to cgroup), cgroup or off")
 	fl.StringVar(&f.adminKeyFile, "admin-key-file", "", "file holding the administrator's API key, created (0600) on first start (default <state-dir>/admin.key; env EMBER_ADMIN_KEY overrides the file)")
+	fl.StringVar(&f.pkiDir, "pki-dir", "", "mutual-TLS authority and certificates between emberd and agents, created on first start (default <state-dir>/pki)")
+	fl.StringVar(&f.peerListen, "peer-listen", envOr("EMBER_PEER_LISTEN", "127.0.0.1:7948"), "serve code to agents on other hosts here, mutual TLS only (env EMBER_PEER_LISTEN; empty: off)")
 	fl.StringVar(&f.debugAddr, "debug-addr", "", "serve Go pprof profiles on this loopback address (off by default)")
 	fl.StringVar(&f.logFormat, "log-format", "auto", "auto|json|console")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
+	cmd.AddCommand(pkiCmd())
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "emberd:", err)
 		os.Exit(1)
@@ -125,9 +129,12 @@ func run(ctx context.Context, f flags) error {
 		Brokers:            brokers,
 		EmbeddedBrokerAddr: f.brokerAddr,
 		Redis:              f.redis,
+		RedisCA:            f.redisCA,
 		Listen:             f.listen,
 		AdminKey:           adminKey,
 		MetricsToken:       os.Getenv("EMBER_METRICS_TOKEN"),
+		PKIDir:             f.pkiDir,
+		PeerListen:         f.peerListen,
 		Agent:              f.agent,
 		AgentConfig: hostagent.Config{
 			AgentID: f.agentID, ListenAddr: f.agentListen, Pool: pl, MaxInstances: f.maxInstances,

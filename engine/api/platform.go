@@ -133,9 +133,8 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p tenants.Princi
 	writeJSON(w, http.StatusOK, out)
 }
 
-// code streams a package by digest (Range and HEAD supported): to a tenant
-// that deployed it, or to the administrator. Agents fetch code over the
-// peer listener (mutual TLS), not here.
+// code streams a package by digest to a tenant that deployed it, or to the
+// administrator.
 func (s *Server) code(w http.ResponseWriter, r *http.Request, p tenants.Principal) {
 	digest := r.PathValue("digest")
 	if _, err := codestore.ParseDigest(digest); err != nil {
@@ -153,6 +152,22 @@ func (s *Server) code(w http.ResponseWriter, r *http.Request, p tenants.Principa
 			return
 		}
 	}
+	s.serveCode(w, r, digest)
+}
+
+// CodeHandler serves GET /v1/code/{digest} to anyone: it is for a listener
+// that authenticates its clients itself (emberd's peer listener, which
+// takes only agent certificates).
+func (s *Server) CodeHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/code/{digest}", func(w http.ResponseWriter, r *http.Request) {
+		s.serveCode(w, r, r.PathValue("digest"))
+	})
+	return mux
+}
+
+// serveCode streams a package (Range and HEAD supported).
+func (s *Server) serveCode(w http.ResponseWriter, r *http.Request, digest string) {
 	rc, size, err := s.deps.Code.Open(digest)
 	if err != nil {
 		s.fail(w, r, err)
@@ -161,7 +176,7 @@ func (s *Server) code(w http.ResponseWriter, r *http.Request, p tenants.Principa
 	defer rc.Close()
 	w.Header().Set("Content-Type", "application/zip")
 	w.Header().Set("ETag", `"`+digest+`"`)
-	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	w.Header().Set("Cache-Control", "private, max-age=31536000, immutable")
 	if f, ok := rc.(*os.File); ok {
 		http.ServeContent(w, r, "", time.Time{}, f)
 		return

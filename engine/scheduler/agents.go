@@ -6,7 +6,7 @@ import (
 	"sync"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/ember-run/ember/engine/pool"
 	"github.com/ember-run/ember/hostagent/dispatchpb"
@@ -17,7 +17,8 @@ import (
 // replaces it).
 type agentConns struct {
 	pool *pool.Store
-	opts []grpc.DialOption
+	// creds are the transport credentials for dialling one agent.
+	creds func(agentID string) credentials.TransportCredentials
 
 	mu    sync.Mutex
 	conns map[string]*agentConn
@@ -29,11 +30,8 @@ type agentConn struct {
 	client dispatchpb.AgentClient
 }
 
-func newAgentConns(p *pool.Store, opts []grpc.DialOption) *agentConns {
-	if len(opts) == 0 {
-		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	}
-	return &agentConns{pool: p, opts: opts, conns: map[string]*agentConn{}}
+func newAgentConns(p *pool.Store) *agentConns {
+	return &agentConns{pool: p, conns: map[string]*agentConn{}}
 }
 
 func (a *agentConns) get(ctx context.Context, agentID string) (dispatchpb.AgentClient, error) {
@@ -47,7 +45,8 @@ func (a *agentConns) get(ctx context.Context, agentID string) (dispatchpb.AgentC
 	if err != nil {
 		return nil, fmt.Errorf("agent %s: %w: %w", agentID, ErrUnavailable, err)
 	}
-	cc, err := grpc.NewClient(ag.Addr, a.opts...)
+	cc, err := grpc.NewClient(ag.Addr, grpc.WithTransportCredentials(a.creds(agentID)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(dispatchpb.MaxMessageBytes), grpc.MaxCallSendMsgSize(dispatchpb.MaxMessageBytes)))
 	if err != nil {
 		return nil, fmt.Errorf("dial agent %s at %s: %w", agentID, ag.Addr, err)
 	}

@@ -2,6 +2,8 @@ package scheduler
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -10,14 +12,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/ember-run/ember/engine/invoke"
 	"github.com/ember-run/ember/engine/pool"
 	"github.com/ember-run/ember/engine/registry"
 	"github.com/ember-run/ember/hostagent/dispatchpb"
+	"github.com/ember-run/ember/internal/pki"
 )
 
 // Resolver finds the version an invocation runs.
@@ -104,9 +107,20 @@ func WithMetrics(reg prometheus.Registerer) Option {
 	return func(s *Scheduler) error { return s.m.register(reg) }
 }
 
-// WithDialOptions replaces the gRPC dial options (default: insecure, for loopback).
-func WithDialOptions(opts ...grpc.DialOption) Option {
-	return func(s *Scheduler) error { s.agents.opts = opts; return nil }
+// WithTLS sets the scheduler's identity towards agents: an emberd
+// certificate, and the authority agents' certificates must chain to. Each
+// agent must present an agent certificate naming its id. Required: agents
+// accept dispatches only over mutual TLS.
+func WithTLS(cert tls.Certificate, roots *x509.CertPool) Option {
+	return func(s *Scheduler) error {
+		if len(cert.Certificate) == 0 || roots == nil {
+			return errors.New("scheduler: WithTLS needs a certificate and a trust root")
+		}
+		s.agents.creds = func(agentID string) credentials.TransportCredentials {
+			return credentials.NewTLS(pki.ClientConfig(cert, roots, pki.RoleAgent, agentID))
+		}
+		return nil
+	}
 }
 
 // New returns a scheduler over the pool state and registry.
@@ -120,7 +134,7 @@ func New(cfg Config, p *pool.Store, r Resolver, opts ...Option) (*Scheduler, err
 	cfg.setDefaults()
 	s := &Scheduler{
 		cfg: cfg, pool: p, resolver: r,
-		agents: newAgentConns(p, nil),
+		agents: newAgentConns(p),
 		wake:   newWakeups(),
 		log:    zerolog.Nop(),
 		m:      newMetrics(),
@@ -129,6 +143,9 @@ func New(cfg Config, p *pool.Store, r Resolver, opts ...Option) (*Scheduler, err
 		if err := o(s); err != nil {
 			return nil, err
 		}
+	}
+	if s.agents.creds == nil {
+		return nil, errors.New("scheduler: WithTLS is required: agents accept dispatches only over mutual TLS")
 	}
 	return s, nil
 }

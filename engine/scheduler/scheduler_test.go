@@ -2,6 +2,7 @@ package scheduler_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"sync"
@@ -10,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/ember-run/ember/engine/invoke"
@@ -17,6 +19,7 @@ import (
 	"github.com/ember-run/ember/engine/registry"
 	"github.com/ember-run/ember/engine/scheduler"
 	"github.com/ember-run/ember/hostagent/dispatchpb"
+	"github.com/ember-run/ember/internal/pki"
 	"github.com/ember-run/ember/internal/testenv"
 )
 
@@ -67,6 +70,7 @@ func (a *agent) Dispatch(_ context.Context, r *dispatchpb.DispatchRequest) (*dis
 }
 
 type env struct {
+	tls   *pki.Pair
 	pool  *pool.Store
 	agent *agent
 	sched *scheduler.Scheduler
@@ -84,7 +88,11 @@ func setup(t *testing.T, cfg scheduler.Config) *env {
 		t.Fatal(err)
 	}
 	a := &agent{started: map[string]bool{}, lost: map[string]bool{}, aborted: map[string]bool{}}
-	srv := grpc.NewServer()
+	tp, err := pki.NewPair("a1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(tp.AgentServer())))
 	dispatchpb.RegisterAgentServer(srv, a)
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(srv.Stop)
@@ -96,7 +104,7 @@ func setup(t *testing.T, cfg scheduler.Config) *env {
 		"t1/f": {Tenant: "t1", Function: "f", Version: "$LATEST", MemoryMB: 128, Timeout: 5 * time.Second, CodeDigest: "sha256:00"},
 		"t1/g": {Tenant: "t1", Function: "g", Version: "1", MemoryMB: 128, Timeout: 5 * time.Second, CodeDigest: "sha256:01"},
 	}
-	s, err := scheduler.New(cfg, p, r)
+	s, err := scheduler.New(cfg, p, r, scheduler.WithTLS(tp.Emberd, tp.Roots()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +112,7 @@ func setup(t *testing.T, cfg scheduler.Config) *env {
 	done := make(chan struct{})
 	go func() { _ = s.Run(runCtx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return &env{pool: p, agent: a, sched: s}
+	return &env{pool: p, agent: a, sched: s, tls: tp}
 }
 
 // answerDemand plays the agent's part on the demand channel: when a
@@ -255,5 +263,54 @@ func TestAbortedInstanceIsKept(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("the aborted instance left the pool: %+v", insts)
+	}
+}
+
+// TestImpostorAgentGetsNothing: an agent whose certificate is not from
+// emberd's authority (or names another agent) registers in Redis; the
+// scheduler refuses the TLS handshake, so no request reaches it, and the
+// invocation fails as a platform error.
+func TestImpostorAgentGetsNothing(t *testing.T) {
+	ctx := context.Background()
+	e := setup(t, scheduler.Config{MaxQueueWait: time.Second, DispatchAttempts: 1})
+	for name, agentID := range map[string]string{"foreign authority": "a2", "other agent's name": "a3"} {
+		var srvTLS *tls.Config
+		if agentID == "a2" {
+			other, err := pki.NewPair("a2")
+			if err != nil {
+				t.Fatal(err)
+			}
+			srvTLS = other.AgentServer()
+		} else {
+			// A genuine agent certificate of the authority, for "a1",
+			// presented by whoever registered as "a3".
+			srvTLS = e.tls.AgentServer()
+		}
+		imp := &agent{started: map[string]bool{}, lost: map[string]bool{}, aborted: map[string]bool{}}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(srvTLS)))
+		dispatchpb.RegisterAgentServer(srv, imp)
+		go func() { _ = srv.Serve(l) }()
+		if err := e.pool.RegisterAgent(ctx, pool.Agent{ID: agentID, Addr: l.Addr().String()}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.pool.AddWarm(ctx, "i-"+agentID, agentID, "m128"); err != nil {
+			t.Fatal(err)
+		}
+		_, err = e.sched.Invoke(ctx, &invoke.Invocation{Tenant: "t1", Function: "f", Payload: []byte(`{}`)})
+		if err == nil {
+			t.Errorf("%s: invocation succeeded", name)
+		}
+		imp.mu.Lock()
+		n := len(imp.requests)
+		imp.mu.Unlock()
+		if n != 0 {
+			t.Errorf("%s: the impostor received %d dispatches", name, n)
+		}
+		srv.Stop()
+		_ = e.pool.RemoveAgent(ctx, agentID)
 	}
 }

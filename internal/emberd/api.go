@@ -5,13 +5,14 @@ import (
 	"net/http"
 	"time"
 
-
 	"github.com/ember-run/ember/engine/api"
 	"github.com/ember-run/ember/engine/scheduler"
 	"github.com/ember-run/ember/internal/apikafka"
 )
 
-func (d *Daemon) apiServer() (*http.Server, error) {
+// apiServer builds the API's HTTP server and the peer server that shares
+// its code route.
+func (d *Daemon) apiServer() (*http.Server, *http.Server, error) {
 	log := d.cfg.Log
 	srv, err := api.New(api.Config{
 		MetricsToken: d.cfg.MetricsToken,
@@ -30,14 +31,14 @@ func (d *Daemon) apiServer() (*http.Server, error) {
 		Activity: d.stats,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	return &http.Server{
 		Handler:           srv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		// Synchronous invokes run up to the function's timeout (900 s max).
 		WriteTimeout: 16 * time.Minute,
-	}, nil
+	}, d.peerServer(srv.CodeHandler()), nil
 }
 
 // lagReader adapts the consumers' Lag to api.LagReader.

@@ -24,8 +24,12 @@ type Config struct {
 	// EmbeddedBrokerAddr is the embedded broker's listen address.
 	// Default: "127.0.0.1:9092".
 	EmbeddedBrokerAddr string
-	// Redis is the Redis address. Required.
+	// Redis is the Redis address: host:port, or a redis:// or rediss://
+	// (TLS) URL. Required.
 	Redis string
+	// RedisCA is the CA file a rediss:// server's certificate must chain
+	// to. Default: the system roots.
+	RedisCA string
 	// Listen is the HTTP API address. Default: "127.0.0.1:8080".
 	Listen string
 	// AdminKey is the administrator's API key. Required (cmd/emberd loads
@@ -33,6 +37,15 @@ type Config struct {
 	AdminKey string
 	// MetricsToken, when set, is accepted on /metrics besides AdminKey.
 	MetricsToken string
+	// PKIDir holds the mutual-TLS authority and certificates between emberd
+	// and agents (see internal/pki): ca.crt, emberd.crt/.key, and, when
+	// emberd issues them, ca.key and the in-process agent's. Created on
+	// first start. Default: StateDir/pki.
+	PKIDir string
+	// PeerListen serves agents on other hosts (code download), only over
+	// mutual TLS with an agent certificate. Default: "" (off; cmd/emberd
+	// listens on 127.0.0.1:7948 unless told otherwise).
+	PeerListen string
 
 	// Agent hosts a host agent in this process. Default: false here;
 	// cmd/emberd turns it on unless --agent=false.
@@ -67,6 +80,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Listen == "" {
 		c.Listen = "127.0.0.1:8080"
+	}
+	if c.PKIDir == "" && c.StateDir != "" {
+		c.PKIDir = filepath.Join(c.StateDir, "pki")
 	}
 	if c.AgentConfig.StateDir == "" && c.StateDir != "" {
 		c.AgentConfig.StateDir = filepath.Join(c.StateDir, "agent")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/ember-run/ember/engine/tenants"
 	"github.com/ember-run/ember/hostagent"
 	"github.com/ember-run/ember/hostagent/codefetch"
+	"github.com/ember-run/ember/internal/redisconn"
 )
 
 // Daemon is a running emberd. Build it with New, then call Run once.
@@ -48,6 +50,9 @@ type Daemon struct {
 	closeAgt func()
 	listener net.Listener
 	http     *http.Server
+	id       identity
+	peerLis  net.Listener
+	peer     *http.Server
 	ready    chan struct{}
 }
 
@@ -72,12 +77,16 @@ func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		return nil, err
 	}
 
-	d.rdb = redis.NewClient(&redis.Options{Addr: cfg.Redis})
+	ropts, err := redisconn.Options(cfg.Redis, cfg.RedisCA)
+	if err != nil {
+		return nil, err
+	}
+	d.rdb = redis.NewClient(ropts)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	err = d.rdb.Ping(pctx).Err()
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("redis %s: %w", cfg.Redis, err)
+		return nil, fmt.Errorf("redis %s: %w", redisconn.Redacted(cfg.Redis), err)
 	}
 
 	d.brokers = cfg.Brokers
@@ -111,7 +120,10 @@ func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	if d.pool, err = pool.New(d.rdb); err != nil {
 		return nil, err
 	}
-	if d.sched, err = scheduler.New(cfg.Scheduler, d.pool, d.registry,
+	if d.id, err = loadIdentity(cfg.PKIDir, identityHosts(cfg)); err != nil {
+		return nil, fmt.Errorf("emberd identity in %s: %w", cfg.PKIDir, err)
+	}
+	if d.sched, err = scheduler.New(cfg.Scheduler, d.pool, d.registry, scheduler.WithTLS(d.id.cert, d.id.roots),
 		scheduler.WithLogger(cfg.Log), scheduler.WithMetrics(d.metrics)); err != nil {
 		return nil, err
 	}
@@ -125,25 +137,48 @@ func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		return nil, err
 	}
 	if cfg.Agent {
-		d.agent, d.closeAgt, err = hostagent.NewContainerd(ctx, cfg.AgentConfig, cfg.Containerd, hostagent.Deps{
+		agentCfg := cfg.AgentConfig.WithDefaults()
+		agentTLS, err := d.id.agentTLS(cfg.PKIDir, agentCfg.AgentID)
+		if err != nil {
+			return nil, fmt.Errorf("in-process agent identity: %w", err)
+		}
+		d.agent, d.closeAgt, err = hostagent.NewContainerd(ctx, agentCfg, cfg.Containerd, hostagent.Deps{
 			Redis: d.rdb, Pool: d.pool, Code: codefetch.Dir{Root: filepath.Join(cfg.StateDir, "code")}, Log: cfg.Log,
-			Metrics: d.metrics,
+			Metrics: d.metrics, TLS: agentTLS,
 		})
 		if err != nil {
 			return nil, err
 		}
 	}
-	if d.http, err = d.apiServer(); err != nil {
+	if d.http, d.peer, err = d.apiServer(); err != nil {
 		return nil, err
 	}
 	if d.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("api listen %s: %w", cfg.Listen, err)
+	}
+	if cfg.PeerListen != "" {
+		if d.peerLis, err = net.Listen("tcp", cfg.PeerListen); err != nil {
+			return nil, fmt.Errorf("peer listen %s: %w", cfg.PeerListen, err)
+		}
 	}
 	return d, nil
 }
 
 // Addr is the API's address.
 func (d *Daemon) Addr() string { return d.listener.Addr().String() }
+
+// identityHosts are the names emberd's certificate carries besides
+// "emberd": the host name and the peer listener's host.
+func identityHosts(cfg Config) []string {
+	hosts := []string{"localhost", "127.0.0.1"}
+	if h, err := os.Hostname(); err == nil {
+		hosts = append(hosts, h)
+	}
+	if h, _, err := net.SplitHostPort(cfg.PeerListen); err == nil && h != "" && h != "0.0.0.0" && h != "::" {
+		hosts = append(hosts, h)
+	}
+	return hosts
+}
 
 // Brokers are the Kafka bootstrap addresses in use.
 func (d *Daemon) Brokers() []string { return d.brokers }
@@ -173,11 +208,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	if d.peerLis != nil {
+		coreG.Go(func() error {
+			if err := d.peer.ServeTLS(d.peerLis, "", ""); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("peer: %w", err)
+			}
+			return nil
+		})
+	}
 	coreG.Go(func() error {
 		<-core.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		return d.http.Shutdown(sctx)
+		return errors.Join(d.http.Shutdown(sctx), d.peer.Shutdown(sctx))
 	})
 
 	consCtx, stopCons := context.WithCancel(core)
@@ -286,6 +329,9 @@ func (d *Daemon) close() {
 	}
 	if d.listener != nil {
 		_ = d.listener.Close()
+	}
+	if d.peerLis != nil {
+		_ = d.peerLis.Close()
 	}
 	if d.broker != nil {
 		d.broker.Close()

@@ -87,6 +87,7 @@ type stack struct {
 	api      string
 	broker   string
 	agent    string
+	peer     string
 	pool     string
 	extra    []string
 	cmd      *exec.Cmd
@@ -120,7 +121,7 @@ func newStack(t testing.TB, pool string, extra ...string) *stack {
 	_, redisAddr := testenv.Redis(t)
 	s := &stack{
 		t: t, name: strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), dir: dir, redis: redisAddr,
-		api: freeAddr(t), broker: freeAddr(t), agent: freeAddr(t), pool: pool, extra: extra,
+		api: freeAddr(t), broker: freeAddr(t), agent: freeAddr(t), peer: freeAddr(t), pool: pool, extra: extra,
 	}
 	s.adminKey = tenants.NewKey()
 	var err2 error
@@ -153,7 +154,7 @@ func (s *stack) start() {
 	args := append([]string{
 		"--state-dir", s.dir, "--redis", s.redis, "--listen", s.api,
 		"--embedded-broker", s.broker, "--containerd", ctrd.Address, "--namespace", ctrd.Namespace,
-		"--init-binary", filepath.Join(binDir, "ember-init"), "--agent-id", s.name, "--agent-listen", s.agent,
+		"--init-binary", filepath.Join(binDir, "ember-init"), "--agent-id", s.name, "--agent-listen", s.agent, "--peer-listen", s.peer,
 		"--pool", s.pool, "--session-timeout", "6s", "--log-format", "json", "--log-level", logLevel,
 	}, s.extra...)
 	s.cmd = exec.Command(filepath.Join(binDir, "emberd"), args...)
