@@ -48,13 +48,13 @@ func BenchmarkHotDispatchAccounting(b *testing.B) {
 			defer cancel()
 			agentID := "agent-bench-" + mode
 			tp, dial := testTLS(b, agentID)
-			rt, rootUID, err := ContainerdRuntime(ctx, client, ns, initBin, agentID)
+			rt, err := ContainerdRuntime(ctx, client, ns, initBin, agentID)
 			if err != nil {
 				b.Fatal(err)
 			}
 			a, err := New(Config{
 				AgentID: agentID, ListenAddr: "127.0.0.1:0", StateDir: filepath.Join(searchableTempDir(b), "agent"),
-				Pool: map[string]int{"m128": 1}, MaxInstances: 2, MappedRootUID: rootUID, Accounting: mode,
+				Pool: map[string]int{"m128": 1}, MaxInstances: 2, MappedRootUID: rt.HostRootUID(), Accounting: mode,
 			}, Deps{Redis: rdb, Pool: pst, Runtime: rt, Cgroups: HostCgroups(), Code: codefetch.Dir{Root: store}, TLS: tp.AgentServer(),
 				Log: zerolog.New(zerolog.NewTestWriter(b)).Level(zerolog.WarnLevel)})
 			if err != nil {

@@ -111,6 +111,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.cleanupStale(ctx); err != nil {
 		return err
 	}
+	if a.deps.Network != nil {
+		if err := a.deps.Network.Setup(ctx); err != nil {
+			return fmt.Errorf("hostagent: %w", err)
+		}
+		defer func() { // after shutdown detached every container
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := a.deps.Network.Close(cctx); err != nil {
+				a.log.Warn().Err(err).Msg("close the network")
+			}
+		}()
+	}
 	a.acct = openAccounting(a.cfg.Accounting, a.deps.Accounting, a.log)
 	if a.acct != nil && a.deps.Accounting == nil {
 		defer a.acct.Close() // after shutdown destroyed every container
@@ -475,9 +487,11 @@ func (a *Agent) reserveLocked(class string, fromDemand bool) *instance {
 	if err != nil {
 		return nil
 	}
+	slot := a.freeSlotLocked()
 	id := newInstanceID()
 	in := &instance{
 		id: id, class: class, memoryMB: mb,
+		slot: slot, hostUID: a.cfg.MappedRootUID + slot*a.cfg.UIDRange,
 		dir:        filepath.Join(a.cfg.StateDir, "instances", id),
 		state:      stStarting,
 		fromDemand: fromDemand,
@@ -487,6 +501,22 @@ func (a *Agent) reserveLocked(class string, fromDemand bool) *instance {
 	a.insts[id] = in
 	a.starts.Add(1)
 	return in
+}
+
+// freeSlotLocked is the lowest uid-range slot no live instance holds.
+// Called with a.mu held, after the MaxInstances check (so one is free).
+func (a *Agent) freeSlotLocked() int {
+	used := make(map[int]bool, len(a.insts))
+	for _, in := range a.insts {
+		if in.state != stGone {
+			used[in.slot] = true
+		}
+	}
+	for n := 0; ; n++ {
+		if !used[n] {
+			return n
+		}
+	}
 }
 
 func newInstanceID() string {

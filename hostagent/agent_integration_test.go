@@ -110,7 +110,7 @@ func TestAgentIntegration(t *testing.T) {
 	client, ns := testenv.Containerd(t)
 	const agentID = "agent-it"
 	tp, dial := testTLS(t, agentID)
-	rt, rootUID, err := ContainerdRuntime(ctx, client, ns, initBin, agentID)
+	rt, err := ContainerdRuntime(ctx, client, ns, initBin, agentID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestAgentIntegration(t *testing.T) {
 	a, err := New(Config{
 		AgentID: agentID, ListenAddr: "127.0.0.1:0", StateDir: filepath.Join(searchableTempDir(t), "agent"),
 		Pool: map[string]int{"m128": 1, "m256": 1}, MaxInstances: 4,
-		MappedRootUID:     rootUID,
+		MappedRootUID:     rt.HostRootUID(),
 		HeartbeatInterval: 200 * time.Millisecond, HeartbeatTTL: 5 * time.Second,
 	}, Deps{
 		Redis: rdb, Pool: pst, Runtime: rt, Cgroups: HostCgroups(),

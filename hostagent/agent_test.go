@@ -499,16 +499,17 @@ func TestLRUVictims(t *testing.T) {
 }
 
 func TestContainerKey(t *testing.T) {
-	base := containerKey("t/f/1", "sha256:aa", "h", 128, 1000, map[string]string{"A": "1", "B": "2"})
-	if base != containerKey("t/f/1", "sha256:aa", "h", 128, 1000, map[string]string{"B": "2", "A": "1"}) {
+	base := containerKey("t/f/1", "sha256:aa", "h", "egress", 128, 1000, map[string]string{"A": "1", "B": "2"})
+	if base != containerKey("t/f/1", "sha256:aa", "h", "egress", 128, 1000, map[string]string{"B": "2", "A": "1"}) {
 		t.Fatal("key depends on map order")
 	}
 	for _, other := range []string{
-		containerKey("t/f/2", "sha256:aa", "h", 128, 1000, map[string]string{"A": "1", "B": "2"}),
-		containerKey("t/f/1", "sha256:bb", "h", 128, 1000, map[string]string{"A": "1", "B": "2"}),
-		containerKey("t/f/1", "sha256:aa", "h", 256, 1000, map[string]string{"A": "1", "B": "2"}),
-		containerKey("t/f/1", "sha256:aa", "h", 128, 1000, map[string]string{"A": "1", "B": "3"}),
-		containerKey("t/f/1", "sha256:aa", "h", 128, 1000, map[string]string{"A": "1B", "": "2"}),
+		containerKey("t/f/2", "sha256:aa", "h", "egress", 128, 1000, map[string]string{"A": "1", "B": "2"}),
+		containerKey("t/f/1", "sha256:bb", "h", "egress", 128, 1000, map[string]string{"A": "1", "B": "2"}),
+		containerKey("t/f/1", "sha256:aa", "h", "egress", 256, 1000, map[string]string{"A": "1", "B": "2"}),
+		containerKey("t/f/1", "sha256:aa", "h", "egress", 128, 1000, map[string]string{"A": "1", "B": "3"}),
+		containerKey("t/f/1", "sha256:aa", "h", "egress", 128, 1000, map[string]string{"A": "1B", "": "2"}),
+		containerKey("t/f/1", "sha256:aa", "h", "none", 128, 1000, map[string]string{"A": "1", "B": "2"}),
 	} {
 		if other == base {
 			t.Fatal("different settings share a container key")

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ember-run/ember/engine/pool"
+	"github.com/ember-run/ember/hostagent/network"
 )
 
 // Config configures an Agent. Zero fields take the documented defaults.
@@ -63,9 +64,24 @@ type Config struct {
 	InstancePidsLimit int64
 	// ContainerPidsLimit bounds the processes of one container. Default: 256.
 	ContainerPidsLimit int64
-	// MappedRootUID is the host uid of an instance's root (its user namespace
-	// maps 0 to it); child cgroups are owned by it. Default: 100000.
+	// MappedRootUID is the first host uid of instances: instance n (its
+	// slot, the lowest free) maps its root to MappedRootUID + n*UIDRange,
+	// and its child cgroups and socket directory are owned by that uid, so
+	// no two instances share a host uid. Agents sharing a kernel must be
+	// given disjoint ranges (MaxInstances*UIDRange uids each).
+	// Default: 100000.
 	MappedRootUID int
+	// UIDRange is how many uids an instance's user namespace maps.
+	// Default: 65536 (NewContainerd takes the runtime's).
+	UIDRange int
+
+	// Network configures egress for containers that ask for it (bridge,
+	// subnet, allowed private prefixes); its StateDir defaults to
+	// StateDir/network. NewContainerd builds the network from it unless
+	// NoNetwork is set.
+	Network network.Config
+	// NoNetwork: containers get their own loopback only, whatever they ask.
+	NoNetwork bool
 	// StopGrace is the SIGTERM-to-SIGKILL grace when a container is stopped.
 	// Default: 2s.
 	StopGrace time.Duration
@@ -148,6 +164,12 @@ func (c *Config) setDefaults() {
 	if c.MappedRootUID == 0 {
 		c.MappedRootUID = 100000
 	}
+	if c.UIDRange == 0 {
+		c.UIDRange = 65536
+	}
+	if c.Network.StateDir == "" && c.StateDir != "" {
+		c.Network.StateDir = filepath.Join(c.StateDir, "network")
+	}
 	if c.StopGrace == 0 {
 		c.StopGrace = 2 * time.Second
 	}
@@ -180,8 +202,10 @@ func (c Config) Validate() error {
 		return errors.New("hostagent: durations must be positive")
 	case c.HeartbeatTTL <= c.HeartbeatInterval:
 		return fmt.Errorf("hostagent: HeartbeatTTL %v must exceed HeartbeatInterval %v", c.HeartbeatTTL, c.HeartbeatInterval)
-	case c.InstancePidsLimit < 0 || c.ContainerPidsLimit < 0 || c.MappedRootUID < 0:
-		return errors.New("hostagent: pids limits and MappedRootUID must not be negative")
+	case c.InstancePidsLimit < 0 || c.ContainerPidsLimit < 0 || c.MappedRootUID < 0 || c.UIDRange < 0:
+		return errors.New("hostagent: pids limits, MappedRootUID and UIDRange must not be negative")
+	case int64(c.MappedRootUID)+int64(c.MaxInstances)*int64(c.UIDRange) > 1<<32-2:
+		return fmt.Errorf("hostagent: MappedRootUID %d + MaxInstances %d * UIDRange %d passes the largest uid", c.MappedRootUID, c.MaxInstances, c.UIDRange)
 	case c.Accounting != AccountingEBPF && c.Accounting != AccountingCgroup && c.Accounting != AccountingOff:
 		return fmt.Errorf("hostagent: Accounting %q must be %q, %q or %q", c.Accounting, AccountingEBPF, AccountingCgroup, AccountingOff)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ember-run/ember/engine/pool"
 	"github.com/ember-run/ember/hostagent/codefetch"
+	"github.com/ember-run/ember/hostagent/network"
 	"github.com/ember-run/ember/hostagent/sandbox"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -27,6 +28,21 @@ type Runtime interface {
 	List(ctx context.Context) ([]string, error)
 }
 
+// Network connects containers' network namespaces to the outside world:
+// *network.Network (CNI plugins and nftables) in production.
+type Network interface {
+	// Setup prepares the host side; called once by Run.
+	Setup(ctx context.Context) error
+	// Attach connects the network namespace at netnsPath, for container id.
+	Attach(ctx context.Context, id, netnsPath string) (network.Attachment, error)
+	// Detach releases id's attachment; detaching the unattached is success.
+	Detach(ctx context.Context, id, netnsPath string) error
+	// Close undoes Setup.
+	Close(ctx context.Context) error
+}
+
+var _ Network = (*network.Network)(nil)
+
 // CgroupLimits are a container's child cgroup limits.
 type CgroupLimits struct {
 	MemoryBytes int64
@@ -46,6 +62,9 @@ type CgroupChild interface {
 	CloseFDs()
 	// Remove deletes the cgroup directories. The processes must be gone.
 	Remove() error
+	// OOMKills counts the processes the kernel's out-of-memory killer has
+	// killed in the cgroup (0 where it cannot tell).
+	OOMKills() int64
 }
 
 // Cgroups creates child cgroups (hostagent/cgroup in production).
@@ -77,6 +96,9 @@ type Deps struct {
 	// Accounting measures containers' usage. Default: chosen by
 	// Config.Accounting, opened at Run and closed when Run returns.
 	Accounting Accounting
+	// Network attaches containers that ask for egress (set up by Run and
+	// closed when Run returns). Default: none; such containers then fail.
+	Network Network
 	// Metrics receives the per tenant and function usage counters
 	// (ember_usage_*). Default: none registered.
 	Metrics prometheus.Registerer

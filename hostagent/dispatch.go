@@ -16,7 +16,9 @@ import (
 	"github.com/ember-run/ember/hostagent/codefetch"
 	"github.com/ember-run/ember/hostagent/dispatchpb"
 	"github.com/ember-run/ember/hostagent/initproto"
+	"github.com/ember-run/ember/hostagent/network"
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -114,7 +116,7 @@ func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (
 // Errors wrapping errInitGone mean the instance is lost.
 func (a *Agent) run(ctx context.Context, log zerolog.Logger, in *instance, req *dispatchpb.DispatchRequest, digestHex string) (*dispatchpb.DispatchResponse, error) {
 	vk := pool.VersionKey(req.GetTenant(), req.GetFunction(), req.GetVersion())
-	key := containerKey(vk, req.GetCodeDigest(), req.GetHandler(), req.GetMemoryMb(), req.GetTimeoutMs(), req.GetEnv())
+	key := containerKey(vk, req.GetCodeDigest(), req.GetHandler(), req.GetNetwork(), req.GetMemoryMb(), req.GetTimeoutMs(), req.GetEnv())
 	a.mu.Lock()
 	c := in.containers[key]
 	client := in.client
@@ -179,6 +181,15 @@ func (a *Agent) run(ctx context.Context, log zerolog.Logger, in *instance, req *
 	if err != nil {
 		return nil, err
 	}
+	if st == dispatchpb.Status_STATUS_CRASHED {
+		// The kernel's out-of-memory killer shows only as a SIGKILL; its
+		// count in the container's memory cgroup tells it apart.
+		if n := c.cg.OOMKills(); n > c.oomKills {
+			c.oomKills = n
+			res.ErrorType = "Runtime.OutOfMemory"
+			body = fmt.Appendf(nil, `{"errorMessage":"Runtime exited: out of memory (the %d MB limit)","errorType":"Runtime.OutOfMemory"}`, c.memoryMB)
+		}
+	}
 	a.mu.Lock()
 	c.lastUsed = time.Now()
 	a.mu.Unlock()
@@ -196,7 +207,7 @@ func (a *Agent) run(ctx context.Context, log zerolog.Logger, in *instance, req *
 	ev.Str("status", res.Status).Str("start", kind.String()).Int64("duration_ns", res.DurationNs).Msg("invocation done")
 	usage := a.recordUsage(log, req, time.Duration(res.DurationNs), wall, c.memoryMB, usageSince(log, c.meter, mark, measured))
 	return &dispatchpb.DispatchResponse{
-		Status: st, Payload: body, ErrorType: res.ErrorType, LogTail: res.LogTail,
+		Status: st, Payload: body, ErrorType: res.ErrorType, LogTail: res.LogTail, LogTruncatedBytes: res.LogTruncatedBytes,
 		Start: kind, HandlerStartUnixNs: res.HandlerStartUnixNs, DurationNs: res.DurationNs,
 		InitDurationNs: initNs, Usage: usage,
 	}, nil
@@ -238,7 +249,7 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 	a.seq++
 	id := key[:12] + "-" + strconv.FormatUint(a.seq, 10)
 	a.mu.Unlock()
-	cg, err := a.deps.Cgroups.Create(in.cgroupPath, id, a.cfg.MappedRootUID, CgroupLimits{
+	cg, err := a.deps.Cgroups.Create(in.cgroupPath, id, in.hostUID, CgroupLimits{
 		MemoryBytes: mem << 20, CPUShares: a.cfg.cpuShares(mem), PidsLimit: a.cfg.ContainerPidsLimit,
 		VCPU: sandbox.FunctionVCPU(mem),
 	})
@@ -246,26 +257,62 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 		return nil, status.Errorf(codes.Internal, "container cgroup: %v", err)
 	}
 	meter := a.attachMeter(log, cg) // accounting: before the process starts
+	egress := req.GetNetwork() == NetworkEgress && !a.cfg.NoNetwork
+	if egress && a.deps.Network == nil {
+		closeMeter(log, meter)
+		_ = cg.Remove()
+		cg.CloseFDs()
+		return nil, status.Error(codes.Unimplemented, "this agent has no network for containers: egress is off")
+	}
 	fds, names := cg.FDs()
-	started, err := client.start(ctx, initproto.StartContainer{
+	started, netnsFD, err := client.start(ctx, initproto.StartContainer{
 		ContainerID: id, CodeDir: digestHex, Handler: req.GetHandler(),
 		FunctionName: req.GetFunction(), Version: req.GetVersion(),
 		MemoryMB: mem, TimeoutMs: req.GetTimeoutMs(), Env: req.GetEnv(), FDNames: names,
 		LogGroup:  "/aws/lambda/" + req.GetFunction(),
 		LogStream: time.Now().UTC().Format("2006/01/02") + "/[" + req.GetVersion() + "]" + in.id,
+		// With egress, the process starts on the first Invoke, once its
+		// network namespace (sent back in Started) is attached.
+		DeferSpawn: egress,
 	}, fds)
 	cg.CloseFDs()
 	if err == nil && started.Error != "" {
 		err = status.Errorf(codes.Internal, "start container: %s", started.Error)
 	}
+	netID := ""
+	if err == nil && egress {
+		if netnsFD < 0 {
+			err = status.Error(codes.Internal, "start container: ember-init sent no network namespace")
+		} else {
+			netID = in.id + "-" + id
+			var at network.Attachment
+			at, err = a.deps.Network.Attach(ctx, netID, netnsPath(netnsFD))
+			if err != nil {
+				err = status.Errorf(codes.Internal, "container network: %v", err)
+			} else {
+				log.Debug().Str("container", id).Stringer("addr", at.Addr).Msg("container attached to the network")
+			}
+		}
+	}
 	if err != nil {
+		if netnsFD >= 0 {
+			if started.Error == "" {
+				_ = client.stop(ctx, id, 0)
+			}
+			_ = unix.Close(netnsFD)
+		}
 		closeMeter(log, meter)
 		if rerr := cg.Remove(); rerr != nil {
 			log.Warn().Err(rerr).Msg("remove container cgroup")
 		}
 		return nil, err
 	}
-	c := &container{id: id, key: key, versionKey: vk, cg: cg, lastUsed: time.Now(), meter: meter, memoryMB: mem}
+	if !egress && netnsFD >= 0 {
+		_ = unix.Close(netnsFD)
+		netnsFD = -1
+	}
+	c := &container{id: id, key: key, versionKey: vk, cg: cg, lastUsed: time.Now(), meter: meter, memoryMB: mem,
+		netnsFD: netnsFD, netID: netID}
 	a.mu.Lock()
 	var superseded []*container
 	for _, o := range in.containers {
@@ -284,7 +331,7 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 	for _, v := range victims {
 		a.stopContainer(ctx, in, v, true, "evicted: too many containers on the instance")
 	}
-	log.Info().Str("container", id).Int("pid", started.Pid).Msg("container started")
+	log.Info().Str("container", id).Int("pid", started.Pid).Int("uid", started.UID).Bool("egress", egress).Msg("container started")
 	return c, nil
 }
 
@@ -311,6 +358,33 @@ func (a *Agent) deliverCode(ctx context.Context, in *instance, digest, digestHex
 	}
 	in.codes[digestHex] = true
 	return nil
+}
+
+// Network modes of a function (DispatchRequest.network).
+const (
+	// NetworkNone: the container's own loopback only (the default of the
+	// protocol, the safe zero value).
+	NetworkNone = "none"
+	// NetworkEgress: the outside world through the agent's network.
+	NetworkEgress = "egress"
+)
+
+// netnsPath names an fd of this process for the CNI plugins, which run as
+// other processes.
+func netnsPath(fd int) string { return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), fd) }
+
+// detachNetwork releases c's network attachment, if any.
+func (a *Agent) detachNetwork(ctx context.Context, c *container) {
+	if c.netnsFD < 0 {
+		return
+	}
+	if a.deps.Network != nil {
+		if err := a.deps.Network.Detach(ctx, c.netID, netnsPath(c.netnsFD)); err != nil {
+			a.log.Warn().Err(err).Str("container", c.id).Msg("detach the container's network")
+		}
+	}
+	_ = unix.Close(c.netnsFD)
+	c.netnsFD = -1
 }
 
 // packageError is a function package that cannot be delivered (invalid,

@@ -220,8 +220,8 @@ func newFakeCgroups() *fakeCgroups {
 }
 
 func (f *fakeCgroups) Create(parent, name string, uid int, l CgroupLimits) (CgroupChild, error) {
-	if uid != 100000 {
-		return nil, errors.New("fake cgroups: wrong owner uid")
+	if uid < 100000 || (uid-100000)%65536 != 0 {
+		return nil, errors.New("fake cgroups: owner uid is not an instance's root")
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -243,6 +243,7 @@ type fakeChild struct {
 
 func (c *fakeChild) FDs() ([]int, []string) { return nil, nil }
 func (c *fakeChild) CloseFDs()              {}
+func (c *fakeChild) OOMKills() int64        { return 0 }
 func (c *fakeChild) Remove() error {
 	c.f.mu.Lock()
 	c.f.removed[c.path] = true

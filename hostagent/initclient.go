@@ -106,8 +106,8 @@ func (c *initClient) readLoop() {
 		if err != nil {
 			break
 		}
-		closeFDs(f.FDs) // ember-init never sends fds to the agent
 		if f.Type == initproto.TypeExited {
+			closeFDs(f.FDs)
 			var ev initproto.Exited
 			if f.Decode(&ev) == nil && c.onExited != nil {
 				c.onExited(ev)
@@ -119,7 +119,9 @@ func (c *initClient) readLoop() {
 		delete(c.pending, f.Seq)
 		c.mu.Unlock()
 		if ch != nil {
-			ch <- f // buffered
+			ch <- f // buffered; the caller owns f.FDs
+		} else {
+			closeFDs(f.FDs)
 		}
 	}
 	c.mu.Lock()
@@ -167,12 +169,17 @@ func (c *initClient) call(ctx context.Context, t initproto.Type, hdr any, body [
 	select {
 	case f := <-ch:
 		if f.Type != want {
+			closeFDs(f.FDs)
 			return nil, fmt.Errorf("ember-init replied type %d to type %d, want %d", f.Type, t, want)
 		}
 		return f, nil
 	case <-c.dead:
 		select {
 		case f := <-ch: // the reply raced the close
+			if f.Type != want {
+				closeFDs(f.FDs)
+				return nil, fmt.Errorf("ember-init replied type %d to type %d, want %d", f.Type, t, want)
+			}
 			return f, nil
 		default:
 		}
@@ -182,17 +189,36 @@ func (c *initClient) call(ctx context.Context, t initproto.Type, hdr any, body [
 		return nil, err
 	case <-ctx.Done():
 		forget()
+		select {
+		case f := <-ch: // the reply raced the cancellation
+			closeFDs(f.FDs)
+		default:
+		}
 		return nil, ctx.Err()
 	}
 }
 
-func (c *initClient) start(ctx context.Context, sc initproto.StartContainer, fds []int) (initproto.Started, error) {
+// start starts a container. It returns the fd of the container's network
+// namespace (-1 if ember-init sent none), which the caller must close.
+func (c *initClient) start(ctx context.Context, sc initproto.StartContainer, fds []int) (initproto.Started, int, error) {
 	f, err := c.call(ctx, initproto.TypeStart, sc, nil, fds, initproto.TypeStarted)
 	if err != nil {
-		return initproto.Started{}, err
+		return initproto.Started{}, -1, err
 	}
 	var s initproto.Started
-	return s, f.Decode(&s)
+	if err := f.Decode(&s); err != nil {
+		closeFDs(f.FDs)
+		return s, -1, err
+	}
+	netns := -1
+	for i, fd := range f.FDs {
+		if i < len(s.FDNames) && s.FDNames[i] == initproto.FDNetns && netns < 0 {
+			netns = fd
+			continue
+		}
+		_ = unix.Close(fd)
+	}
+	return s, netns, nil
 }
 
 func (c *initClient) invoke(ctx context.Context, inv initproto.Invoke, payload []byte) (initproto.Result, []byte, error) {

@@ -24,6 +24,10 @@ type instance struct {
 	id, class string
 	memoryMB  int64
 	dir       string // <StateDir>/instances/<id>
+	// slot numbers the instance's host uid range (Config.UIDBase +
+	// slot*Config.UIDRange): no two live instances share one.
+	slot    int
+	hostUID int
 
 	// op serialises work on the instance's containers: a Dispatch, a
 	// reclaim of idle containers. Held across init round trips.
@@ -48,9 +52,10 @@ type instance struct {
 	codes      map[string]bool       // digest hex delivered to code/<hex>
 }
 
-func (in *instance) sockDir() string { return filepath.Join(in.dir, "sock") }
-func (in *instance) codeDir() string { return filepath.Join(in.dir, "code") }
-func (in *instance) logPath() string { return filepath.Join(in.dir, "log", "init.log") }
+func (in *instance) sockDir() string  { return filepath.Join(in.dir, "sock") }
+func (in *instance) codeDir() string  { return filepath.Join(in.dir, "code") }
+func (in *instance) logPath() string  { return filepath.Join(in.dir, "log", "init.log") }
+func (in *instance) fnLogDir() string { return filepath.Join(in.dir, "log", "functions") }
 
 // container is one function version's container on an instance.
 type container struct {
@@ -61,13 +66,20 @@ type container struct {
 	lastUsed   time.Time
 	meter      Meter // nil when not measured; closed before cg is removed
 	memoryMB   int64
+	// netnsFD holds the container's network namespace while it is attached
+	// for egress (-1: not attached); netID names the attachment.
+	netnsFD int
+	netID   string
+	// oomKills is the cgroup's out-of-memory kill count last seen (guarded
+	// by the instance's op).
+	oomKills int64
 }
 
 // containerKey identifies a version's configuration: a container is reused
 // only for the same code and the same settings.
-func containerKey(versionKey, digest, handler string, memoryMB, timeoutMs int64, env map[string]string) string {
+func containerKey(versionKey, digest, handler, network string, memoryMB, timeoutMs int64, env map[string]string) string {
 	h := sha256.New()
-	for _, s := range []string{versionKey, digest, handler, strconv.FormatInt(memoryMB, 10), strconv.FormatInt(timeoutMs, 10)} {
+	for _, s := range []string{versionKey, digest, handler, network, strconv.FormatInt(memoryMB, 10), strconv.FormatInt(timeoutMs, 10)} {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ember-run/ember/hostagent/sandbox"
@@ -48,17 +49,25 @@ func (a *Agent) boot(in *instance) error {
 		}
 	}
 	// ember-init, root in its user namespace, creates its socket here.
-	if err := os.Chown(in.sockDir(), a.cfg.MappedRootUID, a.cfg.MappedRootUID); err != nil {
+	if err := os.Chown(in.sockDir(), in.hostUID, in.hostUID); err != nil {
 		return fmt.Errorf("instance socket dir: %w", err)
 	}
 	if err := os.Chmod(in.sockDir(), 0o700); err != nil {
 		return fmt.Errorf("instance socket dir: %w", err)
 	}
-	sb, err := a.deps.Runtime.Create(ctx, sandbox.InstanceSpec{
+	spec := sandbox.InstanceSpec{
 		ID: in.id, Class: in.class, MemoryMB: in.memoryMB,
 		CPUShares: a.cfg.cpuShares(in.memoryMB), PidsLimit: a.cfg.InstancePidsLimit,
-		SocketDir: in.sockDir(), CodeDir: in.codeDir(), LogPath: in.logPath(),
-	})
+		SocketDir: in.sockDir(), CodeDir: in.codeDir(), LogPath: in.logPath(), LogDir: in.fnLogDir(),
+		HostUID: uint32(in.hostUID),
+	}
+	if rc := a.resolvConf(); rc != "" {
+		spec.ResolvConf = filepath.Join(in.dir, "resolv.conf")
+		if err := os.WriteFile(spec.ResolvConf, []byte(rc), 0o644); err != nil {
+			return fmt.Errorf("instance resolv.conf: %w", err)
+		}
+	}
+	sb, err := a.deps.Runtime.Create(ctx, spec)
 	if err != nil {
 		return fmt.Errorf("create: %w", err)
 	}
@@ -87,6 +96,20 @@ func (a *Agent) boot(in *instance) error {
 		return err
 	}
 	return nil
+}
+
+// resolvConf is the resolv.conf instances get: Config.Network.DNS, or ""
+// when there are none or containers have no network.
+func (a *Agent) resolvConf() string {
+	if a.cfg.NoNetwork || len(a.cfg.Network.DNS) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	for _, d := range a.cfg.Network.DNS {
+		fmt.Fprintf(&b, "nameserver %s\n", d)
+	}
+	b.WriteString("options timeout:2 attempts:2\n")
+	return b.String()
 }
 
 func (a *Agent) onExited(in *instance) func(initproto.Exited) {
@@ -151,9 +174,11 @@ func (a *Agent) destroy(ctx context.Context, in *instance, reason string) {
 	client := in.client
 	var cgs []CgroupChild
 	var meters []Meter
+	var attached []*container
 	for _, c := range in.containers {
 		cgs = append(cgs, c.cg)
 		meters = append(meters, c.meter)
+		attached = append(attached, c)
 	}
 	clear(in.containers)
 	a.mu.Unlock()
@@ -165,6 +190,9 @@ func (a *Agent) destroy(ctx context.Context, in *instance, reason string) {
 	}
 	if err := a.deps.Runtime.Destroy(ctx, in.id); err != nil {
 		a.log.Error().Err(err).Str("instance", in.id).Msg("destroy instance")
+	}
+	for _, c := range attached {
+		a.detachNetwork(ctx, c)
 	}
 	for _, m := range meters {
 		closeMeter(a.log, m)
@@ -266,6 +294,7 @@ func (a *Agent) stopContainer(ctx context.Context, in *instance, c *container, d
 	if err := client.stop(ctx, c.id, a.cfg.StopGrace); err != nil {
 		log.Warn().Err(err).Msg("stop container")
 	}
+	a.detachNetwork(ctx, c)
 	closeMeter(log, c.meter)
 	if err := c.cg.Remove(); err != nil {
 		log.Warn().Err(err).Msg("remove container cgroup")

@@ -10,6 +10,7 @@ import (
 	"github.com/ember-run/ember/hostagent/image"
 
 	"github.com/ember-run/ember/hostagent/cgroup"
+	"github.com/ember-run/ember/hostagent/network"
 	"github.com/ember-run/ember/hostagent/sandbox"
 )
 
@@ -44,20 +45,20 @@ var _ Runtime = (*sandbox.Runtime)(nil)
 const LabelAgent = "ember.agent"
 
 // ContainerdRuntime makes sure containerd holds the instance image built
-// from initBinary (a static ember-init) and returns a Runtime that starts
-// instances of it in namespace, labelled as agentID's, together with the
-// host uid of the instances' root (for Config.MappedRootUID).
-func ContainerdRuntime(ctx context.Context, client *containerd.Client, namespace, initBinary, agentID string, opts ...sandbox.Option) (Runtime, int, error) {
+// from initBinary (a static ember-init) and returns a runtime that starts
+// instances of it in namespace, labelled as agentID's. Its HostRootUID and
+// IDRange are the agent's Config.MappedRootUID and UIDRange.
+func ContainerdRuntime(ctx context.Context, client *containerd.Client, namespace, initBinary, agentID string, opts ...sandbox.Option) (*sandbox.Runtime, error) {
 	img, err := image.Ensure(ctx, client, namespace, initBinary)
 	if err != nil {
-		return nil, 0, fmt.Errorf("hostagent: instance image: %w", err)
+		return nil, fmt.Errorf("hostagent: instance image: %w", err)
 	}
 	opts = append([]sandbox.Option{sandbox.WithLabels(map[string]string{LabelAgent: agentID})}, opts...)
 	r, err := sandbox.New(client, namespace, img, opts...)
 	if err != nil {
-		return nil, 0, fmt.Errorf("hostagent: %w", err)
+		return nil, fmt.Errorf("hostagent: %w", err)
 	}
-	return r, r.HostRootUID(), nil
+	return r, nil
 }
 
 // ContainerdSetup says how to reach containerd and which ember-init to run.
@@ -83,13 +84,21 @@ func NewContainerd(ctx context.Context, cfg Config, cs ContainerdSetup, deps Dep
 	if err != nil {
 		return nil, nil, fmt.Errorf("hostagent: containerd %s: %w", cs.Socket, err)
 	}
-	rt, rootUID, err := ContainerdRuntime(ctx, cc, cs.Namespace, cs.InitBinary, cfg.AgentID)
+	rt, err := ContainerdRuntime(ctx, cc, cs.Namespace, cs.InitBinary, cfg.AgentID,
+		sandbox.WithUserNamespace(uint32(cfg.MappedRootUID), uint32(cfg.UIDRange)))
 	if err != nil {
 		_ = cc.Close()
 		return nil, nil, err
 	}
-	cfg.MappedRootUID = rootUID
 	deps.Runtime, deps.Cgroups = rt, HostCgroups()
+	if !cfg.NoNetwork && deps.Network == nil {
+		n, err := network.New(cfg.Network)
+		if err != nil {
+			_ = cc.Close()
+			return nil, nil, fmt.Errorf("hostagent: %w", err)
+		}
+		deps.Network = n
+	}
 	a, err := New(cfg, deps)
 	if err != nil {
 		_ = cc.Close()

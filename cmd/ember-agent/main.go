@@ -18,6 +18,7 @@ import (
 
 	"github.com/ember-run/ember/hostagent"
 	"github.com/ember-run/ember/hostagent/codefetch"
+	"github.com/ember-run/ember/internal/agentflags"
 	"github.com/ember-run/ember/internal/logging"
 	"github.com/ember-run/ember/internal/pki"
 	"github.com/ember-run/ember/internal/redisconn"
@@ -33,12 +34,10 @@ type flags struct {
 	agentID, listen, advertise   string
 	stateDir, initBinary         string
 	codeDir, codeURL             string
-	pool, logFormat, logLevel    string
-	accounting, metricsAddr      string
+	logFormat, logLevel          string
+	metricsAddr                  string
 	pkiDir, redisCA              string
-	maxInstances, maxContainers  int
-	containerKeepAlive           time.Duration
-	instanceKeepAlive            time.Duration
+	agentFlags                   agentflags.Flags
 }
 
 func envOr(key, def string) string {
@@ -74,12 +73,7 @@ func main() {
 	fl.StringVar(&f.codeDir, "code-dir", envOr("EMBER_CODE_DIR", ""), "engine code store on this machine (<dir>/sha256/<hex>.zip) (env EMBER_CODE_DIR)")
 	fl.StringVar(&f.codeURL, "code-url", envOr("EMBER_CODE_URL", ""), "emberd peer URL to fetch code from over mutual TLS, e.g. https://emberd-host:7948 (env EMBER_CODE_URL)")
 	fl.StringVar(&f.pkiDir, "pki-dir", envOr("EMBER_PKI_DIR", "/etc/ember/pki"), "ca.crt and this agent's <agent-id>.crt/.key from `emberd pki issue agent <agent-id>` (env EMBER_PKI_DIR)")
-	fl.StringVar(&f.pool, "pool", hostagent.DefaultPoolSpec, "warming pool target per class, class=count,...")
-	fl.IntVar(&f.maxInstances, "max-instances", hostagent.DefaultMaxInstances, "most instances on this host")
-	fl.IntVar(&f.maxContainers, "max-containers-per-instance", 4, "most live function containers per instance (LRU)")
-	fl.DurationVar(&f.containerKeepAlive, "container-keep-alive", 10*time.Minute, "stop a container idle this long")
-	fl.DurationVar(&f.instanceKeepAlive, "instance-keep-alive", 15*time.Minute, "retire a tenant's instance idle this long")
-	fl.StringVar(&f.accounting, "accounting", hostagent.AccountingEBPF, "per-invocation usage: ebpf (falls back to cgroup), cgroup or off")
+	f.agentFlags.Register(fl)
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:9947", "serve Prometheus metrics (usage per tenant and function) here; empty: off")
 	fl.StringVar(&f.logFormat, "log-format", "auto", "auto|json|console")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
@@ -97,10 +91,6 @@ func run(ctx context.Context, f flags) error {
 	stateDir, err := filepath.Abs(f.stateDir)
 	if err != nil {
 		return fmt.Errorf("--state-dir: %w", err)
-	}
-	pl, err := hostagent.ParsePool(f.pool)
-	if err != nil {
-		return err
 	}
 	if f.agentID == "" {
 		if f.agentID, err = os.Hostname(); err != nil {
@@ -131,12 +121,11 @@ func run(ctx context.Context, f flags) error {
 	if err != nil {
 		return err
 	}
-	cfg := hostagent.Config{
-		AgentID: f.agentID, ListenAddr: f.listen, AdvertiseAddr: f.advertise, StateDir: stateDir,
-		Pool: pl, MaxInstances: f.maxInstances, MaxContainersPerInstance: f.maxContainers,
-		ContainerKeepAlive: f.containerKeepAlive, InstanceKeepAlive: f.instanceKeepAlive,
-		Accounting: f.accounting,
-	}.WithDefaults()
+	cfg := hostagent.Config{AgentID: f.agentID, ListenAddr: f.listen, AdvertiseAddr: f.advertise, StateDir: stateDir}
+	if err := f.agentFlags.Apply(&cfg); err != nil {
+		return err
+	}
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

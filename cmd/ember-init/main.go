@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"syscall"
 	"time"
@@ -28,6 +29,9 @@ func init() {
 }
 
 func main() {
+	if initd.IsShim() {
+		initd.RunShim() // never returns
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "ember-init:", err)
 		os.Exit(1)
@@ -40,12 +44,15 @@ func run() error {
 		cfg      initd.Config
 		logLevel string
 		reap     string
+		logMax   int64
 	)
 	flag.StringVar(&cfg.InstanceID, "instance-id", envOr("EMBER_INSTANCE_ID", hostname), "instance id reported to the agent (env EMBER_INSTANCE_ID)")
 	flag.StringVar(&cfg.SocketDir, "socket-dir", initproto.SocketDir, "directory of the agent socket")
 	flag.StringVar(&cfg.CodeMount, "code-mount", initproto.CodeMount, "directory holding one code directory per function version")
 	flag.StringVar(&cfg.TaskDir, "task-dir", initproto.TaskDir, "where a container sees its code (read-only)")
 	flag.StringVar(&cfg.TmpDir, "tmp-dir", "/tmp", "per-container tmpfs mount point")
+	flag.StringVar(&cfg.LogDir, "log-dir", initproto.LogDir, "where the functions' output is kept, rotated (functions.log); if missing, output goes to stderr")
+	flag.Int64Var(&logMax, "log-max-bytes", 16<<20, "rotate functions.log at this size (two older files are kept)")
 	flag.StringVar(&cfg.Region, "region", envOr("AWS_REGION", "local"), "AWS_REGION exported to functions")
 	flag.DurationVar(&cfg.StopGrace, "stop-grace", 2*time.Second, "SIGTERM to SIGKILL grace at shutdown")
 	flag.StringVar(&reap, "reap-all", "auto", "reap every child with wait4(-1): true, false or auto (true when PID 1)")
@@ -66,6 +73,15 @@ func run() error {
 		return fmt.Errorf("-log-level: %w", err)
 	}
 	log := zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Str("instance", cfg.InstanceID).Logger()
+	// The log directory is a host mount when the agent gives one; the
+	// image's own (empty, read-only) directory cannot take the log, and the
+	// output then goes to stderr.
+	if out, err := initd.OpenRotating(filepath.Join(cfg.LogDir, "functions.log"), logMax, 2); err == nil {
+		defer out.Close()
+		cfg.Output = out
+	} else {
+		log.Info().Err(err).Msg("functions' output goes to stderr")
+	}
 
 	srv, err := initd.New(cfg, log)
 	if err != nil {

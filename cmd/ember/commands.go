@@ -23,7 +23,7 @@ func table(w io.Writer, header string, rows func(tw io.Writer)) error {
 }
 
 func (a *app) deployCmd() *cobra.Command {
-	var zipPath, handler string
+	var zipPath, handler, network string
 	var memory int64
 	var timeout time.Duration
 	var env []string
@@ -32,7 +32,7 @@ func (a *app) deployCmd() *cobra.Command {
 		Short: "Create or update a function ($LATEST) from a zip with an executable bootstrap",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg := wire.FunctionConfig{Handler: handler}
+			cfg := wire.FunctionConfig{Handler: handler, Network: network}
 			if cmd.Flags().Changed("memory") {
 				cfg.MemoryMB = memory
 			}
@@ -75,6 +75,7 @@ func (a *app) deployCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&timeout, "timeout", 3*time.Second, "timeout (1s..900s)")
 	cmd.Flags().StringArrayVar(&env, "env", nil, "environment variable KEY=VALUE (repeatable; replaces all)")
 	cmd.Flags().StringVar(&handler, "handler", "", "handler passed as _HANDLER (default bootstrap)")
+	cmd.Flags().StringVar(&network, "network", "", "egress (default: the outside world through NAT) or none (no network)")
 	return cmd
 }
 
@@ -119,8 +120,8 @@ func (a *app) describeCmd() *cobra.Command {
 				return err
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "Name:        %s\nTenant:      %s\nRuntime:     %s\nHandler:     %s\nMemory:      %d MB\nTimeout:     %v\n",
-				f.Name, f.Tenant, f.Runtime, f.Handler, f.MemoryMB, time.Duration(f.TimeoutMs)*time.Millisecond)
+			fmt.Fprintf(w, "Name:        %s\nTenant:      %s\nRuntime:     %s\nHandler:     %s\nMemory:      %d MB\nTimeout:     %v\nNetwork:     %s\n",
+				f.Name, f.Tenant, f.Runtime, f.Handler, f.MemoryMB, time.Duration(f.TimeoutMs)*time.Millisecond, f.Network)
 			fmt.Fprintf(w, "Code:        %s (%d bytes)\nConfig hash: %s\nVersions:    %s\nCreated:     %s\nUpdated:     %s\n",
 				f.CodeDigest, f.CodeSize, f.ConfigHash, orDash(strings.Join(f.Versions, ", ")),
 				f.Created.Local().Format(time.RFC3339), f.Updated.Local().Format(time.RFC3339))

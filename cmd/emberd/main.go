@@ -18,6 +18,7 @@ import (
 
 	"github.com/ember-run/ember/engine/tenants"
 	"github.com/ember-run/ember/hostagent"
+	"github.com/ember-run/ember/internal/agentflags"
 	"github.com/ember-run/ember/internal/emberd"
 	"github.com/ember-run/ember/internal/logging"
 )
@@ -33,11 +34,10 @@ type flags struct {
 	stateDir, brokers, brokerAddr, redis, listen string
 	containerd, namespace, initBinary            string
 	agent                                        bool
-	agentID, agentListen, pool                   string
-	maxInstances                                 int
-	containerKeepAlive, instanceKeepAlive        time.Duration
+	agentID, agentListen                         string
+	agentFlags                                   agentflags.Flags
 	sessionTimeout                               time.Duration
-	debugAddr, accounting                        string
+	debugAddr                                    string
 	adminKeyFile, pkiDir, peerListen, redisCA    string
 	logFormat, logLevel                          string
 }
@@ -68,12 +68,8 @@ func main() {
 	fl.BoolVar(&f.agent, "agent", true, "host the host agent in this process (one-machine set-up)")
 	fl.StringVar(&f.agentID, "agent-id", "", "in-process agent's id (default: the host name)")
 	fl.StringVar(&f.agentListen, "agent-listen", hostagent.DefaultListenAddr, "in-process agent's gRPC dispatch address")
-	fl.StringVar(&f.pool, "pool", hostagent.DefaultPoolSpec, "warming pool target per class, class=count,...")
-	fl.IntVar(&f.maxInstances, "max-instances", hostagent.DefaultMaxInstances, "most instances on this host")
-	fl.DurationVar(&f.containerKeepAlive, "container-keep-alive", 10*time.Minute, "stop a function container idle this long")
-	fl.DurationVar(&f.instanceKeepAlive, "instance-keep-alive", 15*time.Minute, "retire a tenant's instance idle this long")
+	f.agentFlags.Register(fl)
 	fl.DurationVar(&f.sessionTimeout, "session-timeout", 10*time.Second, "consumer group session timeout: how long a dead emberd holds its partitions (Kafka's minimum is usually 6s)")
-	fl.StringVar(&f.accounting, "accounting", hostagent.AccountingEBPF, "in-process agent's per-invocation usage: ebpf (falls back to cgroup), cgroup or off")
 	fl.StringVar(&f.adminKeyFile, "admin-key-file", "", "file holding the administrator's API key, created (0600) on first start (default <state-dir>/admin.key; env EMBER_ADMIN_KEY overrides the file)")
 	fl.StringVar(&f.pkiDir, "pki-dir", "", "mutual-TLS authority and certificates between emberd and agents, created on first start (default <state-dir>/pki)")
 	fl.StringVar(&f.peerListen, "peer-listen", envOr("EMBER_PEER_LISTEN", "127.0.0.1:7948"), "serve code to agents on other hosts here, mutual TLS only (env EMBER_PEER_LISTEN; empty: off)")
@@ -95,10 +91,6 @@ func run(ctx context.Context, f flags) error {
 	stateDir, err := filepath.Abs(f.stateDir)
 	if err != nil {
 		return fmt.Errorf("--state-dir: %w", err)
-	}
-	pl, err := hostagent.ParsePool(f.pool)
-	if err != nil {
-		return err
 	}
 	initBin, err := hostagent.InitBinary(f.initBinary)
 	if err != nil {
@@ -136,14 +128,13 @@ func run(ctx context.Context, f flags) error {
 		PKIDir:             f.pkiDir,
 		PeerListen:         f.peerListen,
 		Agent:              f.agent,
-		AgentConfig: hostagent.Config{
-			AgentID: f.agentID, ListenAddr: f.agentListen, Pool: pl, MaxInstances: f.maxInstances,
-			ContainerKeepAlive: f.containerKeepAlive, InstanceKeepAlive: f.instanceKeepAlive,
-			Accounting: f.accounting,
-		},
-		SessionTimeout: f.sessionTimeout,
-		Containerd:     hostagent.ContainerdSetup{Socket: f.containerd, Namespace: f.namespace, InitBinary: initBin},
-		Log:            log,
+		AgentConfig:        hostagent.Config{AgentID: f.agentID, ListenAddr: f.agentListen},
+		SessionTimeout:     f.sessionTimeout,
+		Containerd:         hostagent.ContainerdSetup{Socket: f.containerd, Namespace: f.namespace, InitBinary: initBin},
+		Log:                log,
+	}
+	if err := f.agentFlags.Apply(&cfg.AgentConfig); err != nil {
+		return err
 	}
 	if f.debugAddr != "" {
 		if err := serveDebug(ctx, f.debugAddr); err != nil {

@@ -22,13 +22,13 @@ func functionJSON(f registry.Function) wire.Function {
 		v = []string{}
 	}
 	return wire.Function{Tenant: f.Tenant, Name: f.Name, Handler: f.Handler, Runtime: f.Runtime,
-		MemoryMB: f.MemoryMB, TimeoutMs: f.Timeout.Milliseconds(), Env: f.Env, CodeDigest: f.CodeDigest,
+		MemoryMB: f.MemoryMB, TimeoutMs: f.Timeout.Milliseconds(), Env: f.Env, Network: f.Network, CodeDigest: f.CodeDigest,
 		CodeSize: f.CodeSize, ConfigHash: f.LatestConfigHash, Versions: v, Created: f.Created, Updated: f.Updated}
 }
 
 func versionJSON(v registry.Version) wire.Version {
 	return wire.Version{Tenant: v.Tenant, Function: v.Function, Version: v.Version, Handler: v.Handler,
-		Runtime: v.Runtime, MemoryMB: v.MemoryMB, TimeoutMs: v.Timeout.Milliseconds(), Env: v.Env,
+		Runtime: v.Runtime, MemoryMB: v.MemoryMB, TimeoutMs: v.Timeout.Milliseconds(), Env: v.Env, Network: v.Network,
 		CodeDigest: v.CodeDigest, CodeSize: v.CodeSize, ConfigHash: v.ConfigHash, Created: v.Created}
 }
 
@@ -127,6 +127,9 @@ func (s *Server) putFunction(w http.ResponseWriter, r *http.Request, tenant stri
 	if cfg.Env != nil {
 		f.Env = cfg.Env
 	}
+	if cfg.Network != "" {
+		f.Network = cfg.Network
+	}
 	out, err := s.deps.Registry.PutFunction(r.Context(), f)
 	if err != nil {
 		s.fail(w, r, err)
@@ -224,6 +227,9 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, tenant string) {
 	h.Set(wire.HeaderDurationMs, strconv.FormatFloat(float64(res.Duration.Microseconds())/1000, 'f', 3, 64))
 	if res.ErrorType != "" {
 		h.Set(wire.HeaderErrorType, res.ErrorType)
+	}
+	if res.LogTruncatedBytes > 0 {
+		h.Set(wire.HeaderLogTruncated, strconv.FormatInt(res.LogTruncatedBytes, 10))
 	}
 	if tail := res.LogTail; len(tail) > 0 {
 		if len(tail) > maxLogTailHeader {

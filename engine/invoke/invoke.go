@@ -89,6 +89,9 @@ type Result struct {
 	ErrorType string
 	// LogTail is the end of what the function wrote during the invocation.
 	LogTail []byte
+	// LogTruncatedBytes is how much of the invocation's output was dropped
+	// for being over the per-invocation log limit.
+	LogTruncatedBytes int64
 	// Version is the resolved version number ("$LATEST" or "1", "2", ...).
 	Version  string
 	Agent    string

@@ -126,7 +126,7 @@ func (r *Registry) PutFunction(ctx context.Context, f Function) (Function, error
 	if err := f.Validate(); err != nil {
 		return Function{}, err
 	}
-	f.LatestConfigHash = ConfigHash(f.CodeDigest, f.Handler, f.Runtime, f.MemoryMB, f.Timeout, f.Env)
+	f.LatestConfigHash = f.ConfigHash()
 	key := r.fnKey(f.Tenant, f.Name)
 	var out Function
 	err := r.tx(ctx, "put function", func(tx *redis.Tx) error {

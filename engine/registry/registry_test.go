@@ -226,8 +226,8 @@ func TestBindings(t *testing.T) {
 	// named like one of t1's lands in its own namespace.
 	_, _ = r.PutFunction(ctx, Function{Tenant: "t2", Name: "f", CodeDigest: digestA})
 	for name, bad := range map[string]Binding{
-		"read":        {ID: "b1", Tenant: "t2", Function: "f", Topic: "t1.in"},
-		"unknown":     {ID: "b1", Tenant: "t2", Function: "f", Topic: "nope"},
+		"read":    {ID: "b1", Tenant: "t2", Function: "f", Topic: "t1.in"},
+		"unknown": {ID: "b1", Tenant: "t2", Function: "f", Topic: "nope"},
 	} {
 		if _, err := r.PutBinding(ctx, bad); !IsNotFound(err) {
 			t.Errorf("%s: %v, want ErrNotFound", name, err)

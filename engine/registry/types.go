@@ -26,6 +26,13 @@ const (
 	MaxHandlerLength = 128
 	Latest           = "$LATEST"
 
+	// NetworkEgress: the function reaches the outside world through NAT
+	// (never the host's services, private networks or metadata
+	// addresses). The default, as on Lambda.
+	NetworkEgress = "egress"
+	// NetworkNone: the function has its own loopback only.
+	NetworkNone = "none"
+
 	DefaultBatchSize   = 100
 	MaxBatchSize       = 10000
 	MaxBatchWindow     = 300 * time.Second
@@ -50,6 +57,8 @@ type Function struct {
 	// Timeout is 1s..900s. Default: 3s.
 	Timeout time.Duration
 	Env     map[string]string
+	// Network is NetworkEgress (default) or NetworkNone.
+	Network string
 	// CodeDigest is the package's "sha256:<hex>". Required.
 	CodeDigest string
 	CodeSize   int64
@@ -72,8 +81,9 @@ type Version struct {
 	MemoryMB   int64
 	Timeout    time.Duration
 	Env        map[string]string
-	// ConfigHash is the sha256 hex over digest, handler, runtime, memory,
-	// timeout and the sorted env: the identity of what runs.
+	Network    string
+	// ConfigHash is the sha256 hex over digest, handler, runtime, network,
+	// memory, timeout and the sorted env: the identity of what runs.
 	ConfigHash string
 	Created    time.Time
 }
@@ -183,6 +193,9 @@ func (f Function) withDefaults() Function {
 	if f.Timeout == 0 {
 		f.Timeout = DefaultTimeout
 	}
+	if f.Network == "" {
+		f.Network = NetworkEgress
+	}
 	return f
 }
 
@@ -205,6 +218,8 @@ func (f Function) Validate() error {
 		return fmt.Errorf("function %q: memory %d MB: want %d..%d: %w", f.Name, f.MemoryMB, minMem, maxMem, ErrInvalid)
 	case f.Timeout < MinTimeout || f.Timeout > MaxTimeout:
 		return fmt.Errorf("function %q: timeout %v: want %v..%v: %w", f.Name, f.Timeout, MinTimeout, MaxTimeout, ErrInvalid)
+	case f.Network != NetworkEgress && f.Network != NetworkNone:
+		return fmt.Errorf("function %q: network %q: want %s or %s: %w", f.Name, f.Network, NetworkEgress, NetworkNone, ErrInvalid)
 	case f.CodeDigest == "":
 		return fmt.Errorf("function %q: code digest is required: %w", f.Name, ErrInvalid)
 	}
@@ -221,12 +236,17 @@ func (f Function) Validate() error {
 func (f Function) latestVersion() Version {
 	return Version{Tenant: f.Tenant, Function: f.Name, Version: Latest, CodeDigest: f.CodeDigest,
 		CodeSize: f.CodeSize, Handler: f.Handler, Runtime: f.Runtime, MemoryMB: f.MemoryMB,
-		Timeout: f.Timeout, Env: f.Env, ConfigHash: f.LatestConfigHash, Created: f.Updated}
+		Timeout: f.Timeout, Env: f.Env, Network: f.Network, ConfigHash: f.LatestConfigHash, Created: f.Updated}
 }
 
 // ConfigHash is the identity of what runs: sha256 hex over the digest,
-// handler, runtime, memory, timeout and the env sorted by key.
-func ConfigHash(digest, handler, runtime string, memoryMB int64, timeout time.Duration, env map[string]string) string {
+// handler, runtime, memory, timeout, the env sorted by key and the network
+// mode.
+func (f Function) ConfigHash() string {
+	return configHash(f.CodeDigest, f.Handler, f.Runtime, f.MemoryMB, f.Timeout, f.Env, f.Network)
+}
+
+func configHash(digest, handler, runtime string, memoryMB int64, timeout time.Duration, env map[string]string, network string) string {
 	h := sha256.New()
 	field := func(s string) { // length-prefixed, so fields cannot run together
 		h.Write([]byte(strconv.Itoa(len(s))))
@@ -246,6 +266,9 @@ func ConfigHash(digest, handler, runtime string, memoryMB int64, timeout time.Du
 	for _, k := range keys {
 		field(k)
 		field(env[k])
+	}
+	if network != NetworkEgress { // older records hashed no network: egress keeps their hash
+		field("network=" + network)
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }

@@ -364,6 +364,7 @@ func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v regi
 		DeadlineUnixMs: deadline.UnixMilli(),
 		TraceId:        inv.TraceID,
 		FunctionArn:    fmt.Sprintf("arn:aws:lambda:local:%s:function:%s:%s", v.Tenant, v.Function, v.Version),
+		Network:        v.Network,
 	}
 	// The agent enforces the function's timeout; the RPC deadline only
 	// guards against an agent that never answers.
@@ -396,14 +397,15 @@ func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v regi
 
 func resultFrom(id string, c pool.Claim, r *dispatchpb.DispatchResponse) invoke.Result {
 	res := invoke.Result{
-		InvocationID: id,
-		Payload:      r.GetPayload(),
-		ErrorType:    r.GetErrorType(),
-		LogTail:      r.GetLogTail(),
-		Agent:        c.Agent,
-		Instance:     c.InstanceID,
-		Duration:     time.Duration(r.GetDurationNs()),
-		InitDuration: time.Duration(r.GetInitDurationNs()),
+		InvocationID:      id,
+		Payload:           r.GetPayload(),
+		ErrorType:         r.GetErrorType(),
+		LogTail:           r.GetLogTail(),
+		LogTruncatedBytes: r.GetLogTruncatedBytes(),
+		Agent:             c.Agent,
+		Instance:          c.InstanceID,
+		Duration:          time.Duration(r.GetDurationNs()),
+		InitDuration:      time.Duration(r.GetInitDurationNs()),
 	}
 	if ns := r.GetHandlerStartUnixNs(); ns > 0 {
 		res.HandlerStart = time.Unix(0, ns)

@@ -232,6 +232,22 @@ func (c *Child) CPUUsage() (time.Duration, error) {
 	return time.Duration(ns), err
 }
 
+// OOMKills counts the processes the out-of-memory killer killed in the
+// child (memory.oom_control's oom_kill); 0 if it cannot be read.
+func (c *Child) OOMKills() int64 {
+	b, err := os.ReadFile(filepath.Join(c.paths["memory"], "memory.oom_control"))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
 func readInt(p string) (int64, error) {
 	b, err := os.ReadFile(p)
 	if err != nil {

@@ -151,8 +151,12 @@ type DispatchRequest struct {
 	DeadlineUnixMs int64             `protobuf:"varint,12,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
 	TraceId        string            `protobuf:"bytes,13,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
 	FunctionArn    string            `protobuf:"bytes,14,opt,name=function_arn,json=functionArn,proto3" json:"function_arn,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// network is what the function's container reaches: "none" (its own
+	// loopback only) or "egress" (the outside world through NAT, never the
+	// host's services, private networks or metadata addresses).
+	Network       string `protobuf:"bytes,15,opt,name=network,proto3" json:"network,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DispatchRequest) Reset() {
@@ -283,6 +287,13 @@ func (x *DispatchRequest) GetFunctionArn() string {
 	return ""
 }
 
+func (x *DispatchRequest) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
 type DispatchResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Status    Status                 `protobuf:"varint,1,opt,name=status,proto3,enum=ember.dispatch.v1.Status" json:"status,omitempty"`
@@ -298,9 +309,12 @@ type DispatchResponse struct {
 	InitDurationNs int64 `protobuf:"varint,8,opt,name=init_duration_ns,json=initDurationNs,proto3" json:"init_duration_ns,omitempty"`
 	// usage is what the invocation used; unset when accounting is off or
 	// could not measure the container.
-	Usage         *Usage `protobuf:"bytes,9,opt,name=usage,proto3" json:"usage,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Usage *Usage `protobuf:"bytes,9,opt,name=usage,proto3" json:"usage,omitempty"`
+	// log_truncated_bytes is how much of the function's output during the
+	// invocation was dropped for being over the per-invocation limit.
+	LogTruncatedBytes int64 `protobuf:"varint,10,opt,name=log_truncated_bytes,json=logTruncatedBytes,proto3" json:"log_truncated_bytes,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *DispatchResponse) Reset() {
@@ -394,6 +408,13 @@ func (x *DispatchResponse) GetUsage() *Usage {
 		return x.Usage
 	}
 	return nil
+}
+
+func (x *DispatchResponse) GetLogTruncatedBytes() int64 {
+	if x != nil {
+		return x.LogTruncatedBytes
+	}
+	return 0
 }
 
 // Usage is one invocation's resource use: deltas over the invocation of its
@@ -528,7 +549,7 @@ var File_hostagent_dispatchpb_dispatch_proto protoreflect.FileDescriptor
 
 const file_hostagent_dispatchpb_dispatch_proto_rawDesc = "" +
 	"\n" +
-	"#hostagent/dispatchpb/dispatch.proto\x12\x11ember.dispatch.v1\"\x95\x04\n" +
+	"#hostagent/dispatchpb/dispatch.proto\x12\x11ember.dispatch.v1\"\xaf\x04\n" +
 	"\x0fDispatchRequest\x12#\n" +
 	"\rinvocation_id\x18\x01 \x01(\tR\finvocationId\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -547,10 +568,11 @@ const file_hostagent_dispatchpb_dispatch_proto_rawDesc = "" +
 	"\apayload\x18\v \x01(\fR\apayload\x12(\n" +
 	"\x10deadline_unix_ms\x18\f \x01(\x03R\x0edeadlineUnixMs\x12\x19\n" +
 	"\btrace_id\x18\r \x01(\tR\atraceId\x12!\n" +
-	"\ffunction_arn\x18\x0e \x01(\tR\vfunctionArn\x1a6\n" +
+	"\ffunction_arn\x18\x0e \x01(\tR\vfunctionArn\x12\x18\n" +
+	"\anetwork\x18\x0f \x01(\tR\anetwork\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfb\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xab\x03\n" +
 	"\x10DispatchResponse\x121\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x19.ember.dispatch.v1.StatusR\x06status\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12\x1d\n" +
@@ -562,7 +584,9 @@ const file_hostagent_dispatchpb_dispatch_proto_rawDesc = "" +
 	"\vduration_ns\x18\a \x01(\x03R\n" +
 	"durationNs\x12(\n" +
 	"\x10init_duration_ns\x18\b \x01(\x03R\x0einitDurationNs\x12.\n" +
-	"\x05usage\x18\t \x01(\v2\x18.ember.dispatch.v1.UsageR\x05usage\"\xc0\x02\n" +
+	"\x05usage\x18\t \x01(\v2\x18.ember.dispatch.v1.UsageR\x05usage\x12.\n" +
+	"\x13log_truncated_bytes\x18\n" +
+	" \x01(\x03R\x11logTruncatedBytes\"\xc0\x02\n" +
 	"\x05Usage\x12\x15\n" +
 	"\x06cpu_ns\x18\x01 \x01(\x03R\x05cpuNs\x12\x17\n" +
 	"\awall_ns\x18\x02 \x01(\x03R\x06wallNs\x12*\n" +

@@ -24,7 +24,7 @@ const (
 	Repository = "ember.local/instance"
 	// FormatVersion is hashed into the tag: bump it whenever Build changes
 	// what it writes, so hosts rebuild their image.
-	FormatVersion = "ember-instance-image/1"
+	FormatVersion = "ember-instance-image/2"
 
 	// InitPath is where ember-init lives inside the image.
 	InitPath = "/sbin/ember-init"
@@ -172,7 +172,7 @@ func writeRootFS(w io.Writer, in Inputs) error {
 	dirs := map[string]int64{
 		"bin": 0o755, "sbin": 0o755, "usr": 0o755, "usr/bin": 0o755, "usr/sbin": 0o755,
 		"etc": 0o755, "root": 0o700, "var": 0o755, "var/task": 0o755,
-		"ember": 0o755, "ember/sock": 0o755, "ember/code": 0o755,
+		"ember": 0o755, "ember/sock": 0o755, "ember/code": 0o755, "ember/logs": 0o755,
 		"tmp": 0o1777, "proc": 0o555, "sys": 0o555, "dev": 0o755, "run": 0o755,
 	}
 	links := map[string]bool{}
@@ -205,6 +205,9 @@ func writeRootFS(w io.Writer, in Inputs) error {
 		{"etc/passwd", 0o644, []byte(passwd)},
 		{"etc/group", 0o644, []byte(group)},
 		{"etc/hostname", 0o644, []byte("ember\n")},
+		{"etc/hosts", 0o644, []byte("127.0.0.1\tlocalhost\n::1\tlocalhost\n")},
+		// A mount point: the agent binds the host's resolvers over it.
+		{"etc/resolv.conf", 0o644, nil},
 	} {
 		if err := writeFile(tw, f.name, f.mode, f.data); err != nil {
 			return err

@@ -52,25 +52,24 @@ func sessionOf(pid int) int {
 	return sid
 }
 
-// waitEscaped waits until the cgroup holds bootstrap and a second process
-// in another session (the setsid'd sleeper), and returns the sleeper.
-func waitEscaped(t *testing.T, dir string, bootstrap int) int {
+// waitEscaped waits until the cgroup holds the container's shim, its
+// bootstrap and a third process in a session of its own (the setsid'd
+// sleeper), and returns the sleeper.
+func waitEscaped(t *testing.T, dir string, shim int) int {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		pids := cgroupProcs(t, dir)
-		if len(pids) == 2 && slices.Contains(pids, bootstrap) {
-			other := pids[0]
-			if other == bootstrap {
-				other = pids[1]
-			}
-			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", other))
-			if sid := sessionOf(other); strings.TrimSpace(string(comm)) == "sleep" && sid == other && sid != sessionOf(bootstrap) {
-				return other
+		if len(pids) == 3 && slices.Contains(pids, shim) {
+			for _, other := range pids {
+				comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", other))
+				if sid := sessionOf(other); strings.TrimSpace(string(comm)) == "sleep" && sid == other && sid != sessionOf(shim) {
+					return other
+				}
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no setsid'd sleeper beside %d in the cgroup: %v", bootstrap, pids)
+			t.Fatalf("no setsid'd sleeper beside shim %d in the cgroup: %v", shim, pids)
 		}
 		time.Sleep(10 * time.Millisecond) // observing another process's setsid
 	}
@@ -112,15 +111,15 @@ func TestTimeoutKillsEscapedChildren(t *testing.T) {
 		t.Fatalf("exited %+v", ev)
 	}
 
-	// The respawn waited for the cgroup to empty: only the new bootstrap
-	// and its own new sleeper are there.
+	// The respawn waited for the cgroup to empty: only the new shim, its
+	// bootstrap and their own new sleeper are there.
 	res, body := c.invoke("esc", "after", 10*time.Second, `{"ms":5}`)
 	if res.Status != initproto.StatusOK || res.InitDurationNs <= 0 || body != `{"slept_ms":5}` {
 		t.Fatalf("after timeout: %+v %s", res, body)
 	}
 	pids := cgroupProcs(t, v2)
-	if slices.Contains(pids, sleeper) || slices.Contains(pids, st.Pid) || len(pids) != 2 {
-		t.Fatalf("cgroup after respawn %v (old bootstrap %d, old sleeper %d)", pids, st.Pid, sleeper)
+	if slices.Contains(pids, sleeper) || slices.Contains(pids, st.Pid) || len(pids) != 3 {
+		t.Fatalf("cgroup after respawn %v (old shim %d, old sleeper %d)", pids, st.Pid, sleeper)
 	}
 	if sid := sessionOf(sleeper); sid == sleeper {
 		if _, state := procStat(t, sleeper); state != 'Z' {

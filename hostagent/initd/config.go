@@ -36,10 +36,23 @@ type Config struct {
 	// TmpDir gets a fresh tmpfs per container process; it is also HOME.
 	// Default: "/tmp".
 	TmpDir string
-	// TmpSizeBytes bounds that tmpfs. Default: 64 MiB.
+	// TmpSizeBytes bounds that tmpfs, and the container's /dev/shm.
+	// Default: 64 MiB.
 	TmpSizeBytes int64
-	// UID and GID the function runs as. Default: 1000, 1000.
-	UID, GID int
+	// ShmDir gets a fresh tmpfs per container process. Default: "/dev/shm".
+	ShmDir string
+	// LogDir is where the function output log is kept (see Config.Output);
+	// containers do not see it. Default: "" (none).
+	LogDir string
+	// Hostname is the host name containers see. Default: "localhost".
+	Hostname string
+	// ShimBinary is started as each container's shim (RunShim): this very
+	// executable. Default: "/proc/self/exe".
+	ShimBinary string
+	// UID is the first uid containers run as: each container gets its own,
+	// the lowest free one from UID up (its gid is the same number).
+	// Default: 1000.
+	UID int
 
 	// Region is exported as AWS_REGION and AWS_DEFAULT_REGION. Default: "local".
 	Region string
@@ -58,6 +71,11 @@ type Config struct {
 	// LogTailBytes is the most output returned in Result.LogTail.
 	// Default: 4 KiB.
 	LogTailBytes int
+	// MaxInvocationLogBytes is the most output of one invocation (or of the
+	// idle time between two) copied to Output; the rest is dropped,
+	// counted in Result.LogTruncatedBytes and noted in the log tail.
+	// Default: 1 MiB.
+	MaxInvocationLogBytes int64
 
 	// ReapAll makes the server reap every child of the process with
 	// wait4(-1), as PID 1 must. It is only safe when nothing else in the
@@ -70,6 +88,22 @@ type Config struct {
 	// container id. Default: os.Stderr.
 	Output io.Writer
 }
+
+// MaxContainers bounds the containers of one instance (each has a uid of
+// its own).
+const MaxContainers = 1024
+
+// hidden are the instance's directories that containers must not see.
+func (c *Config) hidden() []string {
+	out := []string{c.CodeMount, c.SocketDir}
+	if c.LogDir != "" {
+		out = append(out, c.LogDir)
+	}
+	return out
+}
+
+// DefaultMaxInvocationLogBytes is Config.MaxInvocationLogBytes's default.
+const DefaultMaxInvocationLogBytes = 1 << 20
 
 // DefaultMaxResponseBytes is Lambda's synchronous response limit.
 const DefaultMaxResponseBytes = 6291556
@@ -96,8 +130,17 @@ func (c *Config) setDefaults() {
 	if c.TmpSizeBytes == 0 {
 		c.TmpSizeBytes = 64 << 20
 	}
-	if c.UID == 0 && c.GID == 0 {
-		c.UID, c.GID = 1000, 1000
+	if c.UID == 0 {
+		c.UID = 1000
+	}
+	if c.ShmDir == "" {
+		c.ShmDir = "/dev/shm"
+	}
+	if c.Hostname == "" {
+		c.Hostname = "localhost"
+	}
+	if c.ShimBinary == "" {
+		c.ShimBinary = "/proc/self/exe"
 	}
 	if c.Region == "" {
 		c.Region = "local"
@@ -116,6 +159,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.LogTailBytes == 0 {
 		c.LogTailBytes = 4 << 10
+	}
+	if c.MaxInvocationLogBytes == 0 {
+		c.MaxInvocationLogBytes = DefaultMaxInvocationLogBytes
 	}
 	if c.Output == nil {
 		c.Output = os.Stderr
@@ -139,8 +185,8 @@ func (c Config) Validate() error {
 	if c.Bootstrap != filepath.Base(c.Bootstrap) {
 		return fmt.Errorf("initd: Bootstrap %q must be a file name", c.Bootstrap)
 	}
-	if c.UID < 0 || c.GID < 0 {
-		return fmt.Errorf("initd: UID/GID must not be negative")
+	if c.UID < 1 || c.UID+MaxContainers > 65534 {
+		return fmt.Errorf("initd: UID %d: containers need uids %d..%d below 65534", c.UID, c.UID, c.UID+MaxContainers)
 	}
 	switch {
 	case c.TmpSizeBytes < 0:

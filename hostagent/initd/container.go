@@ -2,12 +2,13 @@ package initd
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,6 +29,10 @@ type container struct {
 	log  zerolog.Logger
 	id   string
 	spec initproto.StartContainer
+	// uid runs the container's processes: its own, no other container's.
+	uid int
+	// netnsFD holds the container's network namespace for its whole life.
+	netnsFD int
 	// envBase is the child's environment without AWS_LAMBDA_RUNTIME_API.
 	envBase   []string
 	tasksFDs  []int
@@ -47,8 +52,10 @@ func newContainer(s *Server, spec initproto.StartContainer, fds []int) (*contain
 		log:       s.log.With().Str("container", spec.ContainerID).Logger(),
 		id:        spec.ContainerID,
 		spec:      spec,
+		uid:       -1,
+		netnsFD:   -1,
 		cgroup2FD: -1,
-		logs:      newLogSink(spec.ContainerID, s.cfg.LogRingBytes, s.cfg.Output),
+		logs:      newLogSink(spec.ContainerID, s.cfg.LogRingBytes, s.cfg.MaxInvocationLogBytes, s.cfg.Output),
 		slot:      make(chan struct{}, 1),
 	}
 	if len(fds) != len(spec.FDNames) {
@@ -71,6 +78,15 @@ func newContainer(s *Server, spec initproto.StartContainer, fds []int) (*contain
 		return nil, fmt.Errorf("code dir %q is not a local path: %w", spec.CodeDir, errInvalid)
 	}
 	c.envBase = buildEnv(s.cfg, spec)
+	uid, err := s.allocUID()
+	if err != nil {
+		return nil, err
+	}
+	c.uid = uid
+	if c.netnsFD, err = newNetns(); err != nil {
+		s.freeUID(uid)
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -108,15 +124,22 @@ func buildEnv(cfg Config, spec initproto.StartContainer) []string {
 	return env
 }
 
-// closeFDs releases the agent's cgroup fds.
-func (c *container) closeFDs() {
+// release gives back the agent's cgroup fds, the network namespace and
+// the uid.
+func (c *container) release() {
 	for _, fd := range c.tasksFDs {
 		_ = unix.Close(fd)
 	}
 	if c.cgroup2FD >= 0 {
 		_ = unix.Close(c.cgroup2FD)
 	}
-	c.tasksFDs, c.cgroup2FD = nil, -1
+	if c.netnsFD >= 0 {
+		_ = unix.Close(c.netnsFD)
+	}
+	if c.uid >= 0 {
+		c.s.freeUID(c.uid)
+	}
+	c.tasksFDs, c.cgroup2FD, c.netnsFD, c.uid = nil, -1, -1, -1
 }
 
 // ensureProcess returns the live process, spawning one if there is none.
@@ -145,7 +168,8 @@ func (c *container) ensureProcess() (*process, error) {
 	return p, nil
 }
 
-// spawnLocked starts a new process with its own Runtime API listener.
+// spawnLocked starts a new process (its shim, which starts the bootstrap)
+// with its own Runtime API listener.
 func (c *container) spawnLocked() (*process, error) {
 	cfg := &c.s.cfg
 	codeSrc := filepath.Join(cfg.CodeMount, c.spec.CodeDir)
@@ -159,42 +183,39 @@ func (c *container) spawnLocked() (*process, error) {
 			return nil, fmt.Errorf("container %q: %w", c.id, err)
 		}
 	}
-	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		return nil, fmt.Errorf("container %q: runtime API listener: %w", c.id, err)
-	}
 	r, w, err := os.Pipe()
 	if err != nil {
-		ln.Close()
 		return nil, fmt.Errorf("container %q: output pipe: %w", c.id, err)
 	}
-	env := append(c.envBase[:len(c.envBase):len(c.envBase)], "AWS_LAMBDA_RUNTIME_API="+ln.Addr().String())
 	spec := spawnSpec{
-		codeSrc: codeSrc, taskDir: cfg.TaskDir, bootstrap: cfg.Bootstrap,
-		tmpDir: cfg.TmpDir, tmpSize: cfg.TmpSizeBytes, uid: cfg.UID, gid: cfg.GID,
-		env: env, tasksFDs: c.tasksFDs, cgroup2FD: c.cgroup2FD, out: w,
+		self: cfg.ShimBinary, netnsFD: c.netnsFD, tasksFDs: c.tasksFDs, cgroup2FD: c.cgroup2FD, out: w,
+		shim: shimSpec{
+			CodeSrc: codeSrc, TaskDir: cfg.TaskDir, Bootstrap: cfg.Bootstrap,
+			TmpDir: cfg.TmpDir, TmpSize: cfg.TmpSizeBytes, ShmDir: cfg.ShmDir, ShmSize: cfg.TmpSizeBytes,
+			Hide: cfg.hidden(), UID: c.uid, GID: c.uid, Env: slices.Clone(c.envBase), Hostname: cfg.Hostname,
+		},
 	}
 	var exitCh <-chan unix.WaitStatus
 	spawnedAt := time.Now()
-	pid, err := spawn(spec, func(start func() (int, error)) (int, error) {
+	sp, err := spawn(spec, func(start func() (int, error)) (int, error) {
 		pid, ch, err := c.s.waiter.track(start)
 		exitCh = ch
 		return pid, err
 	})
 	w.Close()
 	if err != nil {
-		ln.Close()
 		r.Close()
 		return nil, fmt.Errorf("container %q: %w", c.id, err)
 	}
 	p := &process{
 		c:         c,
-		pid:       pid,
+		pid:       sp.pid,
 		spawnedAt: spawnedAt,
 		next:      make(chan *invocation),
 		exited:    make(chan struct{}),
 		initErr:   make(chan struct{}),
 		pipe:      newPipeReader(r, c.logs),
+		status:    sp.status,
 	}
 	p.srv = &http.Server{
 		Handler:           p,
@@ -202,7 +223,7 @@ func (c *container) spawnLocked() (*process, error) {
 		ErrorLog:          nil,
 	}
 	c.s.wg.Go(func() {
-		if err := p.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := p.srv.Serve(sp.api); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			c.log.Warn().Err(err).Msg("runtime API server")
 		}
 	})
@@ -212,7 +233,7 @@ func (c *container) spawnLocked() (*process, error) {
 		}
 	})
 	c.s.wg.Go(func() { p.wait(exitCh) })
-	c.log.Debug().Int("pid", pid).Str("runtime_api", ln.Addr().String()).Msg("container process started")
+	c.log.Debug().Int("pid", sp.pid).Int("uid", c.uid).Str("runtime_api", sp.api.Addr().String()).Msg("container process started")
 	return p, nil
 }
 
@@ -247,7 +268,7 @@ func (c *container) stop(grace time.Duration) {
 			c.log.Error().Err(err).Msg("cgroup not empty after stop")
 		}
 	}
-	c.closeFDs()
+	c.release()
 	c.mu.Unlock()
 }
 
@@ -382,6 +403,11 @@ func (c *container) invoke(ctx context.Context, req initproto.Invoke, payload []
 	}
 	p.pipe.sync()
 	res.LogTail = c.logs.tail(mark, c.s.cfg.LogTailBytes)
+	if n := c.logs.truncated(); n > 0 {
+		res.LogTruncatedBytes = n
+		res.LogTail = fmt.Appendf(res.LogTail, "\n[ember] %d bytes of this invocation's output were dropped: over the %d byte limit\n",
+			n, c.s.cfg.MaxInvocationLogBytes)
+	}
 	return res, o.body
 }
 
@@ -433,8 +459,14 @@ type process struct {
 	initErrType string
 	initErrBody []byte
 
-	exited      chan struct{} // closed once reaped
-	status      unix.WaitStatus
+	exited chan struct{} // closed once reaped
+	// status is the pipe on which the shim reports the bootstrap's end.
+	status *os.File
+	// shimWS is the shim's wait status; ended is the shim's report (zero
+	// if it sent none: it was killed).
+	shimWS      unix.WaitStatus
+	ended       shimStatus
+	reported    bool
 	intentional atomic.Bool // stopped by Stop: no Exited event
 	timedOut    atomic.Bool
 }
@@ -485,30 +517,61 @@ func (p *process) exitOutcome() outcome {
 		return p.initOutcome()
 	default:
 	}
-	ws := p.status
-	msg := fmt.Sprintf("exit status %d", ws.ExitStatus())
-	if ws.Signaled() {
-		msg = "signal: " + unix.SignalName(ws.Signal())
+	if p.reported && p.ended.Error != "" {
+		if p.ended.Exec {
+			body := fmt.Appendf(nil, `{"errorMessage":%q,"errorType":"Runtime.InvalidEntrypoint"}`, p.ended.Error)
+			return outcome{status: initproto.StatusCrashed, errType: "Runtime.InvalidEntrypoint", body: body}
+		}
+		body := fmt.Appendf(nil, `{"errorMessage":%q,"errorType":"Ember.SandboxError"}`, "the sandbox could not start the function: "+p.ended.Error)
+		return outcome{status: initproto.StatusCrashed, errType: "Ember.SandboxError", body: body}
+	}
+	code, sig := p.exitStatus()
+	msg := fmt.Sprintf("exit status %d", code)
+	if sig != 0 {
+		msg = "signal: " + unix.SignalName(sig)
 	}
 	body := fmt.Appendf(nil, `{"errorMessage":"Runtime exited with error: %s","errorType":"Runtime.ExitError"}`, msg)
 	return outcome{status: initproto.StatusCrashed, errType: "Runtime.ExitError", body: body}
 }
 
+// exitStatus is how the function's process ended: the shim's report, or,
+// when the shim was killed before it could report (a timeout, a stop, the
+// out-of-memory killer), the shim's own end.
+func (p *process) exitStatus() (code int, sig unix.Signal) {
+	if p.reported && p.ended.Error == "" {
+		return p.ended.Exit, unix.Signal(p.ended.Signal)
+	}
+	if p.shimWS.Signaled() {
+		return -1, p.shimWS.Signal()
+	}
+	return p.shimWS.ExitStatus(), 0
+}
+
 // wait reaps the process and cleans up after it.
 func (p *process) wait(exit <-chan unix.WaitStatus) {
-	p.status = <-exit
+	p.shimWS = <-exit
+	// The shim wrote its report before exiting; the pipe's write end is
+	// now closed, so this read ends.
+	if err := json.NewDecoder(p.status).Decode(&p.ended); err == nil {
+		p.reported = true
+	}
+	p.status.Close()
 	p.signal(unix.SIGKILL) // whatever is left of the tree
 	p.c.killLeftovers(p)
 	close(p.exited)
 	p.c.detach(p)
 	_ = p.srv.Close()
-	ws := p.status
-	ev := initproto.Exited{ContainerID: p.c.id, ExitCode: ws.ExitStatus()}
-	if ws.Signaled() {
+	code, sig := p.exitStatus()
+	ev := initproto.Exited{ContainerID: p.c.id, ExitCode: code}
+	if sig != 0 {
 		ev.ExitCode = -1
-		ev.Signal = unix.SignalName(ws.Signal())
+		ev.Signal = unix.SignalName(sig)
 	}
-	p.c.log.Info().Int("pid", p.pid).Int("exit_code", ev.ExitCode).Str("signal", ev.Signal).
+	lg := p.c.log.Info()
+	if p.reported && p.ended.Error != "" {
+		lg = p.c.log.Warn().Str("shim_error", p.ended.Error)
+	}
+	lg.Int("pid", p.pid).Int("exit_code", ev.ExitCode).Str("signal", ev.Signal).
 		Bool("timed_out", p.timedOut.Load()).Bool("stopped", p.intentional.Load()).Msg("container process exited")
 	if !p.intentional.Load() {
 		p.c.s.event(initproto.TypeExited, ev)

@@ -32,6 +32,9 @@ var exampleNames = []string{"kafka-echo", "fail", "sleep", "exit", "whoami"}
 var codeMount string
 
 func TestMain(m *testing.M) {
+	if initd.IsShim() { // the test binary is also the containers' shim
+		initd.RunShim()
+	}
 	os.Exit(testMain(m))
 }
 

@@ -259,7 +259,7 @@ func TestCgroupFDs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(strings.Fields(string(procs))) != 1 {
+	if len(strings.Fields(string(procs))) != 2 { // the new shim and its bootstrap
 		t.Fatalf("cgroup2 procs after respawn: %q", procs)
 	}
 	c.stop("cg")

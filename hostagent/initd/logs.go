@@ -3,6 +3,7 @@ package initd
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"sync"
@@ -21,21 +22,37 @@ type logSink struct {
 	prefix  []byte
 	partial []byte // current unterminated line, for Output
 	out     io.Writer
+	// window caps what goes to out between two marks (an invocation, or
+	// the idle time between two): beyond limit bytes, output is dropped
+	// (it still reaches the ring) and counted in dropped.
+	limit, windowStart, dropped int64
 }
 
-func newLogSink(containerID string, size int, out io.Writer) *logSink {
+// newLogSink keeps the last size bytes and forwards at most limit bytes per
+// window (0: no limit).
+func newLogSink(containerID string, size int, limit int64, out io.Writer) *logSink {
 	return &logSink{
 		ring:   make([]byte, size),
 		prefix: []byte(containerID + " "),
 		out:    out,
+		limit:  limit,
 	}
 }
 
-// mark returns the current write position; tail(mark) returns what came after.
+// mark returns the current write position and starts a new window;
+// tail(mark) returns what came after, truncated() what the window dropped.
 func (l *logSink) mark() int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.windowStart, l.dropped = l.written, 0
 	return l.written
+}
+
+// truncated is how many bytes of the current window were not forwarded.
+func (l *logSink) truncated() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.dropped
 }
 
 // tail returns up to max bytes written since mark (the last ones).
@@ -71,7 +88,19 @@ func (l *logSink) write(p []byte) {
 	pos := (l.written + int64(len(p)) - int64(len(q))) % size
 	c := copy(l.ring[pos:], q)
 	copy(l.ring, q[c:])
+	used := l.written - l.windowStart
 	l.written += int64(len(p))
+	if l.limit > 0 && used+int64(len(p)) > l.limit {
+		keep := max(l.limit-used, 0)
+		if l.dropped == 0 {
+			l.forward(p[:keep])
+			l.flushPartial()
+			_, _ = l.out.Write(fmt.Appendf(append([]byte(nil), l.prefix...),
+				"[ember] over %d bytes of output: the rest of this invocation's output is dropped\n", l.limit))
+		}
+		l.dropped += int64(len(p)) - keep
+		return
+	}
 	l.forward(p)
 }
 

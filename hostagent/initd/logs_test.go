@@ -2,6 +2,7 @@ package initd
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -9,7 +10,7 @@ import (
 
 func TestLogSinkTailAndForward(t *testing.T) {
 	var out bytes.Buffer
-	l := newLogSink("c1", 16, &out)
+	l := newLogSink("c1", 16, 0, &out)
 	l.write([]byte("hello\nwor"))
 	m := l.mark()
 	l.write([]byte("ld\n"))
@@ -61,5 +62,63 @@ func TestConfigValidate(t *testing.T) {
 	c.setDefaults()
 	if c.TaskDir != "/var/task" || c.UID != 1000 || c.MaxResponseBytes != 6291556 || c.DefaultTimeout != 3*time.Second {
 		t.Fatalf("defaults %+v", c)
+	}
+}
+
+func TestLogSinkLimitPerWindow(t *testing.T) {
+	var out bytes.Buffer
+	l := newLogSink("c", 64, 10, &out)
+	l.mark()
+	l.write([]byte("0123456\n"))
+	l.write([]byte("789abc\nmore\n"))
+	l.write([]byte("even more\n"))
+	if got := l.truncated(); got != 10+10 {
+		t.Fatalf("truncated = %d, want 20", got)
+	}
+	if got := out.String(); got != "c 0123456\nc 78\nc [ember] over 10 bytes of output: the rest of this invocation's output is dropped\n" {
+		t.Fatalf("forwarded %q", got)
+	}
+	// The ring still has the latest output for the tail.
+	if tail := string(l.tail(0, 10)); tail != "even more\n" {
+		t.Fatalf("tail = %q", tail)
+	}
+	// A new window forwards again.
+	l.mark()
+	l.write([]byte("next\n"))
+	if l.truncated() != 0 || !strings.HasSuffix(out.String(), "c next\n") {
+		t.Fatalf("after mark: %d, %q", l.truncated(), out.String())
+	}
+}
+
+func TestRotatingFile(t *testing.T) {
+	dir := t.TempDir()
+	p := dir + "/f.log"
+	r, err := OpenRotating(p, 100, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := []byte(strings.Repeat("x", 39) + "\n")
+	for range 20 {
+		if _, err := r.Write(line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.Close()
+	var total int64
+	for _, f := range []string{p, p + ".1", p + ".2"} {
+		st, err := os.Stat(f)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if st.Size() > 100 {
+			t.Fatalf("%s is %d bytes, over the 100 limit", f, st.Size())
+		}
+		total += st.Size()
+	}
+	if _, err := os.Stat(p + ".3"); err == nil {
+		t.Fatal("more backups than asked for")
+	}
+	if total == 0 || total > 300 {
+		t.Fatalf("%d bytes kept", total)
 	}
 }

@@ -148,12 +148,19 @@ exec "$LAMBDA_TASK_ROOT/exit"
 	if res.Status != initproto.StatusOK || body != `{"a":1}` {
 		t.Fatalf("%+v %s", res, body)
 	}
-	// The orphaned sleep is now a child of ember-init; once it exits it must
-	// be reaped, leaving only the bootstrap as a child.
+	// ember-init's only child is the container's shim, PID 1 of the
+	// container's own pid namespace: the orphaned sleep is re-parented to
+	// the shim, which must reap it once it exits, leaving only the
+	// bootstrap as its child.
+	initChildren, _ := childrenOf(t, initHostPid)
+	if len(initChildren) != 1 {
+		t.Fatalf("children of ember-init %v, want the container's shim", initChildren)
+	}
+	shimHostPid := initChildren[0]
 	deadline = time.Now().Add(5 * time.Second)
 	sawOrphan := false
 	for {
-		kids, zombies := childrenOf(t, initHostPid)
+		kids, zombies := childrenOf(t, shimHostPid)
 		if len(kids) > 1 {
 			sawOrphan = true
 		}
@@ -161,7 +168,7 @@ exec "$LAMBDA_TASK_ROOT/exit"
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("children of ember-init %v (zombies %d, saw orphan %v)", kids, zombies, sawOrphan)
+			t.Fatalf("children of the shim %v (zombies %d, saw orphan %v)", kids, zombies, sawOrphan)
 		}
 		time.Sleep(20 * time.Millisecond) // observing another process's children
 	}

@@ -27,6 +27,9 @@ type Server struct {
 	mu         sync.Mutex
 	containers map[string]*container
 
+	uidMu sync.Mutex
+	uids  map[int]bool // in use by a container
+
 	connMu sync.Mutex
 	conn   *initproto.Conn // the current agent connection, nil if none
 
@@ -45,6 +48,7 @@ func New(cfg Config, log zerolog.Logger) (*Server, error) {
 		log:        log.With().Str("component", "initd").Logger(),
 		ready:      make(chan struct{}),
 		containers: make(map[string]*container),
+		uids:       make(map[int]bool),
 	}
 	if cfg.ReapAll {
 		s.waiter = newAllReaper(s.log)
@@ -177,7 +181,10 @@ func (s *Server) serveConn(ctx context.Context, c *initproto.Conn) {
 		}
 		switch f.Type {
 		case initproto.TypeStart:
-			s.wg.Go(func() { s.reply(c, initproto.TypeStarted, f.Seq, s.handleStart(f), nil) })
+			s.wg.Go(func() {
+				st, fds := s.handleStart(f)
+				s.reply(c, initproto.TypeStarted, f.Seq, st, nil, fds...)
+			})
 		case initproto.TypeInvoke:
 			s.wg.Go(func() {
 				res, body := s.handleInvoke(ctx, f)
@@ -192,8 +199,8 @@ func (s *Server) serveConn(ctx context.Context, c *initproto.Conn) {
 	}
 }
 
-func (s *Server) reply(c *initproto.Conn, t initproto.Type, seq uint32, header any, body []byte) {
-	if err := c.Write(t, seq, header, body); err != nil {
+func (s *Server) reply(c *initproto.Conn, t initproto.Type, seq uint32, header any, body []byte, fds ...int) {
+	if err := c.Write(t, seq, header, body, fds...); err != nil {
 		s.log.Debug().Err(err).Uint32("seq", seq).Msg("reply lost with its connection")
 	}
 }
@@ -208,11 +215,14 @@ func (s *Server) event(t initproto.Type, header any) {
 	}
 }
 
-func (s *Server) handleStart(f *initproto.Frame) initproto.Started {
+// handleStart creates (or finds) the container and, unless DeferSpawn is
+// set, makes sure a process runs. The reply carries the container's
+// network namespace (an fd the caller must not close: Write sends a copy).
+func (s *Server) handleStart(f *initproto.Frame) (initproto.Started, []int) {
 	var req initproto.StartContainer
 	if err := f.Decode(&req); err != nil {
 		closeAll(f.FDs)
-		return initproto.Started{Error: err.Error()}
+		return initproto.Started{Error: err.Error()}, nil
 	}
 	out := initproto.Started{ContainerID: req.ContainerID}
 	s.mu.Lock()
@@ -224,7 +234,7 @@ func (s *Server) handleStart(f *initproto.Frame) initproto.Started {
 			s.mu.Unlock()
 			closeAll(f.FDs)
 			out.Error = err.Error()
-			return out
+			return out, nil
 		}
 		s.containers[req.ContainerID] = c
 	} else {
@@ -232,17 +242,28 @@ func (s *Server) handleStart(f *initproto.Frame) initproto.Started {
 	}
 	s.mu.Unlock()
 
-	p, err := c.ensureProcess()
-	if err != nil {
-		if !ok {
-			s.forget(c)
-			c.closeFDs()
+	if !req.DeferSpawn {
+		p, err := c.ensureProcess()
+		if err != nil {
+			if !ok {
+				s.forget(c)
+				c.mu.Lock()
+				c.release()
+				c.mu.Unlock()
+			}
+			out.Error = err.Error()
+			return out, nil
 		}
-		out.Error = err.Error()
-		return out
+		out.Pid = p.pid
 	}
-	out.Pid = p.pid
-	return out
+	out.UID = c.uid
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.netnsFD < 0 {
+		return out, nil
+	}
+	out.FDNames = []string{initproto.FDNetns}
+	return out, []int{c.netnsFD}
 }
 
 func (s *Server) handleInvoke(ctx context.Context, f *initproto.Frame) (initproto.Result, []byte) {
@@ -279,6 +300,26 @@ func (s *Server) handleStop(f *initproto.Frame) initproto.Stopped {
 		c.stop(grace)
 	}
 	return initproto.Stopped{ContainerID: req.ContainerID}
+}
+
+// allocUID returns the lowest uid from Config.UID up that no container
+// uses.
+func (s *Server) allocUID() (int, error) {
+	s.uidMu.Lock()
+	defer s.uidMu.Unlock()
+	for uid := s.cfg.UID; uid < s.cfg.UID+MaxContainers; uid++ {
+		if !s.uids[uid] {
+			s.uids[uid] = true
+			return uid, nil
+		}
+	}
+	return 0, fmt.Errorf("all %d container uids are in use: %w", MaxContainers, errInvalid)
+}
+
+func (s *Server) freeUID(uid int) {
+	s.uidMu.Lock()
+	delete(s.uids, uid)
+	s.uidMu.Unlock()
 }
 
 // forget removes c from the table if it is still there.

@@ -31,6 +31,9 @@ const (
 	// FDTasksPrefix + controller ("memory", "cpu", "pids") is an fd of that v1
 	// controller's tasks file; the spawning thread writes "0" to join it.
 	FDTasksPrefix = "tasks:"
+	// FDNetns, in Started, is the container's network namespace, for the
+	// agent to connect it to a network.
+	FDNetns = "netns"
 )
 
 // Hello is the first frame ember-init sends on a connection.
@@ -58,12 +61,21 @@ type StartContainer struct {
 	// LogGroup and LogStream are exported as AWS_LAMBDA_LOG_GROUP_NAME/_STREAM_NAME.
 	LogGroup  string `json:"log_group,omitempty"`
 	LogStream string `json:"log_stream,omitempty"`
+	// DeferSpawn creates the container without starting its process: the
+	// first Invoke starts it. The agent sets it when it connects the
+	// container's network namespace (from Started) to a network first.
+	DeferSpawn bool `json:"defer_spawn,omitempty"`
 }
 
-// Started answers StartContainer.
+// Started answers StartContainer. Its fds are named in FDNames (the
+// container's network namespace, FDNetns).
 type Started struct {
 	ContainerID string `json:"container_id"`
-	Pid         int    `json:"pid,omitempty"`
+	// Pid is the process's (its shim's) pid in the instance; 0 with DeferSpawn.
+	Pid int `json:"pid,omitempty"`
+	// UID is the uid the container's processes run as.
+	UID     int      `json:"uid,omitempty"`
+	FDNames []string `json:"fd_names,omitempty"`
 	// Error is set when the container could not be started.
 	Error string `json:"error,omitempty"`
 }
@@ -98,6 +110,9 @@ type Result struct {
 	InitDurationNs int64 `json:"init_duration_ns,omitempty"`
 	// LogTail is the end of the container's output during the invocation.
 	LogTail []byte `json:"log_tail,omitempty"`
+	// LogTruncatedBytes is how much of the invocation's output was dropped
+	// for being over ember-init's per-invocation limit.
+	LogTruncatedBytes int64 `json:"log_truncated_bytes,omitempty"`
 	// Error is set when ember-init itself could not run the invocation
 	// (unknown container, malformed request): a platform error.
 	Error string `json:"error,omitempty"`
@@ -132,4 +147,7 @@ const (
 	CodeMount = "/ember/code"
 	// TaskDir is where a container sees its code.
 	TaskDir = "/var/task"
+	// LogDir is the read-write bind mount where ember-init keeps the
+	// functions' output (rotated, bounded); containers do not see it.
+	LogDir = "/ember/logs"
 )

@@ -159,8 +159,19 @@ type InstanceSpec struct {
 	CodeDir string
 	// LogPath receives the instance's stdout and stderr. Required.
 	LogPath string
+	// LogDir, if set, is a host directory bind-mounted read-write at
+	// initproto.LogDir, where ember-init keeps the functions' output.
+	LogDir string
+	// ResolvConf, if set, is a host file bind-mounted read-only over the
+	// image's /etc/resolv.conf.
+	ResolvConf string
 	// Env is extra environment for ember-init, "KEY=value" each.
 	Env []string
+	// HostUID is the host uid (and gid) the instance's root maps to; its
+	// user namespace maps IDRange ids from there. Give each instance a
+	// range of its own, so that no two instances share a host uid.
+	// Default: the runtime's (WithUserNamespace).
+	HostUID uint32
 }
 
 // Validate checks the spec and fills defaults.

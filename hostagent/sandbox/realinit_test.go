@@ -95,11 +95,32 @@ func TestRealEmberInit(t *testing.T) {
 		t.Fatalf("Started %+v\ninstance log:\n%s", started, log)
 	}
 
-	procs := strings.Fields(readTrim(t, filepath.Join(child.Path(cgroup.Unified), "cgroup.procs")))
-	if len(procs) != 1 {
-		t.Fatalf("child cgroup2 procs = %v, want the container's one process", procs)
+	// The child cgroup holds the container's shim (PID 1 of the
+	// container's pid namespace, still root of the instance) and the
+	// bootstrap it started, unprivileged. The shim is started first; the
+	// bootstrap may take a moment.
+	var procs []string
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		procs = strings.Fields(readTrim(t, filepath.Join(child.Path(cgroup.Unified), "cgroup.procs")))
+		if len(procs) == 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // observing another process's fork
 	}
-	pid, _ := strconv.Atoi(procs[0])
+	if len(procs) != 2 {
+		t.Fatalf("child cgroup2 procs = %v, want the container's shim and bootstrap", procs)
+	}
+	shim, _ := strconv.Atoi(procs[0])
+	pid, _ := strconv.Atoi(procs[1])
+	if shim != started.Pid && pid == started.Pid {
+		shim, pid = pid, shim
+	}
+	if got := statusField(t, uint32(shim), "CapBnd"); got != "0000000000000000" {
+		t.Errorf("shim CapBnd = %s", got)
+	}
+	if got := statusField(t, uint32(shim), "Seccomp"); got != "2" {
+		t.Errorf("shim Seccomp = %s", got)
+	}
 	if got := statusField(t, uint32(pid), "Uid"); !strings.HasPrefix(got, strconv.Itoa(sandbox.DefaultHostID+1000)+"\t") {
 		t.Errorf("container process host Uid = %q, want %d", got, sandbox.DefaultHostID+1000)
 	}
@@ -108,6 +129,10 @@ func TestRealEmberInit(t *testing.T) {
 	}
 	if got := statusField(t, uint32(pid), "NoNewPrivs"); got != "1" {
 		t.Errorf("container NoNewPrivs = %s", got)
+	}
+	// Three pid namespaces deep: the host's, the instance's, its own.
+	if got := strings.Fields(statusField(t, uint32(pid), "NSpid")); len(got) != 3 {
+		t.Errorf("container NSpid = %v, want pids in three namespaces", got)
 	}
 	cg := readTrim(t, fmt.Sprintf("/proc/%d/cgroup", pid))
 	for _, want := range []string{":memory:/ember/" + id + "/fn1", "0::/ember/" + id + "/fn1"} {

@@ -31,7 +31,11 @@ import (
 // functions run as another uid, so a timeout's SIGKILL needs it). With a
 // user namespace they are confined to it: KILL reaches only the instance's
 // own processes.
-var Capabilities = []string{"CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_KILL"}
+//
+// NET_ADMIN lets it bring up the loopback of each container's network
+// namespace, which it creates (the namespace belongs to the instance's user
+// namespace, so this reaches no network of the host's).
+var Capabilities = []string{"CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_KILL"}
 
 // Instance is a started instance.
 type Instance struct {
@@ -58,9 +62,8 @@ type Runtime struct {
 	idRange     uint32
 	memsw       bool
 
-	mu         sync.Mutex
-	img        containerd.Image
-	remapReady bool // the remapped parent snapshot exists
+	mu  sync.Mutex
+	img containerd.Image
 }
 
 // New returns a Runtime that starts instances of image (see image.Ensure)
@@ -91,9 +94,22 @@ func New(client *containerd.Client, namespace, imageName string, opts ...Option)
 	return r, nil
 }
 
-// HostRootUID is the host uid of the instances' root: the owner to give
-// their socket directories and child cgroups (0 without a user namespace).
+// HostRootUID is the host uid the root of an instance maps to by default
+// (InstanceSpec.HostUID zero); 0 without a user namespace.
 func (r *Runtime) HostRootUID() int { return int(r.hostID) }
+
+// IDRange is how many uids (and gids) an instance's user namespace maps; 0
+// without a user namespace. Instances given HostUIDs at least this far
+// apart share no host uid.
+func (r *Runtime) IDRange() int { return int(r.idRange) }
+
+// hostUID is the host uid spec's root maps to.
+func (r *Runtime) hostUID(spec InstanceSpec) uint32 {
+	if spec.HostUID != 0 {
+		return spec.HostUID
+	}
+	return r.hostID
+}
 
 func (r *Runtime) ctx(ctx context.Context) context.Context {
 	return namespaces.WithNamespace(ctx, r.namespace)
@@ -120,6 +136,9 @@ func (r *Runtime) Create(ctx context.Context, spec InstanceSpec) (Instance, erro
 		return Instance{}, fmt.Errorf("sandbox: %w", err)
 	}
 	ctx = r.ctx(ctx)
+	if r.userns && spec.HostUID != 0 && spec.HostUID < r.hostID {
+		return Instance{}, fmt.Errorf("sandbox: instance %s: host uid %d is below the runtime's base %d", spec.ID, spec.HostUID, r.hostID)
+	}
 	if err := r.prepareDirs(spec); err != nil {
 		return Instance{}, fmt.Errorf("instance %s: %w", spec.ID, err)
 	}
@@ -129,10 +148,11 @@ func (r *Runtime) Create(ctx context.Context, spec InstanceSpec) (Instance, erro
 	}
 	cgroupPath := CgroupParent + "/" + spec.ID
 
+	// The root file system is a read-only view owned by the host's root:
+	// inside a user namespace it shows as nobody's, which is all ember-init
+	// needs (it only reads and executes it), and no chowned copy per
+	// instance uid range is made.
 	snapshot := containerd.WithNewSnapshotView(spec.ID, img)
-	if r.userns {
-		snapshot = containerd.WithRemappedSnapshotView(spec.ID, img, r.hostID, r.hostID)
-	}
 	labels := map[string]string{LabelRole: RoleInstance, LabelClass: spec.Class}
 	for k, v := range r.labels {
 		labels[k] = v
@@ -147,19 +167,7 @@ func (r *Runtime) Create(ctx context.Context, spec InstanceSpec) (Instance, erro
 			containerd.WithNewSpec(r.specOpts(spec, cgroupPath)...),
 		)
 	}
-	var container containerd.Container
-	if r.userns && !r.isRemapReady() {
-		// The first remapped snapshot creates the shared chowned parent:
-		// two at once would race to create it.
-		r.mu.Lock()
-		container, err = newContainer()
-		if err == nil {
-			r.remapReady = true
-		}
-		r.mu.Unlock()
-	} else {
-		container, err = newContainer()
-	}
+	container, err := newContainer()
 	if err != nil {
 		return Instance{}, fmt.Errorf("create container %s: %w", spec.ID, err)
 	}
@@ -176,7 +184,7 @@ func (r *Runtime) Create(ctx context.Context, spec InstanceSpec) (Instance, erro
 		return Instance{}, fmt.Errorf("instance %s: %w", spec.ID, err)
 	}
 	if r.userns {
-		if err := r.delegateCgroup2(cgroupPath); err != nil {
+		if err := r.delegateCgroup2(cgroupPath, r.hostUID(spec)); err != nil {
 			return fail(err)
 		}
 	}
@@ -186,18 +194,12 @@ func (r *Runtime) Create(ctx context.Context, spec InstanceSpec) (Instance, erro
 	return Instance{ID: spec.ID, Pid: task.Pid(), CgroupPath: cgroupPath}, nil
 }
 
-func (r *Runtime) isRemapReady() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.remapReady
-}
-
 // prepareDirs makes the host directories the instance mounts or writes.
 func (r *Runtime) prepareDirs(spec InstanceSpec) error {
 	if err := os.MkdirAll(spec.SocketDir, 0o700); err != nil {
 		return fmt.Errorf("socket dir: %w", err)
 	}
-	if err := os.Chown(spec.SocketDir, int(r.hostID), int(r.hostID)); err != nil {
+	if err := os.Chown(spec.SocketDir, int(r.hostUID(spec)), int(r.hostUID(spec))); err != nil {
 		return fmt.Errorf("socket dir: %w", err)
 	}
 	if err := os.Chmod(spec.SocketDir, 0o700); err != nil {
@@ -209,6 +211,15 @@ func (r *Runtime) prepareDirs(spec InstanceSpec) error {
 	if err := os.MkdirAll(filepath.Dir(spec.LogPath), 0o755); err != nil {
 		return fmt.Errorf("log dir: %w", err)
 	}
+	if spec.LogDir != "" {
+		// ember-init, root of the instance, writes the functions' output here.
+		if err := os.MkdirAll(spec.LogDir, 0o700); err != nil {
+			return fmt.Errorf("function log dir: %w", err)
+		}
+		if err := os.Chown(spec.LogDir, int(r.hostUID(spec)), int(r.hostUID(spec))); err != nil {
+			return fmt.Errorf("function log dir: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -218,10 +229,10 @@ func (r *Runtime) prepareDirs(spec InstanceSpec) error {
 // cgroup into a child's (clone3 CLONE_INTO_CGROUP needs write access to
 // cgroup.procs of the common ancestor). runc does not do this in the hybrid
 // layout. The limits stay in the v1 hierarchies, which are not delegated.
-func (r *Runtime) delegateCgroup2(cgroupPath string) error {
+func (r *Runtime) delegateCgroup2(cgroupPath string, uid uint32) error {
 	dir := filepath.Join(cgroup.Root, cgroup.Unified, cgroupPath)
 	for _, f := range []string{"", "cgroup.procs", "cgroup.threads"} {
-		if err := os.Lchown(filepath.Join(dir, f), int(r.hostID), int(r.hostID)); err != nil {
+		if err := os.Lchown(filepath.Join(dir, f), int(uid), int(uid)); err != nil {
 			return fmt.Errorf("delegate cgroup2 dir: %w", err)
 		}
 	}
@@ -230,6 +241,22 @@ func (r *Runtime) delegateCgroup2(cgroupPath string) error {
 
 func (r *Runtime) specOpts(spec InstanceSpec, cgroupPath string) []oci.SpecOpts {
 	memory := spec.MemoryMB << 20
+	mounts := []specs.Mount{
+		{Destination: initproto.SocketDir, Type: "bind", Source: spec.SocketDir,
+			Options: []string{"rbind", "rw", "nosuid", "nodev", "noexec"}},
+		{Destination: initproto.CodeMount, Type: "bind", Source: spec.CodeDir,
+			Options: []string{"rbind", "ro", "nosuid", "nodev"}},
+		{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs",
+			Options: []string{"nosuid", "nodev", "mode=1777", "size=" + DefaultTmpSize}},
+	}
+	if spec.LogDir != "" {
+		mounts = append(mounts, specs.Mount{Destination: initproto.LogDir, Type: "bind", Source: spec.LogDir,
+			Options: []string{"rbind", "rw", "nosuid", "nodev", "noexec"}})
+	}
+	if spec.ResolvConf != "" {
+		mounts = append(mounts, specs.Mount{Destination: "/etc/resolv.conf", Type: "bind", Source: spec.ResolvConf,
+			Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"}})
+	}
 	opts := []oci.SpecOpts{
 		oci.WithProcessArgs(image.InitPath),
 		oci.WithProcessCwd("/"),
@@ -237,14 +264,7 @@ func (r *Runtime) specOpts(spec InstanceSpec, cgroupPath string) []oci.SpecOpts 
 		oci.WithHostname(spec.ID),
 		oci.WithRootFSReadonly(),
 		oci.WithNoNewPrivileges,
-		oci.WithMounts([]specs.Mount{
-			{Destination: initproto.SocketDir, Type: "bind", Source: spec.SocketDir,
-				Options: []string{"rbind", "rw", "nosuid", "nodev", "noexec"}},
-			{Destination: initproto.CodeMount, Type: "bind", Source: spec.CodeDir,
-				Options: []string{"rbind", "ro", "nosuid", "nodev"}},
-			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs",
-				Options: []string{"nosuid", "nodev", "mode=1777", "size=" + DefaultTmpSize}},
-		}),
+		oci.WithMounts(mounts),
 		oci.WithCgroup(cgroupPath),
 		oci.WithMemoryLimit(uint64(memory)),
 		oci.WithCPUShares(spec.CPUShares),
@@ -255,9 +275,10 @@ func (r *Runtime) specOpts(spec InstanceSpec, cgroupPath string) []oci.SpecOpts 
 		opts = append(opts, oci.WithMemorySwap(memory))
 	}
 	if r.userns {
+		host := r.hostUID(spec)
 		opts = append(opts, oci.WithUserNamespace(
-			[]specs.LinuxIDMapping{{ContainerID: 0, HostID: r.hostID, Size: r.idRange}},
-			[]specs.LinuxIDMapping{{ContainerID: 0, HostID: r.hostID, Size: r.idRange}},
+			[]specs.LinuxIDMapping{{ContainerID: 0, HostID: host, Size: r.idRange}},
+			[]specs.LinuxIDMapping{{ContainerID: 0, HostID: host, Size: r.idRange}},
 		))
 	}
 	// The seccomp profile derives its rules from the capabilities: last.

@@ -205,7 +205,7 @@ func TestInstanceIsolationAndChildCgroup(t *testing.T) {
 	if got := statusField(t, inst.Pid, "Seccomp"); got != "2" {
 		t.Errorf("Seccomp = %s, want 2 (filter)", got)
 	}
-	const wantCaps = 1<<21 | 1<<8 | 1<<7 | 1<<6 | 1<<5 // SYS_ADMIN, SETPCAP, SETUID, SETGID, KILL
+	const wantCaps = 1<<21 | 1<<12 | 1<<8 | 1<<7 | 1<<6 | 1<<5 // SYS_ADMIN, NET_ADMIN, SETPCAP, SETUID, SETGID, KILL
 	for _, f := range []string{"CapEff", "CapPrm", "CapBnd"} {
 		if got := statusField(t, inst.Pid, f); got != fmt.Sprintf("%016x", wantCaps) {
 			t.Errorf("%s = %s, want %016x", f, got, wantCaps)
@@ -421,8 +421,8 @@ func median(d []time.Duration) time.Duration {
 }
 
 // TestConcurrentCreateFreshImage starts instances of a never-used image at
-// once: the first remapped snapshot (the chowned copy of the image every
-// user-namespaced instance shares) must be made once, not raced.
+// once, each with a host uid range of its own: they start, and no two
+// share a host uid.
 func TestConcurrentCreateFreshImage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -447,11 +447,13 @@ func TestConcurrentCreateFreshImage(t *testing.T) {
 	specs := make([]sandbox.InstanceSpec, n)
 	for i := range specs {
 		specs[i] = instanceSpec(t, fmt.Sprintf("t%d-conc-%d", os.Getpid(), i))
+		specs[i].HostUID = uint32(sandbox.DefaultHostID + (i+1)*rt.IDRange())
 	}
 	var g errgroup.Group
-	for _, s := range specs {
-		g.Go(func() error {
-			_, err := rt.Create(ctx, s)
+	insts := make([]sandbox.Instance, n)
+	for i, s := range specs {
+		g.Go(func() (err error) {
+			insts[i], err = rt.Create(ctx, s)
 			return err
 		})
 	}
@@ -461,9 +463,13 @@ func TestConcurrentCreateFreshImage(t *testing.T) {
 		}
 		t.Fatal(err)
 	}
-	for _, s := range specs {
+	for i, s := range specs {
 		if rep := request(t, s.SocketDir, "report", nil); !strings.Contains(rep, "hostname="+s.ID) {
 			t.Errorf("instance %s report:\n%s", s.ID, rep)
+		}
+		want := fmt.Sprintf("0 %d %d", s.HostUID, rt.IDRange())
+		if got := strings.Fields(readTrim(t, fmt.Sprintf("/proc/%d/uid_map", insts[i].Pid))); strings.Join(got, " ") != want {
+			t.Errorf("instance %s uid_map = %v, want %s", s.ID, got, want)
 		}
 	}
 	ids, err := rt.List(ctx)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -90,11 +91,26 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
 	d.cmd.Stdout = logf
 	d.cmd.Stderr = logf
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := d.cmd.Start(); err != nil {
+	// Pdeathsig fires when the thread that forked the daemon exits, not the
+	// process: Go ends threads whose goroutine exits while locked to them
+	// (tests that enter namespaces do that), and any thread may be one. So
+	// fork from a thread that stays locked, and alive, until the daemon
+	// exits. The goroutine is owned by Close, which waits on exited.
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := d.cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		d.exited <- d.cmd.Wait()
+	}()
+	if err := <-started; err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start containerd: %w", err)
 	}
-	go func() { d.exited <- d.cmd.Wait() }() // owned by Close, which waits on exited
 
 	deadline := time.Now().Add(15 * time.Second)
 	for {

@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -53,7 +55,7 @@ func testMain(m *testing.M) int {
 			return 1
 		}
 	}
-	for _, ex := range []string{"kafka-echo", "fail", "sleep", "exit"} {
+	for _, ex := range []string{"kafka-echo", "fail", "sleep", "exit", "whoami", "hostile"} {
 		p := filepath.Join(dir, ex+".zip")
 		if err := testenv.ExampleZip(ex, p); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -80,18 +82,21 @@ var logLevel = "debug"
 
 // stack is one emberd with its own Redis, state directory and ports.
 type stack struct {
-	t        testing.TB
-	name     string
-	dir      string
-	redis    string
-	api      string
-	broker   string
-	agent    string
-	peer     string
-	pool     string
-	extra    []string
-	cmd      *exec.Cmd
-	exited   chan error
+	t       testing.TB
+	name    string
+	dir     string
+	redis   string
+	api     string
+	broker  string
+	agent   string
+	peer    string
+	bridge  string
+	subnet  string
+	uidBase int
+	pool    string
+	extra   []string
+	cmd     *exec.Cmd
+	exited  chan error
 	// client acts as tenant "e2e"; admin holds the administrator key.
 	client   *client.Client
 	admin    *client.Client
@@ -99,6 +104,10 @@ type stack struct {
 	clients  map[string]*client.Client // by tenant, made by tenantClient
 	restarts int
 }
+
+// stacks counts the stacks this test binary made: each gets a bridge,
+// subnet and host uid range of its own.
+var stacks atomic.Int32
 
 // tenant is the tenant every e2e stack's functions belong to.
 const tenant = "e2e"
@@ -123,6 +132,11 @@ func newStack(t testing.TB, pool string, extra ...string) *stack {
 		t: t, name: strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), dir: dir, redis: redisAddr,
 		api: freeAddr(t), broker: freeAddr(t), agent: freeAddr(t), peer: freeAddr(t), pool: pool, extra: extra,
 	}
+	n := int(stacks.Add(1))
+	s.bridge = fmt.Sprintf("embe2e%d", n)
+	s.subnet = fmt.Sprintf("10.210.%d.0/24", n%250)
+	s.uidBase = 200_000_000 + n*64*65536
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", s.bridge).Run() })
 	s.adminKey = tenants.NewKey()
 	var err2 error
 	if s.admin, err2 = client.New("http://"+s.api, client.WithAPIKey(s.adminKey)); err2 != nil {
@@ -156,6 +170,7 @@ func (s *stack) start() {
 		"--embedded-broker", s.broker, "--containerd", ctrd.Address, "--namespace", ctrd.Namespace,
 		"--init-binary", filepath.Join(binDir, "ember-init"), "--agent-id", s.name, "--agent-listen", s.agent, "--peer-listen", s.peer,
 		"--pool", s.pool, "--session-timeout", "6s", "--log-format", "json", "--log-level", logLevel,
+		"--bridge", s.bridge, "--subnet", s.subnet, "--uid-base", strconv.Itoa(s.uidBase),
 	}, s.extra...)
 	s.cmd = exec.Command(filepath.Join(binDir, "emberd"), args...)
 	s.cmd.Env = append(os.Environ(), "EMBER_ADMIN_KEY="+s.adminKey)

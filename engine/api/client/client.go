@@ -260,7 +260,10 @@ type InvokeResult struct {
 	Start    string
 	Duration time.Duration
 	LogTail  []byte
-	Payload  []byte
+	// LogTruncatedBytes is how much of the output was dropped for being
+	// over the per-invocation limit.
+	LogTruncatedBytes int64
+	Payload           []byte
 }
 
 // OK reports whether the function succeeded.
@@ -287,6 +290,7 @@ func (c *Client) Invoke(ctx context.Context, name, qualifier string, payload []b
 	if ms, err := strconv.ParseFloat(h.Get(wire.HeaderDurationMs), 64); err == nil {
 		res.Duration = time.Duration(ms * float64(time.Millisecond))
 	}
+	res.LogTruncatedBytes, _ = strconv.ParseInt(h.Get(wire.HeaderLogTruncated), 10, 64)
 	if t := h.Get(wire.HeaderLogTail); t != "" {
 		res.LogTail, _ = base64.StdEncoding.DecodeString(t)
 	}

@@ -14,6 +14,9 @@ const (
 	HeaderLogTail      = "X-Ember-Log-Tail"
 	HeaderInvocationID = "X-Ember-Invocation-Id"
 	HeaderErrorType    = "X-Ember-Error-Type"
+	// HeaderLogTruncated is how many bytes of the invocation's output were
+	// dropped for being over the per-invocation limit (absent: none).
+	HeaderLogTruncated = "X-Ember-Log-Truncated"
 )
 
 // Error types carried in ErrorBody.
@@ -47,6 +50,8 @@ type FunctionConfig struct {
 	MemoryMB  int64             `json:"memory_mb,omitempty"`
 	TimeoutMs int64             `json:"timeout_ms,omitempty"`
 	Env       map[string]string `json:"env,omitempty"`
+	// Network is "egress" (the default) or "none".
+	Network string `json:"network,omitempty"`
 }
 
 // Function is a function as the API shows it.
@@ -58,6 +63,7 @@ type Function struct {
 	MemoryMB   int64             `json:"memory_mb"`
 	TimeoutMs  int64             `json:"timeout_ms"`
 	Env        map[string]string `json:"env,omitempty"`
+	Network    string            `json:"network"`
 	CodeDigest string            `json:"code_digest"`
 	CodeSize   int64             `json:"code_size"`
 	ConfigHash string            `json:"config_hash"`
@@ -76,6 +82,7 @@ type Version struct {
 	MemoryMB   int64             `json:"memory_mb"`
 	TimeoutMs  int64             `json:"timeout_ms"`
 	Env        map[string]string `json:"env,omitempty"`
+	Network    string            `json:"network"`
 	CodeDigest string            `json:"code_digest"`
 	CodeSize   int64             `json:"code_size"`
 	ConfigHash string            `json:"config_hash"`

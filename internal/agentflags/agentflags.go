@@ -1,0 +1,97 @@
+// Package agentflags is the command-line flags of a host agent, shared by
+// emberd (which hosts one in-process) and ember-agent, so that both take
+// the same names, defaults and help.
+package agentflags
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/ember-run/ember/hostagent"
+	"github.com/ember-run/ember/hostagent/network"
+)
+
+// Flags are the agent settings both commands take.
+type Flags struct {
+	pool                          string
+	maxInstances, maxContainers   int
+	containerKeepAlive, keepAlive time.Duration
+	accounting                    string
+	bridge, subnet                string
+	allow, dns                    []string
+	noNetwork                     bool
+	uidBase                       int
+}
+
+// Register adds the flags to fs.
+func (f *Flags) Register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.pool, "pool", hostagent.DefaultPoolSpec, "warming pool target per class, class=count,...")
+	fs.IntVar(&f.maxInstances, "max-instances", hostagent.DefaultMaxInstances, "most instances on this host")
+	fs.IntVar(&f.maxContainers, "max-containers-per-instance", 4, "most live function containers per instance (LRU)")
+	fs.DurationVar(&f.containerKeepAlive, "container-keep-alive", 10*time.Minute, "stop a function container idle this long")
+	fs.DurationVar(&f.keepAlive, "instance-keep-alive", 15*time.Minute, "retire a tenant's instance idle this long")
+	fs.StringVar(&f.accounting, "accounting", hostagent.AccountingEBPF, "per-invocation usage: ebpf (falls back to cgroup), cgroup or off")
+	fs.StringVar(&f.bridge, "bridge", network.DefaultBridge, "Linux bridge containers with network egress attach to")
+	fs.StringVar(&f.subnet, "subnet", network.DefaultSubnet, "IPv4 subnet of the containers on the bridge")
+	fs.StringArrayVar(&f.allow, "network-allow", nil, "a private or link-local prefix containers may reach (repeatable; the host itself never)")
+	fs.StringArrayVar(&f.dns, "dns", nil, "a DNS resolver for containers (repeatable; default: the host's /etc/resolv.conf nameservers that are not loopback)")
+	fs.BoolVar(&f.noNetwork, "no-network", false, "give containers their own loopback only, whatever their function asks")
+	fs.IntVar(&f.uidBase, "uid-base", 100000, "first host uid of instances (each gets 65536 of its own); agents sharing a kernel need disjoint ranges")
+}
+
+// Apply sets the flags' values on cfg.
+func (f *Flags) Apply(cfg *hostagent.Config) error {
+	pl, err := hostagent.ParsePool(f.pool)
+	if err != nil {
+		return err
+	}
+	cfg.Pool, cfg.MaxInstances, cfg.MaxContainersPerInstance = pl, f.maxInstances, f.maxContainers
+	cfg.ContainerKeepAlive, cfg.InstanceKeepAlive, cfg.Accounting = f.containerKeepAlive, f.keepAlive, f.accounting
+	cfg.Network.Bridge, cfg.Network.Subnet, cfg.NoNetwork = f.bridge, f.subnet, f.noNetwork
+	cfg.MappedRootUID = f.uidBase
+	for _, a := range f.allow {
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			return fmt.Errorf("--network-allow %q: %w", a, err)
+		}
+		cfg.Network.Allow = append(cfg.Network.Allow, p)
+	}
+	dns := f.dns
+	if len(dns) == 0 {
+		dns = hostResolvers("/etc/resolv.conf")
+	}
+	for _, d := range dns {
+		a, err := netip.ParseAddr(d)
+		if err != nil {
+			return fmt.Errorf("--dns %q: %w", d, err)
+		}
+		cfg.Network.DNS = append(cfg.Network.DNS, a)
+	}
+	return nil
+}
+
+// hostResolvers reads the nameservers of a resolv.conf, leaving out
+// loopback ones (a local stub such as systemd-resolved's is not reachable
+// from a container's network namespace).
+func hostResolvers(path string) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "nameserver" {
+			continue
+		}
+		if a, err := netip.ParseAddr(f[1]); err == nil && !a.IsLoopback() {
+			out = append(out, a.String())
+		}
+	}
+	return out
+}
