@@ -15,7 +15,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 state=${EMBER_STATE:-$repo/.ember}
 redis_port=${EMBER_REDIS_PORT:-6390}
-packages=(containerd runc redis-server busybox-static zip)
+packages=(containerd runc redis-server busybox-static zip containernetworking-plugins nftables iproute2)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -83,8 +83,11 @@ start() {
 		log "containerd started (socket $state/containerd.sock)"
 	fi
 	if ! alive "$state/redis/redis.pid"; then
-		redis-server --port "$redis_port" --bind 127.0.0.1 --daemonize yes --save '' --appendonly no \
-			--dir "$state/redis" --pidfile "$state/redis/redis.pid" --logfile "$state/redis/redis.log"
+		# Persistence: the registry (tenants, functions, bindings) lives here.
+		# AOF, fsync every second: a kill -9 of redis-server loses nothing
+		# acknowledged (the writes are in the kernel); a host crash at most 1 s.
+		redis-server --port "$redis_port" --bind 127.0.0.1 --daemonize yes --save '' --appendonly yes \
+			--appendfsync everysec --dir "$state/redis" --pidfile "$state/redis/redis.pid" --logfile "$state/redis/redis.log"
 		wait_for redis redis-cli -p "$redis_port" ping
 		log "redis started (127.0.0.1:$redis_port)"
 	fi

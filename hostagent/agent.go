@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -143,12 +144,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info().Str("addr", addr).Str("state_dir", a.cfg.StateDir).Msg("agent registered")
 
 	// Subscribe before Ready, so that no demand published after Ready is missed.
-	sub := a.deps.Redis.Subscribe(ctx, a.store.DemandChannel())
+	sub := a.deps.Redis.Subscribe(ctx, a.store.DemandChannel(), a.store.RetireChannel())
 	defer sub.Close()
-	if _, err := sub.Receive(ctx); err != nil {
-		lis.Close()
-		a.shutdown()
-		return fmt.Errorf("hostagent: subscribe %s: %w", a.store.DemandChannel(), err)
+	for range 2 { // one confirmation per channel
+		if _, err := sub.Receive(ctx); err != nil {
+			lis.Close()
+			a.shutdown()
+			return fmt.Errorf("hostagent: subscribe %s: %w", a.store.DemandChannel(), err)
+		}
 	}
 
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(a.deps.TLS)), grpc.MaxRecvMsgSize(dispatchpb.MaxMessageBytes), grpc.MaxSendMsgSize(dispatchpb.MaxMessageBytes))
@@ -296,10 +299,11 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 	}
 }
 
-// reregister registers the agent again and reconciles its instances with
-// what Redis still holds: warming instances Redis forgot are added back;
-// tenant instances it forgot cannot be (there is no active-pool add), so
-// they are marked lost and destroyed once idle.
+// reregister registers the agent again and puts back every instance that
+// Redis no longer holds (its heartbeat key had expired, or Redis lost its
+// data): warming ones into the warming pool, tenants' ones into their
+// active pool with their hot versions. Pool state is rebuilt from what the
+// agent knows.
 func (a *Agent) reregister(ctx context.Context) error {
 	if err := a.store.RegisterAgent(ctx, pool.Agent{ID: a.cfg.AgentID, Addr: a.Addr(), Started: time.Now()}, a.cfg.HeartbeatTTL); err != nil {
 		return err
@@ -312,30 +316,45 @@ func (a *Agent) reregister(ctx context.Context) error {
 	for _, in := range known {
 		inRedis[in.ID] = true
 	}
+	type readd struct {
+		id, class, tenant string
+		hot               []string
+	}
+	var todo []readd
 	a.mu.Lock()
-	var readd []*instance
 	for _, in := range a.insts {
 		if in.state != stReady || inRedis[in.id] {
 			continue
 		}
-		if in.tenant == "" {
-			readd = append(readd, in)
-		} else {
-			in.lost = true
+		r := readd{id: in.id, class: in.class, tenant: in.tenant}
+		if in.op.TryLock() { // no dispatch is changing its containers
+			for _, c := range in.containers {
+				r.hot = append(r.hot, c.versionKey)
+			}
+			in.op.Unlock()
 		}
+		in.missing, in.lost = 0, false
+		todo = append(todo, r)
 	}
 	a.mu.Unlock()
-	for _, in := range readd {
-		if err := a.store.AddWarm(ctx, in.id, a.cfg.AgentID, in.class); err != nil {
+	for _, r := range todo {
+		var err error
+		if r.tenant == "" {
+			err = a.store.AddWarm(ctx, r.id, a.cfg.AgentID, r.class)
+		} else {
+			err = a.store.AddActive(ctx, r.id, a.cfg.AgentID, r.class, r.tenant, r.hot)
+		}
+		if err != nil {
 			return err
 		}
 	}
-	a.log.Info().Int("readded", len(readd)).Msg("agent registered again")
+	a.log.Info().Int("readded", len(todo)).Msg("agent registered again")
 	a.kickRefill()
 	return nil
 }
 
-// demandLoop starts an instance when a scheduler found none of a class.
+// demandLoop starts an instance when a scheduler found none of a class,
+// and stops the containers of functions that were deleted.
 func (a *Agent) demandLoop(ctx context.Context, sub *redis.PubSub) error {
 	ch := sub.Channel()
 	for {
@@ -346,8 +365,47 @@ func (a *Agent) demandLoop(ctx context.Context, sub *redis.PubSub) error {
 			if !ok {
 				return nil
 			}
+			if m.Channel == a.store.RetireChannel() {
+				a.onRetire(m.Payload)
+				continue
+			}
 			a.onDemand(m.Payload)
 		}
+	}
+}
+
+// onRetire stops, in the background, every container of the deleted
+// function "<tenant>/<function>" on this agent's instances.
+func (a *Agent) onRetire(fn string) {
+	prefix := fn + "/"
+	a.mu.Lock()
+	if a.closing {
+		a.mu.Unlock()
+		return
+	}
+	var ins []*instance
+	for _, in := range a.insts {
+		if in.state == stReady && strings.HasPrefix(prefix, in.tenant+"/") {
+			ins = append(ins, in)
+		}
+	}
+	a.starts.Add(len(ins)) // waited for at shutdown, like instance boots
+	a.mu.Unlock()
+	for _, in := range ins {
+		go func() {
+			defer a.starts.Done()
+			in.op.Lock() // after a dispatch in flight
+			defer in.op.Unlock()
+			var stop []*container
+			for _, c := range in.containers {
+				if strings.HasPrefix(c.versionKey, prefix) {
+					stop = append(stop, c)
+				}
+			}
+			for _, c := range stop {
+				a.stopContainer(a.bg, in, c, true, "function deleted")
+			}
+		}()
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ember-run/ember/engine/api/wire"
 	"github.com/ember-run/ember/engine/invoke"
+	"github.com/ember-run/ember/engine/pool"
 	"github.com/ember-run/ember/engine/registry"
 )
 
@@ -171,11 +172,34 @@ func (s *Server) getFunction(w http.ResponseWriter, r *http.Request, tenant stri
 	writeJSON(w, http.StatusOK, functionJSON(f))
 }
 
+// deleteFunction removes the function, then its containers everywhere: its
+// versions leave the pool's hot sets and agents stop their containers.
 func (s *Server) deleteFunction(w http.ResponseWriter, r *http.Request, tenant string) {
-	if err := s.deps.Registry.DeleteFunction(r.Context(), tenant, r.PathValue("name")); err != nil {
+	name := r.PathValue("name")
+	f, err := s.deps.Registry.GetFunction(r.Context(), tenant, name)
+	if registry.IsNotFound(err) {
+		w.WriteHeader(http.StatusNoContent) // deleting a missing function is success
+		return
+	}
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	if err := s.deps.Registry.DeleteFunction(r.Context(), tenant, name); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if s.deps.Pool != nil {
+		vks := []string{pool.VersionKey(tenant, name, registry.Latest)}
+		for _, v := range f.Versions {
+			vks = append(vks, pool.VersionKey(tenant, name, v))
+		}
+		if err := s.deps.Pool.RetireFunction(r.Context(), tenant, name, vks); err != nil {
+			// The function is gone: its containers idle out by keep-alive.
+			s.log.Warn().Err(err).Str("tenant", tenant).Str("function", name).Msg("retire the function's containers")
+		}
+	}
+	s.log.Info().Str("tenant", tenant).Str("function", name).Msg("function deleted")
 	w.WriteHeader(http.StatusNoContent)
 }
 

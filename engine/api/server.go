@@ -78,13 +78,17 @@ type LagReader interface {
 	Lag(ctx context.Context, bindingID string) ([]PartitionLag, error)
 }
 
-// PoolReader reads pool state for /v1/status; *pool.Store implements it.
-type PoolReader interface {
+// Pool is the pool state the API reads for /v1/status and updates when a
+// function is deleted; *pool.Store implements it.
+type Pool interface {
 	Agents(ctx context.Context) ([]pool.Agent, error)
 	Occupancy(ctx context.Context) ([]pool.Occupancy, error)
+	// RetireFunction drops the function's versions from the hot sets and
+	// tells agents to stop its containers.
+	RetireFunction(ctx context.Context, tenant, function string, versionKeys []string) error
 }
 
-var _ PoolReader = (*pool.Store)(nil)
+var _ Pool = (*pool.Store)(nil)
 
 // ActivityReader reports what the consumers did for a binding.
 type ActivityReader interface {
@@ -149,7 +153,7 @@ type Deps struct {
 	Topics   TopicAdmin
 	Invoker  Invoker
 	Producer Producer
-	Pool     PoolReader
+	Pool     Pool
 	Lag      LagReader
 	Activity ActivityReader
 }

@@ -92,6 +92,21 @@ func (s *Store) FreedChannel() string { return s.prefix + "freed" }
 // new instance of a class.
 func (s *Store) DemandChannel() string { return s.prefix + "demand" }
 
+// RetireChannel is the pub/sub channel that tells agents to stop the
+// containers of a deleted function: "<tenant>/<function>".
+func (s *Store) RetireChannel() string { return s.prefix + "retire" }
+
+// RetireFunction forgets that the function's versions (their version
+// keys) are hot on any instance, so no claim picks an instance for them,
+// and tells every agent to stop their containers.
+func (s *Store) RetireFunction(ctx context.Context, tenant, function string, versionKeys []string) error {
+	args := append([]any{s.prefix, tenant + "/" + function}, toAny(versionKeys)...)
+	if err := retireFunctionScript.Run(ctx, s.rdb, nil, args...).Err(); err != nil {
+		return fmt.Errorf("pool: retire %s/%s: %w", tenant, function, err)
+	}
+	return nil
+}
+
 // RegisterAgent records an agent with a heartbeat TTL.
 func (s *Store) RegisterAgent(ctx context.Context, a Agent, ttl time.Duration) error {
 	key := s.prefix + "agent:" + a.ID
@@ -166,6 +181,26 @@ func (s *Store) AddWarm(ctx context.Context, id, agentID, class string) error {
 		return fmt.Errorf("pool: add instance %s: %w", id, err)
 	}
 	return nil
+}
+
+// AddActive puts an instance assigned to tenant back into the tenant's
+// active pool, idle, with the version keys hot on it: what an agent does
+// when Redis lost its instances (a restart without persistence, a
+// failover).
+func (s *Store) AddActive(ctx context.Context, id, agentID, class, tenant string, hot []string) error {
+	args := append([]any{s.prefix, id, agentID, class, tenant}, toAny(hot)...)
+	if err := addActiveScript.Run(ctx, s.rdb, nil, args...).Err(); err != nil {
+		return fmt.Errorf("pool: add active instance %s: %w", id, err)
+	}
+	return nil
+}
+
+func toAny(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
 }
 
 // Retire removes an instance if it is idle and reports whether it is gone.

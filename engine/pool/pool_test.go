@@ -159,3 +159,29 @@ func TestClassFor(t *testing.T) {
 		t.Error("ClassFor(4096) accepted")
 	}
 }
+
+// TestAddActiveRebuildsLostState: an agent puts a tenant's instance back
+// after Redis lost it; the tenant's claims find it hot again, another
+// tenant's never.
+func TestAddActiveRebuildsLostState(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	if err := s.RegisterAgent(ctx, pool.Agent{ID: "a1", Addr: "x"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	vA := pool.VersionKey("t1", "f", "1")
+	if err := s.AddActive(ctx, "i1", "a1", "m128", "t1", []string{vA}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := s.Claim(ctx, "t2", "m128", "", time.Now().Add(time.Minute)); ok || err != nil {
+		t.Fatalf("another tenant claimed t1's instance: %v %v", ok, err)
+	}
+	c := mustClaim(t, s, "t1", "m128", vA)
+	if c.Kind != pool.KindHot || c.InstanceID != "i1" {
+		t.Fatalf("claim %+v, want i1 hot", c)
+	}
+	insts, err := s.Instances(ctx, "a1")
+	if err != nil || len(insts) != 1 || insts[0].Tenant != "t1" || !insts[0].Busy {
+		t.Fatalf("instances %+v, %v", insts, err)
+	}
+}

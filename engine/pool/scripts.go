@@ -96,6 +96,39 @@ redis.call('PUBLISH', p..'freed', class)
 return 1
 `)
 
+// addActiveScript: ARGV = prefix, id, agent, class, tenant, hot version
+// keys... Puts back an instance assigned to tenant (after Redis lost it),
+// idle, with its hot versions.
+var addActiveScript = redis.NewScript(`
+local p, id, agent, class, tenant = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local key = p..'inst:'..id
+redis.call('HSET', key, 'agent', agent, 'class', class, 'tenant', tenant, 'state', 'idle')
+redis.call('SADD', p..'agent:'..agent..':insts', id)
+for i = 6, #ARGV do
+  redis.call('SADD', key..':hot', ARGV[i])
+  redis.call('SADD', p..'hot:'..ARGV[i], id)
+end
+redis.call('SADD', p..'active:'..tenant..':'..class, id)
+redis.call('PUBLISH', p..'freed', class)
+return 1
+`)
+
+// retireFunctionScript: ARGV = prefix, message, version keys... Forgets
+// that the versions are hot anywhere and tells agents (on the retire
+// channel) to stop their containers.
+var retireFunctionScript = redis.NewScript(`
+local p, msg = ARGV[1], ARGV[2]
+for i = 3, #ARGV do
+  local vk = ARGV[i]
+  for _, id in ipairs(redis.call('SMEMBERS', p..'hot:'..vk)) do
+    redis.call('SREM', p..'inst:'..id..':hot', vk)
+  end
+  redis.call('DEL', p..'hot:'..vk)
+end
+redis.call('PUBLISH', p..'retire', msg)
+return 1
+`)
+
 // retireScript: ARGV = prefix, id, force. Drops the instance if idle (or
 // force=1); returns 1 if dropped or already gone, 0 if busy.
 var retireScript = redis.NewScript(luaDrop + `

@@ -17,41 +17,83 @@ import (
 // address. The server is shut down when t ends.
 func Redis(t testing.TB) (*redis.Client, string) {
 	t.Helper()
+	srv := StartRedis(t, false)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb, srv.Addr
+}
+
+// RedisServer is a private redis-server that a test can kill and start
+// again on the same port and data directory.
+type RedisServer struct {
+	Addr string
+	t    testing.TB
+	bin  string
+	dir  string
+	port int
+	aof  bool
+	cmd  *exec.Cmd
+}
+
+// StartRedis starts a private redis-server for t, with AOF persistence
+// (fsync every second) when persistent is set, and shuts it down when t
+// ends.
+func StartRedis(t testing.TB, persistent bool) *RedisServer {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("redis-server not installed (run deploy/setup.sh install): %v", err)
 	}
-	dir := t.TempDir()
 	port, err := freePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	cmd := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "",
-		"--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
-	}
+	s := &RedisServer{Addr: fmt.Sprintf("127.0.0.1:%d", port), t: t, bin: bin, dir: t.TempDir(), port: port, aof: persistent}
+	s.Start()
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		if s.cmd != nil {
+			_ = s.cmd.Process.Kill()
+			_ = s.cmd.Wait()
+		}
 	})
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { _ = rdb.Close() })
+	return s
+}
+
+// Start starts the server (again) and waits until it answers.
+func (s *RedisServer) Start() {
+	s.t.Helper()
+	aof := "no"
+	if s.aof {
+		aof = "yes"
+	}
+	s.cmd = exec.Command(s.bin, "--port", fmt.Sprint(s.port), "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", aof, "--appendfsync", "everysec", "--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log"))
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatalf("start redis-server: %v", err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: s.Addr})
+	defer rdb.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		err := rdb.Ping(ctx).Err()
 		cancel()
 		if err == nil {
-			return rdb, addr
+			return
 		}
 		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
-			t.Fatalf("redis-server did not answer: %v\n%s", err, log)
+			log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+			s.t.Fatalf("redis-server did not answer: %v\n%s", err, log)
 		}
 		time.Sleep(10 * time.Millisecond) // polling a starting daemon, not synchronising test logic
 	}
+}
+
+// Kill sends SIGKILL, as a crash would, and reaps the process.
+func (s *RedisServer) Kill() {
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+	s.cmd = nil
 }
 
 func freePort() (int, error) {

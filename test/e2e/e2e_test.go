@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/ember-run/ember/engine/api/wire"
+	"github.com/ember-run/ember/internal/testenv"
 )
 
 // echoResponse is what examples/kafka-echo returns.
@@ -152,4 +154,66 @@ func TestCrashLosesNothing(t *testing.T) {
 		}
 	}
 	t.Logf("after SIGKILL and restart: 2000 records processed, %d duplicates (at-least-once)", dups)
+}
+
+// TestRedisKillLosesNothing kills Redis (-9) in the middle of a stream at
+// 200 events/s and starts it again two seconds later: with AOF persistence
+// no tenant, function or binding is lost, emberd reconnects by itself and
+// every record is processed.
+func TestRedisKillLosesNothing(t *testing.T) {
+	rs := testenv.StartRedis(t, true)
+	s := newStackWithRedis(t, rs, "m128=4")
+	s.deploy("echo", "kafka-echo", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000})
+	s.createTopic("stream", 4)
+	bindEcho(t, s, "stream", "stream", 10)
+	const n = 1400 // 7 s at 200/s
+	want := ids(n)
+	produced := make(chan struct{})
+	go func() { // paced like a live producer, straight to the broker
+		defer close(produced)
+		w := &kafka.Writer{Addr: kafka.TCP(s.broker), Topic: topic("stream"), Balancer: &kafka.RoundRobin{},
+			BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
+		defer w.Close()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for _, id := range want {
+			<-tick.C
+			if err := w.WriteMessages(context.Background(), kafka.Message{Value: []byte(id)}); err != nil {
+				t.Errorf("produce: %v", err)
+				return
+			}
+		}
+	}()
+	// The outage is the scenario: Redis is down for 2 s from the 2nd second.
+	time.Sleep(2 * time.Second)
+	rs.Kill()
+	t.Log("redis killed")
+	time.Sleep(2 * time.Second)
+	rs.Start()
+	t.Log("redis restarted")
+	<-produced
+
+	s.waitNoLag("stream", n, 3*time.Minute)
+	got := seen(t, s.readTopic("stream.results"))
+	for _, id := range want {
+		if got[id] == 0 {
+			t.Errorf("record %s lost", id)
+		}
+	}
+	fs, err := s.client.ListFunctions(s.ctx())
+	if err != nil || len(fs) != 1 || fs[0].Name != "echo" {
+		t.Errorf("functions after the restart: %+v, %v", fs, err)
+	}
+	bs, err := s.client.ListBindings(s.ctx())
+	if err != nil || len(bs) != 1 || bs[0].ID != "stream" {
+		t.Errorf("bindings after the restart: %+v, %v", bs, err)
+	}
+	ts, err := s.admin.ListTenants(s.ctx())
+	if err != nil || len(ts) != 1 || ts[0].Name != tenant {
+		t.Errorf("tenants after the restart: %+v, %v", ts, err)
+	}
+	st, err := s.admin.Status(s.ctx())
+	if err != nil || len(st.Agents) != 1 {
+		t.Errorf("agents after the restart: %+v, %v", st.Agents, err)
+	}
 }

@@ -117,6 +117,12 @@ func topic(name string) string { return tenant + "." + name }
 
 func newStack(t testing.TB, pool string, extra ...string) *stack {
 	t.Helper()
+	return newStackWithRedis(t, testenv.StartRedis(t, false), pool, extra...)
+}
+
+// newStackWithRedis is newStack on a Redis the test controls.
+func newStackWithRedis(t testing.TB, rs *testenv.RedisServer, pool string, extra ...string) *stack {
+	t.Helper()
 	// runc mounts from inside the instance's user namespace: every parent
 	// of the state directory must be searchable by others (t.TempDir is 0700).
 	dir, err := os.MkdirTemp("", "ember-e2e-")
@@ -127,9 +133,8 @@ func newStack(t testing.TB, pool string, extra ...string) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	_, redisAddr := testenv.Redis(t)
 	s := &stack{
-		t: t, name: strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), dir: dir, redis: redisAddr,
+		t: t, name: strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), dir: dir, redis: rs.Addr,
 		api: freeAddr(t), broker: freeAddr(t), agent: freeAddr(t), peer: freeAddr(t), pool: pool, extra: extra,
 	}
 	n := int(stacks.Add(1))

@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ember-run/ember/engine/api/client"
 	"github.com/ember-run/ember/engine/api/wire"
@@ -219,4 +220,36 @@ func TestHostileFunction(t *testing.T) {
 		t.Errorf("network none has a default route via %s", gw)
 	}
 	checkVictim("at the end")
+
+	// Deleting the function stops its container on the instance: only
+	// the victim's is left.
+	if n := s.containerCgroups(); n != 2 {
+		t.Fatalf("%d container cgroups on the instance before the delete, want 2", n)
+	}
+	if err := s.client.DeleteFunction(s.ctx(), "hostile"); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); s.containerCgroups() != 1; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d container cgroups 20 s after the delete, want the victim's only", s.containerCgroups())
+		}
+		time.Sleep(50 * time.Millisecond) // observing the agent's asynchronous stop
+	}
+	checkVictim("after the delete")
+}
+
+// containerCgroups counts the container cgroups (cgroup2) of the stack's
+// instances.
+func (s *stack) containerCgroups() int {
+	insts, _ := os.ReadDir(filepath.Join(s.dir, "agent", "instances"))
+	n := 0
+	for _, in := range insts {
+		ents, _ := os.ReadDir(filepath.Join("/sys/fs/cgroup/unified/ember", in.Name()))
+		for _, e := range ents {
+			if e.IsDir() {
+				n++
+			}
+		}
+	}
+	return n
 }
