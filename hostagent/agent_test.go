@@ -454,19 +454,36 @@ func TestAgentReregistersAfterExpiry(t *testing.T) {
 	if _, err := h.client.Dispatch(ctx, h.req(c.InstanceID, "acme", "echo", `{}`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.store.Release(ctx, c.InstanceID, "", true); err != nil {
+	vk := pool.VersionKey("acme", "echo", "1")
+	if err := h.store.Release(ctx, c.InstanceID, vk, true); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "refill", func() bool { return len(h.warm("m128")) == 2 })
-	// Redis loses everything about the agent (as after a long pause).
+	// Redis loses everything about the agent (as after a long pause, or a
+	// restart without persistence).
 	if err := h.store.RemoveAgent(ctx, "agent-test"); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "warm instances re-added", func() bool { return len(h.warm("m128")) == 2 })
-	// The tenant's instance cannot go back to its active pool: it is destroyed.
-	eventually(t, "lost tenant instance destroyed", func() bool { return h.rt.get(c.InstanceID) == nil })
+	// The tenant's instance goes back to its active pool, its version hot.
 	if _, err := h.store.Agent(ctx, "agent-test"); err != nil {
 		t.Fatalf("agent not registered again: %v", err)
+	}
+	eventually(t, "tenant instance back in Redis", func() bool {
+		insts, _ := h.store.Instances(ctx, "agent-test")
+		for _, in := range insts {
+			if in.ID == c.InstanceID && in.Tenant == "acme" {
+				return true
+			}
+		}
+		return false
+	})
+	back := h.claim("acme", "m128", vk)
+	if back.InstanceID != c.InstanceID || back.Kind != pool.KindHot {
+		t.Fatalf("claim after re-registration %+v, want %s hot", back, c.InstanceID)
+	}
+	if h.rt.get(c.InstanceID) == nil {
+		t.Fatal("the tenant's instance was destroyed")
 	}
 }
 
