@@ -9,6 +9,11 @@ GO          ?= go
 BIN         := $(CURDIR)/bin
 GOFLAGS_STATIC := CGO_ENABLED=0
 TEST_TIMEOUT ?= 12m
+FUZZTIME    ?= 5s
+# package:target of every fuzz target; `make test` runs each for FUZZTIME.
+FUZZ_TARGETS := consumers/kafkaevent:FuzzEncode engine/codestore:FuzzValidate \
+	hostagent/initproto:FuzzRead hostagent/initproto:FuzzRoundTrip \
+	hostagent/initd:FuzzRuntimeAPI engine/api:FuzzRequestBodies
 
 .DEFAULT_GOAL := help
 
@@ -38,9 +43,17 @@ stop: ## Stop emberd (if started by `make run`), containerd and Redis.
 	@deploy/setup.sh stop
 
 .PHONY: test
-test: setup ## Run every test against real Redis, containerd and the Kafka-protocol broker.
+test: setup ## Run every test against real Redis, containerd and the Kafka-protocol broker, then each fuzz target briefly.
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -p 2 ./...
+	@$(MAKE) --no-print-directory fuzz
+
+.PHONY: fuzz
+fuzz: setup ## Run each fuzz target for FUZZTIME (default 5s; e.g. make fuzz FUZZTIME=10m). Failures land in testdata/fuzz.
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t%%:*} $${t##*:} for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t##*:}$$" -fuzztime $(FUZZTIME) ./$${t%%:*} >$(EMBER_STATE)/fuzz.log 2>&1 || { cat $(EMBER_STATE)/fuzz.log; exit 1; }; \
+	done
 
 .PHONY: bench
 bench: setup build ## Run the benchmarks and print the figures with the command to reproduce them.

@@ -71,7 +71,7 @@ type env struct {
 
 // setup serves the API over real Redis and the embedded Kafka-protocol
 // broker, with tenants acme and other.
-func setup(t *testing.T) *env {
+func setup(t testing.TB) *env {
 	t.Helper()
 	ctx := context.Background()
 	rdb, _ := testenv.Redis(t)
@@ -122,7 +122,7 @@ func setup(t *testing.T) *env {
 	return e
 }
 
-func (e *env) client(t *testing.T, key string) *client.Client {
+func (e *env) client(t testing.TB, key string) *client.Client {
 	t.Helper()
 	c, err := client.New(e.srv.URL, client.WithAPIKey(key))
 	if err != nil {
@@ -131,7 +131,7 @@ func (e *env) client(t *testing.T, key string) *client.Client {
 	return c
 }
 
-func goodZip(t *testing.T, body string) []byte {
+func goodZip(t testing.TB, body string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
