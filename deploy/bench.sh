@@ -15,8 +15,23 @@ run() { # run <title> <go test args...>
 	rm -f /tmp/ember-bench.$$
 }
 
-run "whole system: latency, start kinds vs a container per invocation, throughput" \
-	-run '^$' -bench . -benchtime 1x -timeout 20m ./test/e2e
+# The previous main, built in a scratch worktree, for the comparisons that
+# say what a change cost (BenchmarkVsBase). EMBER_BASE_REF: the main this
+# work started from.
+base_ref=${EMBER_BASE_REF:-dc9fa55}
+base_dir=$(mktemp -d)
+trap 'git worktree remove --force "$base_dir/src" >/dev/null 2>&1 || true; rm -rf "$base_dir"' EXIT
+if git worktree add --detach "$base_dir/src" "$base_ref" >/dev/null 2>&1; then
+	(cd "$base_dir/src" && CGO_ENABLED=0 go build -trimpath -o "$base_dir/bin/ember-init" ./cmd/ember-init &&
+		go build -o "$base_dir/bin/emberd" ./cmd/emberd)
+	export EMBER_BASE_BIN=$base_dir/bin
+	printf 'previous main: %s (built in %s)\n' "$(git rev-parse --short "$base_ref")" "$base_dir/bin"
+else
+	printf 'previous main %s not found: BenchmarkVsBase is skipped\n' "$base_ref"
+fi
+
+run "whole system: latency, start kinds vs a container per invocation, throughput, cost vs the previous main" \
+	-run '^$' -bench . -benchtime 1x -timeout 30m ./test/e2e
 run "warm path pieces: Runtime API round trip in ember-init (vs AWS's RIE at 1.2 ms p50 here, PLATFORM.md)" \
 	-run '^$' -bench HotInvoke -benchtime 2000x ./hostagent/initd
 run "Kafka side: Lambda event encoding and consume-to-invoke with a no-op function" \

@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net"
@@ -72,9 +74,9 @@ func main() {
 	fl.StringVar(&f.initBinary, "init-binary", "", "static ember-init binary (default: ember-init next to this executable)")
 	fl.StringVar(&f.codeDir, "code-dir", envOr("EMBER_CODE_DIR", ""), "engine code store on this machine (<dir>/sha256/<hex>.zip) (env EMBER_CODE_DIR)")
 	fl.StringVar(&f.codeURL, "code-url", envOr("EMBER_CODE_URL", ""), "emberd peer URL to fetch code from over mutual TLS, e.g. https://emberd-host:7948 (env EMBER_CODE_URL)")
-	fl.StringVar(&f.pkiDir, "pki-dir", envOr("EMBER_PKI_DIR", "/etc/ember/pki"), "ca.crt and this agent's <agent-id>.crt/.key from `emberd pki issue agent <agent-id>` (env EMBER_PKI_DIR)")
+	fl.StringVar(&f.pkiDir, "pki-dir", envOr("EMBER_PKI_DIR", "/etc/ember/pki"), "ca.crt and this agent's <agent-id>.crt/.key, from 'emberd pki issue agent <agent-id>' (env EMBER_PKI_DIR)")
 	f.agentFlags.Register(fl)
-	fl.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:9947", "serve Prometheus metrics (usage per tenant and function) here; empty: off")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:9947", "serve Prometheus metrics (usage per tenant and function) here; empty: off; off loopback it needs EMBER_METRICS_TOKEN")
 	fl.StringVar(&f.logFormat, "log-format", "auto", "auto|json|console")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
 	if err := cmd.Execute(); err != nil {
@@ -154,11 +156,20 @@ func run(ctx context.Context, f flags) error {
 	}
 	defer closeAgent()
 	if f.metricsAddr != "" {
+		token := os.Getenv("EMBER_METRICS_TOKEN")
+		host, _, _ := net.SplitHostPort(f.metricsAddr)
+		if ip := net.ParseIP(host); token == "" && (ip == nil || !ip.IsLoopback()) {
+			return fmt.Errorf("--metrics-addr %s is not a loopback address: set EMBER_METRICS_TOKEN, the bearer token scrapers must send", f.metricsAddr)
+		}
 		l, err := net.Listen("tcp", f.metricsAddr)
 		if err != nil {
 			return fmt.Errorf("--metrics-addr: %w", err)
 		}
-		srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
+		var h http.Handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+		if token != "" {
+			h = requireBearer(token, h)
+		}
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = srv.Serve(l) }() // ends when Close below closes the listener
 		defer srv.Close()
 	}
@@ -170,4 +181,19 @@ func run(ctx context.Context, f flags) error {
 		}
 	}()
 	return agent.Run(ctx)
+}
+
+// requireBearer serves next only to requests carrying "Authorization:
+// Bearer <token>".
+func requireBearer(token string, next http.Handler) http.Handler {
+	want := sha256.Sum256([]byte("Bearer " + token))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := sha256.Sum256([]byte(r.Header.Get("Authorization")))
+		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="ember-agent"`)
+			http.Error(w, "metrics need the scrape token", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }

@@ -66,8 +66,8 @@ func newRoot() *cobra.Command {
 			return nil
 		},
 	}
-	root.PersistentFlags().StringVar(&a.api, "api", "", "Ember API base URL (env EMBER_API; default from `ember login`, else "+defaultAPI+")")
-	root.PersistentFlags().StringVar(&a.apiKey, "api-key", "", "API key: a tenant's, or the administrator's (env EMBER_API_KEY; default from `ember login`)")
+	root.PersistentFlags().StringVar(&a.api, "api", "", "Ember API base URL (env EMBER_API; default from 'ember login', else "+defaultAPI+")")
+	root.PersistentFlags().StringVar(&a.apiKey, "api-key", "", "API key: a tenant's, or the administrator's (env EMBER_API_KEY; default from 'ember login')")
 	root.AddCommand(a.loginCmd(), a.tenantCmd(), a.topicCmd(),
 		a.deployCmd(), a.publishCmd(), a.functionsCmd(), a.describeCmd(), a.deleteCmd(),
 		a.bindCmd(), a.unbindCmd(), a.bindingsCmd(), a.produceCmd(), a.invokeCmd(), a.statusCmd())

@@ -96,7 +96,11 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p tenants.Princi
 			return
 		}
 		for _, a := range agents {
-			out.Agents = append(out.Agents, wire.Agent{ID: a.ID, Addr: a.Addr, Started: a.Started})
+			wa := wire.Agent{ID: a.ID, Started: a.Started}
+			if p.Admin { // where agents listen is the operator's business
+				wa.Addr = a.Addr
+			}
+			out.Agents = append(out.Agents, wa)
 		}
 		occ, err := s.deps.Pool.Occupancy(ctx)
 		if err != nil {

@@ -51,6 +51,11 @@ func validate(r io.ReaderAt, size int64, cfg Config) error {
 			return bad("entry %q appears twice in the package", f.Name)
 		}
 		e := &entry{f: f, mode: f.Mode()}
+		if t := e.mode.Type(); t != 0 && t != fs.ModeDir && t != fs.ModeSymlink {
+			// Devices, pipes, sockets: nothing a function needs, and host
+			// agents refuse to extract them.
+			return bad("entry %q is a %v, not a file, directory or symlink", f.Name, t)
+		}
 		if e.mode&fs.ModeSymlink != 0 {
 			target, err := readSmall(f, maxSymlinkTarget)
 			if err != nil {

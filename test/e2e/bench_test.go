@@ -36,10 +36,15 @@ func median(d []time.Duration) time.Duration {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// paced produces n records at rate per second, in slices of rate/1000
-// records (at least one) spaced evenly.
+// paced produces n records to the tenant's topic name at rate per second.
 func paced(b *testing.B, s *stack, name string, n, rate int) {
-	w := &kafka.Writer{Addr: kafka.TCP(s.broker), Topic: topic(name), Balancer: &kafka.RoundRobin{},
+	pacedTo(b, s.broker, topic(name), n, rate)
+}
+
+// pacedTo produces n records to topic at rate per second, in slices of
+// rate/1000 records (at least one) spaced evenly.
+func pacedTo(b *testing.B, broker, topic string, n, rate int) {
+	w := &kafka.Writer{Addr: kafka.TCP(broker), Topic: topic, Balancer: &kafka.RoundRobin{},
 		BatchTimeout: 100 * time.Microsecond, RequiredAcks: kafka.RequireAll}
 	defer w.Close()
 	per := max(1, rate/1000)

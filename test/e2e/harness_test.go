@@ -102,7 +102,9 @@ type stack struct {
 	admin    *client.Client
 	adminKey string
 	clients  map[string]*client.Client // by tenant, made by tenantClient
-	restarts int
+	// tenantKey is tenant e2e's API key.
+	tenantKey string
+	restarts  int
 }
 
 // stacks counts the stacks this test binary made: each gets a bridge,
@@ -282,6 +284,9 @@ func (s *stack) tenantClient(name string) *client.Client {
 	if err != nil {
 		s.t.Fatalf("create tenant %s: %v", name, err)
 	}
+	if name == tenant {
+		s.tenantKey = k.APIKey
+	}
 	c, err := client.New("http://"+s.api, client.WithAPIKey(k.APIKey))
 	if err != nil {
 		s.t.Fatal(err)
@@ -299,19 +304,25 @@ func (s *stack) tenantClient(name string) *client.Client {
 func (s *stack) createTopic(name string, partitions int, configs ...kafka.ConfigEntry) {
 	s.t.Helper()
 	if len(configs) > 0 {
-		c := &kafka.Client{Addr: kafka.TCP(s.broker), Timeout: 10 * time.Second}
-		resp, err := c.CreateTopics(s.ctx(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
-			Topic: topic(name), NumPartitions: partitions, ReplicationFactor: 1, ConfigEntries: configs,
-		}}})
-		if err != nil {
-			s.t.Fatal(err)
-		}
-		if err := resp.Errors[topic(name)]; err != nil {
-			s.t.Fatalf("create topic %s: %v", name, err)
-		}
+		createKafkaTopic(s.t, s.broker, topic(name), partitions, configs...)
 	}
 	if _, err := s.client.CreateTopic(s.ctx(), name, partitions); err != nil {
 		s.t.Fatalf("create topic %s: %v", name, err)
+	}
+}
+
+// createKafkaTopic creates topic in Kafka directly, as an operator would.
+func createKafkaTopic(t testing.TB, broker, topic string, partitions int, configs ...kafka.ConfigEntry) {
+	t.Helper()
+	c := &kafka.Client{Addr: kafka.TCP(broker), Timeout: 10 * time.Second}
+	resp, err := c.CreateTopics(context.Background(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+		Topic: topic, NumPartitions: partitions, ReplicationFactor: 1, ConfigEntries: configs,
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := resp.Errors[topic]; err != nil {
+		t.Fatalf("create topic %s: %v", topic, err)
 	}
 }
 
