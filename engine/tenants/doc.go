@@ -16,6 +16,12 @@
 //	tenants         hash: name -> Tenant JSON
 //	key:<sha256>    string: the tenant a key belongs to
 //	keys:<name>     set of the tenant's key hashes
+//	changes         pub/sub channel: a tenant whose keys changed
+//
+// Authenticating a key costs one Redis GET, or nothing when the key is in
+// the in-process cache: it is used only while Run's subscription to key
+// changes is live (rotate and revoke publish on "changes", and flush the
+// local cache at once), and entries expire after DefaultCacheTTL anyway.
 //
 // The tenant of a request is always the key's tenant: nothing below the API
 // edge reads a header or trusts a tenant named by a peer.

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -56,7 +57,24 @@ type Store struct {
 	adminSum [sha256.Size]byte
 	hasAdmin bool
 	now      func() time.Time
+
+	// The cache of authenticated keys, used only while Run's subscription
+	// to key changes is live (see Run).
+	mu       sync.Mutex
+	live     bool
+	gen      uint64
+	cacheTTL time.Duration
+	cache    map[string]cachedKey // by key hash
 }
+
+type cachedKey struct {
+	tenant string
+	at     time.Time
+}
+
+// DefaultCacheTTL bounds how long an authenticated key is trusted without
+// asking Redis, even while no change was announced.
+const DefaultCacheTTL = 5 * time.Second
 
 // Option configures a Store.
 type Option func(*Store) error
@@ -90,7 +108,7 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Store, error) {
 	if rdb == nil {
 		return nil, errors.New("tenants: nil redis client")
 	}
-	s := &Store{rdb: rdb, prefix: "{ember}:ten:", now: time.Now}
+	s := &Store{rdb: rdb, prefix: "{ember}:ten:", now: time.Now, cacheTTL: DefaultCacheTTL, cache: map[string]cachedKey{}}
 	for _, o := range opts {
 		if err := o(s); err != nil {
 			return nil, err
@@ -126,6 +144,7 @@ func keyHash(key string) string {
 }
 
 func (s *Store) tenantsKey() string        { return s.prefix + "tenants" }
+func (s *Store) changesKey() string        { return s.prefix + "changes" }
 func (s *Store) keyKey(hash string) string { return s.prefix + "key:" + hash }
 func (s *Store) keysKey(name string) string {
 	return s.prefix + "keys:" + name
@@ -271,6 +290,7 @@ func (s *Store) replaceKeys(ctx context.Context, name, newHash string) error {
 			for _, h := range old {
 				p.Del(ctx, s.keyKey(h))
 			}
+			p.Publish(ctx, s.changesKey(), name)
 			p.Del(ctx, s.keysKey(name))
 			if newHash != "" {
 				p.Set(ctx, s.keyKey(newHash), name, 0)
@@ -281,6 +301,7 @@ func (s *Store) replaceKeys(ctx context.Context, name, newHash string) error {
 		})
 		return err
 	}, s.tenantsKey(), s.keysKey(name))
+	s.flush() // this replica forgets old keys at once; others on the publish
 	if err != nil {
 		return unavailable("replace keys of "+name, err)
 	}
@@ -305,12 +326,84 @@ func (s *Store) Authenticate(ctx context.Context, key string) (Principal, error)
 	if !strings.HasPrefix(key, KeyPrefix) || len(key) > 128 {
 		return Principal{}, fmt.Errorf("unknown API key: %w", ErrUnauthenticated)
 	}
-	name, err := s.rdb.Get(ctx, s.keyKey(keyHash(key))).Result()
+	h := keyHash(key)
+	s.mu.Lock()
+	gen, live := s.gen, s.live
+	if c, ok := s.cache[h]; ok && live && s.now().Sub(c.at) < s.cacheTTL {
+		s.mu.Unlock()
+		return Principal{Tenant: c.tenant}, nil
+	}
+	s.mu.Unlock()
+	name, err := s.rdb.Get(ctx, s.keyKey(h)).Result()
 	if errors.Is(err, redis.Nil) {
 		return Principal{}, fmt.Errorf("unknown or revoked API key: %w", ErrUnauthenticated)
 	}
 	if err != nil {
 		return Principal{}, unavailable("authenticate", err)
 	}
+	s.mu.Lock()
+	if s.live && s.gen == gen { // no change raced this read
+		if len(s.cache) > maxCached {
+			clear(s.cache)
+		}
+		s.cache[h] = cachedKey{tenant: name, at: s.now()}
+	}
+	s.mu.Unlock()
 	return Principal{Tenant: name}, nil
+}
+
+// maxCached bounds the cache of authenticated keys.
+const maxCached = 10000
+
+// flush forgets every cached key.
+func (s *Store) flush() {
+	s.mu.Lock()
+	s.gen++
+	clear(s.cache)
+	s.mu.Unlock()
+}
+
+func (s *Store) setLive(live bool) {
+	s.mu.Lock()
+	s.gen++
+	s.live = live
+	clear(s.cache)
+	s.mu.Unlock()
+}
+
+// Run keeps the cache of authenticated keys coherent with key changes made
+// by any replica (rotate and revoke publish them): until its subscription
+// is confirmed, and whenever it drops, every request asks Redis. It
+// returns nil when ctx is done.
+func (s *Store) Run(ctx context.Context) error {
+	ps := s.rdb.Subscribe(ctx, s.changesKey())
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() }) // unblocks Receive
+	defer func() {
+		stop()
+		s.setLive(false)
+		_ = ps.Close()
+	}()
+	for {
+		msg, err := ps.Receive(ctx)
+		if err != nil {
+			s.setLive(false)
+			if ctx.Err() != nil {
+				return nil
+			}
+			select { // go-redis resubscribes on the next Receive
+			case <-ctx.Done():
+				return nil
+			case <-time.After(200 * time.Millisecond):
+			}
+			continue
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				s.setLive(true)
+			}
+		case *redis.Message:
+			s.flush()
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ember-run/ember/engine/registry"
 	"github.com/ember-run/ember/internal/testenv"
@@ -120,5 +121,65 @@ func TestAdminKeyFile(t *testing.T) {
 	rdb, _ := testenv.Redis(t)
 	if _, err := New(rdb, WithAdminKey("short")); err == nil {
 		t.Fatal("a short admin key was accepted")
+	}
+}
+
+// TestCacheFollowsRotation: with the cache live on two replicas, a key
+// rotated on one stops working on the other within a pub/sub delivery,
+// well before the cache's TTL, and at once on the one that rotated.
+func TestCacheFollowsRotation(t *testing.T) {
+	ctx := context.Background()
+	rdb, _ := testenv.Redis(t)
+	a, _ := New(rdb)
+	b, _ := New(rdb)
+	b.cacheTTL = time.Hour // only the change notice can evict
+	for _, s := range []*Store{a, b} {
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { _ = s.Run(rctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			s.mu.Lock()
+			live := s.live
+			s.mu.Unlock()
+			if live {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("cache never went live")
+			}
+			time.Sleep(5 * time.Millisecond) // polling the subscription
+		}
+	}
+	_, key, err := a.Create(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*Store{a, b} {
+		if p, err := s.Authenticate(ctx, key); err != nil || p.Tenant != "alice" {
+			t.Fatalf("authenticate: %+v, %v", p, err)
+		}
+	}
+	b.mu.Lock()
+	cached := len(b.cache)
+	b.mu.Unlock()
+	if cached != 1 {
+		t.Fatalf("replica b caches %d keys", cached)
+	}
+	if _, err := a.Rotate(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Authenticate(ctx, key); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("old key on the rotating replica: %v", err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		_, err := b.Authenticate(ctx, key)
+		if errors.Is(err, ErrUnauthenticated) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("old key still accepted by the other replica: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond) // waiting for the pub/sub notice
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"unsafe"
 
 	"golang.org/x/net/bpf"
@@ -51,16 +52,24 @@ var (
 	retKill   = bpf.RetConstant{Val: unix.SECCOMP_RET_KILL_PROCESS}
 )
 
-// Program assembles the filter.
+// Program assembles the filter. Allowed calls are the common case, so the
+// denied numbers are searched as a balanced tree (about log2(len(Denied))
+// comparisons per system call) rather than in a list every allowed call
+// would walk to its end.
 func Program() ([]bpf.RawInstruction, error) {
 	if runtime.GOARCH != "amd64" {
 		return nil, fmt.Errorf("seccomp: no filter for %s", runtime.GOARCH)
 	}
-	// Layout: arch check, load nr, x32 check, clone and clone3, the denied
-	// list (each a jump to the shared EPERM return at the end), allow,
-	// clone's flag check, the returns.
-	var p []bpf.Instruction
-	p = append(p,
+	denied := slices.Clone(Denied)
+	slices.Sort(denied)
+	denied = slices.Compact(denied)
+	if slices.Contains(denied, unix.SYS_CLONE) || slices.Contains(denied, unix.SYS_CLONE3) {
+		return nil, errors.New("seccomp: clone and clone3 have rules of their own")
+	}
+	// Layout: arch check; load nr; x32 check; clone3; clone (to its flag
+	// check); the search tree, whose leaves jump to a shared EPERM or
+	// ALLOW; then those returns and clone's flag check.
+	p := []bpf.Instruction{
 		bpf.LoadAbsolute{Off: offArch, Size: 4},
 		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.AUDIT_ARCH_X86_64, SkipTrue: 1},
 		retKill,
@@ -69,32 +78,89 @@ func Program() ([]bpf.RawInstruction, error) {
 		retKill,
 		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.SYS_CLONE3, SkipFalse: 1},
 		retENOSYS,
-	)
-	// Denied: "jeq nr, EPERM" where EPERM is after the list, the allow
-	// and the clone check.
-	n := len(Denied)
-	cloneAt := len(p)           // index of the clone jump
-	p = append(p, bpf.JumpIf{}) // placeholder: clone -> flag check
-	tail := []bpf.Instruction{
-		retAllow,
+	}
+	cloneAt := len(p)
+	p = append(p, bpf.JumpIf{}) // clone -> its flag check, patched below
+	tree := searchTree(denied)
+	treeAt := len(p)
+	p = append(p, tree.code...)
+	deny, allow := len(p), len(p)+1
+	p = append(p, retEPERM, retAllow,
 		bpf.LoadAbsolute{Off: offArg0, Size: 4},
 		bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: cloneNewMask, SkipFalse: 1},
 		retEPERM,
-		retAllow,
-	}
-	for i, nr := range Denied {
-		// From instruction i of the list, the EPERM return (tail[3]) is
-		// (n-1-i) list entries plus 3 tail instructions ahead.
-		skip := n - 1 - i + 3
-		if skip > 255 {
-			return nil, errors.New("seccomp: denied list too long for one jump")
+		retAllow)
+	// Resolve the tree's leaf jumps to the shared returns.
+	for _, j := range tree.leaves {
+		at := treeAt + j.at
+		ji := p[at].(bpf.JumpIf)
+		target := allow
+		if j.deny {
+			target = deny
 		}
-		p = append(p, bpf.JumpIf{Cond: bpf.JumpEqual, Val: nr, SkipTrue: uint8(skip)})
+		skip := target - at - 1
+		if skip > 255 {
+			return nil, errors.New("seccomp: filter too long for one jump")
+		}
+		if j.onTrue {
+			ji.SkipTrue = uint8(skip)
+		} else {
+			ji.SkipFalse = uint8(skip)
+		}
+		p[at] = ji
 	}
-	// clone: jump over the denied list and the tail's allow, to its load.
-	p[cloneAt] = bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.SYS_CLONE, SkipTrue: uint8(n + 1)}
-	p = append(p, tail...)
+	p[cloneAt] = bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.SYS_CLONE, SkipTrue: uint8(allow + 1 - cloneAt - 1)}
 	return bpf.Assemble(p)
+}
+
+// tree is assembled search code whose jumps to EPERM or ALLOW are left
+// for the caller to resolve.
+type tree struct {
+	code   []bpf.Instruction
+	leaves []leaf
+}
+
+// leaf is a jump out of the tree: instruction at, on its true or false
+// branch, to EPERM (deny) or ALLOW.
+type leaf struct {
+	at     int
+	onTrue bool
+	deny   bool
+}
+
+// searchTree decides "is nr in sorted" (the accumulator holds nr).
+func searchTree(sorted []uint32) tree {
+	var t tree
+	if len(sorted) <= 2 {
+		// Small: compare each; the last miss falls to ALLOW.
+		for i, nr := range sorted {
+			t.leaves = append(t.leaves, leaf{at: len(t.code), onTrue: true, deny: true})
+			t.code = append(t.code, bpf.JumpIf{Cond: bpf.JumpEqual, Val: nr})
+			if i == len(sorted)-1 {
+				t.leaves = append(t.leaves, leaf{at: len(t.code) - 1, onTrue: false})
+			}
+		}
+		if len(sorted) == 0 {
+			t.leaves = append(t.leaves, leaf{at: 0, onTrue: true})
+			t.code = append(t.code, bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0, SkipFalse: 0}) // both to ALLOW
+			t.leaves = append(t.leaves, leaf{at: 0, onTrue: false})
+		}
+		return t
+	}
+	mid := len(sorted) / 2
+	left, right := searchTree(sorted[:mid]), searchTree(sorted[mid:])
+	// jge sorted[mid] -> right, else fall into left.
+	t.code = append(t.code, bpf.JumpIf{Cond: bpf.JumpGreaterOrEqual, Val: sorted[mid], SkipTrue: uint8(len(left.code))})
+	for _, l := range left.leaves {
+		t.leaves = append(t.leaves, leaf{at: l.at + 1, onTrue: l.onTrue, deny: l.deny})
+	}
+	t.code = append(t.code, left.code...)
+	off := len(t.code)
+	for _, l := range right.leaves {
+		t.leaves = append(t.leaves, leaf{at: l.at + off, onTrue: l.onTrue, deny: l.deny})
+	}
+	t.code = append(t.code, right.code...)
+	return t
 }
 
 // Load installs the filter on every thread of the calling process; the

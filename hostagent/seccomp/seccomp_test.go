@@ -1,6 +1,7 @@
 package seccomp
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -98,12 +100,68 @@ func TestFilter(t *testing.T) {
 	}
 }
 
-func TestProgramAssembles(t *testing.T) {
+// TestProgramDecisions runs the assembled filter in a BPF interpreter for
+// every system call number: denied ones get EPERM, all others are
+// allowed; clone is judged by its flags, clone3 gets ENOSYS, other
+// architectures and the x32 ABI are killed.
+func TestProgramDecisions(t *testing.T) {
 	raw, err := Program()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(raw) != len(Denied)+14 {
-		t.Fatalf("%d instructions for %d denied calls", len(raw), len(Denied))
+	if len(raw) > 160 {
+		t.Errorf("%d instructions for %d denied calls", len(raw), len(Denied))
+	}
+	insts, ok := bpf.Disassemble(raw)
+	if !ok {
+		t.Fatal("the program does not disassemble")
+	}
+	vm, err := bpf.NewVM(insts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// seccomp_data as the interpreter reads it: big-endian words (the
+	// kernel loads native-endian; the filter only compares whole words, and
+	// args[0]'s low word is at offset 16 on little-endian x86-64).
+	run := func(arch, nr, arg0 uint32) uint32 {
+		d := make([]byte, 64)
+		binary.BigEndian.PutUint32(d[0:], nr)
+		binary.BigEndian.PutUint32(d[4:], arch)
+		binary.BigEndian.PutUint32(d[16:], arg0)
+		v, err := vm.Run(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return uint32(v)
+	}
+	eperm := uint32(unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM))
+	denied := map[uint32]bool{}
+	for _, nr := range Denied {
+		denied[nr] = true
+	}
+	for nr := uint32(0); nr < 600; nr++ {
+		got := run(unix.AUDIT_ARCH_X86_64, nr, 0)
+		want := uint32(unix.SECCOMP_RET_ALLOW)
+		switch {
+		case denied[nr]:
+			want = eperm
+		case nr == unix.SYS_CLONE3:
+			want = unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)
+		}
+		if got != want {
+			t.Errorf("syscall %d: %#x, want %#x", nr, got, want)
+		}
+	}
+	if got := run(unix.AUDIT_ARCH_X86_64, unix.SYS_CLONE, unix.CLONE_NEWUSER|uint32(unix.SIGCHLD)); got != eperm {
+		t.Errorf("clone(CLONE_NEWUSER): %#x", got)
+	}
+	if got := run(unix.AUDIT_ARCH_X86_64, unix.SYS_CLONE, unix.CLONE_VM|unix.CLONE_THREAD|unix.CLONE_SIGHAND); got != unix.SECCOMP_RET_ALLOW {
+		t.Errorf("clone of a thread: %#x", got)
+	}
+	if got := run(0x40000003 /* AUDIT_ARCH_I386 */, unix.SYS_GETPID, 0); got != unix.SECCOMP_RET_KILL_PROCESS {
+		t.Errorf("i386 ABI: %#x", got)
+	}
+	if got := run(unix.AUDIT_ARCH_X86_64, 0x40000000|unix.SYS_UNSHARE, 0); got != unix.SECCOMP_RET_KILL_PROCESS {
+		t.Errorf("x32 ABI: %#x", got)
 	}
 }

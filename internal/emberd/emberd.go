@@ -196,6 +196,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer stopCore()
 	coreG, core := errgroup.WithContext(core)
 	coreG.Go(func() error { return d.registry.Run(core) })
+	coreG.Go(func() error { return d.tenants.Run(core) })
 	coreG.Go(func() error { return d.sched.Run(core) })
 	coreG.Go(func() error { return d.usage.run(core) })
 	coreG.Go(func() error { return d.gauges.run(core, d) })
