@@ -132,7 +132,9 @@ func TestPutValidation(t *testing.T) {
 		// Found by FuzzValidate: a device entry was accepted here, then
 		// refused by every agent's extraction.
 		{"device entry", Config{}, func(t *testing.T) []byte { return buildZip(t, boot, zent{name: "dev", mode: fs.ModeDevice | 0o600}) }, "not a file, directory or symlink"},
-		{"named pipe", Config{}, func(t *testing.T) []byte { return buildZip(t, boot, zent{name: "fifo", mode: fs.ModeNamedPipe | 0o600}) }, "not a file, directory or symlink"},
+		{"named pipe", Config{}, func(t *testing.T) []byte {
+			return buildZip(t, boot, zent{name: "fifo", mode: fs.ModeNamedPipe | 0o600})
+		}, "not a file, directory or symlink"},
 		{"missing bootstrap", Config{}, func(t *testing.T) []byte { return buildZip(t, zent{name: "main", mode: 0o755, body: "x"}) }, "no bootstrap"},
 		{"bootstrap in subdir only", Config{}, func(t *testing.T) []byte { return buildZip(t, zent{name: "app/bootstrap", mode: 0o755, body: "x"}) }, "no bootstrap"},
 		{"bootstrap not executable", Config{}, func(t *testing.T) []byte { return buildZip(t, zent{name: "bootstrap", mode: 0o644, body: "x"}) }, "not executable"},

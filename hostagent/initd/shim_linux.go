@@ -154,6 +154,9 @@ func shimMounts(s shimSpec) error {
 		}
 	}
 	for _, d := range s.Hide {
+		if _, err := os.Lstat(d); os.IsNotExist(err) {
+			continue // nothing there to hide
+		}
 		if err := unix.Mount("tmpfs", d, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC,
 			"mode=755,size=4k"); err != nil {
 			return fmt.Errorf("hide %s: %w", d, err)
