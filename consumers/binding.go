@@ -4,60 +4,22 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
+
+	"github.com/ember-run/ember/consumers/settings"
 )
 
-// StartingPosition is where a new consumer group starts reading a partition
-// that has no committed offset.
-type StartingPosition string
-
+// Limits and defaults of a Binding beyond its settings.
 const (
-	// StartLatest reads only records produced after the binding first
-	// started. Like Lambda's event source mapping, the position is fixed
-	// once: when a binding starts, each partition on which its group never
-	// committed gets the partition's current end offset committed before
-	// the group is joined, so a crash before the first regular commit, or
-	// records produced while Ember is down, cannot move it. A partition
-	// added to the topic later is read from its beginning.
-	StartLatest StartingPosition = "latest"
-	// StartEarliest reads from the oldest retained record.
-	StartEarliest StartingPosition = "earliest"
-)
-
-// Limits and defaults of a Binding.
-const (
-	DefaultBatchSize       = 100
-	MaxBatchSize           = 10000
-	MaxBatchWindow         = 300 * time.Second
-	DefaultMaxPayloadBytes = 6 << 20
-	// MinPayloadBytes is the smallest accepted MaxPayloadBytes: an event with
-	// one small record needs a few hundred bytes.
-	MinPayloadBytes       = 1024
-	DefaultMaxAttempts    = 3
-	DefaultMinBackoff     = 100 * time.Millisecond
-	DefaultMaxBackoff     = 10 * time.Second
 	DefaultDLQSuffix      = ".dlq"
 	DefaultGroupIDPrefix  = "ember-"
 	maxKafkaTopicNameSize = 249
 )
 
-// RetryPolicy says how function failures are retried.
-type RetryPolicy struct {
-	// MaxAttempts is how many times a batch is invoked (the first attempt
-	// included) while the function fails, before its records are
-	// dead-lettered. Default: 3.
-	MaxAttempts int
-	// MinBackoff is the wait after the first failure; it doubles per attempt.
-	// It also paces platform-failure retries. Default: 100ms.
-	MinBackoff time.Duration
-	// MaxBackoff caps the wait. Default: 10s.
-	MaxBackoff time.Duration
-}
-
 // Binding connects a topic to a function. The zero values of the optional
 // fields mean the documented defaults; call Validate to check one.
 type Binding struct {
-	// ID names the binding; it is the Invocation's Source and a metrics label. Required.
+	// ID names the binding across tenants ("<tenant>/<id>"); it is the
+	// Invocation's Source and a metrics label. Required.
 	ID string
 	// Tenant owns the function. Required.
 	Tenant string
@@ -69,26 +31,18 @@ type Binding struct {
 	Topic string
 	// GroupID is the consumer group. Default: "ember-" + ID.
 	GroupID string
-	// BatchSize is the most records in one invocation. Default: 100, max 10000.
-	BatchSize int
-	// BatchWindow is how long to wait for more records once one is there.
-	// Default: 0, take only what is already fetched. Max 300s.
-	BatchWindow time.Duration
-	// StartingPosition applies when the group has no committed offset
-	// (see StartLatest for how `latest` is pinned). Default: latest.
-	StartingPosition StartingPosition
-	// MaxPayloadBytes bounds an invocation's event JSON: a batch is cut before
-	// it would exceed it, and a record whose event alone exceeds it is
-	// dead-lettered without being invoked. Default: 6 MiB.
-	MaxPayloadBytes int
 	// ResultTopic, when set, receives each successful invocation's response
 	// payload, keyed by invocation id. Default: "" (none).
 	ResultTopic string
 	// DeadLetterTopic receives records that could not be handled.
 	// Default: Topic + ".dlq".
 	DeadLetterTopic string
-	// Retry is the function-failure retry policy.
-	Retry RetryPolicy
+	// Settings are batching, ordering, starting position, error controls
+	// and filters (package settings, shared with the registry).
+	settings.Settings
+	// Rewind, when set, moves the group's offsets once (see
+	// settings.Rewind).
+	Rewind *settings.Rewind
 }
 
 // withDefaults returns b with every defaulted field filled.
@@ -96,30 +50,10 @@ func (b Binding) withDefaults() Binding {
 	if b.GroupID == "" {
 		b.GroupID = DefaultGroupIDPrefix + b.ID
 	}
-	if b.BatchSize == 0 {
-		b.BatchSize = DefaultBatchSize
-	}
-	if b.StartingPosition == "" {
-		b.StartingPosition = StartLatest
-	}
-	if b.MaxPayloadBytes == 0 {
-		b.MaxPayloadBytes = DefaultMaxPayloadBytes
-	}
 	if b.DeadLetterTopic == "" {
 		b.DeadLetterTopic = b.Topic + DefaultDLQSuffix
 	}
-	if b.Retry.MaxAttempts == 0 {
-		b.Retry.MaxAttempts = DefaultMaxAttempts
-	}
-	if b.Retry.MinBackoff == 0 {
-		b.Retry.MinBackoff = DefaultMinBackoff
-	}
-	if b.Retry.MaxBackoff == 0 {
-		b.Retry.MaxBackoff = DefaultMaxBackoff
-	}
-	if b.Retry.MaxBackoff < b.Retry.MinBackoff {
-		b.Retry.MaxBackoff = b.Retry.MinBackoff
-	}
+	b.Settings = b.Settings.WithDefaults()
 	return b
 }
 
@@ -146,28 +80,13 @@ func (b Binding) Validate() error {
 			return bad("%s %q: %v", name, t, err)
 		}
 	}
-	if b.BatchSize < 0 || b.BatchSize > MaxBatchSize {
-		return bad("batch size %d out of range [1,%d]", b.BatchSize, MaxBatchSize)
+	if err := b.Settings.Validate(); err != nil {
+		return bad("%v", err)
 	}
-	if b.BatchWindow < 0 || b.BatchWindow > MaxBatchWindow {
-		return bad("batch window %s out of range [0,%s]", b.BatchWindow, MaxBatchWindow)
-	}
-	switch b.StartingPosition {
-	case "", StartLatest, StartEarliest:
-	default:
-		return bad("starting position %q: want %q or %q", b.StartingPosition, StartLatest, StartEarliest)
-	}
-	if b.MaxPayloadBytes < 0 || (b.MaxPayloadBytes > 0 && b.MaxPayloadBytes < MinPayloadBytes) {
-		return bad("max payload bytes %d: want 0 (default %d) or at least %d", b.MaxPayloadBytes, DefaultMaxPayloadBytes, MinPayloadBytes)
-	}
-	if b.Retry.MaxAttempts < 0 {
-		return bad("retry max attempts %d is negative", b.Retry.MaxAttempts)
-	}
-	if b.Retry.MinBackoff < 0 || b.Retry.MaxBackoff < 0 {
-		return bad("retry backoff is negative")
-	}
-	if b.Retry.MaxBackoff > 0 && b.Retry.MinBackoff > b.Retry.MaxBackoff {
-		return bad("retry min backoff %s exceeds max backoff %s", b.Retry.MinBackoff, b.Retry.MaxBackoff)
+	if b.Rewind != nil {
+		if err := b.Rewind.Validate(); err != nil {
+			return bad("%v", err)
+		}
 	}
 	d := b.withDefaults()
 	if d.DeadLetterTopic == d.Topic {
@@ -176,10 +95,7 @@ func (b Binding) Validate() error {
 	if d.ResultTopic == d.Topic {
 		return bad("result topic is the source topic (it would invoke itself)")
 	}
-	if err := validTopic(d.DeadLetterTopic); err != nil {
-		return bad("dead-letter topic %q: %v", d.DeadLetterTopic, err)
-	}
-	return nil
+	return validTopic(d.DeadLetterTopic)
 }
 
 func validTopic(t string) error {

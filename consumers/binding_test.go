@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ember-run/ember/consumers/settings"
 )
 
 func TestBindingValidate(t *testing.T) {
@@ -13,9 +15,9 @@ func TestBindingValidate(t *testing.T) {
 		t.Fatalf("valid binding: %v", err)
 	}
 	d := ok.withDefaults()
-	if d.GroupID != "ember-b" || d.BatchSize != 100 || d.StartingPosition != StartLatest ||
-		d.MaxPayloadBytes != 6<<20 || d.DeadLetterTopic != "orders.dlq" || d.Retry.MaxAttempts != 3 ||
-		d.Retry.MinBackoff != 100*time.Millisecond || d.Retry.MaxBackoff != 10*time.Second {
+	if d.GroupID != "ember-b" || d.BatchSize != 100 || d.StartingPosition != settings.Latest ||
+		d.MaxBatchBytes != 6<<20 || d.DeadLetterTopic != "orders.dlq" || d.MaxRetryAttempts != 0 ||
+		d.Ordering != settings.OrderPartition || d.MaxConcurrency != 10 {
 		t.Fatalf("defaults: %+v", d)
 	}
 	cases := []struct {
@@ -31,8 +33,10 @@ func TestBindingValidate(t *testing.T) {
 		{"batch too big", func(b *Binding) { b.BatchSize = 10001 }, "batch size"},
 		{"negative window", func(b *Binding) { b.BatchWindow = -time.Second }, "batch window"},
 		{"position", func(b *Binding) { b.StartingPosition = "middle" }, "starting position"},
-		{"tiny payload", func(b *Binding) { b.MaxPayloadBytes = 10 }, "max payload"},
-		{"backoff order", func(b *Binding) { b.Retry = RetryPolicy{MinBackoff: time.Second, MaxBackoff: time.Millisecond} }, "exceeds"},
+		{"tiny batch bytes", func(b *Binding) { b.MaxBatchBytes = 10 }, "max batch bytes"},
+		{"retry forever without an age", func(b *Binding) { b.MaxRetryAttempts = -1 }, "needs a max record age"},
+		{"bad filter", func(b *Binding) { b.Filters = []string{`{"value":"x"}`} }, "filter 0"},
+		{"rewind without id", func(b *Binding) { b.Rewind = &settings.Rewind{To: time.Now()} }, "positive id"},
 		{"dlq is source", func(b *Binding) { b.DeadLetterTopic = "orders" }, "dead-letter topic is the source"},
 		{"result is source", func(b *Binding) { b.ResultTopic = "orders" }, "result topic is the source"},
 	}

@@ -1,29 +1,44 @@
 // Package consumers is Ember's Kafka side: for every binding (topic to
-// function) it runs one kafka-go consumer-group Reader, batches records per
-// partition into the Lambda self-managed Kafka event (consumers/kafkaevent),
-// hands each batch to an Invoker, and commits offsets only for records that
-// are fully handled.
+// function) it is a member of the binding's consumer group, batches each
+// assigned partition's records into the Lambda self-managed Kafka event
+// (consumers/kafkaevent), hands each batch to an Invoker, and commits
+// offsets only for a contiguous prefix of finished records.
 //
-// Per binding, one fetch loop dispatches records into per-partition queues;
-// each partition has one batch in flight at a time, so records of a partition
-// are invoked in order while partitions run concurrently. A batch holds up to
-// BatchSize records already queued (waiting up to BatchWindow for more when it
-// is set) and is cut before its event would exceed MaxPayloadBytes.
+// The parts, one job each:
 //
-// The fetch loop blocks when a partition's queue is full (twice BatchSize,
-// at least 256 records), which pauses fetching for the whole binding until
-// that partition catches up. After a rebalance, a worker finishes the records
-// it already queued for a partition it lost; records this process already
-// finished are skipped when redelivered (BindingStats.Duplicates).
+//   - consumer.go: a binding's lifetime (wait for the topic, pin the
+//     starting position, join the group, run its generations, leave).
+//   - start.go: the starting position (latest, at_timestamp) pinned before
+//     the first join; admin.go: offset and metadata queries.
+//   - generation.go: one generation's partitions, rewinds applied once
+//     (their id in the commit metadata), periodic commits in the
+//     generation, and revocation: stop starting invocations, drain within
+//     the rebalance timeout while heartbeating, commit the finished
+//     prefix, drop the rest. A generation the coordinator refuses never
+//     commits again.
+//   - partition.go: one partition: its own reader (so a partition that
+//     waits never holds back another), filters, lanes of workers by
+//     ordering mode (partition: one batch in flight; key: one lane per key
+//     hash, MaxConcurrency lanes; none: MaxConcurrency workers), a byte
+//     budget, and records lost to retention counted as expired.
+//   - offsets.go: the tracker of finished offsets (the commit point).
+//   - handle.go: a batch to its end: retries (MaxRetryAttempts, -1 until
+//     MaxRecordAge), record age, bisect on error, partial batch responses.
+//   - sinks.go: dead-letter and result topics, created on first use, never
+//     written past their max.message.bytes.
+//   - redrive.go: dead-lettered records fed back to the function.
 //
-// Failures are of two kinds (see invoke.Result): a function failure (Result
-// Status other than OK) is retried up to Retry.MaxAttempts with exponential
-// backoff, then the batch's records go to the dead-letter topic and are
-// committed; a platform failure (the Invoker returned an error) is retried
-// with backoff for as long as the binding runs and is never dead-lettered nor
-// committed, so the records are redelivered after a restart. Delivery is
-// at-least-once: after a rebalance or a crash, records can be invoked again.
+// Failures are of two kinds (see invoke.Result): a function failure
+// (Result Status other than OK, an invalid partial batch response, a
+// response too large for the result topic) is retried up to
+// MaxRetryAttempts with exponential backoff, then its records go to the
+// dead-letter topic and are committed; a platform failure (the Invoker
+// returned an error, a sink unwritable) is retried for as long as the
+// partition is owned, counted in BindingStats.PlatformErrors, and never
+// dead-lettered. Delivery is at least once: after a rebalance that had to
+// cancel invocations, or a crash, records can be invoked again.
 //
 // The package knows nothing of containers or Redis: emberd maps the
-// registry's bindings into Binding and passes an Invoker backed by the engine.
+// registry's bindings into Binding (their settings are one definition,
+// package consumers/settings) and passes an Invoker backed by the engine.
 package consumers

@@ -13,6 +13,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/ember-run/ember/consumers"
+	"github.com/ember-run/ember/consumers/settings"
 	"github.com/ember-run/ember/engine/invoke"
 )
 
@@ -111,7 +112,7 @@ func TestLatestPositionPinnedAcrossUncommittedRestart(t *testing.T) {
 	c.CreateTopic("late", 2)
 	c.ProduceToPartitions(msgsTo("late", 0, 5, "old", 10)...) // before the binding: never invoked
 	b := binding("late", "late")
-	b.StartingPosition = consumers.StartLatest
+	b.StartingPosition = settings.Latest
 	b.BatchSize = 3
 
 	first := holdInvoker{&recInvoker{t: t}}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -83,6 +84,15 @@ func recordsOf(calls []call) []events.KafkaRecord {
 	return out
 }
 
+func mustB64(t testing.TB, s string) []byte {
+	t.Helper()
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		t.Fatalf("base64 %q: %v", s, err)
+	}
+	return b
+}
+
 func value(r events.KafkaRecord) string {
 	b, _ := base64.StdEncoding.DecodeString(r.Value)
 	return string(b)
@@ -95,6 +105,7 @@ func testOpts() []consumers.Option {
 		consumers.WithCommitInterval(50 * time.Millisecond),
 		consumers.WithFetchMaxWait(50 * time.Millisecond),
 		consumers.WithDrainTimeout(10 * time.Second),
+		consumers.WithRetryBackoff(5*time.Millisecond, 50*time.Millisecond),
 		consumers.WithLogger(testLogger),
 	}
 }
@@ -194,9 +205,7 @@ func msgsTo(topic string, partition, n int, prefix string, size int) []kafka.Mes
 	out := make([]kafka.Message, n)
 	for i := range out {
 		v := fmt.Sprintf("%s-%d-%d|", prefix, partition, i)
-		for len(v) < size {
-			v += "x"
-		}
+		v += strings.Repeat("x", max(0, size-len(v)))
 		out[i] = kafka.Message{Topic: topic, Partition: partition, Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(v),
 			Headers: []kafka.Header{{Key: "seq", Value: []byte(fmt.Sprint(i))}}}
 	}
@@ -212,5 +221,11 @@ func header(h []kafka.Header, k string) string {
 	return ""
 }
 
-// testLogger is silent; raise its level when debugging a test.
-var testLogger = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(zerolog.Disabled)
+// testLogger is silent unless EMBER_TEST_LOG names a level (debug, info...).
+var testLogger = func() zerolog.Logger {
+	lvl, err := zerolog.ParseLevel(os.Getenv("EMBER_TEST_LOG"))
+	if err != nil || os.Getenv("EMBER_TEST_LOG") == "" {
+		lvl = zerolog.Disabled
+	}
+	return zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000"}).Level(lvl).With().Timestamp().Logger()
+}()

@@ -25,11 +25,8 @@ type PartitionLag struct {
 // topic, in partition order. b need not be running.
 func (m *Manager) Lag(ctx context.Context, b Binding) ([]PartitionLag, error) {
 	b = b.withDefaults()
-	// A transport of its own: a kafka-go Transport answers metadata from a
-	// cache refreshed every 6s, which would report a new topic as unknown.
-	tr := &kafka.Transport{}
-	defer tr.CloseIdleConnections()
-	cl := &kafka.Client{Addr: kafka.TCP(m.brokers...), Transport: tr}
+	cl, done := m.adminClient()
+	defer done()
 	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{b.Topic}})
 	if err != nil {
 		return nil, fmt.Errorf("lag of binding %q: metadata: %w", b.ID, err)

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
-	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ember-run/ember/engine/invoke"
@@ -22,9 +22,10 @@ type Invoker interface {
 	// failure (handler error, timeout, crash) is a Result whose Status is not
 	// StatusOK, with a nil error. A non-nil error means Ember itself failed
 	// (no capacity, agent unreachable...): the records are retried and never
-	// dead-lettered. Invoke MUST return when ctx is done. It may be called
-	// concurrently (one call per partition in flight) and must not retain or
-	// modify inv.Payload after it returns.
+	// dead-lettered. Invoke MUST return when ctx is done. It is called
+	// concurrently (per partition, one call in partition ordering and up to
+	// MaxConcurrency in the others) and must not retain or modify
+	// inv.Payload after it returns.
 	Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.Result, error)
 }
 
@@ -69,6 +70,16 @@ type config struct {
 	commitInterval    time.Duration
 	drainTimeout      time.Duration
 	maxWait           time.Duration
+	conn              Conn
+	retryMin          time.Duration
+	retryMax          time.Duration
+}
+
+// revokeTimeout bounds the drain of revoked partitions: within the
+// rebalance timeout, so that the coordinator never hands a partition to
+// another member while invocations for it still run here.
+func (c config) revokeTimeout() time.Duration {
+	return min(c.drainTimeout, c.rebalanceTimeout*3/4)
 }
 
 // Option configures a Manager.
@@ -97,7 +108,8 @@ func WithObserver(o Observer) Option {
 
 // WithGroupTimings sets the consumer-group session timeout (default 10s; the
 // broker's minimum applies, 6s on Kafka and kfake unless lowered), heartbeat
-// interval (default 1s) and rebalance timeout (default 10s).
+// interval (default 1s) and rebalance timeout (default 60s). Revoked
+// partitions drain for at most three quarters of the rebalance timeout.
 func WithGroupTimings(session, heartbeat, rebalance time.Duration) Option {
 	return func(c *config) error {
 		if session <= 0 || heartbeat <= 0 || rebalance <= 0 {
@@ -135,6 +147,24 @@ func WithDrainTimeout(d time.Duration) Option {
 	}
 }
 
+// WithRetryBackoff sets how retries are paced: from min, doubling up to
+// max (default 100ms to 10s). It applies to function failures, platform
+// failures and failed writes to dead-letter and result topics.
+func WithRetryBackoff(min, max time.Duration) Option {
+	return func(c *config) error {
+		if min <= 0 || max < min {
+			return fmt.Errorf("consumers: retry backoff %v..%v: want 0 < min <= max", min, max)
+		}
+		c.retryMin, c.retryMax = min, max
+		return nil
+	}
+}
+
+// WithConn sets how the Manager connects to the brokers (TLS, SASL).
+func WithConn(conn Conn) Option {
+	return func(c *config) error { c.conn = conn; return nil }
+}
+
 // WithFetchMaxWait sets the longest a fetch waits at the broker for new data
 // (default 250ms). Records are returned as soon as there are some; this only
 // paces idle polling.
@@ -155,15 +185,13 @@ type Manager struct {
 	cfg     config
 	metrics *metrics
 	log     zerolog.Logger
-	// transport is the Manager's own connection pool for admin requests
-	// (lag, topic creation) and producers, not kafka-go's shared default.
-	transport *kafka.Transport
+	conn    Conn
 
 	applyMu sync.Mutex // serialises Apply and shutdown
 
 	mu      sync.Mutex
 	desired map[string]Binding
-	running map[string]*runner
+	running map[string]*consumer
 	runCtx  context.Context // set while Run runs
 	closed  bool
 }
@@ -185,10 +213,12 @@ func New(brokers []string, invoker Invoker, opts ...Option) (*Manager, error) {
 		log:               zerolog.Nop(),
 		sessionTimeout:    10 * time.Second,
 		heartbeatInterval: time.Second,
-		rebalanceTimeout:  10 * time.Second,
+		rebalanceTimeout:  60 * time.Second,
 		commitInterval:    time.Second,
 		drainTimeout:      30 * time.Second,
 		maxWait:           250 * time.Millisecond,
+		retryMin:          100 * time.Millisecond,
+		retryMax:          10 * time.Second,
 	}
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {
@@ -196,13 +226,13 @@ func New(brokers []string, invoker Invoker, opts ...Option) (*Manager, error) {
 		}
 	}
 	m := &Manager{
-		brokers:   append([]string(nil), brokers...),
-		invoker:   invoker,
-		cfg:       cfg,
-		log:       cfg.log.With().Str("component", "consumers").Logger(),
-		desired:   make(map[string]Binding),
-		running:   make(map[string]*runner),
-		transport: &kafka.Transport{},
+		brokers: append([]string(nil), brokers...),
+		invoker: invoker,
+		cfg:     cfg,
+		log:     cfg.log.With().Str("component", "consumers").Logger(),
+		conn:    cfg.conn,
+		desired: make(map[string]Binding),
+		running: make(map[string]*consumer),
 	}
 	if cfg.registry != nil {
 		mt, err := newMetrics(cfg.registry)
@@ -236,11 +266,10 @@ func (m *Manager) Run(ctx context.Context) error {
 	defer m.applyMu.Unlock()
 	m.mu.Lock()
 	m.closed = true
-	runners := m.running
-	m.running = make(map[string]*runner)
+	running := m.running
+	m.running = make(map[string]*consumer)
 	m.mu.Unlock()
-	m.stopAll(runners)
-	m.transport.CloseIdleConnections()
+	m.stopAll(running)
 	return nil
 }
 
@@ -280,9 +309,9 @@ func (m *Manager) reconcile() {
 		m.mu.Unlock()
 		return
 	}
-	stop := make(map[string]*runner)
+	stop := make(map[string]*consumer)
 	for id, r := range m.running {
-		if b, ok := m.desired[id]; !ok || b != r.b {
+		if b, ok := m.desired[id]; !ok || !reflect.DeepEqual(b, r.b) {
 			stop[id] = r
 			delete(m.running, id)
 		}
@@ -296,12 +325,12 @@ func (m *Manager) reconcile() {
 		if _, ok := m.running[id]; ok {
 			continue
 		}
-		m.running[id] = startRunner(m.runCtx, m, b)
+		m.running[id] = startConsumer(m, b)
 		m.log.Info().Str("binding", id).Str("topic", b.Topic).Str("group", b.GroupID).Msg("binding started")
 	}
 }
 
-func (m *Manager) stopAll(rs map[string]*runner) {
+func (m *Manager) stopAll(rs map[string]*consumer) {
 	var g errgroup.Group
 	for id, r := range rs {
 		g.Go(func() error {
@@ -311,23 +340,6 @@ func (m *Manager) stopAll(rs map[string]*runner) {
 		})
 	}
 	_ = g.Wait()
-}
-
-// BindingStats is a snapshot of a running binding's counters since it started.
-type BindingStats struct {
-	// RecordsIn counts records fetched (duplicates skipped included).
-	RecordsIn int64
-	// Duplicates counts records skipped because this process had already
-	// finished them (redelivered after a rebalance).
-	Duplicates     int64
-	Invocations    int64
-	FunctionErrors int64
-	PlatformErrors int64
-	DLQRecords     int64
-	// InFlight is records fetched and not yet finished (queued or being invoked).
-	InFlight int64
-	// Committed counts successful offset commits.
-	Committed int64
 }
 
 // Stats returns a snapshot per running binding id.

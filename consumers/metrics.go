@@ -9,6 +9,8 @@ import (
 // metrics are the Manager's Prometheus collectors, labelled by binding.
 type metrics struct {
 	records       *prometheus.CounterVec
+	filtered      *prometheus.CounterVec
+	expired       *prometheus.CounterVec
 	invocations   *prometheus.CounterVec
 	dlq           *prometheus.CounterVec
 	batchSize     *prometheus.HistogramVec
@@ -20,6 +22,14 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 		records: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ember", Subsystem: "consumer", Name: "records_total",
 			Help: "Records fetched from Kafka, per binding.",
+		}, []string{"binding"}),
+		filtered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ember", Subsystem: "consumer", Name: "filtered_records_total",
+			Help: "Records that matched none of the binding's filters: committed without an invocation.",
+		}, []string{"binding"}),
+		expired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ember", Subsystem: "consumer", Name: "expired_records_total",
+			Help: "Records removed by retention before the binding read them (lost to it).",
 		}, []string{"binding"}),
 		invocations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ember", Subsystem: "consumer", Name: "invocations_total",
@@ -40,7 +50,7 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2.5, 14), // 50us .. ~75s
 		}, []string{"binding"}),
 	}
-	for _, c := range []prometheus.Collector{m.records, m.invocations, m.dlq, m.batchSize, m.fetchToInvoke} {
+	for _, c := range []prometheus.Collector{m.records, m.filtered, m.expired, m.invocations, m.dlq, m.batchSize, m.fetchToInvoke} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("consumers: register metrics: %w", err)
 		}
@@ -53,6 +63,8 @@ type bindingMetrics struct {
 	id            string
 	parent        *metrics
 	records       prometheus.Counter
+	filtered      prometheus.Counter
+	expired       prometheus.Counter
 	dlq           prometheus.Counter
 	batchSize     prometheus.Observer
 	fetchToInvoke prometheus.Observer
@@ -63,6 +75,8 @@ func (m *metrics) forBinding(id string) *bindingMetrics {
 		id:            id,
 		parent:        m,
 		records:       m.records.WithLabelValues(id),
+		filtered:      m.filtered.WithLabelValues(id),
+		expired:       m.expired.WithLabelValues(id),
 		dlq:           m.dlq.WithLabelValues(id),
 		batchSize:     m.batchSize.WithLabelValues(id),
 		fetchToInvoke: m.fetchToInvoke.WithLabelValues(id),

@@ -18,12 +18,13 @@ type Topics struct {
 	writer *kafka.Writer
 }
 
-// NewTopics returns a Topics over brokers. Close it when done.
-func NewTopics(brokers []string) (*Topics, error) {
+// NewTopics returns a Topics over brokers, connected as conn says. Close
+// it when done.
+func NewTopics(brokers []string, conn Conn) (*Topics, error) {
 	if len(brokers) == 0 {
 		return nil, errors.New("consumers: no brokers")
 	}
-	tr := &kafka.Transport{}
+	tr := conn.Transport()
 	return &Topics{
 		client: &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr, Timeout: 10 * time.Second},
 		writer: &kafka.Writer{

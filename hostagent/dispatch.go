@@ -164,6 +164,12 @@ func (a *Agent) run(ctx context.Context, log zerolog.Logger, in *instance, req *
 	wall := time.Since(t0)
 	if err != nil {
 		if ctx.Err() != nil {
+			// The caller gave up (a consumer whose partition was revoked and
+			// whose drain time ran out, an emberd that died): the handler
+			// must not keep running on records another consumer now owns.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.StopGrace+initReplySlack)
+			a.stopContainer(sctx, in, c, true, "the caller cancelled the invocation")
+			cancel()
 			return nil, status.FromContextError(ctx.Err()).Err()
 		}
 		if ictx.Err() != nil {

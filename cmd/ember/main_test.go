@@ -46,7 +46,7 @@ func TestCLI(t *testing.T) {
 	adminKey := tenants.NewKey()
 	ten, _ := tenants.New(rdb, tenants.WithAdminKey(adminKey))
 	cluster := kafkatest.Start(t, embedded.Config{})
-	topics, err := consumers.NewTopics(cluster.Brokers)
+	topics, err := consumers.NewTopics(cluster.Brokers, consumers.Conn{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,9 +158,27 @@ func TestCLI(t *testing.T) {
 	if out := must("", "bind", "b1", "--topic", "in", "--function", "echo", "--batch-size", "5", "--from", "earliest"); !strings.Contains(out, "group ember.acme.b1") {
 		t.Fatalf("bind: %s", out)
 	}
-	if out := must("", "bindings"); !strings.Contains(out, "b1") || !strings.Contains(out, "earliest") {
+	if out := must("", "bindings"); !strings.Contains(out, "b1") || !strings.Contains(out, "trim_horizon") {
 		t.Fatalf("bindings: %s", out)
 	}
+	if out := must("", "bind", "b2", "--topic", "in", "--function", "echo", "--ordering", "key", "--max-concurrency", "4",
+		"--max-retry-attempts", "-1", "--max-record-age", "2m", "--filter", `{"value":{"kind":["order"]}}`,
+		"--from", "2026-01-02T03:04:05Z"); !strings.Contains(out, "ordering key") {
+		t.Fatalf("bind with settings: %s", out)
+	}
+	if out := must("", "bindings"); !strings.Contains(out, "at_timestamp") || !strings.Contains(out, "-1") {
+		t.Fatalf("bindings: %s", out)
+	}
+	if _, _, err := run("", "bind", "b3", "--topic", "in", "--function", "echo", "--max-retry-attempts", "-1"); !registry.IsInvalid(err) {
+		t.Fatalf("retry forever without a max age: %v", err)
+	}
+	if out := must("", "binding", "rewind", "b2", "--offsets", "0:3,1:0"); !strings.Contains(out, "rewind") {
+		t.Fatalf("rewind: %s", out)
+	}
+	if _, _, err := run("", "binding", "rewind", "b2", "--offsets", "zero"); err == nil {
+		t.Fatal("rewind to bad offsets accepted")
+	}
+	must("", "unbind", "b2")
 	if out := must("a\nb\nc\n", "produce", "in", "--key", "k"); !strings.Contains(out, "produced 3") {
 		t.Fatalf("produce stdin: %s", out)
 	}

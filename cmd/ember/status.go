@@ -142,4 +142,18 @@ func printStatus(w io.Writer, st wire.Status) {
 				x.EventToStartP50Ms, x.EventToStartP99Ms, x.FetchToStartP50Ms, x.FetchToStartP99Ms)
 		}
 	})
+	fmt.Fprintln(w, "\nCONSUMERS (this emberd, since start)")
+	_ = table(w, "BINDING	PARTITIONS	GENERATION	IN-FLIGHT	FILTERED	EXPIRED	DLQ	AGE-DROPPED	PLATFORM-ERRORS	REBALANCES", func(tw io.Writer) {
+		for _, b := range active {
+			x := b.Activity
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", b.ID, x.Partitions, x.Generation, x.InFlight,
+				x.Filtered, x.Expired, x.DeadLettered, x.AgeDropped, x.PlatformErrors, x.Rebalances)
+		}
+	})
+	for _, b := range active {
+		if b.Activity.Expired > 0 {
+			fmt.Fprintf(w, "\nWARNING: binding %s lost %d records to retention before reading them (it fell behind by more than the topic's retention)\n",
+				b.ID, b.Activity.Expired)
+		}
+	}
 }

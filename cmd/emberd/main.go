@@ -6,6 +6,9 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ember-run/ember/consumers"
 	"github.com/ember-run/ember/engine/tenants"
 	"github.com/ember-run/ember/hostagent"
 	"github.com/ember-run/ember/internal/agentflags"
@@ -40,6 +44,8 @@ type flags struct {
 	debugAddr                                    string
 	adminKeyFile, pkiDir, peerListen, redisCA    string
 	logFormat, logLevel                          string
+	kafkaTLS                                     bool
+	kafkaCA, kafkaSASL, kafkaUser, kafkaPassFile string
 }
 
 func main() {
@@ -58,6 +64,11 @@ func main() {
 	fl := cmd.Flags()
 	fl.StringVar(&f.stateDir, "state-dir", envOr("EMBER_STATE", "/var/lib/ember"), "state directory: embedded broker data, code store, instance dirs (env EMBER_STATE)")
 	fl.StringVar(&f.brokers, "brokers", envOr("EMBER_BROKERS", ""), "Kafka bootstrap servers host:port,... (env EMBER_BROKERS); empty starts an embedded broker")
+	fl.BoolVar(&f.kafkaTLS, "kafka-tls", os.Getenv("EMBER_KAFKA_TLS") == "true", "connect to --brokers over TLS (env EMBER_KAFKA_TLS=true)")
+	fl.StringVar(&f.kafkaCA, "kafka-ca", envOr("EMBER_KAFKA_CA", ""), "CA file the brokers' certificates chain to (implies --kafka-tls; default: the system roots)")
+	fl.StringVar(&f.kafkaSASL, "kafka-sasl", envOr("EMBER_KAFKA_SASL", ""), "SASL mechanism to the brokers: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (env EMBER_KAFKA_SASL)")
+	fl.StringVar(&f.kafkaUser, "kafka-user", envOr("EMBER_KAFKA_USER", ""), "SASL user (env EMBER_KAFKA_USER); the password comes from EMBER_KAFKA_PASSWORD or --kafka-password-file")
+	fl.StringVar(&f.kafkaPassFile, "kafka-password-file", "", "file holding the SASL password")
 	fl.StringVar(&f.brokerAddr, "embedded-broker", "127.0.0.1:9092", "listen address of the embedded broker")
 	fl.StringVar(&f.redis, "redis", envOr("EMBER_REDIS", "127.0.0.1:6390"), "Redis host:port, or redis:// / rediss:// (TLS) URL (env EMBER_REDIS)")
 	fl.StringVar(&f.redisCA, "redis-ca", envOr("EMBER_REDIS_CA", ""), "CA file for a rediss:// server (env EMBER_REDIS_CA)")
@@ -116,9 +127,14 @@ func run(ctx context.Context, f flags) error {
 			brokers = append(brokers, b)
 		}
 	}
+	kafkaConn, err := kafkaConn(f)
+	if err != nil {
+		return err
+	}
 	cfg := emberd.Config{
 		StateDir:           stateDir,
 		Brokers:            brokers,
+		Kafka:              kafkaConn,
 		EmbeddedBrokerAddr: f.brokerAddr,
 		Redis:              f.redis,
 		RedisCA:            f.redisCA,
@@ -146,4 +162,47 @@ func run(ctx context.Context, f flags) error {
 		return err
 	}
 	return d.Run(ctx)
+}
+
+// kafkaConn builds the TLS and SASL settings to the brokers from the flags.
+// The SASL password never appears on the command line.
+func kafkaConn(f flags) (consumers.Conn, error) {
+	var c consumers.Conn
+	if f.kafkaTLS || f.kafkaCA != "" {
+		c.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		if f.kafkaCA != "" {
+			pem, err := os.ReadFile(f.kafkaCA)
+			if err != nil {
+				return c, fmt.Errorf("--kafka-ca: %w", err)
+			}
+			roots := x509.NewCertPool()
+			if !roots.AppendCertsFromPEM(pem) {
+				return c, fmt.Errorf("--kafka-ca %s: no PEM certificate in it", f.kafkaCA)
+			}
+			c.TLS.RootCAs = roots
+		}
+	}
+	if f.kafkaSASL == "" {
+		if f.kafkaUser != "" {
+			return c, errors.New("--kafka-user needs --kafka-sasl")
+		}
+		return c, nil
+	}
+	pass := os.Getenv("EMBER_KAFKA_PASSWORD")
+	if f.kafkaPassFile != "" {
+		b, err := os.ReadFile(f.kafkaPassFile)
+		if err != nil {
+			return c, fmt.Errorf("--kafka-password-file: %w", err)
+		}
+		pass = strings.TrimRight(string(b), "\r\n")
+	}
+	if f.kafkaUser == "" || pass == "" {
+		return c, errors.New("--kafka-sasl needs --kafka-user and a password (EMBER_KAFKA_PASSWORD or --kafka-password-file)")
+	}
+	mech, err := consumers.NewSASL(f.kafkaSASL, f.kafkaUser, pass)
+	if err != nil {
+		return c, err
+	}
+	c.SASL = mech
+	return c, nil
 }

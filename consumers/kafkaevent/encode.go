@@ -234,3 +234,10 @@ func appendString(buf []byte, s string) []byte {
 	buf = append(buf, s[start:]...)
 	return append(buf, '"')
 }
+
+// PartitionKey is the key of a partition's records in the event,
+// "<topic>-<partition>", which also names the partition in a partial batch
+// response's itemIdentifier.
+func PartitionKey(topic string, partition int) string {
+	return topic + "-" + strconv.Itoa(partition)
+}

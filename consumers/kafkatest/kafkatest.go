@@ -89,6 +89,14 @@ func (c *Cluster) Produce(msgs ...kafka.Message) {
 // writer that honours the partition.
 func (c *Cluster) ProduceToPartitions(msgs ...kafka.Message) {
 	c.t.Helper()
+	if err := c.TryProduceToPartitions(msgs...); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// TryProduceToPartitions is ProduceToPartitions returning its error, for
+// goroutines other than the test's.
+func (c *Cluster) TryProduceToPartitions(msgs ...kafka.Message) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	w := &kafka.Writer{
@@ -101,8 +109,9 @@ func (c *Cluster) ProduceToPartitions(msgs ...kafka.Message) {
 	}
 	defer w.Close()
 	if err := w.WriteMessages(ctx, msgs...); err != nil {
-		c.t.Fatalf("produce %d messages: %v", len(msgs), err)
+		return fmt.Errorf("produce %d messages: %w", len(msgs), err)
 	}
+	return nil
 }
 
 // partitionField routes a message to the partition named in its Partition
@@ -145,8 +154,11 @@ func readAll(brokers []string, tr *kafka.Transport, topic string) ([]kafka.Messa
 	if err != nil {
 		return nil, fmt.Errorf("metadata %s: %w", topic, err)
 	}
-	if len(md.Topics) != 1 || md.Topics[0].Error != nil {
+	if len(md.Topics) != 1 {
 		return nil, fmt.Errorf("metadata %s: %v", topic, md.Topics)
+	}
+	if err := md.Topics[0].Error; err != nil {
+		return nil, fmt.Errorf("metadata %s: %w", topic, err)
 	}
 	var out []kafka.Message
 	for _, p := range md.Topics[0].Partitions {

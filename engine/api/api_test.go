@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -93,7 +94,7 @@ func setup(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	cluster := kafkatest.Start(t, embedded.Config{})
-	topics, err := consumers.NewTopics(cluster.Brokers)
+	topics, err := consumers.NewTopics(cluster.Brokers, consumers.Conn{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,6 +317,45 @@ func TestTopicsBindingsProduceStatus(t *testing.T) {
 	}
 	if _, err := e.c.PutBinding(ctx, wire.Binding{ID: "b2", Function: "echo", Topic: "in", GroupID: "someone-elses"}); !errors.Is(err, registry.ErrInvalid) {
 		t.Fatalf("chosen group id: %v", err)
+	}
+	// Every setting round-trips; max_retry_attempts defaults to 2 and 0 is kept.
+	if b.MaxRetryAttempts == nil || *b.MaxRetryAttempts != 2 || b.Ordering != "partition" || b.MaxConcurrency != 10 {
+		t.Fatalf("defaults of b1: %+v", b)
+	}
+	zero := 0
+	b3, err := e.c.PutBinding(ctx, wire.Binding{ID: "b3", Function: "echo", Topic: "in", Ordering: "key", MaxConcurrency: 20,
+		MaxRetryAttempts: &zero, MaxRecordAgeS: 120, BisectOnError: true, ReportBatchItemFailures: true,
+		MaxBatchBytes: 1 << 20, IsolationLevel: "read_committed", StartingPosition: "at_timestamp",
+		StartingTimestamp: time.Unix(1_700_000_000, 0).UTC(),
+		Filters:           []json.RawMessage{json.RawMessage(`{ "value": { "kind": ["order"] } }`)}})
+	if err != nil || *b3.MaxRetryAttempts != 0 || b3.Ordering != "key" || b3.MaxConcurrency != 20 || b3.MaxRecordAgeS != 120 ||
+		!b3.BisectOnError || !b3.ReportBatchItemFailures || b3.MaxBatchBytes != 1<<20 || b3.IsolationLevel != "read_committed" ||
+		len(b3.Filters) != 1 || string(b3.Filters[0]) != `{"value":{"kind":["order"]}}` || !b3.StartingTimestamp.Equal(time.Unix(1_700_000_000, 0)) {
+		t.Fatalf("b3 = %+v, %v", b3, err)
+	}
+	for name, bad := range map[string]wire.Binding{
+		"filter":   {ID: "b4", Function: "echo", Topic: "in", Filters: []json.RawMessage{json.RawMessage(`{"value":"order"}`)}},
+		"ordering": {ID: "b4", Function: "echo", Topic: "in", Ordering: "random"},
+		"age":      {ID: "b4", Function: "echo", Topic: "in", MaxRecordAgeS: 5},
+		"forever":  {ID: "b4", Function: "echo", Topic: "in", MaxRetryAttempts: new(-1)},
+		"rewind":   {ID: "b4", Function: "echo", Topic: "in", Rewind: &wire.Rewind{Offsets: map[int]int64{0: 1}}},
+	} {
+		if _, err := e.c.PutBinding(ctx, bad); !errors.Is(err, registry.ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
+		}
+	}
+	rw, err := e.c.RewindBinding(ctx, "b3", wire.Rewind{Offsets: map[int]int64{0: 3}})
+	if err != nil || rw.Rewind == nil || rw.Rewind.ID <= 0 || rw.Rewind.Offsets[0] != 3 {
+		t.Fatalf("rewind = %+v, %v", rw.Rewind, err)
+	}
+	if _, err := e.other.RewindBinding(ctx, "b3", wire.Rewind{Offsets: map[int]int64{0: 3}}); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("another tenant rewound b3: %v", err)
+	}
+	if _, err := e.c.RewindBinding(ctx, "b3", wire.Rewind{}); !errors.Is(err, registry.ErrInvalid) {
+		t.Fatalf("rewind to nowhere: %v", err)
+	}
+	if err := e.c.DeleteBinding(ctx, "b3"); err != nil {
+		t.Fatal(err)
 	}
 	// Naming Ember's usage topic as a sink gets one in the tenant's namespace.
 	if b2, err := e.c.PutBinding(ctx, wire.Binding{ID: "b2", Function: "echo", Topic: "in", ResultTopic: "ember.usage"}); err != nil || b2.ResultTopic != "acme.ember.usage" {

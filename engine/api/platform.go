@@ -1,12 +1,15 @@
 package api
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"time"
 
+	"github.com/ember-run/ember/consumers/settings"
 	"github.com/ember-run/ember/engine/api/wire"
 	"github.com/ember-run/ember/engine/codestore"
 	"github.com/ember-run/ember/engine/registry"
@@ -15,10 +18,21 @@ import (
 
 func bindingJSON(b registry.Binding) wire.Binding {
 	en := b.Enabled
-	return wire.Binding{ID: b.ID, Tenant: b.Tenant, Function: b.Function, Qualifier: b.Qualifier, Topic: b.Topic,
+	retries := b.MaxRetryAttempts
+	out := wire.Binding{ID: b.ID, Tenant: b.Tenant, Function: b.Function, Qualifier: b.Qualifier, Topic: b.Topic,
 		GroupID: b.GroupID, BatchSize: b.BatchSize, BatchWindowMs: b.BatchWindow.Milliseconds(),
-		StartingPosition: b.StartingPosition, ResultTopic: b.ResultTopic, DLQTopic: b.DLQTopic,
-		MaxAttempts: b.MaxAttempts, Enabled: &en, Created: b.Created}
+		MaxBatchBytes: b.MaxBatchBytes, StartingPosition: b.StartingPosition, StartingTimestamp: b.StartingTimestamp,
+		Ordering: b.Ordering, MaxConcurrency: b.MaxConcurrency, MaxRetryAttempts: &retries,
+		MaxRecordAgeS: int64(b.MaxRecordAge / time.Second), BisectOnError: b.BisectOnError,
+		ReportBatchItemFailures: b.ReportBatchItemFailures, IsolationLevel: b.IsolationLevel,
+		ResultTopic: b.ResultTopic, DLQTopic: b.DLQTopic, Enabled: &en, Created: b.Created}
+	for _, f := range b.Filters {
+		out.Filters = append(out.Filters, json.RawMessage(f))
+	}
+	if rw := b.Rewind; rw != nil {
+		out.Rewind = &wire.Rewind{ID: rw.ID, To: rw.To, Offsets: rw.Offsets}
+	}
+	return out
 }
 
 func (s *Server) putBinding(w http.ResponseWriter, r *http.Request, tenant string) {
@@ -37,20 +51,89 @@ func (s *Server) putBinding(w http.ResponseWriter, r *http.Request, tenant strin
 	case in.GroupID != "" && in.GroupID != registry.GroupID(tenant, id):
 		s.fail(w, r, invalid("group_id is Ember's (%s), it cannot be chosen", registry.GroupID(tenant, id)))
 		return
-	case in.BatchWindowMs < 0:
-		s.fail(w, r, invalid("batch_window_ms must not be negative"))
+	case in.BatchWindowMs < 0 || in.MaxRecordAgeS < 0:
+		s.fail(w, r, invalid("batch_window_ms and max_record_age_s must not be negative"))
 		return
+	case in.Rewind != nil:
+		s.fail(w, r, invalid("rewind is asked for with POST /v1/bindings/%s/rewind", id))
+		return
+	}
+	set := settings.Settings{
+		BatchSize: in.BatchSize, BatchWindow: time.Duration(in.BatchWindowMs) * time.Millisecond,
+		MaxBatchBytes: in.MaxBatchBytes, StartingPosition: in.StartingPosition, StartingTimestamp: in.StartingTimestamp,
+		Ordering: in.Ordering, MaxConcurrency: in.MaxConcurrency, MaxRetryAttempts: settings.DefaultMaxRetryAttempts,
+		MaxRecordAge: time.Duration(in.MaxRecordAgeS) * time.Second, BisectOnError: in.BisectOnError,
+		ReportBatchItemFailures: in.ReportBatchItemFailures, IsolationLevel: in.IsolationLevel,
+	}
+	if in.MaxRetryAttempts != nil {
+		set.MaxRetryAttempts = *in.MaxRetryAttempts
+	}
+	for i, f := range in.Filters {
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, f); err != nil {
+			s.fail(w, r, invalid("filter %d: %v", i, err))
+			return
+		}
+		set.Filters = append(set.Filters, buf.String())
 	}
 	enabled := in.Enabled == nil || *in.Enabled
 	b, err := s.deps.Registry.PutBinding(r.Context(), registry.Binding{ID: id, Tenant: tenant, Function: in.Function,
-		Qualifier: in.Qualifier, Topic: in.Topic, BatchSize: in.BatchSize,
-		BatchWindow: time.Duration(in.BatchWindowMs) * time.Millisecond, StartingPosition: in.StartingPosition,
-		ResultTopic: in.ResultTopic, DLQTopic: in.DLQTopic, MaxAttempts: in.MaxAttempts, Enabled: enabled})
+		Qualifier: in.Qualifier, Topic: in.Topic, Settings: set,
+		ResultTopic: in.ResultTopic, DLQTopic: in.DLQTopic, Enabled: enabled})
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, bindingJSON(b))
+}
+
+// rewindBinding asks the binding's consumers to move its group's offsets.
+func (s *Server) rewindBinding(w http.ResponseWriter, r *http.Request, tenant string) {
+	var in wire.Rewind
+	if !s.decode(w, r, &in, "rewind") {
+		return
+	}
+	if in.ID != 0 {
+		s.fail(w, r, invalid("a rewind's id is Ember's, it cannot be chosen"))
+		return
+	}
+	b, err := s.deps.Registry.RewindBinding(r.Context(), tenant, r.PathValue("id"), settings.Rewind{To: in.To, Offsets: in.Offsets})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, bindingJSON(b))
+}
+
+// redriveBinding invokes the binding's function again with its
+// dead-lettered records, answering when they are all handled.
+func (s *Server) redriveBinding(w http.ResponseWriter, r *http.Request, tenant string) {
+	var in wire.Redrive
+	if !s.decode(w, r, &in, "redrive") {
+		return
+	}
+	if s.deps.Redriver == nil {
+		s.fail(w, r, fmt.Errorf("redrive: no consumers here: %w", registry.ErrUnavailable))
+		return
+	}
+	b, err := s.deps.Registry.GetBinding(r.Context(), tenant, r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if in.To.IsZero() {
+		in.To = time.Now()
+	}
+	if !in.From.Before(in.To) {
+		s.fail(w, r, invalid("redrive range: from %v is not before to %v", in.From, in.To))
+		return
+	}
+	res, err := s.deps.Redriver.Redrive(r.Context(), b, in.From, in.To)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
 }
 
 func (s *Server) getBinding(w http.ResponseWriter, r *http.Request, tenant string) {

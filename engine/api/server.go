@@ -90,7 +90,15 @@ type Pool interface {
 
 var _ Pool = (*pool.Store)(nil)
 
-// ActivityReader reports what the consumers did for a binding.
+// Redriver feeds a binding's dead-lettered records back to its function.
+type Redriver interface {
+	// Redrive invokes b's function with b's dead-lettered records written
+	// in [from, to), at least once each, and returns when they are all
+	// handled (or failed again and were dead-lettered anew).
+	Redrive(ctx context.Context, b registry.Binding, from, to time.Time) (wire.RedriveResult, error)
+}
+
+// ActivityReader reads what the consumers did for a binding.
 type ActivityReader interface {
 	// Activity returns a binding's summary; ok is false if it never invoked.
 	Activity(bindingID string) (a wire.Activity, ok bool)
@@ -156,6 +164,8 @@ type Deps struct {
 	Pool     Pool
 	Lag      LagReader
 	Activity ActivityReader
+	// Redriver, when set, serves POST /v1/bindings/{id}/redrive.
+	Redriver Redriver
 }
 
 // Server is the API's HTTP handler.
@@ -221,6 +231,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	mux.HandleFunc("GET /v1/bindings", t(s.listBindings))
 	mux.HandleFunc("GET /v1/bindings/{id}", t(s.getBinding))
 	mux.HandleFunc("DELETE /v1/bindings/{id}", t(s.deleteBinding))
+	mux.HandleFunc("POST /v1/bindings/{id}/rewind", t(s.rewindBinding))
+	mux.HandleFunc("POST /v1/bindings/{id}/redrive", t(s.redriveBinding))
 	mux.HandleFunc("POST /v1/topics", t(s.createTopic))
 	mux.HandleFunc("GET /v1/topics", any(s.listTopics))
 	mux.HandleFunc("DELETE /v1/topics/{topic}", t(s.deleteTopic))

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/ember-run/ember/consumers/settings"
 )
 
 func allBindings(ctx context.Context, c redis.Cmdable, key string) ([]Binding, error) {
@@ -89,6 +91,7 @@ func (r *Registry) PutBinding(ctx context.Context, b Binding) (Binding, error) {
 		switch {
 		case err == nil:
 			nb.Created = old.Created
+			nb.Rewind = old.Rewind // rewinds are asked for with RewindBinding
 		case errors.Is(err, ErrNotFound):
 			nb.Created = r.now().UTC()
 		default:
@@ -140,6 +143,50 @@ func sinkTopic(topics map[string]Topic, tenant, name string) (topic string, own 
 		return "", false, fmt.Errorf("topic %q: not one you may produce to (owner %q): %w", full, t.Owner, ErrNotFound)
 	}
 	return full, true, nil
+}
+
+// RewindBinding asks the consumers of tenant's binding id to move its
+// consumer group to rw.To or rw.Offsets (rw.ID is chosen here: newer than
+// any earlier rewind of the binding). Each partition's owner applies it once,
+// between two generations of the group, so that no commit of the old
+// position can land after it. It returns the binding with its new Rewind.
+func (r *Registry) RewindBinding(ctx context.Context, tenant, id string, rw settings.Rewind) (Binding, error) {
+	var out Binding
+	err := r.tx(ctx, "rewind binding", func(tx *redis.Tx) error {
+		b, err := getBinding(ctx, tx, r.bindingsKey(), tenant+"/"+id)
+		if errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("binding %q: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		// Ids grow with time, so that a binding deleted and made again
+		// (same consumer group, whose commits remember applied rewinds)
+		// still gets a newer one.
+		rw.ID = r.now().UnixMilli()
+		if b.Rewind != nil && rw.ID <= b.Rewind.ID {
+			rw.ID = b.Rewind.ID + 1
+		}
+		if err := rw.Validate(); err != nil {
+			return fmt.Errorf("binding %q: %v: %w", id, err, ErrInvalid)
+		}
+		b.Rewind = &rw
+		bb, err := json.Marshal(b)
+		if err != nil {
+			return err
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HSet(ctx, r.bindingsKey(), b.Key(), bb)
+			p.Publish(ctx, r.ChangesChannel(), "binding "+b.Key())
+			return nil
+		})
+		out = b
+		return err
+	}, r.bindingsKey())
+	if err != nil {
+		return Binding{}, err
+	}
+	return out, nil
 }
 
 func getBinding(ctx context.Context, c redis.Cmdable, key, field string) (Binding, error) {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ember-run/ember/consumers/settings"
 	"github.com/ember-run/ember/internal/testenv"
 	"github.com/redis/go-redis/v9"
 )
@@ -202,7 +203,7 @@ func TestBindings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.Topic != "t1.in" || b.GroupID != "ember.t1.b1" || b.BatchSize != 100 || b.DLQTopic != "t1.in.dlq" || b.MaxAttempts != 3 || b.StartingPosition != "latest" {
+	if b.Topic != "t1.in" || b.GroupID != "ember.t1.b1" || b.BatchSize != 100 || b.DLQTopic != "t1.in.dlq" || b.Ordering != "partition" || b.StartingPosition != "latest" {
 		t.Fatalf("defaults not applied: %+v", b)
 	}
 	// The dead-letter topic became t1's own.
@@ -210,12 +211,13 @@ func TestBindings(t *testing.T) {
 		t.Fatalf("dlq topic record = %+v, %v", tp, err)
 	}
 	for name, bad := range map[string]Binding{
-		"batch":      {ID: "b2", Tenant: "t1", Function: "f", Topic: "in", BatchSize: 20000},
-		"window":     {ID: "b2", Tenant: "t1", Function: "f", Topic: "in", BatchWindow: time.Hour},
-		"start":      {ID: "b2", Tenant: "t1", Function: "f", Topic: "in", StartingPosition: "middle"},
+		"batch":      {ID: "b2", Tenant: "t1", Function: "f", Topic: "in", Settings: settings.Settings{BatchSize: 20000}},
+		"window":     {ID: "b2", Tenant: "t1", Function: "f", Topic: "in", Settings: settings.Settings{BatchWindow: time.Hour}},
+		"start":      {ID: "b2", Tenant: "t1", Function: "f", Topic: "in", Settings: settings.Settings{StartingPosition: "middle"}},
 		"loop":       {ID: "b2", Tenant: "t1", Function: "f", Topic: "in", ResultTopic: "t1.in"},
 		"id":         {ID: "b 2", Tenant: "t1", Function: "f", Topic: "in"},
-		"attempts":   {ID: "b2", Tenant: "t1", Function: "f", Topic: "in", MaxAttempts: -1},
+		"attempts":   {ID: "b2", Tenant: "t1", Function: "f", Topic: "in", Settings: settings.Settings{MaxRetryAttempts: -1}},
+		"filter":     {ID: "b2", Tenant: "t1", Function: "f", Topic: "in", Settings: settings.Settings{Filters: []string{"[1]"}}},
 		"long topic": {ID: "b2", Tenant: "t1", Function: "f", Topic: "in", ResultTopic: strings.Repeat("a", 250)},
 	} {
 		if _, err := r.PutBinding(ctx, bad); !IsInvalid(err) {
@@ -253,9 +255,24 @@ func TestBindings(t *testing.T) {
 	if len(all) != 2 || len(t1) != 1 || t1[0].ID != "b1" || !t1[0].Enabled {
 		t.Fatalf("list all=%+v t1=%+v", all, t1)
 	}
-	// Update keeps Created.
-	b2, err := r.PutBinding(ctx, Binding{ID: "b1", Tenant: "t1", Function: "f", Topic: "in", BatchSize: 5})
-	if err != nil || !b2.Created.Equal(b.Created) || b2.BatchSize != 5 {
+	// Rewinds get growing ids; only the binding's tenant may ask.
+	if _, err := r.RewindBinding(ctx, "t3", "b1", settings.Rewind{Offsets: map[int]int64{0: 1}}); !IsNotFound(err) {
+		t.Fatalf("rewind of another tenant's binding: %v", err)
+	}
+	if _, err := r.RewindBinding(ctx, "t1", "b1", settings.Rewind{}); !IsInvalid(err) {
+		t.Fatalf("rewind to nowhere: %v", err)
+	}
+	rw1, err := r.RewindBinding(ctx, "t1", "b1", settings.Rewind{To: time.Unix(1000, 0)})
+	if err != nil || rw1.Rewind == nil || rw1.Rewind.ID <= 0 || !rw1.Rewind.To.Equal(time.Unix(1000, 0)) {
+		t.Fatalf("rewind = %+v, %v", rw1.Rewind, err)
+	}
+	rw2, err := r.RewindBinding(ctx, "t1", "b1", settings.Rewind{Offsets: map[int]int64{0: 7}})
+	if err != nil || rw2.Rewind.ID <= rw1.Rewind.ID || rw2.Rewind.Offsets[0] != 7 {
+		t.Fatalf("second rewind = %+v (first %d), %v", rw2.Rewind, rw1.Rewind.ID, err)
+	}
+	// Update keeps Created and the rewind.
+	b2, err := r.PutBinding(ctx, Binding{ID: "b1", Tenant: "t1", Function: "f", Topic: "in", Settings: settings.Settings{BatchSize: 5}})
+	if err != nil || !b2.Created.Equal(b.Created) || b2.BatchSize != 5 || b2.Rewind == nil || b2.Rewind.ID != rw2.Rewind.ID {
 		t.Fatalf("update = %+v, %v", b2, err)
 	}
 	if err := r.DeleteBinding(ctx, "t2", "b1"); err != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ember-run/ember/consumers/settings"
 	"github.com/ember-run/ember/engine/pool"
 )
 
@@ -33,15 +34,8 @@ const (
 	// NetworkNone: the function has its own loopback only.
 	NetworkNone = "none"
 
-	DefaultBatchSize   = 100
-	MaxBatchSize       = 10000
-	MaxBatchWindow     = 300 * time.Second
-	DefaultMaxAttempts = 3
-	MaxMaxAttempts     = 100
-	GroupIDPrefix      = "ember."
-	DefaultDLQSuffix   = ".dlq"
-	StartLatest        = "latest"
-	StartEarliest      = "earliest"
+	GroupIDPrefix    = "ember."
+	DefaultDLQSuffix = ".dlq"
 )
 
 // Function is a function's $LATEST configuration plus its published versions.
@@ -103,20 +97,18 @@ type Binding struct {
 	// GroupID is the consumer group, always GroupID(Tenant, ID): Ember's,
 	// so that a binding can never join another application's group.
 	GroupID string
-	// BatchSize is 1..10000. Default: 100.
-	BatchSize int
-	// BatchWindow is 0..300s. Default: 0.
-	BatchWindow time.Duration
-	// StartingPosition is "latest" (default) or "earliest".
-	StartingPosition string
+	// Settings are batching, ordering, starting position, error controls
+	// and filters: one definition, with their defaults and limits, in
+	// package settings.
+	settings.Settings
 	// ResultTopic, if set, receives successful responses. It must be a
 	// topic the tenant may produce to, or lie in its namespace.
 	ResultTopic string
 	// DLQTopic receives records that could not be handled; the same rule as
 	// ResultTopic. Default: DefaultDLQ(Tenant, Topic).
 	DLQTopic string
-	// MaxAttempts is 1..100. Default: 3.
-	MaxAttempts int
+	// Rewind, when set, is the newest rewind asked for (RewindBinding).
+	Rewind *settings.Rewind `json:",omitempty"`
 	// Enabled: consumers run only enabled bindings. Stored as given (the
 	// API defaults it to true).
 	Enabled bool
@@ -299,17 +291,9 @@ func DefaultDLQ(tenant, topic string) string { return TenantTopic(tenant, topic+
 // withDefaults fills b's defaulted fields.
 func (b Binding) withDefaults() Binding {
 	b.GroupID = GroupID(b.Tenant, b.ID)
-	if b.BatchSize == 0 {
-		b.BatchSize = DefaultBatchSize
-	}
-	if b.StartingPosition == "" {
-		b.StartingPosition = StartLatest
-	}
+	b.Settings = b.Settings.WithDefaults()
 	if b.DLQTopic == "" && b.Topic != "" {
 		b.DLQTopic = DefaultDLQ(b.Tenant, b.Topic)
-	}
-	if b.MaxAttempts == 0 {
-		b.MaxAttempts = DefaultMaxAttempts
 	}
 	return b
 }
@@ -339,17 +323,16 @@ func (b Binding) Validate() error {
 			return fmt.Errorf("binding %q: result %w", b.ID, err)
 		}
 	}
-	switch {
-	case b.ResultTopic == b.Topic || b.DLQTopic == b.Topic:
+	if b.ResultTopic == b.Topic || b.DLQTopic == b.Topic {
 		return bad("result and dead-letter topics must differ from the topic read (that would loop)")
-	case b.BatchSize < 1 || b.BatchSize > MaxBatchSize:
-		return bad("batch size %d: want 1..%d", b.BatchSize, MaxBatchSize)
-	case b.BatchWindow < 0 || b.BatchWindow > MaxBatchWindow:
-		return bad("batch window %v: want 0..%v", b.BatchWindow, MaxBatchWindow)
-	case b.StartingPosition != StartLatest && b.StartingPosition != StartEarliest:
-		return bad("starting position %q: want latest or earliest", b.StartingPosition)
-	case b.MaxAttempts < 1 || b.MaxAttempts > MaxMaxAttempts:
-		return bad("max attempts %d: want 1..%d", b.MaxAttempts, MaxMaxAttempts)
+	}
+	if err := b.Settings.Validate(); err != nil {
+		return bad("%v", err)
+	}
+	if b.Rewind != nil {
+		if err := b.Rewind.Validate(); err != nil {
+			return bad("%v", err)
+		}
 	}
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/ember-run/ember/engine/api"
+	"github.com/ember-run/ember/engine/api/wire"
+	"github.com/ember-run/ember/engine/registry"
 	"github.com/ember-run/ember/engine/scheduler"
 	"github.com/ember-run/ember/internal/apikafka"
 )
@@ -28,7 +30,8 @@ func (d *Daemon) apiServer() (*http.Server, *http.Server, error) {
 		Producer: apikafka.Producer{Topics: d.topics},
 		Pool:     d.pool,
 		Lag:      lagReader{d},
-		Activity: d.stats,
+		Activity: activity{d},
+		Redriver: redriver{d},
 	})
 	if err != nil {
 		return nil, nil, err
@@ -66,4 +69,35 @@ func (l lagReader) Lag(ctx context.Context, bindingKey string) ([]api.PartitionL
 		return out, nil
 	}
 	return nil, nil
+}
+
+// activity adds the consumers' counters of this emberd to the invocation
+// summary.
+type activity struct{ d *Daemon }
+
+var _ api.ActivityReader = activity{}
+
+func (a activity) Activity(bindingKey string) (wire.Activity, bool) {
+	out, ok := a.d.stats.Activity(bindingKey)
+	st, running := a.d.cons.Stats()[bindingKey]
+	if !running {
+		return out, ok
+	}
+	out.Filtered, out.Expired, out.DeadLettered, out.AgeDropped = st.Filtered, st.Expired, st.DLQRecords, st.AgeDropped
+	out.InFlight, out.Partitions, out.Generation = st.InFlight, st.Partitions, st.Generation
+	out.Rebalances = st.Rebalances
+	// Platform failures of dead-letter and result writes are the
+	// consumers' own; the observer counted the Invoke ones.
+	out.PlatformErrors = max(out.PlatformErrors, st.PlatformErrors)
+	return out, true
+}
+
+// redriver adapts the consumers' Redrive to api.Redriver.
+type redriver struct{ d *Daemon }
+
+var _ api.Redriver = redriver{}
+
+func (r redriver) Redrive(ctx context.Context, b registry.Binding, from, to time.Time) (wire.RedriveResult, error) {
+	res, err := r.d.cons.Redrive(ctx, consumerBinding(b), from, to)
+	return wire.RedriveResult{Scanned: res.Scanned, Redriven: res.Redriven, DeadLettered: res.DeadLettered}, err
 }

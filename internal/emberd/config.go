@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/ember-run/ember/consumers"
 	"github.com/ember-run/ember/engine/scheduler"
 	"github.com/ember-run/ember/hostagent"
 )
@@ -21,6 +22,8 @@ type Config struct {
 	// Brokers are Kafka bootstrap addresses. Default: none, which starts an
 	// embedded Kafka-protocol broker (kfake) persisted in StateDir/kafka.
 	Brokers []string
+	// Kafka is how to connect to Brokers: TLS and SASL, both optional.
+	Kafka consumers.Conn
 	// EmbeddedBrokerAddr is the embedded broker's listen address.
 	// Default: "127.0.0.1:9092".
 	EmbeddedBrokerAddr string
@@ -60,6 +63,13 @@ type Config struct {
 	Scheduler scheduler.Config
 	// SessionTimeout of the consumer groups. Default: 10s (kfake's minimum is 6s).
 	SessionTimeout time.Duration
+	// RebalanceTimeout of the consumer groups: how long the group waits
+	// for members to rejoin, and so bounds (at three quarters of it) how
+	// long revoked partitions drain. Default: 60s.
+	RebalanceTimeout time.Duration
+	// DrainTimeout bounds how long in-flight invocations may finish when a
+	// binding stops or its partitions are revoked. Default: 30s.
+	DrainTimeout time.Duration
 	// CommitInterval of consumer offsets. Default: 1s.
 	CommitInterval time.Duration
 	// ReconcileEvery re-reads the bindings even without a change
@@ -89,6 +99,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SessionTimeout == 0 {
 		c.SessionTimeout = 10 * time.Second
+	}
+	if c.RebalanceTimeout == 0 {
+		c.RebalanceTimeout = 60 * time.Second
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 30 * time.Second
 	}
 	if c.CommitInterval == 0 {
 		c.CommitInterval = time.Second
@@ -131,6 +147,12 @@ func (c Config) Validate() error {
 	}
 	if c.SessionTimeout != 0 && c.SessionTimeout < 6*time.Second {
 		errs = append(errs, fmt.Errorf("session timeout %s is below Kafka's minimum of 6s", c.SessionTimeout))
+	}
+	if c.RebalanceTimeout < c.SessionTimeout {
+		errs = append(errs, fmt.Errorf("rebalance timeout %s is below the session timeout %s", c.RebalanceTimeout, c.SessionTimeout))
+	}
+	if len(c.Brokers) == 0 && (c.Kafka.TLS != nil || c.Kafka.SASL != nil) {
+		errs = append(errs, errors.New("Kafka TLS and SASL are for --brokers (the embedded broker has neither)"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("emberd config: %w", err)

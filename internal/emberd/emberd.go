@@ -108,7 +108,7 @@ func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	if d.tenants, err = tenants.New(d.rdb, tenants.WithAdminKey(cfg.AdminKey)); err != nil {
 		return nil, err
 	}
-	if d.topics, err = consumers.NewTopics(d.brokers); err != nil {
+	if d.topics, err = consumers.NewTopics(d.brokers, cfg.Kafka); err != nil {
 		return nil, err
 	}
 	if err := d.ensureSystemTopics(ctx); err != nil {
@@ -127,12 +127,13 @@ func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		scheduler.WithLogger(cfg.Log), scheduler.WithMetrics(d.metrics)); err != nil {
 		return nil, err
 	}
-	if d.usage, err = newUsageInvoker(d.sched, d.brokers, cfg.UsageTopic, d.metrics, cfg.Log); err != nil {
+	if d.usage, err = newUsageInvoker(d.sched, d.brokers, cfg.Kafka.Transport(), cfg.UsageTopic, d.metrics, cfg.Log); err != nil {
 		return nil, err
 	}
 	if d.cons, err = consumers.New(d.brokers, d.usage,
 		consumers.WithLogger(cfg.Log), consumers.WithRegistry(d.metrics), consumers.WithObserver(d.stats),
-		consumers.WithGroupTimings(cfg.SessionTimeout, cfg.SessionTimeout/4, cfg.SessionTimeout),
+		consumers.WithConn(cfg.Kafka), consumers.WithDrainTimeout(cfg.DrainTimeout),
+		consumers.WithGroupTimings(cfg.SessionTimeout, cfg.SessionTimeout/10, cfg.RebalanceTimeout),
 		consumers.WithCommitInterval(cfg.CommitInterval)); err != nil {
 		return nil, err
 	}
@@ -314,10 +315,8 @@ func (d *Daemon) ensureSystemTopics(ctx context.Context) error {
 func consumerBinding(b registry.Binding) consumers.Binding {
 	return consumers.Binding{
 		ID: b.Key(), Tenant: b.Tenant, Function: b.Function, Qualifier: b.Qualifier, Topic: b.Topic,
-		GroupID: b.GroupID, BatchSize: b.BatchSize, BatchWindow: b.BatchWindow,
-		StartingPosition: consumers.StartingPosition(b.StartingPosition),
-		ResultTopic:      b.ResultTopic, DeadLetterTopic: b.DLQTopic,
-		Retry: consumers.RetryPolicy{MaxAttempts: b.MaxAttempts},
+		GroupID: b.GroupID, ResultTopic: b.ResultTopic, DeadLetterTopic: b.DLQTopic,
+		Settings: b.Settings, Rewind: b.Rewind,
 	}
 }
 

@@ -91,11 +91,12 @@ type usageInvoker struct {
 	failed  prometheus.Counter
 }
 
-func newUsageInvoker(next invoker, brokers []string, topic string, reg prometheus.Registerer, log zerolog.Logger) (*usageInvoker, error) {
+func newUsageInvoker(next invoker, brokers []string, tr *kafka.Transport, topic string, reg prometheus.Registerer, log zerolog.Logger) (*usageInvoker, error) {
 	u := &usageInvoker{
 		next: next,
 		w: &kafka.Writer{
 			Addr:         kafka.TCP(brokers...),
+			Transport:    tr,
 			Topic:        topic,
 			Balancer:     &kafka.Hash{},
 			BatchTimeout: 5 * time.Millisecond, // kafka-go's 1 s default would hold records back

@@ -53,7 +53,7 @@ func TestUsageProduced(t *testing.T) {
 	defer b.Close()
 	res := invoke.Result{Status: invoke.StatusOK, Version: "1", Duration: 2 * time.Millisecond,
 		Usage: &invoke.Usage{CPU: time.Millisecond, MemorySizeMB: 256, MemoryPeakBytes: 1 << 20, Source: "cgroup"}}
-	u, err := newUsageInvoker(fixedInvoker{res: res}, b.Addrs(), "usage-test", prometheus.NewRegistry(), zerolog.New(zerolog.NewTestWriter(t)))
+	u, err := newUsageInvoker(fixedInvoker{res: res}, b.Addrs(), &kafka.Transport{}, "usage-test", prometheus.NewRegistry(), zerolog.New(zerolog.NewTestWriter(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestUsageProduced(t *testing.T) {
 // TestUsageNeverDelays: with no broker at all and nothing draining the
 // queue, invocations return at once and surplus records are dropped.
 func TestUsageNeverDelays(t *testing.T) {
-	u, err := newUsageInvoker(fixedInvoker{res: invoke.Result{Status: invoke.StatusOK}}, []string{"127.0.0.1:1"}, "t",
+	u, err := newUsageInvoker(fixedInvoker{res: invoke.Result{Status: invoke.StatusOK}}, []string{"127.0.0.1:1"}, &kafka.Transport{}, "t",
 		prometheus.NewRegistry(), zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)

@@ -62,7 +62,7 @@ func TestFunctionFailures(t *testing.T) {
 	// the dead-letter topic; the offsets are committed, nothing is lost.
 	s.createTopic("jobs", 2)
 	if _, err := s.client.PutBinding(s.ctx(), wire.Binding{ID: "jobs", Function: "fail", Topic: "jobs",
-		StartingPosition: "earliest", MaxAttempts: 2}); err != nil {
+		StartingPosition: "earliest", MaxRetryAttempts: new(1)}); err != nil {
 		t.Fatal(err)
 	}
 	s.produce("jobs", ids(10), 0)

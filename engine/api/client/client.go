@@ -319,6 +319,28 @@ func (c *Client) GetBinding(ctx context.Context, id string) (wire.Binding, error
 	return out, c.do(ctx, http.MethodGet, "/v1/bindings/"+url.PathEscape(id), nil, nil, "", &out)
 }
 
+// RewindBinding moves the binding's consumer group to rw.To or rw.Offsets
+// (applied by its consumers, once per partition) and returns the binding.
+func (c *Client) RewindBinding(ctx context.Context, id string, rw wire.Rewind) (wire.Binding, error) {
+	body, err := json.Marshal(rw)
+	if err != nil {
+		return wire.Binding{}, fmt.Errorf("client: %w", err)
+	}
+	var out wire.Binding
+	return out, c.do(ctx, http.MethodPost, "/v1/bindings/"+url.PathEscape(id)+"/rewind", nil, bytes.NewReader(body), "application/json", &out)
+}
+
+// RedriveBinding invokes the binding's function again with its
+// dead-lettered records in the range, returning when they are handled.
+func (c *Client) RedriveBinding(ctx context.Context, id string, rd wire.Redrive) (wire.RedriveResult, error) {
+	body, err := json.Marshal(rd)
+	if err != nil {
+		return wire.RedriveResult{}, fmt.Errorf("client: %w", err)
+	}
+	var out wire.RedriveResult
+	return out, c.do(ctx, http.MethodPost, "/v1/bindings/"+url.PathEscape(id)+"/redrive", nil, bytes.NewReader(body), "application/json", &out)
+}
+
 // DeleteBinding deletes a binding (missing is success).
 func (c *Client) DeleteBinding(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/bindings/"+url.PathEscape(id), nil, nil, "", nil)

@@ -3,7 +3,10 @@
 // cannot drift. It has no behaviour and no dependencies.
 package wire
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Headers of the invoke response.
 const (
@@ -96,22 +99,69 @@ type Functions struct {
 
 // Binding is PUT /v1/bindings/{id}'s body and every binding shown. On PUT,
 // id and tenant come from the path and header; omitted optional fields take
-// their defaults; Enabled defaults to true.
+// their defaults (package consumers/settings has them and their limits);
+// Enabled defaults to true, MaxRetryAttempts to 2.
 type Binding struct {
-	ID               string    `json:"id"`
-	Tenant           string    `json:"tenant"`
-	Function         string    `json:"function"`
-	Qualifier        string    `json:"qualifier,omitempty"`
-	Topic            string    `json:"topic"`
-	GroupID          string    `json:"group_id,omitempty"`
-	BatchSize        int       `json:"batch_size,omitempty"`
-	BatchWindowMs    int64     `json:"batch_window_ms,omitempty"`
-	StartingPosition string    `json:"starting_position,omitempty"`
-	ResultTopic      string    `json:"result_topic,omitempty"`
-	DLQTopic         string    `json:"dlq_topic,omitempty"`
-	MaxAttempts      int       `json:"max_attempts,omitempty"`
-	Enabled          *bool     `json:"enabled,omitempty"`
-	Created          time.Time `json:"created,omitzero"`
+	ID        string `json:"id"`
+	Tenant    string `json:"tenant"`
+	Function  string `json:"function"`
+	Qualifier string `json:"qualifier,omitempty"`
+	Topic     string `json:"topic"`
+	GroupID   string `json:"group_id,omitempty"`
+	// Batching.
+	BatchSize     int   `json:"batch_size,omitempty"`
+	BatchWindowMs int64 `json:"batch_window_ms,omitempty"`
+	MaxBatchBytes int   `json:"max_batch_bytes,omitempty"`
+	// StartingPosition is trim_horizon, latest (default) or at_timestamp
+	// (from StartingTimestamp); "earliest" means trim_horizon.
+	StartingPosition  string    `json:"starting_position,omitempty"`
+	StartingTimestamp time.Time `json:"starting_timestamp,omitzero"`
+	// Ordering is partition (default), key or none; MaxConcurrency bounds
+	// the batches in flight per partition with key and none.
+	Ordering       string `json:"ordering,omitempty"`
+	MaxConcurrency int    `json:"max_concurrency,omitempty"`
+	// Error controls.
+	MaxRetryAttempts        *int  `json:"max_retry_attempts,omitempty"`
+	MaxRecordAgeS           int64 `json:"max_record_age_s,omitempty"`
+	BisectOnError           bool  `json:"bisect_on_error,omitempty"`
+	ReportBatchItemFailures bool  `json:"report_batch_item_failures,omitempty"`
+	// Filters are event-filtering patterns (JSON objects) over a record's
+	// value, key and headers; a record matching none is not invoked.
+	Filters        []json.RawMessage `json:"filters,omitempty"`
+	IsolationLevel string            `json:"isolation_level,omitempty"`
+	ResultTopic    string            `json:"result_topic,omitempty"`
+	DLQTopic       string            `json:"dlq_topic,omitempty"`
+	// Rewind is the newest rewind asked for (read-only here: POST
+	// /v1/bindings/{id}/rewind asks for one).
+	Rewind  *Rewind   `json:"rewind,omitempty"`
+	Enabled *bool     `json:"enabled,omitempty"`
+	Created time.Time `json:"created,omitzero"`
+}
+
+// Rewind is POST /v1/bindings/{id}/rewind's body: a timestamp, or offsets
+// per partition. Shown with its id in a Binding.
+type Rewind struct {
+	ID      int64         `json:"id,omitempty"`
+	To      time.Time     `json:"to,omitzero"`
+	Offsets map[int]int64 `json:"offsets,omitempty"`
+}
+
+// Redrive is POST /v1/bindings/{id}/redrive's body: the dead-lettered
+// records of the binding written in [From, To) (zero: from the start, to
+// the time of the request) are invoked again.
+type Redrive struct {
+	From time.Time `json:"from,omitzero"`
+	To   time.Time `json:"to,omitzero"`
+}
+
+// RedriveResult is what a redrive did.
+type RedriveResult struct {
+	// Scanned counts dead-letter records read in the range, Redriven those
+	// of the binding that the function then handled, DeadLettered those
+	// that failed again (written anew to the dead-letter topic).
+	Scanned      int64 `json:"scanned"`
+	Redriven     int64 `json:"redriven"`
+	DeadLettered int64 `json:"dead_lettered"`
 }
 
 // Bindings is GET /v1/bindings.
@@ -177,9 +227,22 @@ type Activity struct {
 	Records        int64 `json:"records"`
 	FunctionErrors int64 `json:"function_errors"`
 	PlatformErrors int64 `json:"platform_errors"`
-	HotStarts      int64 `json:"hot_starts"`
-	PoolHitStarts  int64 `json:"pool_hit_starts"`
-	ColdStarts     int64 `json:"cold_starts"`
+	// Of this emberd's consumers, now: records not invoked because they
+	// matched no filter, lost to retention before they were read (each gap
+	// is logged as an error), dead-lettered (AgeDropped of them for their
+	// age), fetched and unfinished; partitions owned in consumer-group
+	// generation Generation; generations joined.
+	Filtered      int64 `json:"filtered"`
+	Expired       int64 `json:"expired"`
+	DeadLettered  int64 `json:"dead_lettered"`
+	AgeDropped    int64 `json:"age_dropped"`
+	InFlight      int64 `json:"in_flight"`
+	Partitions    int64 `json:"partitions"`
+	Generation    int64 `json:"generation"`
+	Rebalances    int64 `json:"rebalances"`
+	HotStarts     int64 `json:"hot_starts"`
+	PoolHitStarts int64 `json:"pool_hit_starts"`
+	ColdStarts    int64 `json:"cold_starts"`
 	// EventToStart is from the batch's oldest record's Kafka timestamp
 	// (millisecond precision) to the handler receiving the batch from
 	// /next; FetchToStart starts at the consumer's fetch instead. Both are

@@ -1,0 +1,95 @@
+package consumers
+
+import "sync"
+
+// tracker follows one partition's records from fetch to done and gives the
+// offset that may be committed: the next offset after the longest finished
+// prefix. Records finish out of order in the key and none ordering modes;
+// the commit never passes a record that is not done. Safe for concurrent
+// use.
+type tracker struct {
+	mu sync.Mutex
+	// fetched holds, in fetch order, the offsets not yet behind the commit
+	// point, with whether each is done.
+	fetched []slot
+	head    int // fetched[head:] is live
+	// next is the commit point: every fetched offset below it is done.
+	next int64
+	// committed is the last commit point sent to the broker.
+	committed int64
+}
+
+type slot struct {
+	offset int64
+	done   bool
+}
+
+// newTracker starts at offset start, the partition's committed offset, or
+// any negative value when there is none: the first fetched offset is then
+// the start.
+func newTracker(start int64) *tracker {
+	start = max(start, -1)
+	return &tracker{next: start, committed: start}
+}
+
+// fetch records offset as fetched and not done. Offsets must grow.
+func (t *tracker) fetch(offset int64) {
+	t.mu.Lock()
+	if t.next < 0 {
+		t.next, t.committed = offset, offset
+	}
+	t.fetched = append(t.fetched, slot{offset: offset})
+	t.mu.Unlock()
+}
+
+// done marks offset finished and advances the commit point over every
+// finished record at the front.
+func (t *tracker) done(offset int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	live := t.fetched[t.head:]
+	// The record is usually near the front: search from there.
+	for i := range live {
+		if live[i].offset == offset {
+			live[i].done = true
+			break
+		}
+	}
+	for t.head < len(t.fetched) && t.fetched[t.head].done {
+		t.next = t.fetched[t.head].offset + 1
+		t.head++
+	}
+	if t.head > 1024 && t.head*2 > len(t.fetched) { // compact now and then
+		t.fetched = append(t.fetched[:0], t.fetched[t.head:]...)
+		t.head = 0
+	}
+}
+
+// toCommit returns the commit point if it moved since the last commit.
+func (t *tracker) toCommit() (int64, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.next, t.next > t.committed
+}
+
+// committedAt records that offset was committed.
+func (t *tracker) committedAt(offset int64) {
+	t.mu.Lock()
+	if offset > t.committed {
+		t.committed = offset
+	}
+	t.mu.Unlock()
+}
+
+// pending counts fetched records not yet done.
+func (t *tracker) pending() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, s := range t.fetched[t.head:] {
+		if !s.done {
+			n++
+		}
+	}
+	return n
+}

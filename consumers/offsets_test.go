@@ -1,0 +1,60 @@
+package consumers
+
+import "testing"
+
+func TestTrackerCommitsContiguousPrefix(t *testing.T) {
+	tr := newTracker(10)
+	for _, o := range []int64{10, 11, 13, 14} { // 12 is a gap (compaction)
+		tr.fetch(o)
+	}
+	if _, moved := tr.toCommit(); moved {
+		t.Fatal("nothing done, yet a commit")
+	}
+	tr.done(11)
+	if off, moved := tr.toCommit(); moved {
+		t.Fatalf("11 done before 10: commit %d", off)
+	}
+	tr.done(10)
+	if off, moved := tr.toCommit(); !moved || off != 12 {
+		t.Fatalf("commit %d %v, want 12", off, moved)
+	}
+	tr.committedAt(12)
+	tr.done(14)
+	if off, moved := tr.toCommit(); moved {
+		t.Fatalf("14 done before 13: commit %d", off)
+	}
+	tr.done(13)
+	if off, _ := tr.toCommit(); off != 15 {
+		t.Fatalf("commit %d, want 15", off)
+	}
+	tr.fetch(20)
+	if tr.pending() != 1 {
+		t.Fatalf("pending %d", tr.pending())
+	}
+	// Many records: the slice is compacted without losing state.
+	tr.done(20)
+	for o := int64(21); o < 5000; o++ {
+		tr.fetch(o)
+	}
+	for o := int64(4999); o >= 21; o-- {
+		tr.done(o)
+	}
+	if off, _ := tr.toCommit(); off != 5000 || tr.pending() != 0 {
+		t.Fatalf("after 5000: %d, pending %d", off, tr.pending())
+	}
+}
+
+func TestTrackerWithoutCommittedOffset(t *testing.T) {
+	tr := newTracker(-2) // kafka.FirstOffset: nothing committed
+	if _, moved := tr.toCommit(); moved {
+		t.Fatal("a commit before any record")
+	}
+	tr.fetch(40) // the log starts at 40
+	if _, moved := tr.toCommit(); moved {
+		t.Fatal("a commit before the first record is done")
+	}
+	tr.done(40)
+	if off, moved := tr.toCommit(); !moved || off != 41 {
+		t.Fatalf("commit %d %v, want 41", off, moved)
+	}
+}
