@@ -235,8 +235,10 @@ func TestCPUBurnMatchesCpuacct(t *testing.T) {
 	got := time.Duration(after.CPUNs - before.CPUNs)
 	acct := acct1 - acct0
 	t.Logf("ebpf %v, cpuacct.usage %v (burned 200ms of process CPU)", got, acct)
-	if !within(got, 200*time.Millisecond, 0.10) {
-		t.Errorf("eBPF CPU %v, want 200ms ±10%%", got)
+	// The burn is a floor: the helper's runtime threads and its exit add
+	// CPU on top of it (25 ms on a busy CI machine), which cpuacct sees too.
+	if got < 190*time.Millisecond || got > time.Second {
+		t.Errorf("eBPF CPU %v for a 200ms burn", got)
 	}
 	if !within(got, acct, 0.05) {
 		t.Errorf("eBPF CPU %v vs cpuacct.usage delta %v: more than 5%% apart", got, acct)

@@ -115,8 +115,9 @@ func (c *consumer) run() {
 			c.log.Warn().Err(err).Msg("leave group")
 		}
 	}()
-	// A generation that ends at once (a topic deleted under the group, a
-	// coordinator moving) would otherwise rejoin in a tight loop.
+	// A generation that ends at once with nothing assigned (a topic deleted
+	// under the group) would otherwise rejoin in a tight loop. One with
+	// partitions goes on at once: they wait for it.
 	churn := backoff{min: 200 * time.Millisecond, max: 5 * time.Second}
 	var lastErr string
 	for {
@@ -138,7 +139,7 @@ func (c *consumer) run() {
 		if c.stopping() {
 			return
 		}
-		if time.Since(began) < time.Second {
+		if time.Since(began) < time.Second && len(gen.Assignments[c.b.Topic]) == 0 {
 			if !c.sleep(churn.next()) {
 				return
 			}

@@ -5,9 +5,13 @@
 //	CGO_ENABLED=0 go build -o <code-dir>/bootstrap ./examples/<name>
 //
 // The functions:
-//   - kafka-echo: takes a Kafka (MSK) event and returns {"records": N, "ids": [...]},
-//     the base64-decoded value of every record (partitions in key order), and
-//     logs one line per batch.
+//   - kafka-echo: takes a Kafka (MSK) event and returns {"records": N, "ids": [...],
+//     "started": <unix ns>}, the base64-decoded value of every record
+//     (partitions in key order), and logs one line per batch.
+//   - kafka-picky: like kafka-echo, but a record whose value starts with
+//     "fail" fails the batch (or, with PARTIAL=1, only itself, in a partial
+//     batch response), and "big:<n>" makes the response n bytes; for error
+//     controls.
 //   - fail: always returns errors.New("boom"), i.e. a function_error.
 //   - sleep: sleeps {"ms": N} milliseconds, then returns {"slept_ms": N}; for timeouts.
 //   - exit: os.Exit(3) when the payload is {"exit": true}, else echoes it; for restarts.

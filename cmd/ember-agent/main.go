@@ -27,7 +27,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 )
 
@@ -63,7 +62,7 @@ func main() {
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.redis, "redis", envOr("EMBER_REDIS", "127.0.0.1:6390"), "Redis host:port, or redis:// / rediss:// (TLS) URL (env EMBER_REDIS)")
+	fl.StringVar(&f.redis, "redis", envOr("EMBER_REDIS", "127.0.0.1:6390"), "Redis host:port, a redis:// or rediss:// (TLS) URL, or redis-sentinel://host:port,.../MASTER (env EMBER_REDIS)")
 	fl.StringVar(&f.redisCA, "redis-ca", envOr("EMBER_REDIS_CA", ""), "CA file for a rediss:// server (env EMBER_REDIS_CA)")
 	fl.StringVar(&f.containerd, "containerd", envOr("EMBER_CONTAINERD", "/run/ember/containerd.sock"), "containerd socket (env EMBER_CONTAINERD)")
 	fl.StringVar(&f.namespace, "namespace", "ember", "containerd namespace")
@@ -135,11 +134,10 @@ func run(ctx context.Context, f flags) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	ropts, err := redisconn.Options(f.redis, f.redisCA)
+	rdb, err := redisconn.Client(f.redis, f.redisCA)
 	if err != nil {
 		return err
 	}
-	rdb := redis.NewClient(ropts)
 	defer rdb.Close()
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	err = rdb.Ping(pingCtx).Err()

@@ -43,6 +43,7 @@ type flags struct {
 	sessionTimeout                               time.Duration
 	debugAddr                                    string
 	adminKeyFile, pkiDir, peerListen, redisCA    string
+	peerAdvertise                                string
 	logFormat, logLevel                          string
 	kafkaTLS                                     bool
 	kafkaCA, kafkaSASL, kafkaUser, kafkaPassFile string
@@ -70,7 +71,7 @@ func main() {
 	fl.StringVar(&f.kafkaUser, "kafka-user", envOr("EMBER_KAFKA_USER", ""), "SASL user (env EMBER_KAFKA_USER); the password comes from EMBER_KAFKA_PASSWORD or --kafka-password-file")
 	fl.StringVar(&f.kafkaPassFile, "kafka-password-file", "", "file holding the SASL password")
 	fl.StringVar(&f.brokerAddr, "embedded-broker", "127.0.0.1:9092", "listen address of the embedded broker")
-	fl.StringVar(&f.redis, "redis", envOr("EMBER_REDIS", "127.0.0.1:6390"), "Redis host:port, or redis:// / rediss:// (TLS) URL (env EMBER_REDIS)")
+	fl.StringVar(&f.redis, "redis", envOr("EMBER_REDIS", "127.0.0.1:6390"), "Redis host:port, a redis:// or rediss:// (TLS) URL, or redis-sentinel://host:port,.../MASTER (env EMBER_REDIS)")
 	fl.StringVar(&f.redisCA, "redis-ca", envOr("EMBER_REDIS_CA", ""), "CA file for a rediss:// server (env EMBER_REDIS_CA)")
 	fl.StringVar(&f.listen, "listen", envOr("EMBER_LISTEN", "127.0.0.1:8080"), "HTTP API address (env EMBER_LISTEN)")
 	fl.StringVar(&f.containerd, "containerd", envOr("EMBER_CONTAINERD", "/run/ember/containerd.sock"), "containerd socket for the in-process agent (env EMBER_CONTAINERD)")
@@ -83,7 +84,8 @@ func main() {
 	fl.DurationVar(&f.sessionTimeout, "session-timeout", 10*time.Second, "consumer group session timeout: how long a dead emberd holds its partitions (Kafka's minimum is usually 6s)")
 	fl.StringVar(&f.adminKeyFile, "admin-key-file", "", "file holding the administrator's API key, created (0600) on first start (default <state-dir>/admin.key; env EMBER_ADMIN_KEY overrides the file)")
 	fl.StringVar(&f.pkiDir, "pki-dir", "", "mutual-TLS authority and certificates between emberd and agents, created on first start (default <state-dir>/pki)")
-	fl.StringVar(&f.peerListen, "peer-listen", envOr("EMBER_PEER_LISTEN", "127.0.0.1:7948"), "serve code to agents on other hosts here, mutual TLS only (env EMBER_PEER_LISTEN; empty: off)")
+	fl.StringVar(&f.peerListen, "peer-listen", envOr("EMBER_PEER_LISTEN", "127.0.0.1:7948"), "serve code to agents on other hosts and to other replicas here, mutual TLS only (env EMBER_PEER_LISTEN; empty: off)")
+	fl.StringVar(&f.peerAdvertise, "peer-advertise", envOr("EMBER_PEER_ADVERTISE", ""), "host:port other emberd replicas reach the peer listener at, to fetch packages they lack (default: the listener's address)")
 	fl.StringVar(&f.debugAddr, "debug-addr", "", "serve Go pprof profiles on this loopback address (off by default)")
 	fl.StringVar(&f.logFormat, "log-format", "auto", "auto|json|console")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
@@ -143,6 +145,7 @@ func run(ctx context.Context, f flags) error {
 		MetricsToken:       os.Getenv("EMBER_METRICS_TOKEN"),
 		PKIDir:             f.pkiDir,
 		PeerListen:         f.peerListen,
+		PeerAdvertise:      f.peerAdvertise,
 		Agent:              f.agent,
 		AgentConfig:        hostagent.Config{AgentID: f.agentID, ListenAddr: f.agentListen},
 		SessionTimeout:     f.sessionTimeout,

@@ -87,6 +87,12 @@ func (s *Server) putFunction(w http.ResponseWriter, r *http.Request, tenant stri
 				s.fail(w, r, err)
 				return
 			}
+			if s.deps.Replicas != nil {
+				if err := s.deps.Replicas.Announce(r.Context(), pkg.Digest); err != nil {
+					s.fail(w, r, fmt.Errorf("%w: %w", registry.ErrUnavailable, err))
+					return
+				}
+			}
 			digest, size, haveCode = pkg.Digest, pkg.Size, true
 		default:
 			s.fail(w, r, invalid("unknown part %q (want config and code)", part.FormName()))

@@ -253,8 +253,15 @@ func (s *Server) CodeHandler() http.Handler {
 	return mux
 }
 
-// serveCode streams a package (Range and HEAD supported).
+// serveCode streams a package (Range and HEAD supported), fetched first
+// from another replica when this one lacks it.
 func (s *Server) serveCode(w http.ResponseWriter, r *http.Request, digest string) {
+	if s.deps.Replicas != nil {
+		if err := s.deps.Replicas.Ensure(r.Context(), digest); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
 	rc, size, err := s.deps.Code.Open(digest)
 	if err != nil {
 		s.fail(w, r, err)

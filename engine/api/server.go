@@ -166,6 +166,17 @@ type Deps struct {
 	Activity ActivityReader
 	// Redriver, when set, serves POST /v1/bindings/{id}/redrive.
 	Redriver Redriver
+	// Replicas, when set, shares packages with the other emberd replicas.
+	Replicas CodeReplicas
+}
+
+// CodeReplicas makes packages reachable from every emberd replica;
+// *codepeers.Peers implements it.
+type CodeReplicas interface {
+	// Announce records that this replica holds digest (after a deploy).
+	Announce(ctx context.Context, digest string) error
+	// Ensure fetches digest from another replica if this one lacks it.
+	Ensure(ctx context.Context, digest string) error
 }
 
 // Server is the API's HTTP handler.

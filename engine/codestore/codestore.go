@@ -220,6 +220,23 @@ func (s *Store) Open(digest string) (io.ReadCloser, int64, error) {
 	return f, st.Size(), nil
 }
 
+// Digests lists the stored packages' digests.
+func (s *Store) Digests() ([]string, error) {
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("codestore: %w", err)
+	}
+	var out []string
+	for _, e := range ents {
+		if h, ok := strings.CutSuffix(e.Name(), ".zip"); ok && e.Type().IsRegular() {
+			if _, err := ParseDigest("sha256:" + h); err == nil {
+				out = append(out, "sha256:"+h)
+			}
+		}
+	}
+	return out, nil
+}
+
 // Delete removes digest's package. Deleting a missing package succeeds.
 func (s *Store) Delete(digest string) error {
 	p, err := s.Path(digest)

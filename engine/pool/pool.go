@@ -53,6 +53,7 @@ type Claim struct {
 type Store struct {
 	rdb    redis.UniversalClient
 	prefix string
+	keys   []string // the scripts' KEYS: the prefix, naming their hash tag
 }
 
 // Option configures a Store.
@@ -81,6 +82,7 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Store, error) {
 			return nil, err
 		}
 	}
+	s.keys = []string{s.prefix}
 	return s, nil
 }
 
@@ -100,8 +102,8 @@ func (s *Store) RetireChannel() string { return s.prefix + "retire" }
 // keys) are hot on any instance, so no claim picks an instance for them,
 // and tells every agent to stop their containers.
 func (s *Store) RetireFunction(ctx context.Context, tenant, function string, versionKeys []string) error {
-	args := append([]any{s.prefix, tenant + "/" + function}, toAny(versionKeys)...)
-	if err := retireFunctionScript.Run(ctx, s.rdb, nil, args...).Err(); err != nil {
+	args := append([]any{tenant + "/" + function}, toAny(versionKeys)...)
+	if err := retireFunctionScript.Run(ctx, s.rdb, s.keys, args...).Err(); err != nil {
 		return fmt.Errorf("pool: retire %s/%s: %w", tenant, function, err)
 	}
 	return nil
@@ -136,7 +138,7 @@ func (s *Store) Heartbeat(ctx context.Context, agentID string, ttl time.Duration
 // RemoveAgent drops an agent and every instance it registered. Removing an
 // unknown agent is success.
 func (s *Store) RemoveAgent(ctx context.Context, agentID string) error {
-	if err := removeAgentScript.Run(ctx, s.rdb, nil, s.prefix, agentID).Err(); err != nil {
+	if err := removeAgentScript.Run(ctx, s.rdb, s.keys, agentID).Err(); err != nil {
 		return fmt.Errorf("pool: remove agent %s: %w", agentID, err)
 	}
 	return nil
@@ -177,7 +179,7 @@ func (s *Store) Agent(ctx context.Context, id string) (Agent, error) {
 
 // AddWarm puts a started instance into the warming pool of its class.
 func (s *Store) AddWarm(ctx context.Context, id, agentID, class string) error {
-	if err := addScript.Run(ctx, s.rdb, nil, s.prefix, id, agentID, class).Err(); err != nil {
+	if err := addScript.Run(ctx, s.rdb, s.keys, id, agentID, class).Err(); err != nil {
 		return fmt.Errorf("pool: add instance %s: %w", id, err)
 	}
 	return nil
@@ -188,8 +190,8 @@ func (s *Store) AddWarm(ctx context.Context, id, agentID, class string) error {
 // when Redis lost its instances (a restart without persistence, a
 // failover).
 func (s *Store) AddActive(ctx context.Context, id, agentID, class, tenant string, hot []string) error {
-	args := append([]any{s.prefix, id, agentID, class, tenant}, toAny(hot)...)
-	if err := addActiveScript.Run(ctx, s.rdb, nil, args...).Err(); err != nil {
+	args := append([]any{id, agentID, class, tenant}, toAny(hot)...)
+	if err := addActiveScript.Run(ctx, s.rdb, s.keys, args...).Err(); err != nil {
 		return fmt.Errorf("pool: add active instance %s: %w", id, err)
 	}
 	return nil
@@ -211,7 +213,7 @@ func (s *Store) Retire(ctx context.Context, id string, force bool) (bool, error)
 	if force {
 		f = "1"
 	}
-	n, err := retireScript.Run(ctx, s.rdb, nil, s.prefix, id, f).Int()
+	n, err := retireScript.Run(ctx, s.rdb, s.keys, id, f).Int()
 	if err != nil {
 		return false, fmt.Errorf("pool: retire %s: %w", id, err)
 	}
@@ -220,7 +222,7 @@ func (s *Store) Retire(ctx context.Context, id string, force bool) (bool, error)
 
 // DropHot records that a version's container no longer runs on an instance.
 func (s *Store) DropHot(ctx context.Context, id, versionKey string) error {
-	if err := dropHotScript.Run(ctx, s.rdb, nil, s.prefix, id, versionKey).Err(); err != nil {
+	if err := dropHotScript.Run(ctx, s.rdb, s.keys, id, versionKey).Err(); err != nil {
 		return fmt.Errorf("pool: drop hot %s on %s: %w", versionKey, id, err)
 	}
 	return nil
@@ -233,7 +235,7 @@ func (s *Store) Claim(ctx context.Context, tenant, class, versionKey string, lea
 	if tenant == "" || class == "" {
 		return Claim{}, false, fmt.Errorf("pool: claim needs a tenant and a class")
 	}
-	v, err := claimScript.Run(ctx, s.rdb, nil, s.prefix, tenant, class, versionKey, lease.UnixMilli()).Slice()
+	v, err := claimScript.Run(ctx, s.rdb, s.keys, tenant, class, versionKey, lease.UnixMilli()).Slice()
 	if errors.Is(err, redis.Nil) {
 		return Claim{}, false, nil
 	}
@@ -257,7 +259,7 @@ func (s *Store) Release(ctx context.Context, id, versionKey string, keep bool) e
 	if keep {
 		k = "1"
 	}
-	if err := releaseScript.Run(ctx, s.rdb, nil, s.prefix, id, versionKey, k).Err(); err != nil {
+	if err := releaseScript.Run(ctx, s.rdb, s.keys, id, versionKey, k).Err(); err != nil {
 		return fmt.Errorf("pool: release %s: %w", id, err)
 	}
 	return nil
@@ -266,7 +268,7 @@ func (s *Store) Release(ctx context.Context, id, versionKey string, keep bool) e
 // ExpireLeases returns instances whose claim lease passed before now to the
 // pool and reports how many.
 func (s *Store) ExpireLeases(ctx context.Context, now time.Time) (int, error) {
-	n, err := expireLeasesScript.Run(ctx, s.rdb, nil, s.prefix, now.UnixMilli()).Int()
+	n, err := expireLeasesScript.Run(ctx, s.rdb, s.keys, now.UnixMilli()).Int()
 	if err != nil {
 		return 0, fmt.Errorf("pool: expire leases: %w", err)
 	}

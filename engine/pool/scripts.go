@@ -2,6 +2,10 @@ package pool
 
 import "github.com/redis/go-redis/v9"
 
+// Every script gets the key prefix as KEYS[1]: all the keys it touches
+// start with it and share its hash tag, so a script runs on the one node
+// (Redis Cluster) that holds them.
+
 // luaDrop is a shared prelude: drop(p, id) removes an instance from every set.
 const luaDrop = `
 local function drop(p, id)
@@ -22,13 +26,13 @@ local function drop(p, id)
 end
 `
 
-// claimScript: ARGV = prefix, tenant, class, version key, lease expiry ms.
+// claimScript: KEYS = prefix; ARGV = tenant, class, version key, lease expiry ms.
 // Order: an idle instance where the version is hot (no code delivery, no
 // spawn); an idle instance already assigned to the tenant (no tenant switch,
 // its runtime is warm); a warming-pool instance of the class. Instances whose
 // agent's heartbeat key has expired are dropped as they are met.
 var claimScript = redis.NewScript(luaDrop + `
-local p, tenant, class, vk, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local p, tenant, class, vk, lease = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local function alive(id)
   local agent = redis.call('HGET', p..'inst:'..id, 'agent')
   if agent and redis.call('EXISTS', p..'agent:'..agent) == 1 then return agent end
@@ -64,10 +68,10 @@ end
 return false
 `)
 
-// releaseScript: ARGV = prefix, id, version key (” for none), keep ('1' or '0').
+// releaseScript: KEYS = prefix; ARGV = id, version key (” for none), keep ('1' or '0').
 // keep=0 means the instance is unusable (its agent said so): drop it.
 var releaseScript = redis.NewScript(luaDrop + `
-local p, id, vk, keep = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local p, id, vk, keep = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local key = p..'inst:'..id
 local h = redis.call('HMGET', key, 'agent', 'class', 'tenant')
 if not h[1] then return 0 end
@@ -86,9 +90,9 @@ redis.call('PUBLISH', p..'freed', h[2])
 return 1
 `)
 
-// addScript: ARGV = prefix, id, agent, class.
+// addScript: KEYS = prefix; ARGV = id, agent, class.
 var addScript = redis.NewScript(`
-local p, id, agent, class = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local p, id, agent, class = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 redis.call('HSET', p..'inst:'..id, 'agent', agent, 'class', class, 'tenant', '', 'state', 'idle')
 redis.call('SADD', p..'agent:'..agent..':insts', id)
 redis.call('SADD', p..'warm:'..class, id)
@@ -96,15 +100,15 @@ redis.call('PUBLISH', p..'freed', class)
 return 1
 `)
 
-// addActiveScript: ARGV = prefix, id, agent, class, tenant, hot version
+// addActiveScript: KEYS = prefix; ARGV = id, agent, class, tenant, hot version
 // keys... Puts back an instance assigned to tenant (after Redis lost it),
 // idle, with its hot versions.
 var addActiveScript = redis.NewScript(`
-local p, id, agent, class, tenant = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local p, id, agent, class, tenant = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local key = p..'inst:'..id
 redis.call('HSET', key, 'agent', agent, 'class', class, 'tenant', tenant, 'state', 'idle')
 redis.call('SADD', p..'agent:'..agent..':insts', id)
-for i = 6, #ARGV do
+for i = 5, #ARGV do
   redis.call('SADD', key..':hot', ARGV[i])
   redis.call('SADD', p..'hot:'..ARGV[i], id)
 end
@@ -113,12 +117,12 @@ redis.call('PUBLISH', p..'freed', class)
 return 1
 `)
 
-// retireFunctionScript: ARGV = prefix, message, version keys... Forgets
+// retireFunctionScript: KEYS = prefix; ARGV = message, version keys... Forgets
 // that the versions are hot anywhere and tells agents (on the retire
 // channel) to stop their containers.
 var retireFunctionScript = redis.NewScript(`
-local p, msg = ARGV[1], ARGV[2]
-for i = 3, #ARGV do
+local p, msg = KEYS[1], ARGV[1]
+for i = 2, #ARGV do
   local vk = ARGV[i]
   for _, id in ipairs(redis.call('SMEMBERS', p..'hot:'..vk)) do
     redis.call('SREM', p..'inst:'..id..':hot', vk)
@@ -129,10 +133,10 @@ redis.call('PUBLISH', p..'retire', msg)
 return 1
 `)
 
-// retireScript: ARGV = prefix, id, force. Drops the instance if idle (or
+// retireScript: KEYS = prefix; ARGV = id, force. Drops the instance if idle (or
 // force=1); returns 1 if dropped or already gone, 0 if busy.
 var retireScript = redis.NewScript(luaDrop + `
-local p, id, force = ARGV[1], ARGV[2], ARGV[3]
+local p, id, force = KEYS[1], ARGV[1], ARGV[2]
 local state = redis.call('HGET', p..'inst:'..id, 'state')
 if not state then return 1 end
 if state == 'busy' and force ~= '1' then return 0 end
@@ -140,18 +144,18 @@ drop(p, id)
 return 1
 `)
 
-// dropHotScript: ARGV = prefix, id, version key. Forgets that a version is
+// dropHotScript: KEYS = prefix; ARGV = id, version key. Forgets that a version is
 // hot on an instance (its container was stopped).
 var dropHotScript = redis.NewScript(`
-local p, id, vk = ARGV[1], ARGV[2], ARGV[3]
+local p, id, vk = KEYS[1], ARGV[1], ARGV[2]
 redis.call('SREM', p..'inst:'..id..':hot', vk)
 redis.call('SREM', p..'hot:'..vk, id)
 return 1
 `)
 
-// removeAgentScript: ARGV = prefix, agent id. Drops the agent and all its instances.
+// removeAgentScript: KEYS = prefix; ARGV = agent id. Drops the agent and all its instances.
 var removeAgentScript = redis.NewScript(luaDrop + `
-local p, agent = ARGV[1], ARGV[2]
+local p, agent = KEYS[1], ARGV[1]
 for _, id in ipairs(redis.call('SMEMBERS', p..'agent:'..agent..':insts')) do
   drop(p, id)
 end
@@ -160,10 +164,10 @@ redis.call('SREM', p..'agents', agent)
 return 1
 `)
 
-// expireLeasesScript: ARGV = prefix, now ms. Busy instances whose lease ran
+// expireLeasesScript: KEYS = prefix; ARGV = now ms. Busy instances whose lease ran
 // out (their claimer died) become idle again, keeping their hot versions.
 var expireLeasesScript = redis.NewScript(`
-local p, now = ARGV[1], ARGV[2]
+local p, now = KEYS[1], ARGV[1]
 local ids = redis.call('ZRANGEBYSCORE', p..'busy', '-inf', now, 'LIMIT', 0, 100)
 for _, id in ipairs(ids) do
   redis.call('ZREM', p..'busy', id)

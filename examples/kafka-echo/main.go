@@ -20,6 +20,9 @@ import (
 type Response struct {
 	Records int      `json:"records"`
 	IDs     []string `json:"ids"`
+	// Started is when the handler began (Unix nanoseconds): it orders
+	// batches delivered to different containers.
+	Started int64 `json:"started"`
 }
 
 // delay is an optional pause per batch (env EXAMPLE_DELAY_MS), to make the
@@ -30,6 +33,7 @@ var delay = func() time.Duration {
 }()
 
 func handle(_ context.Context, ev events.KafkaEvent) (Response, error) {
+	started := time.Now().UnixNano()
 	time.Sleep(delay)
 	// Records are grouped by "topic-partition"; keep a stable order.
 	keys := make([]string, 0, len(ev.Records))
@@ -37,7 +41,7 @@ func handle(_ context.Context, ev events.KafkaEvent) (Response, error) {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	out := Response{IDs: []string{}}
+	out := Response{IDs: []string{}, Started: started}
 	for _, k := range keys {
 		for _, r := range ev.Records[k] {
 			v, err := base64.StdEncoding.DecodeString(r.Value)

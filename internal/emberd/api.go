@@ -32,6 +32,7 @@ func (d *Daemon) apiServer() (*http.Server, *http.Server, error) {
 		Lag:      lagReader{d},
 		Activity: activity{d},
 		Redriver: redriver{d},
+		Replicas: d.peers,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -49,6 +49,10 @@ type Config struct {
 	// mutual TLS with an agent certificate. Default: "" (off; cmd/emberd
 	// listens on 127.0.0.1:7948 unless told otherwise).
 	PeerListen string
+	// PeerAdvertise is the host:port other replicas reach the peer
+	// listener at. Default: its address (the host name when it listens on
+	// every interface).
+	PeerAdvertise string
 
 	// Agent hosts a host agent in this process. Default: false here;
 	// cmd/emberd turns it on unless --agent=false.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ember-run/ember/consumers"
 	"github.com/ember-run/ember/consumers/embedded"
+	"github.com/ember-run/ember/engine/codepeers"
 	"github.com/ember-run/ember/engine/codestore"
 	"github.com/ember-run/ember/engine/pool"
 	"github.com/ember-run/ember/engine/registry"
@@ -34,7 +35,7 @@ type Daemon struct {
 	log      zerolog.Logger
 	brokers  []string
 	broker   *embedded.Broker
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 	metrics  *prometheus.Registry
 	registry *registry.Registry
 	tenants  *tenants.Store
@@ -53,6 +54,7 @@ type Daemon struct {
 	id       identity
 	peerLis  net.Listener
 	peer     *http.Server
+	peers    *codepeers.Peers
 	ready    chan struct{}
 }
 
@@ -77,11 +79,9 @@ func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		return nil, err
 	}
 
-	ropts, err := redisconn.Options(cfg.Redis, cfg.RedisCA)
-	if err != nil {
+	if d.rdb, err = redisconn.Client(cfg.Redis, cfg.RedisCA); err != nil {
 		return nil, err
 	}
-	d.rdb = redis.NewClient(ropts)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	err = d.rdb.Ping(pctx).Err()
 	cancel()
@@ -137,6 +137,14 @@ func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		consumers.WithCommitInterval(cfg.CommitInterval)); err != nil {
 		return nil, err
 	}
+	if cfg.PeerListen != "" {
+		if d.peerLis, err = net.Listen("tcp", cfg.PeerListen); err != nil {
+			return nil, fmt.Errorf("peer listen %s: %w", cfg.PeerListen, err)
+		}
+	}
+	if d.peers, err = d.codePeers(ctx); err != nil {
+		return nil, err
+	}
 	if cfg.Agent {
 		agentCfg := cfg.AgentConfig.WithDefaults()
 		agentTLS, err := d.id.agentTLS(cfg.PKIDir, agentCfg.AgentID)
@@ -144,7 +152,8 @@ func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
 			return nil, fmt.Errorf("in-process agent identity: %w", err)
 		}
 		d.agent, d.closeAgt, err = hostagent.NewContainerd(ctx, agentCfg, cfg.Containerd, hostagent.Deps{
-			Redis: d.rdb, Pool: d.pool, Code: codefetch.Dir{Root: filepath.Join(cfg.StateDir, "code")}, Log: cfg.Log,
+			Redis: d.rdb, Pool: d.pool, Log: cfg.Log,
+			Code:    replicatedCode{peers: d.peers, dir: codefetch.Dir{Root: filepath.Join(cfg.StateDir, "code")}},
 			Metrics: d.metrics, TLS: agentTLS,
 		})
 		if err != nil {
@@ -156,11 +165,6 @@ func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	}
 	if d.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("api listen %s: %w", cfg.Listen, err)
-	}
-	if cfg.PeerListen != "" {
-		if d.peerLis, err = net.Listen("tcp", cfg.PeerListen); err != nil {
-			return nil, fmt.Errorf("peer listen %s: %w", cfg.PeerListen, err)
-		}
 	}
 	return d, nil
 }
@@ -201,6 +205,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	coreG.Go(func() error { return d.sched.Run(core) })
 	coreG.Go(func() error { return d.usage.run(core) })
 	coreG.Go(func() error { return d.gauges.run(core, d) })
+	coreG.Go(func() error { return d.peers.Run(core) })
 	if d.agent != nil {
 		coreG.Go(func() error { return d.agent.Run(core) })
 	}

@@ -1,11 +1,18 @@
 package emberd
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"os"
 	"time"
 
+	"github.com/ember-run/ember/engine/codepeers"
+	"github.com/ember-run/ember/hostagent/codefetch"
 	"github.com/ember-run/ember/internal/pki"
 )
 
@@ -48,12 +55,63 @@ func (id identity) agentTLS(dir, agentID string) (*tls.Config, error) {
 	return pki.ServerConfig(cert, roots, pki.RoleEmberd), nil
 }
 
-// peerServer serves what agents on other hosts fetch from emberd (function
-// packages), only to clients with an agent certificate of the authority.
+// peerServer serves function packages to agents on other hosts and to the
+// other emberd replicas, only to clients with an agent or emberd
+// certificate of the authority.
 func (d *Daemon) peerServer(code http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           code,
-		TLSConfig:         pki.ServerConfig(d.id.cert, d.id.roots, pki.RoleAgent),
+		TLSConfig:         pki.ServerConfig(d.id.cert, d.id.roots, pki.RoleAgent, pki.RoleEmberd),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
+}
+
+// codePeers shares this replica's packages with the others: it announces
+// them under its peer URL (the peer listener's address, or PeerAdvertise)
+// and fetches theirs on a miss.
+func (d *Daemon) codePeers(ctx context.Context) (*codepeers.Peers, error) {
+	self := ""
+	if d.peerLis != nil {
+		addr := d.cfg.PeerAdvertise
+		if addr == "" {
+			addr = d.peerLis.Addr().String()
+			if h, port, err := net.SplitHostPort(addr); err == nil && net.ParseIP(h).IsUnspecified() {
+				host, herr := os.Hostname()
+				if herr != nil {
+					return nil, fmt.Errorf("peer listener on %s: name the address other replicas reach (PeerAdvertise): %w", addr, herr)
+				}
+				addr = net.JoinHostPort(host, port)
+			}
+		}
+		self = "https://" + addr
+	}
+	p, err := codepeers.New(d.rdb, d.code, codepeers.Config{
+		Self: self, Log: d.cfg.Log,
+		Client: &http.Client{Transport: &http.Transport{
+			TLSClientConfig: pki.ClientConfig(d.id.cert, d.id.roots, pki.RoleEmberd, ""),
+		}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := p.AnnounceAll(ctx); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// replicatedCode is the in-process agent's package source: this replica's
+// store, filled from another replica on a miss.
+type replicatedCode struct {
+	peers *codepeers.Peers
+	dir   codefetch.Dir
+}
+
+var _ codefetch.Source = replicatedCode{}
+
+func (c replicatedCode) Fetch(ctx context.Context, digest string, w io.Writer) error {
+	if err := c.peers.Ensure(ctx, digest); err != nil {
+		return err
+	}
+	return c.dir.Fetch(ctx, digest, w)
 }

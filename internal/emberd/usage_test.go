@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/ember-run/ember/consumers"
 	"github.com/ember-run/ember/consumers/embedded"
 	"github.com/ember-run/ember/engine/invoke"
 )
@@ -46,11 +47,20 @@ func TestUsageRecordFields(t *testing.T) {
 // the record of an invocation arrives on the usage topic; an Ember failure
 // produces none.
 func TestUsageProduced(t *testing.T) {
-	b, err := embedded.Start(embedded.Config{AutoCreateTopics: true})
+	b, err := embedded.Start(embedded.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
+	// emberd creates the usage topic before it serves (ensureSystemTopics).
+	topics, err := consumers.NewTopics(b.Addrs(), consumers.Conn{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer topics.Close()
+	if err := topics.CreateTopic(context.Background(), "usage-test", -1); err != nil {
+		t.Fatal(err)
+	}
 	res := invoke.Result{Status: invoke.StatusOK, Version: "1", Duration: 2 * time.Millisecond,
 		Usage: &invoke.Usage{CPU: time.Millisecond, MemorySizeMB: 256, MemoryPeakBytes: 1 << 20, Source: "cgroup"}}
 	u, err := newUsageInvoker(fixedInvoker{res: res}, b.Addrs(), &kafka.Transport{}, "usage-test", prometheus.NewRegistry(), zerolog.New(zerolog.NewTestWriter(t)))

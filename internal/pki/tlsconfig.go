@@ -9,15 +9,21 @@ import (
 )
 
 // ServerConfig serves with cert and accepts only clients whose certificate
-// chains to roots and carries peerRole.
-func ServerConfig(cert tls.Certificate, roots *x509.CertPool, peerRole string) *tls.Config {
+// chains to roots and carries one of peerRoles.
+func ServerConfig(cert tls.Certificate, roots *x509.CertPool, peerRoles ...string) *tls.Config {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{cert},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    roots,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return checkPeer(cs, peerRole, "")
+			var err error
+			for _, role := range peerRoles {
+				if err = checkPeer(cs, role, ""); err == nil {
+					return nil
+				}
+			}
+			return err
 		},
 	}
 }

@@ -32,13 +32,22 @@ type RedisServer struct {
 	dir  string
 	port int
 	aof  bool
-	cmd  *exec.Cmd
+	// args replace the command line of a data server (a sentinel's).
+	args []string
+	// extra are added to a data server's command line (--replicaof).
+	extra []string
+	cmd   *exec.Cmd
 }
 
 // StartRedis starts a private redis-server for t, with AOF persistence
 // (fsync every second) when persistent is set, and shuts it down when t
 // ends.
 func StartRedis(t testing.TB, persistent bool) *RedisServer {
+	t.Helper()
+	return startRedis(t, persistent)
+}
+
+func startRedis(t testing.TB, persistent bool, extra ...string) *RedisServer {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -48,15 +57,17 @@ func StartRedis(t testing.TB, persistent bool) *RedisServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &RedisServer{Addr: fmt.Sprintf("127.0.0.1:%d", port), t: t, bin: bin, dir: t.TempDir(), port: port, aof: persistent}
+	s := &RedisServer{Addr: fmt.Sprintf("127.0.0.1:%d", port), t: t, bin: bin, dir: t.TempDir(), port: port, aof: persistent, extra: extra}
 	s.Start()
-	t.Cleanup(func() {
-		if s.cmd != nil {
-			_ = s.cmd.Process.Kill()
-			_ = s.cmd.Wait()
-		}
-	})
+	t.Cleanup(s.stop)
 	return s
+}
+
+func (s *RedisServer) stop() {
+	if s.cmd != nil {
+		_ = s.cmd.Process.Kill()
+		_ = s.cmd.Wait()
+	}
 }
 
 // Start starts the server (again) and waits until it answers.
@@ -66,8 +77,12 @@ func (s *RedisServer) Start() {
 	if s.aof {
 		aof = "yes"
 	}
-	s.cmd = exec.Command(s.bin, "--port", fmt.Sprint(s.port), "--bind", "127.0.0.1", "--save", "",
-		"--appendonly", aof, "--appendfsync", "everysec", "--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log"))
+	args := s.args
+	if args == nil {
+		args = append([]string{"--port", fmt.Sprint(s.port), "--bind", "127.0.0.1", "--save", "",
+			"--appendonly", aof, "--appendfsync", "everysec", "--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log")}, s.extra...)
+	}
+	s.cmd = exec.Command(s.bin, args...)
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatalf("start redis-server: %v", err)
 	}

@@ -162,28 +162,8 @@ func TestCrashLosesNothing(t *testing.T) {
 // every record is processed.
 func TestRedisKillLosesNothing(t *testing.T) {
 	rs := testenv.StartRedis(t, true)
-	s := newStackWithRedis(t, rs, "m128=4")
-	s.deploy("echo", "kafka-echo", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000})
-	s.createTopic("stream", 4)
-	bindEcho(t, s, "stream", "stream", 10)
-	const n = 1400 // 7 s at 200/s
-	want := ids(n)
-	produced := make(chan struct{})
-	go func() { // paced like a live producer, straight to the broker
-		defer close(produced)
-		w := &kafka.Writer{Addr: kafka.TCP(s.broker), Topic: topic("stream"), Balancer: &kafka.RoundRobin{},
-			BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
-		defer w.Close()
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		for _, id := range want {
-			<-tick.C
-			if err := w.WriteMessages(context.Background(), kafka.Message{Value: []byte(id)}); err != nil {
-				t.Errorf("produce: %v", err)
-				return
-			}
-		}
-	}()
+	s := newStackWithRedis(t, rs.Addr, "m128=4")
+	produced := startStream(t, s, 1400) // 7 s at 200/s
 	// The outage is the scenario: Redis is down for 2 s from the 2nd second.
 	time.Sleep(2 * time.Second)
 	rs.Kill()
@@ -192,28 +172,88 @@ func TestRedisKillLosesNothing(t *testing.T) {
 	rs.Start()
 	t.Log("redis restarted")
 	<-produced
+	checkStream(t, s, 1400)
+}
 
-	s.waitNoLag("stream", n, 3*time.Minute)
+// TestRedisFailoverLosesNothing runs Ember on a replicated Redis watched by
+// three sentinels and SIGKILLs the primary in the middle of a stream at
+// 200 events/s: the sentinels promote the replica, emberd and its agent
+// follow it by themselves, every record is processed, and tenants,
+// functions, bindings and agents are all still there.
+func TestRedisFailoverLosesNothing(t *testing.T) {
+	rs := testenv.StartSentinels(t)
+	s := newStackWithRedis(t, rs.URL, "m128=4")
+	produced := startStream(t, s, 1400)
+	time.Sleep(2 * time.Second) // the scenario: the primary dies 2 s into the stream
+	rs.Primary.Kill()
+	t.Log("primary killed")
+	deadline := time.Now().Add(time.Minute)
+	for {
+		a, err := rs.PrimaryAddr(s.ctx())
+		if err == nil && a == rs.Replica.Addr {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sentinels did not promote the replica: %q, %v", a, err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the sentinels
+	}
+	t.Log("replica promoted")
+	<-produced
+	checkStream(t, s, 1400)
+}
+
+// startStream deploys echo, binds it to a 4-partition topic "stream" and
+// produces n records to it at 200/s, straight to the broker, like a live
+// producer. The channel closes when all are produced.
+func startStream(t *testing.T, s *stack, n int) <-chan struct{} {
+	s.deploy("echo", "kafka-echo", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000})
+	s.createTopic("stream", 4)
+	bindEcho(t, s, "stream", "stream", 10)
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		w := &kafka.Writer{Addr: kafka.TCP(s.broker), Topic: topic("stream"), Balancer: &kafka.RoundRobin{},
+			BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
+		defer w.Close()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for _, id := range ids(n) {
+			<-tick.C
+			if err := w.WriteMessages(context.Background(), kafka.Message{Value: []byte(id)}); err != nil {
+				t.Errorf("produce: %v", err)
+				return
+			}
+		}
+	}()
+	return produced
+}
+
+// checkStream waits until the stream binding has handled all n records and
+// checks that each came back, and that the tenant, its function and
+// binding, and the agent are still known.
+func checkStream(t *testing.T, s *stack, n int) {
+	s.waitNoLag("stream", int64(n), 3*time.Minute)
 	got := seen(t, s.readTopic("stream.results"))
-	for _, id := range want {
+	for _, id := range ids(n) {
 		if got[id] == 0 {
 			t.Errorf("record %s lost", id)
 		}
 	}
 	fs, err := s.client.ListFunctions(s.ctx())
 	if err != nil || len(fs) != 1 || fs[0].Name != "echo" {
-		t.Errorf("functions after the restart: %+v, %v", fs, err)
+		t.Errorf("functions after the outage: %+v, %v", fs, err)
 	}
 	bs, err := s.client.ListBindings(s.ctx())
 	if err != nil || len(bs) != 1 || bs[0].ID != "stream" {
-		t.Errorf("bindings after the restart: %+v, %v", bs, err)
+		t.Errorf("bindings after the outage: %+v, %v", bs, err)
 	}
 	ts, err := s.admin.ListTenants(s.ctx())
 	if err != nil || len(ts) != 1 || ts[0].Name != tenant {
-		t.Errorf("tenants after the restart: %+v, %v", ts, err)
+		t.Errorf("tenants after the outage: %+v, %v", ts, err)
 	}
 	st, err := s.admin.Status(s.ctx())
 	if err != nil || len(st.Agents) != 1 {
-		t.Errorf("agents after the restart: %+v, %v", st.Agents, err)
+		t.Errorf("agents after the outage: %+v, %v", st.Agents, err)
 	}
 }

@@ -55,7 +55,7 @@ func testMain(m *testing.M) int {
 			return 1
 		}
 	}
-	for _, ex := range []string{"kafka-echo", "fail", "sleep", "exit", "whoami", "hostile"} {
+	for _, ex := range []string{"kafka-echo", "kafka-picky", "fail", "sleep", "exit", "whoami", "hostile"} {
 		p := filepath.Join(dir, ex+".zip")
 		if err := testenv.ExampleZip(ex, p); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -119,11 +119,20 @@ func topic(name string) string { return tenant + "." + name }
 
 func newStack(t testing.TB, pool string, extra ...string) *stack {
 	t.Helper()
-	return newStackWithRedis(t, testenv.StartRedis(t, false), pool, extra...)
+	return newStackWithRedis(t, testenv.StartRedis(t, false).Addr, pool, extra...)
 }
 
 // newStackWithRedis is newStack on a Redis the test controls.
-func newStackWithRedis(t testing.TB, rs *testenv.RedisServer, pool string, extra ...string) *stack {
+func newStackWithRedis(t testing.TB, redis string, pool string, extra ...string) *stack {
+	t.Helper()
+	s := startStack(t, redis, pool, "", extra...)
+	s.client = s.tenantClient(tenant)
+	return s
+}
+
+// startStack starts an emberd on redis (its --redis); broker, when set, is an outside
+// broker (given as --brokers in extra) the stack's helpers use.
+func startStack(t testing.TB, redis string, pool, broker string, extra ...string) *stack {
 	t.Helper()
 	// runc mounts from inside the instance's user namespace: every parent
 	// of the state directory must be searchable by others (t.TempDir is 0700).
@@ -136,10 +145,11 @@ func newStackWithRedis(t testing.TB, rs *testenv.RedisServer, pool string, extra
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	s := &stack{
-		t: t, name: strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), dir: dir, redis: rs.Addr,
+		t: t, name: strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), dir: dir, redis: redis,
 		api: freeAddr(t), broker: freeAddr(t), agent: freeAddr(t), peer: freeAddr(t), pool: pool, extra: extra,
 	}
 	n := int(stacks.Add(1))
+	s.name = fmt.Sprintf("%s-%d", s.name, n) // the agent's id: one per stack, even in one test
 	s.bridge = fmt.Sprintf("embe2e%d", n)
 	s.subnet = fmt.Sprintf("10.210.%d.0/24", n%250)
 	s.uidBase = 200_000_000 + n*64*65536
@@ -149,9 +159,11 @@ func newStackWithRedis(t testing.TB, rs *testenv.RedisServer, pool string, extra
 	if s.admin, err2 = client.New("http://"+s.api, client.WithAPIKey(s.adminKey)); err2 != nil {
 		t.Fatal(err2)
 	}
+	if broker != "" {
+		s.broker = broker
+	}
 	s.start()
 	t.Cleanup(s.stop)
-	s.client = s.tenantClient(tenant)
 	return s
 }
 

@@ -22,9 +22,10 @@ import (
 	"github.com/ember-run/ember/internal/pki"
 )
 
-// TestPeerCodeNeedsAgentCertificate: emberd serves code to agents on other
-// hosts only over mutual TLS with an agent certificate of its authority.
-func TestPeerCodeNeedsAgentCertificate(t *testing.T) {
+// TestPeerCodeNeedsClusterCertificate: emberd serves code to agents on
+// other hosts and to its replicas only over mutual TLS with a certificate
+// of its own authority.
+func TestPeerCodeNeedsClusterCertificate(t *testing.T) {
 	s := newStack(t, "m128=1")
 	fn := s.deploy("echo", "kafka-echo", wire.FunctionConfig{MemoryMB: 128})
 	want, err := os.ReadFile(zips["kafka-echo"])
@@ -61,17 +62,19 @@ func TestPeerCodeNeedsAgentCertificate(t *testing.T) {
 		}
 		return b, err
 	}
-	got, err := fetch(&agentCert)
-	if err != nil {
-		t.Fatalf("an agent of the authority: %v", err)
-	}
-	if sha256.Sum256(got) != sha256.Sum256(want) {
-		t.Fatalf("fetched package %s differs from the deployed one", hex.EncodeToString(got[:8]))
+	// Agents fetch packages; other emberd replicas replicate them.
+	for name, cert := range map[string]*tls.Certificate{"an agent": &agentCert, "another emberd": &emberdCert} {
+		got, err := fetch(cert)
+		if err != nil {
+			t.Fatalf("%s of the authority: %v", name, err)
+		}
+		if sha256.Sum256(got) != sha256.Sum256(want) {
+			t.Fatalf("%s fetched package %s, which differs from the deployed one", name, hex.EncodeToString(got[:8]))
+		}
 	}
 	for name, cert := range map[string]*tls.Certificate{
-		"no certificate":          nil,
-		"another authority":       &foreign.Agent,
-		"an emberd, not an agent": &emberdCert,
+		"no certificate":    nil,
+		"another authority": &foreign.Agent,
 	} {
 		if _, err := fetch(cert); err == nil {
 			t.Errorf("%s: code was served", name)
