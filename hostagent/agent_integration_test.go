@@ -2,6 +2,7 @@ package hostagent
 
 import (
 	"archive/zip"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -19,6 +20,8 @@ import (
 	"github.com/ember-run/ember/internal/testenv"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // zipDir packs every regular file of dir (flat) into a package in the
@@ -100,8 +103,11 @@ func TestAgentIntegration(t *testing.T) {
 	if err := testenv.Build("cmd/ember-init", initBin); err != nil {
 		t.Fatal(err)
 	}
-	fnDir := t.TempDir()
+	fnDir, sleepDir := t.TempDir(), t.TempDir()
 	if err := testenv.Example("kafka-echo", fnDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.Example("sleep", sleepDir); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -116,7 +122,7 @@ func TestAgentIntegration(t *testing.T) {
 	}
 
 	store := t.TempDir()
-	digest := zipDir(t, fnDir, store)
+	digest, sleepDigest := zipDir(t, fnDir, store), zipDir(t, sleepDir, store)
 
 	pst, err := pool.New(rdb)
 	if err != nil {
@@ -217,6 +223,43 @@ func TestAgentIntegration(t *testing.T) {
 	}
 	slices.Sort(lat)
 	t.Logf("hot dispatch round trip over gRPC: p50 %v p99 %v (n=%d)", lat[len(lat)/2], lat[len(lat)*99/100], len(lat))
+
+	// A caller that gives up (a consumer whose partition was revoked, an
+	// emberd that died) stops the handler: it must not keep running on
+	// records another consumer now owns. The next dispatch of that version
+	// gets a new container at once instead of waiting behind the old one.
+	sreq := &dispatchpb.DispatchRequest{
+		InvocationId: "inv-sleep", InstanceId: claim.InstanceID, Tenant: "acme", Function: "sleep",
+		Version: "1", CodeDigest: sleepDigest, Handler: "bootstrap", MemoryMb: 128, TimeoutMs: 120000,
+		Payload: []byte(`{"ms":120000}`),
+	}
+	dctx, dcancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { _, err := ac.Dispatch(dctx, sreq); errc <- err }()
+	fnLog := filepath.Join(a.Config().StateDir, "instances", claim.InstanceID, "log", "functions", "functions.log")
+	eventually(t, "the sleep handler started", func() bool {
+		b, _ := os.ReadFile(fnLog)
+		return bytes.Contains(b, []byte("sleeping 120000 ms"))
+	})
+	dcancel()
+	if err := <-errc; status.Code(err) != codes.Canceled {
+		t.Fatalf("cancelled dispatch: %v, want Canceled", err)
+	}
+	sreq.InvocationId, sreq.Payload = "inv-sleep-2", []byte(`{"ms":1}`)
+	t3 := time.Now()
+	// The caller's side ends at once; the agent answers Aborted (busy)
+	// while it stops the cancelled handler's container.
+	for {
+		resp, err = ac.Dispatch(ctx, sreq)
+		if status.Code(err) != codes.Aborted || time.Since(t3) > 10*time.Second {
+			break
+		}
+		time.Sleep(5 * time.Millisecond) // polling the instance until it is free
+	}
+	if err != nil || resp.Status != dispatchpb.Status_STATUS_OK || resp.Start != dispatchpb.StartKind_START_KIND_CONTAINER {
+		t.Fatalf("dispatch after a cancelled one: %v %v, want ok in a new container", resp, err)
+	}
+	t.Logf("dispatch after a cancelled one: new container, ok in %v", time.Since(t3))
 	if err := pst.Release(ctx, claim.InstanceID, vk, true); err != nil {
 		t.Fatal(err)
 	}

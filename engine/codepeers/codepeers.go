@@ -66,6 +66,7 @@ func (p *Peers) Announce(ctx context.Context, digest string) error {
 	}
 	_, err := p.rdb.TxPipelined(ctx, func(pl redis.Pipeliner) error {
 		pl.SAdd(ctx, p.cfg.Prefix+digest, p.cfg.Self)
+		pl.SAdd(ctx, p.index(), digest)
 		pl.Publish(ctx, p.channel(), digest)
 		return nil
 	})
@@ -77,12 +78,29 @@ func (p *Peers) Announce(ctx context.Context, digest string) error {
 
 func (p *Peers) channel() string { return p.cfg.Prefix + "announced" }
 
-// Run fetches every package another replica announces, until ctx is done.
-// A failed fetch is logged; the package is fetched again on first use.
+// index is the set of every digest ever announced.
+func (p *Peers) index() string { return p.cfg.Prefix + "digests" }
+
+// Run first fetches every announced package this replica lacks (a replica
+// that starts late must not depend on the others staying up), then every
+// package another replica announces, until ctx is done. A failed fetch is
+// logged; the package is fetched again on first use.
 func (p *Peers) Run(ctx context.Context) error {
 	sub := p.rdb.Subscribe(ctx, p.channel())
 	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil { // subscribed: nothing announced from now on is missed
+		return fmt.Errorf("codepeers: subscribe: %w", err)
+	}
 	ch := sub.Channel()
+	all, err := p.rdb.SMembers(ctx, p.index()).Result()
+	if err != nil && ctx.Err() == nil {
+		p.cfg.Log.Warn().Err(err).Msg("list announced packages; they will be fetched on first use")
+	}
+	for _, d := range all {
+		if err := p.Ensure(ctx, d); err != nil && ctx.Err() == nil {
+			p.cfg.Log.Warn().Err(err).Str("digest", d).Msg("catching up on an announced package failed; it will be fetched on first use")
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():

@@ -195,3 +195,33 @@ func TestRunReplicatesAnnouncedPackages(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // polling the other replica's store
 	}
 }
+
+// TestRunCatchesUpOnStart: a replica that starts after a package was
+// announced fetches it at once, while its holder is still up.
+func TestRunCatchesUpOnStart(t *testing.T) {
+	ca, err := pki.NewAuthority()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := testenv.StartRedis(t, false)
+	a := newReplica(t, ca, srv.Addr, honest)
+	b := newReplica(t, ca, srv.Addr, honest)
+	put, err := a.store.Put(t.Context(), bytes.NewReader(pkg(t, "early")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.peers.Announce(t.Context(), put.Digest); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- b.peers.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for ok := false; !ok; ok, _ = b.store.Has(put.Digest) {
+		if time.Now().After(deadline) {
+			t.Fatal("b never fetched the package announced before it started")
+		}
+		time.Sleep(20 * time.Millisecond) // polling the other replica's store
+	}
+}

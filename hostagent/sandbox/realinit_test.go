@@ -121,8 +121,18 @@ func TestRealEmberInit(t *testing.T) {
 	if got := statusField(t, uint32(shim), "Seccomp"); got != "2" {
 		t.Errorf("shim Seccomp = %s", got)
 	}
-	if got := statusField(t, uint32(pid), "Uid"); !strings.HasPrefix(got, strconv.Itoa(sandbox.DefaultHostID+1000)+"\t") {
-		t.Errorf("container process host Uid = %q, want %d", got, sandbox.DefaultHostID+1000)
+	// The bootstrap shows in the cgroup from its fork, before it dropped to
+	// its uid and exec'd: wait for the drop.
+	want := strconv.Itoa(sandbox.DefaultHostID+1000) + "\t"
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		got := statusField(t, uint32(pid), "Uid")
+		if strings.HasPrefix(got, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container process host Uid = %q, want %d", got, sandbox.DefaultHostID+1000)
+		}
+		time.Sleep(5 * time.Millisecond) // observing another process's setuid
 	}
 	if got := statusField(t, uint32(pid), "CapEff"); got != "0000000000000000" {
 		t.Errorf("container CapEff = %s", got)
