@@ -38,3 +38,5 @@ run "Kafka side: Lambda event encoding and consume-to-invoke with a no-op functi
 	-run '^$' -bench . -benchtime 3x ./consumers/...
 run "registry: Resolve with and without the in-process cache (one Redis round trip)" \
 	-run '^$' -bench . ./engine/registry
+run "scheduler: an instance freed to the waiting invocation's handler start, vs one Redis PUBLISH" \
+	-run '^$' -bench . -benchtime 1x ./engine/scheduler

@@ -13,7 +13,8 @@
 //     batch response), and "big:<n>" makes the response n bytes; for error
 //     controls.
 //   - fail: always returns errors.New("boom"), i.e. a function_error.
-//   - sleep: sleeps {"ms": N} milliseconds, then returns {"slept_ms": N}; for timeouts.
+//   - sleep: sleeps {"ms": N} milliseconds, then returns {"slept_ms": N}; for timeouts
+//     and waiting ({"stat": true} adds its log stream, naming the instance, and /tmp size).
 //   - exit: os.Exit(3) when the payload is {"exit": true}, else echoes it; for restarts.
 //   - whoami: reports its uid, gid, capabilities, no_new_privs, environment and
 //     whether LAMBDA_TASK_ROOT and HOME are writable; for isolation tests.

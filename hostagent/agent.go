@@ -43,6 +43,7 @@ type Agent struct {
 
 	mu       sync.Mutex
 	insts    map[string]*instance
+	subpools map[string]pool.SubPool // by name
 	closing  bool
 	starts   sync.WaitGroup // instance boots in flight
 	watchers sync.WaitGroup // one per ready instance, until its connection ends
@@ -137,21 +138,26 @@ func (a *Agent) Run(ctx context.Context) error {
 		addr = lis.Addr().String()
 	}
 	a.addr.Store(&addr)
-	if err := a.store.RegisterAgent(ctx, pool.Agent{ID: a.cfg.AgentID, Addr: addr, Started: time.Now()}, a.cfg.HeartbeatTTL); err != nil {
+	if err := a.store.RegisterAgent(ctx, pool.Agent{ID: a.cfg.AgentID, Addr: addr, Started: time.Now(), Capacity: a.cfg.Capacity}, a.cfg.HeartbeatTTL); err != nil {
 		lis.Close()
 		return fmt.Errorf("hostagent: %w", err)
 	}
 	a.log.Info().Str("addr", addr).Str("state_dir", a.cfg.StateDir).Msg("agent registered")
 
 	// Subscribe before Ready, so that no demand published after Ready is missed.
-	sub := a.deps.Redis.Subscribe(ctx, a.store.DemandChannel(), a.store.RetireChannel())
+	sub := a.deps.Redis.Subscribe(ctx, a.store.DemandChannel(), a.store.RetireChannel(), a.store.SubPoolsChannel())
 	defer sub.Close()
-	for range 2 { // one confirmation per channel
+	for range 3 { // one confirmation per channel
 		if _, err := sub.Receive(ctx); err != nil {
 			lis.Close()
 			a.shutdown()
 			return fmt.Errorf("hostagent: subscribe %s: %w", a.store.DemandChannel(), err)
 		}
+	}
+	if err := a.loadSubPools(ctx); err != nil { // after subscribing: no change is missed
+		lis.Close()
+		a.shutdown()
+		return fmt.Errorf("hostagent: %w", err)
 	}
 
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(a.deps.TLS)), grpc.MaxRecvMsgSize(dispatchpb.MaxMessageBytes), grpc.MaxSendMsgSize(dispatchpb.MaxMessageBytes))
@@ -290,6 +296,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 			}
 			continue
 		}
+		a.reportUsed(ctx)
 		if !alive {
 			a.log.Warn().Msg("heartbeat key had expired; registering again")
 			if err := a.reregister(ctx); err != nil && ctx.Err() == nil {
@@ -305,7 +312,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 // active pool with their hot versions. Pool state is rebuilt from what the
 // agent knows.
 func (a *Agent) reregister(ctx context.Context) error {
-	if err := a.store.RegisterAgent(ctx, pool.Agent{ID: a.cfg.AgentID, Addr: a.Addr(), Started: time.Now()}, a.cfg.HeartbeatTTL); err != nil {
+	if err := a.store.RegisterAgent(ctx, pool.Agent{ID: a.cfg.AgentID, Addr: a.Addr(), Started: time.Now(), Capacity: a.cfg.Capacity}, a.cfg.HeartbeatTTL); err != nil {
 		return err
 	}
 	known, err := a.store.Instances(ctx, a.cfg.AgentID)
@@ -365,11 +372,14 @@ func (a *Agent) demandLoop(ctx context.Context, sub *redis.PubSub) error {
 			if !ok {
 				return nil
 			}
-			if m.Channel == a.store.RetireChannel() {
+			switch m.Channel {
+			case a.store.RetireChannel():
 				a.onRetire(m.Payload)
-				continue
+			case a.store.SubPoolsChannel():
+				a.onSubPoolsChanged(ctx)
+			default:
+				a.onDemand(ctx, m.Payload)
 			}
-			a.onDemand(m.Payload)
 		}
 	}
 }
@@ -409,9 +419,11 @@ func (a *Agent) onRetire(fn string) {
 	}
 }
 
-func (a *Agent) onDemand(class string) {
-	if _, err := pool.ClassMemory(class); err != nil {
-		a.log.Warn().Str("class", class).Msg("demand for a malformed class ignored")
+// onDemand handles "<class>" (every agent) or "<class> <agent id>" (the
+// one the placement chose).
+func (a *Agent) onDemand(ctx context.Context, msg string) {
+	class, target, _ := strings.Cut(msg, " ")
+	if target != "" && target != a.cfg.AgentID {
 		return
 	}
 	a.mu.Lock()
@@ -421,7 +433,19 @@ func (a *Agent) onDemand(class string) {
 			return // one is on its way; it will be claimable soon
 		}
 	}
-	in := a.reserveLocked(class, true)
+	if sp, ok := a.subPoolLocked(class); ok {
+		a.mu.Unlock()
+		if !a.startSubPoolInstance(ctx, sp, false) {
+			a.log.Info().Str("class", class).Msg("demand: the sub-pool is at its maximum or the host is full")
+		}
+		return
+	}
+	if _, err := pool.ClassMemory(class); err != nil {
+		a.mu.Unlock()
+		a.log.Warn().Str("class", class).Msg("demand for an unknown class ignored")
+		return
+	}
+	in := a.reserveLocked(class, nil, true)
 	a.mu.Unlock()
 	if in == nil {
 		a.log.Warn().Str("class", class).Int("max", a.cfg.MaxInstances).Msg("demand: host full")
@@ -456,6 +480,7 @@ func (a *Agent) manage(ctx context.Context) error {
 		}
 		a.reclaim(ctx)
 		a.ensureWarm()
+		a.ensureSubPools(ctx)
 	}
 }
 
@@ -470,7 +495,7 @@ func (a *Agent) initialFill(ctx context.Context) error {
 	a.mu.Lock()
 	for _, class := range a.cfg.classes() {
 		for range a.cfg.Pool[class] {
-			if in := a.reserveLocked(class, false); in != nil {
+			if in := a.reserveLocked(class, nil, false); in != nil {
 				todo = append(todo, in)
 			}
 		}
@@ -513,7 +538,7 @@ func (a *Agent) ensureWarm() {
 	}
 	for _, class := range a.cfg.classes() {
 		for n := warm[class]; n < a.cfg.Pool[class]; n++ {
-			in := a.reserveLocked(class, false)
+			in := a.reserveLocked(class, nil, false)
 			if in == nil {
 				break
 			}
@@ -526,9 +551,10 @@ func (a *Agent) ensureWarm() {
 	}
 }
 
-// reserveLocked books a slot for a new instance of class and registers the
-// boot with a.starts. It returns nil if the host is full or closing. a.mu held.
-func (a *Agent) reserveLocked(class string, fromDemand bool) *instance {
+// reserveLocked books a slot for a new instance of class (of sub-pool sp,
+// when set) and registers the boot with a.starts. It returns nil if the
+// host is full (instances, memory or CPU) or closing. a.mu held.
+func (a *Agent) reserveLocked(class string, sp *pool.SubPool, fromDemand bool) *instance {
 	if a.closing {
 		return nil
 	}
@@ -541,14 +567,18 @@ func (a *Agent) reserveLocked(class string, fromDemand bool) *instance {
 	if n >= a.cfg.MaxInstances {
 		return nil
 	}
-	mb, err := pool.ClassMemory(class)
-	if err != nil {
+	need := fixedNeeds(class)
+	if sp != nil {
+		need = pool.Resources{MemoryMB: sp.MemoryMB, MilliCPU: sp.MilliCPU}
+	}
+	if need.MemoryMB == 0 || !a.cfg.Capacity.Fits(a.usedLocked().Add(need)) {
 		return nil
 	}
+	mb := need.MemoryMB
 	slot := a.freeSlotLocked()
 	id := newInstanceID()
 	in := &instance{
-		id: id, class: class, memoryMB: mb,
+		id: id, class: class, memoryMB: mb, needs: need, subpool: sp,
 		slot: slot, hostUID: a.cfg.MappedRootUID + slot*a.cfg.UIDRange,
 		dir:        filepath.Join(a.cfg.StateDir, "instances", id),
 		state:      stStarting,

@@ -427,15 +427,15 @@ func TestAgentDemandAndStaleCleanup(t *testing.T) {
 		t.Fatalf("stale instances not destroyed: %v", rt.destroyed)
 	}
 	ctx := context.Background()
-	if err := h.store.RequestInstance(ctx, "m512"); err != nil {
+	if err := h.store.RequestInstance(ctx, "m512", ""); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "an m512 instance on demand", func() bool { return len(h.warm("m512")) == 1 })
 	// MaxInstances is 2: further demand is refused.
-	if err := h.store.RequestInstance(ctx, "m1024"); err != nil {
+	if err := h.store.RequestInstance(ctx, "m1024", ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.store.RequestInstance(ctx, "m512"); err != nil {
+	if err := h.store.RequestInstance(ctx, "m512", ""); err != nil {
 		t.Fatal(err)
 	}
 	c := h.claim("acme", "m512", "")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -35,6 +36,10 @@ type Config struct {
 	// MaxInstances bounds the instances on this host, warm, active and
 	// starting. Default: 32.
 	MaxInstances int
+	// Capacity is what instances may reserve on this host, in memory and
+	// CPU; the agent never starts an instance beyond it. Default: the
+	// host's memory less 1 GiB (at least 1 GiB), and its CPUs.
+	Capacity pool.Resources
 	// StartConcurrency bounds instance starts in flight. Default: 2.
 	StartConcurrency int
 	// InstanceStartTimeout bounds one instance start, create to Hello.
@@ -128,6 +133,12 @@ func (c *Config) setDefaults() {
 	if c.Pool == nil {
 		c.Pool = DefaultPool()
 	}
+	if c.Capacity.MemoryMB == 0 {
+		c.Capacity.MemoryMB = max(hostMemoryMB()-1024, 1024)
+	}
+	if c.Capacity.MilliCPU == 0 {
+		c.Capacity.MilliCPU = int64(runtime.NumCPU()) * 1000
+	}
 	if c.MaxInstances == 0 {
 		c.MaxInstances = DefaultMaxInstances
 	}
@@ -206,6 +217,8 @@ func (c Config) Validate() error {
 		return errors.New("hostagent: pids limits, MappedRootUID and UIDRange must not be negative")
 	case int64(c.MappedRootUID)+int64(c.MaxInstances)*int64(c.UIDRange) > 1<<32-2:
 		return fmt.Errorf("hostagent: MappedRootUID %d + MaxInstances %d * UIDRange %d passes the largest uid", c.MappedRootUID, c.MaxInstances, c.UIDRange)
+	case c.Capacity.MemoryMB < 128 || c.Capacity.MilliCPU < 100:
+		return fmt.Errorf("hostagent: Capacity %d MB, %d mCPU: want at least 128 MB and 100 mCPU", c.Capacity.MemoryMB, c.Capacity.MilliCPU)
 	case c.Accounting != AccountingEBPF && c.Accounting != AccountingCgroup && c.Accounting != AccountingOff:
 		return fmt.Errorf("hostagent: Accounting %q must be %q, %q or %q", c.Accounting, AccountingEBPF, AccountingCgroup, AccountingOff)
 	}
@@ -222,7 +235,41 @@ func (c Config) Validate() error {
 	if total > c.MaxInstances {
 		return fmt.Errorf("hostagent: the warming pool (%d instances) exceeds MaxInstances (%d)", total, c.MaxInstances)
 	}
+	var need pool.Resources
+	for class, n := range c.Pool {
+		r := fixedNeeds(class)
+		need = need.Add(pool.Resources{MemoryMB: r.MemoryMB * int64(n), MilliCPU: r.MilliCPU * int64(n)})
+	}
+	if !c.Capacity.Fits(need) {
+		return fmt.Errorf("hostagent: the warming pool needs %d MB and %d mCPU; the host's capacity is %d MB and %d mCPU",
+			need.MemoryMB, need.MilliCPU, c.Capacity.MemoryMB, c.Capacity.MilliCPU)
+	}
 	return nil
+}
+
+// fixedNeeds is what an instance of a fixed class reserves (zero for a
+// name that is not a class).
+func fixedNeeds(class string) pool.Resources {
+	mb, err := pool.ClassMemory(class)
+	if err != nil {
+		return pool.Resources{}
+	}
+	return pool.Resources{MemoryMB: mb, MilliCPU: pool.FixedMilliCPU}
+}
+
+// hostMemoryMB is MemTotal from /proc/meminfo (0 if unreadable).
+func hostMemoryMB() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb >> 10
+		}
+	}
+	return 0
 }
 
 // classes returns the pool's classes in a stable order, smallest first.

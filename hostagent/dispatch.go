@@ -70,6 +70,10 @@ func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (
 		a.mu.Unlock()
 		log.Warn().Str("bound_tenant", in.tenant).Msg("dispatch refused: instance belongs to another tenant")
 		return nil, status.Errorf(codes.PermissionDenied, "instance %s belongs to another tenant", in.id)
+	case in.subpool != nil && in.subpool.Tenant != req.GetTenant():
+		a.mu.Unlock()
+		log.Warn().Str("subpool", in.subpool.Name).Msg("dispatch refused: the sub-pool is reserved for another tenant")
+		return nil, status.Errorf(codes.PermissionDenied, "instance %s is reserved for another tenant", in.id)
 	}
 	claimed := in.tenant == ""
 	in.tenant = req.GetTenant()
@@ -255,15 +259,19 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 	a.seq++
 	id := key[:12] + "-" + strconv.FormatUint(a.seq, 10)
 	a.mu.Unlock()
+	vcpu := sandbox.FunctionVCPU(mem)
+	if in.subpool != nil { // the sub-pool's CPU, less ember-init's headroom
+		vcpu = max(float64(in.subpool.MilliCPU)/1000-sandbox.InitVCPU, sandbox.MinVCPU)
+	}
 	cg, err := a.deps.Cgroups.Create(in.cgroupPath, id, in.hostUID, CgroupLimits{
 		MemoryBytes: mem << 20, CPUShares: a.cfg.cpuShares(mem), PidsLimit: a.cfg.ContainerPidsLimit,
-		VCPU: sandbox.FunctionVCPU(mem),
+		VCPU: vcpu,
 	})
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "container cgroup: %v", err)
 	}
 	meter := a.attachMeter(log, cg) // accounting: before the process starts
-	egress := req.GetNetwork() == NetworkEgress && !a.cfg.NoNetwork
+	egress := req.GetNetwork() == NetworkEgress && !a.cfg.NoNetwork && (in.subpool == nil || in.subpool.Network != NetworkNone)
 	if egress && a.deps.Network == nil {
 		closeMeter(log, meter)
 		_ = cg.Remove()

@@ -22,11 +22,14 @@ type fakeRuntime struct {
 	stale     []string // ids List reports before any Create
 	destroyed []string
 	created   int
+	specs     map[string]sandbox.InstanceSpec // of live instances
 }
 
 var _ Runtime = (*fakeRuntime)(nil)
 
-func newFakeRuntime() *fakeRuntime { return &fakeRuntime{live: map[string]*fakeInit{}} }
+func newFakeRuntime() *fakeRuntime {
+	return &fakeRuntime{live: map[string]*fakeInit{}, specs: map[string]sandbox.InstanceSpec{}}
+}
 
 func (r *fakeRuntime) Create(ctx context.Context, spec sandbox.InstanceSpec) (sandbox.Instance, error) {
 	fi, err := startFakeInit(spec.ID, filepath.Join(spec.SocketDir, initproto.SocketName))
@@ -35,6 +38,7 @@ func (r *fakeRuntime) Create(ctx context.Context, spec sandbox.InstanceSpec) (sa
 	}
 	r.mu.Lock()
 	r.live[spec.ID] = fi
+	r.specs[spec.ID] = spec
 	r.created++
 	r.mu.Unlock()
 	return sandbox.Instance{ID: spec.ID, Pid: 1, CgroupPath: "/ember/" + spec.ID}, nil
@@ -78,6 +82,26 @@ func (r *fakeRuntime) count() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.live)
+}
+
+// countClass counts the live instances of class.
+func (r *fakeRuntime) countClass(class string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for id := range r.live {
+		if r.specs[id].Class == class {
+			n++
+		}
+	}
+	return n
+}
+
+// memoryOf is the memory an instance was created with.
+func (r *fakeRuntime) memoryOf(id string) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.specs[id].MemoryMB
 }
 
 // fakeInit speaks initproto like ember-init: Hello, Start, Invoke (echoes

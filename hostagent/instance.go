@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/ember-run/ember/engine/pool"
 )
 
 // instState is where an instance is in its life.
@@ -23,7 +25,12 @@ const (
 type instance struct {
 	id, class string
 	memoryMB  int64
-	dir       string // <StateDir>/instances/<id>
+	// needs is what the instance reserves of the host's capacity.
+	needs pool.Resources
+	// subpool is the definition of its sub-pool when it started (nil for
+	// a fixed class).
+	subpool *pool.SubPool
+	dir     string // <StateDir>/instances/<id>
 	// slot numbers the instance's host uid range (Config.UIDBase +
 	// slot*Config.UIDRange): no two live instances share one.
 	slot    int

@@ -61,6 +61,9 @@ func (a *Agent) boot(in *instance) error {
 		SocketDir: in.sockDir(), CodeDir: in.codeDir(), LogPath: in.logPath(), LogDir: in.fnLogDir(),
 		HostUID: uint32(in.hostUID),
 	}
+	if sp := in.subpool; sp != nil { // the sub-pool's constraints
+		spec.MilliCPU, spec.PidsLimit, spec.TmpMB = sp.MilliCPU, sp.PidsLimit, sp.TmpMB
+	}
 	if rc := a.resolvConf(); rc != "" {
 		spec.ResolvConf = filepath.Join(in.dir, "resolv.conf")
 		if err := os.WriteFile(spec.ResolvConf, []byte(rc), 0o644); err != nil {
@@ -128,6 +131,11 @@ func (a *Agent) discard(in *instance) {
 	a.mu.Lock()
 	in.state = stGone
 	a.mu.Unlock()
+	if in.subpool != nil { // give the booking back at once
+		if err := a.store.ReleaseSubPoolSlot(ctx, in.class, in.id); err != nil {
+			a.log.Warn().Err(err).Str("instance", in.id).Msg("release sub-pool booking")
+		}
+	}
 	if err := a.deps.Runtime.Destroy(ctx, in.id); err != nil {
 		a.log.Error().Err(err).Str("instance", in.id).Msg("destroy failed instance")
 	}
@@ -227,7 +235,13 @@ func (a *Agent) reclaim(ctx context.Context) {
 	a.mu.Lock()
 	var cands []*instance
 	warm := map[string]int{}
+	deleted := map[string]bool{} // instances whose sub-pool is gone
 	for _, in := range a.insts {
+		if in.subpool != nil {
+			if _, ok := a.subpools[in.subpool.Name]; !ok {
+				deleted[in.id] = true
+			}
+		}
 		if in.state == stReady && !in.busy {
 			cands = append(cands, in)
 		}
@@ -257,8 +271,15 @@ func (a *Agent) reclaim(ctx context.Context) {
 		switch {
 		case lost:
 			a.destroy(ctx, in, "lost from redis")
+		case deleted[in.id]:
+			if gone, err := a.store.Retire(ctx, in.id, false); err != nil {
+				a.log.Warn().Err(err).Str("instance", in.id).Msg("retire instance of a deleted sub-pool")
+			} else if gone {
+				a.destroy(ctx, in, "its sub-pool was deleted")
+			}
 		case tenant != "" && now.Sub(idleSince) > a.cfg.InstanceKeepAlive,
-			tenant == "" && warm[in.class] > a.cfg.Pool[in.class] && now.Sub(idleSince) > a.cfg.InstanceKeepAlive:
+			// A sub-pool's warm count is kept across hosts (ensureSubPools).
+			in.subpool == nil && tenant == "" && warm[in.class] > a.cfg.Pool[in.class] && now.Sub(idleSince) > a.cfg.InstanceKeepAlive:
 			gone, err := a.store.Retire(ctx, in.id, false)
 			if err != nil {
 				a.log.Warn().Err(err).Str("instance", in.id).Msg("retire idle instance")

@@ -45,12 +45,14 @@ func run() error {
 		logLevel string
 		reap     string
 		logMax   int64
+		tmpMB    int64
 	)
 	flag.StringVar(&cfg.InstanceID, "instance-id", envOr("EMBER_INSTANCE_ID", hostname), "instance id reported to the agent (env EMBER_INSTANCE_ID)")
 	flag.StringVar(&cfg.SocketDir, "socket-dir", initproto.SocketDir, "directory of the agent socket")
 	flag.StringVar(&cfg.CodeMount, "code-mount", initproto.CodeMount, "directory holding one code directory per function version")
 	flag.StringVar(&cfg.TaskDir, "task-dir", initproto.TaskDir, "where a container sees its code (read-only)")
 	flag.StringVar(&cfg.TmpDir, "tmp-dir", "/tmp", "per-container tmpfs mount point")
+	flag.Int64Var(&tmpMB, "tmp-size-mb", 64, "size of each container's /tmp (and /dev/shm) tmpfs, MiB")
 	flag.StringVar(&cfg.LogDir, "log-dir", initproto.LogDir, "where the functions' output is kept, rotated (functions.log); if missing, output goes to stderr")
 	flag.Int64Var(&logMax, "log-max-bytes", 16<<20, "rotate functions.log at this size (two older files are kept)")
 	flag.StringVar(&cfg.Region, "region", envOr("AWS_REGION", "local"), "AWS_REGION exported to functions")
@@ -59,6 +61,10 @@ func run() error {
 	flag.StringVar(&logLevel, "log-level", "info", "zerolog level")
 	flag.Parse()
 	cfg.Version = version
+	if tmpMB < 1 {
+		return fmt.Errorf("-tmp-size-mb %d: want at least 1", tmpMB)
+	}
+	cfg.TmpSizeBytes = tmpMB << 20
 	switch reap {
 	case "auto":
 		cfg.ReapAll = os.Getpid() == 1

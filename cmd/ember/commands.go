@@ -23,7 +23,7 @@ func table(w io.Writer, header string, rows func(tw io.Writer)) error {
 }
 
 func (a *app) deployCmd() *cobra.Command {
-	var zipPath, handler, network string
+	var zipPath, handler, network, subpool string
 	var memory int64
 	var timeout time.Duration
 	var env []string
@@ -32,7 +32,7 @@ func (a *app) deployCmd() *cobra.Command {
 		Short: "Create or update a function ($LATEST) from a zip with an executable bootstrap",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg := wire.FunctionConfig{Handler: handler, Network: network}
+			cfg := wire.FunctionConfig{Handler: handler, Network: network, SubPool: subpool}
 			if cmd.Flags().Changed("memory") {
 				cfg.MemoryMB = memory
 			}
@@ -71,11 +71,12 @@ func (a *app) deployCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&zipPath, "zip", "", "function package (zip with ./bootstrap); optional on update")
-	cmd.Flags().Int64Var(&memory, "memory", 128, "memory in MB (128..1024)")
+	cmd.Flags().Int64Var(&memory, "memory", 128, "memory in MB: 128..1024 in the fixed classes, up to 10240 in a sub-pool")
 	cmd.Flags().DurationVar(&timeout, "timeout", 3*time.Second, "timeout (1s..900s)")
 	cmd.Flags().StringArrayVar(&env, "env", nil, "environment variable KEY=VALUE (repeatable; replaces all)")
 	cmd.Flags().StringVar(&handler, "handler", "", "handler passed as _HANDLER (default bootstrap)")
 	cmd.Flags().StringVar(&network, "network", "", "egress (default: the outside world through NAT) or none (no network)")
+	cmd.Flags().StringVar(&subpool, "subpool", "", "run only in this sub-pool of your tenant (\"-\" clears it; default: your smallest sub-pool that holds the memory, else a fixed class)")
 	return cmd
 }
 

@@ -103,9 +103,9 @@ func printStatus(w io.Writer, st wire.Status) {
 		}
 	})
 	fmt.Fprintln(w, "\nPOOL")
-	_ = table(w, "CLASS\tWARM\tACTIVE\tBUSY", func(tw io.Writer) {
-		for _, o := range st.Occupancy {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", o.Class, o.Warm, o.Active, o.Busy)
+	_ = table(w, "CLASS\tWARM\tACTIVE\tBUSY\tWAITING", func(tw io.Writer) {
+		for _, o := range st.Occupancy { // sub-pools are the sp-NAME classes
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", o.Class, o.Warm, o.Active, o.Busy, o.Waiting)
 		}
 	})
 	fmt.Fprintln(w, "\nBINDINGS")

@@ -179,7 +179,7 @@ func TestFunctionLifecycle(t *testing.T) {
 	if _, err := e.c.DeployFunction(ctx, "echo", wire.FunctionConfig{}, bytes.NewReader(huge)); !errors.Is(err, client.ErrTooLarge) {
 		t.Fatalf("huge deploy: %v", err)
 	}
-	if _, err := e.c.DeployFunction(ctx, "echo", wire.FunctionConfig{MemoryMB: 4096}, nil); !errors.Is(err, registry.ErrInvalid) {
+	if _, err := e.c.DeployFunction(ctx, "echo", wire.FunctionConfig{MemoryMB: 20480}, nil); !errors.Is(err, registry.ErrInvalid) {
 		t.Fatalf("bad memory: %v", err)
 	}
 	v1, err := e.c.PublishVersion(ctx, "echo")

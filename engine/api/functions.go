@@ -23,7 +23,7 @@ func functionJSON(f registry.Function) wire.Function {
 		v = []string{}
 	}
 	return wire.Function{Tenant: f.Tenant, Name: f.Name, Handler: f.Handler, Runtime: f.Runtime,
-		MemoryMB: f.MemoryMB, TimeoutMs: f.Timeout.Milliseconds(), Env: f.Env, Network: f.Network, CodeDigest: f.CodeDigest,
+		MemoryMB: f.MemoryMB, TimeoutMs: f.Timeout.Milliseconds(), Env: f.Env, Network: f.Network, SubPool: f.SubPool, CodeDigest: f.CodeDigest,
 		CodeSize: f.CodeSize, ConfigHash: f.LatestConfigHash, Versions: v, Created: f.Created, Updated: f.Updated}
 }
 
@@ -136,6 +136,13 @@ func (s *Server) putFunction(w http.ResponseWriter, r *http.Request, tenant stri
 	}
 	if cfg.Network != "" {
 		f.Network = cfg.Network
+	}
+	switch cfg.SubPool {
+	case "":
+	case "-":
+		f.SubPool = ""
+	default:
+		f.SubPool = cfg.SubPool
 	}
 	out, err := s.deps.Registry.PutFunction(r.Context(), f)
 	if err != nil {

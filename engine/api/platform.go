@@ -12,6 +12,7 @@ import (
 	"github.com/ember-run/ember/consumers/settings"
 	"github.com/ember-run/ember/engine/api/wire"
 	"github.com/ember-run/ember/engine/codestore"
+	"github.com/ember-run/ember/engine/pool"
 	"github.com/ember-run/ember/engine/registry"
 	"github.com/ember-run/ember/engine/tenants"
 )
@@ -190,8 +191,28 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p tenants.Princi
 			s.fail(w, r, fmt.Errorf("occupancy: %w: %w", registry.ErrUnavailable, err))
 			return
 		}
+		mine := map[string]bool{} // sub-pool classes this principal may see
+		if !p.Admin {
+			sps, err := s.deps.Pool.SubPools(ctx)
+			if err != nil {
+				s.fail(w, r, fmt.Errorf("sub-pools: %w: %w", registry.ErrUnavailable, err))
+				return
+			}
+			for _, sp := range sps {
+				if sp.Tenant == tenant {
+					mine[pool.SubPoolClass(sp.Name)] = true
+				}
+			}
+		}
 		for _, o := range occ {
-			out.Occupancy = append(out.Occupancy, wire.Occupancy{Class: o.Class, Warm: o.Warm, Active: o.Active, Busy: o.Busy})
+			if _, isSub := pool.SubPoolOf(o.Class); isSub && !p.Admin && !mine[o.Class] {
+				continue // another tenant's sub-pool
+			}
+			wo := wire.Occupancy{Class: o.Class, Warm: o.Warm, Active: o.Active, Busy: o.Busy}
+			if s.deps.Waiting != nil {
+				wo.Waiting = s.deps.Waiting(o.Class)
+			}
+			out.Occupancy = append(out.Occupancy, wo)
 		}
 	}
 	bs, err := s.deps.Registry.ListBindings(ctx, tenant)

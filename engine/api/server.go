@@ -83,6 +83,9 @@ type LagReader interface {
 type Pool interface {
 	Agents(ctx context.Context) ([]pool.Agent, error)
 	Occupancy(ctx context.Context) ([]pool.Occupancy, error)
+	SubPools(ctx context.Context) ([]pool.SubPool, error)
+	PutSubPool(ctx context.Context, p pool.SubPool) (pool.SubPool, error)
+	DeleteSubPool(ctx context.Context, name string) (bool, error)
 	// RetireFunction drops the function's versions from the hot sets and
 	// tells agents to stop its containers.
 	RetireFunction(ctx context.Context, tenant, function string, versionKeys []string) error
@@ -162,6 +165,9 @@ type Deps struct {
 	Invoker  Invoker
 	Producer Producer
 	Pool     Pool
+	// Waiting, when set, counts this emberd's invocations waiting for an
+	// instance of a class (shown in status).
+	Waiting  func(class string) int
 	Lag      LagReader
 	Activity ActivityReader
 	// Redriver, when set, serves POST /v1/bindings/{id}/redrive.
@@ -251,6 +257,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	mux.HandleFunc("DELETE /v1/topics/{topic}/grants/{tenant}", a(s.ungrantTopic))
 	mux.HandleFunc("POST /v1/topics/{topic}/records", t(s.produce))
 	mux.HandleFunc("GET /v1/status", any(s.status))
+	mux.HandleFunc("PUT /v1/subpools/{name}", a(s.putSubPool))
+	mux.HandleFunc("GET /v1/subpools", any(s.listSubPools))
+	mux.HandleFunc("DELETE /v1/subpools/{name}", a(s.deleteSubPool))
 	mux.HandleFunc("GET /v1/code/{digest}", any(s.code))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, r, http.StatusNotFound, wire.ErrNotFound, "no route "+r.Method+" "+r.URL.Path)

@@ -24,21 +24,43 @@ func ClassFor(memoryMB int64) (string, error) {
 // ClassName is the name of the fixed class of memoryMB megabytes.
 func ClassName(memoryMB int64) string { return "m" + strconv.FormatInt(memoryMB, 10) }
 
-// ClassMemory parses a class name made by ClassName.
+// ClassMemory is the memory of a fixed class (one of StandardClasses);
+// any other name is an error.
 func ClassMemory(class string) (int64, error) {
 	mb, err := strconv.ParseInt(strings.TrimPrefix(class, "m"), 10, 64)
-	if err != nil || !strings.HasPrefix(class, "m") || mb <= 0 {
-		return 0, fmt.Errorf("pool: bad class name %q", class)
+	if err != nil || !strings.HasPrefix(class, "m") || !slices.Contains(StandardClasses, mb) {
+		return 0, fmt.Errorf("pool: %q is not a class (the fixed classes are %s)", class, strings.Join(standardNames(), ", "))
 	}
 	return mb, nil
 }
 
+func standardNames() []string {
+	out := make([]string, len(StandardClasses))
+	for i, c := range StandardClasses {
+		out[i] = ClassName(c)
+	}
+	return out
+}
+
+// FixedMilliCPU is the CPU an instance of a fixed class reserves on its
+// host, in thousandths of a vCPU. Fixed classes share the host's CPU in
+// proportion to memory (CFS shares, with a quota of memory/MBPerVCPU as a
+// cap, as on Lambda): what they reserve is the floor an idle instance
+// needs, so that the vCPU reserved by sub-pools is never overcommitted.
+const FixedMilliCPU = 25
+
+// sortClasses orders fixed classes by memory, then sub-pools by name.
 func sortClasses(cs []string) {
 	slices.SortFunc(cs, func(a, b string) int {
-		ma, _ := ClassMemory(a)
-		mb, _ := ClassMemory(b)
-		if ma != mb {
+		ma, errA := ClassMemory(a)
+		mb, errB := ClassMemory(b)
+		switch {
+		case errA == nil && errB == nil:
 			return int(ma - mb)
+		case errA == nil:
+			return -1
+		case errB == nil:
+			return 1
 		}
 		return strings.Compare(a, b)
 	})

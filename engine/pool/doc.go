@@ -21,8 +21,18 @@
 //	active:<tenant>:<class> set of idle instances assigned to a tenant (active pool)
 //	hot:<version key>     set of idle instances where that version is hot
 //	busy                  zset instance id -> lease expiry (unix ms)
+//	members:<class>       set of the class's instances (bounds a sub-pool's max)
+//	starting:<class>      zset of instances being started -> booking expiry (unix ms)
+//	subpools              hash name -> SubPool JSON (the variable sub-pools)
 //
-// Pub/sub: channel Freed carries a class name whenever an instance of that
-// class becomes idle or is added; channel Demand carries a class name when a
-// scheduler found no instance at all, asking agents to start one.
+// Classes are the fixed ones (m128, m256, m512, m1024, shared by every
+// tenant) and one per variable sub-pool (sp-<name>, reserved for its
+// tenant).
+//
+// Pub/sub: channel Freed carries "<class>" when a warming-pool instance
+// becomes claimable (any tenant's waiter may take it) and "<class>
+// <tenant>" when an instance of a tenant's active pool does; channel Demand
+// carries "<class>" (any agent) or "<class> <agent>" (the agent the
+// placement chose) when a scheduler found no instance; channel
+// subpools:changed carries a sub-pool's name when it changes.
 package pool

@@ -29,6 +29,30 @@ type Agent struct {
 	// Addr is the agent's dispatch gRPC address (host:port or unix:///path).
 	Addr    string
 	Started time.Time
+	// Capacity is what the host may give instances; Used what its
+	// instances (started or starting) reserve, as of its last report.
+	Capacity, Used Resources
+}
+
+// Resources are memory and CPU (thousandths of a vCPU).
+type Resources struct {
+	MemoryMB int64
+	MilliCPU int64
+}
+
+// Fits reports whether r holds need.
+func (r Resources) Fits(need Resources) bool {
+	return need.MemoryMB <= r.MemoryMB && need.MilliCPU <= r.MilliCPU
+}
+
+// Add returns r plus o.
+func (r Resources) Add(o Resources) Resources {
+	return Resources{MemoryMB: r.MemoryMB + o.MemoryMB, MilliCPU: r.MilliCPU + o.MilliCPU}
+}
+
+// Sub returns r minus o.
+func (r Resources) Sub(o Resources) Resources {
+	return Resources{MemoryMB: r.MemoryMB - o.MemoryMB, MilliCPU: r.MilliCPU - o.MilliCPU}
 }
 
 // Instance is one pre-started sandbox as the pool sees it.
@@ -113,7 +137,9 @@ func (s *Store) RetireFunction(ctx context.Context, tenant, function string, ver
 func (s *Store) RegisterAgent(ctx context.Context, a Agent, ttl time.Duration) error {
 	key := s.prefix + "agent:" + a.ID
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, key, "addr", a.Addr, "started", a.Started.UnixMilli())
+		p.HSet(ctx, key, "addr", a.Addr, "started", a.Started.UnixMilli(),
+			"cap_mem", a.Capacity.MemoryMB, "cap_mcpu", a.Capacity.MilliCPU,
+			"used_mem", a.Used.MemoryMB, "used_mcpu", a.Used.MilliCPU)
 		p.PExpire(ctx, key, ttl)
 		p.SAdd(ctx, s.prefix+"agents", a.ID)
 		return nil
@@ -173,8 +199,22 @@ func (s *Store) Agent(ctx context.Context, id string) (Agent, error) {
 	if len(m) == 0 {
 		return Agent{}, fmt.Errorf("agent %s: %w", id, ErrAgentGone)
 	}
-	ms, _ := strconv.ParseInt(m["started"], 10, 64)
-	return Agent{ID: id, Addr: m["addr"], Started: time.UnixMilli(ms)}, nil
+	num := func(k string) int64 { n, _ := strconv.ParseInt(m[k], 10, 64); return n }
+	return Agent{
+		ID: id, Addr: m["addr"], Started: time.UnixMilli(num("started")),
+		Capacity: Resources{MemoryMB: num("cap_mem"), MilliCPU: num("cap_mcpu")},
+		Used:     Resources{MemoryMB: num("used_mem"), MilliCPU: num("used_mcpu")},
+	}, nil
+}
+
+// ReportUsed records what an agent's instances reserve now. It does not
+// revive an agent whose heartbeat key lapsed.
+func (s *Store) ReportUsed(ctx context.Context, agentID string, used Resources) error {
+	key := s.prefix + "agent:" + agentID
+	if err := reportUsedScript.Run(ctx, s.rdb, []string{key}, used.MemoryMB, used.MilliCPU).Err(); err != nil {
+		return fmt.Errorf("pool: report %s usage: %w", agentID, err)
+	}
+	return nil
 }
 
 // AddWarm puts a started instance into the warming pool of its class.
@@ -275,9 +315,14 @@ func (s *Store) ExpireLeases(ctx context.Context, now time.Time) (int, error) {
 	return n, nil
 }
 
-// RequestInstance asks agents for a new instance of class (on DemandChannel).
-func (s *Store) RequestInstance(ctx context.Context, class string) error {
-	if err := s.rdb.Publish(ctx, s.DemandChannel(), class).Err(); err != nil {
+// RequestInstance asks agents for a new instance of class (on
+// DemandChannel): agent "" asks every agent, else only that one.
+func (s *Store) RequestInstance(ctx context.Context, class, agent string) error {
+	msg := class
+	if agent != "" {
+		msg += " " + agent
+	}
+	if err := s.rdb.Publish(ctx, s.DemandChannel(), msg).Err(); err != nil {
 		return fmt.Errorf("pool: request instance %s: %w", class, err)
 	}
 	return nil
@@ -360,9 +405,10 @@ func (s *Store) Occupancy(ctx context.Context) ([]Occupancy, error) {
 	return out, nil
 }
 
-// SubscribeFreed subscribes to FreedChannel. The caller closes the PubSub.
-func (s *Store) SubscribeFreed(ctx context.Context) *redis.PubSub {
-	return s.rdb.Subscribe(ctx, s.FreedChannel())
+// SubscribeFreed subscribes to FreedChannel (and the other channels
+// named). The caller closes the PubSub.
+func (s *Store) SubscribeFreed(ctx context.Context, more ...string) *redis.PubSub {
+	return s.rdb.Subscribe(ctx, append([]string{s.FreedChannel()}, more...)...)
 }
 
 // SubscribeDemand subscribes to DemandChannel. The caller closes the PubSub.

@@ -20,6 +20,7 @@ local function drop(p, id)
   for _, v in ipairs(redis.call('SMEMBERS', p..'inst:'..id..':hot')) do
     redis.call('SREM', p..'hot:'..v, id)
   end
+  if class then redis.call('SREM', p..'members:'..class, id) end
   if agent then redis.call('SREM', p..'agent:'..agent..':insts', id) end
   redis.call('ZREM', p..'busy', id)
   redis.call('DEL', p..'inst:'..id, p..'inst:'..id..':hot')
@@ -86,7 +87,7 @@ for _, v in ipairs(redis.call('SMEMBERS', key..':hot')) do
   redis.call('SADD', p..'hot:'..v, id)
 end
 redis.call('SADD', p..'active:'..h[3]..':'..h[2], id)
-redis.call('PUBLISH', p..'freed', h[2])
+redis.call('PUBLISH', p..'freed', h[2]..' '..h[3])
 return 1
 `)
 
@@ -95,8 +96,34 @@ var addScript = redis.NewScript(`
 local p, id, agent, class = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 redis.call('HSET', p..'inst:'..id, 'agent', agent, 'class', class, 'tenant', '', 'state', 'idle')
 redis.call('SADD', p..'agent:'..agent..':insts', id)
+redis.call('SADD', p..'members:'..class, id)
+redis.call('ZREM', p..'starting:'..class, id)
 redis.call('SADD', p..'warm:'..class, id)
 redis.call('PUBLISH', p..'freed', class)
+return 1
+`)
+
+// reserveMemberScript: KEYS = prefix; ARGV = class, id, max, for min warm
+// ('1'|'0'), min warm, now ms, deadline ms. Books a starting instance of a
+// sub-pool while its instances (live and starting) number fewer than max
+// and, for min warm, while fewer than min warm are warm or starting.
+// Members whose agent is gone are dropped first.
+var reserveMemberScript = redis.NewScript(luaDrop + `
+local p, class, id, maxn, mw, minwarm = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local starting = p..'starting:'..class
+redis.call('ZREMRANGEBYSCORE', starting, '-inf', ARGV[6])
+for _, m in ipairs(redis.call('SMEMBERS', p..'members:'..class)) do
+  local agent = redis.call('HGET', p..'inst:'..m, 'agent')
+  if not agent then
+    redis.call('SREM', p..'members:'..class, m)
+  elseif redis.call('EXISTS', p..'agent:'..agent) == 0 then
+    drop(p, m)
+  end
+end
+local n = redis.call('ZCARD', starting)
+if redis.call('SCARD', p..'members:'..class) + n >= maxn then return 0 end
+if mw == '1' and redis.call('SCARD', p..'warm:'..class) + n >= minwarm then return 0 end
+redis.call('ZADD', starting, ARGV[7], id)
 return 1
 `)
 
@@ -108,12 +135,13 @@ local p, id, agent, class, tenant = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local key = p..'inst:'..id
 redis.call('HSET', key, 'agent', agent, 'class', class, 'tenant', tenant, 'state', 'idle')
 redis.call('SADD', p..'agent:'..agent..':insts', id)
+redis.call('SADD', p..'members:'..class, id)
 for i = 5, #ARGV do
   redis.call('SADD', key..':hot', ARGV[i])
   redis.call('SADD', p..'hot:'..ARGV[i], id)
 end
 redis.call('SADD', p..'active:'..tenant..':'..class, id)
-redis.call('PUBLISH', p..'freed', class)
+redis.call('PUBLISH', p..'freed', class..' '..tenant)
 return 1
 `)
 
@@ -180,11 +208,19 @@ for _, id in ipairs(ids) do
     end
     if h[2] and h[2] ~= '' then
       redis.call('SADD', p..'active:'..h[2]..':'..h[1], id)
+      redis.call('PUBLISH', p..'freed', h[1]..' '..h[2])
     else
       redis.call('SADD', p..'warm:'..h[1], id)
+      redis.call('PUBLISH', p..'freed', h[1])
     end
-    redis.call('PUBLISH', p..'freed', h[1])
   end
 end
 return #ids
+`)
+
+// reportUsedScript: KEYS = the agent's key; ARGV = used memory, used mCPU.
+var reportUsedScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'used_mem', ARGV[1], 'used_mcpu', ARGV[2])
+return 1
 `)

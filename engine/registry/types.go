@@ -45,9 +45,12 @@ type Function struct {
 	Handler string
 	// Runtime is "provided" (the default and only value).
 	Runtime string
-	// MemoryMB is 128..1024; the function runs in the smallest standard
-	// class that holds it. Default: 128.
+	// MemoryMB is 128..10240. The function runs in a sub-pool of its
+	// tenant that holds it, else in the smallest fixed class that does (up
+	// to 1024 MB; see engine/placement). Default: 128.
 	MemoryMB int64
+	// SubPool, when set, is the tenant's sub-pool the function must run in.
+	SubPool string
 	// Timeout is 1s..900s. Default: 3s.
 	Timeout time.Duration
 	Env     map[string]string
@@ -76,6 +79,7 @@ type Version struct {
 	Timeout    time.Duration
 	Env        map[string]string
 	Network    string
+	SubPool    string
 	// ConfigHash is the sha256 hex over digest, handler, runtime, network,
 	// memory, timeout and the sorted env: the identity of what runs.
 	ConfigHash string
@@ -200,7 +204,7 @@ func (f Function) Validate() error {
 	if err := ValidName("function", f.Name); err != nil {
 		return err
 	}
-	minMem, maxMem := pool.StandardClasses[0], pool.StandardClasses[len(pool.StandardClasses)-1]
+	minMem, maxMem := pool.StandardClasses[0], int64(pool.MaxSubPoolMemoryMB)
 	switch {
 	case f.Runtime != RuntimeProvided:
 		return fmt.Errorf("function %q: runtime %q: only %q is supported: %w", f.Name, f.Runtime, RuntimeProvided, ErrInvalid)
@@ -214,6 +218,8 @@ func (f Function) Validate() error {
 		return fmt.Errorf("function %q: network %q: want %s or %s: %w", f.Name, f.Network, NetworkEgress, NetworkNone, ErrInvalid)
 	case f.CodeDigest == "":
 		return fmt.Errorf("function %q: code digest is required: %w", f.Name, ErrInvalid)
+	case f.SubPool != "" && !pool.ValidSubPoolName(f.SubPool):
+		return fmt.Errorf("function %q: sub-pool name %q: %w", f.Name, f.SubPool, ErrInvalid)
 	}
 	if err := validDigest(f.CodeDigest); err != nil {
 		return fmt.Errorf("function %q: %w", f.Name, err)
@@ -228,7 +234,7 @@ func (f Function) Validate() error {
 func (f Function) latestVersion() Version {
 	return Version{Tenant: f.Tenant, Function: f.Name, Version: Latest, CodeDigest: f.CodeDigest,
 		CodeSize: f.CodeSize, Handler: f.Handler, Runtime: f.Runtime, MemoryMB: f.MemoryMB,
-		Timeout: f.Timeout, Env: f.Env, Network: f.Network, ConfigHash: f.LatestConfigHash, Created: f.Updated}
+		Timeout: f.Timeout, Env: f.Env, Network: f.Network, SubPool: f.SubPool, ConfigHash: f.LatestConfigHash, Created: f.Updated}
 }
 
 // ConfigHash is the identity of what runs: sha256 hex over the digest,

@@ -7,6 +7,8 @@ type metrics struct {
 	platformErrors prometheus.Counter
 	claimWait      *prometheus.HistogramVec
 	dispatch       prometheus.Histogram
+	waiting        *prometheus.GaugeVec
+	waited         *prometheus.HistogramVec
 }
 
 var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
@@ -26,6 +28,15 @@ func newMetrics() *metrics {
 			Help:    "Time to claim an instance, waiting included, by the pool it came from (hot, active, warm).",
 			Buckets: latencyBuckets,
 		}, []string{"pool"}),
+		waiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ember_scheduler_waiting",
+			Help: "Invocations waiting for an instance, by class (fixed classes mN, sub-pools sp-NAME).",
+		}, []string{"class"}),
+		waited: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ember_scheduler_wait_seconds",
+			Help:    "Time invocations that had to wait spent waiting for an instance, by class.",
+			Buckets: latencyBuckets,
+		}, []string{"class"}),
 		dispatch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ember_scheduler_dispatch_seconds",
 			Help:    "Dispatch round trip to the agent, function run time included.",
@@ -35,7 +46,7 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.invocations, m.platformErrors, m.claimWait, m.dispatch} {
+	for _, c := range []prometheus.Collector{m.invocations, m.platformErrors, m.claimWait, m.dispatch, m.waiting, m.waited} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -88,7 +89,8 @@ type Scheduler struct {
 	pool     *pool.Store
 	resolver Resolver
 	agents   *agentConns
-	wake     *wakeups
+	queues   *queues
+	subpools *subPoolCache
 	waiting  atomic.Int64
 	log      zerolog.Logger
 	m        *metrics
@@ -134,10 +136,11 @@ func New(cfg Config, p *pool.Store, r Resolver, opts ...Option) (*Scheduler, err
 	cfg.setDefaults()
 	s := &Scheduler{
 		cfg: cfg, pool: p, resolver: r,
-		agents: newAgentConns(p),
-		wake:   newWakeups(),
-		log:    zerolog.Nop(),
-		m:      newMetrics(),
+		agents:   newAgentConns(p),
+		queues:   newQueues(),
+		subpools: &subPoolCache{store: p},
+		log:      zerolog.Nop(),
+		m:        newMetrics(),
 	}
 	for _, o := range opts {
 		if err := o(s); err != nil {
@@ -156,7 +159,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	defer s.agents.close()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		sub := s.pool.SubscribeFreed(ctx)
+		sub := s.pool.SubscribeFreed(ctx, s.pool.SubPoolsChannel())
 		defer sub.Close()
 		ch := sub.Channel()
 		for {
@@ -167,7 +170,12 @@ func (s *Scheduler) Run(ctx context.Context) error {
 				if !ok {
 					return nil
 				}
-				s.wake.wake(msg.Payload)
+				if msg.Channel == s.pool.SubPoolsChannel() {
+					s.subpools.invalidate()
+					continue
+				}
+				class, tenant, _ := strings.Cut(msg.Payload, " ")
+				s.queues.freed(class, tenant)
 			}
 		}
 	})
@@ -200,10 +208,11 @@ func (s *Scheduler) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.
 	if err != nil {
 		return invoke.Result{}, fmt.Errorf("invocation %s: %w", inv.ID, err)
 	}
-	class, err := pool.ClassFor(v.MemoryMB)
+	choice, err := s.choose(ctx, v)
 	if err != nil {
 		return invoke.Result{}, fmt.Errorf("invocation %s: %w", inv.ID, err)
 	}
+	class := choice.Class
 	vk := pool.VersionKey(v.Tenant, v.Function, v.Version)
 	queueDeadline := time.Now().Add(s.cfg.MaxQueueWait)
 	if !inv.Deadline.IsZero() && inv.Deadline.Before(queueDeadline) {
@@ -220,7 +229,7 @@ func (s *Scheduler) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.
 	}()
 	for attempt := 0; attempt < s.cfg.DispatchAttempts; attempt++ {
 		claimStart := time.Now()
-		c, cold, err := s.claim(ctx, v.Tenant, class, vk, queueDeadline, v.Timeout)
+		c, cold, err := s.claim(ctx, v.Tenant, class, vk, choice.SubPool, queueDeadline, v.Timeout)
 		if err != nil {
 			return invoke.Result{}, fmt.Errorf("invocation %s: %w", inv.ID, err)
 		}
@@ -248,26 +257,47 @@ func (s *Scheduler) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.
 	return invoke.Result{}, fmt.Errorf("invocation %s: %w", inv.ID, lastErr)
 }
 
-// claim takes an instance, waiting for one up to deadline. cold reports that
-// none was free at first and the instance came from the warming pool
-// afterwards: it was most likely started on demand for this invocation.
-func (s *Scheduler) claim(ctx context.Context, tenant, class, vk string, deadline time.Time, timeout time.Duration) (pool.Claim, bool, error) {
+// claim takes an instance, waiting for one up to deadline, in FIFO order
+// with the other invocations of the tenant waiting for the class. cold
+// reports that none was free at first and the instance came from the
+// warming pool afterwards: it was most likely started on demand for this
+// invocation. For a sub-pool (sp set) the placement chooses the agent that
+// starts a new instance, and a sub-pool no host can hold fails at once;
+// for a fixed class every agent is asked.
+func (s *Scheduler) claim(ctx context.Context, tenant, class, vk string, sp *pool.SubPool, deadline time.Time, timeout time.Duration) (pool.Claim, bool, error) {
 	lease := func() time.Time { return time.Now().Add(timeout + s.cfg.LeaseGrace) }
-	woken := s.wake.watch(class)
-	c, ok, err := s.tryClaim(ctx, tenant, class, vk, lease())
-	if err != nil || ok {
-		return c, false, err
+	w, first := s.queues.join(class, tenant)
+	defer s.queues.leave(w)
+	if first { // nobody ahead: try at once (the hot path)
+		c, ok, err := s.tryClaim(ctx, tenant, class, vk, lease())
+		if err != nil || ok {
+			return c, false, err
+		}
 	}
 	if n := s.waiting.Add(1); n > int64(s.cfg.MaxWaiting) {
 		s.waiting.Add(-1)
 		return pool.Claim{}, false, fmt.Errorf("%w: %d invocations already waiting for class %s", ErrResourceExhausted, n-1, class)
 	}
 	defer s.waiting.Add(-1)
+	gauge := s.m.waiting.WithLabelValues(class)
+	gauge.Inc()
+	defer gauge.Dec()
+	waitStart := time.Now()
+	defer func() { s.m.waited.WithLabelValues(class).Observe(time.Since(waitStart).Seconds()) }()
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
+	// The head of a queue repeats its demand (and its claim) every
+	// DemandEvery: a safety net for a lost wake-up or demand message.
 	demand := time.NewTicker(s.cfg.DemandEvery)
 	defer demand.Stop()
-	if err := s.pool.RequestInstance(ctx, class); err != nil {
+	var agent string
+	if sp != nil {
+		var err error
+		if agent, err = s.host(ctx, sp); err != nil {
+			return pool.Claim{}, false, err
+		}
+	}
+	if err := s.pool.RequestInstance(ctx, class, agent); err != nil {
 		return pool.Claim{}, false, err
 	}
 	for {
@@ -277,12 +307,17 @@ func (s *Scheduler) claim(ctx context.Context, tenant, class, vk string, deadlin
 		case <-timer.C:
 			return pool.Claim{}, false, fmt.Errorf("%w (class %s)", ErrNoCapacity, class)
 		case <-demand.C:
-			if err := s.pool.RequestInstance(ctx, class); err != nil {
+			if !s.queues.head(w) {
+				continue
+			}
+			if sp != nil {
+				agent, _ = s.host(ctx, sp)
+			}
+			if err := s.pool.RequestInstance(ctx, class, agent); err != nil {
 				return pool.Claim{}, false, err
 			}
-		case <-woken:
+		case <-w.ch:
 		}
-		woken = s.wake.watch(class)
 		c, ok, err := s.tryClaim(ctx, tenant, class, vk, lease())
 		if err != nil {
 			return pool.Claim{}, false, err
@@ -290,6 +325,7 @@ func (s *Scheduler) claim(ctx context.Context, tenant, class, vk string, deadlin
 		if ok {
 			return c, c.Kind == pool.KindWarm, nil
 		}
+		s.queues.rejoin(w) // keeps its place at the head
 	}
 }
 
@@ -436,3 +472,8 @@ func resultFrom(id string, c pool.Claim, r *dispatchpb.DispatchResponse) invoke.
 
 // Waiting reports how many invocations are waiting for an instance.
 func (s *Scheduler) Waiting() int { return int(s.waiting.Load()) }
+
+// WaitingFor reports how many invocations are queued for an instance of
+// class (a fixed class or a sub-pool's), including one trying its first
+// claim.
+func (s *Scheduler) WaitingFor(class string) int { return s.queues.waiting(class) }

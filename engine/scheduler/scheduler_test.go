@@ -76,7 +76,7 @@ type env struct {
 	sched *scheduler.Scheduler
 }
 
-func setup(t *testing.T, cfg scheduler.Config) *env {
+func setup(t testing.TB, cfg scheduler.Config) *env {
 	t.Helper()
 	rdb, _ := testenv.Redis(t)
 	p, err := pool.New(rdb)

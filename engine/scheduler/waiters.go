@@ -1,35 +1,133 @@
 package scheduler
 
-import "sync"
+import (
+	"container/list"
+	"sync"
+)
 
-// wakeups is a per-class broadcast: a waiter takes the class's current channel
-// before trying to claim, so a release that lands between its failed claim
-// and its wait still wakes it (the channel it holds gets closed).
-type wakeups struct {
+// queues are the invocations waiting for an instance, FIFO per class and
+// tenant (a freed instance of a tenant's active pool serves only that
+// tenant; one of the warming pool serves any). A freed instance wakes one
+// waiter: the head of its tenant's queue, or for a warm instance the head
+// of each tenant's queue of the class. No wake-up storms, no polling.
+//
+// A waiter joins its queue before it tries to claim, so that an instance
+// freed between a failed claim and the wait still wakes it.
+type queues struct {
 	mu sync.Mutex
-	ch map[string]chan struct{}
+	q  map[queueKey]*list.List // of *waiter
 }
 
-func newWakeups() *wakeups { return &wakeups{ch: map[string]chan struct{}{}} }
+type queueKey struct{ class, tenant string }
 
-// watch returns the channel that the next wake of class closes.
-func (w *wakeups) watch(class string) <-chan struct{} {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	c, ok := w.ch[class]
-	if !ok {
-		c = make(chan struct{})
-		w.ch[class] = c
-	}
-	return c
+type waiter struct {
+	key  queueKey
+	elem *list.Element // nil once woken or removed
+	ch   chan struct{} // buffered 1: the wake
 }
 
-// wake releases every waiter of class.
-func (w *wakeups) wake(class string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if c, ok := w.ch[class]; ok {
-		close(c)
-		delete(w.ch, class)
+func newQueues() *queues { return &queues{q: map[queueKey]*list.List{}} }
+
+// join enqueues a waiter at the back of (class, tenant) and reports
+// whether it is the only one there.
+func (qs *queues) join(class, tenant string) (*waiter, bool) {
+	w := &waiter{key: queueKey{class, tenant}, ch: make(chan struct{}, 1)}
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	l := qs.q[w.key]
+	if l == nil {
+		l = list.New()
+		qs.q[w.key] = l
 	}
+	w.elem = l.PushBack(w)
+	return w, l.Len() == 1
+}
+
+// head reports whether w is first in its queue (or was just woken).
+func (qs *queues) head(w *waiter) bool {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	return w.elem == nil || qs.q[w.key].Front() == w.elem
+}
+
+// rejoin puts a woken waiter whose claim failed back at the head of its
+// queue: it keeps its place.
+func (qs *queues) rejoin(w *waiter) {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	if w.elem != nil {
+		return
+	}
+	l := qs.q[w.key]
+	if l == nil {
+		l = list.New()
+		qs.q[w.key] = l
+	}
+	w.elem = l.PushFront(w)
+}
+
+// leave removes w. If w had been woken and not used the wake (it claimed
+// on its own, or gave up), the wake passes to the next waiter.
+func (qs *queues) leave(w *waiter) {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	if w.elem != nil {
+		qs.removeLocked(w)
+		return
+	}
+	select {
+	case <-w.ch:
+		qs.wakeLocked(w.key)
+	default:
+	}
+}
+
+func (qs *queues) removeLocked(w *waiter) {
+	l := qs.q[w.key]
+	l.Remove(w.elem)
+	w.elem = nil
+	if l.Len() == 0 {
+		delete(qs.q, w.key)
+	}
+}
+
+// wakeLocked wakes the head of key's queue, if any.
+func (qs *queues) wakeLocked(key queueKey) {
+	l := qs.q[key]
+	if l == nil {
+		return
+	}
+	w := l.Front().Value.(*waiter)
+	qs.removeLocked(w)
+	w.ch <- struct{}{}
+}
+
+// freed wakes waiters for an instance of class that became claimable:
+// tenant's head waiter, or with tenant "" (a warming-pool instance) the
+// head waiter of every tenant of the class.
+func (qs *queues) freed(class, tenant string) {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	if tenant != "" {
+		qs.wakeLocked(queueKey{class, tenant})
+		return
+	}
+	for k := range qs.q {
+		if k.class == class {
+			qs.wakeLocked(k)
+		}
+	}
+}
+
+// waiting counts the waiters of class (all tenants).
+func (qs *queues) waiting(class string) int {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	n := 0
+	for k, l := range qs.q {
+		if k.class == class {
+			n += l.Len()
+		}
+	}
+	return n
 }

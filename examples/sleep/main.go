@@ -1,10 +1,14 @@
 // Command sleep is an example function that sleeps for {"ms": N}
-// milliseconds, used to test timeouts.
+// milliseconds, used to test timeouts and waiting. With "stat": true it
+// also reports where it ran (its log stream, which names the instance) and
+// the size of its /tmp.
 package main
 
 import (
 	"context"
 	"log"
+	"os"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
@@ -12,18 +16,29 @@ import (
 
 // Request is the payload.
 type Request struct {
-	MS int64 `json:"ms"`
+	MS   int64 `json:"ms"`
+	Stat bool  `json:"stat"`
 }
 
 // Response is the result.
 type Response struct {
-	SleptMS int64 `json:"slept_ms"`
+	SleptMS   int64  `json:"slept_ms"`
+	LogStream string `json:"log_stream,omitempty"`
+	TmpBytes  uint64 `json:"tmp_bytes,omitempty"`
 }
 
 func handle(_ context.Context, req Request) (Response, error) {
 	log.Printf("sleep: sleeping %d ms", req.MS)
 	time.Sleep(time.Duration(req.MS) * time.Millisecond)
-	return Response{SleptMS: req.MS}, nil
+	r := Response{SleptMS: req.MS}
+	if req.Stat {
+		r.LogStream = os.Getenv("AWS_LAMBDA_LOG_STREAM_NAME")
+		var st syscall.Statfs_t
+		if err := syscall.Statfs("/tmp", &st); err == nil {
+			r.TmpBytes = st.Blocks * uint64(st.Bsize)
+		}
+	}
+	return r, nil
 }
 
 func main() { lambda.Start(handle) }

@@ -148,6 +148,12 @@ type InstanceSpec struct {
 	CPUShares uint64
 	// PidsLimit is pids.max. Default: 256.
 	PidsLimit int64
+	// MilliCPU, when set, is the instance's CFS quota in thousandths of a
+	// vCPU (a sub-pool's constraint); 0 derives it from MemoryMB.
+	MilliCPU int64
+	// TmpMB, when set, is the size of each container's /tmp (ember-init's
+	// --tmp-size-mb); 0 keeps ember-init's default.
+	TmpMB int64
 	// SocketDir is a host directory bind-mounted read-write at
 	// initproto.SocketDir; Create makes it and hands it to the instance's
 	// mapped root. Required. runc mounts from inside the user namespace,
@@ -185,6 +191,8 @@ func (s *InstanceSpec) Validate() error {
 		return fmt.Errorf("instance %s: socket dir, code dir and log path are required", s.ID)
 	case s.PidsLimit < 0:
 		return fmt.Errorf("instance %s: pids limit %d must not be negative", s.ID, s.PidsLimit)
+	case s.MilliCPU < 0 || s.TmpMB < 0:
+		return fmt.Errorf("instance %s: CPU and /tmp size must not be negative", s.ID)
 	}
 	if s.PidsLimit == 0 {
 		s.PidsLimit = DefaultPidsLimit
@@ -195,6 +203,11 @@ func (s *InstanceSpec) Validate() error {
 	return nil
 }
 
-// instanceQuotaUs is the CFS quota of a whole instance of memoryMB: its
-// function's CPU plus InitVCPU.
-func instanceQuotaUs(memoryMB int64) int64 { return QuotaUs(FunctionVCPU(memoryMB) + InitVCPU) }
+// instanceQuotaUs is the CFS quota of a whole instance: MilliCPU when set,
+// else its function's CPU plus InitVCPU.
+func (s *InstanceSpec) instanceQuotaUs() int64 {
+	if s.MilliCPU > 0 {
+		return QuotaUs(float64(s.MilliCPU) / 1000)
+	}
+	return QuotaUs(FunctionVCPU(s.MemoryMB) + InitVCPU)
+}

@@ -257,8 +257,12 @@ func (r *Runtime) specOpts(spec InstanceSpec, cgroupPath string) []oci.SpecOpts 
 		mounts = append(mounts, specs.Mount{Destination: "/etc/resolv.conf", Type: "bind", Source: spec.ResolvConf,
 			Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"}})
 	}
+	args := []string{image.InitPath}
+	if spec.TmpMB > 0 {
+		args = append(args, "--tmp-size-mb", strconv.FormatInt(spec.TmpMB, 10))
+	}
 	opts := []oci.SpecOpts{
-		oci.WithProcessArgs(image.InitPath),
+		oci.WithProcessArgs(args...),
 		oci.WithProcessCwd("/"),
 		oci.WithEnv(spec.Env),
 		oci.WithHostname(spec.ID),
@@ -268,7 +272,7 @@ func (r *Runtime) specOpts(spec InstanceSpec, cgroupPath string) []oci.SpecOpts 
 		oci.WithCgroup(cgroupPath),
 		oci.WithMemoryLimit(uint64(memory)),
 		oci.WithCPUShares(spec.CPUShares),
-		oci.WithCPUCFS(instanceQuotaUs(spec.MemoryMB), CFSPeriodUs),
+		oci.WithCPUCFS(spec.instanceQuotaUs(), CFSPeriodUs),
 		oci.WithPidsLimit(spec.PidsLimit),
 	}
 	if r.memsw {

@@ -26,12 +26,16 @@ type Flags struct {
 	allow, dns                    []string
 	noNetwork                     bool
 	uidBase                       int
+	capacityMB                    int64
+	capacityVCPU                  float64
 }
 
 // Register adds the flags to fs.
 func (f *Flags) Register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.pool, "pool", hostagent.DefaultPoolSpec, "warming pool target per class, class=count,...")
 	fs.IntVar(&f.maxInstances, "max-instances", hostagent.DefaultMaxInstances, "most instances on this host")
+	fs.Int64Var(&f.capacityMB, "capacity-memory", 0, "MB of memory instances may reserve on this host, never overcommitted (default: the host's memory less 1 GiB)")
+	fs.Float64Var(&f.capacityVCPU, "capacity-vcpu", 0, "vCPUs instances may reserve on this host, never overcommitted (default: the host's CPUs)")
 	fs.IntVar(&f.maxContainers, "max-containers-per-instance", 4, "most live function containers per instance (LRU)")
 	fs.DurationVar(&f.containerKeepAlive, "container-keep-alive", 10*time.Minute, "stop a function container idle this long")
 	fs.DurationVar(&f.keepAlive, "instance-keep-alive", 15*time.Minute, "retire a tenant's instance idle this long")
@@ -54,6 +58,10 @@ func (f *Flags) Apply(cfg *hostagent.Config) error {
 	cfg.ContainerKeepAlive, cfg.InstanceKeepAlive, cfg.Accounting = f.containerKeepAlive, f.keepAlive, f.accounting
 	cfg.Network.Bridge, cfg.Network.Subnet, cfg.NoNetwork = f.bridge, f.subnet, f.noNetwork
 	cfg.MappedRootUID = f.uidBase
+	if f.capacityMB < 0 || f.capacityVCPU < 0 {
+		return fmt.Errorf("--capacity-memory and --capacity-vcpu must not be negative")
+	}
+	cfg.Capacity.MemoryMB, cfg.Capacity.MilliCPU = f.capacityMB, int64(f.capacityVCPU*1000)
 	for _, a := range f.allow {
 		p, err := netip.ParsePrefix(a)
 		if err != nil {

@@ -29,6 +29,7 @@ func (d *Daemon) apiServer() (*http.Server, *http.Server, error) {
 		Invoker:  d.usage,
 		Producer: apikafka.Producer{Topics: d.topics},
 		Pool:     d.pool,
+		Waiting:  d.sched.WaitingFor,
 		Lag:      lagReader{d},
 		Activity: activity{d},
 		Redriver: redriver{d},

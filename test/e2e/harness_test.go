@@ -277,12 +277,18 @@ func (s *stack) ctx() context.Context {
 // deploy uploads an example as a function.
 func (s *stack) deploy(name, example string, cfg wire.FunctionConfig) wire.Function {
 	s.t.Helper()
+	return s.deployAs(s.client, name, example, cfg)
+}
+
+// deployAs deploys an example function as the tenant of c.
+func (s *stack) deployAs(c *client.Client, name, example string, cfg wire.FunctionConfig) wire.Function {
+	s.t.Helper()
 	f, err := os.Open(zips[example])
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	defer f.Close()
-	fn, err := s.client.DeployFunction(s.ctx(), name, cfg, f)
+	fn, err := c.DeployFunction(s.ctx(), name, cfg, f)
 	if err != nil {
 		s.t.Fatalf("deploy %s: %v", name, err)
 	}

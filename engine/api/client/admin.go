@@ -84,3 +84,23 @@ func (c *Client) Grant(ctx context.Context, topic, tenant, access string) error 
 func (c *Client) Ungrant(ctx context.Context, topic, tenant string) error {
 	return c.do(ctx, http.MethodDelete, grantPath(topic, tenant), nil, nil, "", nil)
 }
+
+func subPoolPath(name string) string { return "/v1/subpools/" + url.PathEscape(name) }
+
+// PutSubPool creates or replaces a sub-pool (administrator).
+func (c *Client) PutSubPool(ctx context.Context, p wire.SubPool) (wire.SubPool, error) {
+	var out wire.SubPool
+	return out, c.sendJSON(ctx, http.MethodPut, subPoolPath(p.Name), p, &out)
+}
+
+// ListSubPools lists sub-pools: all for the administrator, a tenant's own.
+func (c *Client) ListSubPools(ctx context.Context) ([]wire.SubPool, error) {
+	var out wire.SubPools
+	return out.SubPools, c.do(ctx, http.MethodGet, "/v1/subpools", nil, nil, "", &out)
+}
+
+// DeleteSubPool deletes a sub-pool (administrator); its instances are
+// retired as they idle.
+func (c *Client) DeleteSubPool(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, subPoolPath(name), nil, nil, "", nil)
+}

@@ -55,6 +55,9 @@ type FunctionConfig struct {
 	Env       map[string]string `json:"env,omitempty"`
 	// Network is "egress" (the default) or "none".
 	Network string `json:"network,omitempty"`
+	// SubPool names a sub-pool of the tenant the function must run in;
+	// "-" clears it.
+	SubPool string `json:"subpool,omitempty"`
 }
 
 // Function is a function as the API shows it.
@@ -67,6 +70,7 @@ type Function struct {
 	TimeoutMs  int64             `json:"timeout_ms"`
 	Env        map[string]string `json:"env,omitempty"`
 	Network    string            `json:"network"`
+	SubPool    string            `json:"subpool,omitempty"`
 	CodeDigest string            `json:"code_digest"`
 	CodeSize   int64             `json:"code_size"`
 	ConfigHash string            `json:"config_hash"`
@@ -86,6 +90,7 @@ type Version struct {
 	TimeoutMs  int64             `json:"timeout_ms"`
 	Env        map[string]string `json:"env,omitempty"`
 	Network    string            `json:"network"`
+	SubPool    string            `json:"subpool,omitempty"`
 	CodeDigest string            `json:"code_digest"`
 	CodeSize   int64             `json:"code_size"`
 	ConfigHash string            `json:"config_hash"`
@@ -200,6 +205,29 @@ type Occupancy struct {
 	Warm   int    `json:"warm"`
 	Active int    `json:"active"`
 	Busy   int    `json:"busy"`
+	// Waiting counts invocations of this emberd waiting for an instance.
+	Waiting int `json:"waiting"`
+}
+
+// SubPool is a variable sub-pool of the warming pool, reserved for one
+// tenant (PUT /v1/subpools/{name}, administrator).
+type SubPool struct {
+	Name     string  `json:"name"`
+	Tenant   string  `json:"tenant"`
+	MemoryMB int64   `json:"memory_mb"`
+	VCPU     float64 `json:"vcpu,omitempty"`
+	TmpMB    int64   `json:"tmp_mb,omitempty"`
+	Pids     int64   `json:"pids,omitempty"`
+	Network  string  `json:"network,omitempty"`
+	MinWarm  int     `json:"min_warm"`
+	Max      int     `json:"max"`
+	// Class is the pool class of its instances, as shown in occupancy.
+	Class string `json:"class,omitempty"`
+}
+
+// SubPools is GET /v1/subpools.
+type SubPools struct {
+	SubPools []SubPool `json:"subpools"`
 }
 
 // PartitionLag is one partition's consumer lag.
