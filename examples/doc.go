@@ -13,6 +13,8 @@
 //     batch response), and "big:<n>" makes the response n bytes; for error
 //     controls.
 //   - fail: always returns errors.New("boom"), i.e. a function_error.
+//   - counter: keeps a counter in a state resource of its tenant (incr under flock,
+//     read, fill up to the quota); for state shared across instances.
 //   - sleep: sleeps {"ms": N} milliseconds, then returns {"slept_ms": N}; for timeouts
 //     and waiting ({"stat": true} adds its log stream, naming the instance, and /tmp size).
 //   - exit: os.Exit(3) when the payload is {"exit": true}, else echoes it; for restarts.

@@ -129,6 +129,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.acct != nil && a.deps.Accounting == nil {
 		defer a.acct.Close() // after shutdown destroyed every container
 	}
+	if a.deps.State != nil {
+		defer func() { // after shutdown detached every instance
+			if err := a.deps.State.Close(); err != nil {
+				a.log.Warn().Err(err).Msg("unmount state resources")
+			}
+		}()
+	}
 	lis, err := net.Listen("tcp", a.cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("hostagent: listen %s: %w", a.cfg.ListenAddr, err)
@@ -268,6 +275,11 @@ func (a *Agent) cleanupStale(ctx context.Context) error {
 	// ancestors, which the agent does not touch).
 	if err := os.MkdirAll(a.cfg.StateDir, 0o711); err != nil {
 		return fmt.Errorf("hostagent: state dir: %w", err)
+	}
+	if a.deps.State != nil { // a crash leaves resources attached: never remove through them
+		if err := a.deps.State.Release(filepath.Join(a.cfg.StateDir, "instances")); err != nil {
+			return fmt.Errorf("hostagent: detach stale state resources: %w", err)
+		}
 	}
 	if err := os.RemoveAll(filepath.Join(a.cfg.StateDir, "instances")); err != nil {
 		return fmt.Errorf("hostagent: clean state dir: %w", err)
@@ -477,6 +489,11 @@ func (a *Agent) manage(ctx context.Context) error {
 			return nil
 		case <-a.refill:
 		case <-t.C:
+		}
+		// Reloaded on every pass too: a change notice lost during a
+		// reconnect must not leave the definitions stale.
+		if err := a.loadSubPools(ctx); err != nil && ctx.Err() == nil {
+			a.log.Warn().Err(err).Msg("reload sub-pools")
 		}
 		a.reclaim(ctx)
 		a.ensureWarm()

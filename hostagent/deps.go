@@ -102,6 +102,24 @@ type Deps struct {
 	// Metrics receives the per tenant and function usage counters
 	// (ember_usage_*). Default: none registered.
 	Metrics prometheus.Registerer
+	// State attaches the tenants' state resources to instances
+	// (hostagent/statefs; closed when Run returns). Default: none;
+	// functions with state resources then fail to start.
+	State State
+}
+
+// State keeps the tenants' state resources on this host (hostagent/statefs).
+type State interface {
+	// Prepare makes an instance's state directory on the host a mount
+	// point whose later mounts reach the instance.
+	Prepare(dir string) error
+	// Attach mounts the tenant's resource (created with sizeMB if new) at
+	// dir/name.
+	Attach(tenant, name string, sizeMB int64, dir string) error
+	// Release unmounts everything under dir and dir itself.
+	Release(dir string) error
+	// Close unmounts every resource.
+	Close() error
 }
 
 func (d *Deps) validate() error {

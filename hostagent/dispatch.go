@@ -121,6 +121,9 @@ func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (
 func (a *Agent) run(ctx context.Context, log zerolog.Logger, in *instance, req *dispatchpb.DispatchRequest, digestHex string) (*dispatchpb.DispatchResponse, error) {
 	vk := pool.VersionKey(req.GetTenant(), req.GetFunction(), req.GetVersion())
 	key := containerKey(vk, req.GetCodeDigest(), req.GetHandler(), req.GetNetwork(), req.GetMemoryMb(), req.GetTimeoutMs(), req.GetEnv())
+	for _, m := range req.GetState() { // a container sees the resources it started with
+		key = containerKey(key, m.GetName(), m.GetPath(), "", m.GetSizeMb(), 0, nil)
+	}
 	a.mu.Lock()
 	c := in.containers[key]
 	client := in.client
@@ -251,6 +254,10 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 		}
 		return nil, status.Errorf(codes.Aborted, "deliver code %s: %v", req.GetCodeDigest(), err)
 	}
+	state, err := a.attachState(in, req)
+	if err != nil {
+		return nil, err
+	}
 	mem := req.GetMemoryMb()
 	if mem <= 0 || mem > in.memoryMB {
 		mem = in.memoryMB
@@ -288,6 +295,7 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 		// With egress, the process starts on the first Invoke, once its
 		// network namespace (sent back in Started) is attached.
 		DeferSpawn: egress,
+		State:      state,
 	}, fds)
 	cg.CloseFDs()
 	if err == nil && started.Error != "" {
@@ -412,4 +420,20 @@ func (e *packageError) Unwrap() error { return e.err }
 func (e *packageError) document() []byte {
 	b, _ := json.Marshal(map[string]string{"errorType": "Runtime.InvalidPackage", "errorMessage": e.err.Error()})
 	return b
+}
+
+// attachState attaches the tenant's resources the request names to the
+// instance (once each) and returns them as ember-init binds them.
+func (a *Agent) attachState(in *instance, req *dispatchpb.DispatchRequest) ([]initproto.StateMount, error) {
+	var out []initproto.StateMount
+	for _, m := range req.GetState() {
+		if a.deps.State == nil {
+			return nil, status.Errorf(codes.Unimplemented, "agent %s keeps no state resources (state %s)", a.cfg.AgentID, m.GetName())
+		}
+		if err := a.deps.State.Attach(req.GetTenant(), m.GetName(), m.GetSizeMb(), in.stateDir()); err != nil {
+			return nil, status.Errorf(codes.Internal, "attach state %s: %v", m.GetName(), err)
+		}
+		out = append(out, initproto.StateMount{Dir: m.GetName(), Path: m.GetPath()})
+	}
+	return out, nil
 }

@@ -63,6 +63,7 @@ func (in *instance) sockDir() string  { return filepath.Join(in.dir, "sock") }
 func (in *instance) codeDir() string  { return filepath.Join(in.dir, "code") }
 func (in *instance) logPath() string  { return filepath.Join(in.dir, "log", "init.log") }
 func (in *instance) fnLogDir() string { return filepath.Join(in.dir, "log", "functions") }
+func (in *instance) stateDir() string { return filepath.Join(in.dir, "state") }
 
 // container is one function version's container on an instance.
 type container struct {

@@ -24,6 +24,15 @@ func (a *Agent) bootAsync(in *instance) bool {
 		a.discard(in)
 		return false
 	}
+	if in.subpool != nil { // its booking must outlive the boot that starts now
+		deadline := time.Now().Add(a.cfg.InstanceStartTimeout + 5*time.Second)
+		if ok, err := a.store.ExtendSubPoolBooking(a.bg, in.class, in.id, deadline.UnixMilli()); err != nil || !ok {
+			<-a.sem
+			log.Warn().Err(err).Msg("the sub-pool booking lapsed before the instance could start")
+			a.discard(in)
+			return false
+		}
+	}
 	start := time.Now()
 	err := a.boot(in)
 	<-a.sem
@@ -63,6 +72,12 @@ func (a *Agent) boot(in *instance) error {
 	}
 	if sp := in.subpool; sp != nil { // the sub-pool's constraints
 		spec.MilliCPU, spec.PidsLimit, spec.TmpMB = sp.MilliCPU, sp.PidsLimit, sp.TmpMB
+	}
+	if a.deps.State != nil {
+		if err := a.deps.State.Prepare(in.stateDir()); err != nil {
+			return err
+		}
+		spec.StateDir = in.stateDir()
 	}
 	if rc := a.resolvConf(); rc != "" {
 		spec.ResolvConf = filepath.Join(in.dir, "resolv.conf")
@@ -139,7 +154,7 @@ func (a *Agent) discard(in *instance) {
 	if err := a.deps.Runtime.Destroy(ctx, in.id); err != nil {
 		a.log.Error().Err(err).Str("instance", in.id).Msg("destroy failed instance")
 	}
-	_ = os.RemoveAll(in.dir)
+	a.removeDir(in)
 	a.mu.Lock()
 	delete(a.insts, in.id)
 	a.mu.Unlock()
@@ -210,10 +225,23 @@ func (a *Agent) destroy(ctx context.Context, in *instance, reason string) {
 			a.log.Warn().Err(err).Str("instance", in.id).Msg("remove container cgroup")
 		}
 	}
+	a.removeDir(in)
+	a.log.Info().Str("instance", in.id).Str("class", in.class).Str("reason", reason).Msg("instance destroyed")
+}
+
+// removeDir detaches the instance's state resources, then removes its
+// directory; it keeps the directory if a resource may still be attached
+// (removing it would delete the tenant's data).
+func (a *Agent) removeDir(in *instance) {
+	if a.deps.State != nil {
+		if err := a.deps.State.Release(in.stateDir()); err != nil {
+			a.log.Error().Err(err).Str("instance", in.id).Msg("detach state resources; keeping the instance directory")
+			return
+		}
+	}
 	if err := os.RemoveAll(in.dir); err != nil {
 		a.log.Warn().Err(err).Str("instance", in.id).Msg("remove instance dir")
 	}
-	a.log.Info().Str("instance", in.id).Str("class", in.class).Str("reason", reason).Msg("instance destroyed")
 }
 
 // reclaim stops idle containers, retires idle instances and those Redis
@@ -235,10 +263,10 @@ func (a *Agent) reclaim(ctx context.Context) {
 	a.mu.Lock()
 	var cands []*instance
 	warm := map[string]int{}
-	deleted := map[string]bool{} // instances whose sub-pool is gone
+	deleted := map[string]bool{} // instances whose sub-pool is gone or changed
 	for _, in := range a.insts {
 		if in.subpool != nil {
-			if _, ok := a.subpools[in.subpool.Name]; !ok {
+			if now, ok := a.subpools[in.subpool.Name]; !ok || now != *in.subpool {
 				deleted[in.id] = true
 			}
 		}
@@ -275,7 +303,7 @@ func (a *Agent) reclaim(ctx context.Context) {
 			if gone, err := a.store.Retire(ctx, in.id, false); err != nil {
 				a.log.Warn().Err(err).Str("instance", in.id).Msg("retire instance of a deleted sub-pool")
 			} else if gone {
-				a.destroy(ctx, in, "its sub-pool was deleted")
+				a.destroy(ctx, in, "its sub-pool was deleted or changed")
 			}
 		case tenant != "" && now.Sub(idleSince) > a.cfg.InstanceKeepAlive,
 			// A sub-pool's warm count is kept across hosts (ensureSubPools).

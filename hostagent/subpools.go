@@ -38,7 +38,7 @@ func (a *Agent) onSubPoolsChanged(ctx context.Context) {
 	a.kickRefill()
 }
 
-// subPool returns the definition of class's sub-pool, if class is one
+// subPoolLocked returns the definition of class's sub-pool, if class is one
 // that exists.
 func (a *Agent) subPoolLocked(class string) (pool.SubPool, bool) {
 	name, ok := pool.SubPoolOf(class)
@@ -90,11 +90,12 @@ func (a *Agent) startSubPoolInstance(ctx context.Context, p pool.SubPool, forMin
 		return false
 	}
 	a.log.Info().Str("subpool", p.Name).Str("instance", in.id).Bool("min_warm", forMinWarm).Msg("starting a sub-pool instance")
+	go a.reportUsed(ctx) // placement sees the host's new use before the next heartbeat
 	go a.bootAsync(in)
 	return true
 }
 
-// used sums what this host's instances (starting or running) reserve.
+// usedLocked sums what this host's instances (starting or running) reserve.
 func (a *Agent) usedLocked() pool.Resources {
 	var u pool.Resources
 	for _, in := range a.insts {

@@ -12,6 +12,7 @@ import (
 	"github.com/ember-run/ember/hostagent/cgroup"
 	"github.com/ember-run/ember/hostagent/network"
 	"github.com/ember-run/ember/hostagent/sandbox"
+	"github.com/ember-run/ember/hostagent/statefs"
 )
 
 // HostCgroups returns Cgroups over hostagent/cgroup: a child cgroup in
@@ -91,6 +92,20 @@ func NewContainerd(ctx context.Context, cfg Config, cs ContainerdSetup, deps Dep
 		return nil, nil, err
 	}
 	deps.Runtime, deps.Cgroups = rt, HostCgroups()
+	if deps.State == nil {
+		st, err := statefs.New(filepath.Join(cfg.StateDir, "state"))
+		if err != nil {
+			_ = cc.Close()
+			return nil, nil, fmt.Errorf("hostagent: %w", err)
+		}
+		deps.State = st
+		if deps.Metrics != nil {
+			if err := deps.Metrics.Register(st); err != nil {
+				_ = cc.Close()
+				return nil, nil, fmt.Errorf("hostagent: state metrics: %w", err)
+			}
+		}
+	}
 	if !cfg.NoNetwork && deps.Network == nil {
 		n, err := network.New(cfg.Network)
 		if err != nil {

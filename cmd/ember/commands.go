@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -26,7 +27,7 @@ func (a *app) deployCmd() *cobra.Command {
 	var zipPath, handler, network, subpool string
 	var memory int64
 	var timeout time.Duration
-	var env []string
+	var env, state []string
 	cmd := &cobra.Command{
 		Use:   "deploy NAME --zip FILE",
 		Short: "Create or update a function ($LATEST) from a zip with an executable bootstrap",
@@ -52,6 +53,13 @@ func (a *app) deployCmd() *cobra.Command {
 					cfg.Env[k] = v
 				}
 			}
+			if cmd.Flags().Changed("state") {
+				ms, err := parseState(state)
+				if err != nil {
+					return err
+				}
+				cfg.State = &ms
+			}
 			var code io.Reader
 			if zipPath != "" {
 				f, err := os.Open(zipPath)
@@ -76,6 +84,7 @@ func (a *app) deployCmd() *cobra.Command {
 	cmd.Flags().StringArrayVar(&env, "env", nil, "environment variable KEY=VALUE (repeatable; replaces all)")
 	cmd.Flags().StringVar(&handler, "handler", "", "handler passed as _HANDLER (default bootstrap)")
 	cmd.Flags().StringVar(&network, "network", "", "egress (default: the outside world through NAT) or none (no network)")
+	cmd.Flags().StringArrayVar(&state, "state", nil, "a resource of your tenant at a path under /mnt, NAME:/mnt/DIR[:SIZE_MB] (repeatable; replaces all; \"\" clears; default size 64 MB)")
 	cmd.Flags().StringVar(&subpool, "subpool", "", "run only in this sub-pool of your tenant (\"-\" clears it; default: your smallest sub-pool that holds the memory, else a fixed class)")
 	return cmd
 }
@@ -283,4 +292,28 @@ func shortDigest(d string) string {
 		return d[:19]
 	}
 	return d
+}
+
+// parseState reads --state values NAME:/mnt/DIR[:SIZE_MB]; "" alone clears.
+func parseState(vals []string) ([]wire.StateMount, error) {
+	out := []wire.StateMount{}
+	for _, v := range vals {
+		if v == "" {
+			continue
+		}
+		parts := strings.Split(v, ":")
+		if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+			return nil, fmt.Errorf("--state %q: want NAME:/mnt/DIR[:SIZE_MB]", v)
+		}
+		m := wire.StateMount{Name: parts[0], Path: parts[1]}
+		if len(parts) == 3 {
+			n, err := strconv.ParseInt(parts[2], 10, 64)
+			if err != nil || n <= 0 {
+				return nil, fmt.Errorf("--state %q: size %q is not a positive number of MB", v, parts[2])
+			}
+			m.SizeMB = n
+		}
+		out = append(out, m)
+	}
+	return out, nil
 }

@@ -23,13 +23,13 @@ func functionJSON(f registry.Function) wire.Function {
 		v = []string{}
 	}
 	return wire.Function{Tenant: f.Tenant, Name: f.Name, Handler: f.Handler, Runtime: f.Runtime,
-		MemoryMB: f.MemoryMB, TimeoutMs: f.Timeout.Milliseconds(), Env: f.Env, Network: f.Network, SubPool: f.SubPool, CodeDigest: f.CodeDigest,
+		MemoryMB: f.MemoryMB, TimeoutMs: f.Timeout.Milliseconds(), Env: f.Env, Network: f.Network, SubPool: f.SubPool, State: stateJSON(f.State), CodeDigest: f.CodeDigest,
 		CodeSize: f.CodeSize, ConfigHash: f.LatestConfigHash, Versions: v, Created: f.Created, Updated: f.Updated}
 }
 
 func versionJSON(v registry.Version) wire.Version {
 	return wire.Version{Tenant: v.Tenant, Function: v.Function, Version: v.Version, Handler: v.Handler,
-		Runtime: v.Runtime, MemoryMB: v.MemoryMB, TimeoutMs: v.Timeout.Milliseconds(), Env: v.Env, Network: v.Network,
+		Runtime: v.Runtime, MemoryMB: v.MemoryMB, TimeoutMs: v.Timeout.Milliseconds(), Env: v.Env, Network: v.Network, SubPool: v.SubPool, State: stateJSON(v.State),
 		CodeDigest: v.CodeDigest, CodeSize: v.CodeSize, ConfigHash: v.ConfigHash, Created: v.Created}
 }
 
@@ -136,6 +136,15 @@ func (s *Server) putFunction(w http.ResponseWriter, r *http.Request, tenant stri
 	}
 	if cfg.Network != "" {
 		f.Network = cfg.Network
+	}
+	if cfg.State != nil {
+		f.State = nil
+		for _, m := range *cfg.State {
+			if m.SizeMB == 0 {
+				m.SizeMB = registry.DefaultStateMB
+			}
+			f.State = append(f.State, registry.StateMount{Name: m.Name, Path: m.Path, SizeMB: m.SizeMB})
+		}
 	}
 	switch cfg.SubPool {
 	case "":
@@ -276,4 +285,12 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, tenant string) {
 	}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(res.Payload)
+}
+
+func stateJSON(ms []registry.StateMount) []wire.StateMount {
+	var out []wire.StateMount
+	for _, m := range ms {
+		out = append(out, wire.StateMount{Name: m.Name, Path: m.Path, SizeMB: m.SizeMB})
+	}
+	return out
 }

@@ -23,6 +23,10 @@ type Function struct {
 	MemoryMB int64
 	// SubPool names the sub-pool the function must run in ("": any).
 	SubPool string
+	// Network is the function's network mode ("egress" or "none"): a
+	// sub-pool without network serves only functions that ask for none or
+	// name it.
+	Network string
 }
 
 // Choice is a function's pool: a fixed class, or a sub-pool.
@@ -55,6 +59,9 @@ func Choose(fn Function, subpools []pool.SubPool) (Choice, error) {
 	var best *pool.SubPool
 	for i := range mine {
 		p := &mine[i]
+		if p.Network == "none" && fn.Network != "none" {
+			continue // never take a function's network away unasked
+		}
 		if p.MemoryMB >= fn.MemoryMB && (best == nil || p.MemoryMB < best.MemoryMB ||
 			(p.MemoryMB == best.MemoryMB && p.Name < best.Name)) {
 			best = p
@@ -76,7 +83,8 @@ func Needs(p pool.SubPool) pool.Resources {
 	return pool.Resources{MemoryMB: p.MemoryMB, MilliCPU: p.MilliCPU}
 }
 
-// Host returns the agent that should start an instance needing need:
+// Host returns the agent that should start an instance needing need
+// (agents that report no capacity may hold it, but are never chosen):
 // among the agents whose capacity could ever hold it (none: ErrNeverFits;
 // no live agent at all is ErrNoRoom: one may be starting),
 // those with room now (none: ErrNoRoom), the one left with the least free
@@ -89,6 +97,10 @@ func Host(need pool.Resources, agents []pool.Agent) (string, error) {
 	var could bool
 	var room []cand
 	for _, a := range agents {
+		if a.Capacity.MemoryMB == 0 { // not reported (an older agent): it may fit
+			could = true
+			continue
+		}
 		if !a.Capacity.Fits(need) {
 			continue
 		}

@@ -11,6 +11,7 @@ var subpools = []pool.SubPool{
 	{Name: "big", Tenant: "acme", MemoryMB: 3008, MilliCPU: 2000, Max: 4},
 	{Name: "mid", Tenant: "acme", MemoryMB: 2048, MilliCPU: 1000, Max: 4},
 	{Name: "other", Tenant: "globex", MemoryMB: 4096, MilliCPU: 2000, Max: 1},
+	{Name: "sealed", Tenant: "acme", MemoryMB: 512, MilliCPU: 500, Network: "none", Max: 1},
 }
 
 func TestChoose(t *testing.T) {
@@ -28,6 +29,9 @@ func TestChoose(t *testing.T) {
 		{Function{Tenant: "acme", MemoryMB: 4096}, "", true},                       // bigger than acme's sub-pools
 		{Function{Tenant: "acme", MemoryMB: 128, SubPool: "other"}, "", true},      // another tenant's
 		{Function{Tenant: "acme", MemoryMB: 3008, SubPool: "mid"}, "", true},       // named but too small
+		{Function{Tenant: "acme", MemoryMB: 256, Network: "none"}, "sp-sealed", false},
+		{Function{Tenant: "acme", MemoryMB: 256, Network: "egress"}, "sp-mid", false}, // not into a sealed one unasked
+		{Function{Tenant: "acme", MemoryMB: 256, SubPool: "sealed"}, "sp-sealed", false},
 	} {
 		got, err := Choose(c.fn, subpools)
 		if c.never {
@@ -70,6 +74,9 @@ func TestHost(t *testing.T) {
 	}
 	if _, err := Host(r(7500, 1000), agents); !errors.Is(err, ErrNoRoom) {
 		t.Errorf("7500 MB with 7168 free at most: %v, want ErrNoRoom", err)
+	}
+	if _, err := Host(r(16384, 1000), append(agents, pool.Agent{ID: "old"})); !errors.Is(err, ErrNoRoom) {
+		t.Errorf("16 GB with an agent that reports no capacity: %v, want ErrNoRoom", err)
 	}
 	if _, err := Host(r(128, 100), nil); !errors.Is(err, ErrNoRoom) {
 		t.Errorf("no agents: %v, want ErrNoRoom (one may be starting)", err)

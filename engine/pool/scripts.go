@@ -106,7 +106,7 @@ return 1
 // reserveMemberScript: KEYS = prefix; ARGV = class, id, max, for min warm
 // ('1'|'0'), min warm, now ms, deadline ms. Books a starting instance of a
 // sub-pool while its instances (live and starting) number fewer than max
-// and, for min warm, while fewer than min warm are warm or starting.
+// and, for min warm, fewer than min warm.
 // Members whose agent is gone are dropped first.
 var reserveMemberScript = redis.NewScript(luaDrop + `
 local p, class, id, maxn, mw, minwarm = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
@@ -120,10 +120,19 @@ for _, m in ipairs(redis.call('SMEMBERS', p..'members:'..class)) do
     drop(p, m)
   end
 end
-local n = redis.call('ZCARD', starting)
-if redis.call('SCARD', p..'members:'..class) + n >= maxn then return 0 end
-if mw == '1' and redis.call('SCARD', p..'warm:'..class) + n >= minwarm then return 0 end
+local n = redis.call('SCARD', p..'members:'..class) + redis.call('ZCARD', starting)
+if n >= maxn then return 0 end
+if mw == '1' and n >= minwarm then return 0 end
 redis.call('ZADD', starting, ARGV[7], id)
+return 1
+`)
+
+// extendBookingScript: KEYS = prefix; ARGV = class, id, deadline ms. Moves
+// a booking's lapse; 0 if it lapsed.
+var extendBookingScript = redis.NewScript(`
+local starting = KEYS[1]..'starting:'..ARGV[1]
+if not redis.call('ZSCORE', starting, ARGV[2]) then return 0 end
+redis.call('ZADD', starting, ARGV[3], ARGV[2])
 return 1
 `)
 

@@ -171,7 +171,7 @@ func (s *Store) SubPools(ctx context.Context) ([]SubPool, error) {
 
 // ReserveSubPoolInstance books a slot for a new instance id of a
 // sub-pool, bounded by max across all hosts; with forMinWarm it books
-// only while fewer than minWarm instances are warm or starting. A booking
+// only while fewer than minWarm instances are started or starting. A booking
 // lapses at deadline unless AddWarm (or ReleaseSubPoolSlot) settles it.
 func (s *Store) ReserveSubPoolInstance(ctx context.Context, class, id string, p SubPool, forMinWarm bool, nowMs, deadlineMs int64) (bool, error) {
 	mw := "0"
@@ -181,6 +181,16 @@ func (s *Store) ReserveSubPoolInstance(ctx context.Context, class, id string, p 
 	n, err := reserveMemberScript.Run(ctx, s.rdb, s.keys, class, id, p.Max, mw, p.MinWarm, nowMs, deadlineMs).Int()
 	if err != nil {
 		return false, fmt.Errorf("pool: reserve %s instance: %w", class, err)
+	}
+	return n == 1, nil
+}
+
+// ExtendSubPoolBooking moves a booking's lapse to deadlineMs; false if it
+// has lapsed already (the slot may have gone to another instance).
+func (s *Store) ExtendSubPoolBooking(ctx context.Context, class, id string, deadlineMs int64) (bool, error) {
+	n, err := extendBookingScript.Run(ctx, s.rdb, s.keys, class, id, deadlineMs).Int()
+	if err != nil {
+		return false, fmt.Errorf("pool: extend %s booking: %w", class, err)
 	}
 	return n == 1, nil
 }

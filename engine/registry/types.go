@@ -51,6 +51,9 @@ type Function struct {
 	MemoryMB int64
 	// SubPool, when set, is the tenant's sub-pool the function must run in.
 	SubPool string
+	// State are resources of the tenant the function's containers see
+	// read-write, shared by every instance on a host.
+	State []StateMount
 	// Timeout is 1s..900s. Default: 3s.
 	Timeout time.Duration
 	Env     map[string]string
@@ -80,6 +83,7 @@ type Version struct {
 	Env        map[string]string
 	Network    string
 	SubPool    string
+	State      []StateMount
 	// ConfigHash is the sha256 hex over digest, handler, runtime, network,
 	// memory, timeout and the sorted env: the identity of what runs.
 	ConfigHash string
@@ -221,6 +225,9 @@ func (f Function) Validate() error {
 	case f.SubPool != "" && !pool.ValidSubPoolName(f.SubPool):
 		return fmt.Errorf("function %q: sub-pool name %q: %w", f.Name, f.SubPool, ErrInvalid)
 	}
+	if err := validState(f.State); err != nil {
+		return fmt.Errorf("function %q: %w", f.Name, err)
+	}
 	if err := validDigest(f.CodeDigest); err != nil {
 		return fmt.Errorf("function %q: %w", f.Name, err)
 	}
@@ -234,17 +241,26 @@ func (f Function) Validate() error {
 func (f Function) latestVersion() Version {
 	return Version{Tenant: f.Tenant, Function: f.Name, Version: Latest, CodeDigest: f.CodeDigest,
 		CodeSize: f.CodeSize, Handler: f.Handler, Runtime: f.Runtime, MemoryMB: f.MemoryMB,
-		Timeout: f.Timeout, Env: f.Env, Network: f.Network, SubPool: f.SubPool, ConfigHash: f.LatestConfigHash, Created: f.Updated}
+		Timeout: f.Timeout, Env: f.Env, Network: f.Network, SubPool: f.SubPool, State: f.State, ConfigHash: f.LatestConfigHash, Created: f.Updated}
 }
 
 // ConfigHash is the identity of what runs: sha256 hex over the digest,
-// handler, runtime, memory, timeout, the env sorted by key and the network
-// mode.
+// handler, runtime, memory, timeout, the env sorted by key, the network
+// mode and the sub-pool.
 func (f Function) ConfigHash() string {
-	return configHash(f.CodeDigest, f.Handler, f.Runtime, f.MemoryMB, f.Timeout, f.Env, f.Network)
+	h := configHash(f.CodeDigest, f.Handler, f.Runtime, f.MemoryMB, f.Timeout, f.Env, f.Network, f.SubPool)
+	if len(f.State) == 0 { // older records had none: keep their hash
+		return h
+	}
+	sum := sha256.New()
+	sum.Write([]byte(h))
+	for _, m := range f.State {
+		fmt.Fprintf(sum, "|%d:%s|%d:%s|%d", len(m.Name), m.Name, len(m.Path), m.Path, m.SizeMB)
+	}
+	return hex.EncodeToString(sum.Sum(nil))
 }
 
-func configHash(digest, handler, runtime string, memoryMB int64, timeout time.Duration, env map[string]string, network string) string {
+func configHash(digest, handler, runtime string, memoryMB int64, timeout time.Duration, env map[string]string, network, subpool string) string {
 	h := sha256.New()
 	field := func(s string) { // length-prefixed, so fields cannot run together
 		h.Write([]byte(strconv.Itoa(len(s))))
@@ -267,6 +283,9 @@ func configHash(digest, handler, runtime string, memoryMB int64, timeout time.Du
 	}
 	if network != NetworkEgress { // older records hashed no network: egress keeps their hash
 		field("network=" + network)
+	}
+	if subpool != "" { // likewise: no sub-pool keeps older hashes
+		field("subpool=" + subpool)
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }

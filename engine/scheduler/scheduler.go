@@ -267,10 +267,12 @@ func (s *Scheduler) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.
 func (s *Scheduler) claim(ctx context.Context, tenant, class, vk string, sp *pool.SubPool, deadline time.Time, timeout time.Duration) (pool.Claim, bool, error) {
 	lease := func() time.Time { return time.Now().Add(timeout + s.cfg.LeaseGrace) }
 	w, first := s.queues.join(class, tenant)
-	defer s.queues.leave(w)
+	claimed := false
+	defer func() { s.queues.leave(w, claimed) }()
 	if first { // nobody ahead: try at once (the hot path)
 		c, ok, err := s.tryClaim(ctx, tenant, class, vk, lease())
 		if err != nil || ok {
+			claimed = ok
 			return c, false, err
 		}
 	}
@@ -318,14 +320,17 @@ func (s *Scheduler) claim(ctx context.Context, tenant, class, vk string, sp *poo
 			}
 		case <-w.ch:
 		}
+		// Back at the head before trying: an instance freed during the
+		// attempt wakes it again instead of nobody.
+		s.queues.rejoin(w)
 		c, ok, err := s.tryClaim(ctx, tenant, class, vk, lease())
 		if err != nil {
 			return pool.Claim{}, false, err
 		}
 		if ok {
+			claimed = true
 			return c, c.Kind == pool.KindWarm, nil
 		}
-		s.queues.rejoin(w) // keeps its place at the head
 	}
 }
 
@@ -401,6 +406,9 @@ func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v regi
 		TraceId:        inv.TraceID,
 		FunctionArn:    fmt.Sprintf("arn:aws:lambda:local:%s:function:%s:%s", v.Tenant, v.Function, v.Version),
 		Network:        v.Network,
+	}
+	for _, m := range v.State {
+		req.State = append(req.State, &dispatchpb.StateMount{Name: m.Name, Path: m.Path, SizeMb: m.SizeMB})
 	}
 	// The agent enforces the function's timeout; the RPC deadline only
 	// guards against an agent that never answers.

@@ -56,7 +56,7 @@ func (s *Scheduler) choose(ctx context.Context, v registry.Version) (placement.C
 			return placement.Choice{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
 	}
-	c, err := placement.Choose(placement.Function{Tenant: v.Tenant, MemoryMB: v.MemoryMB, SubPool: v.SubPool}, sps)
+	c, err := placement.Choose(placement.Function{Tenant: v.Tenant, MemoryMB: v.MemoryMB, SubPool: v.SubPool, Network: v.Network}, sps)
 	if err != nil {
 		return c, fmt.Errorf("%w: %w", err, registry.ErrInvalid)
 	}

@@ -66,19 +66,24 @@ func (qs *queues) rejoin(w *waiter) {
 	w.elem = l.PushFront(w)
 }
 
-// leave removes w. If w had been woken and not used the wake (it claimed
-// on its own, or gave up), the wake passes to the next waiter.
-func (qs *queues) leave(w *waiter) {
+// leave removes w. A wake w did not use (it claimed on its own, or gave
+// up) passes to the next waiter; so does a claim: the instance w took may
+// not have been the only idle one, and the next waiter tries at once (if
+// it fails, it keeps its place).
+func (qs *queues) leave(w *waiter, claimed bool) {
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
 	if w.elem != nil {
 		qs.removeLocked(w)
-		return
 	}
+	unused := false
 	select {
 	case <-w.ch:
-		qs.wakeLocked(w.key)
+		unused = true
 	default:
+	}
+	if unused || claimed {
+		qs.wakeLocked(w.key)
 	}
 }
 
@@ -99,7 +104,10 @@ func (qs *queues) wakeLocked(key queueKey) {
 	}
 	w := l.Front().Value.(*waiter)
 	qs.removeLocked(w)
-	w.ch <- struct{}{}
+	select {
+	case w.ch <- struct{}{}:
+	default: // it holds a wake already
+	}
 }
 
 // freed wakes waiters for an instance of class that became claimable:

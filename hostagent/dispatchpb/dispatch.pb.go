@@ -154,7 +154,9 @@ type DispatchRequest struct {
 	// network is what the function's container reaches: "none" (its own
 	// loopback only) or "egress" (the outside world through NAT, never the
 	// host's services, private networks or metadata addresses).
-	Network       string `protobuf:"bytes,15,opt,name=network,proto3" json:"network,omitempty"`
+	Network string `protobuf:"bytes,15,opt,name=network,proto3" json:"network,omitempty"`
+	// state are the tenant's shared resources the function's container sees.
+	State         []*StateMount `protobuf:"bytes,16,rep,name=state,proto3" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -294,6 +296,75 @@ func (x *DispatchRequest) GetNetwork() string {
 	return ""
 }
 
+func (x *DispatchRequest) GetState() []*StateMount {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+// StateMount is a resource of the tenant, by name, mounted read-write at
+// path (under /mnt) in the container, with a size quota.
+type StateMount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Path          string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	SizeMb        int64                  `protobuf:"varint,3,opt,name=size_mb,json=sizeMb,proto3" json:"size_mb,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StateMount) Reset() {
+	*x = StateMount{}
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StateMount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StateMount) ProtoMessage() {}
+
+func (x *StateMount) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StateMount.ProtoReflect.Descriptor instead.
+func (*StateMount) Descriptor() ([]byte, []int) {
+	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *StateMount) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *StateMount) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *StateMount) GetSizeMb() int64 {
+	if x != nil {
+		return x.SizeMb
+	}
+	return 0
+}
+
 type DispatchResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Status    Status                 `protobuf:"varint,1,opt,name=status,proto3,enum=ember.dispatch.v1.Status" json:"status,omitempty"`
@@ -319,7 +390,7 @@ type DispatchResponse struct {
 
 func (x *DispatchResponse) Reset() {
 	*x = DispatchResponse{}
-	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[1]
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -331,7 +402,7 @@ func (x *DispatchResponse) String() string {
 func (*DispatchResponse) ProtoMessage() {}
 
 func (x *DispatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[1]
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -344,7 +415,7 @@ func (x *DispatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DispatchResponse.ProtoReflect.Descriptor instead.
 func (*DispatchResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{1}
+	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *DispatchResponse) GetStatus() Status {
@@ -447,7 +518,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[2]
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -459,7 +530,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[2]
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -472,7 +543,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{2}
+	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Usage) GetCpuNs() int64 {
@@ -549,7 +620,7 @@ var File_hostagent_dispatchpb_dispatch_proto protoreflect.FileDescriptor
 
 const file_hostagent_dispatchpb_dispatch_proto_rawDesc = "" +
 	"\n" +
-	"#hostagent/dispatchpb/dispatch.proto\x12\x11ember.dispatch.v1\"\xaf\x04\n" +
+	"#hostagent/dispatchpb/dispatch.proto\x12\x11ember.dispatch.v1\"\xe4\x04\n" +
 	"\x0fDispatchRequest\x12#\n" +
 	"\rinvocation_id\x18\x01 \x01(\tR\finvocationId\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -569,10 +640,16 @@ const file_hostagent_dispatchpb_dispatch_proto_rawDesc = "" +
 	"\x10deadline_unix_ms\x18\f \x01(\x03R\x0edeadlineUnixMs\x12\x19\n" +
 	"\btrace_id\x18\r \x01(\tR\atraceId\x12!\n" +
 	"\ffunction_arn\x18\x0e \x01(\tR\vfunctionArn\x12\x18\n" +
-	"\anetwork\x18\x0f \x01(\tR\anetwork\x1a6\n" +
+	"\anetwork\x18\x0f \x01(\tR\anetwork\x123\n" +
+	"\x05state\x18\x10 \x03(\v2\x1d.ember.dispatch.v1.StateMountR\x05state\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xab\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +
+	"\n" +
+	"StateMount\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x17\n" +
+	"\asize_mb\x18\x03 \x01(\x03R\x06sizeMb\"\xab\x03\n" +
 	"\x10DispatchResponse\x121\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x19.ember.dispatch.v1.StatusR\x06status\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12\x1d\n" +
@@ -627,27 +704,29 @@ func file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP() []byte {
 }
 
 var file_hostagent_dispatchpb_dispatch_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hostagent_dispatchpb_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_hostagent_dispatchpb_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_hostagent_dispatchpb_dispatch_proto_goTypes = []any{
 	(Status)(0),              // 0: ember.dispatch.v1.Status
 	(StartKind)(0),           // 1: ember.dispatch.v1.StartKind
 	(*DispatchRequest)(nil),  // 2: ember.dispatch.v1.DispatchRequest
-	(*DispatchResponse)(nil), // 3: ember.dispatch.v1.DispatchResponse
-	(*Usage)(nil),            // 4: ember.dispatch.v1.Usage
-	nil,                      // 5: ember.dispatch.v1.DispatchRequest.EnvEntry
+	(*StateMount)(nil),       // 3: ember.dispatch.v1.StateMount
+	(*DispatchResponse)(nil), // 4: ember.dispatch.v1.DispatchResponse
+	(*Usage)(nil),            // 5: ember.dispatch.v1.Usage
+	nil,                      // 6: ember.dispatch.v1.DispatchRequest.EnvEntry
 }
 var file_hostagent_dispatchpb_dispatch_proto_depIdxs = []int32{
-	5, // 0: ember.dispatch.v1.DispatchRequest.env:type_name -> ember.dispatch.v1.DispatchRequest.EnvEntry
-	0, // 1: ember.dispatch.v1.DispatchResponse.status:type_name -> ember.dispatch.v1.Status
-	1, // 2: ember.dispatch.v1.DispatchResponse.start:type_name -> ember.dispatch.v1.StartKind
-	4, // 3: ember.dispatch.v1.DispatchResponse.usage:type_name -> ember.dispatch.v1.Usage
-	2, // 4: ember.dispatch.v1.Agent.Dispatch:input_type -> ember.dispatch.v1.DispatchRequest
-	3, // 5: ember.dispatch.v1.Agent.Dispatch:output_type -> ember.dispatch.v1.DispatchResponse
-	5, // [5:6] is the sub-list for method output_type
-	4, // [4:5] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	6, // 0: ember.dispatch.v1.DispatchRequest.env:type_name -> ember.dispatch.v1.DispatchRequest.EnvEntry
+	3, // 1: ember.dispatch.v1.DispatchRequest.state:type_name -> ember.dispatch.v1.StateMount
+	0, // 2: ember.dispatch.v1.DispatchResponse.status:type_name -> ember.dispatch.v1.Status
+	1, // 3: ember.dispatch.v1.DispatchResponse.start:type_name -> ember.dispatch.v1.StartKind
+	5, // 4: ember.dispatch.v1.DispatchResponse.usage:type_name -> ember.dispatch.v1.Usage
+	2, // 5: ember.dispatch.v1.Agent.Dispatch:input_type -> ember.dispatch.v1.DispatchRequest
+	4, // 6: ember.dispatch.v1.Agent.Dispatch:output_type -> ember.dispatch.v1.DispatchResponse
+	6, // [6:7] is the sub-list for method output_type
+	5, // [5:6] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_hostagent_dispatchpb_dispatch_proto_init() }
@@ -661,7 +740,7 @@ func file_hostagent_dispatchpb_dispatch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hostagent_dispatchpb_dispatch_proto_rawDesc), len(file_hostagent_dispatchpb_dispatch_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

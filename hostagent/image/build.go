@@ -172,7 +172,7 @@ func writeRootFS(w io.Writer, in Inputs) error {
 	dirs := map[string]int64{
 		"bin": 0o755, "sbin": 0o755, "usr": 0o755, "usr/bin": 0o755, "usr/sbin": 0o755,
 		"etc": 0o755, "root": 0o700, "var": 0o755, "var/task": 0o755,
-		"ember": 0o755, "ember/sock": 0o755, "ember/code": 0o755, "ember/logs": 0o755,
+		"ember": 0o755, "ember/sock": 0o755, "ember/code": 0o755, "ember/logs": 0o755, "ember/state": 0o755, "mnt": 0o755,
 		"tmp": 0o1777, "proc": 0o555, "sys": 0o555, "dev": 0o755, "run": 0o755,
 	}
 	links := map[string]bool{}

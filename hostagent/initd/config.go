@@ -26,6 +26,10 @@ type Config struct {
 	// CodeMount holds one directory per function version; StartContainer.CodeDir
 	// is resolved under it. Default: initproto.CodeMount.
 	CodeMount string
+	// StateDir holds the tenant's state resources the agent attached;
+	// StartContainer.State dirs are resolved under it. Default:
+	// initproto.StateDir.
+	StateDir string
 	// TaskDir is where a container sees its code, bind-mounted read-only in the
 	// container's own mount namespace (created if missing). It is also
 	// LAMBDA_TASK_ROOT and the container's working directory.
@@ -95,7 +99,7 @@ const MaxContainers = 1024
 
 // hidden are the instance's directories that containers must not see.
 func (c *Config) hidden() []string {
-	out := []string{c.CodeMount, c.SocketDir}
+	out := []string{c.CodeMount, c.SocketDir, c.StateDir}
 	if c.LogDir != "" {
 		out = append(out, c.LogDir)
 	}
@@ -117,6 +121,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.CodeMount == "" {
 		c.CodeMount = initproto.CodeMount
+	}
+	if c.StateDir == "" {
+		c.StateDir = initproto.StateDir
 	}
 	if c.TaskDir == "" {
 		c.TaskDir = initproto.TaskDir

@@ -77,6 +77,12 @@ func newContainer(s *Server, spec initproto.StartContainer, fds []int) (*contain
 	if !filepath.IsLocal(spec.CodeDir) {
 		return nil, fmt.Errorf("code dir %q is not a local path: %w", spec.CodeDir, errInvalid)
 	}
+	for _, m := range spec.State {
+		if !filepath.IsLocal(m.Dir) || strings.Contains(m.Dir, "/") || filepath.Dir(m.Path) != initproto.StateMountParent ||
+			filepath.Clean(m.Path) != m.Path {
+			return nil, fmt.Errorf("state mount %q at %q: want a name and %s/<dir>: %w", m.Dir, m.Path, initproto.StateMountParent, errInvalid)
+		}
+	}
 	c.envBase = buildEnv(s.cfg, spec)
 	uid, err := s.allocUID()
 	if err != nil {
@@ -193,6 +199,7 @@ func (c *container) spawnLocked() (*process, error) {
 			CodeSrc: codeSrc, TaskDir: cfg.TaskDir, Bootstrap: cfg.Bootstrap,
 			TmpDir: cfg.TmpDir, TmpSize: cfg.TmpSizeBytes, ShmDir: cfg.ShmDir, ShmSize: cfg.TmpSizeBytes,
 			Hide: cfg.hidden(), UID: c.uid, GID: c.uid, Env: slices.Clone(c.envBase), Hostname: cfg.Hostname,
+			State: c.stateBinds(),
 		},
 	}
 	var exitCh <-chan unix.WaitStatus
@@ -576,4 +583,13 @@ func (p *process) wait(exit <-chan unix.WaitStatus) {
 	if !p.intentional.Load() {
 		p.c.s.event(initproto.TypeExited, ev)
 	}
+}
+
+// stateBinds are the container's state mounts as the shim binds them.
+func (c *container) stateBinds() []shimBind {
+	var out []shimBind
+	for _, m := range c.spec.State {
+		out = append(out, shimBind{Src: filepath.Join(c.s.cfg.StateDir, m.Dir), Dst: m.Path})
+	}
+	return out
 }

@@ -34,6 +34,16 @@ type shimSpec struct {
 	UID, GID int
 	Env      []string
 	Hostname string
+	// State are the tenant's resources bound read-write at their paths
+	// (under /mnt, made for them); files the function creates there are
+	// shared with its other containers (umask 0).
+	State []shimBind
+}
+
+// shimBind is a bind mount of Src (a directory of the instance) at Dst.
+type shimBind struct {
+	Src string `json:"src"`
+	Dst string `json:"dst"`
 }
 
 // shimStatus is the shim's report on fd 4 of how the function ended.
@@ -153,6 +163,9 @@ func shimMounts(s shimSpec) error {
 			return fmt.Errorf("mount tmpfs on %s: %w", t.dir, err)
 		}
 	}
+	if err := bindState(s.State); err != nil { // before their sources are hidden
+		return err
+	}
 	for _, d := range s.Hide {
 		if _, err := os.Lstat(d); os.IsNotExist(err) {
 			continue // nothing there to hide
@@ -241,5 +254,31 @@ func mountReadOnlyBind(src, dst string) error {
 	if err := unix.Mount("", dst, "", flags, ""); err != nil {
 		return fmt.Errorf("remount %s read-only: %w", dst, err)
 	}
+	return nil
+}
+
+// bindState mounts a small tmpfs on the parent of the state mounts (the
+// root file system is read-only), makes a directory for each, binds each
+// resource there read-write, and makes the tmpfs read-only again.
+func bindState(binds []shimBind) error {
+	if len(binds) == 0 {
+		return nil
+	}
+	parent := filepath.Dir(binds[0].Dst)
+	if err := unix.Mount("tmpfs", parent, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=755,size=64k"); err != nil {
+		return fmt.Errorf("mount tmpfs on %s: %w", parent, err)
+	}
+	for _, b := range binds {
+		if err := os.Mkdir(b.Dst, 0o755); err != nil {
+			return fmt.Errorf("state mount point %s: %w", b.Dst, err)
+		}
+		if err := unix.Mount(b.Src, b.Dst, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind state %s on %s: %w", b.Src, b.Dst, err)
+		}
+	}
+	if err := unix.Mount("", parent, "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("remount %s read-only: %w", parent, err)
+	}
+	unix.Umask(0) // inherited by the bootstrap: its files in state are shared
 	return nil
 }

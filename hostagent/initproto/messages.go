@@ -65,6 +65,15 @@ type StartContainer struct {
 	// first Invoke starts it. The agent sets it when it connects the
 	// container's network namespace (from Started) to a network first.
 	DeferSpawn bool `json:"defer_spawn,omitempty"`
+	// State are the tenant's resources the container sees read-write: the
+	// agent has attached each under StateDir.
+	State []StateMount `json:"state,omitempty"`
+}
+
+// StateMount binds StateDir/Dir at Path (/mnt/<name>) in a container.
+type StateMount struct {
+	Dir  string `json:"dir"`
+	Path string `json:"path"`
 }
 
 // Started answers StartContainer. Its fds are named in FDNames (the
@@ -150,4 +159,11 @@ const (
 	// LogDir is the read-write bind mount where ember-init keeps the
 	// functions' output (rotated, bounded); containers do not see it.
 	LogDir = "/ember/logs"
+	// StateDir is where the agent attaches the tenant's state resources
+	// (a mount that receives the host's new mounts); containers see only
+	// those named in their StartContainer.State, under /mnt.
+	StateDir = "/ember/state"
+	// StateMountParent is the directory state resources are mounted under
+	// in a container.
+	StateMountParent = "/mnt"
 )

@@ -154,6 +154,10 @@ type InstanceSpec struct {
 	// TmpMB, when set, is the size of each container's /tmp (ember-init's
 	// --tmp-size-mb); 0 keeps ember-init's default.
 	TmpMB int64
+	// StateDir, if set, is a host mount point with shared propagation,
+	// bound at initproto.StateDir as its slave: resources the agent mounts
+	// under it later appear in the running instance.
+	StateDir string
 	// SocketDir is a host directory bind-mounted read-write at
 	// initproto.SocketDir; Create makes it and hands it to the instance's
 	// mapped root. Required. runc mounts from inside the user namespace,

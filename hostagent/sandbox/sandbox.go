@@ -253,6 +253,10 @@ func (r *Runtime) specOpts(spec InstanceSpec, cgroupPath string) []oci.SpecOpts 
 		mounts = append(mounts, specs.Mount{Destination: initproto.LogDir, Type: "bind", Source: spec.LogDir,
 			Options: []string{"rbind", "rw", "nosuid", "nodev", "noexec"}})
 	}
+	if spec.StateDir != "" {
+		mounts = append(mounts, specs.Mount{Destination: initproto.StateDir, Type: "bind", Source: spec.StateDir,
+			Options: []string{"rbind", "rw", "nosuid", "nodev", "rslave"}})
+	}
 	if spec.ResolvConf != "" {
 		mounts = append(mounts, specs.Mount{Destination: "/etc/resolv.conf", Type: "bind", Source: spec.ResolvConf,
 			Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"}})

@@ -55,7 +55,7 @@ func testMain(m *testing.M) int {
 			return 1
 		}
 	}
-	for _, ex := range []string{"kafka-echo", "kafka-picky", "fail", "sleep", "exit", "whoami", "hostile"} {
+	for _, ex := range []string{"kafka-echo", "kafka-picky", "fail", "sleep", "exit", "whoami", "hostile", "counter"} {
 		p := filepath.Join(dir, ex+".zip")
 		if err := testenv.ExampleZip(ex, p); err != nil {
 			fmt.Fprintln(os.Stderr, err)

@@ -58,6 +58,18 @@ type FunctionConfig struct {
 	// SubPool names a sub-pool of the tenant the function must run in;
 	// "-" clears it.
 	SubPool string `json:"subpool,omitempty"`
+	// State replaces the function's state mounts (an empty list clears
+	// them; omitted keeps them).
+	State *[]StateMount `json:"state,omitempty"`
+}
+
+// StateMount is a resource of the tenant mounted read-write at Path
+// (/mnt/<dir>) in the function's containers; SizeMB (default 64) is its
+// quota, set when a host first creates it.
+type StateMount struct {
+	Name   string `json:"name"`
+	Path   string `json:"path"`
+	SizeMB int64  `json:"size_mb,omitempty"`
 }
 
 // Function is a function as the API shows it.
@@ -71,6 +83,7 @@ type Function struct {
 	Env        map[string]string `json:"env,omitempty"`
 	Network    string            `json:"network"`
 	SubPool    string            `json:"subpool,omitempty"`
+	State      []StateMount      `json:"state,omitempty"`
 	CodeDigest string            `json:"code_digest"`
 	CodeSize   int64             `json:"code_size"`
 	ConfigHash string            `json:"config_hash"`
@@ -91,6 +104,7 @@ type Version struct {
 	Env        map[string]string `json:"env,omitempty"`
 	Network    string            `json:"network"`
 	SubPool    string            `json:"subpool,omitempty"`
+	State      []StateMount      `json:"state,omitempty"`
 	CodeDigest string            `json:"code_digest"`
 	CodeSize   int64             `json:"code_size"`
 	ConfigHash string            `json:"config_hash"`

@@ -1,0 +1,58 @@
+package statefs
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+)
+
+var (
+	sizeDesc = prometheus.NewDesc("ember_state_size_bytes",
+		"Size (quota) of a tenant's state resource on this host.", []string{"tenant", "resource"}, nil)
+	usedDesc = prometheus.NewDesc("ember_state_used_bytes",
+		"Bytes in use in a tenant's state resource on this host.", []string{"tenant", "resource"}, nil)
+	attachedDesc = prometheus.NewDesc("ember_state_attached_instances",
+		"Instances of this host a tenant's state resource is attached to.", []string{"tenant", "resource"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (s *Store) Describe(ch chan<- *prometheus.Desc) {
+	ch <- sizeDesc
+	ch <- usedDesc
+	ch <- attachedDesc
+}
+
+// Collect implements prometheus.Collector: every resource mounted on this
+// host, with its size, use and attachments.
+func (s *Store) Collect(ch chan<- prometheus.Metric) {
+	s.amu.Lock()
+	attached := map[string]int{}
+	for _, r := range s.attached {
+		attached[r]++
+	}
+	s.amu.Unlock()
+	tenants, _ := os.ReadDir(s.root)
+	for _, t := range tenants {
+		if !t.IsDir() {
+			continue
+		}
+		res, _ := os.ReadDir(filepath.Join(s.root, t.Name()))
+		for _, r := range res {
+			mnt := filepath.Join(s.root, t.Name(), r.Name())
+			if !r.IsDir() || strings.HasSuffix(r.Name(), ".img") || !mounted(mnt) {
+				continue
+			}
+			var st unix.Statfs_t
+			if unix.Statfs(mnt, &st) != nil {
+				continue
+			}
+			bs := float64(st.Bsize)
+			ch <- prometheus.MustNewConstMetric(sizeDesc, prometheus.GaugeValue, float64(st.Blocks)*bs, t.Name(), r.Name())
+			ch <- prometheus.MustNewConstMetric(usedDesc, prometheus.GaugeValue, float64(st.Blocks-st.Bfree)*bs, t.Name(), r.Name())
+			ch <- prometheus.MustNewConstMetric(attachedDesc, prometheus.GaugeValue, float64(attached[t.Name()+"/"+r.Name()]), t.Name(), r.Name())
+		}
+	}
+}

@@ -1,0 +1,236 @@
+package statefs
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Store is the state resources under one root directory. It is safe for
+// concurrent use.
+type Store struct {
+	root string
+	mu   sync.Mutex // serialises creating and mounting resources
+
+	amu      sync.Mutex
+	attached map[string]string // attach point -> "<tenant>/<name>"
+}
+
+var safeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
+
+// New returns a store under root (created 0711: instances traverse it to
+// nothing but their binds).
+func New(root string) (*Store, error) {
+	if !filepath.IsAbs(root) {
+		return nil, fmt.Errorf("statefs: root %q must be absolute", root)
+	}
+	if err := os.MkdirAll(root, 0o711); err != nil {
+		return nil, fmt.Errorf("statefs: %w", err)
+	}
+	for _, tool := range []string{"mkfs.ext4", "mount"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, fmt.Errorf("statefs: %s not found (e2fsprogs, mount): %w", tool, err)
+		}
+	}
+	return &Store{root: root, attached: map[string]string{}}, nil
+}
+
+// Prepare makes dir (an instance's state directory on the host) a mount
+// point with shared propagation, so that what is mounted under it later
+// reaches the instance's slave copy.
+func (s *Store) Prepare(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("statefs: %w", err)
+	}
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("statefs: bind %s: %w", dir, err)
+	}
+	if err := unix.Mount("", dir, "", unix.MS_SHARED, ""); err != nil {
+		_ = unix.Unmount(dir, unix.MNT_DETACH)
+		return fmt.Errorf("statefs: make %s shared: %w", dir, err)
+	}
+	return nil
+}
+
+// Attach mounts the tenant's resource name at dir/name (dir made by
+// Prepare), creating the resource with sizeMB if it does not exist. An
+// existing resource keeps its size. Attaching twice is a no-op.
+func (s *Store) Attach(tenant, name string, sizeMB int64, dir string) error {
+	if !safeName.MatchString(tenant) || !safeName.MatchString(name) {
+		return fmt.Errorf("statefs: resource %q of tenant %q: bad name", name, tenant)
+	}
+	src, err := s.ensure(tenant, name, sizeMB)
+	if err != nil {
+		return err
+	}
+	dst, want := filepath.Join(dir, name), tenant+"/"+name
+	s.amu.Lock()
+	defer s.amu.Unlock()
+	if mounted(dst) {
+		if s.attached[dst] != want {
+			return fmt.Errorf("statefs: %s holds another resource than %s", dst, want)
+		}
+		return nil
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return fmt.Errorf("statefs: %w", err)
+	}
+	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("statefs: attach %s: %w", want, err)
+	}
+	s.attached[dst] = want
+	return nil
+}
+
+// ensure creates and mounts the resource's file system if needed and
+// returns where it is mounted.
+func (s *Store) ensure(tenant, name string, sizeMB int64) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	dir := filepath.Join(s.root, tenant)
+	mnt, img := filepath.Join(dir, name), filepath.Join(dir, name+".img")
+	if mounted(mnt) {
+		return mnt, nil
+	}
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		return "", fmt.Errorf("statefs: %w", err)
+	}
+	if _, err := os.Stat(img); errors.Is(err, os.ErrNotExist) {
+		if sizeMB < 16 {
+			sizeMB = 16 // ext4's smallest useful size
+		}
+		if err := makeImage(img, sizeMB); err != nil {
+			return "", err
+		}
+	} else if err != nil {
+		return "", fmt.Errorf("statefs: %w", err)
+	}
+	if out, err := exec.Command("mount", "-o", "loop,nosuid,nodev", img, mnt).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("statefs: mount %s: %v: %s", img, err, strings.TrimSpace(string(out)))
+	}
+	// Every container of the tenant writes here, each as its own uid.
+	if err := os.Chmod(mnt, 0o777); err != nil {
+		return "", fmt.Errorf("statefs: %w", err)
+	}
+	return mnt, nil
+}
+
+func makeImage(img string, sizeMB int64) error {
+	tmp := img + ".new"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("statefs: %w", err)
+	}
+	err = f.Truncate(sizeMB << 20)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("statefs: %w", err)
+	}
+	// -m 0: no blocks reserved for root, the quota is the tenant's.
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-m", "0", "-E", "root_owner=0:0", tmp).CombinedOutput(); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("statefs: mkfs.ext4: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	if err := os.Rename(tmp, img); err != nil {
+		return fmt.Errorf("statefs: %w", err)
+	}
+	return nil
+}
+
+// Release unmounts every resource attached under dir, then dir itself.
+// After it, removing dir cannot touch a resource's data.
+func (s *Store) Release(dir string) error {
+	s.amu.Lock()
+	for p := range s.attached {
+		if p == dir || strings.HasPrefix(p, dir+"/") {
+			delete(s.attached, p)
+		}
+	}
+	s.amu.Unlock()
+	var errs []error
+	for _, m := range mountsUnder(dir) {
+		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+			errs = append(errs, fmt.Errorf("statefs: unmount %s: %w", m, err))
+		}
+	}
+	if len(mountsUnder(dir)) > 0 && len(errs) == 0 {
+		errs = append(errs, fmt.Errorf("statefs: %s still has mounts", dir))
+	}
+	return errors.Join(errs...)
+}
+
+// Close unmounts every resource file system of the store (their loop
+// devices go with them).
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.Release(s.root)
+}
+
+// mounted reports whether path is a mount point.
+func mounted(path string) bool {
+	for _, m := range mountsUnder(path) {
+		if m == path {
+			return true
+		}
+	}
+	return false
+}
+
+// mountsUnder lists the mount points at or under dir, deepest first.
+func mountsUnder(dir string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescape(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	// Deepest first; a path mounted twice appears twice (unmounted twice).
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out
+}
+
+// unescape decodes mountinfo's octal escapes (\040 for a space).
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var n int
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%o", &n); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
