@@ -112,6 +112,7 @@ func TestPartialBatchResponse(t *testing.T) {
 			c.ProduceToPartitions(msgs...)
 			b := binding("pb", "pb")
 			b.Ordering, b.MaxConcurrency, b.ReportBatchItemFailures = tc.ordering, 1, true
+			b.BatchWindow = wholeBatch
 			inv := &recInvoker{t: t, behave: func(n int, recs []events.KafkaRecord) (invoke.Result, error) {
 				if n == 0 {
 					return invoke.Result{Status: invoke.StatusOK,
@@ -132,6 +133,11 @@ func TestPartialBatchResponse(t *testing.T) {
 	}
 }
 
+// wholeBatch is a batch window long enough that records produced before a
+// test's consumer starts make one batch (without a window, a batch is what
+// one fetch returned, which may be fewer).
+const wholeBatch = 500 * time.Millisecond
+
 // A malformed partial batch response fails the whole batch; retries
 // exhausted, every record is dead-lettered with the reason.
 func TestInvalidBatchResponseFailsTheBatch(t *testing.T) {
@@ -140,6 +146,7 @@ func TestInvalidBatchResponseFailsTheBatch(t *testing.T) {
 	c.ProduceToPartitions(msgsTo("bad", 0, 3, "b", 5)...)
 	b := binding("bad", "bad")
 	b.ReportBatchItemFailures, b.MaxRetryAttempts = true, 1
+	b.BatchWindow = wholeBatch
 	inv := &recInvoker{t: t, behave: func(int, []events.KafkaRecord) (invoke.Result, error) {
 		return invoke.Result{Status: invoke.StatusOK, Payload: []byte(`{"batchItemFailures":[{"itemIdentifier":{"partition":"bad-0","offset":99}}]}`)}, nil
 	}}
@@ -164,6 +171,7 @@ func TestBisectOnError(t *testing.T) {
 	c.ProduceToPartitions(msgsTo("bis", 0, 8, "b", 5)...)
 	b := binding("bis", "bis")
 	b.BisectOnError, b.MaxRetryAttempts = true, 0
+	b.BatchWindow = wholeBatch
 	inv := &recInvoker{t: t, behave: func(_ int, recs []events.KafkaRecord) (invoke.Result, error) {
 		for _, r := range recs {
 			if r.Offset == 5 {

@@ -267,8 +267,10 @@ func (s *Scheduler) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.
 func (s *Scheduler) claim(ctx context.Context, tenant, class, vk string, sp *pool.SubPool, deadline time.Time, timeout time.Duration) (pool.Claim, bool, error) {
 	lease := func() time.Time { return time.Now().Add(timeout + s.cfg.LeaseGrace) }
 	w, first := s.queues.join(class, tenant)
-	claimed := false
-	defer func() { s.queues.leave(w, claimed) }()
+	// claimed: this waiter took an instance; woken: it holds a wake it did
+	// not use yet. Either way the next waiter should try when it leaves.
+	claimed, woken := false, false
+	defer func() { s.queues.leave(w, claimed || woken) }()
 	if first { // nobody ahead: try at once (the hot path)
 		c, ok, err := s.tryClaim(ctx, tenant, class, vk, lease())
 		if err != nil || ok {
@@ -319,6 +321,7 @@ func (s *Scheduler) claim(ctx context.Context, tenant, class, vk string, sp *poo
 				return pool.Claim{}, false, err
 			}
 		case <-w.ch:
+			woken = true
 		}
 		// Back at the head before trying: an instance freed during the
 		// attempt wakes it again instead of nobody.
@@ -327,6 +330,7 @@ func (s *Scheduler) claim(ctx context.Context, tenant, class, vk string, sp *poo
 		if err != nil {
 			return pool.Claim{}, false, err
 		}
+		woken = false // used: the attempt saw what the wake announced
 		if ok {
 			claimed = true
 			return c, c.Kind == pool.KindWarm, nil

@@ -78,7 +78,7 @@ func newContainer(s *Server, spec initproto.StartContainer, fds []int) (*contain
 		return nil, fmt.Errorf("code dir %q is not a local path: %w", spec.CodeDir, errInvalid)
 	}
 	for _, m := range spec.State {
-		if !filepath.IsLocal(m.Dir) || strings.Contains(m.Dir, "/") || filepath.Dir(m.Path) != initproto.StateMountParent ||
+		if !filepath.IsLocal(m.Dir) || strings.Contains(m.Dir, "/") || m.Dir == "." || filepath.Dir(m.Path) != initproto.StateMountParent ||
 			filepath.Clean(m.Path) != m.Path {
 			return nil, fmt.Errorf("state mount %q at %q: want a name and %s/<dir>: %w", m.Dir, m.Path, initproto.StateMountParent, errInvalid)
 		}

@@ -42,7 +42,10 @@ func (s *Store) Collect(ch chan<- prometheus.Metric) {
 		res, _ := os.ReadDir(filepath.Join(s.root, t.Name()))
 		for _, r := range res {
 			mnt := filepath.Join(s.root, t.Name(), r.Name())
-			if !r.IsDir() || strings.HasSuffix(r.Name(), ".img") || !mounted(mnt) {
+			if !r.IsDir() || strings.HasSuffix(r.Name(), ".img") {
+				continue
+			}
+			if ok, err := mounted(mnt); err != nil || !ok {
 				continue
 			}
 			var st unix.Statfs_t

@@ -24,17 +24,26 @@ type Store struct {
 	attached map[string]string // attach point -> "<tenant>/<name>"
 }
 
-var safeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
+// safeName is a tenant's or resource's name: what the registry allows
+// (no dots, no slashes).
+var safeName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
-// New returns a store under root (created 0711: instances traverse it to
-// nothing but their binds).
+// New returns a store under root (created 0700: only the host's root
+// reaches the resources there; instances get them through binds).
 func New(root string) (*Store, error) {
 	if !filepath.IsAbs(root) {
 		return nil, fmt.Errorf("statefs: root %q must be absolute", root)
 	}
-	if err := os.MkdirAll(root, 0o711); err != nil {
+	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("statefs: %w", err)
 	}
+	// Mount points are matched against /proc/self/mountinfo, which shows
+	// paths with symlinks resolved.
+	real, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return nil, fmt.Errorf("statefs: %w", err)
+	}
+	root = real
 	for _, tool := range []string{"mkfs.ext4", "mount"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return nil, fmt.Errorf("statefs: %s not found (e2fsprogs, mount): %w", tool, err)
@@ -47,15 +56,19 @@ func New(root string) (*Store, error) {
 // point with shared propagation, so that what is mounted under it later
 // reaches the instance's slave copy.
 func (s *Store) Prepare(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	// 0711: the instance's root traverses it to the resources bound in it.
+	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return fmt.Errorf("statefs: %w", err)
 	}
 	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("statefs: bind %s: %w", dir, err)
 	}
-	if err := unix.Mount("", dir, "", unix.MS_SHARED, ""); err != nil {
-		_ = unix.Unmount(dir, unix.MNT_DETACH)
-		return fmt.Errorf("statefs: make %s shared: %w", dir, err)
+	// Private first: a peer group of its own, not the host root's.
+	for _, flag := range []uintptr{unix.MS_PRIVATE, unix.MS_SHARED} {
+		if err := unix.Mount("", dir, "", flag, ""); err != nil {
+			_ = unix.Unmount(dir, unix.MNT_DETACH)
+			return fmt.Errorf("statefs: set the propagation of %s: %w", dir, err)
+		}
 	}
 	return nil
 }
@@ -71,10 +84,20 @@ func (s *Store) Attach(tenant, name string, sizeMB int64, dir string) error {
 	if err != nil {
 		return err
 	}
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
 	dst, want := filepath.Join(dir, name), tenant+"/"+name
 	s.amu.Lock()
 	defer s.amu.Unlock()
-	if mounted(dst) {
+	// A directory Release took back is not a place to attach to any more:
+	// its instance is going, and its directory with it.
+	if ok, err := mounted(dir); err != nil || !ok {
+		return fmt.Errorf("statefs: %s is not an instance's state directory (released?): %v", dir, err)
+	}
+	if ok, err := mounted(dst); err != nil {
+		return err
+	} else if ok {
 		if s.attached[dst] != want {
 			return fmt.Errorf("statefs: %s holds another resource than %s", dst, want)
 		}
@@ -97,10 +120,13 @@ func (s *Store) ensure(tenant, name string, sizeMB int64) (string, error) {
 	defer s.mu.Unlock()
 	dir := filepath.Join(s.root, tenant)
 	mnt, img := filepath.Join(dir, name), filepath.Join(dir, name+".img")
-	if mounted(mnt) {
-		return mnt, nil
+	if ok, err := mounted(mnt); err != nil || ok {
+		return mnt, err
 	}
-	if err := os.MkdirAll(mnt, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("statefs: %w", err)
+	}
+	if err := os.MkdirAll(mnt, 0o700); err != nil {
 		return "", fmt.Errorf("statefs: %w", err)
 	}
 	if _, err := os.Stat(img); errors.Is(err, os.ErrNotExist) {
@@ -125,11 +151,14 @@ func (s *Store) ensure(tenant, name string, sizeMB int64) (string, error) {
 
 func makeImage(img string, sizeMB int64) error {
 	tmp := img + ".new"
+	_ = os.Remove(tmp) // what a crash during a previous creation left
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return fmt.Errorf("statefs: %w", err)
 	}
-	err = f.Truncate(sizeMB << 20)
+	// Allocated, not sparse: a host disk that fills must not take the
+	// tenants' file systems with it.
+	err = unix.Fallocate(int(f.Fd()), 0, 0, sizeMB<<20)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -152,20 +181,29 @@ func makeImage(img string, sizeMB int64) error {
 // After it, removing dir cannot touch a resource's data.
 func (s *Store) Release(dir string) error {
 	s.amu.Lock()
+	defer s.amu.Unlock()
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	} else if errors.Is(err, os.ErrNotExist) {
+		return nil // nothing there, nothing mounted there
+	}
 	for p := range s.attached {
 		if p == dir || strings.HasPrefix(p, dir+"/") {
 			delete(s.attached, p)
 		}
 	}
-	s.amu.Unlock()
+	ms, err := mountsUnder(dir)
+	if err != nil {
+		return err
+	}
 	var errs []error
-	for _, m := range mountsUnder(dir) {
+	for _, m := range ms {
 		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
 			errs = append(errs, fmt.Errorf("statefs: unmount %s: %w", m, err))
 		}
 	}
-	if len(mountsUnder(dir)) > 0 && len(errs) == 0 {
-		errs = append(errs, fmt.Errorf("statefs: %s still has mounts", dir))
+	if left, err := mountsUnder(dir); err != nil || len(left) > 0 {
+		errs = append(errs, fmt.Errorf("statefs: %s still has mounts (%v)", dir, err))
 	}
 	return errors.Join(errs...)
 }
@@ -179,20 +217,25 @@ func (s *Store) Close() error {
 }
 
 // mounted reports whether path is a mount point.
-func mounted(path string) bool {
-	for _, m := range mountsUnder(path) {
+func mounted(path string) (bool, error) {
+	ms, err := mountsUnder(path)
+	if err != nil {
+		return false, err
+	}
+	for _, m := range ms {
 		if m == path {
-			return true
+			return true, nil
 		}
 	}
-	return false
+	return false, nil
 }
 
-// mountsUnder lists the mount points at or under dir, deepest first.
-func mountsUnder(dir string) []string {
+// mountsUnder lists the mount points at or under dir, deepest first. An
+// error means the list is unknown: nothing may be removed on its word.
+func mountsUnder(dir string) ([]string, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return nil
+		return nil, fmt.Errorf("statefs: mount table: %w", err)
 	}
 	defer f.Close()
 	var out []string
@@ -208,11 +251,14 @@ func mountsUnder(dir string) []string {
 			out = append(out, mp)
 		}
 	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("statefs: mount table: %w", err)
+	}
 	// Deepest first; a path mounted twice appears twice (unmounted twice).
 	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
 		out[i], out[j] = out[j], out[i]
 	}
-	return out
+	return out, nil
 }
 
 // unescape decodes mountinfo's octal escapes (\040 for a space).

@@ -42,7 +42,11 @@ var daemonSeq atomic.Int64
 // StartContainerd starts a private containerd and returns it once it answers.
 // The caller must Close it; TestMain is the natural owner when the daemon is
 // shared by a test binary.
-func StartContainerd() (*ContainerdDaemon, error) {
+func StartContainerd() (*ContainerdDaemon, error) { return StartContainerdIn("") }
+
+// StartContainerdIn is StartContainerd inside the named network namespace
+// ("": the caller's), as a host of a multi-host test runs it.
+func StartContainerdIn(netns string) (*ContainerdDaemon, error) {
 	bin, err := exec.LookPath("containerd")
 	if err != nil {
 		return nil, fmt.Errorf("containerd not installed (run deploy/setup.sh install): %w", err)
@@ -88,6 +92,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
 	}
 	defer logf.Close()
 	d.cmd = exec.Command(bin, "--config", cfgPath)
+	if netns != "" {
+		// nsenter, not "ip netns exec": that remounts /sys, and runc then
+		// finds no cgroup mounts.
+		d.cmd = exec.Command("nsenter", "--net=/run/netns/"+netns, bin, "--config", cfgPath)
+	}
 	d.cmd.Stdout = logf
 	d.cmd.Stderr = logf
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

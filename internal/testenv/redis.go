@@ -47,6 +47,14 @@ func StartRedis(t testing.TB, persistent bool) *RedisServer {
 	return startRedis(t, persistent)
 }
 
+// StartRedisOn is StartRedis listening on addr too (a bridge address that
+// other network namespaces reach), without protected mode: hosts of a
+// multi-host test connect from there. Addr stays the loopback address.
+func StartRedisOn(t testing.TB, addr string) *RedisServer {
+	t.Helper()
+	return startRedis(t, false, "--bind", "127.0.0.1", addr, "--protected-mode", "no")
+}
+
 func startRedis(t testing.TB, persistent bool, extra ...string) *RedisServer {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
@@ -119,3 +127,6 @@ func freePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// Port is the server's TCP port.
+func (s *RedisServer) Port() int { return s.port }

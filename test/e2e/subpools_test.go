@@ -134,3 +134,11 @@ func TestSubPoolReservedAndWaiting(t *testing.T) {
 		t.Errorf("an impossible sub-pool took %v to fail", d)
 	}
 }
+
+func wireSubPool(name, tenant string, memoryMB int64, vcpu float64, max int) wire.SubPool {
+	return wire.SubPool{Name: name, Tenant: tenant, MemoryMB: memoryMB, VCPU: vcpu, Max: max}
+}
+
+func wireFunction(memoryMB int64) wire.FunctionConfig {
+	return wire.FunctionConfig{MemoryMB: memoryMB, TimeoutMs: 20000}
+}
