@@ -309,6 +309,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 			continue
 		}
 		a.reportUsed(ctx)
+		a.reportState(ctx)
 		if !alive {
 			a.log.Warn().Msg("heartbeat key had expired; registering again")
 			if err := a.reregister(ctx); err != nil && ctx.Err() == nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/ember-run/ember/hostagent/codefetch"
 	"github.com/ember-run/ember/hostagent/network"
 	"github.com/ember-run/ember/hostagent/sandbox"
+	"github.com/ember-run/ember/hostagent/statefs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
@@ -120,6 +121,8 @@ type State interface {
 	Release(dir string) error
 	// Close unmounts every resource.
 	Close() error
+	// Resources lists the resources mounted on this host.
+	Resources() []statefs.Resource
 }
 
 func (d *Deps) validate() error {

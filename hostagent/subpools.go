@@ -106,6 +106,21 @@ func (a *Agent) usedLocked() pool.Resources {
 	return u
 }
 
+// reportState publishes the host's state resources, for status.
+func (a *Agent) reportState(ctx context.Context) {
+	if a.deps.State == nil {
+		return
+	}
+	var rs []pool.StateResource
+	for _, r := range a.deps.State.Resources() {
+		rs = append(rs, pool.StateResource{Agent: a.cfg.AgentID, Tenant: r.Tenant, Name: r.Name,
+			SizeBytes: r.SizeBytes, UsedBytes: r.UsedBytes, Attached: r.Attached})
+	}
+	if err := a.store.ReportState(ctx, a.cfg.AgentID, rs, a.cfg.HeartbeatTTL); err != nil && ctx.Err() == nil {
+		a.log.Warn().Err(err).Msg("report state resources")
+	}
+}
+
 // reportUsed publishes what the host's instances reserve, for placement.
 func (a *Agent) reportUsed(ctx context.Context) {
 	a.mu.Lock()

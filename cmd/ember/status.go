@@ -108,6 +108,14 @@ func printStatus(w io.Writer, st wire.Status) {
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", o.Class, o.Warm, o.Active, o.Busy, o.Waiting)
 		}
 	})
+	if len(st.State) > 0 {
+		fmt.Fprintln(w, "\nSTATE")
+		_ = table(w, "TENANT\tRESOURCE\tHOST\tSIZE\tUSED\tATTACHED", func(tw io.Writer) {
+			for _, r := range st.State {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d MiB\t%d MiB\t%d\n", r.Tenant, r.Name, r.Agent, r.SizeBytes>>20, r.UsedBytes>>20, r.Attached)
+			}
+		})
+	}
 	fmt.Fprintln(w, "\nBINDINGS")
 	_ = table(w, "ID\tTOPIC\tFUNCTION\tPARTITION\tEND\tCOMMITTED\tLAG", func(tw io.Writer) {
 		for _, b := range st.Bindings {

@@ -172,7 +172,7 @@ func (s *Server) deleteBinding(w http.ResponseWriter, r *http.Request, tenant st
 func (s *Server) status(w http.ResponseWriter, r *http.Request, p tenants.Principal) {
 	tenant := p.Tenant
 	ctx := r.Context()
-	out := wire.Status{Agents: []wire.Agent{}, Occupancy: []wire.Occupancy{}, Bindings: []wire.BindingStatus{}}
+	out := wire.Status{Agents: []wire.Agent{}, Occupancy: []wire.Occupancy{}, Bindings: []wire.BindingStatus{}, State: []wire.StateResource{}}
 	if s.deps.Pool != nil {
 		agents, err := s.deps.Pool.Agents(ctx)
 		if err != nil {
@@ -213,6 +213,17 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p tenants.Princi
 				wo.Waiting = s.deps.Waiting(o.Class)
 			}
 			out.Occupancy = append(out.Occupancy, wo)
+		}
+		rs, err := s.deps.Pool.StateResources(ctx)
+		if err != nil {
+			s.fail(w, r, fmt.Errorf("state resources: %w: %w", registry.ErrUnavailable, err))
+			return
+		}
+		for _, x := range rs {
+			if p.Admin || x.Tenant == tenant {
+				out.State = append(out.State, wire.StateResource{Agent: x.Agent, Tenant: x.Tenant, Name: x.Name,
+					SizeBytes: x.SizeBytes, UsedBytes: x.UsedBytes, Attached: x.Attached})
+			}
 		}
 	}
 	bs, err := s.deps.Registry.ListBindings(ctx, tenant)

@@ -84,6 +84,7 @@ type Pool interface {
 	Agents(ctx context.Context) ([]pool.Agent, error)
 	Occupancy(ctx context.Context) ([]pool.Occupancy, error)
 	SubPools(ctx context.Context) ([]pool.SubPool, error)
+	StateResources(ctx context.Context) ([]pool.StateResource, error)
 	PutSubPool(ctx context.Context, p pool.SubPool) (pool.SubPool, error)
 	DeleteSubPool(ctx context.Context, name string) (bool, error)
 	// RetireFunction drops the function's versions from the hot sets and

@@ -24,6 +24,7 @@
 //	members:<class>       set of the class's instances (bounds a sub-pool's max)
 //	starting:<class>      zset of instances being started -> booking expiry (unix ms)
 //	subpools              hash name -> SubPool JSON (the variable sub-pools)
+//	agent:<id>:state      JSON of the agent's state resources (size, use, attachments); expires with it
 //
 // Classes are the fixed ones (m128, m256, m512, m1024, shared by every
 // tenant) and one per variable sub-pool (sp-<name>, reserved for its

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -201,4 +202,53 @@ func (s *Store) ReleaseSubPoolSlot(ctx context.Context, class, id string) error 
 		return fmt.Errorf("pool: release %s booking: %w", class, err)
 	}
 	return nil
+}
+
+// StateResource is a tenant's state resource on one host, as its agent
+// last reported it.
+type StateResource struct {
+	Agent     string `json:"agent"`
+	Tenant    string `json:"tenant"`
+	Name      string `json:"name"`
+	SizeBytes int64  `json:"size_bytes"`
+	UsedBytes int64  `json:"used_bytes"`
+	// Attached counts the host's instances it is attached to.
+	Attached int `json:"attached"`
+}
+
+// ReportState records an agent's state resources, kept for ttl (its
+// heartbeat's): a dead agent's report lapses with it.
+func (s *Store) ReportState(ctx context.Context, agentID string, rs []StateResource, ttl time.Duration) error {
+	b, err := json.Marshal(rs)
+	if err != nil {
+		return err
+	}
+	if err := s.rdb.Set(ctx, s.prefix+"agent:"+agentID+":state", b, ttl).Err(); err != nil {
+		return fmt.Errorf("pool: report %s state: %w", agentID, err)
+	}
+	return nil
+}
+
+// StateResources lists the state resources live agents reported.
+func (s *Store) StateResources(ctx context.Context) ([]StateResource, error) {
+	agents, err := s.Agents(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []StateResource
+	for _, a := range agents {
+		b, err := s.rdb.Get(ctx, s.prefix+"agent:"+a.ID+":state").Bytes()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("pool: state of %s: %w", a.ID, err)
+		}
+		var rs []StateResource
+		if err := json.Unmarshal(b, &rs); err != nil {
+			return nil, fmt.Errorf("pool: state of %s: %w", a.ID, err)
+		}
+		out = append(out, rs...)
+	}
+	return out, nil
 }

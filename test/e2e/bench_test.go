@@ -184,25 +184,12 @@ func BenchmarkStartLatency(b *testing.B) {
 		}
 		return time.Since(start), r.Start
 	}
-	waitWarm := func(s *stack) {
-		for deadline := time.Now().Add(time.Minute); ; {
-			st, err := s.client.Status(s.ctx())
-			if err == nil && warm(st) > 0 {
-				return
-			}
-			if time.Now().After(deadline) {
-				b.Fatal("pool never refilled")
-			}
-			time.Sleep(20 * time.Millisecond) // polling the pool refill
-		}
-	}
-
 	// 1024 MB functions (0.58 vCPU): back-to-back invokes of a 128 MB one
 	// (0.1 vCPU) would measure its CPU allowance, not Ember.
 	warmStack := newStack(b, "m1024=2", "--max-instances", "64")
 	var hit []time.Duration
 	for i := 0; i < rounds; i++ {
-		waitWarm(warmStack)
+		warmStack.waitWarm()
 		d, kind := invokeAs(warmStack, fmt.Sprintf("hit%d", i))
 		if kind != "pool_hit" {
 			b.Fatalf("round %d: start kind %s, want pool_hit", i, kind)

@@ -220,6 +220,22 @@ func (s *stack) start() {
 	}
 }
 
+// waitWarm waits until the warming pool holds an instance (a refill after
+// a claim), for at most a minute.
+func (s *stack) waitWarm() {
+	s.t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; {
+		st, err := s.admin.Status(s.ctx())
+		if err == nil && warm(st) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatal("pool never refilled")
+		}
+		time.Sleep(20 * time.Millisecond) // polling the pool refill
+	}
+}
+
 func warm(st wire.Status) int {
 	n := 0
 	for _, o := range st.Occupancy {

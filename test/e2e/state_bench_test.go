@@ -32,16 +32,7 @@ func BenchmarkPoolHitState(b *testing.B) {
 		if _, err := c.DeployFunction(s.ctx(), "counter", cfg, f); err != nil {
 			b.Fatal(err)
 		}
-		for deadline := time.Now().Add(time.Minute); ; { // a warm instance waits
-			st, err := s.admin.Status(s.ctx())
-			if err == nil && warm(st) > 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				b.Fatal("pool never refilled")
-			}
-			time.Sleep(20 * time.Millisecond) // polling the pool refill
-		}
+		s.waitWarm()
 		start := time.Now()
 		r, err := c.Invoke(s.ctx(), "counter", "", []byte(`{"op":"read"}`))
 		if err != nil || !r.OK() || r.Start != "pool_hit" {

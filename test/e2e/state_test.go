@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ember-run/ember/engine/api/client"
 	"github.com/ember-run/ember/engine/api/wire"
@@ -61,6 +62,24 @@ func TestStateSharedAcrossInstances(t *testing.T) {
 		t.Fatalf("counter %d after 100 increments on %v", got.Value, instances)
 	}
 	t.Logf("100 increments on instances %v", instances)
+	// Status shows the resource, attached to both instances (agents report
+	// it with their heartbeat).
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		st, err := s.client.Status(s.ctx())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.State) == 1 && st.State[0].Name == "counter" && st.State[0].Attached == 2 {
+			if sz := st.State[0].SizeBytes; sz <= 8<<20 || sz > 16<<20 {
+				t.Fatalf("resource size %d, want about 16 MB", sz)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status state %+v, want counter attached to 2 instances", st.State)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the agent's next report
+	}
 
 	fill := counterOp(t, s, s.client, "fill")
 	if fill.Written <= 0 || fill.Written > 16<<20 || !strings.Contains(fill.Error, "no space") {
@@ -71,5 +90,23 @@ func TestStateSharedAcrossInstances(t *testing.T) {
 	s.deployAs(other, "counter", "counter", wire.FunctionConfig{TimeoutMs: 10000, State: &state})
 	if got := counterOp(t, s, other, "read"); got.Value != 0 {
 		t.Fatalf("another tenant's resource of the same name reads %d", got.Value)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; { // each tenant sees its own in status
+		st, err := other.Status(s.ctx())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.State) == 1 && st.State[0].Tenant == "other" {
+			break
+		}
+		for _, r := range st.State {
+			if r.Tenant != "other" {
+				t.Fatalf("tenant other sees %+v", r)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tenant other's status state %+v", st.State)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the agent's next report
 	}
 }

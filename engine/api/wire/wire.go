@@ -301,6 +301,20 @@ type Status struct {
 	Agents    []Agent         `json:"agents"`
 	Occupancy []Occupancy     `json:"occupancy"`
 	Bindings  []BindingStatus `json:"bindings"`
+	// State are the tenant's state resources per host (all of them for
+	// the administrator).
+	State []StateResource `json:"state"`
+}
+
+// StateResource is a tenant's state resource on one host.
+type StateResource struct {
+	Agent     string `json:"agent"`
+	Tenant    string `json:"tenant"`
+	Name      string `json:"name"`
+	SizeBytes int64  `json:"size_bytes"`
+	UsedBytes int64  `json:"used_bytes"`
+	// Attached counts the host's instances it is attached to.
+	Attached int `json:"attached"`
 }
 
 // Whoami is GET /v1/whoami: who the presented key belongs to.
