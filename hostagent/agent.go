@@ -585,11 +585,11 @@ func (a *Agent) reserveLocked(class string, sp *pool.SubPool, fromDemand bool) *
 	if n >= a.cfg.MaxInstances {
 		return nil
 	}
-	need := fixedNeeds(class)
+	need, ok := pool.FixedNeeds(class)
 	if sp != nil {
-		need = pool.Resources{MemoryMB: sp.MemoryMB, MilliCPU: sp.MilliCPU}
+		need, ok = sp.Needs(), true
 	}
-	if need.MemoryMB == 0 || !a.cfg.Capacity.Fits(a.usedLocked().Add(need)) {
+	if !ok || !a.cfg.Capacity.Fits(a.usedLocked().Add(need)) {
 		return nil
 	}
 	mb := need.MemoryMB

@@ -237,7 +237,7 @@ func (c Config) Validate() error {
 	}
 	var need pool.Resources
 	for class, n := range c.Pool {
-		r := fixedNeeds(class)
+		r, _ := pool.FixedNeeds(class) // a bad class was refused above
 		need = need.Add(pool.Resources{MemoryMB: r.MemoryMB * int64(n), MilliCPU: r.MilliCPU * int64(n)})
 	}
 	if !c.Capacity.Fits(need) {
@@ -245,16 +245,6 @@ func (c Config) Validate() error {
 			need.MemoryMB, need.MilliCPU, c.Capacity.MemoryMB, c.Capacity.MilliCPU)
 	}
 	return nil
-}
-
-// fixedNeeds is what an instance of a fixed class reserves (zero for a
-// name that is not a class).
-func fixedNeeds(class string) pool.Resources {
-	mb, err := pool.ClassMemory(class)
-	if err != nil {
-		return pool.Resources{}
-	}
-	return pool.Resources{MemoryMB: mb, MilliCPU: pool.FixedMilliCPU}
 }
 
 // hostMemoryMB is MemTotal from /proc/meminfo (0 if unreadable).

@@ -77,12 +77,6 @@ func Choose(fn Function, subpools []pool.SubPool) (Choice, error) {
 	return Choice{Class: class}, nil
 }
 
-// Needs is what one instance of a sub-pool reserves on its host.
-func Needs(p pool.SubPool) pool.Resources {
-	p = p.WithDefaults()
-	return pool.Resources{MemoryMB: p.MemoryMB, MilliCPU: p.MilliCPU}
-}
-
 // Host returns the agent that should start an instance needing need
 // (agents that report no capacity may hold it, but are never chosen):
 // among the agents whose capacity could ever hold it (none: ErrNeverFits;

@@ -49,6 +49,16 @@ func standardNames() []string {
 // needs, so that the vCPU reserved by sub-pools is never overcommitted.
 const FixedMilliCPU = 25
 
+// FixedNeeds is what an instance of a fixed class reserves on its host;
+// ok is false for a name that is not a fixed class.
+func FixedNeeds(class string) (r Resources, ok bool) {
+	mb, err := ClassMemory(class)
+	if err != nil {
+		return Resources{}, false
+	}
+	return Resources{MemoryMB: mb, MilliCPU: FixedMilliCPU}, true
+}
+
 // sortClasses orders fixed classes by memory, then sub-pools by name.
 func sortClasses(cs []string) {
 	slices.SortFunc(cs, func(a, b string) int {

@@ -83,6 +83,12 @@ func (p SubPool) WithDefaults() SubPool {
 	return p
 }
 
+// Needs is what one instance of p reserves on its host.
+func (p SubPool) Needs() Resources {
+	p = p.WithDefaults()
+	return Resources{MemoryMB: p.MemoryMB, MilliCPU: p.MilliCPU}
+}
+
 // Validate reports the first problem with p (after defaults).
 func (p SubPool) Validate() error {
 	p = p.WithDefaults()

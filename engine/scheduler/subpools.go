@@ -49,24 +49,20 @@ func (c *subPoolCache) invalidate() {
 // placement.ErrNeverFits and registry.ErrInvalid (a request to fix, not to
 // retry).
 func (s *Scheduler) choose(ctx context.Context, v registry.Version) (placement.Choice, error) {
-	var sps []pool.SubPool
-	if v.SubPool != "" || v.MemoryMB > pool.StandardClasses[len(pool.StandardClasses)-1] || s.anySubPools(ctx) {
-		var err error
-		if sps, err = s.subpools.get(ctx); err != nil {
+	// One look at the cache per invocation. Without the definitions, a
+	// function that needs no sub-pool still runs in a fixed class.
+	sps, err := s.subpools.get(ctx)
+	if err != nil {
+		if v.SubPool != "" || v.MemoryMB > pool.StandardClasses[len(pool.StandardClasses)-1] {
 			return placement.Choice{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
+		sps = nil
 	}
 	c, err := placement.Choose(placement.Function{Tenant: v.Tenant, MemoryMB: v.MemoryMB, SubPool: v.SubPool, Network: v.Network}, sps)
 	if err != nil {
 		return c, fmt.Errorf("%w: %w", err, registry.ErrInvalid)
 	}
 	return c, nil
-}
-
-// anySubPools reports whether any sub-pool exists (from the cache).
-func (s *Scheduler) anySubPools(ctx context.Context) bool {
-	l, err := s.subpools.get(ctx)
-	return err == nil && len(l) > 0
 }
 
 // host picks the agent that should start an instance of a sub-pool. A
@@ -77,7 +73,7 @@ func (s *Scheduler) host(ctx context.Context, sp *pool.SubPool) (string, error) 
 	if err != nil {
 		return "", nil
 	}
-	id, err := placement.Host(placement.Needs(*sp), agents)
+	id, err := placement.Host(sp.Needs(), agents)
 	switch {
 	case errors.Is(err, placement.ErrNeverFits):
 		return "", fmt.Errorf("sub-pool %s: %w: %w", sp.Name, err, registry.ErrInvalid)

@@ -33,6 +33,7 @@ type cluster struct {
 	bridge  string
 	gateway string // the bridge's address
 	redis   *testenv.RedisServer
+	pool    *pool.Store // the pool state, read as a scheduler would
 	pkiDir  string
 	peer    string // emberd's peer listener, gateway:port
 	hosts   []*host
@@ -75,6 +76,13 @@ func newCluster(t testing.TB, specs ...hostSpec) *cluster {
 	run(t, "ip", "addr", "add", c.gateway+"/24", "dev", c.bridge)
 	run(t, "ip", "link", "set", c.bridge, "up")
 	c.redis = testenv.StartRedisOn(t, c.gateway)
+	rdb := redis.NewClient(&redis.Options{Addr: c.redis.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ps, err := pool.New(rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.pool = ps
 	dir, err := os.MkdirTemp("", "ember-e2e-cluster-")
 	if err != nil {
 		t.Fatal(err)
@@ -173,14 +181,8 @@ func (c *cluster) startHost(ca *pki.Authority, dir string, i int, spec hostSpec)
 		}
 	})
 	// The agent is up when its warming pool is in Redis.
-	rdb := redis.NewClient(&redis.Options{Addr: c.redis.Addr})
-	defer rdb.Close()
-	ps, err := pool.New(rdb)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for deadline := time.Now().Add(2 * time.Minute); ; {
-		insts, _ := ps.Instances(context.Background(), h.id)
+		insts, _ := c.pool.Instances(context.Background(), h.id)
 		if len(insts) > 0 {
 			return h
 		}
@@ -205,13 +207,7 @@ func tail(b []byte, n int) string {
 // instancesOf lists the instance ids a host's agent has in Redis.
 func (c *cluster) instancesOf(h *host) map[string]bool {
 	c.t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: c.redis.Addr})
-	defer rdb.Close()
-	ps, err := pool.New(rdb)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	insts, err := ps.Instances(context.Background(), h.id)
+	insts, err := c.pool.Instances(context.Background(), h.id)
 	if err != nil {
 		c.t.Fatal(err)
 	}
