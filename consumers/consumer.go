@@ -89,10 +89,11 @@ func (c *consumer) run() {
 	}
 	errLog := c.log.With().Str("client", "kafka-go").Logger()
 	cfg := c.m.cfg
+	var conns groupConns
 	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
 		ID:                     c.b.GroupID,
 		Brokers:                c.m.brokers,
-		Dialer:                 c.m.conn.Dialer(),
+		Dialer:                 conns.dialer(c.m.conn.Dialer()),
 		Topics:                 []string{c.b.Topic},
 		HeartbeatInterval:      cfg.heartbeatInterval,
 		SessionTimeout:         cfg.sessionTimeout,
@@ -111,7 +112,7 @@ func (c *consumer) run() {
 		return
 	}
 	defer func() {
-		if err := cg.Close(); err != nil {
+		if err := leaveGroup(cg, &conns, time.Second); err != nil {
 			c.log.Warn().Err(err).Msg("leave group")
 		}
 	}()

@@ -1,6 +1,7 @@
 package consumers_test
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -305,5 +306,49 @@ func TestExpiredRecordsCounted(t *testing.T) {
 	st := m.Stats()["exp"]
 	if st.Expired == 0 || st.RecordsIn+st.Expired != 610 {
 		t.Fatalf("fetched %d + expired %d, want 610 with some expired", st.RecordsIn, st.Expired)
+	}
+}
+
+// A binding that stops while its JoinGroup waits at the coordinator (for a
+// member that does not rejoin) stops at once: kafka-go alone would wait out
+// the rebalance timeout before Close returned.
+func TestStopWhileJoining(t *testing.T) {
+	c := startCluster(t)
+	c.CreateTopic("joining", 2)
+	b := binding("joining", "joining")
+	// A plain kafka-go member holds a generation and never finishes it: it
+	// does not rejoin when the binding's member asks to join.
+	other, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID: consumers.DefaultGroupIDPrefix + b.ID, Brokers: c.Brokers, Topics: []string{"joining"},
+		SessionTimeout: 30 * time.Second, RebalanceTimeout: time.Minute, HeartbeatInterval: 100 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release); _ = other.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	gen, err := other.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen.Start(func(context.Context) { <-release })
+
+	r := startManager(t, c, &recInvoker{t: t}, []consumers.Binding{b},
+		consumers.WithGroupTimings(6*time.Second, time.Second, time.Minute))
+	admin := &kafka.Client{Addr: kafka.TCP(c.Brokers...)}
+	waitFor(t, 20*time.Second, "the binding's JoinGroup to start a rebalance", func() bool {
+		resp, err := admin.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{consumers.DefaultGroupIDPrefix + b.ID}})
+		return err == nil && len(resp.Groups) == 1 && resp.Groups[0].GroupState == "PreparingRebalance"
+	})
+	stopped := make(chan struct{})
+	began := time.Now()
+	go func() { r.cancel(); <-r.done; close(stopped) }()
+	select {
+	case <-stopped:
+		t.Logf("stopped %s after the cancel, the join pending", time.Since(began).Round(time.Millisecond))
+	case <-time.After(20 * time.Second): // the join alone would hold it 30 s (the other member's session)
+		t.Fatal("the binding did not stop while its JoinGroup was pending")
 	}
 }

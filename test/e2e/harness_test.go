@@ -268,11 +268,43 @@ func (s *stack) stop() {
 			s.t.Errorf("emberd exited with %v on SIGTERM\n%s", err, s.log())
 		}
 	case <-time.After(60 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-		s.t.Errorf("emberd did not stop within 60s of SIGTERM\n%s", s.log())
+		// SIGQUIT makes the Go runtime print every goroutine: where it hangs.
+		_ = s.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-s.exited:
+		case <-time.After(10 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-s.exited
+		}
+		s.t.Errorf("emberd did not stop within 60s of SIGTERM\n%s", s.hangReport())
 	}
 	s.cmd = nil
+}
+
+// hangReport returns, from the log of an emberd that was sent SIGQUIT, the
+// last lines it logged (without the agent's) and the goroutines in Ember's
+// code.
+func (s *stack) hangReport() string {
+	b, _ := os.ReadFile(filepath.Join(s.dir, fmt.Sprintf("emberd-%d.log", s.restarts-1)))
+	logs, dump, _ := strings.Cut(string(b), "SIGQUIT: quit")
+	var lines []string
+	for _, l := range strings.Split(logs, "\n") {
+		if !strings.Contains(l, `"component":"agent"`) {
+			lines = append(lines, l)
+		}
+	}
+	lines = lines[max(0, len(lines)-40):]
+	var stacks []string
+	for _, g := range strings.Split(dump, "\n\n") {
+		if strings.Contains(g, "ember-run/ember/") {
+			stacks = append(stacks, g)
+		}
+	}
+	out := strings.Join(lines, "\n") + "\n--- goroutines in Ember's code:\n" + strings.Join(stacks, "\n\n")
+	if len(out) > 24000 {
+		out = out[:24000]
+	}
+	return out
 }
 
 // log returns the tail of the current emberd log, for failure messages.
