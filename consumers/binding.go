@@ -45,6 +45,9 @@ type Binding struct {
 	Rewind *settings.Rewind
 }
 
+// Group returns the binding's consumer group (GroupID or its default).
+func (b Binding) Group() string { return b.withDefaults().GroupID }
+
 // withDefaults returns b with every defaulted field filled.
 func (b Binding) withDefaults() Binding {
 	if b.GroupID == "" {

@@ -154,6 +154,9 @@ func (p *partition) invoke(recs []*record, payload []byte, attempt int) (res inv
 		res.InvocationID = inv.ID
 	}
 	c.stats.invocations.Add(1)
+	if hs := res.HandlerStart; c.metrics != nil && !hs.IsZero() && !recs[0].msg.Time.IsZero() {
+		c.metrics.eventToStart.Observe(hs.Sub(recs[0].msg.Time).Seconds())
+	}
 	if o := c.m.cfg.observer; o != nil {
 		o.InvocationDone(InvocationReport{
 			Binding: c.b.ID, Topic: c.b.Topic, Partition: p.id, Records: len(recs), Attempt: attempt,

@@ -18,6 +18,7 @@ import (
 	"github.com/ember-run/ember/consumers"
 	"github.com/ember-run/ember/consumers/embedded"
 	"github.com/ember-run/ember/consumers/kafkatest"
+	"github.com/ember-run/ember/consumers/lagmon"
 	"github.com/ember-run/ember/engine/invoke"
 )
 
@@ -170,9 +171,9 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 }
 
 // waitCommitted waits until the binding's group has committed every partition to its end.
-func waitCommitted(t testing.TB, m *consumers.Manager, b consumers.Binding, timeout time.Duration) []consumers.PartitionLag {
+func waitCommitted(t testing.TB, m *consumers.Manager, b consumers.Binding, timeout time.Duration) []lagmon.Offsets {
 	t.Helper()
-	var last []consumers.PartitionLag
+	var last []lagmon.Offsets
 	var lastErr error
 	deadline := time.Now().Add(timeout)
 	for {

@@ -15,7 +15,12 @@ type metrics struct {
 	dlq           *prometheus.CounterVec
 	batchSize     *prometheus.HistogramVec
 	fetchToInvoke *prometheus.HistogramVec
+	eventToStart  *prometheus.HistogramVec
+	eventToCommit *prometheus.HistogramVec
 }
+
+// latencyBuckets span 1 ms to ~2 h: end-to-end latency includes lag.
+var latencyBuckets = prometheus.ExponentialBuckets(0.001, 2.5, 17)
 
 func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 	m := &metrics{
@@ -49,8 +54,18 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 			Help:    "Time from fetching a batch's oldest record to each Invoke call.",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2.5, 14), // 50us .. ~75s
 		}, []string{"binding"}),
+		eventToStart: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "ember", Subsystem: "binding", Name: "event_to_start_seconds",
+			Help:    "From the Kafka timestamp of a batch's oldest record to its handler start (end-to-end latency, lag included).",
+			Buckets: latencyBuckets,
+		}, []string{"binding"}),
+		eventToCommit: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "ember", Subsystem: "binding", Name: "event_to_commit_seconds",
+			Help:    "From each record's Kafka timestamp to the commit of its offset.",
+			Buckets: latencyBuckets,
+		}, []string{"binding"}),
 	}
-	for _, c := range []prometheus.Collector{m.records, m.filtered, m.expired, m.invocations, m.dlq, m.batchSize, m.fetchToInvoke} {
+	for _, c := range []prometheus.Collector{m.records, m.filtered, m.expired, m.invocations, m.dlq, m.batchSize, m.fetchToInvoke, m.eventToStart, m.eventToCommit} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("consumers: register metrics: %w", err)
 		}
@@ -68,6 +83,8 @@ type bindingMetrics struct {
 	dlq           prometheus.Counter
 	batchSize     prometheus.Observer
 	fetchToInvoke prometheus.Observer
+	eventToStart  prometheus.Observer
+	eventToCommit prometheus.Observer
 }
 
 func (m *metrics) forBinding(id string) *bindingMetrics {
@@ -80,6 +97,8 @@ func (m *metrics) forBinding(id string) *bindingMetrics {
 		dlq:           m.dlq.WithLabelValues(id),
 		batchSize:     m.batchSize.WithLabelValues(id),
 		fetchToInvoke: m.fetchToInvoke.WithLabelValues(id),
+		eventToStart:  m.eventToStart.WithLabelValues(id),
+		eventToCommit: m.eventToCommit.WithLabelValues(id),
 	}
 }
 

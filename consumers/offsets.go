@@ -1,6 +1,9 @@
 package consumers
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // tracker follows one partition's records from fetch to done and gives the
 // offset that may be committed: the next offset after the longest finished
@@ -17,10 +20,14 @@ type tracker struct {
 	next int64
 	// committed is the last commit point sent to the broker.
 	committed int64
+	// finished holds the records behind the commit point not yet
+	// committed, for the record-to-commit latency.
+	finished []slot
 }
 
 type slot struct {
 	offset int64
+	ts     int64 // the record's timestamp, Unix nanoseconds
 	done   bool
 }
 
@@ -32,13 +39,14 @@ func newTracker(start int64) *tracker {
 	return &tracker{next: start, committed: start}
 }
 
-// fetch records offset as fetched and not done. Offsets must grow.
-func (t *tracker) fetch(offset int64) {
+// fetch records offset, of a record with timestamp ts, as fetched and not
+// done. Offsets must grow.
+func (t *tracker) fetch(offset int64, ts time.Time) {
 	t.mu.Lock()
 	if t.next < 0 {
 		t.next, t.committed = offset, offset
 	}
-	t.fetched = append(t.fetched, slot{offset: offset})
+	t.fetched = append(t.fetched, slot{offset: offset, ts: ts.UnixNano()})
 	t.mu.Unlock()
 }
 
@@ -57,6 +65,9 @@ func (t *tracker) done(offset int64) {
 	}
 	for t.head < len(t.fetched) && t.fetched[t.head].done {
 		t.next = t.fetched[t.head].offset + 1
+		if len(t.finished) < maxFinished {
+			t.finished = append(t.finished, t.fetched[t.head])
+		}
 		t.head++
 	}
 	if t.head > 1024 && t.head*2 > len(t.fetched) { // compact now and then
@@ -72,13 +83,26 @@ func (t *tracker) toCommit() (int64, bool) {
 	return t.next, t.next > t.committed
 }
 
-// committedAt records that offset was committed.
-func (t *tracker) committedAt(offset int64) {
+// maxFinished bounds the records a tracker keeps for the record-to-commit
+// latency between two commits; past it, records go unobserved.
+const maxFinished = 1 << 16
+
+// committedAt records that offset was committed and calls observe with
+// the timestamp of each record the commit covered (Unix nanoseconds).
+func (t *tracker) committedAt(offset int64, observe func(ts int64)) {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	if offset > t.committed {
 		t.committed = offset
 	}
-	t.mu.Unlock()
+	n := 0
+	for n < len(t.finished) && t.finished[n].offset < offset {
+		if observe != nil {
+			observe(t.finished[n].ts)
+		}
+		n++
+	}
+	t.finished = append(t.finished[:0], t.finished[n:]...)
 }
 
 // pending counts fetched records not yet done.

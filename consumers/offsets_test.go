@@ -1,11 +1,18 @@
 package consumers
 
-import "testing"
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+// at is the timestamp of offset o in these tests.
+func at(o int64) time.Time { return time.Unix(0, 1000+o) }
 
 func TestTrackerCommitsContiguousPrefix(t *testing.T) {
 	tr := newTracker(10)
 	for _, o := range []int64{10, 11, 13, 14} { // 12 is a gap (compaction)
-		tr.fetch(o)
+		tr.fetch(o, at(o))
 	}
 	if _, moved := tr.toCommit(); moved {
 		t.Fatal("nothing done, yet a commit")
@@ -18,7 +25,11 @@ func TestTrackerCommitsContiguousPrefix(t *testing.T) {
 	if off, moved := tr.toCommit(); !moved || off != 12 {
 		t.Fatalf("commit %d %v, want 12", off, moved)
 	}
-	tr.committedAt(12)
+	var seen []int64
+	tr.committedAt(12, func(ts int64) { seen = append(seen, ts-1000) })
+	if !slices.Equal(seen, []int64{10, 11}) {
+		t.Fatalf("the commit of 12 covered records %v, want [10 11]", seen)
+	}
 	tr.done(14)
 	if off, moved := tr.toCommit(); moved {
 		t.Fatalf("14 done before 13: commit %d", off)
@@ -27,14 +38,14 @@ func TestTrackerCommitsContiguousPrefix(t *testing.T) {
 	if off, _ := tr.toCommit(); off != 15 {
 		t.Fatalf("commit %d, want 15", off)
 	}
-	tr.fetch(20)
+	tr.fetch(20, at(20))
 	if tr.pending() != 1 {
 		t.Fatalf("pending %d", tr.pending())
 	}
 	// Many records: the slice is compacted without losing state.
 	tr.done(20)
 	for o := int64(21); o < 5000; o++ {
-		tr.fetch(o)
+		tr.fetch(o, at(o))
 	}
 	for o := int64(4999); o >= 21; o-- {
 		tr.done(o)
@@ -49,7 +60,7 @@ func TestTrackerWithoutCommittedOffset(t *testing.T) {
 	if _, moved := tr.toCommit(); moved {
 		t.Fatal("a commit before any record")
 	}
-	tr.fetch(40) // the log starts at 40
+	tr.fetch(40, at(40)) // the log starts at 40
 	if _, moved := tr.toCommit(); moved {
 		t.Fatal("a commit before the first record is done")
 	}

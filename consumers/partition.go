@@ -142,7 +142,7 @@ func (p *partition) fetch() {
 		now := time.Now()
 		p.checkGap(msg.Offset)
 		p.next = msg.Offset + 1
-		p.tracker.fetch(msg.Offset)
+		p.tracker.fetch(msg.Offset, msg.Time)
 		c.stats.recordsIn.Add(1)
 		if c.metrics != nil {
 			c.metrics.records.Inc()

@@ -132,7 +132,7 @@ func (c *consumer) redrivePartition(ctx context.Context, id int, start, end int6
 				builder.Reset(c.b.Topic, p.id)
 			}
 			rec := &record{msg: orig, fetched: time.Now()}
-			p.tracker.fetch(orig.Offset)
+			p.tracker.fetch(orig.Offset, orig.Time)
 			c.stats.recordsIn.Add(1)
 			if !builder.Add(&orig) {
 				if err := flush(); err != nil {

@@ -13,13 +13,14 @@ import (
 )
 
 func (a *app) statusCmd() *cobra.Command {
-	var ready bool
+	var ready, watch bool
 	var waitLag string
-	var timeout time.Duration
+	var timeout, every time.Duration
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show agents, pool occupancy, bindings with lag and activity",
-		Long: "Show agents, pool occupancy per class, and each binding's lag per partition and recent activity.\n" +
+		Long: "Show agents, pool occupancy per class, each binding's lag (records, seconds, status, drain\n" +
+			"estimate; `ember lag ID` for partitions) and recent activity. --watch redraws every --every.\n" +
 			"--ready exits 0 once the API answers and an agent is registered; --wait-lag ID waits until\n" +
 			"the binding's lag is 0 on every partition, printing the lag as it falls.",
 		Args: cobra.NoArgs,
@@ -41,14 +42,18 @@ func (a *app) statusCmd() *cobra.Command {
 				defer cancel()
 				return a.waitLag(ctx, w, waitLag)
 			}
-			st, err := a.c.Status(ctx)
-			if err != nil {
-				return err
-			}
-			printStatus(w, st)
-			return nil
+			return a.repeat(ctx, w, watch, every, func(ctx context.Context, w io.Writer) error {
+				st, err := a.c.Status(ctx)
+				if err != nil {
+					return err
+				}
+				printStatus(w, st)
+				return nil
+			})
 		},
 	}
+	cmd.Flags().BoolVar(&watch, "watch", false, "redraw until interrupted")
+	cmd.Flags().DurationVar(&every, "every", 2*time.Second, "with --watch: time between redraws")
 	cmd.Flags().BoolVar(&ready, "ready", false, "only check that Ember is up (exit status)")
 	cmd.Flags().StringVar(&waitLag, "wait-lag", "", "wait until binding ID has no lag")
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "with --wait-lag: give up after this long")
@@ -76,7 +81,7 @@ func (a *app) waitLag(ctx context.Context, w io.Writer, id string) error {
 			return fmt.Errorf("binding %q not found", id)
 		}
 		var lag, end int64
-		for _, p := range b.Partitions {
+		for _, p := range b.LagPartitions() {
 			lag += p.Lag
 			end += p.End
 		}
@@ -117,21 +122,23 @@ func printStatus(w io.Writer, st wire.Status) {
 		})
 	}
 	fmt.Fprintln(w, "\nBINDINGS")
-	_ = table(w, "ID\tTOPIC\tFUNCTION\tPARTITION\tEND\tCOMMITTED\tLAG", func(tw io.Writer) {
+	_ = table(w, "ID\tTOPIC\tFUNCTION\tSTATUS\tLAG\tTIME LAG\tDRAIN\tCONSUMED/S\tPARTITIONS", func(tw io.Writer) {
 		for _, b := range st.Bindings {
 			fn := b.Function + qualSuffix(b.Qualifier)
-			if b.LagError != "" {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t(%s)\n", b.ID, b.Topic, fn, b.LagError)
+			if b.LagError != "" || b.Lag == nil {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\t-\t(%s)\n", b.ID, b.Topic, fn, b.LagError)
 				continue
 			}
-			if len(b.Partitions) == 0 {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\n", b.ID, b.Topic, fn)
-			}
-			for _, p := range b.Partitions {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\n", b.ID, b.Topic, fn, p.Partition, p.End, p.Committed, p.Lag)
-			}
+			l := b.Lag
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%.1f\t%d\n", b.ID, b.Topic, fn, l.Status, l.Records,
+				seconds(l.Seconds), drain(l.DrainSeconds), l.ConsumeRate, len(l.Partitions))
 		}
 	})
+	for _, b := range st.Bindings {
+		if b.Lag != nil && b.Lag.Status != "OK" {
+			fmt.Fprintf(w, "%s %s: %s\n", b.ID, b.Lag.Status, b.Lag.Reason)
+		}
+	}
 	var active []wire.BindingStatus
 	for _, b := range st.Bindings {
 		if b.Activity != nil {

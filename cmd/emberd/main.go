@@ -40,7 +40,7 @@ type flags struct {
 	agent                                        bool
 	agentID, agentListen                         string
 	agentFlags                                   agentflags.Flags
-	sessionTimeout                               time.Duration
+	sessionTimeout, lagInterval                  time.Duration
 	debugAddr                                    string
 	adminKeyFile, pkiDir, peerListen, redisCA    string
 	peerAdvertise                                string
@@ -81,6 +81,7 @@ func main() {
 	fl.StringVar(&f.agentID, "agent-id", "", "in-process agent's id (default: the host name)")
 	fl.StringVar(&f.agentListen, "agent-listen", hostagent.DefaultListenAddr, "in-process agent's gRPC dispatch address")
 	f.agentFlags.Register(fl)
+	fl.DurationVar(&f.lagInterval, "lag-interval", 5*time.Second, "how often the lag monitor samples every binding (its status window is 12 samples)")
 	fl.DurationVar(&f.sessionTimeout, "session-timeout", 10*time.Second, "consumer group session timeout: how long a dead emberd holds its partitions (Kafka's minimum is usually 6s)")
 	fl.StringVar(&f.adminKeyFile, "admin-key-file", "", "file holding the administrator's API key, created (0600) on first start (default <state-dir>/admin.key; env EMBER_ADMIN_KEY overrides the file)")
 	fl.StringVar(&f.pkiDir, "pki-dir", "", "mutual-TLS authority and certificates between emberd and agents, created on first start (default <state-dir>/pki)")
@@ -149,6 +150,7 @@ func run(ctx context.Context, f flags) error {
 		Agent:              f.agent,
 		AgentConfig:        hostagent.Config{AgentID: f.agentID, ListenAddr: f.agentListen},
 		SessionTimeout:     f.sessionTimeout,
+		LagInterval:        f.lagInterval,
 		Containerd:         hostagent.ContainerdSetup{Socket: f.containerd, Namespace: f.namespace, InitBinary: initBin},
 		Log:                log,
 	}

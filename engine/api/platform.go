@@ -234,12 +234,10 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p tenants.Princi
 	for _, b := range bs {
 		st := wire.BindingStatus{Binding: bindingJSON(b)}
 		if s.deps.Lag != nil {
-			lags, err := s.deps.Lag.Lag(ctx, b.Key())
-			if err != nil {
+			if lag, err := s.deps.Lag.Lag(ctx, b.Key()); err != nil {
 				st.LagError = err.Error()
-			}
-			for _, l := range lags {
-				st.Partitions = append(st.Partitions, wire.PartitionLag{Partition: l.Partition, End: l.End, Committed: l.Committed, Lag: l.Lag})
+			} else {
+				st.Lag = &lag
 			}
 		}
 		if s.deps.Activity != nil {

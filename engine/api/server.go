@@ -64,18 +64,13 @@ type TenantStore interface {
 
 var _ TenantStore = (*tenants.Store)(nil)
 
-// PartitionLag is one partition's position for a binding's consumer group.
-// Committed is -1 when the group never committed on that partition.
-type PartitionLag struct {
-	Partition      int
-	End, Committed int64
-	Lag            int64
-}
-
-// LagReader reports a binding's consumer lag per partition. Lag MUST return
-// when ctx is done; a binding that is not running may return an empty slice.
+// LagReader reports consumer lag. Lag reads a binding's offsets now (it
+// MUST return when ctx is done; a binding that never ran may have no
+// partitions) with the lag monitor's verdict; History returns the samples
+// the monitor kept since a time, false when it watches no such binding.
 type LagReader interface {
-	Lag(ctx context.Context, bindingID string) ([]PartitionLag, error)
+	Lag(ctx context.Context, bindingKey string) (wire.Lag, error)
+	History(bindingKey string, since time.Time) (wire.LagHistory, bool)
 }
 
 // Pool is the pool state the API reads for /v1/status and updates when a
@@ -251,6 +246,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	mux.HandleFunc("DELETE /v1/bindings/{id}", t(s.deleteBinding))
 	mux.HandleFunc("POST /v1/bindings/{id}/rewind", t(s.rewindBinding))
 	mux.HandleFunc("POST /v1/bindings/{id}/redrive", t(s.redriveBinding))
+	mux.HandleFunc("GET /v1/bindings/{id}/lag", t(s.bindingLag))
 	mux.HandleFunc("POST /v1/topics", t(s.createTopic))
 	mux.HandleFunc("GET /v1/topics", any(s.listTopics))
 	mux.HandleFunc("DELETE /v1/topics/{topic}", t(s.deleteTopic))

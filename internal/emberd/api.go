@@ -46,33 +46,6 @@ func (d *Daemon) apiServer() (*http.Server, *http.Server, error) {
 	}, d.peerServer(srv.CodeHandler()), nil
 }
 
-// lagReader adapts the consumers' Lag to api.LagReader.
-type lagReader struct{ d *Daemon }
-
-var _ api.LagReader = lagReader{}
-
-func (l lagReader) Lag(ctx context.Context, bindingKey string) ([]api.PartitionLag, error) {
-	bs, err := l.d.registry.ListBindings(ctx, "")
-	if err != nil {
-		return nil, err
-	}
-	for _, b := range bs {
-		if b.Key() != bindingKey {
-			continue
-		}
-		lags, err := l.d.cons.Lag(ctx, consumerBinding(b))
-		if err != nil {
-			return nil, err
-		}
-		out := make([]api.PartitionLag, len(lags))
-		for i, pl := range lags {
-			out[i] = api.PartitionLag{Partition: pl.Partition, End: pl.End, Committed: pl.Committed, Lag: pl.Lag}
-		}
-		return out, nil
-	}
-	return nil, nil
-}
-
 // activity adds the consumers' counters of this emberd to the invocation
 // summary.
 type activity struct{ d *Daemon }

@@ -76,6 +76,9 @@ type Config struct {
 	DrainTimeout time.Duration
 	// CommitInterval of consumer offsets. Default: 1s.
 	CommitInterval time.Duration
+	// LagInterval is how often the lag monitor samples every binding's
+	// offsets (its status window is 12 samples). Default: 5s.
+	LagInterval time.Duration
 	// ReconcileEvery re-reads the bindings even without a change
 	// notification. Default: 30s.
 	ReconcileEvery time.Duration
@@ -100,6 +103,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.AgentConfig.StateDir == "" && c.StateDir != "" {
 		c.AgentConfig.StateDir = filepath.Join(c.StateDir, "agent")
+	}
+	if c.LagInterval == 0 {
+		c.LagInterval = 5 * time.Second
 	}
 	if c.SessionTimeout == 0 {
 		c.SessionTimeout = 10 * time.Second
@@ -151,6 +157,9 @@ func (c Config) Validate() error {
 	}
 	if c.SessionTimeout != 0 && c.SessionTimeout < 6*time.Second {
 		errs = append(errs, fmt.Errorf("session timeout %s is below Kafka's minimum of 6s", c.SessionTimeout))
+	}
+	if c.LagInterval < 0 || (c.LagInterval > 0 && c.LagInterval < 100*time.Millisecond) {
+		errs = append(errs, fmt.Errorf("lag interval %s: want at least 100ms", c.LagInterval))
 	}
 	if c.RebalanceTimeout < c.SessionTimeout {
 		errs = append(errs, fmt.Errorf("rebalance timeout %s is below the session timeout %s", c.RebalanceTimeout, c.SessionTimeout))

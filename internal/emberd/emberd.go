@@ -18,6 +18,7 @@ import (
 
 	"github.com/ember-run/ember/consumers"
 	"github.com/ember-run/ember/consumers/embedded"
+	"github.com/ember-run/ember/consumers/lagmon"
 	"github.com/ember-run/ember/engine/codepeers"
 	"github.com/ember-run/ember/engine/codestore"
 	"github.com/ember-run/ember/engine/pool"
@@ -45,6 +46,7 @@ type Daemon struct {
 	cons     *consumers.Manager
 	stats    *stats
 	gauges   *gauges
+	lag      *lagmon.Monitor
 	topics   *consumers.Topics
 	usage    *usageInvoker // the scheduler, plus a usage record per invocation
 	agent    *hostagent.Agent
@@ -137,6 +139,10 @@ func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		consumers.WithCommitInterval(cfg.CommitInterval)); err != nil {
 		return nil, err
 	}
+	d.lag = d.newLagMonitor()
+	if err := d.metrics.Register(d.lag.Collector()); err != nil {
+		return nil, err
+	}
 	if cfg.PeerListen != "" {
 		if d.peerLis, err = net.Listen("tcp", cfg.PeerListen); err != nil {
 			return nil, fmt.Errorf("peer listen %s: %w", cfg.PeerListen, err)
@@ -205,6 +211,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	coreG.Go(func() error { return d.sched.Run(core) })
 	coreG.Go(func() error { return d.usage.run(core) })
 	coreG.Go(func() error { return d.gauges.run(core, d) })
+	coreG.Go(func() error { return d.lag.Run(core) })
 	coreG.Go(func() error { return d.peers.Run(core) })
 	if d.agent != nil {
 		coreG.Go(func() error { return d.agent.Run(core) })

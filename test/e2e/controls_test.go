@@ -37,7 +37,7 @@ func (s *stack) lagOf(binding string) map[int]int64 {
 	out := map[int]int64{}
 	for _, b := range st.Bindings {
 		if b.ID == binding {
-			for _, p := range b.Partitions {
+			for _, p := range b.LagPartitions() {
 				out[p.Partition] = p.Lag
 			}
 		}

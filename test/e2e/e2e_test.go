@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,6 +107,51 @@ func TestEndToEnd(t *testing.T) {
 			t.Logf("activity: %+v", *b.Activity)
 		}
 	}
+	s.checkLagViews(t, "orders", 4)
+}
+
+// checkLagViews checks a drained binding's lag through the API (status OK,
+// nothing behind, a history per partition), its absence for another
+// tenant, and the same figures in /metrics under kafka_exporter's names.
+func (s *stack) checkLagViews(t *testing.T, binding string, partitions int) {
+	t.Helper()
+	var h wire.LagHistory
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var err error
+		if h, err = s.client.BindingLag(s.ctx(), binding, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if h.Lag.Status == "OK" && h.Lag.Records == 0 && len(h.History) == partitions {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lag of a drained binding: %+v", h)
+		}
+		time.Sleep(100 * time.Millisecond) // the monitor samples every 500 ms
+	}
+	if h.Lag.Seconds != 0 || len(h.Lag.Partitions) != partitions || len(h.History[0].Points) == 0 {
+		t.Fatalf("lag of a drained binding: %+v", h)
+	}
+	if _, err := s.tenantClient("lag-snoop").BindingLag(s.ctx(), binding, 0); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("another tenant read the binding's lag: %v", err)
+	}
+	req, _ := http.NewRequestWithContext(s.ctx(), http.MethodGet, "http://"+s.api+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+s.adminKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		fmt.Sprintf(`kafka_consumergroup_lag{consumergroup="ember.%s.%s",partition="0",topic="%s"} 0`, tenant, binding, topic(binding)),
+		fmt.Sprintf(`ember_binding_lag_status{binding="%s/%s",status="OK"} 1`, tenant, binding),
+		fmt.Sprintf(`ember_binding_event_to_commit_seconds_count{binding="%s/%s"}`, tenant, binding),
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 }
 
 // TestCrashLosesNothing kills emberd (consumers, scheduler, agent and the
@@ -125,7 +173,7 @@ func TestCrashLosesNothing(t *testing.T) {
 		st, err := s.client.Status(s.ctx())
 		if err == nil && len(st.Bindings) == 1 && st.Bindings[0].Activity != nil && st.Bindings[0].Activity.Records >= 200 {
 			var lag int64
-			for _, p := range st.Bindings[0].Partitions {
+			for _, p := range st.Bindings[0].LagPartitions() {
 				lag += p.Lag
 			}
 			if lag == 0 {

@@ -188,7 +188,7 @@ func (s *stack) start() {
 		"--state-dir", s.dir, "--redis", s.redis, "--listen", s.api,
 		"--embedded-broker", s.broker, "--containerd", ctrd.Address, "--namespace", ctrd.Namespace,
 		"--init-binary", filepath.Join(binDir, "ember-init"), "--agent-id", s.name, "--agent-listen", s.agent, "--peer-listen", s.peer,
-		"--pool", s.pool, "--session-timeout", "6s", "--log-format", "json", "--log-level", logLevel,
+		"--pool", s.pool, "--session-timeout", "6s", "--lag-interval", "500ms", "--log-format", "json", "--log-level", logLevel,
 		"--bridge", s.bridge, "--subnet", s.subnet, "--uid-base", strconv.Itoa(s.uidBase),
 	}, s.extra...)
 	s.cmd = exec.Command(filepath.Join(binDir, "emberd"), args...)
@@ -473,12 +473,12 @@ func (s *stack) waitNoLag(binding string, wantEnd int64, timeout time.Duration) 
 				}
 				last = b
 				var end, lag int64
-				for _, p := range b.Partitions {
+				for _, p := range b.LagPartitions() {
 					end += p.End
 					lag += p.Lag
 				}
 				if b.LagError == "" && end == wantEnd && lag == 0 {
-					return b.Partitions
+					return b.LagPartitions()
 				}
 			}
 		}

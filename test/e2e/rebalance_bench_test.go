@@ -17,7 +17,7 @@ func (s *stack) committed(binding string) map[int]int64 {
 	out := map[int]int64{}
 	for _, b := range st.Bindings {
 		if b.ID == binding {
-			for _, p := range b.Partitions {
+			for _, p := range b.LagPartitions() {
 				out[p.Partition] = p.Committed
 			}
 		}

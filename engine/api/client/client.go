@@ -357,6 +357,17 @@ func (c *Client) Produce(ctx context.Context, topic string, recs []wire.Record) 
 	return out.Produced, err
 }
 
+// BindingLag returns the binding's lag now and the lag monitor's samples
+// over the last since (at most an hour; 0: the server's default, 15m).
+func (c *Client) BindingLag(ctx context.Context, id string, since time.Duration) (wire.LagHistory, error) {
+	q := url.Values{}
+	if since > 0 {
+		q.Set("since", since.String())
+	}
+	var out wire.LagHistory
+	return out, c.do(ctx, http.MethodGet, "/v1/bindings/"+url.PathEscape(id)+"/lag", q, nil, "", &out)
+}
+
 // Status returns agents, pool occupancy and the tenant's bindings with lag.
 func (c *Client) Status(ctx context.Context) (wire.Status, error) {
 	var out wire.Status

@@ -244,23 +244,87 @@ type SubPools struct {
 	SubPools []SubPool `json:"subpools"`
 }
 
+// Lag is how far a binding's consumer group is behind: offsets read when
+// asked, the time lag, and the lag monitor's verdict over its window.
+type Lag struct {
+	At time.Time `json:"at"`
+	// Records is the offset lag over all partitions; Seconds the age of the
+	// oldest record not committed, over all partitions (0: no lag).
+	Records int64   `json:"records"`
+	Seconds float64 `json:"seconds"`
+	// Status is OK, REWIND, WARN, STALL, STOP or ERR (docs/metrics.md), the
+	// worst of the partitions'; Reason says why.
+	Status string `json:"status"`
+	Reason string `json:"reason"`
+	// ConsumeRate and ProduceRate are records per second over the window;
+	// DrainSeconds estimates the time to drain at those rates (0: no lag,
+	// -1: the lag does not shrink).
+	ConsumeRate  float64        `json:"consume_rate"`
+	ProduceRate  float64        `json:"produce_rate"`
+	DrainSeconds float64        `json:"drain_seconds"`
+	Members      int            `json:"members"`
+	Partitions   []PartitionLag `json:"partitions"`
+}
+
 // PartitionLag is one partition's consumer lag.
 type PartitionLag struct {
-	Partition int   `json:"partition"`
-	End       int64 `json:"end"`
-	Committed int64 `json:"committed"`
-	Lag       int64 `json:"lag"`
+	Partition int `json:"partition"`
+	// Start is the oldest retained offset, End the next to be written,
+	// Committed the group's next record (-1: never committed).
+	Start        int64   `json:"start"`
+	End          int64   `json:"end"`
+	Committed    int64   `json:"committed"`
+	Lag          int64   `json:"lag"`
+	Seconds      float64 `json:"seconds"`
+	Status       string  `json:"status"`
+	Reason       string  `json:"reason"`
+	ConsumeRate  float64 `json:"consume_rate"`
+	ProduceRate  float64 `json:"produce_rate"`
+	DrainSeconds float64 `json:"drain_seconds"`
+	Error        string  `json:"error,omitempty"`
+}
+
+// LagHistory is a binding's lag with its samples over a past period.
+type LagHistory struct {
+	Binding string `json:"binding"`
+	Lag     Lag    `json:"lag"`
+	// IntervalSeconds is the time between samples.
+	IntervalSeconds float64            `json:"interval_seconds"`
+	History         []PartitionHistory `json:"history"`
+}
+
+// PartitionHistory is one partition's lag samples, oldest first.
+type PartitionHistory struct {
+	Partition int        `json:"partition"`
+	Points    []LagPoint `json:"points"`
+}
+
+// LagPoint is one sample: T in Unix milliseconds, Lag in records, Seconds
+// of time lag.
+type LagPoint struct {
+	T       int64   `json:"t"`
+	Lag     int64   `json:"lag"`
+	Seconds float64 `json:"seconds"`
 }
 
 // BindingStatus is a binding with its lag and recent activity.
 type BindingStatus struct {
 	Binding
-	Partitions []PartitionLag `json:"partitions,omitempty"`
+	Lag *Lag `json:"lag,omitempty"`
 	// LagError is set when lag could not be read.
 	LagError string `json:"lag_error,omitempty"`
 	// Activity is what this emberd's consumers did for the binding since it
 	// started; absent when it has not invoked anything.
 	Activity *Activity `json:"activity,omitempty"`
+}
+
+// LagPartitions returns the binding's partitions with their lag (none when
+// lag could not be read).
+func (b BindingStatus) LagPartitions() []PartitionLag {
+	if b.Lag == nil {
+		return nil
+	}
+	return b.Lag.Partitions
 }
 
 // Activity summarises a binding's invocations on one emberd.
