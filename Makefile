@@ -45,8 +45,12 @@ stop: ## Stop emberd (if started by `make run`), containerd and Redis.
 	@deploy/demo.sh stop || true
 	@deploy/setup.sh stop
 
+.PHONY: test-deps
+test-deps: ## Install what only the tests need: Chromium (the dashboard in a browser) and Prometheus (promtool, a real scrape).
+	@deploy/setup.sh install chromium prometheus
+
 .PHONY: test
-test: setup ## Run every test against real Redis, containerd and the Kafka-protocol broker, then each fuzz target briefly.
+test: setup test-deps ## Run every test against real Redis, containerd and the Kafka-protocol broker, then each fuzz target briefly.
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -p 2 ./...
 	@$(MAKE) --no-print-directory fuzz

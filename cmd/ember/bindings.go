@@ -190,6 +190,29 @@ func (a *app) dlqCmd() *cobra.Command {
 	}
 	redrive.Flags().StringVar(&from, "from", "", "RFC 3339 time: records dead-lettered at or after it (default: all)")
 	redrive.Flags().StringVar(&to, "to", "", "RFC 3339 time: records dead-lettered before it (default: now)")
-	cmd.AddCommand(redrive)
+	var limit int
+	list := &cobra.Command{
+		Use:   "list BINDING [--limit N]",
+		Short: "Show the binding's latest dead-lettered records with their reasons, newest first",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dls, err := a.c.DeadLetters(cmd.Context(), args[0], limit)
+			if err != nil {
+				return err
+			}
+			return table(cmd.OutOrStdout(), "DEAD-LETTERED AT\tSOURCE\tATTEMPTS\tREASON\tVALUE", func(tw io.Writer) {
+				for _, dl := range dls {
+					v := strconv.Quote(string(dl.Value))
+					if len(v) > 40 {
+						v = v[:37] + "..."
+					}
+					fmt.Fprintf(tw, "%s\t%s/%d@%d\t%d\t%s\t%s\n", dl.At.Format(time.RFC3339Nano), dl.Topic, dl.SourcePartition,
+						dl.SourceOffset, dl.Attempts, dl.Reason, v)
+				}
+			})
+		},
+	}
+	list.Flags().IntVar(&limit, "limit", 20, "how many records (at most 1000)")
+	cmd.AddCommand(redrive, list)
 	return cmd
 }

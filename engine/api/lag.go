@@ -3,6 +3,7 @@ package api
 import (
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/ember-run/ember/engine/api/wire"
@@ -46,4 +47,36 @@ func (s *Server) bindingLag(w http.ResponseWriter, r *http.Request, tenant strin
 	}
 	out.Lag = lag
 	writeJSON(w, http.StatusOK, out)
+}
+
+// deadLetters answers GET /v1/bindings/{id}/dlq?limit=N (default 20, at
+// most 1000): the binding's latest dead-lettered records.
+func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request, tenant string) {
+	if s.deps.Redriver == nil {
+		s.fail(w, r, fmt.Errorf("dead letters: no consumers here: %w", registry.ErrUnavailable))
+		return
+	}
+	limit := 20
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			s.fail(w, r, invalid("limit %q: want 1 to 1000", v))
+			return
+		}
+		limit = n
+	}
+	b, err := s.deps.Registry.GetBinding(r.Context(), tenant, r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	dls, err := s.deps.Redriver.DeadLetters(r.Context(), b, limit)
+	if err != nil {
+		s.fail(w, r, fmt.Errorf("dead letters of %q: %w: %w", b.ID, registry.ErrUnavailable, err))
+		return
+	}
+	if dls == nil {
+		dls = []wire.DeadLetter{}
+	}
+	writeJSON(w, http.StatusOK, wire.DeadLetters{DeadLetters: dls})
 }

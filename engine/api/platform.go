@@ -226,6 +226,10 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p tenants.Princi
 			}
 		}
 	}
+	out.Usage = []wire.FunctionUsage{}
+	if s.deps.Usage != nil {
+		out.Usage = s.deps.Usage.Usage(tenant)
+	}
 	bs, err := s.deps.Registry.ListBindings(ctx, tenant)
 	if err != nil {
 		s.fail(w, r, err)

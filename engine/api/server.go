@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ember-run/ember/engine/api/wire"
+	"github.com/ember-run/ember/engine/dashboard"
 	"github.com/ember-run/ember/engine/codestore"
 	"github.com/ember-run/ember/engine/invoke"
 	"github.com/ember-run/ember/engine/pool"
@@ -95,6 +96,14 @@ type Redriver interface {
 	// in [from, to), at least once each, and returns when they are all
 	// handled (or failed again and were dead-lettered anew).
 	Redrive(ctx context.Context, b registry.Binding, from, to time.Time) (wire.RedriveResult, error)
+	// DeadLetters returns up to limit of b's latest dead-lettered records,
+	// newest first.
+	DeadLetters(ctx context.Context, b registry.Binding, limit int) ([]wire.DeadLetter, error)
+}
+
+// UsageReader sums the usage of a tenant's functions ("": every tenant's).
+type UsageReader interface {
+	Usage(tenant string) []wire.FunctionUsage
 }
 
 // ActivityReader reads what the consumers did for a binding.
@@ -166,6 +175,7 @@ type Deps struct {
 	Waiting  func(class string) int
 	Lag      LagReader
 	Activity ActivityReader
+	Usage    UsageReader
 	// Redriver, when set, serves POST /v1/bindings/{id}/redrive.
 	Redriver Redriver
 	// Replicas, when set, shares packages with the other emberd replicas.
@@ -229,6 +239,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	})
 	mux.Handle("GET /metrics", s.scrape(promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{})))
 	t, a, any := s.asTenant, s.asAdmin, s.asAnyone
+	mux.Handle("GET /ui/", dashboard.Handler("/ui/"))
+	mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
 	mux.HandleFunc("GET /v1/whoami", any(s.whoami))
 	mux.HandleFunc("POST /v1/tenants", a(s.createTenant))
 	mux.HandleFunc("GET /v1/tenants", a(s.listTenants))
@@ -247,6 +259,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	mux.HandleFunc("POST /v1/bindings/{id}/rewind", t(s.rewindBinding))
 	mux.HandleFunc("POST /v1/bindings/{id}/redrive", t(s.redriveBinding))
 	mux.HandleFunc("GET /v1/bindings/{id}/lag", t(s.bindingLag))
+	mux.HandleFunc("GET /v1/bindings/{id}/dlq", t(s.deadLetters))
 	mux.HandleFunc("POST /v1/topics", t(s.createTopic))
 	mux.HandleFunc("GET /v1/topics", any(s.listTopics))
 	mux.HandleFunc("DELETE /v1/topics/{topic}", t(s.deleteTopic))

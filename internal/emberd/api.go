@@ -32,6 +32,7 @@ func (d *Daemon) apiServer() (*http.Server, *http.Server, error) {
 		Waiting:  d.sched.WaitingFor,
 		Lag:      lagReader{d},
 		Activity: activity{d},
+		Usage:    d.usage,
 		Redriver: redriver{d},
 		Replicas: d.peers,
 	})
@@ -75,4 +76,16 @@ var _ api.Redriver = redriver{}
 func (r redriver) Redrive(ctx context.Context, b registry.Binding, from, to time.Time) (wire.RedriveResult, error) {
 	res, err := r.d.cons.Redrive(ctx, consumerBinding(b), from, to)
 	return wire.RedriveResult{Scanned: res.Scanned, Redriven: res.Redriven, DeadLettered: res.DeadLettered}, err
+}
+
+func (r redriver) DeadLetters(ctx context.Context, b registry.Binding, limit int) ([]wire.DeadLetter, error) {
+	dls, err := r.d.cons.DeadLetters(ctx, consumerBinding(b), limit)
+	out := make([]wire.DeadLetter, len(dls))
+	for i, dl := range dls {
+		out[i] = wire.DeadLetter{At: dl.At, Partition: dl.Partition, Offset: dl.Offset, Reason: dl.Reason,
+			ErrorType: dl.ErrorType, Status: dl.Status, Attempts: dl.Attempts, Topic: dl.Source.Topic,
+			SourcePartition: dl.Source.Partition, SourceOffset: dl.Source.Offset, SourceTime: dl.Source.Time,
+			Key: dl.Source.Key, Value: dl.Source.Value, ValueTruncated: dl.ValueTruncated, ValueDropped: dl.ValueDroppedMsg}
+	}
+	return out, err
 }

@@ -2,6 +2,7 @@ package emberd
 
 import (
 	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -81,7 +82,29 @@ func (s *stats) Activity(binding string) (wire.Activity, bool) {
 	out.Window = len(b.eventToStart.d)
 	out.EventToStartP50Ms, out.EventToStartP99Ms = b.eventToStart.percentiles(0.50, 0.99)
 	out.FetchToStartP50Ms, out.FetchToStartP99Ms = b.fetchToStart.percentiles(0.50, 0.99)
+	out.EventToStart = b.eventToStart.histogram()
 	return out, true
+}
+
+// histogramMs are the upper bounds of the latency histogram's buckets.
+var histogramMs = []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000}
+
+// histogram counts the window's durations per bucket of histogramMs, the
+// last bucket (LeMs 0) holding those above every bound.
+func (r *ring) histogram() []wire.LatencyBucket {
+	if len(r.d) == 0 {
+		return nil
+	}
+	out := make([]wire.LatencyBucket, len(histogramMs)+1)
+	for i, le := range histogramMs {
+		out[i].LeMs = le
+	}
+	for _, d := range r.d {
+		ms := float64(d) / float64(time.Millisecond)
+		i := sort.SearchFloat64s(histogramMs, ms)
+		out[i].Count++
+	}
+	return out
 }
 
 // ring keeps the last latencyWindow durations.

@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"sort"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/ember-run/ember/engine/api/wire"
 	"github.com/ember-run/ember/engine/invoke"
 )
 
@@ -86,7 +89,9 @@ type usageInvoker struct {
 	next    invoker
 	w       *kafka.Writer
 	log     zerolog.Logger
-	queue   chan kafka.Message
+	queue   chan UsageRecord // encoded off the invocation's path
+	mu      sync.Mutex
+	sums    map[string]*wire.FunctionUsage // tenant/function -> since start
 	dropped prometheus.Counter
 	failed  prometheus.Counter
 }
@@ -103,7 +108,8 @@ func newUsageInvoker(next invoker, brokers []string, tr *kafka.Transport, topic 
 			RequiredAcks: kafka.RequireAll,
 		},
 		log:   log.With().Str("component", "usage").Str("topic", topic).Logger(),
-		queue: make(chan kafka.Message, usageQueue),
+		queue: make(chan UsageRecord, usageQueue),
+		sums:  map[string]*wire.FunctionUsage{},
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ember_usage_records_dropped_total", Help: "Usage records dropped because the queue to the usage topic was full.",
 		}),
@@ -125,18 +131,63 @@ func (u *usageInvoker) Invoke(ctx context.Context, inv *invoke.Invocation) (invo
 	if err != nil {
 		return res, err
 	}
-	rec := usageRecord(inv, res, time.Now())
-	b, merr := json.Marshal(rec)
-	if merr != nil { // cannot happen for this type; never fail the invocation for it
-		u.log.Error().Err(merr).Msg("encode usage record")
-		return res, nil
-	}
 	select {
-	case u.queue <- kafka.Message{Key: []byte(inv.Tenant + "/" + inv.Function), Value: b}:
+	case u.queue <- usageRecord(inv, res, time.Now()):
 	default:
 		u.dropped.Inc()
 	}
 	return res, nil
+}
+
+// Usage implements api.UsageReader: the sums of tenant's functions (every
+// tenant's for ""), by tenant and function.
+func (u *usageInvoker) Usage(tenant string) []wire.FunctionUsage {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	out := []wire.FunctionUsage{}
+	for _, fu := range u.sums {
+		if tenant == "" || fu.Tenant == tenant {
+			out = append(out, *fu)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Tenant != out[j].Tenant {
+			return out[i].Tenant < out[j].Tenant
+		}
+		return out[i].Function < out[j].Function
+	})
+	return out
+}
+
+// add sums rec into its function's usage.
+func (u *usageInvoker) add(rec *UsageRecord) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	key := rec.Tenant + "/" + rec.Function
+	fu := u.sums[key]
+	if fu == nil {
+		fu = &wire.FunctionUsage{Tenant: rec.Tenant, Function: rec.Function}
+		u.sums[key] = fu
+	}
+	fu.Invocations++
+	if rec.Status != invoke.StatusOK.String() {
+		fu.Errors++
+	}
+	fu.DurationMs += rec.DurationMs
+	fu.CPUMs += float64(rec.CPUNs) / 1e6
+	fu.MaxMemoryUsedMB = max(fu.MaxMemoryUsedMB, rec.MaxMemoryUsedMB)
+	fu.GBSeconds += rec.GBSeconds
+}
+
+// message sums rec and encodes it for the usage topic.
+func (u *usageInvoker) message(rec UsageRecord) (kafka.Message, bool) {
+	u.add(&rec)
+	b, err := json.Marshal(rec)
+	if err != nil { // cannot happen for this type
+		u.log.Error().Err(err).Msg("encode usage record")
+		return kafka.Message{}, false
+	}
+	return kafka.Message{Key: []byte(rec.Tenant + "/" + rec.Function), Value: b}, true
 }
 
 // run produces queued records until ctx is done, then flushes what is
@@ -149,15 +200,15 @@ func (u *usageInvoker) run(ctx context.Context) error {
 	}()
 	for {
 		select {
-		case m := <-u.queue:
-			u.write(ctx, m)
+		case r := <-u.queue:
+			u.write(ctx, r)
 		case <-ctx.Done():
 			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			for {
 				select {
-				case m := <-u.queue:
-					u.write(fctx, m)
+				case r := <-u.queue:
+					u.write(fctx, r)
 				default:
 					return nil
 				}
@@ -166,17 +217,25 @@ func (u *usageInvoker) run(ctx context.Context) error {
 	}
 }
 
-// write produces m and whatever else is queued, in one batch.
-func (u *usageInvoker) write(ctx context.Context, first kafka.Message) {
-	batch := []kafka.Message{first}
+// write produces first and whatever else is queued, in one batch.
+func (u *usageInvoker) write(ctx context.Context, first UsageRecord) {
+	batch := make([]kafka.Message, 0, 16)
+	if m, ok := u.message(first); ok {
+		batch = append(batch, m)
+	}
 	for len(batch) < 1000 {
 		select {
-		case m := <-u.queue:
-			batch = append(batch, m)
+		case r := <-u.queue:
+			if m, ok := u.message(r); ok {
+				batch = append(batch, m)
+			}
 			continue
 		default:
 		}
 		break
+	}
+	if len(batch) == 0 {
+		return
 	}
 	if err := u.w.WriteMessages(ctx, batch...); err != nil {
 		u.failed.Add(float64(len(batch)))

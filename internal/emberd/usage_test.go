@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/ember-run/ember/consumers"
 	"github.com/ember-run/ember/consumers/embedded"
+	"github.com/ember-run/ember/engine/api/wire"
 	"github.com/ember-run/ember/engine/invoke"
 )
 
@@ -104,6 +106,14 @@ func TestUsageProduced(t *testing.T) {
 	}
 	if ids[0] != "inv-ok" || ids[1] != "inv-ok-2" {
 		t.Errorf("records for %v, want inv-ok, inv-ok-2 (and none for the failure)", ids)
+	}
+	// The same two invocations, summed for the dashboard; none for another tenant.
+	want := []wire.FunctionUsage{{Tenant: "acme", Function: "fn", Invocations: 2, DurationMs: 4, CPUMs: 2, MaxMemoryUsedMB: 1, GBSeconds: 2 * 0.25 * 0.002}}
+	if got := u.Usage("acme"); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("usage %+v, want %+v", got, want)
+	}
+	if got := u.Usage("other"); len(got) != 0 {
+		t.Errorf("another tenant's usage: %+v", got)
 	}
 	cancel()
 	if err := <-done; err != nil {

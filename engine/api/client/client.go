@@ -368,6 +368,17 @@ func (c *Client) BindingLag(ctx context.Context, id string, since time.Duration)
 	return out, c.do(ctx, http.MethodGet, "/v1/bindings/"+url.PathEscape(id)+"/lag", q, nil, "", &out)
 }
 
+// DeadLetters returns up to limit (1 to 1000; 0: 20) of the binding's
+// latest dead-lettered records, newest first.
+func (c *Client) DeadLetters(ctx context.Context, id string, limit int) ([]wire.DeadLetter, error) {
+	q := url.Values{}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var out wire.DeadLetters
+	return out.DeadLetters, c.do(ctx, http.MethodGet, "/v1/bindings/"+url.PathEscape(id)+"/dlq", q, nil, "", &out)
+}
+
 // Status returns agents, pool occupancy and the tenant's bindings with lag.
 func (c *Client) Status(ctx context.Context) (wire.Status, error) {
 	var out wire.Status

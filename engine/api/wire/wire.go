@@ -173,6 +173,36 @@ type Redrive struct {
 	To   time.Time `json:"to,omitzero"`
 }
 
+// DeadLetters is GET /v1/bindings/{id}/dlq: the binding's latest
+// dead-lettered records, newest first.
+type DeadLetters struct {
+	DeadLetters []DeadLetter `json:"dead_letters"`
+}
+
+// DeadLetter is one dead-lettered record. At is when it was dead-lettered:
+// a redrive of [at, at+1ms) feeds it to the function again.
+type DeadLetter struct {
+	At        time.Time `json:"at"`
+	Partition int       `json:"partition"`
+	Offset    int64     `json:"offset"`
+	Reason    string    `json:"reason"`
+	ErrorType string    `json:"error_type,omitempty"`
+	Status    string    `json:"status,omitempty"`
+	Attempts  int       `json:"attempts"`
+	// Topic, SourcePartition, SourceOffset and SourceTime are the record's
+	// origin.
+	Topic           string    `json:"topic"`
+	SourcePartition int       `json:"source_partition"`
+	SourceOffset    int64     `json:"source_offset"`
+	SourceTime      time.Time `json:"source_time"`
+	// Key and Value (base64 in JSON) are cut at 1 KiB; ValueTruncated says
+	// so. ValueDropped is set when the value was too large to dead-letter.
+	Key            []byte `json:"key,omitempty"`
+	Value          []byte `json:"value,omitempty"`
+	ValueTruncated bool   `json:"value_truncated,omitempty"`
+	ValueDropped   string `json:"value_dropped,omitempty"`
+}
+
 // RedriveResult is what a redrive did.
 type RedriveResult struct {
 	// Scanned counts dead-letter records read in the range, Redriven those
@@ -358,6 +388,16 @@ type Activity struct {
 	FetchToStartP50Ms float64 `json:"fetch_to_start_p50_ms"`
 	FetchToStartP99Ms float64 `json:"fetch_to_start_p99_ms"`
 	Window            int     `json:"window"`
+	// EventToStart is the histogram of the same window: invocations per
+	// bucket of event-to-handler-start latency.
+	EventToStart []LatencyBucket `json:"event_to_start,omitempty"`
+}
+
+// LatencyBucket counts invocations whose latency was at most LeMs
+// milliseconds and above the previous bucket's (LeMs 0: above every bucket).
+type LatencyBucket struct {
+	LeMs  float64 `json:"le_ms"`
+	Count int     `json:"count"`
 }
 
 // Status is GET /v1/status.
@@ -368,6 +408,21 @@ type Status struct {
 	// State are the tenant's state resources per host (all of them for
 	// the administrator).
 	State []StateResource `json:"state"`
+	// Usage is what the tenant's functions used through this emberd since
+	// it started (every tenant's for the administrator).
+	Usage []FunctionUsage `json:"usage"`
+}
+
+// FunctionUsage sums a function's invocations on one emberd.
+type FunctionUsage struct {
+	Tenant          string  `json:"tenant"`
+	Function        string  `json:"function"`
+	Invocations     int64   `json:"invocations"`
+	Errors          int64   `json:"errors"`
+	DurationMs      float64 `json:"duration_ms"`
+	CPUMs           float64 `json:"cpu_ms"`
+	MaxMemoryUsedMB int64   `json:"max_memory_used_mb"`
+	GBSeconds       float64 `json:"gb_seconds"`
 }
 
 // StateResource is a tenant's state resource on one host.
