@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -32,6 +33,8 @@ type consumer struct {
 	stopAll   context.CancelFunc
 	drainTime time.Duration // set before stopCh is closed
 	done      chan struct{}
+	// trackers are the current generation's partitions, for RecordTime.
+	trackers atomic.Pointer[map[int]*tracker]
 }
 
 func startConsumer(m *Manager, b Binding) *consumer {

@@ -101,6 +101,12 @@ func (c *consumer) generation(gen *kafka.Generation, genCtx context.Context) {
 	}
 	c.stats.partitions.Store(int64(len(g.parts)))
 	defer c.stats.partitions.Store(0)
+	trackers := make(map[int]*tracker, len(g.parts))
+	for _, p := range g.parts {
+		trackers[p.id] = p.tracker
+	}
+	c.trackers.Store(&trackers)
+	defer c.trackers.Store(nil)
 	var wg sync.WaitGroup
 	for _, p := range g.parts {
 		wg.Add(1)

@@ -342,6 +342,24 @@ func (m *Manager) stopAll(rs map[string]*consumer) {
 	_ = g.Wait()
 }
 
+// RecordTime returns the timestamp of the record at offset of a partition
+// this process consumes for binding id, when it still holds the record
+// (fetched and not yet committed): the lag monitor's time lag without a
+// read from the broker.
+func (m *Manager) RecordTime(id string, partition int, offset int64) (time.Time, bool) {
+	m.mu.Lock()
+	r := m.running[id]
+	m.mu.Unlock()
+	if r == nil {
+		return time.Time{}, false
+	}
+	trackers := r.trackers.Load()
+	if trackers == nil || (*trackers)[partition] == nil {
+		return time.Time{}, false
+	}
+	return (*trackers)[partition].timeAt(offset)
+}
+
 // Stats returns a snapshot per running binding id.
 func (m *Manager) Stats() map[string]BindingStats {
 	m.mu.Lock()

@@ -46,8 +46,30 @@ func (t *tracker) fetch(offset int64, ts time.Time) {
 	if t.next < 0 {
 		t.next, t.committed = offset, offset
 	}
-	t.fetched = append(t.fetched, slot{offset: offset, ts: ts.UnixNano()})
+	var nanos int64
+	if !ts.IsZero() {
+		nanos = ts.UnixNano()
+	}
+	t.fetched = append(t.fetched, slot{offset: offset, ts: nanos})
 	t.mu.Unlock()
+}
+
+// timeAt returns the timestamp of the record at offset when the tracker
+// still holds it (fetched, not yet committed).
+func (t *tracker) timeAt(offset int64) (time.Time, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, part := range [][]slot{t.finished, t.fetched[t.head:]} {
+		for _, s := range part {
+			if s.offset > offset {
+				break
+			}
+			if s.offset == offset && s.ts != 0 {
+				return time.Unix(0, s.ts), true
+			}
+		}
+	}
+	return time.Time{}, false
 }
 
 // done marks offset finished and advances the commit point over every
@@ -97,7 +119,7 @@ func (t *tracker) committedAt(offset int64, observe func(ts int64)) {
 	}
 	n := 0
 	for n < len(t.finished) && t.finished[n].offset < offset {
-		if observe != nil {
+		if observe != nil && t.finished[n].ts != 0 {
 			observe(t.finished[n].ts)
 		}
 		n++

@@ -30,12 +30,13 @@ var (
 	descBRate   = prometheus.NewDesc("ember_binding_consume_rate", "Records per second a binding commits, over the status window.", []string{"binding"}, nil)
 	descBDrain  = prometheus.NewDesc("ember_binding_drain_seconds", "Estimated seconds until a binding has no lag at the current rates (-1: the lag does not shrink).", []string{"binding"}, nil)
 	descBStatus = prometheus.NewDesc("ember_binding_lag_status", "1 for a binding's lag status (OK, REWIND, WARN, STALL, STOP, ERR), 0 for the others.", []string{"binding", "status"}, nil)
+	descSources = prometheus.NewDesc("ember_lag_timestamp_reads_total", "Timestamps of oldest uncommitted records the lag monitor needed, by source: cache (same offset as the last sample), consumer (held by this emberd's consumers), broker (one Fetch).", []string{"source"}, nil)
 	descPStatus = prometheus.NewDesc("ember_partition_lag_status", "1 for a partition's lag status, 0 for the others.", []string{"binding", "partition", "status"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLag, descCurrent, descLagSec, descTopic, descOldest, descEmber, descBLag, descBSec, descBRate, descBDrain, descBStatus, descPStatus} {
+	for _, d := range []*prometheus.Desc{descLag, descCurrent, descLagSec, descTopic, descOldest, descEmber, descBLag, descBSec, descBRate, descBDrain, descBStatus, descPStatus, descSources} {
 		ch <- d
 	}
 }
@@ -45,6 +46,10 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	cache, local, broker := c.m.TimestampSources()
+	for src, n := range map[string]int64{"cache": cache, "consumer": local, "broker": broker} {
+		ch <- prometheus.MustNewConstMetric(descSources, prometheus.CounterValue, float64(n), src)
 	}
 	seenTopic := map[topicPartition]bool{}
 	seenGroup := map[[2]string]map[int]bool{}

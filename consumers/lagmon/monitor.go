@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -30,6 +31,10 @@ type Config struct {
 	Keep time.Duration
 	// Targets lists the bindings to watch at each sample.
 	Targets func(ctx context.Context) ([]Target, error)
+	// Local, when set, returns the timestamp of a record this process
+	// still holds for binding key (consumers.Manager.RecordTime): the
+	// time lag of a partition it consumes needs no read from the broker.
+	Local func(key string, partition int, offset int64) (time.Time, bool)
 	Log     zerolog.Logger
 }
 
@@ -76,6 +81,10 @@ type Monitor struct {
 	mu     sync.Mutex
 	by     map[string]*watched
 	stamps map[topicPartition]stamp // the timestamp of each partition's oldest uncommitted record
+
+	// Where timestamps came from: the cache of the last one, the local
+	// consumers, a read from the broker.
+	fromCache, fromLocal, fromBroker atomic.Int64
 }
 
 type watched struct {
@@ -202,7 +211,7 @@ func (m *Monitor) read(ctx context.Context, targets []Target, now time.Time) [][
 		for _, o := range combine(te, committed) {
 			s := Sample{At: now, Offsets: o, Members: members[t.Group]}
 			if o.Lag > 0 {
-				at, err := m.oldestTime(ctx, t.Topic, o)
+				at, err := m.oldestTime(ctx, t, o)
 				if err != nil {
 					s.Err = err.Error()
 				} else {
@@ -216,24 +225,42 @@ func (m *Monitor) read(ctx context.Context, targets []Target, now time.Time) [][
 }
 
 // oldestTime returns the timestamp of the oldest uncommitted record of a
-// partition, read from the broker once per offset.
-func (m *Monitor) oldestTime(ctx context.Context, topic string, o Offsets) (time.Time, error) {
-	tp := topicPartition{topic, o.Partition}
+// partition: the one of the previous sample when the offset is the same,
+// else from the local consumers when they hold the record, else read from
+// the broker.
+func (m *Monitor) oldestTime(ctx context.Context, t Target, o Offsets) (time.Time, error) {
+	tp := topicPartition{t.Topic, o.Partition}
 	off := o.Oldest()
 	m.mu.Lock()
 	st, ok := m.stamps[tp]
 	m.mu.Unlock()
 	if ok && st.offset == off {
+		m.fromCache.Add(1)
 		return st.at, nil
 	}
-	at, err := readTimestamp(ctx, m.cl, topic, o.Partition, off)
-	if err != nil {
-		return time.Time{}, err
+	at, ok := time.Time{}, false
+	if m.cfg.Local != nil {
+		at, ok = m.cfg.Local(t.Key, o.Partition, off)
+	}
+	if ok {
+		m.fromLocal.Add(1)
+	} else {
+		var err error
+		if at, err = readTimestamp(ctx, m.cl, t.Topic, o.Partition, off); err != nil {
+			return time.Time{}, err
+		}
+		m.fromBroker.Add(1)
 	}
 	m.mu.Lock()
 	m.stamps[tp] = stamp{offset: off, at: at}
 	m.mu.Unlock()
 	return at, nil
+}
+
+// TimestampSources returns how many timestamps came from the cache, from
+// the local consumers and from the broker.
+func (m *Monitor) TimestampSources() (cache, local, broker int64) {
+	return m.fromCache.Load(), m.fromLocal.Load(), m.fromBroker.Load()
 }
 
 // add appends a round's samples and recomputes the verdicts.
@@ -359,7 +386,7 @@ func (m *Monitor) Current(ctx context.Context, t Target) (Binding, error) {
 		}
 		p.Sample = Sample{At: now, Offsets: o, Members: latest.Members}
 		if o.Lag > 0 {
-			if at, err := m.oldestTime(ctx, t.Topic, o); err != nil {
+			if at, err := m.oldestTime(ctx, t, o); err != nil {
 				p.Err = err.Error()
 			} else {
 				p.LagSeconds = max(0, now.Sub(at).Seconds())

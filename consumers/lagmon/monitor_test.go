@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -84,6 +85,9 @@ func TestScenarios(t *testing.T) {
 	mon := lagmon.New(&kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 5 * time.Second}, lagmon.Config{
 		Interval: 100 * time.Millisecond, Window: 6,
 		Targets: func(context.Context) ([]lagmon.Target, error) { return targets, nil },
+		Local: func(key string, partition int, offset int64) (time.Time, bool) {
+			return m.RecordTime(strings.TrimPrefix(key, "t1/"), partition, offset)
+		},
 	})
 	go func() { _ = mon.Run(ctx) }()
 	status := func(key string) lagmon.Binding { b, _ := mon.Binding(key); return b }
@@ -183,6 +187,13 @@ func TestScenarios(t *testing.T) {
 	if b.Lag != 5 || b.Members != 0 {
 		t.Fatalf("stopped binding: %+v", b)
 	}
+	// Timestamps of records the consumers hold came from them; the stopped
+	// binding's from the broker.
+	cache, local, broker := mon.TimestampSources()
+	if local == 0 || broker == 0 || cache == 0 {
+		t.Errorf("timestamps from cache %d, consumers %d, broker %d: want each used", cache, local, broker)
+	}
+	t.Logf("oldest-record timestamps: %d from the cache, %d from the consumers, %d read from the broker", cache, local, broker)
 	if h := mon.History("t1/slow", time.Time{}); len(h[0]) < 10 {
 		t.Fatalf("history of the slow binding: %d samples", len(h[0]))
 	}

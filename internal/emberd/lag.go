@@ -21,6 +21,7 @@ func (d *Daemon) newLagMonitor() *lagmon.Monitor {
 	return lagmon.New(cl, lagmon.Config{
 		Interval: d.cfg.LagInterval,
 		Log:      d.log,
+		Local:    d.cons.RecordTime,
 		Targets: func(ctx context.Context) ([]lagmon.Target, error) {
 			bs, err := d.registry.ListBindings(ctx, "")
 			if err != nil {
