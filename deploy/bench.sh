@@ -35,7 +35,9 @@ run "whole system: latency, start kinds vs a container per invocation, throughpu
 run "warm path pieces: Runtime API round trip in ember-init (vs AWS's RIE at 1.2 ms p50 here, PLATFORM.md)" \
 	-run '^$' -bench HotInvoke -benchtime 2000x ./hostagent/initd
 run "Kafka side: Lambda event encoding and consume-to-invoke with a no-op function" \
-	-run '^$' -bench . -benchtime 3x ./consumers/...
+	-run '^$' -bench . -benchtime 3x ./consumers ./consumers/kafkaevent
+run "lag monitor: one sample of 8 bindings x 4 partitions, offsets still vs moved (ns/op at a 1 s interval = share of a core)" \
+	-run '^$' -bench SampleOnce -benchtime 200x ./consumers/lagmon
 run "registry: Resolve with and without the in-process cache (one Redis round trip)" \
 	-run '^$' -bench . ./engine/registry
 run "scheduler: an instance freed to the waiting invocation's handler start, vs one Redis PUBLISH" \

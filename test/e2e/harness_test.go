@@ -396,8 +396,12 @@ func createKafkaTopic(t testing.TB, broker, topic string, partitions int, config
 // partitions, acknowledged: an outside producer, straight to Kafka.
 func (s *stack) produce(name string, values []string, batchBytes int64) {
 	s.t.Helper()
+	// Its own transport: kafka-go's default one caches metadata for 6 s, so
+	// a topic created since the last produce would be unknown to it.
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
 	w := &kafka.Writer{
-		Addr: kafka.TCP(s.broker), Topic: topic(name), Balancer: &kafka.RoundRobin{},
+		Addr: kafka.TCP(s.broker), Topic: topic(name), Balancer: &kafka.RoundRobin{}, Transport: tr,
 		BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll, BatchBytes: batchBytes,
 	}
 	defer w.Close()
