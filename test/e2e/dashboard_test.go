@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -65,6 +66,27 @@ func TestDashboard(t *testing.T) {
 	dls, err := s.client.DeadLetters(s.ctx(), "web", 10)
 	if err != nil || len(dls) != 1 || string(dls[0].Value) != "fail-1" {
 		t.Fatalf("dead letters %+v, %v", dls, err)
+	}
+
+	// The same from the terminal.
+	cli := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(filepath.Join(binDir, "ember"), args...)
+		cmd.Env = append(os.Environ(), "EMBER_API=http://"+s.api, "EMBER_API_KEY="+s.tenantKey)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("ember %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	if out := cli("lag", "held", "--since", "1h"); !strings.Contains(out, "binding held: STOP, 7 records") || !strings.ContainsAny(out, "▁▂▃▄▅▆▇█") {
+		t.Errorf("ember lag held:\n%s", out)
+	}
+	if out := cli("dlq", "list", "web"); !strings.Contains(out, `"fail-1"`) || !strings.Contains(out, "max retry attempts 0") {
+		t.Errorf("ember dlq list web:\n%s", out)
+	}
+	if out := cli("status"); !strings.Contains(out, "STOP") || !strings.Contains(out, "held STOP:") {
+		t.Errorf("ember status:\n%s", out)
 	}
 
 	ctx := browser(t)

@@ -135,14 +135,22 @@ func (s *stack) checkLagViews(t *testing.T, binding string, partitions int) {
 	if _, err := s.tenantClient("lag-snoop").BindingLag(s.ctx(), binding, 0); err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Fatalf("another tenant read the binding's lag: %v", err)
 	}
-	req, _ := http.NewRequestWithContext(s.ctx(), http.MethodGet, "http://"+s.api+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer "+s.adminKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	// The monitor samples every 500 ms: /metrics shows its last sample.
+	var body []byte
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		req, _ := http.NewRequestWithContext(s.ctx(), http.MethodGet, "http://"+s.api+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+s.adminKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(body), fmt.Sprintf(`ember_binding_lag_records{binding="%s/%s"} 0`, tenant, binding)) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond) // the next sample
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
 	for _, want := range []string{
 		fmt.Sprintf(`kafka_consumergroup_lag{consumergroup="ember.%s.%s",partition="0",topic="%s"} 0`, tenant, binding, topic(binding)),
 		fmt.Sprintf(`ember_binding_lag_status{binding="%s/%s",status="OK"} 1`, tenant, binding),
