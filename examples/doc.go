@@ -12,6 +12,10 @@
 //     "fail" fails the batch (or, with PARTIAL=1, only itself, in a partial
 //     batch response), and "big:<n>" makes the response n bytes; for error
 //     controls.
+//   - http-echo: takes API Gateway's HTTP API payload format 2.0 and answers with what
+//     it received (method, path, parameters, headers, cookies, exact body); query
+//     parameters make it set a status, cookies, a binary body, sleep, fail or answer
+//     an invalid response; for the gateway.
 //   - fail: always returns errors.New("boom"), i.e. a function_error.
 //   - counter: keeps a counter in a state resource of its tenant (incr under flock,
 //     read, fill up to the quota); for state shared across instances.

@@ -135,6 +135,9 @@ type Config struct {
 	Metrics *prometheus.Registry
 	// MaxPayloadBytes bounds invoke and produce bodies. Default: 6 MiB.
 	MaxPayloadBytes int64
+	// GatewayURL is where clients reach tenants' routes (shown with each
+	// route); "" when the gateway is off.
+	GatewayURL string
 	// Logger is the component logger. Default: disabled.
 	Logger *zerolog.Logger
 	// Unavailable lists further error classes (matched with errors.Is)
@@ -260,6 +263,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	mux.HandleFunc("POST /v1/bindings/{id}/redrive", t(s.redriveBinding))
 	mux.HandleFunc("GET /v1/bindings/{id}/lag", t(s.bindingLag))
 	mux.HandleFunc("GET /v1/bindings/{id}/dlq", t(s.deadLetters))
+	mux.HandleFunc("PUT /v1/routes", t(s.putRoute))
+	mux.HandleFunc("GET /v1/routes", t(s.listRoutes))
+	mux.HandleFunc("DELETE /v1/routes", t(s.deleteRoute))
 	mux.HandleFunc("POST /v1/topics", t(s.createTopic))
 	mux.HandleFunc("GET /v1/topics", any(s.listTopics))
 	mux.HandleFunc("DELETE /v1/topics/{topic}", t(s.deleteTopic))

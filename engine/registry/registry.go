@@ -31,10 +31,18 @@ type Registry struct {
 	cacheTTL time.Duration
 	now      func() time.Time
 
-	mu    sync.Mutex
-	live  bool   // Run's subscription is confirmed: the cache may be used
-	gen   uint64 // bumped by every invalidation
-	cache map[string]map[string]cacheEntry
+	mu     sync.Mutex
+	live   bool   // Run's subscription is confirmed: the cache may be used
+	gen    uint64 // bumped by every invalidation
+	cache  map[string]map[string]cacheEntry
+	routes map[string]routeEntry // tenant -> its route table
+	fills  uint64                // route tables read from Redis, to version them
+}
+
+type routeEntry struct {
+	routes  []Route
+	version uint64
+	at      time.Time
 }
 
 type cacheEntry struct {
@@ -74,7 +82,7 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Registry, error) {
 		return nil, errors.New("registry: nil redis client")
 	}
 	r := &Registry{rdb: rdb, prefix: "{ember}:reg:", log: zerolog.Nop(), cacheTTL: DefaultCacheTTL,
-		now: time.Now, cache: map[string]map[string]cacheEntry{}}
+		now: time.Now, cache: map[string]map[string]cacheEntry{}, routes: map[string]routeEntry{}}
 	for _, o := range opts {
 		if err := o(r); err != nil {
 			return nil, err
@@ -408,13 +416,18 @@ func (r *Registry) Resolve(ctx context.Context, tenant, name, qualifier string) 
 // invalidate applies a change message to the cache.
 func (r *Registry) invalidate(msg string) {
 	kind, rest, _ := strings.Cut(msg, " ")
-	if kind != "fn" {
-		return
+	switch kind {
+	case "fn":
+		r.mu.Lock()
+		r.gen++
+		delete(r.cache, rest)
+		r.mu.Unlock()
+	case "route":
+		r.mu.Lock()
+		r.gen++
+		delete(r.routes, rest)
+		r.mu.Unlock()
 	}
-	r.mu.Lock()
-	r.gen++
-	delete(r.cache, rest)
-	r.mu.Unlock()
 }
 
 // setLive turns the cache on or off; turning it off flushes it.
@@ -424,6 +437,7 @@ func (r *Registry) setLive(live bool) {
 	r.live = live
 	if !live {
 		clear(r.cache)
+		clear(r.routes)
 	}
 	r.mu.Unlock()
 }

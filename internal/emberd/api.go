@@ -18,6 +18,7 @@ func (d *Daemon) apiServer() (*http.Server, *http.Server, error) {
 	log := d.cfg.Log
 	srv, err := api.New(api.Config{
 		MetricsToken: d.cfg.MetricsToken,
+		GatewayURL:   d.cfg.GatewayURL,
 		Metrics:      d.metrics,
 		Logger:       &log,
 		Unavailable:  []error{scheduler.ErrUnavailable, scheduler.ErrResourceExhausted, scheduler.ErrNoCapacity},

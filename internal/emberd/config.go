@@ -76,6 +76,12 @@ type Config struct {
 	DrainTimeout time.Duration
 	// CommitInterval of consumer offsets. Default: 1s.
 	CommitInterval time.Duration
+	// GatewayListen serves tenants' HTTP routes at /{tenant}/{path...}
+	// ("": off).
+	GatewayListen string
+	// GatewayURL is where clients reach the gateway, shown with each route.
+	// Default: http://GatewayListen.
+	GatewayURL string
 	// LagInterval is how often the lag monitor samples every binding's
 	// offsets (its status window is 12 samples). Default: 5s.
 	LagInterval time.Duration
@@ -103,6 +109,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.AgentConfig.StateDir == "" && c.StateDir != "" {
 		c.AgentConfig.StateDir = filepath.Join(c.StateDir, "agent")
+	}
+	if c.GatewayURL == "" && c.GatewayListen != "" {
+		c.GatewayURL = "http://" + c.GatewayListen
 	}
 	if c.LagInterval == 0 {
 		c.LagInterval = 5 * time.Second

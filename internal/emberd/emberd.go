@@ -57,6 +57,8 @@ type Daemon struct {
 	peerLis  net.Listener
 	peer     *http.Server
 	peers    *codepeers.Peers
+	gw       *http.Server // tenants' routes; nil when off
+	gwLis    net.Listener
 	ready    chan struct{}
 }
 
@@ -172,6 +174,9 @@ func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	if d.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("api listen %s: %w", cfg.Listen, err)
 	}
+	if err := d.gatewayServer(); err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -230,11 +235,23 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return nil
 		})
 	}
+	if d.gwLis != nil {
+		coreG.Go(func() error {
+			if err := d.gw.Serve(d.gwLis); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("gateway: %w", err)
+			}
+			return nil
+		})
+	}
 	coreG.Go(func() error {
 		<-core.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		return errors.Join(d.http.Shutdown(sctx), d.peer.Shutdown(sctx))
+		errs := []error{d.http.Shutdown(sctx), d.peer.Shutdown(sctx)}
+		if d.gw != nil {
+			errs = append(errs, d.gw.Shutdown(sctx))
+		}
+		return errors.Join(errs...)
 	})
 
 	consCtx, stopCons := context.WithCancel(core)
@@ -251,7 +268,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 		}
 		close(d.ready)
-		d.log.Info().Str("api", d.Addr()).Strs("brokers", d.brokers).Msg("emberd ready")
+		d.log.Info().Str("api", d.Addr()).Str("gateway", d.GatewayAddr()).Strs("brokers", d.brokers).Msg("emberd ready")
 		return nil
 	})
 
@@ -341,6 +358,9 @@ func (d *Daemon) close() {
 	}
 	if d.listener != nil {
 		_ = d.listener.Close()
+	}
+	if d.gwLis != nil {
+		_ = d.gwLis.Close()
 	}
 	if d.peerLis != nil {
 		_ = d.peerLis.Close()

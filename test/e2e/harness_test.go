@@ -55,7 +55,7 @@ func testMain(m *testing.M) int {
 			return 1
 		}
 	}
-	for _, ex := range []string{"kafka-echo", "kafka-picky", "fail", "sleep", "exit", "whoami", "hostile", "counter"} {
+	for _, ex := range []string{"kafka-echo", "kafka-picky", "fail", "sleep", "exit", "whoami", "hostile", "counter", "http-echo"} {
 		p := filepath.Join(dir, ex+".zip")
 		if err := testenv.ExampleZip(ex, p); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -90,6 +90,7 @@ type stack struct {
 	broker  string
 	agent   string
 	peer    string
+	gateway string // tenants' routes
 	bridge  string
 	subnet  string
 	uidBase int
@@ -146,7 +147,7 @@ func startStack(t testing.TB, redis string, pool, broker string, extra ...string
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	s := &stack{
 		t: t, name: strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), dir: dir, redis: redis,
-		api: freeAddr(t), broker: freeAddr(t), agent: freeAddr(t), peer: freeAddr(t), pool: pool, extra: extra,
+		api: freeAddr(t), broker: freeAddr(t), agent: freeAddr(t), peer: freeAddr(t), gateway: freeAddr(t), pool: pool, extra: extra,
 	}
 	n := int(stacks.Add(1))
 	s.name = fmt.Sprintf("%s-%d", s.name, n) // the agent's id: one per stack, even in one test
@@ -188,7 +189,7 @@ func (s *stack) start() {
 		"--state-dir", s.dir, "--redis", s.redis, "--listen", s.api,
 		"--embedded-broker", s.broker, "--containerd", ctrd.Address, "--namespace", ctrd.Namespace,
 		"--init-binary", filepath.Join(binDir, "ember-init"), "--agent-id", s.name, "--agent-listen", s.agent, "--peer-listen", s.peer,
-		"--pool", s.pool, "--session-timeout", "6s", "--lag-interval", "500ms", "--log-format", "json", "--log-level", logLevel,
+		"--pool", s.pool, "--session-timeout", "6s", "--lag-interval", "500ms", "--gateway-listen", s.gateway, "--log-format", "json", "--log-level", logLevel,
 		"--bridge", s.bridge, "--subnet", s.subnet, "--uid-base", strconv.Itoa(s.uidBase),
 	}, s.extra...)
 	s.cmd = exec.Command(filepath.Join(binDir, "emberd"), args...)

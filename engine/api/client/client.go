@@ -368,6 +368,27 @@ func (c *Client) BindingLag(ctx context.Context, id string, since time.Duration)
 	return out, c.do(ctx, http.MethodGet, "/v1/bindings/"+url.PathEscape(id)+"/lag", q, nil, "", &out)
 }
 
+// PutRoute creates or replaces the route of rt.Method and rt.Path.
+func (c *Client) PutRoute(ctx context.Context, rt wire.Route) (wire.Route, error) {
+	body, err := json.Marshal(rt)
+	if err != nil {
+		return wire.Route{}, fmt.Errorf("client: %w", err)
+	}
+	var out wire.Route
+	return out, c.do(ctx, http.MethodPut, "/v1/routes", nil, bytes.NewReader(body), "application/json", &out)
+}
+
+// Routes lists the tenant's routes.
+func (c *Client) Routes(ctx context.Context) ([]wire.Route, error) {
+	var out wire.Routes
+	return out.Routes, c.do(ctx, http.MethodGet, "/v1/routes", nil, nil, "", &out)
+}
+
+// DeleteRoute removes the route of method and path.
+func (c *Client) DeleteRoute(ctx context.Context, method, path string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/routes", url.Values{"method": {method}, "path": {path}}, nil, "", nil)
+}
+
 // DeadLetters returns up to limit (1 to 1000; 0: 20) of the binding's
 // latest dead-lettered records, newest first.
 func (c *Client) DeadLetters(ctx context.Context, id string, limit int) ([]wire.DeadLetter, error) {

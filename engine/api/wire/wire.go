@@ -173,6 +173,57 @@ type Redrive struct {
 	To   time.Time `json:"to,omitzero"`
 }
 
+// Route maps HTTP requests on the gateway (http://GATEWAY/TENANT/PATH) to
+// a function, as an API Gateway HTTP API route. PUT /v1/routes creates or
+// replaces the route of Method and Path.
+type Route struct {
+	// Method is GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS or ANY.
+	Method string `json:"method"`
+	// Path is a template: /orders/{id}; a last {rest+} takes the rest.
+	Path      string `json:"path"`
+	Function  string `json:"function"`
+	Qualifier string `json:"qualifier,omitempty"`
+	// Public routes take requests without the tenant's API key.
+	Public       bool  `json:"public,omitempty"`
+	CORS         *CORS `json:"cors,omitempty"`
+	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`
+	TimeoutMs    int64 `json:"timeout_ms,omitempty"`
+	// Mapping replaces the payload format 2.0 event and the response
+	// mapping with templates (docs/configuration.md).
+	Mapping *Mapping  `json:"mapping,omitempty"`
+	Created time.Time `json:"created,omitzero"`
+	// URL is where the gateway serves it (path parameters as written).
+	URL string `json:"url,omitempty"`
+}
+
+// CORS is a route's cross-origin policy.
+type CORS struct {
+	AllowOrigins     []string `json:"allow_origins,omitempty"`
+	AllowMethods     []string `json:"allow_methods,omitempty"`
+	AllowHeaders     []string `json:"allow_headers,omitempty"`
+	ExposeHeaders    []string `json:"expose_headers,omitempty"`
+	MaxAgeSeconds    int      `json:"max_age_seconds,omitempty"`
+	AllowCredentials bool     `json:"allow_credentials,omitempty"`
+}
+
+// Mapping is a route's custom mapping definition.
+type Mapping struct {
+	Request  json.RawMessage  `json:"request,omitempty"`
+	Response *ResponseMapping `json:"response,omitempty"`
+}
+
+// ResponseMapping shapes the HTTP response from the function's result.
+type ResponseMapping struct {
+	StatusCode int               `json:"status_code,omitempty"`
+	Headers    map[string]string `json:"headers,omitempty"`
+	Body       json.RawMessage   `json:"body,omitempty"`
+}
+
+// Routes is GET /v1/routes.
+type Routes struct {
+	Routes []Route `json:"routes"`
+}
+
 // DeadLetters is GET /v1/bindings/{id}/dlq: the binding's latest
 // dead-lettered records, newest first.
 type DeadLetters struct {

@@ -1,0 +1,308 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/ember-run/ember/engine/invoke"
+	"github.com/ember-run/ember/engine/registry"
+	"github.com/ember-run/ember/engine/tenants"
+)
+
+// Invoker runs an invocation on the warm path (the scheduler).
+type Invoker interface {
+	Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.Result, error)
+}
+
+// Routes gives a tenant's route table and its version (registry.RouteTable).
+type Routes interface {
+	RouteTable(ctx context.Context, tenant string) ([]registry.Route, uint64, error)
+}
+
+// Authenticator checks API keys (tenants.Store).
+type Authenticator interface {
+	Authenticate(ctx context.Context, key string) (tenants.Principal, error)
+}
+
+// Config configures a Gateway.
+type Config struct {
+	Log zerolog.Logger
+	// Metrics, when set, receives the gateway's request counters.
+	Metrics prometheus.Registerer
+	// Unavailable are the Invoker's errors that mean "no capacity now":
+	// answered 503 (others 500).
+	Unavailable []error
+}
+
+// Gateway serves /{tenant}/{path...}. Build it with New.
+type Gateway struct {
+	routes Routes
+	auth   Authenticator
+	inv    Invoker
+	cfg    Config
+
+	mu     sync.Mutex
+	tables map[string]*table
+
+	requests *prometheus.CounterVec
+	duration prometheus.Histogram
+}
+
+// table is a tenant's route table ready to match.
+type table struct {
+	version   uint64
+	mux       *http.ServeMux
+	byPattern map[string]registry.Route
+}
+
+// New returns a Gateway.
+func New(routes Routes, auth Authenticator, inv Invoker, cfg Config) (*Gateway, error) {
+	g := &Gateway{routes: routes, auth: auth, inv: inv, cfg: cfg, tables: map[string]*table{},
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ember_gateway_requests_total", Help: "HTTP requests to tenants' routes, by status code.",
+		}, []string{"code"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "ember_gateway_request_seconds", Help: "HTTP requests to tenants' routes, from the request to the response.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14),
+		}),
+	}
+	if cfg.Metrics != nil {
+		for _, c := range []prometheus.Collector{g.requests, g.duration} {
+			if err := cfg.Metrics.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return g, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	defer func() {
+		g.requests.WithLabelValues(strconv.Itoa(sw.code)).Inc()
+		g.duration.Observe(time.Since(start).Seconds())
+	}()
+	tenant, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	_, rawRest, _ := strings.Cut(strings.TrimPrefix(r.URL.EscapedPath(), "/"), "/")
+	if registry.ValidName("tenant", tenant) != nil {
+		message(sw, http.StatusNotFound, "Not Found")
+		return
+	}
+	t, err := g.table(r.Context(), tenant)
+	if err != nil {
+		g.cfg.Log.Warn().Err(err).Str("tenant", tenant).Msg("gateway: route table")
+		message(sw, http.StatusServiceUnavailable, "Service Unavailable")
+		return
+	}
+	// Match the path after the tenant: a shallow copy, so that the
+	// ServeMux sets the path parameters on it.
+	r2 := r.Clone(r.Context())
+	r2.URL.Path, r2.URL.RawPath = "/"+rest, "/"+rawRest
+	r2 = r2.WithContext(context.WithValue(r.Context(), tenantKey{}, tenant))
+	t.mux.ServeHTTP(sw, r2)
+}
+
+type tenantKey struct{}
+
+// table returns tenant's route table, rebuilt when its version changed.
+func (g *Gateway) table(ctx context.Context, tenant string) (*table, error) {
+	routes, version, err := g.routes.RouteTable(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if t := g.tables[tenant]; t != nil && t.version == version {
+		return t, nil
+	}
+	t := &table{version: version, mux: http.NewServeMux(), byPattern: map[string]registry.Route{}}
+	for _, rt := range routes {
+		p := rt.Pattern()
+		if _, dup := t.byPattern[p]; dup {
+			continue
+		}
+		t.byPattern[p] = rt
+		func() {
+			defer func() {
+				if p := recover(); p != nil { // PutRoute refuses conflicts; a table written around it loses the route
+					g.cfg.Log.Error().Str("tenant", tenant).Str("route", rt.Key()).Msgf("gateway: route conflicts: %v", p)
+				}
+			}()
+			t.mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) { g.serveRoute(w, r, rt) })
+		}()
+	}
+	mux := t.mux
+	t.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { g.unmatched(w, r, mux, t) })
+	g.tables[tenant] = t
+	return t, nil
+}
+
+// unmatched answers a request no route matches: a CORS preflight for a
+// route with a CORS policy, else 404.
+func (g *Gateway) unmatched(w http.ResponseWriter, r *http.Request, mux *http.ServeMux, t *table) {
+	if want := r.Header.Get("Access-Control-Request-Method"); r.Method == http.MethodOptions && want != "" {
+		probe := r.Clone(r.Context())
+		probe.Method = want
+		if _, pattern := mux.Handler(probe); pattern != "" && pattern != "/" {
+			if rt := t.byPattern[pattern]; rt.CORS != nil {
+				preflight(w, r, rt)
+				return
+			}
+		}
+	}
+	message(w, http.StatusNotFound, "Not Found")
+}
+
+// serveRoute runs rt's function for the request.
+func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt registry.Route) {
+	tenant, _ := r.Context().Value(tenantKey{}).(string)
+	if rt.CORS != nil && r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" && rt.Method != "OPTIONS" {
+		preflight(w, r, rt)
+		return
+	}
+	if !rt.Public {
+		p, err := g.auth.Authenticate(r.Context(), bearer(r))
+		if err != nil || p.Tenant != rt.Tenant {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="ember"`)
+			message(w, http.StatusUnauthorized, "Unauthorized")
+			return
+		}
+	}
+	corsHeaders(w.Header(), rt.CORS, rt, r.Header.Get("Origin"))
+	limit := rt.MaxBodyBytes
+	if limit == 0 {
+		limit = registry.DefaultRouteMaxBody
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			message(w, http.StatusRequestEntityTooLarge, "Request Entity Too Large")
+		} else {
+			message(w, http.StatusBadRequest, "Bad Request")
+		}
+		return
+	}
+	q := &request{r: r, route: rt, tenant: tenant, rawPath: r.URL.EscapedPath(), params: map[string]string{}, body: body,
+		id: invoke.NewID(), at: time.Now()}
+	for _, name := range paramNames(rt.Path) {
+		q.params[name] = r.PathValue(name)
+	}
+	var payload []byte
+	if rt.Mapping != nil && len(rt.Mapping.Request) > 0 {
+		payload, err = q.customPayload()
+	} else {
+		payload, err = json.Marshal(q.event())
+	}
+	if err != nil {
+		message(w, http.StatusInternalServerError, "Internal Server Error")
+		return
+	}
+	ctx := r.Context()
+	inv := &invoke.Invocation{ID: q.id, Tenant: rt.Tenant, Function: rt.Function, Qualifier: rt.Qualifier,
+		Payload: payload, Source: "route " + rt.Key(), TraceID: r.Header.Get("X-Ember-Trace-Id")}
+	if rt.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, rt.Timeout)
+		defer cancel()
+		inv.Deadline = q.at.Add(rt.Timeout)
+	}
+	w.Header().Set("X-Ember-Request-Id", q.id)
+	res, err := g.inv.Invoke(ctx, inv)
+	switch {
+	case err != nil && ctx.Err() != nil && r.Context().Err() == nil:
+		message(w, http.StatusGatewayTimeout, "Endpoint request timed out")
+		return
+	case err != nil && g.unavailable(err):
+		message(w, http.StatusServiceUnavailable, "Service Unavailable")
+		return
+	case errors.Is(err, registry.ErrNotFound):
+		message(w, http.StatusBadGateway, "Internal Server Error") // the route's function is gone
+		return
+	case err != nil:
+		g.cfg.Log.Warn().Err(err).Str("tenant", rt.Tenant).Str("route", rt.Key()).Msg("gateway: invoke failed")
+		message(w, http.StatusInternalServerError, "Internal Server Error")
+		return
+	case res.Status == invoke.StatusTimeout:
+		message(w, http.StatusGatewayTimeout, "Endpoint request timed out")
+		return
+	case !res.OK():
+		message(w, http.StatusBadGateway, "Internal Server Error")
+		return
+	}
+	var resp httpResponse
+	if rt.Mapping != nil && rt.Mapping.Response != nil {
+		resp, err = customResponse(rt.Mapping.Response, res.Payload)
+	} else {
+		resp, err = mapResult(res.Payload)
+	}
+	if err != nil {
+		g.cfg.Log.Info().Err(err).Str("tenant", rt.Tenant).Str("route", rt.Key()).Msg("gateway: invalid function response")
+		message(w, http.StatusBadGateway, "Internal Server Error")
+		return
+	}
+	resp.write(w)
+}
+
+func (g *Gateway) unavailable(err error) bool {
+	for _, u := range g.cfg.Unavailable {
+		if errors.Is(err, u) {
+			return true
+		}
+	}
+	return errors.Is(err, registry.ErrUnavailable)
+}
+
+// paramNames lists a path template's parameter names ({name}, {name+}).
+func paramNames(path string) []string {
+	var out []string
+	for _, seg := range strings.Split(path, "/") {
+		if strings.HasPrefix(seg, "{") && strings.HasSuffix(seg, "}") {
+			out = append(out, strings.TrimSuffix(strings.Trim(seg, "{}"), "+"))
+		}
+	}
+	return out
+}
+
+// bearer returns the key of an "Authorization: Bearer <key>" header.
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+// statusWriter records the status code.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
