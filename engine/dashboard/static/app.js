@@ -27,11 +27,13 @@ function svg(tag, attrs) {
 }
 
 async function api(path, opts = {}) {
+  const sent = key; // a sign-out while the request runs makes its answer stale
   const res = await fetch(path, {
     ...opts,
-    headers: { "Authorization": "Bearer " + key, ...(opts.body ? { "Content-Type": "application/json" } : {}) },
+    headers: { "Authorization": "Bearer " + sent, ...(opts.body ? { "Content-Type": "application/json" } : {}) },
   });
   const body = await res.json().catch(() => ({}));
+  if (sent !== key) throw Object.assign(new Error("signed out"), { stale: true });
   if (res.status === 401) throw Object.assign(new Error("the API key was refused"), { unauthorized: true });
   if (!res.ok) throw new Error((body && body.message) || res.status + " " + res.statusText);
   return body;
@@ -65,10 +67,12 @@ function showLogin(message) {
 }
 
 async function open() {
+  clearInterval(timer);
   try {
     const who = await api("/v1/whoami");
     $("#who").textContent = who.admin ? "administrator" : "tenant " + who.tenant;
   } catch (e) {
+    if (e.stale) return;
     sessionStorage.removeItem(keyName);
     key = "";
     showLogin(e.message);
@@ -94,6 +98,7 @@ async function refresh() {
     $("#updated").textContent = "updated " + new Date().toLocaleTimeString();
     $("#error").textContent = "";
   } catch (e) {
+    if (e.stale) return; // a request of the previous key
     if (e.unauthorized) return showLogin(e.message);
     $("#error").textContent = e.message;
   }
