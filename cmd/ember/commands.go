@@ -237,8 +237,9 @@ func (a *app) produce(ctx context.Context, topic string, recs []wire.Record, rat
 
 func (a *app) invokeCmd() *cobra.Command {
 	var qualifier, payload string
+	var async bool
 	cmd := &cobra.Command{
-		Use: "invoke NAME [--payload JSON]", Short: "Invoke a function synchronously (payload from --payload or stdin)", Args: cobra.ExactArgs(1),
+		Use: "invoke NAME [--payload JSON] [--async]", Short: "Invoke a function (payload from --payload or stdin); --async queues it and prints its id", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			body := []byte(payload)
 			if !cmd.Flags().Changed("payload") {
@@ -247,6 +248,15 @@ func (a *app) invokeCmd() *cobra.Command {
 					return fmt.Errorf("reading stdin: %w", err)
 				}
 				body = b
+			}
+			if async {
+				id, err := a.c.InvokeAsync(cmd.Context(), args[0], qualifier, body)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s\n", id)
+				fmt.Fprintf(cmd.ErrOrStderr(), "queued: ember invocation get %s\n", id)
+				return nil
 			}
 			res, err := a.c.Invoke(cmd.Context(), args[0], qualifier, body)
 			if err != nil {
@@ -270,6 +280,7 @@ func (a *app) invokeCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&qualifier, "qualifier", "", "version (default $LATEST)")
 	cmd.Flags().StringVar(&payload, "payload", "", "event JSON (default: read stdin)")
+	cmd.Flags().BoolVar(&async, "async", false, "queue it (an Event invocation): answer with its id at once, run it with the function's retry policy")
 	return cmd
 }
 

@@ -40,7 +40,7 @@ type flags struct {
 	agent                                                                   bool
 	agentID, agentListen                                                    string
 	agentFlags                                                              agentflags.Flags
-	sessionTimeout, lagInterval                                             time.Duration
+	sessionTimeout, lagInterval, asyncRetryDelay                            time.Duration
 	debugAddr                                                               string
 	adminKeyFile, pkiDir, peerListen, redisCA                               string
 	peerAdvertise                                                           string
@@ -83,6 +83,7 @@ func main() {
 	f.agentFlags.Register(fl)
 	fl.StringVar(&f.gatewayListen, "gateway-listen", envOr("EMBER_GATEWAY_LISTEN", "127.0.0.1:8081"), "serve tenants' HTTP routes at http://ADDR/TENANT/PATH (env EMBER_GATEWAY_LISTEN; empty: off)")
 	fl.StringVar(&f.gatewayURL, "gateway-url", envOr("EMBER_GATEWAY_URL", ""), "where clients reach the gateway, shown with each route (env EMBER_GATEWAY_URL; default http://<gateway-listen>)")
+	fl.DurationVar(&f.asyncRetryDelay, "async-retry-delay", time.Second, "wait before an asynchronous invocation's first retry after a function error; doubled for the second")
 	fl.DurationVar(&f.lagInterval, "lag-interval", 5*time.Second, "how often the lag monitor samples every binding (its status window is 12 samples)")
 	fl.DurationVar(&f.sessionTimeout, "session-timeout", 10*time.Second, "consumer group session timeout: how long a dead emberd holds its partitions (Kafka's minimum is usually 6s)")
 	fl.StringVar(&f.adminKeyFile, "admin-key-file", "", "file holding the administrator's API key, created (0600) on first start (default <state-dir>/admin.key; env EMBER_ADMIN_KEY overrides the file)")
@@ -153,6 +154,7 @@ func run(ctx context.Context, f flags) error {
 		AgentConfig:        hostagent.Config{AgentID: f.agentID, ListenAddr: f.agentListen},
 		SessionTimeout:     f.sessionTimeout,
 		LagInterval:        f.lagInterval,
+		AsyncRetryDelay:    f.asyncRetryDelay,
 		GatewayListen:      f.gatewayListen,
 		GatewayURL:         f.gatewayURL,
 		Containerd:         hostagent.ContainerdSetup{Socket: f.containerd, Namespace: f.namespace, InitBinary: initBin},

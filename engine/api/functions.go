@@ -248,6 +248,15 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, tenant string) {
 		s.fail(w, r, err)
 		return
 	}
+	switch it := r.Header.Get(wire.HeaderInvocationType); it {
+	case "Event":
+		s.invokeAsync(w, r, tenant, name, q)
+		return
+	case "", "RequestResponse":
+	default:
+		s.fail(w, r, invalid("%s %q: want Event or RequestResponse", wire.HeaderInvocationType, it))
+		return
+	}
 	if s.deps.Invoker == nil {
 		s.fail(w, r, fmt.Errorf("no invoker configured: %w", registry.ErrUnavailable))
 		return

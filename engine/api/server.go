@@ -135,6 +135,9 @@ type Config struct {
 	Metrics *prometheus.Registry
 	// MaxPayloadBytes bounds invoke and produce bodies. Default: 6 MiB.
 	MaxPayloadBytes int64
+	// MaxAsyncPayloadBytes bounds asynchronous invoke bodies. Default:
+	// 256 KiB (Lambda's limit for Event invocations).
+	MaxAsyncPayloadBytes int64
 	// GatewayURL is where clients reach tenants' routes (shown with each
 	// route); "" when the gateway is off.
 	GatewayURL string
@@ -179,6 +182,7 @@ type Deps struct {
 	Lag      LagReader
 	Activity ActivityReader
 	Usage    UsageReader
+	Async    Async
 	// Redriver, when set, serves POST /v1/bindings/{id}/redrive.
 	Redriver Redriver
 	// Replicas, when set, shares packages with the other emberd replicas.
@@ -211,6 +215,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	if deps.Tenants == nil || deps.Registry == nil || deps.Code == nil {
 		return nil, errors.New("api: Tenants, Registry and Code are required")
+	}
+	if cfg.MaxAsyncPayloadBytes == 0 {
+		cfg.MaxAsyncPayloadBytes = 256 << 10
 	}
 	if cfg.MaxPayloadBytes == 0 {
 		cfg.MaxPayloadBytes = DefaultMaxPayloadBytes
@@ -255,6 +262,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	mux.HandleFunc("DELETE /v1/functions/{name}", t(s.deleteFunction))
 	mux.HandleFunc("POST /v1/functions/{name}/versions", t(s.publish))
 	mux.HandleFunc("POST /v1/functions/{name}/invoke", t(s.invoke))
+	mux.HandleFunc("PUT /v1/functions/{name}/async", t(s.putAsyncConfig))
+	mux.HandleFunc("GET /v1/functions/{name}/async", t(s.getAsyncConfig))
+	mux.HandleFunc("GET /v1/invocations/{id}", t(s.getInvocation))
 	mux.HandleFunc("PUT /v1/bindings/{id}", t(s.putBinding))
 	mux.HandleFunc("GET /v1/bindings", t(s.listBindings))
 	mux.HandleFunc("GET /v1/bindings/{id}", t(s.getBinding))

@@ -34,6 +34,7 @@ func (d *Daemon) apiServer() (*http.Server, *http.Server, error) {
 		Lag:      lagReader{d},
 		Activity: activity{d},
 		Usage:    d.usage,
+		Async:    d.async,
 		Redriver: redriver{d},
 		Replicas: d.peers,
 	})

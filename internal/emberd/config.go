@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ember-run/ember/consumers"
+	"github.com/ember-run/ember/engine/asyncinv"
 	"github.com/ember-run/ember/engine/scheduler"
 	"github.com/ember-run/ember/hostagent"
 )
@@ -76,6 +77,12 @@ type Config struct {
 	DrainTimeout time.Duration
 	// CommitInterval of consumer offsets. Default: 1s.
 	CommitInterval time.Duration
+	// AsyncTopic queues asynchronous invocations. Default:
+	// asyncinv.DefaultTopic ("ember.async").
+	AsyncTopic string
+	// AsyncRetryDelay is the wait before an asynchronous invocation's first
+	// retry; it doubles for the second. Default: 1s.
+	AsyncRetryDelay time.Duration
 	// GatewayListen serves tenants' HTTP routes at /{tenant}/{path...}
 	// ("": off).
 	GatewayListen string
@@ -112,6 +119,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.GatewayURL == "" && c.GatewayListen != "" {
 		c.GatewayURL = "http://" + c.GatewayListen
+	}
+	if c.AsyncTopic == "" {
+		c.AsyncTopic = asyncinv.DefaultTopic
+	}
+	if c.AsyncRetryDelay == 0 {
+		c.AsyncRetryDelay = time.Second
 	}
 	if c.LagInterval == 0 {
 		c.LagInterval = 5 * time.Second

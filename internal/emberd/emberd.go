@@ -19,6 +19,7 @@ import (
 	"github.com/ember-run/ember/consumers"
 	"github.com/ember-run/ember/consumers/embedded"
 	"github.com/ember-run/ember/consumers/lagmon"
+	"github.com/ember-run/ember/engine/asyncinv"
 	"github.com/ember-run/ember/engine/codepeers"
 	"github.com/ember-run/ember/engine/codestore"
 	"github.com/ember-run/ember/engine/pool"
@@ -32,34 +33,36 @@ import (
 
 // Daemon is a running emberd. Build it with New, then call Run once.
 type Daemon struct {
-	cfg      Config
-	log      zerolog.Logger
-	brokers  []string
-	broker   *embedded.Broker
-	rdb      redis.UniversalClient
-	metrics  *prometheus.Registry
-	registry *registry.Registry
-	tenants  *tenants.Store
-	code     *codestore.Store
-	pool     *pool.Store
-	sched    *scheduler.Scheduler
-	cons     *consumers.Manager
-	stats    *stats
-	gauges   *gauges
-	lag      *lagmon.Monitor
-	topics   *consumers.Topics
-	usage    *usageInvoker // the scheduler, plus a usage record per invocation
-	agent    *hostagent.Agent
-	closeAgt func()
-	listener net.Listener
-	http     *http.Server
-	id       identity
-	peerLis  net.Listener
-	peer     *http.Server
-	peers    *codepeers.Peers
-	gw       *http.Server // tenants' routes; nil when off
-	gwLis    net.Listener
-	ready    chan struct{}
+	cfg       Config
+	log       zerolog.Logger
+	brokers   []string
+	broker    *embedded.Broker
+	rdb       redis.UniversalClient
+	metrics   *prometheus.Registry
+	registry  *registry.Registry
+	tenants   *tenants.Store
+	code      *codestore.Store
+	pool      *pool.Store
+	sched     *scheduler.Scheduler
+	cons      *consumers.Manager
+	stats     *stats
+	gauges    *gauges
+	lag       *lagmon.Monitor
+	topics    *consumers.Topics
+	usage     *usageInvoker // the scheduler, plus a usage record per invocation
+	agent     *hostagent.Agent
+	closeAgt  func()
+	listener  net.Listener
+	http      *http.Server
+	id        identity
+	peerLis   net.Listener
+	peer      *http.Server
+	peers     *codepeers.Peers
+	async     *asyncinv.Queue
+	asyncCons *consumers.Manager // of the async queue topic
+	gw        *http.Server       // tenants' routes; nil when off
+	gwLis     net.Listener
+	ready     chan struct{}
 }
 
 // New connects to Redis (and containerd for the in-process agent), starts
@@ -139,6 +142,9 @@ func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		consumers.WithConn(cfg.Kafka), consumers.WithDrainTimeout(cfg.DrainTimeout),
 		consumers.WithGroupTimings(cfg.SessionTimeout, cfg.SessionTimeout/10, cfg.RebalanceTimeout),
 		consumers.WithCommitInterval(cfg.CommitInterval)); err != nil {
+		return nil, err
+	}
+	if err := d.newAsync(); err != nil {
 		return nil, err
 	}
 	d.lag = d.newLagMonitor()
@@ -258,6 +264,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer stopCons()
 	consG, consCtx := errgroup.WithContext(consCtx)
 	consG.Go(func() error { return d.cons.Run(consCtx) })
+	consG.Go(func() error { return d.asyncCons.Run(consCtx) })
 	consG.Go(func() error { return d.reconcileLoop(consCtx) })
 	consG.Go(func() error {
 		if d.agent != nil {
@@ -331,11 +338,14 @@ func (d *Daemon) ensureSystemTopics(ctx context.Context) error {
 			_, err = d.registry.PutTopic(ctx, registry.Topic{Name: d.cfg.UsageTopic, Owner: registry.SystemOwner})
 		}
 		if err == nil {
+			err = d.ensureAsyncTopic(ctx)
+		}
+		if err == nil {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("create the usage topic %s: %w", d.cfg.UsageTopic, err)
+			return fmt.Errorf("create the system topics: %w", err)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

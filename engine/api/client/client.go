@@ -141,9 +141,17 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 
 // send returns a 2xx response (the caller closes its body) or an error.
 func (c *Client) send(ctx context.Context, method, path string, q url.Values, body io.Reader, contentType string) (*http.Response, error) {
+	return c.sendWith(ctx, method, path, q, body, contentType, nil)
+}
+
+// sendWith is send with extra request headers.
+func (c *Client) sendWith(ctx context.Context, method, path string, q url.Values, body io.Reader, contentType string, hdr http.Header) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.url(path, q), body)
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
+	}
+	for k, vs := range hdr {
+		req.Header[k] = vs
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
@@ -366,6 +374,42 @@ func (c *Client) BindingLag(ctx context.Context, id string, since time.Duration)
 	}
 	var out wire.LagHistory
 	return out, c.do(ctx, http.MethodGet, "/v1/bindings/"+url.PathEscape(id)+"/lag", q, nil, "", &out)
+}
+
+// InvokeAsync queues an asynchronous (Event) invocation and returns its id.
+func (c *Client) InvokeAsync(ctx context.Context, name, qualifier string, payload []byte) (string, error) {
+	q := url.Values{}
+	if qualifier != "" {
+		q.Set("qualifier", qualifier)
+	}
+	resp, err := c.sendWith(ctx, http.MethodPost, fnPath(name)+"/invoke", q, bytes.NewReader(payload), "application/json",
+		http.Header{wire.HeaderInvocationType: {"Event"}})
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var out wire.Accepted
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return "", fmt.Errorf("client: async invoke %s: decoding response: %w", name, err)
+	}
+	return out.InvocationID, nil
+}
+
+// Invocation returns an asynchronous invocation's record.
+func (c *Client) Invocation(ctx context.Context, id string) (wire.Invocation, error) {
+	var out wire.Invocation
+	return out, c.do(ctx, http.MethodGet, "/v1/invocations/"+url.PathEscape(id), nil, nil, "", &out)
+}
+
+// PutAsyncConfig sets how the function's asynchronous invocations are
+// retried and where their outcomes go.
+func (c *Client) PutAsyncConfig(ctx context.Context, name string, ac wire.AsyncConfig) (wire.AsyncConfig, error) {
+	body, err := json.Marshal(ac)
+	if err != nil {
+		return wire.AsyncConfig{}, fmt.Errorf("client: %w", err)
+	}
+	var out wire.AsyncConfig
+	return out, c.do(ctx, http.MethodPut, fnPath(name)+"/async", nil, bytes.NewReader(body), "application/json", &out)
 }
 
 // PutRoute creates or replaces the route of rt.Method and rt.Path.

@@ -20,6 +20,9 @@ const (
 	// HeaderLogTruncated is how many bytes of the invocation's output were
 	// dropped for being over the per-invocation limit (absent: none).
 	HeaderLogTruncated = "X-Ember-Log-Truncated"
+	// HeaderInvocationType "Event" makes an invoke asynchronous: 202 with
+	// the invocation id at once ("RequestResponse", the default: wait).
+	HeaderInvocationType = "X-Ember-Invocation-Type"
 )
 
 // Error types carried in ErrorBody.
@@ -171,6 +174,40 @@ type Rewind struct {
 type Redrive struct {
 	From time.Time `json:"from,omitzero"`
 	To   time.Time `json:"to,omitzero"`
+}
+
+// AsyncConfig is PUT /v1/functions/{name}/async: how asynchronous
+// invocations of the function are retried and where their outcomes go
+// ("topic:NAME" or "function:NAME").
+type AsyncConfig struct {
+	MaxRetryAttempts   *int   `json:"max_retry_attempts,omitempty"` // 0..2, default 2
+	MaxEventAgeSeconds int64  `json:"max_event_age_seconds,omitempty"`
+	OnSuccess          string `json:"on_success,omitempty"`
+	OnFailure          string `json:"on_failure,omitempty"`
+}
+
+// Accepted answers an asynchronous invoke (202).
+type Accepted struct {
+	InvocationID string `json:"invocation_id"`
+}
+
+// Invocation is GET /v1/invocations/{id}: an asynchronous invocation.
+type Invocation struct {
+	ID        string    `json:"id"`
+	Function  string    `json:"function"`
+	Qualifier string    `json:"qualifier,omitempty"`
+	State     string    `json:"state"` // queued, running, succeeded, failed
+	Attempts  int       `json:"attempts"`
+	Enqueued  time.Time `json:"enqueued"`
+	Updated   time.Time `json:"updated"`
+	// Status of the last attempt; Condition: Success, RetriesExhausted or
+	// EventAgeExceeded; Result its payload (cut at 256 KiB).
+	Status          string `json:"status,omitempty"`
+	Condition       string `json:"condition,omitempty"`
+	Version         string `json:"version,omitempty"`
+	Result          []byte `json:"result,omitempty"`
+	ResultTruncated bool   `json:"result_truncated,omitempty"`
+	Delivered       string `json:"delivered,omitempty"`
 }
 
 // Route maps HTTP requests on the gateway (http://GATEWAY/TENANT/PATH) to

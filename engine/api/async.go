@@ -1,0 +1,110 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/ember-run/ember/engine/api/wire"
+	"github.com/ember-run/ember/engine/asyncinv"
+	"github.com/ember-run/ember/engine/invoke"
+	"github.com/ember-run/ember/engine/registry"
+)
+
+// Async queues asynchronous invocations and reads their records
+// (*asyncinv.Queue).
+type Async interface {
+	Enqueue(ctx context.Context, r asyncinv.Request) error
+	Get(ctx context.Context, tenant, id string) (asyncinv.Invocation, error)
+}
+
+var _ Async = (*asyncinv.Queue)(nil)
+
+// invokeAsync answers an invoke with X-Ember-Invocation-Type: Event: 202
+// and the invocation id once the request is queued durably.
+func (s *Server) invokeAsync(w http.ResponseWriter, r *http.Request, tenant, name, qualifier string) {
+	if s.deps.Async == nil {
+		s.fail(w, r, fmt.Errorf("asynchronous invocation: not served here: %w", registry.ErrUnavailable))
+		return
+	}
+	if _, err := s.deps.Registry.Resolve(r.Context(), tenant, name, qualifier); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	payload, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxAsyncPayloadBytes))
+	if err != nil {
+		s.fail(w, r, wrapBody(err, "payload"))
+		return
+	}
+	req := asyncinv.Request{ID: invoke.NewID(), Tenant: tenant, Function: name, Qualifier: qualifier, Payload: payload,
+		Enqueued: time.Now(), TraceID: r.Header.Get("X-Ember-Trace-Id")}
+	if err := s.deps.Async.Enqueue(r.Context(), req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set(wire.HeaderInvocationID, req.ID)
+	writeJSON(w, http.StatusAccepted, wire.Accepted{InvocationID: req.ID})
+}
+
+// getInvocation answers GET /v1/invocations/{id} for the tenant's own.
+func (s *Server) getInvocation(w http.ResponseWriter, r *http.Request, tenant string) {
+	if s.deps.Async == nil {
+		s.fail(w, r, fmt.Errorf("asynchronous invocation: not served here: %w", registry.ErrUnavailable))
+		return
+	}
+	inv, err := s.deps.Async.Get(r.Context(), tenant, r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, wire.Invocation{ID: inv.ID, Function: inv.Function, Qualifier: inv.Qualifier, State: inv.State,
+		Attempts: inv.Attempts, Enqueued: inv.Enqueued, Updated: inv.Updated, Status: inv.Status, Condition: inv.Condition,
+		Version: inv.Version, Result: inv.Result, ResultTruncated: inv.ResultTruncated, Delivered: inv.Delivered})
+}
+
+func (s *Server) putAsyncConfig(w http.ResponseWriter, r *http.Request, tenant string) {
+	var in wire.AsyncConfig
+	if !s.decode(w, r, &in, "async config") {
+		return
+	}
+	c := registry.AsyncConfig{MaxRetryAttempts: registry.MaxAsyncRetries, MaxEventAge: time.Duration(in.MaxEventAgeSeconds) * time.Second}
+	if in.MaxRetryAttempts != nil {
+		c.MaxRetryAttempts = *in.MaxRetryAttempts
+	}
+	var err error
+	if c.OnSuccess, err = registry.ParseDestination(in.OnSuccess); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if c.OnFailure, err = registry.ParseDestination(in.OnFailure); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out, err := s.deps.Registry.PutAsyncConfig(r.Context(), tenant, r.PathValue("name"), c)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, asyncJSON(out))
+}
+
+func (s *Server) getAsyncConfig(w http.ResponseWriter, r *http.Request, tenant string) {
+	if _, err := s.deps.Registry.GetFunction(r.Context(), tenant, r.PathValue("name")); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	c, err := s.deps.Registry.AsyncConfigOf(r.Context(), tenant, r.PathValue("name"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, asyncJSON(c))
+}
+
+func asyncJSON(c registry.AsyncConfig) wire.AsyncConfig {
+	n := c.MaxRetryAttempts
+	return wire.AsyncConfig{MaxRetryAttempts: &n, MaxEventAgeSeconds: int64(c.MaxEventAge / time.Second),
+		OnSuccess: c.OnSuccess.String(), OnFailure: c.OnFailure.String()}
+}

@@ -1,0 +1,254 @@
+package asyncinv
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/ember-run/ember/engine/invoke"
+	"github.com/ember-run/ember/engine/registry"
+)
+
+// DefaultTopic is the queue of asynchronous invocations.
+const DefaultTopic = "ember.async"
+
+// Invoker runs one invocation on the warm path (the scheduler).
+type Invoker interface {
+	Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.Result, error)
+}
+
+// Producer writes records and returns once they are acknowledged
+// (consumers.Topics).
+type Producer interface {
+	Produce(ctx context.Context, msgs ...kafka.Message) error
+}
+
+// Configs reads functions' asynchronous invocation configuration
+// (registry.Registry).
+type Configs interface {
+	AsyncConfigOf(ctx context.Context, tenant, name string) (registry.AsyncConfig, error)
+}
+
+// Config configures a Queue.
+type Config struct {
+	// Topic is the queue topic. Default: DefaultTopic.
+	Topic string
+	// RetryDelay is the wait before the first retry of a function error;
+	// it doubles for the next. Default: 1s.
+	RetryDelay time.Duration
+	Log        zerolog.Logger
+}
+
+// Queue accepts asynchronous invocations and runs them: its Invoke is the
+// Invoker of the consumers of the queue topic.
+type Queue struct {
+	st      store
+	out     Producer
+	inv     Invoker
+	configs Configs
+	cfg     Config
+}
+
+// New returns a Queue keeping invocation records in rdb.
+func New(rdb redis.UniversalClient, out Producer, inv Invoker, configs Configs, cfg Config) *Queue {
+	if cfg.Topic == "" {
+		cfg.Topic = DefaultTopic
+	}
+	if cfg.RetryDelay <= 0 {
+		cfg.RetryDelay = time.Second
+	}
+	return &Queue{st: store{rdb: rdb, prefix: "{ember}:async:"}, out: out, inv: inv, configs: configs, cfg: cfg}
+}
+
+// Topic is the queue topic.
+func (q *Queue) Topic() string { return q.cfg.Topic }
+
+// Enqueue records r and queues it durably; it returns once the broker
+// acknowledged it.
+func (q *Queue) Enqueue(ctx context.Context, r Request) error {
+	if r.Enqueued.IsZero() {
+		r.Enqueued = time.Now()
+	}
+	if err := q.st.accept(ctx, r); err != nil {
+		return fmt.Errorf("async %s: record: %w: %w", r.ID, registry.ErrUnavailable, err)
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if err := q.out.Produce(ctx, kafka.Message{Topic: q.cfg.Topic, Key: []byte(r.Tenant + "/" + r.Function), Value: b}); err != nil {
+		return fmt.Errorf("async %s: queue: %w: %w", r.ID, registry.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Get returns tenant's invocation id.
+func (q *Queue) Get(ctx context.Context, tenant, id string) (Invocation, error) {
+	inv, err := q.st.get(ctx, id)
+	if err != nil {
+		return Invocation{}, err
+	}
+	if inv.Tenant != tenant {
+		return Invocation{}, fmt.Errorf("invocation %s: %w", id, registry.ErrNotFound)
+	}
+	return inv, nil
+}
+
+// Invoke implements the consumers' Invoker for the queue topic: payload is
+// a Kafka event of queued requests, each run to its end (retries and
+// delivery included). An error is Ember's own failure: the consumers retry
+// the batch, and requests already finished are not run again.
+func (q *Queue) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.Result, error) {
+	var ev events.KafkaEvent
+	if err := json.Unmarshal(inv.Payload, &ev); err != nil {
+		return invoke.Result{}, fmt.Errorf("async: queue batch: %w", err)
+	}
+	for _, recs := range ev.Records {
+		for _, rec := range recs {
+			b, err := base64.StdEncoding.DecodeString(rec.Value)
+			var r Request
+			if err == nil {
+				err = json.Unmarshal(b, &r)
+			}
+			if err != nil || r.ID == "" {
+				q.cfg.Log.Error().Err(err).Int64("offset", rec.Offset).Msg("async: a queued record is not a request: skipped")
+				continue
+			}
+			if err := q.run(ctx, r); err != nil {
+				return invoke.Result{}, err
+			}
+		}
+	}
+	return invoke.Result{InvocationID: inv.ID, Status: invoke.StatusOK, Payload: []byte("null")}, nil
+}
+
+// run runs r to its end: skipped if it ended before (a redelivery),
+// retried after function errors, dropped past its maximum age, and its
+// outcome delivered.
+func (q *Queue) run(ctx context.Context, r Request) error {
+	log := q.cfg.Log.With().Str("invocation", r.ID).Str("tenant", r.Tenant).Str("function", r.Function).Logger()
+	prev, err := q.st.get(ctx, r.ID)
+	if err != nil && !errors.Is(err, registry.ErrNotFound) {
+		return err
+	}
+	cfg, err := q.configs.AsyncConfigOf(ctx, r.Tenant, r.Function)
+	if err != nil {
+		return err
+	}
+	if prev.State == StateSucceeded || prev.State == StateFailed {
+		if prev.Delivered == "" && destination(cfg, prev.State) != nil {
+			rec := q.record(r, prev.Condition, prev.Attempts, invoke.Result{Status: statusOf(prev.Status), Version: prev.Version, Payload: prev.Result})
+			return q.deliver(ctx, r, destination(cfg, prev.State), rec)
+		}
+		return nil // ran and delivered before a crash: not again
+	}
+	var res invoke.Result
+	attempts, condition := 0, CondRetriesExhausted
+	for {
+		if age := time.Since(r.Enqueued); age > cfg.MaxEventAge {
+			condition = CondEventAgeExceeded
+			log.Warn().Dur("age", age).Msg("async: dropped past its maximum event age")
+			break
+		}
+		attempts++
+		if err := q.st.running(ctx, r.ID, attempts); err != nil {
+			return fmt.Errorf("async %s: %w: %w", r.ID, registry.ErrUnavailable, err)
+		}
+		res, err = q.inv.Invoke(ctx, &invoke.Invocation{ID: r.ID, Tenant: r.Tenant, Function: r.Function, Qualifier: r.Qualifier,
+			Payload: r.Payload, Source: "async", TraceID: r.TraceID})
+		if errors.Is(err, registry.ErrNotFound) { // the function is gone: nothing will ever run it
+			res, err = invoke.Result{Status: invoke.StatusFunctionError, ErrorType: "FunctionNotFound", Payload: []byte(`{"errorMessage":"function not found"}`)}, nil
+			attempts = cfg.MaxRetryAttempts + 1
+		}
+		if err != nil {
+			return err // Ember's failure: the consumers retry; attempts restart
+		}
+		if res.OK() {
+			condition = CondSuccess
+			break
+		}
+		if attempts > cfg.MaxRetryAttempts {
+			break
+		}
+		delay := q.cfg.RetryDelay << (attempts - 1)
+		log.Info().Str("status", res.Status.String()).Dur("retry_in", delay).Msg("async: function failed, retrying")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+	state := StateFailed
+	if condition == CondSuccess {
+		state = StateSucceeded
+	}
+	if err := q.st.finish(ctx, r.ID, state, res.Status.String(), condition, res.Version, res.Payload); err != nil {
+		return fmt.Errorf("async %s: %w: %w", r.ID, registry.ErrUnavailable, err)
+	}
+	if d := destination(cfg, state); d != nil {
+		return q.deliver(ctx, r, d, q.record(r, condition, attempts, res))
+	}
+	return nil
+}
+
+func destination(c registry.AsyncConfig, state string) *registry.Destination {
+	if state == StateSucceeded {
+		return c.OnSuccess
+	}
+	return c.OnFailure
+}
+
+func statusOf(s string) invoke.Status {
+	for _, st := range []invoke.Status{invoke.StatusOK, invoke.StatusFunctionError, invoke.StatusTimeout, invoke.StatusCrashed} {
+		if st.String() == s {
+			return st
+		}
+	}
+	return invoke.StatusFunctionError
+}
+
+// record builds the destination record of r's outcome.
+func (q *Queue) record(r Request, condition string, attempts int, res invoke.Result) Record {
+	arn := r.Tenant + "/" + r.Function
+	if r.Qualifier != "" {
+		arn += ":" + r.Qualifier
+	}
+	rec := Record{Version: "1.0", Timestamp: time.Now().UTC(),
+		RequestContext: RecordRequest{RequestID: r.ID, FunctionArn: arn, Condition: condition, ApproximateInvokeCount: attempts},
+		RequestPayload: asJSON(r.Payload), ResponseContext: RecordResponse{StatusCode: 200, ExecutedVersion: res.Version}}
+	if len(res.Payload) > 0 {
+		rec.ResponsePayload = asJSON(res.Payload)
+	}
+	if condition != CondSuccess && res.Status != invoke.StatusOK && res.Status != 0 {
+		rec.ResponseContext.FunctionError = "Unhandled"
+	}
+	return rec
+}
+
+// deliver sends rec to d, then notes it was delivered.
+func (q *Queue) deliver(ctx context.Context, r Request, d *registry.Destination, rec Record) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	if d.Function != "" {
+		next := Request{ID: invoke.NewID(), Tenant: r.Tenant, Function: d.Function, Payload: b, TraceID: r.TraceID}
+		if err := q.Enqueue(ctx, next); err != nil {
+			return err
+		}
+	} else if err := q.out.Produce(ctx, kafka.Message{Topic: d.Topic, Key: []byte(r.ID), Value: b}); err != nil {
+		return fmt.Errorf("async %s: destination %s: %w: %w", r.ID, d, registry.ErrUnavailable, err)
+	}
+	if err := q.st.delivered(ctx, r.ID, d.String()); err != nil {
+		return fmt.Errorf("async %s: %w: %w", r.ID, registry.ErrUnavailable, err)
+	}
+	return nil
+}
