@@ -35,7 +35,7 @@ type Config struct {
 	// still holds for binding key (consumers.Manager.RecordTime): the
 	// time lag of a partition it consumes needs no read from the broker.
 	Local func(key string, partition int, offset int64) (time.Time, bool)
-	Log     zerolog.Logger
+	Log   zerolog.Logger
 }
 
 // Partition is a partition's newest sample with its verdict.

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/ember-run/ember/engine/api/wire"
-	"github.com/ember-run/ember/engine/dashboard"
 	"github.com/ember-run/ember/engine/codestore"
+	"github.com/ember-run/ember/engine/dashboard"
 	"github.com/ember-run/ember/engine/invoke"
 	"github.com/ember-run/ember/engine/pool"
 	"github.com/ember-run/ember/engine/registry"

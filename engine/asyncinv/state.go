@@ -111,4 +111,3 @@ func millis(s string) time.Time {
 	}
 	return time.UnixMilli(ms)
 }
-
