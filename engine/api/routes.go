@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,6 +23,10 @@ func (s *Server) putRoute(w http.ResponseWriter, r *http.Request, tenant string)
 	if c := in.CORS; c != nil {
 		if len(c.AllowOrigins) == 0 {
 			s.fail(w, r, invalid("route cors: allow_origins is required (\"*\" for any)"))
+			return
+		}
+		if c.AllowCredentials && slices.Contains(c.AllowOrigins, "*") {
+			s.fail(w, r, invalid("route cors: allow_credentials needs explicit origins, not \"*\""))
 			return
 		}
 		rt.CORS = &registry.CORS{AllowOrigins: c.AllowOrigins, AllowMethods: c.AllowMethods, AllowHeaders: c.AllowHeaders,

@@ -35,6 +35,9 @@ type Producer interface {
 // (registry.Registry).
 type Configs interface {
 	AsyncConfigOf(ctx context.Context, tenant, name string) (registry.AsyncConfig, error)
+	// ResolveTopic checks at delivery time that the tenant may still
+	// produce to a destination topic (a grant can be withdrawn).
+	ResolveTopic(ctx context.Context, tenant, name string, need registry.Access) (string, error)
 }
 
 // Config configures a Queue.
@@ -85,6 +88,8 @@ func (q *Queue) Enqueue(ctx context.Context, r Request) error {
 		return err
 	}
 	if err := q.out.Produce(ctx, kafka.Message{Topic: q.cfg.Topic, Key: []byte(r.Tenant + "/" + r.Function), Value: b}); err != nil {
+		// Not queued: no record either (a retried delivery looks for it).
+		_ = q.st.rdb.Del(context.WithoutCancel(ctx), q.st.key(r.ID)).Err()
 		return fmt.Errorf("async %s: queue: %w: %w", r.ID, registry.ErrUnavailable, err)
 	}
 	return nil
@@ -151,7 +156,9 @@ func (q *Queue) run(ctx context.Context, r Request) error {
 		return nil // ran and delivered before a crash: not again
 	}
 	var res invoke.Result
-	attempts, condition := 0, CondRetriesExhausted
+	// A run interrupted by a crash keeps the attempts that finished; the
+	// interrupted one runs again.
+	attempts, condition := max(prev.Attempts-1, 0), CondRetriesExhausted
 	for {
 		if age := time.Since(r.Enqueued); age > cfg.MaxEventAge {
 			condition = CondEventAgeExceeded
@@ -233,21 +240,49 @@ func (q *Queue) record(r Request, condition string, attempts int, res invoke.Res
 	return rec
 }
 
-// deliver sends rec to d, then notes it was delivered.
+// maxRecordPayload bounds each payload in a destination record (Lambda
+// truncates large ones too); the invocation's record keeps the result.
+const maxRecordPayload = 256 << 10
+
+// deliver sends rec to d, then notes it was delivered. A destination that
+// can never take it (the tenant lost the topic, the record is too large
+// for it) is logged and noted as dropped: it must not hold the queue.
 func (q *Queue) deliver(ctx context.Context, r Request, d *registry.Destination, rec Record) error {
+	for _, p := range []*json.RawMessage{&rec.RequestPayload, &rec.ResponsePayload} {
+		if len(*p) > maxRecordPayload {
+			*p, _ = json.Marshal(fmt.Sprintf("(%d bytes, over the destination record's limit of %d: see ember invocation get %s)", len(*p), maxRecordPayload, r.ID))
+		}
+	}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
+	log := q.cfg.Log.With().Str("invocation", r.ID).Str("tenant", r.Tenant).Str("destination", d.String()).Logger()
+	note := d.String()
 	if d.Function != "" {
-		next := Request{ID: invoke.NewID(), Tenant: r.Tenant, Function: d.Function, Payload: b, TraceID: r.TraceID}
-		if err := q.Enqueue(ctx, next); err != nil {
+		// One id per delivery: a redelivery finds it queued already.
+		next := Request{ID: r.ID + "-dest", Tenant: r.Tenant, Function: d.Function, Payload: b, TraceID: r.TraceID}
+		if _, err := q.st.get(ctx, next.ID); errors.Is(err, registry.ErrNotFound) {
+			if err := q.Enqueue(ctx, next); err != nil {
+				return err
+			}
+		} else if err != nil {
 			return err
 		}
-	} else if err := q.out.Produce(ctx, kafka.Message{Topic: d.Topic, Key: []byte(r.ID), Value: b}); err != nil {
-		return fmt.Errorf("async %s: destination %s: %w: %w", r.ID, d, registry.ErrUnavailable, err)
+	} else {
+		_, err := q.configs.ResolveTopic(ctx, r.Tenant, d.Topic, registry.AccessProduce)
+		if err == nil {
+			err = q.out.Produce(ctx, kafka.Message{Topic: d.Topic, Key: []byte(r.ID), Value: b})
+		}
+		switch {
+		case errors.Is(err, registry.ErrNotFound), errors.Is(err, kafka.UnknownTopicOrPartition), errors.Is(err, kafka.MessageSizeTooLarge):
+			log.Error().Err(err).Msg("async: the destination cannot take the outcome: dropped")
+			note = "dropped: " + err.Error()
+		case err != nil:
+			return fmt.Errorf("async %s: destination %s: %w: %w", r.ID, d, registry.ErrUnavailable, err)
+		}
 	}
-	if err := q.st.delivered(ctx, r.ID, d.String()); err != nil {
+	if err := q.st.delivered(ctx, r.ID, note); err != nil {
 		return fmt.Errorf("async %s: %w: %w", r.ID, registry.ErrUnavailable, err)
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -110,11 +111,38 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// ServeMux sets the path parameters on it.
 	r2 := r.Clone(r.Context())
 	r2.URL.Path, r2.URL.RawPath = "/"+rest, "/"+rawRest
-	r2 = r2.WithContext(context.WithValue(r.Context(), tenantKey{}, tenant))
-	t.mux.ServeHTTP(sw, r2)
+	if p := "/" + rest; path.Clean(p) != p && path.Clean(p)+"/" != p {
+		message(sw, http.StatusNotFound, "Not Found") // the mux would redirect out of the tenant
+		return
+	}
+	served := new(bool)
+	r2 = r2.WithContext(context.WithValue(context.WithValue(r.Context(), tenantKey{}, tenant), servedKey{}, served))
+	t.mux.ServeHTTP(&tenantRedirects{ResponseWriter: sw, prefix: "/" + tenant, served: served}, r2)
 }
 
 type tenantKey struct{}
+
+type servedKey struct{}
+
+// tenantRedirects puts the tenant back in front of the redirects the mux
+// makes itself (a {rest+} route asked without its trailing slash); a
+// route's own responses pass unchanged.
+type tenantRedirects struct {
+	http.ResponseWriter
+	prefix string
+	served *bool
+}
+
+func (w *tenantRedirects) WriteHeader(code int) {
+	if !*w.served && code/100 == 3 {
+		if loc := w.Header().Get("Location"); strings.HasPrefix(loc, "/") {
+			w.Header().Set("Location", w.prefix+loc)
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *tenantRedirects) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // table returns tenant's route table, rebuilt when its version changed.
 func (g *Gateway) table(ctx context.Context, tenant string) (*table, error) {
@@ -144,8 +172,13 @@ func (g *Gateway) table(ctx context.Context, tenant string) (*table, error) {
 		}()
 	}
 	mux := t.mux
-	t.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { g.unmatched(w, r, mux, t) })
-	g.tables[tenant] = t
+	func() {
+		defer func() { _ = recover() }() // ANY /{rest+} or ANY / is the catch-all itself
+		t.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { g.unmatched(w, r, mux, t) })
+	}()
+	if len(routes) > 0 { // requests to tenants without routes must not grow the cache
+		g.tables[tenant] = t
+	}
 	return t, nil
 }
 
@@ -168,12 +201,19 @@ func (g *Gateway) unmatched(w http.ResponseWriter, r *http.Request, mux *http.Se
 // serveRoute runs rt's function for the request.
 func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt registry.Route) {
 	tenant, _ := r.Context().Value(tenantKey{}).(string)
+	if served, ok := r.Context().Value(servedKey{}).(*bool); ok {
+		*served = true
+	}
 	if rt.CORS != nil && r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" && rt.Method != "OPTIONS" {
 		preflight(w, r, rt)
 		return
 	}
 	if !rt.Public {
 		p, err := g.auth.Authenticate(r.Context(), bearer(r))
+		if errors.Is(err, registry.ErrUnavailable) {
+			message(w, http.StatusServiceUnavailable, "Service Unavailable")
+			return
+		}
 		if err != nil || p.Tenant != rt.Tenant {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="ember"`)
 			message(w, http.StatusUnauthorized, "Unauthorized")

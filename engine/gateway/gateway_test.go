@@ -1,11 +1,16 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/ember-run/ember/engine/invoke"
 	"github.com/ember-run/ember/engine/registry"
 )
 
@@ -84,5 +89,69 @@ func TestTemplates(t *testing.T) {
 func TestParamNames(t *testing.T) {
 	if got := strings.Join(paramNames("/a/{id}/b/{rest+}"), ","); got != "id,rest" {
 		t.Fatal(got)
+	}
+}
+
+// staticRoutes is a fixed route table.
+type staticRoutes []registry.Route
+
+func (s staticRoutes) RouteTable(_ context.Context, tenant string) ([]registry.Route, uint64, error) {
+	var out []registry.Route
+	for _, r := range s {
+		if r.Tenant == tenant {
+			out = append(out, r)
+		}
+	}
+	return out, 1, nil
+}
+
+// recordingInvoker answers every invocation with a fixed response and keeps the events.
+type recordingInvoker struct{ events []events.APIGatewayV2HTTPRequest }
+
+func (ri *recordingInvoker) Invoke(_ context.Context, inv *invoke.Invocation) (invoke.Result, error) {
+	var ev events.APIGatewayV2HTTPRequest
+	_ = json.Unmarshal(inv.Payload, &ev)
+	ri.events = append(ri.events, ev)
+	return invoke.Result{Status: invoke.StatusOK, Payload: []byte(`{"statusCode":200,"body":"x"}`)}, nil
+}
+
+// A greedy route at the root is the tenant's catch-all; the mux's own
+// redirects stay inside the tenant; unclean paths are not redirected out
+// of it; tenants without routes are not cached.
+func TestTableEdges(t *testing.T) {
+	inv := &recordingInvoker{}
+	g, err := New(staticRoutes{
+		{Tenant: "a", Method: "ANY", Path: "/{proxy+}", Function: "f", Public: true},
+		{Tenant: "b", Method: "GET", Path: "/files/{rest+}", Function: "f", Public: true},
+	}, nil, inv, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	get := func(p string) *http.Response {
+		resp, err := noRedirect.Get(srv.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if resp := get("/a/x/y"); resp.StatusCode != 200 || len(inv.events) != 1 || inv.events[0].PathParameters["proxy"] != "x/y" {
+		t.Fatalf("ANY /{proxy+}: %d %+v", resp.StatusCode, inv.events)
+	}
+	if resp := get("/b/files"); resp.StatusCode/100 != 3 || resp.Header.Get("Location") != "/b/files/" {
+		t.Fatalf("redirect: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if resp := get("/b/files/../../a/x"); resp.StatusCode != 404 && resp.StatusCode != 200 {
+		t.Fatalf("dot segments: %d", resp.StatusCode)
+	}
+	if resp := get("/b/x//y"); resp.StatusCode != 404 {
+		t.Fatalf("unclean path: %d", resp.StatusCode)
+	}
+	get("/nobody/x")
+	if _, cached := g.tables["nobody"]; cached {
+		t.Fatal("a tenant without routes was cached")
 	}
 }

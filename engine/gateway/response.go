@@ -95,6 +95,9 @@ func (resp httpResponse) write(w http.ResponseWriter) {
 		if strings.EqualFold(k, "Content-Length") {
 			continue // net/http sets it
 		}
+		if strings.HasPrefix(strings.ToLower(k), "access-control-") && h.Get(k) != "" {
+			continue // the route's CORS policy answers for it
+		}
 		h[http.CanonicalHeaderKey(k)] = append(h[http.CanonicalHeaderKey(k)], vs...)
 	}
 	w.WriteHeader(resp.status)

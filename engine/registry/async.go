@@ -88,6 +88,9 @@ func (r *Registry) PutAsyncConfig(ctx context.Context, tenant, name string, c As
 			if err := ValidName("destination function", d.Function); err != nil {
 				return AsyncConfig{}, err
 			}
+			if d.Function == name {
+				return AsyncConfig{}, fmt.Errorf("destination function %q is the function itself (a loop): %w", name, ErrInvalid)
+			}
 			if _, err := r.GetFunction(ctx, tenant, d.Function); err != nil {
 				return AsyncConfig{}, fmt.Errorf("destination: %w", err)
 			}

@@ -293,7 +293,7 @@ func (r *Registry) RouteTable(ctx context.Context, tenant string) ([]Route, uint
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.fills++
-	if useCache && r.live && r.gen == gen { // no invalidation raced this read
+	if useCache && r.live && r.gen == gen && len(routes) > 0 { // no invalidation raced this read; no entry per unknown tenant
 		r.routes[tenant] = routeEntry{routes: routes, version: r.fills, at: r.now()}
 	}
 	return routes, r.fills, nil
