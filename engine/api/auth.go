@@ -5,7 +5,6 @@ import (
 	"crypto/subtle"
 	"errors"
 	"net/http"
-	"strings"
 
 	"github.com/ember-run/ember/engine/api/wire"
 	"github.com/ember-run/ember/engine/tenants"
@@ -14,18 +13,9 @@ import (
 // errForbidden: authenticated, but not allowed this route (403).
 var errForbidden = errors.New("forbidden")
 
-// bearer returns the key of an "Authorization: Bearer <key>" header.
-func bearer(r *http.Request) string {
-	h := r.Header.Get("Authorization")
-	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-		return strings.TrimSpace(h[7:])
-	}
-	return ""
-}
-
 // authenticate returns the request's principal; a failure has been answered.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (tenants.Principal, bool) {
-	p, err := s.deps.Tenants.Authenticate(r.Context(), bearer(r))
+	p, err := s.deps.Tenants.Authenticate(r.Context(), tenants.Bearer(r))
 	if err != nil {
 		s.fail(w, r, err)
 		return tenants.Principal{}, false
@@ -80,7 +70,7 @@ func (s *Server) scrape(next http.Handler) http.Handler {
 		tokenSum = sha256.Sum256([]byte(s.cfg.MetricsToken))
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		key := bearer(r)
+		key := tenants.Bearer(r)
 		if s.cfg.MetricsToken != "" && key != "" {
 			sum := sha256.Sum256([]byte(key))
 			if subtle.ConstantTimeCompare(sum[:], tokenSum[:]) == 1 {

@@ -7,12 +7,12 @@ import (
 	"io"
 	"net/http"
 	"path"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
 	"github.com/ember-run/ember/engine/invoke"
@@ -56,7 +56,8 @@ type Gateway struct {
 	tables map[string]*table
 
 	requests *prometheus.CounterVec
-	duration prometheus.Histogram
+	duration *prometheus.HistogramVec
+	handler  http.Handler // serve, instrumented
 }
 
 // table is a tenant's route table ready to match.
@@ -72,11 +73,13 @@ func New(routes Routes, auth Authenticator, inv Invoker, cfg Config) (*Gateway, 
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ember_gateway_requests_total", Help: "HTTP requests to tenants' routes, by status code.",
 		}, []string{"code"}),
-		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "ember_gateway_request_seconds", Help: "HTTP requests to tenants' routes, from the request to the response.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14),
-		}),
+		}, nil),
 	}
+	g.handler = promhttp.InstrumentHandlerDuration(g.duration,
+		promhttp.InstrumentHandlerCounter(g.requests, http.HandlerFunc(g.serve)))
 	if cfg.Metrics != nil {
 		for _, c := range []prometheus.Collector{g.requests, g.duration} {
 			if err := cfg.Metrics.Register(c); err != nil {
@@ -89,12 +92,11 @@ func New(routes Routes, auth Authenticator, inv Invoker, cfg Config) (*Gateway, 
 
 // ServeHTTP implements http.Handler.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	sw := &statusWriter{ResponseWriter: w}
-	defer func() {
-		g.requests.WithLabelValues(strconv.Itoa(sw.code)).Inc()
-		g.duration.Observe(time.Since(start).Seconds())
-	}()
+	g.handler.ServeHTTP(w, r)
+}
+
+// serve routes a request to the tenant's table.
+func (g *Gateway) serve(sw http.ResponseWriter, r *http.Request) {
 	tenant, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
 	_, rawRest, _ := strings.Cut(strings.TrimPrefix(r.URL.EscapedPath(), "/"), "/")
 	if registry.ValidName("tenant", tenant) != nil {
@@ -209,7 +211,7 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt registry
 		return
 	}
 	if !rt.Public {
-		p, err := g.auth.Authenticate(r.Context(), bearer(r))
+		p, err := g.auth.Authenticate(r.Context(), tenants.Bearer(r))
 		if errors.Is(err, registry.ErrUnavailable) {
 			message(w, http.StatusServiceUnavailable, "Service Unavailable")
 			return
@@ -315,34 +317,3 @@ func paramNames(path string) []string {
 	}
 	return out
 }
-
-// bearer returns the key of an "Authorization: Bearer <key>" header.
-func bearer(r *http.Request) string {
-	h := r.Header.Get("Authorization")
-	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-		return strings.TrimSpace(h[7:])
-	}
-	return ""
-}
-
-// statusWriter records the status code.
-type statusWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.code == 0 {
-		w.code = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.code == 0 {
-		w.code = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -106,7 +106,9 @@ func (s staticRoutes) RouteTable(_ context.Context, tenant string) ([]registry.R
 }
 
 // recordingInvoker answers every invocation with a fixed response and keeps the events.
-type recordingInvoker struct{ events []events.APIGatewayV2HTTPRequest }
+type recordingInvoker struct {
+	events []events.APIGatewayV2HTTPRequest
+}
 
 func (ri *recordingInvoker) Invoke(_ context.Context, inv *invoke.Invocation) (invoke.Result, error) {
 	var ev events.APIGatewayV2HTTPRequest
