@@ -108,9 +108,13 @@ func printStatus(w io.Writer, st wire.Status) {
 		}
 	})
 	fmt.Fprintln(w, "\nPOOL")
-	_ = table(w, "CLASS\tWARM\tACTIVE\tBUSY\tWAITING", func(tw io.Writer) {
+	_ = table(w, "CLASS\tWARM\tACTIVE\tBUSY\tWAITING\tWAITED p50/p99 (latest)", func(tw io.Writer) {
 		for _, o := range st.Occupancy { // sub-pools are the sp-NAME classes
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", o.Class, o.Warm, o.Active, o.Busy, o.Waiting)
+			waited := "-"
+			if o.Waited > 0 {
+				waited = fmt.Sprintf("%.1f / %.1f ms (%d)", o.WaitP50Ms, o.WaitP99Ms, o.Waited)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\n", o.Class, o.Warm, o.Active, o.Busy, o.Waiting, waited)
 		}
 	})
 	if len(st.State) > 0 {

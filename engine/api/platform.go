@@ -209,6 +209,10 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p tenants.Princi
 				continue // another tenant's sub-pool
 			}
 			wo := wire.Occupancy{Class: o.Class, Warm: o.Warm, Active: o.Active, Busy: o.Busy}
+			if s.deps.WaitTimes != nil {
+				n, p50, p99 := s.deps.WaitTimes(o.Class)
+				wo.Waited, wo.WaitP50Ms, wo.WaitP99Ms = n, ms(p50), ms(p99)
+			}
 			if s.deps.Waiting != nil {
 				wo.Waiting = s.deps.Waiting(o.Class)
 			}
@@ -312,3 +316,6 @@ func (s *Server) serveCode(w http.ResponseWriter, r *http.Request, digest string
 	w.Header().Set("Content-Length", fmt.Sprint(size))
 	_, _ = io.Copy(w, rc)
 }
+
+// ms is d in milliseconds.
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -178,11 +178,14 @@ type Deps struct {
 	Pool     Pool
 	// Waiting, when set, counts this emberd's invocations waiting for an
 	// instance of a class (shown in status).
-	Waiting  func(class string) int
-	Lag      LagReader
-	Activity ActivityReader
-	Usage    UsageReader
-	Async    Async
+	Waiting func(class string) int
+	// WaitTimes, when set, gives how many of this emberd's latest
+	// invocations of a class waited for an instance, and the p50 and p99.
+	WaitTimes func(class string) (n int, p50, p99 time.Duration)
+	Lag       LagReader
+	Activity  ActivityReader
+	Usage     UsageReader
+	Async     Async
 	// Redriver, when set, serves POST /v1/bindings/{id}/redrive.
 	Redriver Redriver
 	// Replicas, when set, shares packages with the other emberd replicas.

@@ -90,6 +90,7 @@ type Scheduler struct {
 	resolver Resolver
 	agents   *agentConns
 	queues   *queues
+	waits    waitLog
 	subpools *subPoolCache
 	waiting  atomic.Int64
 	log      zerolog.Logger
@@ -287,7 +288,11 @@ func (s *Scheduler) claim(ctx context.Context, tenant, class, vk string, sp *poo
 	gauge.Inc()
 	defer gauge.Dec()
 	waitStart := time.Now()
-	defer func() { s.m.waited.WithLabelValues(class).Observe(time.Since(waitStart).Seconds()) }()
+	defer func() {
+		waited := time.Since(waitStart)
+		s.m.waited.WithLabelValues(class).Observe(waited.Seconds())
+		s.waits.add(class, waited)
+	}()
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	// The head of a queue repeats its demand (and its claim) every

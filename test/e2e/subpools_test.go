@@ -99,6 +99,10 @@ func TestSubPoolReservedAndWaiting(t *testing.T) {
 			if n := occ.Warm + occ.Active + occ.Busy; n != 1 {
 				t.Errorf("sub-pool big holds %d instances, max 1: %+v", n, occ)
 			}
+			// The second invocation waited about as long as the first ran (1.5 s).
+			if occ.Waited < 1 || occ.WaitP99Ms < 1000 {
+				t.Errorf("status shows no wait on sub-pool big: %+v", occ)
+			}
 		}
 	}
 	if !seen {

@@ -339,6 +339,11 @@ type Occupancy struct {
 	Busy   int    `json:"busy"`
 	// Waiting counts invocations of this emberd waiting for an instance.
 	Waiting int `json:"waiting"`
+	// Waited counts this emberd's latest invocations of the class that had
+	// to wait (up to 256), WaitP50Ms and WaitP99Ms how long they waited.
+	Waited    int     `json:"waited,omitempty"`
+	WaitP50Ms float64 `json:"wait_p50_ms,omitempty"`
+	WaitP99Ms float64 `json:"wait_p99_ms,omitempty"`
 }
 
 // SubPool is a variable sub-pool of the warming pool, reserved for one
