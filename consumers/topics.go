@@ -50,10 +50,21 @@ func (t *Topics) CreateTopic(ctx context.Context, name string, partitions int) e
 		return fmt.Errorf("create topic %q: %w", name, err)
 	}
 	if err := resp.Errors[name]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		for _, refused := range []error{kafka.InvalidTopic, kafka.InvalidPartitionNumber, kafka.InvalidReplicationFactor,
+			kafka.InvalidConfiguration, kafka.PolicyViolation} {
+			if errors.Is(err, refused) {
+				return fmt.Errorf("create topic %q: %w: %w", name, ErrTopicRefused, err)
+			}
+		}
 		return fmt.Errorf("create topic %q: %w", name, err)
 	}
 	return nil
 }
+
+// ErrTopicRefused wraps the broker's refusal of a topic as asked (its name,
+// for instance one that collides with another once '.' and '_' are
+// confused, or its partitions): the request's fault, not the broker's.
+var ErrTopicRefused = errors.New("the broker refused the topic")
 
 // DeleteTopic deletes name; a missing topic is success.
 func (t *Topics) DeleteTopic(ctx context.Context, name string) error {

@@ -442,3 +442,19 @@ func TestTopicsBindingsProduceStatus(t *testing.T) {
 		t.Fatalf("other's create of acme.in = %+v, %v", ot, err)
 	}
 }
+
+// A topic name the broker refuses (one that collides with another once
+// '.' and '_' are confused, as Kafka's metric names do) is the caller's
+// mistake: 400, not 502. Found by FuzzRequestBodies.
+func TestTopicRefusedByBroker(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	if _, err := e.c.CreateTopic(ctx, "x_y", 1); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.c.CreateTopic(ctx, "x.y", 1)
+	var ae *client.APIError
+	if !errors.As(err, &ae) || ae.StatusCode != 400 {
+		t.Fatalf("a colliding topic name: %v, want 400", err)
+	}
+}

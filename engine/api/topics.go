@@ -1,9 +1,11 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 
+	"github.com/ember-run/ember/consumers"
 	"github.com/ember-run/ember/engine/api/wire"
 	"github.com/ember-run/ember/engine/registry"
 	"github.com/ember-run/ember/engine/tenants"
@@ -52,7 +54,10 @@ func (s *Server) createTopic(w http.ResponseWriter, r *http.Request, tenant stri
 		s.fail(w, r, fmt.Errorf("topic %q exists: %w", name, registry.ErrConflict))
 		return
 	}
-	if err := s.deps.Topics.CreateTopic(r.Context(), name, in.Partitions); err != nil {
+	if err := s.deps.Topics.CreateTopic(r.Context(), name, in.Partitions); errors.Is(err, consumers.ErrTopicRefused) {
+		s.fail(w, r, fmt.Errorf("%w: %w", err, registry.ErrInvalid))
+		return
+	} else if err != nil {
 		s.failWith(w, r, fmt.Errorf("create topic %s: %w", name, err), http.StatusBadGateway)
 		return
 	}
