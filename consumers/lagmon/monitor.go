@@ -294,7 +294,7 @@ func (w *watched) add(t Target, samples []Sample, now time.Time, cfg Config) {
 		if worse := b.Status.Worse(p.Status); worse != b.Status || b.Reason == "" {
 			b.Status, b.Reason = worse, p.Reason
 			if s.Partition >= 0 {
-				b.Reason = "partition " + itoa(s.Partition) + ": " + p.Reason
+				b.Reason = "partition " + strconv.Itoa(s.Partition) + ": " + p.Reason
 			}
 		}
 	}
@@ -305,8 +305,6 @@ func (w *watched) add(t Target, samples []Sample, now time.Time, cfg Config) {
 	}
 	w.latest = b
 }
-
-func itoa(i int) string { return strconv.Itoa(i) }
 
 // Binding returns the newest sample of the binding with key.
 func (m *Monitor) Binding(key string) (Binding, bool) {

@@ -40,7 +40,7 @@ func (s *Server) bindingLag(w http.ResponseWriter, r *http.Request, tenant strin
 		out = wire.LagHistory{Binding: b.ID, History: []wire.PartitionHistory{}}
 	}
 	out.Binding = b.ID
-	lag, err := s.deps.Lag.Lag(r.Context(), b.Key())
+	lag, err := s.deps.Lag.Lag(r.Context(), b)
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("lag of binding %q: %w: %w", b.ID, registry.ErrUnavailable, err))
 		return

@@ -242,7 +242,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p tenants.Princi
 	for _, b := range bs {
 		st := wire.BindingStatus{Binding: bindingJSON(b)}
 		if s.deps.Lag != nil {
-			if lag, err := s.deps.Lag.Lag(ctx, b.Key()); err != nil {
+			if lag, err := s.deps.Lag.Lag(ctx, b); err != nil {
 				st.LagError = err.Error()
 			} else {
 				st.Lag = &lag

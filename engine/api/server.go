@@ -70,7 +70,7 @@ var _ TenantStore = (*tenants.Store)(nil)
 // partitions) with the lag monitor's verdict; History returns the samples
 // the monitor kept since a time, false when it watches no such binding.
 type LagReader interface {
-	Lag(ctx context.Context, bindingKey string) (wire.Lag, error)
+	Lag(ctx context.Context, b registry.Binding) (wire.Lag, error)
 	History(bindingKey string, since time.Time) (wire.LagHistory, bool)
 }
 

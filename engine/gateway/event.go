@@ -18,7 +18,6 @@ import (
 type request struct {
 	r       *http.Request
 	route   registry.Route
-	tenant  string
 	rawPath string // the path after /{tenant}
 	params  map[string]string
 	body    []byte
@@ -38,7 +37,7 @@ func (q *request) event() events.APIGatewayV2HTTPRequest {
 		PathParameters: q.params,
 		RequestContext: events.APIGatewayV2HTTPRequestContext{
 			RouteKey:     q.route.Key(),
-			AccountID:    q.tenant,
+			AccountID:    q.route.Tenant,
 			Stage:        "$default",
 			RequestID:    q.id,
 			APIID:        "ember",

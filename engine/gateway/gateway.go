@@ -118,11 +118,9 @@ func (g *Gateway) serve(sw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	served := new(bool)
-	r2 = r2.WithContext(context.WithValue(context.WithValue(r.Context(), tenantKey{}, tenant), servedKey{}, served))
+	r2 = r2.WithContext(context.WithValue(r.Context(), servedKey{}, served))
 	t.mux.ServeHTTP(&tenantRedirects{ResponseWriter: sw, prefix: "/" + tenant, served: served}, r2)
 }
-
-type tenantKey struct{}
 
 type servedKey struct{}
 
@@ -170,7 +168,8 @@ func (g *Gateway) table(ctx context.Context, tenant string) (*table, error) {
 					g.cfg.Log.Error().Str("tenant", tenant).Str("route", rt.Key()).Msgf("gateway: route conflicts: %v", p)
 				}
 			}()
-			t.mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) { g.serveRoute(w, r, rt) })
+			params := paramNames(rt.Path)
+			t.mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) { g.serveRoute(w, r, rt, params) })
 		}()
 	}
 	mux := t.mux
@@ -201,8 +200,7 @@ func (g *Gateway) unmatched(w http.ResponseWriter, r *http.Request, mux *http.Se
 }
 
 // serveRoute runs rt's function for the request.
-func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt registry.Route) {
-	tenant, _ := r.Context().Value(tenantKey{}).(string)
+func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt registry.Route, params []string) {
 	if served, ok := r.Context().Value(servedKey{}).(*bool); ok {
 		*served = true
 	}
@@ -237,9 +235,9 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt registry
 		}
 		return
 	}
-	q := &request{r: r, route: rt, tenant: tenant, rawPath: r.URL.EscapedPath(), params: map[string]string{}, body: body,
+	q := &request{r: r, route: rt, rawPath: r.URL.EscapedPath(), params: make(map[string]string, len(params)), body: body,
 		id: invoke.NewID(), at: time.Now()}
-	for _, name := range paramNames(rt.Path) {
+	for _, name := range params {
 		q.params[name] = r.PathValue(name)
 	}
 	var payload []byte

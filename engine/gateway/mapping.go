@@ -151,7 +151,7 @@ func (q *request) customPayload() ([]byte, error) {
 				return v
 			}
 		case "tenant":
-			return q.tenant
+			return q.route.Tenant
 		case "requestId":
 			return q.id
 		case "query":

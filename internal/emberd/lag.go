@@ -45,11 +45,7 @@ type lagReader struct{ d *Daemon }
 
 var _ api.LagReader = lagReader{}
 
-func (l lagReader) Lag(ctx context.Context, bindingKey string) (wire.Lag, error) {
-	b, err := l.binding(ctx, bindingKey)
-	if err != nil {
-		return wire.Lag{}, err
-	}
+func (l lagReader) Lag(ctx context.Context, b registry.Binding) (wire.Lag, error) {
 	cur, err := l.d.lag.Current(ctx, lagTarget(b))
 	if err != nil {
 		return wire.Lag{}, fmt.Errorf("lag of binding %q: %w", b.ID, err)
@@ -75,19 +71,6 @@ func (l lagReader) History(bindingKey string, since time.Time) (wire.LagHistory,
 	}
 	sort.Slice(out.History, func(i, j int) bool { return out.History[i].Partition < out.History[j].Partition })
 	return out, true
-}
-
-func (l lagReader) binding(ctx context.Context, key string) (registry.Binding, error) {
-	bs, err := l.d.registry.ListBindings(ctx, "")
-	if err != nil {
-		return registry.Binding{}, err
-	}
-	for _, b := range bs {
-		if b.Key() == key {
-			return b, nil
-		}
-	}
-	return registry.Binding{}, fmt.Errorf("binding %s: %w", key, registry.ErrNotFound)
 }
 
 func lagJSON(b lagmon.Binding) wire.Lag {
