@@ -17,7 +17,7 @@ const SentinelMaster = "ember"
 
 // Sentinels is a replicated Redis watched by Redis Sentinel: a primary
 // with AOF, a replica of it, and three sentinels (quorum two) that promote
-// the replica when the primary is down for a second.
+// the replica when the primary is down for four seconds.
 type Sentinels struct {
 	// URL is the --redis flag that reaches the primary through the
 	// sentinels (redisconn's redis-sentinel:// form).
@@ -32,7 +32,9 @@ type Sentinels struct {
 // failover needs both). Everything stops when t ends.
 func StartSentinels(t testing.TB) *Sentinels {
 	t.Helper()
-	s := &Sentinels{Primary: StartRedis(t, true)}
+	// A replica's first copy starts at once, not after Redis's default 5 s
+	// wait for more replicas to share a diskless transfer.
+	s := &Sentinels{Primary: startRedis(t, true, "--repl-diskless-sync-delay", "0")}
 	s.Replica = startRedis(t, true, "--replicaof", "127.0.0.1", fmt.Sprint(s.Primary.port))
 	var addrs []string
 	for range 3 {
@@ -64,15 +66,58 @@ func StartSentinels(t testing.TB) *Sentinels {
 		addrs = append(addrs, sn.Addr)
 	}
 	s.URL = "redis-sentinel://" + strings.Join(addrs, ",") + "/" + SentinelMaster
+	t.Cleanup(func() {
+		if t.Failed() {
+			s.printLogs()
+		}
+	})
 	s.waitReady()
 	return s
 }
 
-// waitReady polls the sentinels until each sees one replica and two other
-// sentinels.
+// printLogs prints the tail of every server's and sentinel's log: a
+// failover that went wrong is told there (who was voted down, when, which
+// replica was promoted and whether it had synced).
+func (s *Sentinels) printLogs() {
+	t := s.Primary.t
+	for i, srv := range append([]*RedisServer{s.Primary, s.Replica}, s.sentinels...) {
+		name := [...]string{"primary", "replica"}[min(i, 1)]
+		if i > 1 {
+			name = fmt.Sprintf("sentinel %d", i-1)
+		}
+		b, err := os.ReadFile(filepath.Join(srv.dir, "redis.log"))
+		if err != nil {
+			t.Logf("%s %s: %v", name, srv.Addr, err)
+			continue
+		}
+		if len(b) > 6000 {
+			b = b[len(b)-6000:]
+		}
+		t.Logf("%s %s log:\n%s", name, srv.Addr, b)
+	}
+}
+
+// waitReady polls the replica until its first sync with the primary is
+// done, then the sentinels until each sees the replica and two other
+// sentinels. The primary lists a replica that is still waiting for its
+// first copy (a diskless sync starts up to 5 s late): promoted then, it
+// would be empty.
 func (s *Sentinels) waitReady() {
 	s.Primary.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
+	rc := redis.NewClient(&redis.Options{Addr: s.Replica.Addr})
+	for {
+		info, err := rc.Info(context.Background(), "replication").Result()
+		if err == nil && strings.Contains(info, "master_link_status:up") && strings.Contains(info, "master_sync_in_progress:0") {
+			break
+		}
+		if time.Now().After(deadline) {
+			rc.Close()
+			s.Primary.t.Fatalf("replica %s never synced: %v\n%s", s.Replica.Addr, err, info)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a daemon's replication state
+	}
+	rc.Close()
 	for _, sn := range s.sentinels {
 		c := redis.NewSentinelClient(&redis.Options{Addr: sn.Addr})
 		for {
