@@ -54,7 +54,7 @@ func (a *app) bindCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&b.Topic, "topic", "", "topic to read (required)")
 	f.StringVar(&b.Function, "function", "", "function to invoke (required)")
-	f.StringVar(&b.Qualifier, "qualifier", "", "version to invoke (default $LATEST)")
+	f.StringVar(&b.Qualifier, "qualifier", "", "the version or alias to invoke (default $LATEST)")
 	f.IntVar(&b.BatchSize, "batch-size", 0, "max records per invocation (default 100)")
 	f.DurationVar(&window, "window", 0, "batching window (default 0, max 300s)")
 	f.IntVar(&b.MaxBatchBytes, "max-batch-bytes", 0, "max bytes of an invocation's event (default and max 6 MiB)")

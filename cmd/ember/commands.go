@@ -278,7 +278,7 @@ func (a *app) invokeCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&qualifier, "qualifier", "", "version (default $LATEST)")
+	cmd.Flags().StringVar(&qualifier, "qualifier", "", "a version or an alias (default $LATEST)")
 	cmd.Flags().StringVar(&payload, "payload", "", "event JSON (default: read stdin)")
 	cmd.Flags().BoolVar(&async, "async", false, "queue it (an Event invocation): answer with its id at once, run it with the function's retry policy")
 	return cmd

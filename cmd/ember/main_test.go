@@ -147,6 +147,36 @@ func TestCLI(t *testing.T) {
 	if out := must(`{"stdin":true}`, "invoke", "echo", "--qualifier", "1"); strings.TrimSpace(out) != `{"stdin":true}` {
 		t.Fatalf("invoke stdin: %q", out)
 	}
+	// Aliases: a 25% split, changed, ended; invokes name the version run.
+	must("", "deploy", "echo", "--zip", zipPath, "--memory", "256", "--timeout", "10s", "--env", "A=2")
+	if out := must("", "publish", "echo"); !strings.Contains(out, "version 2") {
+		t.Fatalf("publish 2: %s", out)
+	}
+	if _, _, err := run("", "alias", "create", "live", "--function", "echo", "--version", "1", "--extra", "2"); err == nil {
+		t.Fatal("--extra without a weight accepted")
+	}
+	if _, _, err := run("", "alias", "create", "live", "--function", "echo", "--version", "1", "--extra", "3=0.1"); !registry.IsNotFound(err) {
+		t.Fatalf("alias to a missing version: %v", err)
+	}
+	if out := must("", "alias", "create", "live", "--function", "echo", "--version", "1", "--extra", "2=0.25"); !strings.Contains(out, "-> 1 (75%), 2 (25%)") {
+		t.Fatalf("alias create: %s", out)
+	}
+	if out := must("", "alias", "update", "live", "--function", "echo", "--extra", "2=0.5", "--description", "canary"); !strings.Contains(out, "-> 1 (50%), 2 (50%)") {
+		t.Fatalf("alias update: %s", out)
+	}
+	if out := must("", "alias", "list", "--function", "echo"); !strings.Contains(out, "live") || !strings.Contains(out, "canary") {
+		t.Fatalf("alias list: %s", out)
+	}
+	if out := must("", "alias", "update", "live", "--function", "echo", "--version", "2", "--no-extra"); !strings.Contains(out, "-> 2\n") {
+		t.Fatalf("alias update --no-extra: %s", out)
+	}
+	if _, errs, err := run("", "invoke", "echo", "--qualifier", "live", "--payload", "{}"); err != nil || !strings.Contains(errs, "version=2") {
+		t.Fatalf("invoke through the alias: %q %v", errs, err)
+	}
+	must("", "alias", "delete", "live", "--function", "echo")
+	if _, _, err := run("", "invoke", "echo", "--qualifier", "live", "--payload", "{}"); !registry.IsNotFound(err) {
+		t.Fatalf("invoke through a deleted alias: %v", err)
+	}
 	_, errs, err = run("", "invoke", "echo", "--payload", "fail")
 	var ee exitError
 	if !errors.As(err, &ee) || ee.code != 1 || !strings.Contains(errs, "status=function_error") || !strings.Contains(errs, "panic: no") {

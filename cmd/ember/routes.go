@@ -57,7 +57,7 @@ func (a *app) routeCmd() *cobra.Command {
 	f.StringVar(&rt.Method, "method", "", "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS or ANY (required)")
 	f.StringVar(&rt.Path, "path", "", "path template: /orders/{id}; a last {rest+} takes the rest of the path (required)")
 	f.StringVar(&rt.Function, "function", "", "the function it runs (required)")
-	f.StringVar(&rt.Qualifier, "qualifier", "", "a published version (default $LATEST)")
+	f.StringVar(&rt.Qualifier, "qualifier", "", "a published version or an alias (default $LATEST)")
 	f.BoolVar(&rt.Public, "public", false, "take requests without the tenant's API key")
 	f.StringArrayVar(&origins, "cors-origin", nil, "allow this origin (repeatable; * for any): answers preflights, adds CORS headers")
 	f.StringArrayVar(&headers, "cors-header", nil, "with --cors-origin: a request header browsers may send (repeatable)")

@@ -269,7 +269,10 @@ func TestInvoke(t *testing.T) {
 	if _, err := e.c.Invoke(ctx, "echo", "7", nil); !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("unknown version: %v", err)
 	}
-	if _, err := e.c.Invoke(ctx, "echo", "x", nil); !errors.Is(err, registry.ErrInvalid) {
+	if _, err := e.c.Invoke(ctx, "echo", "x", nil); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("unknown alias: %v", err)
+	}
+	if _, err := e.c.Invoke(ctx, "echo", "007", nil); !errors.Is(err, registry.ErrInvalid) {
 		t.Fatalf("bad qualifier: %v", err)
 	}
 	if _, err := e.c.PublishVersion(ctx, "echo"); err != nil {

@@ -47,6 +47,9 @@ func (r *Registry) PutBinding(ctx context.Context, b Binding) (Binding, error) {
 	if b.Qualifier == Latest {
 		b.Qualifier = ""
 	}
+	if _, err := NormalizeQualifier(b.Qualifier); err != nil {
+		return Binding{}, err
+	}
 	fkey := r.fnKey(b.Tenant, b.Function)
 	var out Binding
 	err := r.tx(ctx, "put binding", func(tx *redis.Tx) error {
@@ -57,8 +60,8 @@ func (r *Registry) PutBinding(ctx context.Context, b Binding) (Binding, error) {
 		if err != nil {
 			return err
 		}
-		if b.Qualifier != "" && !slicesContains(f.Versions, b.Qualifier) {
-			return fmt.Errorf("binding %q: function %q version %s not found: %w", b.ID, b.Function, b.Qualifier, ErrNotFound)
+		if err := checkQualifier(ctx, tx, fkey, f, b.Qualifier); err != nil {
+			return fmt.Errorf("binding %q: %w", b.ID, err)
 		}
 		topics, err := allTopics(ctx, tx, r.topicsKey())
 		if err != nil {

@@ -46,8 +46,9 @@ type routeEntry struct {
 }
 
 type cacheEntry struct {
-	v  Version
-	at time.Time
+	v     Version
+	alias *aliasRoute // set for an alias: v is unused
+	at    time.Time
 }
 
 // Option configures a Registry.
@@ -357,9 +358,11 @@ func getVersion(ctx context.Context, c redis.Cmdable, key, version string) (Vers
 	return v, nil
 }
 
-// Resolve returns the version that qualifier ("" or "$LATEST" or a version
-// number) names. It costs at most one Redis round trip, none on a cache hit.
-// Unknown functions and versions wrap ErrNotFound.
+// Resolve returns the version that qualifier ("" or "$LATEST", a version
+// number or an alias) names; an alias with extra versions picks one per
+// call by their weights. It costs at most one Redis round trip per record
+// read (an alias and its versions), none on a cache hit. Unknown functions,
+// versions and aliases wrap ErrNotFound.
 func (r *Registry) Resolve(ctx context.Context, tenant, name, qualifier string) (Version, error) {
 	q, err := NormalizeQualifier(qualifier)
 	if err != nil {
@@ -374,6 +377,9 @@ func (r *Registry) Resolve(ctx context.Context, tenant, name, qualifier string) 
 	if useCache {
 		if e, ok := r.cache[fk][q]; ok && r.now().Sub(e.at) < r.cacheTTL {
 			r.mu.Unlock()
+			if e.alias != nil {
+				return e.alias.pick(), nil
+			}
 			return e.v, nil
 		}
 	}
@@ -381,6 +387,7 @@ func (r *Registry) Resolve(ctx context.Context, tenant, name, qualifier string) 
 
 	key := r.fnKey(tenant, name)
 	var v Version
+	var alias *aliasRoute
 	if q == Latest {
 		f, err := getFunction(ctx, r.rdb, key)
 		if err == nil {
@@ -389,6 +396,10 @@ func (r *Registry) Resolve(ctx context.Context, tenant, name, qualifier string) 
 			return Version{}, fmt.Errorf("function %q: %w", name, ErrNotFound)
 		} else {
 			return Version{}, unavailable("resolve", err)
+		}
+	} else if !isVersionNumber(q) {
+		if alias, err = r.resolveAlias(ctx, tenant, name, q); err != nil {
+			return Version{}, err
 		}
 	} else {
 		v, err = getVersion(ctx, r.rdb, key, q)
@@ -406,9 +417,12 @@ func (r *Registry) Resolve(ctx context.Context, tenant, name, qualifier string) 
 				m = map[string]cacheEntry{}
 				r.cache[fk] = m
 			}
-			m[q] = cacheEntry{v: v, at: r.now()}
+			m[q] = cacheEntry{v: v, alias: alias, at: r.now()}
 		}
 		r.mu.Unlock()
+	}
+	if alias != nil {
+		return alias.pick(), nil
 	}
 	return v, nil
 }

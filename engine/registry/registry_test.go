@@ -166,7 +166,10 @@ func TestPublishAndResolve(t *testing.T) {
 	if _, err := r.Resolve(ctx, "t1", "nope", ""); !IsNotFound(err) {
 		t.Fatalf("resolve unknown fn: %v", err)
 	}
-	for _, q := range []string{"0", "01", "-1", "x", "1.0"} {
+	if _, err := r.Resolve(ctx, "t1", "f", "x"); !IsNotFound(err) {
+		t.Fatalf("resolve alias x that does not exist: %v", err)
+	}
+	for _, q := range []string{"0", "01", "1.0", "$latest", "a b"} {
 		if _, err := r.Resolve(ctx, "t1", "f", q); !IsInvalid(err) {
 			t.Fatalf("resolve %q: %v, want ErrInvalid", q, err)
 		}

@@ -35,7 +35,7 @@ type Route struct {
 	// segment may be a greedy {name+} that takes the rest of the path.
 	Path      string
 	Function  string
-	Qualifier string // "" ($LATEST) or a published version
+	Qualifier string // "" ($LATEST), a published version or an alias
 	// Public routes take requests without an API key; others need the
 	// tenant's key (Authorization: Bearer).
 	Public bool
@@ -183,8 +183,8 @@ func (r *Registry) PutRoute(ctx context.Context, rt Route) (Route, error) {
 		if err != nil {
 			return err
 		}
-		if rt.Qualifier != "" && !slicesContains(f.Versions, rt.Qualifier) {
-			return fmt.Errorf("route %s: version %s of %q not found: %w", rt.Key(), rt.Qualifier, rt.Function, ErrNotFound)
+		if err := checkQualifier(ctx, tx, fkey, f, rt.Qualifier); err != nil {
+			return fmt.Errorf("route %s: %w", rt.Key(), err)
 		}
 		all, err := routesOf(ctx, tx, key)
 		if err != nil {

@@ -97,7 +97,7 @@ type Binding struct {
 	ID       string
 	Tenant   string
 	Function string
-	// Qualifier is "" ($LATEST) or a published version number.
+	// Qualifier is "" ($LATEST), a published version number or an alias.
 	Qualifier string
 	// Topic is the Kafka topic read: one the tenant owns or was granted for
 	// consuming (PutBinding resolves a short name in the tenant's namespace).
@@ -291,16 +291,21 @@ func configHash(digest, handler, runtime string, memoryMB int64, timeout time.Du
 }
 
 // NormalizeQualifier maps "" to "$LATEST" and checks the rest is a version
-// number.
+// number or an alias name.
 func NormalizeQualifier(q string) (string, error) {
-	if q == "" || q == Latest {
+	switch {
+	case q == "" || q == Latest:
 		return Latest, nil
+	case isVersionNumber(q) || ValidAliasName(q) == nil:
+		return q, nil
 	}
+	return "", fmt.Errorf("qualifier %q: want $LATEST, a version number or an alias name: %w", q, ErrInvalid)
+}
+
+// isVersionNumber: 1, 2, ... without leading zeros.
+func isVersionNumber(q string) bool {
 	n, err := strconv.ParseUint(q, 10, 32)
-	if err != nil || n == 0 || strconv.FormatUint(n, 10) != q {
-		return "", fmt.Errorf("qualifier %q: want $LATEST or a version number: %w", q, ErrInvalid)
-	}
-	return q, nil
+	return err == nil && n != 0 && strconv.FormatUint(n, 10) == q
 }
 
 // Key names the binding across tenants: "<tenant>/<id>".

@@ -256,6 +256,44 @@ func (c *Client) PublishVersion(ctx context.Context, name string) (wire.Version,
 	return out, c.do(ctx, http.MethodPost, fnPath(name)+"/versions", nil, nil, "", &out)
 }
 
+// CreateAlias creates alias a.Name of function a.Function; an existing
+// alias is a conflict (409).
+func (c *Client) CreateAlias(ctx context.Context, a wire.Alias) (wire.Alias, error) {
+	return c.putAlias(ctx, http.MethodPost, fnPath(a.Function)+"/aliases", a)
+}
+
+// UpdateAlias replaces alias a.Name of function a.Function (version,
+// extra versions and description); a missing alias is 404.
+func (c *Client) UpdateAlias(ctx context.Context, a wire.Alias) (wire.Alias, error) {
+	return c.putAlias(ctx, http.MethodPut, fnPath(a.Function)+"/aliases/"+url.PathEscape(a.Name), a)
+}
+
+func (c *Client) putAlias(ctx context.Context, method, path string, a wire.Alias) (wire.Alias, error) {
+	body, err := json.Marshal(a)
+	if err != nil {
+		return wire.Alias{}, fmt.Errorf("client: %w", err)
+	}
+	var out wire.Alias
+	return out, c.do(ctx, method, path, nil, bytes.NewReader(body), "application/json", &out)
+}
+
+// Alias returns alias name of function.
+func (c *Client) Alias(ctx context.Context, function, name string) (wire.Alias, error) {
+	var out wire.Alias
+	return out, c.do(ctx, http.MethodGet, fnPath(function)+"/aliases/"+url.PathEscape(name), nil, nil, "", &out)
+}
+
+// Aliases lists function's aliases.
+func (c *Client) Aliases(ctx context.Context, function string) ([]wire.Alias, error) {
+	var out wire.Aliases
+	return out.Aliases, c.do(ctx, http.MethodGet, fnPath(function)+"/aliases", nil, nil, "", &out)
+}
+
+// DeleteAlias removes alias name of function.
+func (c *Client) DeleteAlias(ctx context.Context, function, name string) error {
+	return c.do(ctx, http.MethodDelete, fnPath(function)+"/aliases/"+url.PathEscape(name), nil, nil, "", nil)
+}
+
 // InvokeResult is a synchronous invocation's outcome. A function error is a
 // Status other than "ok", not an error.
 type InvokeResult struct {

@@ -587,3 +587,25 @@ type Topics struct {
 type Grant struct {
 	Access string `json:"access"`
 }
+
+// Alias is POST /v1/functions/{name}/aliases's body (create),
+// PUT /v1/functions/{name}/aliases/{alias}'s (replace) and every alias
+// shown: a name for a version, optionally splitting invocations with extra
+// versions by weight.
+type Alias struct {
+	Name     string `json:"name"`
+	Function string `json:"function"`
+	// Version is "$LATEST" (the default) or a published version.
+	Version string `json:"version,omitempty"`
+	// Extra maps published versions to the share of invocations (0..1)
+	// each gets, e.g. {"4": 0.1}; not with $LATEST.
+	Extra       map[string]float64 `json:"extra,omitempty"`
+	Description string             `json:"description,omitempty"`
+	Created     time.Time          `json:"created,omitzero"`
+	Updated     time.Time          `json:"updated,omitzero"`
+}
+
+// Aliases is GET /v1/functions/{name}/aliases.
+type Aliases struct {
+	Aliases []Alias `json:"aliases"`
+}
