@@ -236,10 +236,10 @@ func (a *app) produce(ctx context.Context, topic string, recs []wire.Record, rat
 }
 
 func (a *app) invokeCmd() *cobra.Command {
-	var qualifier, payload string
+	var qualifier, payload, neededBy string
 	var async bool
 	cmd := &cobra.Command{
-		Use: "invoke NAME [--payload JSON] [--async]", Short: "Invoke a function (payload from --payload or stdin); --async queues it and prints its id", Args: cobra.ExactArgs(1),
+		Use: "invoke NAME [--payload JSON] [--async [--needed-by T]]", Short: "Invoke a function (payload from --payload or stdin); --async queues it and prints its id", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			body := []byte(payload)
 			if !cmd.Flags().Changed("payload") {
@@ -249,8 +249,16 @@ func (a *app) invokeCmd() *cobra.Command {
 				}
 				body = b
 			}
+			var by time.Time
+			if neededBy != "" {
+				var err error
+				if by, err = parseNeededBy(neededBy, time.Now()); err != nil {
+					return err
+				}
+				async = true
+			}
 			if async {
-				id, err := a.c.InvokeAsync(cmd.Context(), args[0], qualifier, body)
+				id, err := a.c.InvokeDeferred(cmd.Context(), args[0], qualifier, by, body)
 				if err != nil {
 					return err
 				}
@@ -281,7 +289,20 @@ func (a *app) invokeCmd() *cobra.Command {
 	cmd.Flags().StringVar(&qualifier, "qualifier", "", "a version or an alias (default $LATEST)")
 	cmd.Flags().StringVar(&payload, "payload", "", "event JSON (default: read stdin)")
 	cmd.Flags().BoolVar(&async, "async", false, "queue it (an Event invocation): answer with its id at once, run it with the function's retry policy")
+	cmd.Flags().StringVar(&neededBy, "needed-by", "", "defer it (implies --async): run it when the pool is idle, and early enough to end by this time (RFC 3339, or a duration from now: 10m)")
 	return cmd
+}
+
+// parseNeededBy reads an RFC 3339 time or a duration from now.
+func parseNeededBy(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		return now.Add(d), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--needed-by %q: want an RFC 3339 time or a duration such as 10m", s)
+	}
+	return t, nil
 }
 
 func orDash(s string) string {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -9,8 +8,10 @@ import (
 )
 
 // serveDebug serves Go's pprof handlers on addr, which must be a loopback
-// address: profiles expose internals and are never served publicly.
-func serveDebug(ctx context.Context, addr string) error {
+// address: profiles expose internals and are never served publicly. They
+// are served until the process exits, shutdown included: a shutdown that
+// hangs can be read there (/debug/pprof/goroutine?debug=1).
+func serveDebug(addr string) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("--debug-addr %q: %w", addr, err)
@@ -28,7 +29,6 @@ func serveDebug(ctx context.Context, addr string) error {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	srv := &http.Server{Handler: mux}
-	go func() { _ = srv.Serve(l) }() // ends when Close below closes the listener
-	context.AfterFunc(ctx, func() { _ = srv.Close() })
+	go func() { _ = srv.Serve(l) }() // ends with the process
 	return nil
 }

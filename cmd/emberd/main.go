@@ -164,7 +164,7 @@ func run(ctx context.Context, f flags) error {
 		return err
 	}
 	if f.debugAddr != "" {
-		if err := serveDebug(ctx, f.debugAddr); err != nil {
+		if err := serveDebug(f.debugAddr); err != nil {
 			return err
 		}
 	}

@@ -17,6 +17,9 @@ import (
 // (*asyncinv.Queue).
 type Async interface {
 	Enqueue(ctx context.Context, r asyncinv.Request) error
+	// Defer records r (NeededBy set) to run by then; timeout is the
+	// function's.
+	Defer(ctx context.Context, r asyncinv.Request, timeout time.Duration) error
 	Get(ctx context.Context, tenant, id string) (asyncinv.Invocation, error)
 }
 
@@ -29,9 +32,17 @@ func (s *Server) invokeAsync(w http.ResponseWriter, r *http.Request, tenant, nam
 		s.fail(w, r, fmt.Errorf("asynchronous invocation: not served here: %w", registry.ErrUnavailable))
 		return
 	}
-	if _, err := s.deps.Registry.Resolve(r.Context(), tenant, name, qualifier); err != nil {
+	v, err := s.deps.Registry.Resolve(r.Context(), tenant, name, qualifier)
+	if err != nil {
 		s.fail(w, r, err)
 		return
+	}
+	var neededBy time.Time
+	if h := r.Header.Get(wire.HeaderNeededBy); h != "" {
+		if neededBy, err = time.Parse(time.RFC3339Nano, h); err != nil {
+			s.fail(w, r, invalid("%s %q: want an RFC 3339 time", wire.HeaderNeededBy, h))
+			return
+		}
 	}
 	payload, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxAsyncPayloadBytes))
 	if err != nil {
@@ -39,8 +50,13 @@ func (s *Server) invokeAsync(w http.ResponseWriter, r *http.Request, tenant, nam
 		return
 	}
 	req := asyncinv.Request{ID: invoke.NewID(), Tenant: tenant, Function: name, Qualifier: qualifier, Payload: payload,
-		Enqueued: time.Now(), TraceID: r.Header.Get("X-Ember-Trace-Id")}
-	if err := s.deps.Async.Enqueue(r.Context(), req); err != nil {
+		Enqueued: time.Now(), TraceID: r.Header.Get("X-Ember-Trace-Id"), NeededBy: neededBy}
+	if neededBy.IsZero() {
+		err = s.deps.Async.Enqueue(r.Context(), req)
+	} else {
+		err = s.deps.Async.Defer(r.Context(), req, v.Timeout)
+	}
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -60,7 +76,8 @@ func (s *Server) getInvocation(w http.ResponseWriter, r *http.Request, tenant st
 		return
 	}
 	writeJSON(w, http.StatusOK, wire.Invocation{ID: inv.ID, Function: inv.Function, Qualifier: inv.Qualifier, State: inv.State,
-		Attempts: inv.Attempts, Enqueued: inv.Enqueued, Updated: inv.Updated, Status: inv.Status, Condition: inv.Condition,
+		Attempts: inv.Attempts, Enqueued: inv.Enqueued, Updated: inv.Updated, Started: inv.Started, NeededBy: inv.NeededBy,
+		LatestStart: inv.LatestStart, Status: inv.Status, Condition: inv.Condition,
 		Version: inv.Version, Result: inv.Result, ResultTruncated: inv.ResultTruncated, Delivered: inv.Delivered})
 }
 

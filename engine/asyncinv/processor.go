@@ -160,7 +160,8 @@ func (q *Queue) run(ctx context.Context, r Request) error {
 	// interrupted one runs again.
 	attempts, condition := max(prev.Attempts-1, 0), CondRetriesExhausted
 	for {
-		if age := time.Since(r.Enqueued); age > cfg.MaxEventAge {
+		// A deferred execution's age counts from its latest start.
+		if age := time.Since(later(r.Enqueued, r.LatestStart)); age > cfg.MaxEventAge {
 			condition = CondEventAgeExceeded
 			log.Warn().Dur("age", age).Msg("async: dropped past its maximum event age")
 			break
@@ -204,6 +205,13 @@ func (q *Queue) run(ctx context.Context, r Request) error {
 		return q.deliver(ctx, r, d, q.record(r, condition, attempts, res))
 	}
 	return nil
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 func destination(c registry.AsyncConfig, state string) *registry.Destination {

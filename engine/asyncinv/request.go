@@ -14,6 +14,10 @@ type Request struct {
 	Payload   []byte    `json:"payload"`
 	Enqueued  time.Time `json:"enqueued"`
 	TraceID   string    `json:"trace_id,omitempty"`
+	// NeededBy (deferred executions only) is when the result is needed;
+	// LatestStart is when it must start at the latest to end by then.
+	NeededBy    time.Time `json:"needed_by,omitzero"`
+	LatestStart time.Time `json:"latest_start,omitzero"`
 }
 
 // Conditions of a destination record.

@@ -14,6 +14,7 @@ import (
 // States of an invocation.
 const (
 	StateQueued    = "queued"
+	StateDeferred  = "deferred" // waiting for idle capacity or its latest start
 	StateRunning   = "running"
 	StateSucceeded = "succeeded"
 	StateFailed    = "failed"
@@ -35,6 +36,10 @@ type Invocation struct {
 	State                           string
 	Attempts                        int
 	Enqueued, Updated               time.Time
+	// Started is when its first attempt started (zero until then).
+	Started time.Time
+	// NeededBy and LatestStart: a deferred execution's (else zero).
+	NeededBy, LatestStart time.Time
 	// Status is the last attempt's outcome (ok, function_error, timeout,
 	// crashed); Result its payload (cut at 256 KiB); Condition how it ended.
 	Status, Condition, Version string
@@ -64,7 +69,13 @@ func (s *store) accept(ctx context.Context, r Request) error {
 }
 
 func (s *store) running(ctx context.Context, id string, attempt int) error {
-	return s.rdb.HSet(ctx, s.key(id), "state", StateRunning, "attempts", attempt, "updated", time.Now().UnixMilli()).Err()
+	now := time.Now().UnixMilli()
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, s.key(id), "state", StateRunning, "attempts", attempt, "updated", now)
+		p.HSetNX(ctx, s.key(id), "started", now)
+		return nil
+	})
+	return err
 }
 
 func (s *store) finish(ctx context.Context, id, state, status, condition, version string, result []byte) error {
@@ -100,7 +111,8 @@ func (s *store) get(ctx context.Context, id string) (Invocation, error) {
 		Status: m["status"], Condition: m["condition"], Version: m["version"], Result: []byte(m["result"]),
 		ResultTruncated: m["truncated"] == "1", Delivered: m["delivered"]}
 	inv.Attempts, _ = strconv.Atoi(m["attempts"])
-	inv.Enqueued, inv.Updated = millis(m["enqueued"]), millis(m["updated"])
+	inv.Enqueued, inv.Updated, inv.Started = millis(m["enqueued"]), millis(m["updated"]), millis(m["started"])
+	inv.NeededBy, inv.LatestStart = millis(m["needed_by"]), millis(m["latest_start"])
 	return inv, nil
 }
 

@@ -46,3 +46,22 @@ func (d *Daemon) ensureAsyncTopic(ctx context.Context) error {
 	_, err := d.registry.PutTopic(ctx, registry.Topic{Name: d.cfg.AsyncTopic, Owner: registry.SystemOwner})
 	return err
 }
+
+// deferReserve is how many idle instances deferred executions leave to
+// other work before they start ahead of their latest start.
+const deferReserve = 1
+
+// idleCapacity is asyncinv.Capacity: the pool's idle instances (warm, and
+// active but not running anything) beyond the reserve, fewer by the
+// invocations waiting here for an instance.
+func (d *Daemon) idleCapacity(ctx context.Context) (int, error) {
+	occ, err := d.pool.Occupancy(ctx)
+	if err != nil {
+		return 0, err
+	}
+	idle := 0
+	for _, o := range occ {
+		idle += o.Warm + o.Active
+	}
+	return idle - deferReserve - d.sched.Waiting(), nil
+}

@@ -265,6 +265,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	consG, consCtx := errgroup.WithContext(consCtx)
 	consG.Go(func() error { return d.cons.Run(consCtx) })
 	consG.Go(func() error { return d.asyncCons.Run(consCtx) })
+	consG.Go(func() error { return d.async.RunDeferred(consCtx, d.idleCapacity) })
 	consG.Go(func() error { return d.reconcileLoop(consCtx) })
 	consG.Go(func() error {
 		if d.agent != nil {

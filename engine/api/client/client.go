@@ -416,12 +416,22 @@ func (c *Client) BindingLag(ctx context.Context, id string, since time.Duration)
 
 // InvokeAsync queues an asynchronous (Event) invocation and returns its id.
 func (c *Client) InvokeAsync(ctx context.Context, name, qualifier string, payload []byte) (string, error) {
+	return c.InvokeDeferred(ctx, name, qualifier, time.Time{}, payload)
+}
+
+// InvokeDeferred queues an asynchronous invocation that must end by
+// neededBy (zero: an ordinary asynchronous one); it starts when the pool
+// has idle capacity, and at the latest so that it ends in time.
+func (c *Client) InvokeDeferred(ctx context.Context, name, qualifier string, neededBy time.Time, payload []byte) (string, error) {
 	q := url.Values{}
 	if qualifier != "" {
 		q.Set("qualifier", qualifier)
 	}
-	resp, err := c.sendWith(ctx, http.MethodPost, fnPath(name)+"/invoke", q, bytes.NewReader(payload), "application/json",
-		http.Header{wire.HeaderInvocationType: {"Event"}})
+	h := http.Header{wire.HeaderInvocationType: {"Event"}}
+	if !neededBy.IsZero() {
+		h.Set(wire.HeaderNeededBy, neededBy.UTC().Format(time.RFC3339Nano))
+	}
+	resp, err := c.sendWith(ctx, http.MethodPost, fnPath(name)+"/invoke", q, bytes.NewReader(payload), "application/json", h)
 	if err != nil {
 		return "", err
 	}

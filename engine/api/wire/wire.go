@@ -23,6 +23,10 @@ const (
 	// HeaderInvocationType "Event" makes an invoke asynchronous: 202 with
 	// the invocation id at once ("RequestResponse", the default: wait).
 	HeaderInvocationType = "X-Ember-Invocation-Type"
+	// HeaderNeededBy (RFC 3339, with Event) defers the invocation: it runs
+	// when the pool has idle capacity, and always early enough to end by
+	// this time.
+	HeaderNeededBy = "X-Ember-Needed-By"
 )
 
 // Error types carried in ErrorBody.
@@ -196,10 +200,15 @@ type Invocation struct {
 	ID        string    `json:"id"`
 	Function  string    `json:"function"`
 	Qualifier string    `json:"qualifier,omitempty"`
-	State     string    `json:"state"` // queued, running, succeeded, failed
+	State     string    `json:"state"` // queued, deferred, running, succeeded, failed
 	Attempts  int       `json:"attempts"`
 	Enqueued  time.Time `json:"enqueued"`
 	Updated   time.Time `json:"updated"`
+	// Started is when the first attempt started.
+	Started time.Time `json:"started,omitzero"`
+	// NeededBy and LatestStart are a deferred invocation's.
+	NeededBy    time.Time `json:"needed_by,omitzero"`
+	LatestStart time.Time `json:"latest_start,omitzero"`
 	// Status of the last attempt; Condition: Success, RetriesExhausted or
 	// EventAgeExceeded; Result its payload (cut at 256 KiB).
 	Status          string `json:"status,omitempty"`
