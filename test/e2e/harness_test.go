@@ -5,7 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -91,6 +93,7 @@ type stack struct {
 	agent   string
 	peer    string
 	gateway string // tenants' routes
+	debug   string // Go's pprof handlers, for the goroutines of a hang
 	bridge  string
 	subnet  string
 	uidBase int
@@ -147,7 +150,7 @@ func startStack(t testing.TB, redis string, pool, broker string, extra ...string
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	s := &stack{
 		t: t, name: strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), dir: dir, redis: redis,
-		api: freeAddr(t), broker: freeAddr(t), agent: freeAddr(t), peer: freeAddr(t), gateway: freeAddr(t), pool: pool, extra: extra,
+		api: freeAddr(t), broker: freeAddr(t), agent: freeAddr(t), peer: freeAddr(t), gateway: freeAddr(t), debug: freeAddr(t), pool: pool, extra: extra,
 	}
 	n := int(stacks.Add(1))
 	s.name = fmt.Sprintf("%s-%d", s.name, n) // the agent's id: one per stack, even in one test
@@ -189,7 +192,7 @@ func (s *stack) start() {
 		"--state-dir", s.dir, "--redis", s.redis, "--listen", s.api,
 		"--embedded-broker", s.broker, "--containerd", ctrd.Address, "--namespace", ctrd.Namespace,
 		"--init-binary", filepath.Join(binDir, "ember-init"), "--agent-id", s.name, "--agent-listen", s.agent, "--peer-listen", s.peer,
-		"--pool", s.pool, "--session-timeout", "6s", "--lag-interval", "500ms", "--gateway-listen", s.gateway, "--log-format", "json", "--log-level", logLevel,
+		"--pool", s.pool, "--session-timeout", "6s", "--lag-interval", "500ms", "--gateway-listen", s.gateway, "--debug-addr", s.debug, "--log-format", "json", "--log-level", logLevel,
 		"--bridge", s.bridge, "--subnet", s.subnet, "--uid-base", strconv.Itoa(s.uidBase),
 	}, s.extra...)
 	s.cmd = exec.Command(filepath.Join(binDir, "emberd"), args...)
@@ -269,7 +272,9 @@ func (s *stack) stop() {
 			s.t.Errorf("emberd exited with %v on SIGTERM\n%s", err, s.log())
 		}
 	case <-time.After(60 * time.Second):
-		// SIGQUIT makes the Go runtime print every goroutine: where it hangs.
+		stacks := s.goroutines()
+		// SIGQUIT makes the Go runtime print every goroutine: where it hangs
+		// (when its pprof handlers did not answer).
 		_ = s.cmd.Process.Signal(syscall.SIGQUIT)
 		select {
 		case <-s.exited:
@@ -277,15 +282,15 @@ func (s *stack) stop() {
 			_ = s.cmd.Process.Kill()
 			<-s.exited
 		}
-		s.t.Errorf("emberd did not stop within 60s of SIGTERM\n%s", s.hangReport())
+		s.t.Errorf("emberd did not stop within 60s of SIGTERM\n%s", s.hangReport(stacks))
 	}
 	s.cmd = nil
 }
 
-// hangReport returns, from the log of an emberd that was sent SIGQUIT, the
-// last lines it logged (without the agent's) and the goroutines in Ember's
-// code.
-func (s *stack) hangReport() string {
+// hangReport returns the goroutines in Ember's code (stacks, from
+// goroutines; else from the dump of an emberd sent SIGQUIT), then the last
+// lines it logged (without the agent's).
+func (s *stack) hangReport(stacks string) string {
 	b, _ := os.ReadFile(filepath.Join(s.dir, fmt.Sprintf("emberd-%d.log", s.restarts-1)))
 	logs, dump, _ := strings.Cut(string(b), "SIGQUIT: quit")
 	var lines []string
@@ -295,17 +300,41 @@ func (s *stack) hangReport() string {
 		}
 	}
 	lines = lines[max(0, len(lines)-40):]
-	var stacks []string
-	for _, g := range strings.Split(dump, "\n\n") {
+	if stacks == "" {
+		var gs []string
+		for _, g := range strings.Split(dump, "\n\n") {
+			if strings.Contains(g, "ember-run/ember/") {
+				gs = append(gs, g)
+			}
+		}
+		stacks = strings.Join(gs, "\n\n")
+	}
+	const limit = 60000
+	if len(stacks) > limit {
+		stacks = stacks[:limit] + "\n(cut)"
+	}
+	return "--- goroutines in Ember's code:\n" + stacks + "\n--- last lines logged:\n" + strings.Join(lines, "\n")
+}
+
+// goroutines returns emberd's goroutines that run Ember's code, identical
+// stacks counted once (pprof's debug=1), or "" if it does not answer.
+func (s *stack) goroutines() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.debug+"/debug/pprof/goroutine?debug=1", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var gs []string
+	for _, g := range strings.Split(string(b), "\n\n") {
 		if strings.Contains(g, "ember-run/ember/") {
-			stacks = append(stacks, g)
+			gs = append(gs, g)
 		}
 	}
-	out := strings.Join(lines, "\n") + "\n--- goroutines in Ember's code:\n" + strings.Join(stacks, "\n\n")
-	if len(out) > 24000 {
-		out = out[:24000]
-	}
-	return out
+	return strings.Join(gs, "\n\n")
 }
 
 // log returns the tail of the current emberd log, for failure messages.
@@ -502,7 +531,7 @@ func (s *stack) waitNoLag(binding string, wantEnd int64, timeout time.Duration) 
 			}
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("binding %s still lagging after %v: %+v (err %v)\n%s", binding, timeout, last, err, s.log())
+			s.t.Fatalf("binding %s still lagging after %v: %+v (err %v)\n%s", binding, timeout, last, err, s.hangReport(s.goroutines()))
 		}
 		time.Sleep(100 * time.Millisecond) // polling consumer progress
 	}
