@@ -74,9 +74,11 @@ func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	}
 	cfg = cfg.withDefaults()
 	d = &Daemon{cfg: cfg, log: cfg.Log.With().Str("component", "emberd").Logger(), stats: newStats(), ready: make(chan struct{})}
+	// Not d: every failure below returns nil for it.
+	half := d
 	defer func() {
 		if err != nil {
-			d.close()
+			half.close()
 		}
 	}()
 	d.metrics = prometheus.NewRegistry()

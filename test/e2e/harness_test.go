@@ -316,7 +316,7 @@ func (s *stack) hangReport(stacks string) string {
 	return "--- goroutines in Ember's code:\n" + stacks + "\n--- last lines logged:\n" + strings.Join(lines, "\n")
 }
 
-// goroutines returns emberd's goroutines that run Ember's code, identical
+// goroutines returns emberd's goroutines that run Ember's or kafka-go's code, identical
 // stacks counted once (pprof's debug=1), or "" if it does not answer.
 func (s *stack) goroutines() string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -330,7 +330,7 @@ func (s *stack) goroutines() string {
 	b, _ := io.ReadAll(resp.Body)
 	var gs []string
 	for _, g := range strings.Split(string(b), "\n\n") {
-		if strings.Contains(g, "ember-run/ember/") {
+		if strings.Contains(g, "ember-run/ember/") || strings.Contains(g, "kafka-go") {
 			gs = append(gs, g)
 		}
 	}
@@ -531,8 +531,35 @@ func (s *stack) waitNoLag(binding string, wantEnd int64, timeout time.Duration) 
 			}
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("binding %s still lagging after %v: %+v (err %v)\n%s", binding, timeout, last, err, s.hangReport(s.goroutines()))
+			var parts []string
+			for _, p := range last.LagPartitions() {
+				parts = append(parts, fmt.Sprintf("%d: end %d committed %d %s %s", p.Partition, p.End, p.Committed, p.Status, p.Reason))
+			}
+			s.t.Fatalf("binding %s still lagging after %v: %v (err %v)\nactivity %+v\ngroup %s: %s\n%s", binding, timeout, parts, err,
+				last.Activity, last.GroupID, s.describeGroup(last.GroupID), s.hangReport(s.goroutines()))
 		}
 		time.Sleep(100 * time.Millisecond) // polling consumer progress
 	}
+}
+
+// describeGroup is the broker's view of a consumer group: state, members
+// and their partitions.
+func (s *stack) describeGroup(group string) string {
+	c := &kafka.Client{Addr: kafka.TCP(s.broker), Timeout: 10 * time.Second}
+	resp, err := c.DescribeGroups(context.Background(), &kafka.DescribeGroupsRequest{GroupIDs: []string{group}})
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, g := range resp.Groups {
+		out = append(out, fmt.Sprintf("state %s, error %v", g.GroupState, g.Error))
+		for _, m := range g.Members {
+			var ps []string
+			for _, t := range m.MemberAssignments.Topics {
+				ps = append(ps, fmt.Sprint(t.Topic, t.Partitions))
+			}
+			out = append(out, fmt.Sprintf("member %s (%s): %v", m.MemberID, m.ClientHost, ps))
+		}
+	}
+	return strings.Join(out, "; ")
 }
