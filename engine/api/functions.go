@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -268,7 +269,10 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, tenant string) {
 	}
 	inv := &invoke.Invocation{ID: invoke.NewID(), Tenant: tenant, Function: name, Qualifier: q,
 		Payload: payload, Source: "api", TraceID: r.Header.Get("X-Ember-Trace-Id")}
-	res, err := s.deps.Invoker.Invoke(r.Context(), inv)
+	// A client that disconnects does not cancel the invocation: it runs to
+	// its end, as on Lambda, and its warm instance goes back to the pool
+	// (cancelling would kill the function and destroy the instance).
+	res, err := s.deps.Invoker.Invoke(context.WithoutCancel(r.Context()), inv)
 	if err != nil {
 		s.failWith(w, r, fmt.Errorf("invoke %s: %w", name, err), http.StatusBadGateway)
 		return

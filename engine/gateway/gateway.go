@@ -250,7 +250,10 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt registry
 		message(w, http.StatusInternalServerError, "Internal Server Error")
 		return
 	}
-	ctx := r.Context()
+	// A client that disconnects does not cancel the invocation (that would
+	// kill the function and destroy its warm instance); the route's
+	// timeout does.
+	ctx := context.WithoutCancel(r.Context())
 	inv := &invoke.Invocation{ID: q.id, Tenant: rt.Tenant, Function: rt.Function, Qualifier: rt.Qualifier,
 		Payload: payload, Source: "route " + rt.Key(), TraceID: r.Header.Get("X-Ember-Trace-Id")}
 	if rt.Timeout > 0 {

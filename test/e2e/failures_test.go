@@ -3,6 +3,7 @@ package e2e
 import (
 	"archive/zip"
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"strings"
@@ -167,6 +168,51 @@ func TestBadInput(t *testing.T) {
 	for _, h := range dlq[0].Headers {
 		if h.Key == consumers.HeaderErrorType && string(h.Value) != consumers.ErrorTypePayloadTooLarge {
 			t.Errorf("dlq error type %q", h.Value)
+		}
+	}
+}
+
+// TestDisconnectKeepsWarmInstance: API callers that hang up mid-invocation
+// do not destroy the warm instance: the invocation runs to its end and the
+// next one is hot (the gateway detaches from its callers the same way).
+func TestDisconnectKeepsWarmInstance(t *testing.T) {
+	s := newStack(t, "m128=2")
+	s.deploy("sleep", "sleep", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 5000})
+	if res, err := s.client.Invoke(s.ctx(), "sleep", "", []byte(`{"ms":1}`)); err != nil || !res.OK() {
+		t.Fatalf("first invoke: %+v, %v", res, err)
+	}
+	idle := func() {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) { // polling the pool
+			st, err := s.admin.Status(s.ctx())
+			busy := 0
+			for _, o := range st.Occupancy {
+				busy += o.Busy
+			}
+			if err == nil && busy == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("instances still busy: %+v, %v", st.Occupancy, err)
+			}
+		}
+	}
+	hangUp := func(do func(ctx context.Context) error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		if err := do(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("a caller hanging up after 300 ms of a 1.5 s invocation: %v", err)
+		}
+	}
+	for range 3 {
+		hangUp(func(ctx context.Context) error {
+			_, err := s.client.Invoke(ctx, "sleep", "", []byte(`{"ms":1500}`))
+			return err
+		})
+		idle()
+		if res, err := s.client.Invoke(s.ctx(), "sleep", "", []byte(`{"ms":1}`)); err != nil || res.Start != "hot" {
+			t.Fatalf("after an API caller hung up, the next invoke: %+v, %v; want hot", res, err)
 		}
 	}
 }
