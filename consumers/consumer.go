@@ -114,9 +114,14 @@ func (c *consumer) run() {
 		c.log.Error().Err(err).Msg("consumer group")
 		return
 	}
+	var member string // the member id of the latest generation
 	defer func() {
-		if err := leaveGroup(cg, &conns, time.Second); err != nil {
-			c.log.Warn().Err(err).Msg("leave group")
+		cut, err := leaveGroup(cg, &conns, time.Second)
+		if err != nil {
+			c.log.Debug().Err(err).Msg("leave group")
+		}
+		if cut && member != "" {
+			c.leaveAgain(member)
 		}
 	}()
 	// A generation that ends at once with nothing assigned (a topic deleted
@@ -138,6 +143,7 @@ func (c *consumer) run() {
 			continue
 		}
 		lastErr = ""
+		member = gen.MemberID
 		began := time.Now()
 		c.runGeneration(gen)
 		if c.stopping() {
@@ -151,6 +157,28 @@ func (c *consumer) run() {
 			churn.reset()
 		}
 	}
+}
+
+// leaveAgain asks the coordinator to drop member, after leaveGroup had to
+// cut a JoinGroup short: kafka-go forgets its member id when a join fails
+// and then leaves nothing, so the member would stay in the group until the
+// coordinator expires it - and a coordinator that lost the join's reply
+// (kfake, the embedded broker) never does: its partitions would stay
+// assigned to a process that is gone. A member already gone is
+// UNKNOWN_MEMBER_ID, which is fine.
+func (c *consumer) leaveAgain(member string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cl := &kafka.Client{Addr: kafka.TCP(c.m.brokers...), Transport: c.m.conn.Transport(), Timeout: 5 * time.Second}
+	resp, err := cl.LeaveGroup(ctx, &kafka.LeaveGroupRequest{GroupID: c.b.GroupID, Members: []kafka.LeaveGroupRequestMember{{ID: member}}})
+	if err == nil {
+		err = resp.Error
+	}
+	if err != nil && !errors.Is(err, kafka.UnknownMemberId) {
+		c.log.Warn().Err(err).Str("member", member).Msg("leaving the group after a cut join")
+		return
+	}
+	c.log.Debug().Str("member", member).Msg("left the group after a cut join")
 }
 
 // waitTopic waits until the topic exists (true) or the binding stops

@@ -352,3 +352,95 @@ func TestStopWhileJoining(t *testing.T) {
 		t.Fatal("the binding did not stop while its JoinGroup was pending")
 	}
 }
+
+// TestStopWhileRejoiningLeavesTheGroup: a binding stopped while its rejoin
+// is pending (cut after the grace) leaves the group at once. kafka-go
+// forgets its member id when the cut join fails and leaves nothing: the
+// member stayed until the coordinator gave up on it (here until the other
+// member's session ran out, 10 s; on the embedded broker, if the join's
+// reply is lost, possibly for good - the suspected cause of a replica
+// keeping half a binding's partitions after its peers were gone).
+func TestStopWhileRejoiningLeavesTheGroup(t *testing.T) {
+	c := startCluster(t)
+	c.CreateTopic("rejoining", 2)
+	b := binding("rejoining", "rejoining")
+	group := consumers.DefaultGroupIDPrefix + b.ID
+	admin := &kafka.Client{Addr: kafka.TCP(c.Brokers...)}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	members := func() []string {
+		resp, err := admin.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{group}})
+		if err != nil || len(resp.Groups) != 1 {
+			return nil
+		}
+		var ids []string
+		for _, m := range resp.Groups[0].Members {
+			ids = append(ids, m.MemberID)
+		}
+		return ids
+	}
+	state := func() string {
+		resp, err := admin.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{group}})
+		if err != nil || len(resp.Groups) != 1 {
+			return ""
+		}
+		return resp.Groups[0].GroupState
+	}
+	r := startManager(t, c, &recInvoker{t: t}, []consumers.Binding{b},
+		consumers.WithGroupTimings(6*time.Second, time.Second, time.Minute))
+	waitFor(t, 20*time.Second, "the binding's generation", func() bool { return len(members()) == 1 && state() == "Stable" })
+	mine := members()[0]
+
+	// A plain kafka-go member joins, takes its half and never rejoins: the
+	// next rebalance waits for it, with the binding's rejoin pending.
+	release := make(chan struct{})
+	other, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID: group, Brokers: c.Brokers, Topics: []string{"rejoining"},
+		SessionTimeout: 10 * time.Second, RebalanceTimeout: time.Minute, HeartbeatInterval: 100 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { close(release); _ = other.Close() })
+	gen, err := other.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen.Start(func(context.Context) { <-release })
+	waitFor(t, 20*time.Second, "both members stable", func() bool { return len(members()) == 2 && state() == "Stable" })
+
+	// A third member's join starts a rebalance that waits for the blocked one.
+	third, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID: group, Brokers: c.Brokers, Topics: []string{"rejoining"},
+		SessionTimeout: 10 * time.Second, RebalanceTimeout: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = third.Close() })
+	waitFor(t, 20*time.Second, "the rebalance", func() bool { return state() == "PreparingRebalance" && len(members()) == 3 })
+	// The binding's heartbeat sees the rebalance: its generation ends and
+	// it rejoins, which waits at the coordinator for the blocked member.
+	waitFor(t, 20*time.Second, "the binding's generation to end", func() bool {
+		return r.Stats()[b.ID].Generation == 0
+	})
+
+	began := time.Now()
+	r.cancel()
+	<-r.done
+	if took := time.Since(began); took > 20*time.Second { // the join alone would hold it 70 s (rebalance timeout + 10 s)
+		t.Fatalf("the binding took %v to stop while its rejoin was pending", took)
+	}
+	waitFor(t, 3*time.Second, "the stopped binding's member to leave the group", func() bool {
+		ids := members()
+		if ids == nil { // not described: nothing to conclude
+			return false
+		}
+		for _, id := range ids {
+			if id == mine {
+				return false
+			}
+		}
+		return true
+	})
+}

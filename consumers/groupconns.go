@@ -52,24 +52,28 @@ func (g *groupConns) open() []*trackedConn {
 }
 
 // leaveGroup closes cg. When that takes longer than grace, kafka-go is
-// waiting on the coordinator: the connections that were open before the
-// close began are cut, which ends the wait (the LeaveGroup request kafka-go
-// then sends uses a new connection).
-func leaveGroup(cg *kafka.ConsumerGroup, g *groupConns, grace time.Duration) error {
-	before := g.open()
+// waiting on the coordinator (a JoinGroup may be held until every other
+// member rejoins): its connections are cut, and cut again every grace/4
+// while the close goes on (kafka-go may have opened the next join's
+// connection meanwhile). cut reports it came to that: kafka-go forgets its
+// member id when a join fails, and then leaves nothing.
+func leaveGroup(cg *kafka.ConsumerGroup, g *groupConns, grace time.Duration) (cut bool, err error) {
 	done := make(chan error, 1)
 	go func() { done <- cg.Close() }()
 	t := time.NewTimer(grace)
 	defer t.Stop()
-	select {
-	case err := <-done:
-		return err
-	case <-t.C:
+	for {
+		select {
+		case err := <-done:
+			return cut, err
+		case <-t.C:
+		}
+		for _, c := range g.open() {
+			_ = c.Close()
+		}
+		cut = true
+		t.Reset(grace / 4)
 	}
-	for _, c := range before {
-		_ = c.Close()
-	}
-	return <-done
 }
 
 // trackedConn removes itself from its groupConns when closed.
