@@ -32,7 +32,9 @@ func (s *Server) invokeAsync(w http.ResponseWriter, r *http.Request, tenant, nam
 		s.fail(w, r, fmt.Errorf("asynchronous invocation: not served here: %w", registry.ErrUnavailable))
 		return
 	}
-	v, err := s.deps.Registry.Resolve(r.Context(), tenant, name, qualifier)
+	// The longest timeout it may run with: a deferred one starts early
+	// enough for it.
+	timeout, err := s.deps.Registry.LongestTimeout(r.Context(), tenant, name, qualifier)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -54,7 +56,7 @@ func (s *Server) invokeAsync(w http.ResponseWriter, r *http.Request, tenant, nam
 	if neededBy.IsZero() {
 		err = s.deps.Async.Enqueue(r.Context(), req)
 	} else {
-		err = s.deps.Async.Defer(r.Context(), req, v.Timeout)
+		err = s.deps.Async.Defer(r.Context(), req, timeout)
 	}
 	if err != nil {
 		s.fail(w, r, err)

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -254,6 +253,10 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, tenant string) {
 		s.invokeAsync(w, r, tenant, name, q)
 		return
 	case "", "RequestResponse":
+		if r.Header.Get(wire.HeaderNeededBy) != "" {
+			s.fail(w, r, invalid("%s needs %s: Event (a deferred invocation is asynchronous)", wire.HeaderNeededBy, wire.HeaderInvocationType))
+			return
+		}
 	default:
 		s.fail(w, r, invalid("%s %q: want Event or RequestResponse", wire.HeaderInvocationType, it))
 		return
@@ -267,12 +270,12 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, tenant string) {
 		s.fail(w, r, wrapBody(err, "payload"))
 		return
 	}
+	// A client that disconnects once the invocation has an instance does
+	// not stop it (RunToEnd): that would kill the function and destroy its
+	// warm instance.
 	inv := &invoke.Invocation{ID: invoke.NewID(), Tenant: tenant, Function: name, Qualifier: q,
-		Payload: payload, Source: "api", TraceID: r.Header.Get("X-Ember-Trace-Id")}
-	// A client that disconnects does not cancel the invocation: it runs to
-	// its end, as on Lambda, and its warm instance goes back to the pool
-	// (cancelling would kill the function and destroy the instance).
-	res, err := s.deps.Invoker.Invoke(context.WithoutCancel(r.Context()), inv)
+		Payload: payload, Source: "api", TraceID: r.Header.Get("X-Ember-Trace-Id"), RunToEnd: true}
+	res, err := s.deps.Invoker.Invoke(r.Context(), inv)
 	if err != nil {
 		s.failWith(w, r, fmt.Errorf("invoke %s: %w", name, err), http.StatusBadGateway)
 		return

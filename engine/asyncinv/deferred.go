@@ -2,6 +2,8 @@ package asyncinv
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,8 +43,20 @@ const (
 // invocations wait for one). Zero or less: the system is loaded.
 type Capacity func(ctx context.Context) (int, error)
 
-func (q *Queue) deferredKey() string { return q.st.prefix + "deferred" }
-func (q *Queue) runningKey() string  { return q.st.prefix + "deferred-running" }
+// Keys of the deferred executions (apart from the invocation records, so
+// that no invocation id can name them).
+const (
+	deferredKey = "{ember}:deferred:waiting" // id -> latest start (ms)
+	runningKey  = "{ember}:deferred:running" // id -> lease end (ms)
+	ownerKey    = "{ember}:deferred:owner"   // id -> the claim's token
+	// maxRunning bounds the deferred executions one replica runs at once,
+	// due ones included (the async queue's consumers have 64 too).
+	maxRunning = 64
+)
+
+func (q *Queue) deferredKey() string { return deferredKey }
+func (q *Queue) runningKey() string  { return runningKey }
+func (q *Queue) keys() []string      { return []string{deferredKey, runningKey, ownerKey} }
 
 // Defer records r (r.NeededBy set) to run by r.NeededBy; timeout is the
 // function's. A needed-by time too close to keep the promise, or further
@@ -69,7 +83,7 @@ func (q *Queue) Defer(ctx context.Context, r Request, timeout time.Duration) err
 		p.HSet(ctx, k, "tenant", r.Tenant, "function", r.Function, "qualifier", r.Qualifier, "state", StateDeferred,
 			"attempts", 0, "enqueued", r.Enqueued.UnixMilli(), "updated", r.Enqueued.UnixMilli(),
 			"needed_by", r.NeededBy.UnixMilli(), "latest_start", r.LatestStart.UnixMilli(), "request", b)
-		p.Expire(ctx, k, keepQueued)
+		p.Expire(ctx, k, time.Until(r.NeededBy)+keepQueued)
 		p.ZAdd(ctx, q.deferredKey(), redis.Z{Score: float64(r.LatestStart.UnixMilli()), Member: r.ID})
 		return nil
 	})
@@ -79,23 +93,48 @@ func (q *Queue) Defer(ctx context.Context, r Request, timeout time.Duration) err
 	return nil
 }
 
-// claimScript moves a deferred execution to the running set under a
-// lease; 1 if this caller won it.
-var claimScript = redis.NewScript(`
+// The lease scripts. KEYS: waiting, running, owner. A claim holds a random
+// token: renewing, finishing and giving back check it, so a replica whose
+// lease lapsed (and was taken over) cannot touch the new holder's.
+var (
+	// ARGV: id, lease end, token. 1 if this caller won the execution.
+	claimScript = redis.NewScript(`
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
   return 1
 end
 return 0`)
-
-// requeueScript moves a running execution back to the deferred set at
-// score ARGV[2]; 1 if it was still running.
-var requeueScript = redis.NewScript(`
-if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then
+	// ARGV: id, token, new lease end. 0: the lease is no longer ours.
+	renewScript = redis.NewScript(`
+if redis.call('HGET', KEYS[3], ARGV[1]) == ARGV[2] then
+  redis.call('ZADD', KEYS[2], 'XX', ARGV[3], ARGV[1])
+  return 1
+end
+return 0`)
+	// ARGV: id, token, score. Gives the execution back (to start again at
+	// score), or with score "" drops it (it ended).
+	giveBackScript = redis.NewScript(`
+if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then
+  return 0
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+if ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+end
+return 1`)
+	// ARGV: id, now. Takes a lapsed lease back, due at once.
+	reapScript = redis.NewScript(`
+local lease = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if lease and tonumber(lease) <= tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('HDEL', KEYS[3], ARGV[1])
   redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
   return 1
 end
 return 0`)
+)
 
 // RunDeferred starts this replica's share of the deferred executions until
 // ctx is done: every one whose latest start has come, and, while capacity
@@ -108,21 +147,32 @@ func (q *Queue) RunDeferred(ctx context.Context, capacity Capacity) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	var mu sync.Mutex
-	inEarly := 0
+	inEarly, running := 0, 0
 	var lastCap time.Time
-	start := func(id string, ahead bool) {
+	room := func() (all, early int) {
+		mu.Lock()
+		defer mu.Unlock()
+		return maxRunning - running, maxEarly - inEarly
+	}
+	start := func(id, token string, ahead bool) {
 		wg.Add(1)
+		mu.Lock()
+		running++
 		if ahead {
-			mu.Lock()
 			inEarly++
-			mu.Unlock()
 		}
+		mu.Unlock()
 		go func() {
 			defer wg.Done()
-			if ahead {
-				defer func() { mu.Lock(); inEarly--; mu.Unlock() }()
-			}
-			q.runDeferred(ctx, id, ahead)
+			defer func() {
+				mu.Lock()
+				running--
+				if ahead {
+					inEarly--
+				}
+				mu.Unlock()
+			}()
+			q.runDeferred(ctx, id, token, ahead)
 		}()
 	}
 	for {
@@ -135,74 +185,87 @@ func (q *Queue) RunDeferred(ctx context.Context, capacity Capacity) error {
 		if err := q.reap(ctx, now); err != nil {
 			q.cfg.Log.Warn().Err(err).Msg("deferred: reaping lapsed leases")
 		}
-		due, err := q.st.rdb.ZRangeByScore(ctx, q.deferredKey(), &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: 100}).Result()
+		free, _ := room()
+		if free <= 0 {
+			continue // at the limit: due ones start as others end
+		}
+		due, err := q.st.rdb.ZRangeByScore(ctx, q.deferredKey(), &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: int64(free)}).Result()
 		if err != nil {
 			q.cfg.Log.Warn().Err(err).Msg("deferred: reading the due executions")
 			continue
 		}
 		for _, id := range due {
-			if q.claim(ctx, id) {
-				start(id, false)
+			if token, ok := q.claim(ctx, id); ok {
+				start(id, token, false)
 			}
 		}
-		mu.Lock()
-		room := maxEarly - inEarly
-		mu.Unlock()
-		if room <= 0 || now.Sub(lastCap) < capacityEvery {
+		all, early := room()
+		if early = min(early, all); early <= 0 || now.Sub(lastCap) < capacityEvery {
 			continue
 		}
 		lastCap = now
 		if n, err := q.st.rdb.ZCard(ctx, q.deferredKey()).Result(); err != nil || n == 0 {
 			continue
 		}
-		free, err := capacity(ctx)
+		idle, err := capacity(ctx)
 		if err != nil {
 			q.cfg.Log.Warn().Err(err).Msg("deferred: reading the pool's idle capacity")
 			continue
 		}
-		if free = min(free, room); free <= 0 {
+		if idle = min(idle, early); idle <= 0 {
 			continue
 		}
-		next, err := q.st.rdb.ZRange(ctx, q.deferredKey(), 0, int64(free-1)).Result()
+		next, err := q.st.rdb.ZRange(ctx, q.deferredKey(), 0, int64(idle-1)).Result()
 		if err != nil {
 			continue
 		}
 		for _, id := range next {
-			if q.claim(ctx, id) {
-				start(id, true)
+			if token, ok := q.claim(ctx, id); ok {
+				start(id, token, true)
 			}
 		}
 	}
 }
 
-func (q *Queue) claim(ctx context.Context, id string) bool {
+// claim takes execution id under a new lease; ok if this caller won it.
+func (q *Queue) claim(ctx context.Context, id string) (token string, ok bool) {
+	token = newToken()
 	lease := time.Now().Add(deferLease).UnixMilli()
-	n, err := claimScript.Run(ctx, q.st.rdb, []string{q.deferredKey(), q.runningKey()}, id, lease).Int()
+	n, err := claimScript.Run(ctx, q.st.rdb, q.keys(), id, lease, token).Int()
 	if err != nil {
 		q.cfg.Log.Warn().Err(err).Str("invocation", id).Msg("deferred: claim")
 	}
-	return n == 1
+	return token, n == 1
 }
 
-// reap puts executions whose lease lapsed (their replica died) back, due
-// at once.
+func newToken() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// reap puts executions whose lease lapsed (their replica died, or lost
+// Redis for longer than the lease) back, due at once.
 func (q *Queue) reap(ctx context.Context, now time.Time) error {
 	lapsed, err := q.st.rdb.ZRangeByScore(ctx, q.runningKey(), &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: 100}).Result()
 	if err != nil {
 		return err
 	}
 	for _, id := range lapsed {
-		if err := requeueScript.Run(ctx, q.st.rdb, []string{q.deferredKey(), q.runningKey()}, id, now.UnixMilli()).Err(); err != nil {
+		n, err := reapScript.Run(ctx, q.st.rdb, q.keys(), id, now.UnixMilli()).Int()
+		if err != nil {
 			return err
 		}
-		q.cfg.Log.Warn().Str("invocation", id).Msg("deferred: a replica's lease lapsed; starting it again")
+		if n == 1 {
+			q.cfg.Log.Warn().Str("invocation", id).Msg("deferred: a replica's lease lapsed; starting it again")
+		}
 	}
 	return nil
 }
 
 // runDeferred runs claimed execution id to its end (retries and delivery
 // included), renewing its lease meanwhile.
-func (q *Queue) runDeferred(ctx context.Context, id string, ahead bool) {
+func (q *Queue) runDeferred(ctx context.Context, id, token string, ahead bool) {
 	log := q.cfg.Log.With().Str("invocation", id).Logger()
 	b, err := q.st.rdb.HGet(ctx, q.st.key(id), "request").Bytes()
 	var r Request
@@ -212,11 +275,11 @@ func (q *Queue) runDeferred(ctx context.Context, id string, ahead bool) {
 	switch {
 	case errors.Is(err, redis.Nil):
 		log.Error().Msg("deferred: the execution's record expired: dropped")
-		_ = q.st.rdb.ZRem(context.WithoutCancel(ctx), q.runningKey(), id).Err()
+		q.giveBack(ctx, id, token, "")
 		return
 	case err != nil:
 		log.Warn().Err(err).Msg("deferred: reading the request; trying again")
-		q.requeue(ctx, id, time.Now().Add(time.Second))
+		q.giveBack(ctx, id, token, strconv.FormatInt(time.Now().Add(time.Second).UnixMilli(), 10))
 		return
 	}
 	late := time.Since(r.LatestStart)
@@ -236,7 +299,11 @@ func (q *Queue) runDeferred(ctx context.Context, id string, ahead bool) {
 			case <-renew.Done():
 				return
 			case <-t.C:
-				_ = q.st.rdb.ZAddXX(renew, q.runningKey(), redis.Z{Score: float64(time.Now().Add(deferLease).UnixMilli()), Member: id}).Err()
+				n, err := renewScript.Run(renew, q.st.rdb, q.keys(), id, token, time.Now().Add(deferLease).UnixMilli()).Int()
+				if err == nil && n == 0 {
+					log.Warn().Msg("deferred: the lease lapsed while running (Redis out of reach?); another replica may run it too")
+					return
+				}
 			}
 		}
 	}()
@@ -247,18 +314,19 @@ func (q *Queue) runDeferred(ctx context.Context, id string, ahead bool) {
 		// Ember's own failure, or shutdown: start it again soon (here or on
 		// another replica).
 		log.Warn().Err(err).Msg("deferred: not finished; starting it again")
-		q.requeue(ctx, id, time.Now().Add(time.Second))
+		q.giveBack(ctx, id, token, strconv.FormatInt(time.Now().Add(time.Second).UnixMilli(), 10))
 		return
 	}
-	if err := q.st.rdb.ZRem(context.WithoutCancel(ctx), q.runningKey(), id).Err(); err != nil {
-		log.Warn().Err(err).Msg("deferred: finished, but its lease stays until it lapses (run again, then skipped)")
-	}
+	q.giveBack(ctx, id, token, "")
 }
 
-func (q *Queue) requeue(ctx context.Context, id string, at time.Time) {
+// giveBack ends this replica's lease of id: the execution starts again at
+// score (ms), or with score "" it ended. A lease taken over meanwhile is
+// left to its new holder.
+func (q *Queue) giveBack(ctx context.Context, id, token, score string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if err := requeueScript.Run(ctx, q.st.rdb, []string{q.deferredKey(), q.runningKey()}, id, at.UnixMilli()).Err(); err != nil {
-		q.cfg.Log.Warn().Err(err).Str("invocation", id).Msg("deferred: requeue failed; the lease lapses and another replica starts it")
+	if err := giveBackScript.Run(ctx, q.st.rdb, q.keys(), id, token, score).Err(); err != nil {
+		q.cfg.Log.Warn().Err(err).Str("invocation", id).Msg("deferred: ending the lease failed; it lapses and another replica looks at it (an ended one is skipped)")
 	}
 }

@@ -119,7 +119,7 @@ func TestDeferredLeaseLapses(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A replica claims it, then dies: its lease ends in the past.
-	if n, err := claimScript.Run(ctx, rdb, []string{q.deferredKey(), q.runningKey()}, "orphan", time.Now().Add(-time.Second).UnixMilli()).Int(); err != nil || n != 1 {
+	if n, err := claimScript.Run(ctx, rdb, q.keys(), "orphan", time.Now().Add(-time.Second).UnixMilli(), "dead-replica").Int(); err != nil || n != 1 {
 		t.Fatalf("claim: %d, %v", n, err)
 	}
 	go func() { _ = q.RunDeferred(ctx, func(context.Context) (int, error) { return 0, nil }) }()
@@ -134,5 +134,13 @@ func TestDeferredLeaseLapses(t *testing.T) {
 	}
 	if _, runs := c.at("orphan"); runs != 1 {
 		t.Fatalf("ran %d times", runs)
+	}
+	// The dead replica comes back and gives its old claim back: its token
+	// is not the lease's, nothing is queued again.
+	if n, err := giveBackScript.Run(ctx, rdb, q.keys(), "orphan", "dead-replica", time.Now().UnixMilli()).Int(); err != nil || n != 0 {
+		t.Fatalf("a stale claim gave the execution back: %d, %v", n, err)
+	}
+	if n, _ := rdb.ZCard(ctx, q.deferredKey()).Result(); n != 0 {
+		t.Fatalf("%d executions queued again", n)
 	}
 }

@@ -250,12 +250,12 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt registry
 		message(w, http.StatusInternalServerError, "Internal Server Error")
 		return
 	}
-	// A client that disconnects does not cancel the invocation (that would
-	// kill the function and destroy its warm instance); the route's
-	// timeout does.
-	ctx := context.WithoutCancel(r.Context())
+	// A client that disconnects once the invocation has an instance does
+	// not stop it (RunToEnd: that would kill the function and destroy its
+	// warm instance); the route's timeout is its deadline.
+	ctx := r.Context()
 	inv := &invoke.Invocation{ID: q.id, Tenant: rt.Tenant, Function: rt.Function, Qualifier: rt.Qualifier,
-		Payload: payload, Source: "route " + rt.Key(), TraceID: r.Header.Get("X-Ember-Trace-Id")}
+		Payload: payload, Source: "route " + rt.Key(), TraceID: r.Header.Get("X-Ember-Trace-Id"), RunToEnd: true}
 	if rt.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, rt.Timeout)

@@ -25,6 +25,14 @@ type Invocation struct {
 	// FirstEventAt is when the oldest event in the payload was fetched (for
 	// event-to-start latency). Zero for synchronous invokes.
 	FirstEventAt time.Time
+	// RunToEnd: once it holds an instance, the invocation runs to its end
+	// (or its deadline) even if the caller's context is cancelled, as on
+	// Lambda; the instance then goes back to the pool. Stopping it midway
+	// would kill the function and destroy a warm instance. Waiting for an
+	// instance still stops with the caller. Set for callers that may hang
+	// up (HTTP clients); not for consumers, which must stop a revoked
+	// partition's work.
+	RunToEnd bool
 }
 
 // Status is how the function (not the platform) finished.

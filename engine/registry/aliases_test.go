@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"testing"
+	"time"
 
 	"github.com/ember-run/ember/internal/testenv"
 )
@@ -126,6 +127,24 @@ func TestAliases(t *testing.T) {
 	}
 	if _, err := r.Resolve(ctx, "t1", "f", "prod"); !IsNotFound(err) {
 		t.Fatalf("resolve of a deleted alias: %v", err)
+	}
+
+	// A split's longest timeout is its longest version's.
+	long := fn("f")
+	long.Timeout = time.Minute
+	if _, err := r.PutFunction(ctx, long); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := r.PublishVersion(ctx, "t1", "f"); err != nil || v.Version != "3" {
+		t.Fatalf("publish 3: %+v, %v", v, err)
+	}
+	if _, err := r.PutAlias(ctx, Alias{Tenant: "t1", Function: "f", Name: "canary", Version: "1", Extra: map[string]float64{"3": 0.01}}, true); err != nil {
+		t.Fatal(err)
+	}
+	for q, want := range map[string]time.Duration{"canary": time.Minute, "1": 5 * time.Second, "": time.Minute} {
+		if got, err := r.LongestTimeout(ctx, "t1", "f", q); err != nil || got != want {
+			t.Errorf("LongestTimeout(%q) = %v, %v; want %v", q, got, err, want)
+		}
 	}
 }
 

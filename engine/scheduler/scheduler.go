@@ -421,7 +421,11 @@ func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v regi
 	}
 	// The agent enforces the function's timeout; the RPC deadline only
 	// guards against an agent that never answers.
-	rctx, cancel := context.WithDeadline(ctx, deadline.Add(10*time.Second))
+	pctx := ctx
+	if inv.RunToEnd {
+		pctx = context.WithoutCancel(ctx)
+	}
+	rctx, cancel := context.WithDeadline(pctx, deadline.Add(10*time.Second))
 	defer cancel()
 	start := time.Now()
 	resp, err := client.Dispatch(rctx, req)

@@ -51,17 +51,18 @@ func (d *Daemon) ensureAsyncTopic(ctx context.Context) error {
 // other work before they start ahead of their latest start.
 const deferReserve = 1
 
-// idleCapacity is asyncinv.Capacity: the pool's idle instances (warm, and
-// active but not running anything) beyond the reserve, fewer by the
-// invocations waiting here for an instance.
+// idleCapacity is asyncinv.Capacity: the warming pool's instances (idle
+// and not assigned to any tenant, so any deferred execution may take one)
+// beyond the reserve, fewer by the invocations waiting in this emberd for
+// an instance.
 func (d *Daemon) idleCapacity(ctx context.Context) (int, error) {
 	occ, err := d.pool.Occupancy(ctx)
 	if err != nil {
 		return 0, err
 	}
-	idle := 0
+	warm := 0
 	for _, o := range occ {
-		idle += o.Warm + o.Active
+		warm += o.Warm
 	}
-	return idle - deferReserve - d.sched.Waiting(), nil
+	return warm - deferReserve - d.sched.Waiting(), nil
 }
