@@ -73,8 +73,8 @@ func (a *app) deployCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "deployed %s ($LATEST) %s, %d MB, timeout %v\n", fn.Name, fn.CodeDigest,
-				fn.MemoryMB, time.Duration(fn.TimeoutMs)*time.Millisecond)
+			fmt.Fprintf(cmd.OutOrStdout(), "deployed %s ($LATEST) %s, %d MB, timeout %v%s\n", fn.Name, fn.CodeDigest,
+				fn.MemoryMB, time.Duration(fn.TimeoutMs)*time.Millisecond, preloaded(fn.Preloaded))
 			return nil
 		},
 	}
@@ -97,7 +97,7 @@ func (a *app) publishCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s version %s (%s)\n", v.Function, v.Version, v.CodeDigest)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s version %s (%s)%s\n", v.Function, v.Version, v.CodeDigest, preloaded(v.Preloaded))
 			return nil
 		},
 	}
@@ -310,6 +310,15 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// preloaded says on how many instances a deploy or publish loaded the new
+// code ahead of its first invocation.
+func preloaded(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", pre-loaded on %d warm instance(s)", n)
 }
 
 func qualSuffix(q string) string {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -153,13 +154,34 @@ func (s *Server) putFunction(w http.ResponseWriter, r *http.Request, tenant stri
 	default:
 		f.SubPool = cfg.SubPool
 	}
+	prevHash := f.LatestConfigHash
 	out, err := s.deps.Registry.PutFunction(r.Context(), f)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	s.log.Info().Str("tenant", tenant).Str("function", name).Str("digest", out.CodeDigest).Msg("function deployed")
-	writeJSON(w, http.StatusOK, functionJSON(out))
+	fj := functionJSON(out)
+	if prevHash != "" && prevHash != out.LatestConfigHash {
+		fj.Preloaded = s.preload(r, tenant, name, registry.Latest)
+	}
+	writeJSON(w, http.StatusOK, fj)
+}
+
+// preload loads qualifier of the function on the idle instances that ran
+// its $LATEST until now, so that the first invocation after a deploy or a
+// publish is hot; best effort, bounded by preloadTimeout.
+func (s *Server) preload(r *http.Request, tenant, name, qualifier string) int {
+	if s.deps.Preloader == nil {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), preloadTimeout)
+	defer cancel()
+	n, err := s.deps.Preloader.Preload(ctx, tenant, name, qualifier, registry.Latest)
+	if err != nil {
+		s.log.Warn().Err(err).Str("tenant", tenant).Str("function", name).Str("qualifier", qualifier).Msg("pre-load")
+	}
+	return n
 }
 
 // wrapBody classifies a body read error: too large stays *http.MaxBytesError
@@ -231,7 +253,9 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, tenant string) 
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, versionJSON(v))
+	vj := versionJSON(v)
+	vj.Preloaded = s.preload(r, tenant, v.Function, v.Version)
+	writeJSON(w, http.StatusOK, vj)
 }
 
 // invoke runs the function synchronously. The body is the payload; the

@@ -190,7 +190,19 @@ type Deps struct {
 	Redriver Redriver
 	// Replicas, when set, shares packages with the other emberd replicas.
 	Replicas CodeReplicas
+	// Preloader, when set, loads a deployed or published version on the
+	// idle instances that ran the one it replaces (*scheduler.Scheduler).
+	Preloader Preloader
 }
+
+// Preloader loads a version, without running it, on the idle instances
+// where version from is hot; it returns on how many.
+type Preloader interface {
+	Preload(ctx context.Context, tenant, function, qualifier, from string) (int, error)
+}
+
+// preloadTimeout bounds the pre-load a deploy or publish waits for.
+const preloadTimeout = 10 * time.Second
 
 // CodeReplicas makes packages reachable from every emberd replica;
 // *codepeers.Peers implements it.

@@ -9,6 +9,7 @@ type metrics struct {
 	dispatch       prometheus.Histogram
 	waiting        *prometheus.GaugeVec
 	waited         *prometheus.HistogramVec
+	preloads       *prometheus.CounterVec
 }
 
 var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
@@ -37,6 +38,10 @@ func newMetrics() *metrics {
 			Help:    "Time invocations that had to wait spent waiting for an instance, by class.",
 			Buckets: latencyBuckets,
 		}, []string{"class"}),
+		preloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ember_scheduler_preloads_total",
+			Help: "Versions pre-loaded on instances that held the version they replace, by result (loaded, failed).",
+		}, []string{"result"}),
 		dispatch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ember_scheduler_dispatch_seconds",
 			Help:    "Dispatch round trip to the agent, function run time included.",
@@ -46,7 +51,7 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.invocations, m.platformErrors, m.claimWait, m.dispatch, m.waiting, m.waited} {
+	for _, c := range []prometheus.Collector{m.invocations, m.platformErrors, m.claimWait, m.dispatch, m.waiting, m.waited, m.preloads} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

@@ -156,7 +156,11 @@ type DispatchRequest struct {
 	// host's services, private networks or metadata addresses).
 	Network string `protobuf:"bytes,15,opt,name=network,proto3" json:"network,omitempty"`
 	// state are the tenant's shared resources the function's container sees.
-	State         []*StateMount `protobuf:"bytes,16,rep,name=state,proto3" json:"state,omitempty"`
+	State []*StateMount `protobuf:"bytes,16,rep,name=state,proto3" json:"state,omitempty"`
+	// preload starts the version's container and its process, ready for the
+	// next invocation, without invoking it (payload and deadline unused): the
+	// response is STATUS_OK with no payload.
+	Preload       bool `protobuf:"varint,17,opt,name=preload,proto3" json:"preload,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -301,6 +305,13 @@ func (x *DispatchRequest) GetState() []*StateMount {
 		return x.State
 	}
 	return nil
+}
+
+func (x *DispatchRequest) GetPreload() bool {
+	if x != nil {
+		return x.Preload
+	}
+	return false
 }
 
 // StateMount is a resource of the tenant, by name, mounted read-write at
@@ -620,7 +631,7 @@ var File_hostagent_dispatchpb_dispatch_proto protoreflect.FileDescriptor
 
 const file_hostagent_dispatchpb_dispatch_proto_rawDesc = "" +
 	"\n" +
-	"#hostagent/dispatchpb/dispatch.proto\x12\x11ember.dispatch.v1\"\xe4\x04\n" +
+	"#hostagent/dispatchpb/dispatch.proto\x12\x11ember.dispatch.v1\"\xfe\x04\n" +
 	"\x0fDispatchRequest\x12#\n" +
 	"\rinvocation_id\x18\x01 \x01(\tR\finvocationId\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -641,7 +652,8 @@ const file_hostagent_dispatchpb_dispatch_proto_rawDesc = "" +
 	"\btrace_id\x18\r \x01(\tR\atraceId\x12!\n" +
 	"\ffunction_arn\x18\x0e \x01(\tR\vfunctionArn\x12\x18\n" +
 	"\anetwork\x18\x0f \x01(\tR\anetwork\x123\n" +
-	"\x05state\x18\x10 \x03(\v2\x1d.ember.dispatch.v1.StateMountR\x05state\x1a6\n" +
+	"\x05state\x18\x10 \x03(\v2\x1d.ember.dispatch.v1.StateMountR\x05state\x12\x18\n" +
+	"\apreload\x18\x11 \x01(\bR\apreload\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +

@@ -219,6 +219,7 @@ func (c *container) spawnLocked() (*process, error) {
 		pid:       sp.pid,
 		spawnedAt: spawnedAt,
 		next:      make(chan *invocation),
+		ready:     make(chan struct{}),
 		exited:    make(chan struct{}),
 		initErr:   make(chan struct{}),
 		pipe:      newPipeReader(r, c.logs),
@@ -406,7 +407,9 @@ func (c *container) invoke(ctx context.Context, req initproto.Invoke, payload []
 	}
 	if first := p.firstNext.Load(); first != 0 && !p.initReported {
 		p.initReported = true // guarded by slot
-		res.InitDurationNs = first - p.spawnedAt.UnixNano()
+		if !p.ahead.Load() {
+			res.InitDurationNs = first - p.spawnedAt.UnixNano()
+		}
 	}
 	p.pipe.sync()
 	res.LogTail = c.logs.tail(mark, c.s.cfg.LogTailBytes)
@@ -455,11 +458,15 @@ type process struct {
 	pid          int
 	spawnedAt    time.Time
 	firstNext    atomic.Int64 // unix ns of the first GET /next
+	ready        chan struct{} // closed at the first GET /next
 	initReported bool         // guarded by c.slot
-	next         chan *invocation
-	cur          atomic.Pointer[invocation]
-	srv          *http.Server
-	pipe         *pipeReader
+	// ahead: started by a pre-load, not for an invocation: its start-up is
+	// no invocation's init.
+	ahead atomic.Bool
+	next  chan *invocation
+	cur   atomic.Pointer[invocation]
+	srv   *http.Server
+	pipe  *pipeReader
 
 	initErr     chan struct{} // closed once the runtime posts init/error
 	initErrOnce sync.Once
@@ -592,4 +599,25 @@ func (c *container) stateBinds() []shimBind {
 		out = append(out, shimBind{Src: filepath.Join(c.s.cfg.StateDir, m.Dir), Dst: m.Path})
 	}
 	return out
+}
+
+// preloadReady bounds how long a pre-load waits for the runtime's first
+// GET /next (Lambda's init phase is bounded by 10 s too).
+const preloadReady = 10 * time.Second
+
+// awaitReady waits until the runtime asks for its first invocation: then
+// the next invocation is a hot start.
+func (p *process) awaitReady(bound time.Duration) error {
+	t := time.NewTimer(bound)
+	defer t.Stop()
+	select {
+	case <-p.ready:
+		return nil
+	case <-p.initErr:
+		return fmt.Errorf("container %q: the runtime reported an init error: %s", p.c.id, p.initErrType)
+	case <-p.exited:
+		return fmt.Errorf("container %q: the runtime exited before asking for an invocation", p.c.id)
+	case <-t.C:
+		return fmt.Errorf("container %q: the runtime did not ask for an invocation within %v", p.c.id, bound)
+	}
 }

@@ -39,7 +39,7 @@ func FuzzRuntimeAPI(f *testing.F) {
 		}
 		s := &Server{cfg: Config{MaxResponseBytes: 1 << 10}}
 		c := &container{s: s}
-		p := &process{c: c, next: make(chan *invocation), initErr: make(chan struct{})}
+		p := &process{c: c, next: make(chan *invocation), ready: make(chan struct{}), initErr: make(chan struct{})}
 		inv := &invocation{id: "req-1", done: make(chan outcome, 1)}
 		p.cur.Store(inv)
 		req := httptest.NewRequest(method, u.String(), bytes.NewReader(body))

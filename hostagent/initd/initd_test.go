@@ -361,3 +361,24 @@ func BenchmarkHotInvoke(b *testing.B) {
 	}
 	b.ReportMetric(float64(toNext.Nanoseconds())/float64(b.N), "ns-to-next/op")
 }
+
+// TestPreloadStartsAheadOfTheFirstInvoke: a container created without its
+// process (DeferSpawn) and then pre-loaded answers only once its runtime
+// asks for an invocation; the first invocation is then hot (no init).
+func TestPreloadStartsAheadOfTheFirstInvoke(t *testing.T) {
+	e := startServer(t, nil)
+	c := e.dial(t)
+	sp := spec("echo", "kafka-echo")
+	sp.DeferSpawn = true
+	if st := c.start(sp); st.Error != "" || st.Pid != 0 {
+		t.Fatalf("deferred start: %+v", st)
+	}
+	st := c.start(initproto.StartContainer{ContainerID: "echo", Preload: true})
+	if st.Error != "" || st.Pid <= 0 {
+		t.Fatalf("pre-load: %+v", st)
+	}
+	res, body := c.invoke("echo", "inv-1", 10*time.Second, kafkaPayload(t, "id-1"))
+	if res.Status != initproto.StatusOK || res.InitDurationNs != 0 || !strings.Contains(body, `"id-1"`) {
+		t.Fatalf("first invoke after the pre-load: %+v %s; want ok with no init", res, body)
+	}
+}

@@ -83,7 +83,9 @@ func (p *process) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serveNext blocks until an invocation is handed to this process or the
 // runtime goes away.
 func (p *process) serveNext(w http.ResponseWriter, r *http.Request) {
-	p.firstNext.CompareAndSwap(0, time.Now().UnixNano())
+	if p.firstNext.CompareAndSwap(0, time.Now().UnixNano()) {
+		close(p.ready)
+	}
 	var inv *invocation
 	select {
 	case inv = <-p.next:

@@ -255,6 +255,13 @@ func (s *Server) handleStart(f *initproto.Frame) (initproto.Started, []int) {
 			return out, nil
 		}
 		out.Pid = p.pid
+		if req.Preload {
+			p.ahead.Store(true)
+			if err := p.awaitReady(preloadReady); err != nil {
+				out.Error = err.Error()
+				return out, nil
+			}
+		}
 	}
 	out.UID = c.uid
 	c.mu.Lock()

@@ -65,6 +65,10 @@ type StartContainer struct {
 	// first Invoke starts it. The agent sets it when it connects the
 	// container's network namespace (from Started) to a network first.
 	DeferSpawn bool `json:"defer_spawn,omitempty"`
+	// Preload (on a container that exists) starts its process ahead of its
+	// next invocation: that invocation is not its first, and reports no
+	// init duration.
+	Preload bool `json:"preload,omitempty"`
 	// State are the tenant's resources the container sees read-write: the
 	// agent has attached each under StateDir.
 	State []StateMount `json:"state,omitempty"`

@@ -38,6 +38,7 @@ func (d *Daemon) apiServer() (*http.Server, *http.Server, error) {
 		Async:     d.async,
 		Redriver:  redriver{d},
 		Replicas:  d.peers,
+		Preloader: d.sched,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -97,6 +97,10 @@ type Function struct {
 	Versions   []string          `json:"versions"`
 	Created    time.Time         `json:"created"`
 	Updated    time.Time         `json:"updated"`
+	// Preloaded (in a deploy's answer) is how many idle instances that ran
+	// the previous $LATEST hold the new one already: their next invocation
+	// is a hot start.
+	Preloaded int `json:"preloaded,omitempty"`
 }
 
 // Version is a published version.
@@ -116,6 +120,9 @@ type Version struct {
 	CodeSize   int64             `json:"code_size"`
 	ConfigHash string            `json:"config_hash"`
 	Created    time.Time         `json:"created"`
+	// Preloaded (in a publish's answer) is how many idle instances that ran
+	// $LATEST hold the version already.
+	Preloaded int `json:"preloaded,omitempty"`
 }
 
 // Functions is GET /v1/functions.

@@ -1,0 +1,107 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ember-run/ember/engine/invoke"
+	"github.com/ember-run/ember/engine/pool"
+	"github.com/ember-run/ember/engine/registry"
+	"github.com/ember-run/ember/hostagent/dispatchpb"
+)
+
+// MaxPreload bounds the instances one Preload loads a version on.
+const MaxPreload = 8
+
+// Preload loads the version qualifier names of tenant's function, without
+// running it, on the idle instances where version from (the one it
+// replaces: "$LATEST" before an update of $LATEST, or for a newly
+// published version) is hot: their next invocation of it is a hot start.
+// Instances busy now, and the warming pool, are left alone. It returns how
+// many instances now hold the version.
+func (s *Scheduler) Preload(ctx context.Context, tenant, function, qualifier, from string) (int, error) {
+	v, err := s.resolver.Resolve(ctx, tenant, function, qualifier)
+	if err != nil {
+		return 0, err
+	}
+	choice, err := s.choose(ctx, v)
+	if err != nil {
+		return 0, err
+	}
+	prev := pool.VersionKey(tenant, function, from)
+	vk := pool.VersionKey(v.Tenant, v.Function, v.Version)
+	var claims []pool.Claim
+	for range MaxPreload {
+		c, ok, err := s.tryClaim(ctx, tenant, choice.Class, prev, time.Now().Add(v.Timeout+s.cfg.LeaseGrace))
+		if err != nil || !ok {
+			break
+		}
+		if c.Kind != pool.KindHot { // no more instances holding the old one
+			s.release(ctx, c.InstanceID, "", true)
+			break
+		}
+		claims = append(claims, c)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	loaded := 0
+	for _, c := range claims {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			keep, err := s.preloadOn(ctx, v, c)
+			hot := ""
+			if err == nil {
+				hot = vk
+				mu.Lock()
+				loaded++
+				mu.Unlock()
+				s.m.preloads.WithLabelValues("loaded").Inc()
+			} else {
+				s.m.preloads.WithLabelValues("failed").Inc()
+				s.log.Warn().Err(err).Str("instance", c.InstanceID).Str("version", vk).Msg("pre-load failed")
+			}
+			s.release(ctx, c.InstanceID, hot, keep)
+		}()
+	}
+	wg.Wait()
+	return loaded, nil
+}
+
+// preloadOn asks c's agent to start v's container on c's instance. keep
+// is false when the instance is gone.
+func (s *Scheduler) preloadOn(ctx context.Context, v registry.Version, c pool.Claim) (keep bool, err error) {
+	client, err := s.agents.get(ctx, c.Agent)
+	if err != nil {
+		return true, err
+	}
+	req := &dispatchpb.DispatchRequest{
+		InvocationId: "preload-" + invoke.NewID(), InstanceId: c.InstanceID, Tenant: v.Tenant, Function: v.Function,
+		Version: v.Version, CodeDigest: v.CodeDigest, Handler: v.Handler, MemoryMb: v.MemoryMB,
+		TimeoutMs: v.Timeout.Milliseconds(), Env: v.Env, Network: v.Network, Preload: true,
+	}
+	for _, m := range v.State {
+		req.State = append(req.State, &dispatchpb.StateMount{Name: m.Name, Path: m.Path, SizeMb: m.SizeMB})
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := client.Dispatch(rctx, req)
+	if err == nil && resp.GetStatus() != dispatchpb.Status_STATUS_OK {
+		return true, fmt.Errorf("agent %s instance %s: %s: %s", c.Agent, c.InstanceID, resp.GetErrorType(), resp.GetPayload())
+	}
+	if err != nil {
+		switch status.Code(err) {
+		case codes.NotFound, codes.FailedPrecondition, codes.PermissionDenied:
+			return false, fmt.Errorf("agent %s instance %s: %w", c.Agent, c.InstanceID, err)
+		case codes.Unavailable:
+			s.agents.forget(c.Agent)
+		}
+		return true, fmt.Errorf("agent %s instance %s: %w", c.Agent, c.InstanceID, err)
+	}
+	return true, nil
+}
