@@ -107,6 +107,10 @@ func Start(cfg Config) (*Broker, error) {
 		return nil, fmt.Errorf("embedded broker on %s: %w", cfg.ListenAddr, err)
 	}
 	b := &Broker{cluster: c, addrs: c.ListenAddrs(), stop: make(chan struct{})}
+	ss := newSessions()
+	ss.watch(c)
+	b.wg.Add(1)
+	go func() { defer b.wg.Done(); ss.run(b.addrs[0], b.stop) }()
 	if cfg.RetentionInterval > 0 {
 		b.wg.Add(1)
 		go b.retentionLoop(cfg.RetentionInterval)
