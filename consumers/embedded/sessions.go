@@ -24,8 +24,13 @@ import (
 type sessions struct {
 	mu      sync.Mutex
 	members map[memberKey]*memberSeen
-	now     func() time.Time
+	// groups holds each group's latest bounds from a JoinGroup, for
+	// members whose own were not seen (a first join carries no member id).
+	groups map[string]bounds
+	now    func() time.Time
 }
+
+type bounds struct{ session, rebalance time.Duration }
 
 type memberKey struct{ group, member string }
 
@@ -39,7 +44,7 @@ type memberSeen struct {
 const sessionGrace = 2 * time.Second
 
 func newSessions() *sessions {
-	return &sessions{members: map[memberKey]*memberSeen{}, now: time.Now}
+	return &sessions{members: map[memberKey]*memberSeen{}, groups: map[string]bounds{}, now: time.Now}
 }
 
 // watch records, on c, every request that shows a member is alive.
@@ -66,11 +71,14 @@ func (s *sessions) watch(c *kfake.Cluster) {
 }
 
 func (s *sessions) seen(group, member string, waiting bool, session, rebalance time.Duration) {
-	if member == "" {
-		return // a first join: the member has no id yet
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if session > 0 {
+		s.groups[group] = bounds{session, rebalance}
+	}
+	if member == "" {
+		return // a first join: the member has no id yet (adopt finds it)
+	}
 	k := memberKey{group, member}
 	m := s.members[k]
 	if m == nil {
@@ -92,6 +100,31 @@ func (s *sessions) left(r *kmsg.LeaveGroupRequest) {
 	}
 }
 
+// adopt starts watching the members of group the broker lists that no
+// request showed yet (a member that joined with no id and died before
+// its next request), as if just seen waiting.
+func (s *sessions) adopt(group string, ids []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		k := memberKey{group, id}
+		if s.members[k] == nil {
+			s.members[k] = &memberSeen{last: s.now(), waiting: true}
+		}
+	}
+}
+
+// watchedGroups are the groups a JoinGroup was seen for.
+func (s *sessions) watchedGroups() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.groups))
+	for g := range s.groups {
+		out = append(out, g)
+	}
+	return out
+}
+
 // expired returns the members silent past their bounds, and forgets them.
 func (s *sessions) expired() []memberKey {
 	s.mu.Lock()
@@ -99,12 +132,15 @@ func (s *sessions) expired() []memberKey {
 	now := s.now()
 	var out []memberKey
 	for k, m := range s.members {
-		if m.session == 0 {
-			continue // joined before the broker watched: its bounds are unknown
+		b := bounds{m.session, m.rebound}
+		if b.session == 0 {
+			if b = s.groups[k.group]; b.session == 0 {
+				continue // no JoinGroup of the group seen: its bounds are unknown
+			}
 		}
-		bound := m.session
+		bound := b.session
 		if m.waiting {
-			bound += m.rebound
+			bound += b.rebalance
 		}
 		if now.Sub(m.last) > bound+sessionGrace {
 			out = append(out, k)
@@ -116,7 +152,12 @@ func (s *sessions) expired() []memberKey {
 
 // run expires silent members every second until stop is closed.
 func (s *sessions) run(addr string, stop <-chan struct{}) {
-	cl := &kafka.Client{Addr: kafka.TCP(addr), Timeout: 5 * time.Second}
+	// Its own transport: kafka-go's default one caches metadata for 6 s,
+	// and a producer of the same process sharing it would not see a topic
+	// created since.
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	cl := &kafka.Client{Addr: kafka.TCP(addr), Transport: tr, Timeout: 5 * time.Second}
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -124,6 +165,19 @@ func (s *sessions) run(addr string, stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-t.C:
+		}
+		for _, g := range s.watchedGroups() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			resp, err := cl.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{g}})
+			cancel()
+			if err != nil || len(resp.Groups) != 1 {
+				continue
+			}
+			ids := make([]string, 0, len(resp.Groups[0].Members))
+			for _, m := range resp.Groups[0].Members {
+				ids = append(ids, m.MemberID)
+			}
+			s.adopt(g, ids)
 		}
 		for _, k := range s.expired() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

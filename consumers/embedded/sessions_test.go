@@ -32,6 +32,15 @@ func TestSessionsExpireSilentMembers(t *testing.T) {
 	if got := s.expired(); len(got) != 1 || got[0] != (memberKey{"g", "joining"}) {
 		t.Fatalf("after the rebalance timeout too: %v, want the member whose join never came back", got)
 	}
+
+	// A member the broker lists that no request showed (it joined with no
+	// id and died): watched from then on, with the group's bounds.
+	s.adopt("g", []string{"silent"})
+	s.adopt("other", []string{"unknown-bounds"})
+	now = now.Add(time.Minute + 6*time.Second + sessionGrace + time.Millisecond)
+	if got := s.expired(); len(got) != 1 || got[0] != (memberKey{"g", "silent"}) {
+		t.Fatalf("an adopted member: %v, want it expired with the group's bounds (and nothing of a group never seen joining)", got)
+	}
 }
 
 type leave struct{ group, member string }

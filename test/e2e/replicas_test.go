@@ -117,7 +117,9 @@ func checkKeyed(t testing.TB, results []kafka.Message, keys, perKey int) int {
 // steady pace, reporting progress in sent; it returns when all are
 // acknowledged (or on the first error).
 func produceKeyed(broker, topic string, keys, perKey int, pace time.Duration, sent *atomic.Int64) error {
-	w := &kafka.Writer{Addr: kafka.TCP(broker), Topic: topic, Balancer: &kafka.Hash{},
+	tr := &kafka.Transport{} // its own: the default one's metadata may predate the topic
+	defer tr.CloseIdleConnections()
+	w := &kafka.Writer{Addr: kafka.TCP(broker), Topic: topic, Balancer: &kafka.Hash{}, Transport: tr,
 		BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
 	defer w.Close()
 	const chunk = 200
