@@ -25,6 +25,7 @@ func table(w io.Writer, header string, rows func(tw io.Writer)) error {
 
 func (a *app) deployCmd() *cobra.Command {
 	var zipPath, handler, network, subpool string
+	var noPreload bool
 	var memory int64
 	var timeout time.Duration
 	var env, state []string
@@ -33,7 +34,7 @@ func (a *app) deployCmd() *cobra.Command {
 		Short: "Create or update a function ($LATEST) from a zip with an executable bootstrap",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg := wire.FunctionConfig{Handler: handler, Network: network, SubPool: subpool}
+			cfg := wire.FunctionConfig{Handler: handler, Network: network, SubPool: subpool, SkipPreload: noPreload}
 			if cmd.Flags().Changed("memory") {
 				cfg.MemoryMB = memory
 			}
@@ -86,6 +87,7 @@ func (a *app) deployCmd() *cobra.Command {
 	cmd.Flags().StringVar(&network, "network", "", "egress (default: the outside world through NAT) or none (no network)")
 	cmd.Flags().StringArrayVar(&state, "state", nil, "a resource of your tenant at a path under /mnt, NAME:/mnt/DIR[:SIZE_MB] (repeatable; replaces all; \"\" clears; default size 64 MB)")
 	cmd.Flags().StringVar(&subpool, "subpool", "", "run only in this sub-pool of your tenant (\"-\" clears it; default: your smallest sub-pool that holds the memory, else a fixed class)")
+	cmd.Flags().BoolVar(&noPreload, "no-preload", false, "do not load the new code on the warm instances that ran the old one before answering")
 	return cmd
 }
 

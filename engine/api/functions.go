@@ -162,7 +162,7 @@ func (s *Server) putFunction(w http.ResponseWriter, r *http.Request, tenant stri
 	}
 	s.log.Info().Str("tenant", tenant).Str("function", name).Str("digest", out.CodeDigest).Msg("function deployed")
 	fj := functionJSON(out)
-	if prevHash != "" && prevHash != out.LatestConfigHash {
+	if prevHash != "" && prevHash != out.LatestConfigHash && !cfg.SkipPreload {
 		fj.Preloaded = s.preload(r, tenant, name, registry.Latest)
 	}
 	writeJSON(w, http.StatusOK, fj)

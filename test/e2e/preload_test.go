@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -50,4 +51,42 @@ func TestPreloadOnDeploy(t *testing.T) {
 	if start, _ := invoke(""); start != "hot" {
 		t.Fatalf("$LATEST after the publish: %s, want hot (both containers stay)", start)
 	}
+}
+
+// BenchmarkFirstInvokeAfterDeploy: the first invocation after a deploy that
+// changes $LATEST, with the pre-load and without it (--no-preload: the
+// instance starts the new container on that invocation), alternating, in
+// one run; medians of 7 each.
+func BenchmarkFirstInvokeAfterDeploy(b *testing.B) {
+	s := newStack(b, "m128=2")
+	cfg := wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 5000, Env: map[string]string{"RELEASE": "0"}}
+	s.deploy("sleep", "sleep", cfg)
+	first := func() (string, time.Duration) {
+		began := time.Now()
+		res, err := s.client.Invoke(s.ctx(), "sleep", "", []byte(`{"ms":1}`))
+		if err != nil || !res.OK() {
+			b.Fatalf("invoke: %+v, %v", res, err)
+		}
+		return res.Start, time.Since(began)
+	}
+	first()
+	var with, without []time.Duration
+	for i := range 14 {
+		cfg.Env["RELEASE"] = fmt.Sprint(i + 1)
+		cfg.SkipPreload = i%2 == 1
+		s.deploy("sleep", "sleep", cfg)
+		start, took := first()
+		if cfg.SkipPreload {
+			without = append(without, took)
+		} else {
+			if start != "hot" {
+				b.Fatalf("round %d: pre-loaded, but the first invoke was %s", i, start)
+			}
+			with = append(with, took)
+		}
+	}
+	w, wo := median(with), median(without)
+	report(b, "first invoke after a deploy, pre-loaded (ms)", ms(w), "ms")
+	report(b, "first invoke after a deploy, not pre-loaded (ms)", ms(wo), "ms")
+	report(b, "pre-loaded / not pre-loaded", float64(w)/float64(wo), "x")
 }

@@ -68,6 +68,9 @@ type FunctionConfig struct {
 	// State replaces the function's state mounts (an empty list clears
 	// them; omitted keeps them).
 	State *[]StateMount `json:"state,omitempty"`
+	// SkipPreload (this deploy only, not stored): do not load the new
+	// $LATEST on the idle instances that ran the old one.
+	SkipPreload bool `json:"skip_preload,omitempty"`
 }
 
 // StateMount is a resource of the tenant mounted read-write at Path
