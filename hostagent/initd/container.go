@@ -457,9 +457,9 @@ type process struct {
 	c            *container
 	pid          int
 	spawnedAt    time.Time
-	firstNext    atomic.Int64 // unix ns of the first GET /next
+	firstNext    atomic.Int64  // unix ns of the first GET /next
 	ready        chan struct{} // closed at the first GET /next
-	initReported bool         // guarded by c.slot
+	initReported bool          // guarded by c.slot
 	// ahead: started by a pre-load, not for an invocation: its start-up is
 	// no invocation's init.
 	ahead atomic.Bool
