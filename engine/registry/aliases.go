@@ -329,25 +329,14 @@ func (r *Registry) resolveAlias(ctx context.Context, tenant, name, q string) (*a
 
 // LongestTimeout is the longest timeout qualifier may run with: the
 // version's, or the longest among an alias's versions (each invocation
-// draws one).
+// draws one). It reads through Resolve's cache.
 func (r *Registry) LongestTimeout(ctx context.Context, tenant, name, qualifier string) (time.Duration, error) {
-	q, err := NormalizeQualifier(qualifier)
-	if err != nil {
-		return 0, err
+	e, err := r.lookup(ctx, tenant, name, qualifier)
+	if err != nil || e.alias == nil {
+		return e.v.Timeout, err
 	}
-	if q == Latest || isVersionNumber(q) {
-		v, err := r.Resolve(ctx, tenant, name, q)
-		return v.Timeout, err
-	}
-	if err := validNames(tenant, name); err != nil {
-		return 0, err
-	}
-	ar, err := r.resolveAlias(ctx, tenant, name, q)
-	if err != nil {
-		return 0, err
-	}
-	longest := ar.main.Timeout
-	for _, v := range ar.extra {
+	longest := e.alias.main.Timeout
+	for _, v := range e.alias.extra {
 		longest = max(longest, v.Timeout)
 	}
 	return longest, nil

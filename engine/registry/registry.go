@@ -364,12 +364,25 @@ func getVersion(ctx context.Context, c redis.Cmdable, key, version string) (Vers
 // read (an alias and its versions), none on a cache hit. Unknown functions,
 // versions and aliases wrap ErrNotFound.
 func (r *Registry) Resolve(ctx context.Context, tenant, name, qualifier string) (Version, error) {
-	q, err := NormalizeQualifier(qualifier)
+	e, err := r.lookup(ctx, tenant, name, qualifier)
 	if err != nil {
 		return Version{}, err
 	}
+	if e.alias != nil {
+		return e.alias.pick(), nil
+	}
+	return e.v, nil
+}
+
+// lookup returns what qualifier names - a version, or an alias with its
+// versions - from the cache, else from Redis (and caches it).
+func (r *Registry) lookup(ctx context.Context, tenant, name, qualifier string) (cacheEntry, error) {
+	q, err := NormalizeQualifier(qualifier)
+	if err != nil {
+		return cacheEntry{}, err
+	}
 	if err := validNames(tenant, name); err != nil {
-		return Version{}, err
+		return cacheEntry{}, err
 	}
 	fk := tenant + " " + name
 	r.mu.Lock()
@@ -377,38 +390,35 @@ func (r *Registry) Resolve(ctx context.Context, tenant, name, qualifier string) 
 	if useCache {
 		if e, ok := r.cache[fk][q]; ok && r.now().Sub(e.at) < r.cacheTTL {
 			r.mu.Unlock()
-			if e.alias != nil {
-				return e.alias.pick(), nil
-			}
-			return e.v, nil
+			return e, nil
 		}
 	}
 	r.mu.Unlock()
 
 	key := r.fnKey(tenant, name)
-	var v Version
-	var alias *aliasRoute
-	if q == Latest {
+	var e cacheEntry
+	switch {
+	case q == Latest:
 		f, err := getFunction(ctx, r.rdb, key)
-		if err == nil {
-			v = f.latestVersion()
-		} else if errors.Is(err, ErrNotFound) {
-			return Version{}, fmt.Errorf("function %q: %w", name, ErrNotFound)
-		} else {
-			return Version{}, unavailable("resolve", err)
-		}
-	} else if !isVersionNumber(q) {
-		if alias, err = r.resolveAlias(ctx, tenant, name, q); err != nil {
-			return Version{}, err
-		}
-	} else {
-		v, err = getVersion(ctx, r.rdb, key, q)
 		if errors.Is(err, ErrNotFound) {
-			return Version{}, fmt.Errorf("function %q version %s: %w", name, q, ErrNotFound)
+			return cacheEntry{}, fmt.Errorf("function %q: %w", name, ErrNotFound)
 		} else if err != nil {
-			return Version{}, unavailable("resolve", err)
+			return cacheEntry{}, unavailable("resolve", err)
+		}
+		e.v = f.latestVersion()
+	case !isVersionNumber(q):
+		if e.alias, err = r.resolveAlias(ctx, tenant, name, q); err != nil {
+			return cacheEntry{}, err
+		}
+	default:
+		e.v, err = getVersion(ctx, r.rdb, key, q)
+		if errors.Is(err, ErrNotFound) {
+			return cacheEntry{}, fmt.Errorf("function %q version %s: %w", name, q, ErrNotFound)
+		} else if err != nil {
+			return cacheEntry{}, unavailable("resolve", err)
 		}
 	}
+	e.at = r.now()
 	if useCache {
 		r.mu.Lock()
 		if r.live && r.gen == gen { // no invalidation raced this read
@@ -417,14 +427,11 @@ func (r *Registry) Resolve(ctx context.Context, tenant, name, qualifier string) 
 				m = map[string]cacheEntry{}
 				r.cache[fk] = m
 			}
-			m[q] = cacheEntry{v: v, alias: alias, at: r.now()}
+			m[q] = e
 		}
 		r.mu.Unlock()
 	}
-	if alias != nil {
-		return alias.pick(), nil
-	}
-	return v, nil
+	return e, nil
 }
 
 // invalidate applies a change message to the cache.

@@ -80,14 +80,8 @@ func (s *Scheduler) preloadOn(ctx context.Context, v registry.Version, c pool.Cl
 	if err != nil {
 		return true, err
 	}
-	req := &dispatchpb.DispatchRequest{
-		InvocationId: "preload-" + invoke.NewID(), InstanceId: c.InstanceID, Tenant: v.Tenant, Function: v.Function,
-		Version: v.Version, CodeDigest: v.CodeDigest, Handler: v.Handler, MemoryMb: v.MemoryMB,
-		TimeoutMs: v.Timeout.Milliseconds(), Env: v.Env, Network: v.Network, Preload: true,
-	}
-	for _, m := range v.State {
-		req.State = append(req.State, &dispatchpb.StateMount{Name: m.Name, Path: m.Path, SizeMb: m.SizeMB})
-	}
+	req := versionRequest(v, "preload-"+invoke.NewID(), c.InstanceID)
+	req.Preload = true
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	resp, err := client.Dispatch(rctx, req)

@@ -399,26 +399,11 @@ func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v regi
 	if !inv.Deadline.IsZero() && inv.Deadline.Before(deadline) {
 		deadline = inv.Deadline
 	}
-	req := &dispatchpb.DispatchRequest{
-		InvocationId:   inv.ID,
-		InstanceId:     c.InstanceID,
-		Tenant:         v.Tenant,
-		Function:       v.Function,
-		Version:        v.Version,
-		CodeDigest:     v.CodeDigest,
-		Handler:        v.Handler,
-		MemoryMb:       v.MemoryMB,
-		TimeoutMs:      v.Timeout.Milliseconds(),
-		Env:            v.Env,
-		Payload:        inv.Payload,
-		DeadlineUnixMs: deadline.UnixMilli(),
-		TraceId:        inv.TraceID,
-		FunctionArn:    fmt.Sprintf("arn:aws:lambda:local:%s:function:%s:%s", v.Tenant, v.Function, v.Version),
-		Network:        v.Network,
-	}
-	for _, m := range v.State {
-		req.State = append(req.State, &dispatchpb.StateMount{Name: m.Name, Path: m.Path, SizeMb: m.SizeMB})
-	}
+	req := versionRequest(v, inv.ID, c.InstanceID)
+	req.Payload = inv.Payload
+	req.DeadlineUnixMs = deadline.UnixMilli()
+	req.TraceId = inv.TraceID
+	req.FunctionArn = fmt.Sprintf("arn:aws:lambda:local:%s:function:%s:%s", v.Tenant, v.Function, v.Version)
 	// The agent enforces the function's timeout; the RPC deadline only
 	// guards against an agent that never answers.
 	pctx := ctx
@@ -450,6 +435,20 @@ func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v regi
 	}
 	keep = true
 	return resultFrom(inv.ID, c, resp), false, nil
+}
+
+// versionRequest is the part of a dispatch that says what runs: version v
+// on instance, for invocation id.
+func versionRequest(v registry.Version, id, instance string) *dispatchpb.DispatchRequest {
+	req := &dispatchpb.DispatchRequest{
+		InvocationId: id, InstanceId: instance, Tenant: v.Tenant, Function: v.Function, Version: v.Version,
+		CodeDigest: v.CodeDigest, Handler: v.Handler, MemoryMb: v.MemoryMB, TimeoutMs: v.Timeout.Milliseconds(),
+		Env: v.Env, Network: v.Network,
+	}
+	for _, m := range v.State {
+		req.State = append(req.State, &dispatchpb.StateMount{Name: m.Name, Path: m.Path, SizeMb: m.SizeMB})
+	}
+	return req
 }
 
 func resultFrom(id string, c pool.Claim, r *dispatchpb.DispatchResponse) invoke.Result {

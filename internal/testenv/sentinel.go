@@ -80,11 +80,11 @@ func StartSentinels(t testing.TB) *Sentinels {
 // replica was promoted and whether it had synced).
 func (s *Sentinels) printLogs() {
 	t := s.Primary.t
-	for i, srv := range append([]*RedisServer{s.Primary, s.Replica}, s.sentinels...) {
-		name := [...]string{"primary", "replica"}[min(i, 1)]
-		if i > 1 {
-			name = fmt.Sprintf("sentinel %d", i-1)
-		}
+	servers := map[string]*RedisServer{"primary": s.Primary, "replica": s.Replica}
+	for i, sn := range s.sentinels {
+		servers[fmt.Sprintf("sentinel %d", i+1)] = sn
+	}
+	for name, srv := range servers {
 		b, err := os.ReadFile(filepath.Join(srv.dir, "redis.log"))
 		if err != nil {
 			t.Logf("%s %s: %v", name, srv.Addr, err)
