@@ -145,18 +145,7 @@ func (r *Registry) PutAlias(ctx context.Context, a Alias, create bool) (Alias, e
 }
 
 func getAlias(ctx context.Context, c redis.Cmdable, key, name string) (Alias, error) {
-	b, err := c.HGet(ctx, key, aliasFieldPrefix+name).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return Alias{}, ErrNotFound
-	}
-	if err != nil {
-		return Alias{}, err
-	}
-	var a Alias
-	if err := json.Unmarshal(b, &a); err != nil {
-		return Alias{}, fmt.Errorf("registry: corrupt alias record %s %s: %w", key, name, err)
-	}
-	return a, nil
+	return hgetJSON[Alias](ctx, c, key, aliasFieldPrefix+name, "alias")
 }
 
 // GetAlias returns tenant's alias name of function.

@@ -193,18 +193,7 @@ func (r *Registry) RewindBinding(ctx context.Context, tenant, id string, rw sett
 }
 
 func getBinding(ctx context.Context, c redis.Cmdable, key, field string) (Binding, error) {
-	s, err := c.HGet(ctx, key, field).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return Binding{}, ErrNotFound
-	}
-	if err != nil {
-		return Binding{}, err
-	}
-	var b Binding
-	if err := json.Unmarshal(s, &b); err != nil {
-		return Binding{}, fmt.Errorf("registry: corrupt binding %q: %w", field, err)
-	}
-	return b, nil
+	return hgetJSON[Binding](ctx, c, key, field, "binding")
 }
 
 func slicesContains(s []string, v string) bool {

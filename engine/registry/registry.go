@@ -180,18 +180,24 @@ func (r *Registry) HasCode(ctx context.Context, tenant, digest string) (bool, er
 }
 
 func getFunction(ctx context.Context, c redis.Cmdable, key string) (Function, error) {
-	b, err := c.HGet(ctx, key, "fn").Bytes()
+	return hgetJSON[Function](ctx, c, key, "fn", "function")
+}
+
+// hgetJSON reads the JSON record in field of hash key: ErrNotFound when
+// absent, a corrupt-record error naming kind when it does not decode.
+func hgetJSON[T any](ctx context.Context, c redis.Cmdable, key, field, kind string) (T, error) {
+	var v T
+	b, err := c.HGet(ctx, key, field).Bytes()
 	if errors.Is(err, redis.Nil) {
-		return Function{}, ErrNotFound
+		return v, ErrNotFound
 	}
 	if err != nil {
-		return Function{}, err
+		return v, err
 	}
-	var f Function
-	if err := json.Unmarshal(b, &f); err != nil {
-		return Function{}, fmt.Errorf("registry: corrupt function record %s: %w", key, err)
+	if err := json.Unmarshal(b, &v); err != nil {
+		return v, fmt.Errorf("registry: corrupt %s record %s %s: %w", kind, key, field, err)
 	}
-	return f, nil
+	return v, nil
 }
 
 // GetFunction returns tenant's function name.
@@ -344,18 +350,7 @@ func (r *Registry) PublishVersion(ctx context.Context, tenant, name string) (Ver
 }
 
 func getVersion(ctx context.Context, c redis.Cmdable, key, version string) (Version, error) {
-	b, err := c.HGet(ctx, key, "v:"+version).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return Version{}, ErrNotFound
-	}
-	if err != nil {
-		return Version{}, err
-	}
-	var v Version
-	if err := json.Unmarshal(b, &v); err != nil {
-		return Version{}, fmt.Errorf("registry: corrupt version record %s v%s: %w", key, version, err)
-	}
-	return v, nil
+	return hgetJSON[Version](ctx, c, key, "v:"+version, "version")
 }
 
 // Resolve returns the version that qualifier ("" or "$LATEST", a version
