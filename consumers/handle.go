@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/segmentio/kafka-go"
 
 	"github.com/ember-run/ember/consumers/kafkaevent"
 	"github.com/ember-run/ember/consumers/settings"
@@ -144,6 +147,7 @@ func (p *partition) invoke(recs []*record, payload []byte, attempt int) (res inv
 		Payload:      payload,
 		Source:       c.b.ID,
 		FirstEventAt: recs[0].fetched,
+		Cause:        causeOf(c.b.Tenant, recs),
 	}
 	start := time.Now()
 	if c.metrics != nil {
@@ -346,3 +350,47 @@ func sortByOffset(recs []*record) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// causeOf is the function of tenant whose results the batch carries (its
+// first record's HeaderFunction), with how many of its records the batch
+// holds: each is a run of it that this invocation follows.
+func causeOf(tenant string, recs []*record) invoke.Cause {
+	c := cause(tenant, recs[0].msg.Headers)
+	if c.Function == "" {
+		return c
+	}
+	want := tenant + "/" + c.Function
+	for _, r := range recs {
+		for _, h := range r.msg.Headers {
+			if h.Key == HeaderFunction && string(h.Value) == want {
+				c.Runs++
+				break
+			}
+		}
+	}
+	return c
+}
+
+// cause reads the result headers of a record another function of tenant
+// wrote (HeaderFunction, HeaderStarted).
+func cause(tenant string, headers []kafka.Header) invoke.Cause {
+	var out invoke.Cause
+	for _, h := range headers {
+		switch h.Key {
+		case HeaderFunction:
+			t, fn, ok := strings.Cut(string(h.Value), "/")
+			if !ok || t != tenant {
+				return invoke.Cause{}
+			}
+			out.Function = fn
+		case HeaderStarted:
+			if ms, err := strconv.ParseInt(string(h.Value), 10, 64); err == nil {
+				out.Started = time.UnixMilli(ms)
+			}
+		}
+	}
+	if out.Function == "" {
+		return invoke.Cause{}
+	}
+	return out
+}

@@ -32,6 +32,12 @@ const (
 	// (HeaderOffset is its first).
 	HeaderLastOffset = "ember.last-offset"
 	HeaderVersion    = "ember.version"
+	// HeaderFunction and HeaderStarted are on result records: the
+	// function that wrote it (TENANT/FUNCTION) and when its handler started
+	// (unix ms). A binding reading the result topic passes them on as its
+	// invocation's Cause (task profiles learn from it).
+	HeaderFunction = "ember.function"
+	HeaderStarted  = "ember.started"
 	// HeaderValueDropped is on a dead-letter record whose value did not
 	// fit the dead-letter topic's max.message.bytes: the original's size.
 	// The record stays in its source topic (until retention) at the
@@ -290,7 +296,11 @@ func (p *partition) produceResult(recs []*record, res invoke.Result) (tooLarge s
 			{Key: HeaderPartition, Value: strconv.AppendInt(nil, int64(p.id), 10)},
 			{Key: HeaderOffset, Value: strconv.AppendInt(nil, recs[0].msg.Offset, 10)},
 			{Key: HeaderLastOffset, Value: strconv.AppendInt(nil, recs[len(recs)-1].msg.Offset, 10)},
+			{Key: HeaderFunction, Value: []byte(c.b.Tenant + "/" + c.b.Function)},
 		},
+	}
+	if !res.HandlerStart.IsZero() {
+		m.Headers = append(m.Headers, kafka.Header{Key: HeaderStarted, Value: strconv.AppendInt(nil, res.HandlerStart.UnixMilli(), 10)})
 	}
 	bo := p.c.retryBackoff()
 	for {

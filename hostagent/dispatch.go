@@ -152,7 +152,7 @@ func (a *Agent) run(ctx context.Context, log zerolog.Logger, in *instance, req *
 		deliver = time.Since(t0)
 	}
 	if req.GetPreload() {
-		return a.preload(ctx, log, client, c, kind, deliver)
+		return a.preload(ctx, log, client, c, kind, deliver, req.GetPreloadTag())
 	}
 
 	deadline := req.GetDeadlineUnixMs()
@@ -208,6 +208,8 @@ func (a *Agent) run(ctx context.Context, log zerolog.Logger, in *instance, req *
 	}
 	a.mu.Lock()
 	c.lastUsed = time.Now()
+	tag := c.preloadTag
+	c.preloadTag = ""
 	a.mu.Unlock()
 	initNs := res.InitDurationNs
 	if initNs > 0 {
@@ -225,7 +227,7 @@ func (a *Agent) run(ctx context.Context, log zerolog.Logger, in *instance, req *
 	return &dispatchpb.DispatchResponse{
 		Status: st, Payload: body, ErrorType: res.ErrorType, LogTail: res.LogTail, LogTruncatedBytes: res.LogTruncatedBytes,
 		Start: kind, HandlerStartUnixNs: res.HandlerStartUnixNs, DurationNs: res.DurationNs,
-		InitDurationNs: initNs, Usage: usage,
+		InitDurationNs: initNs, Usage: usage, PreloadTag: tag,
 	}, nil
 }
 
@@ -443,7 +445,7 @@ func (a *Agent) attachState(in *instance, req *dispatchpb.DispatchRequest) ([]in
 
 // preload makes sure container c's process runs (a container connected to
 // a network is created without one), so that the next invocation is hot.
-func (a *Agent) preload(ctx context.Context, log zerolog.Logger, client *initClient, c *container, kind dispatchpb.StartKind, deliver time.Duration) (*dispatchpb.DispatchResponse, error) {
+func (a *Agent) preload(ctx context.Context, log zerolog.Logger, client *initClient, c *container, kind dispatchpb.StartKind, deliver time.Duration, tag string) (*dispatchpb.DispatchResponse, error) {
 	t0 := time.Now()
 	started, _, err := client.start(ctx, initproto.StartContainer{ContainerID: c.id, Preload: true}, nil)
 	if err == nil && started.Error != "" {
@@ -454,6 +456,9 @@ func (a *Agent) preload(ctx context.Context, log zerolog.Logger, client *initCli
 	}
 	a.mu.Lock()
 	c.lastUsed = time.Now()
+	if kind != dispatchpb.StartKind_START_KIND_HOT { // this pre-load started it
+		c.preloadTag = tag
+	}
 	a.mu.Unlock()
 	log.Info().Stringer("start", kind).Dur("deliver", deliver).Dur("spawn", time.Since(t0)).Msg("version pre-loaded")
 	return &dispatchpb.DispatchResponse{Status: dispatchpb.Status_STATUS_OK, Start: kind,

@@ -81,6 +81,9 @@ type container struct {
 	// oomKills is the cgroup's out-of-memory kill count last seen (guarded
 	// by the instance's op).
 	oomKills int64
+	// preloadTag is the tag of the pre-load that started the container,
+	// until its first invocation returns it (guarded by Agent.mu).
+	preloadTag string
 }
 
 // containerKey identifies a version's configuration: a container is reused

@@ -125,6 +125,15 @@ func printStatus(w io.Writer, st wire.Status) {
 			}
 		})
 	}
+	if len(st.Profiles) > 0 {
+		fmt.Fprintln(w, "\nTASK PROFILES (decayed counts)")
+		_ = table(w, "TENANT\tFROM\tTO\tRUNS\tFOLLOWS\tP\tDELAY\tLOAD\tPREDICTED\tHITS", func(tw io.Writer) {
+			for _, p := range st.Profiles {
+				fmt.Fprintf(tw, "%s\t%s\t%s%s\t%.1f\t%.1f\t%.2f\t%.0f ms\t%.0f ms\t%.1f\t%.1f\n", p.Tenant, p.From, p.To, qualSuffix(p.Qualifier),
+					p.Runs, p.Follows, p.Probability, p.DelayMs, p.LoadMs, p.Predictions, p.Hits)
+			}
+		})
+	}
 	fmt.Fprintln(w, "\nBINDINGS")
 	_ = table(w, "ID\tTOPIC\tFUNCTION\tSTATUS\tLAG\tTIME LAG\tDRAIN\tCONSUMED/S\tPARTITIONS", func(tw io.Writer) {
 		for _, b := range st.Bindings {

@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ember-run/ember/consumers"
+	"github.com/ember-run/ember/engine/predict"
 	"github.com/ember-run/ember/engine/tenants"
 	"github.com/ember-run/ember/hostagent"
 	"github.com/ember-run/ember/internal/agentflags"
@@ -45,7 +46,8 @@ type flags struct {
 	adminKeyFile, pkiDir, peerListen, redisCA                               string
 	peerAdvertise                                                           string
 	logFormat, logLevel                                                     string
-	kafkaTLS                                                                bool
+	kafkaTLS, predict                                                       bool
+	predictHalfLife                                                         time.Duration
 	kafkaCA, kafkaSASL, kafkaUser, kafkaPassFile                            string
 }
 
@@ -86,6 +88,8 @@ func main() {
 	fl.DurationVar(&f.asyncRetryDelay, "async-retry-delay", time.Second, "wait before an asynchronous invocation's first retry after a function error; doubled for the second")
 	fl.DurationVar(&f.lagInterval, "lag-interval", 5*time.Second, "how often the lag monitor samples every binding (its status window is 12 samples)")
 	fl.DurationVar(&f.sessionTimeout, "session-timeout", 10*time.Second, "consumer group session timeout: how long a dead emberd holds its partitions (Kafka's minimum is usually 6s)")
+	fl.BoolVar(&f.predict, "predict", true, "learn which function follows which (task profiles) and load the next one's code ahead")
+	fl.DurationVar(&f.predictHalfLife, "predict-half-life", 10*time.Minute, "task profile counts halve this often")
 	fl.StringVar(&f.adminKeyFile, "admin-key-file", "", "file holding the administrator's API key, created (0600) on first start (default <state-dir>/admin.key; env EMBER_ADMIN_KEY overrides the file)")
 	fl.StringVar(&f.pkiDir, "pki-dir", "", "mutual-TLS authority and certificates between emberd and agents, created on first start (default <state-dir>/pki)")
 	fl.StringVar(&f.peerListen, "peer-listen", envOr("EMBER_PEER_LISTEN", "127.0.0.1:7948"), "serve code to agents on other hosts and to other replicas here, mutual TLS only (env EMBER_PEER_LISTEN; empty: off)")
@@ -155,6 +159,8 @@ func run(ctx context.Context, f flags) error {
 		SessionTimeout:     f.sessionTimeout,
 		LagInterval:        f.lagInterval,
 		AsyncRetryDelay:    f.asyncRetryDelay,
+		NoPrediction:       !f.predict,
+		Prediction:         predict.Config{HalfLife: f.predictHalfLife},
 		GatewayListen:      f.gatewayListen,
 		GatewayURL:         f.gatewayURL,
 		Containerd:         hostagent.ContainerdSetup{Socket: f.containerd, Namespace: f.namespace, InitBinary: initBin},

@@ -52,7 +52,7 @@ func (s *Server) invokeAsync(w http.ResponseWriter, r *http.Request, tenant, nam
 		return
 	}
 	req := asyncinv.Request{ID: invoke.NewID(), Tenant: tenant, Function: name, Qualifier: qualifier, Payload: payload,
-		Enqueued: time.Now(), TraceID: r.Header.Get("X-Ember-Trace-Id"), NeededBy: neededBy}
+		Enqueued: time.Now(), TraceID: traceID(r), NeededBy: neededBy}
 	if neededBy.IsZero() {
 		err = s.deps.Async.Enqueue(r.Context(), req)
 	} else {

@@ -298,7 +298,7 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, tenant string) {
 	// not stop it (RunToEnd): that would kill the function and destroy its
 	// warm instance.
 	inv := &invoke.Invocation{ID: invoke.NewID(), Tenant: tenant, Function: name, Qualifier: q,
-		Payload: payload, Source: "api", TraceID: r.Header.Get("X-Ember-Trace-Id"), RunToEnd: true}
+		Payload: payload, Source: "api", TraceID: traceID(r), RunToEnd: true}
 	res, err := s.deps.Invoker.Invoke(r.Context(), inv)
 	if err != nil {
 		s.failWith(w, r, fmt.Errorf("invoke %s: %w", name, err), http.StatusBadGateway)
@@ -333,4 +333,14 @@ func stateJSON(ms []registry.StateMount) []wire.StateMount {
 		out = append(out, wire.StateMount{Name: m.Name, Path: m.Path, SizeMB: m.SizeMB})
 	}
 	return out
+}
+
+// traceID is the caller's trace header: X-Ember-Trace-Id, or X-Amzn-Trace-Id
+// (what a function's tracing passes on; it names the calling function, see
+// engine/predict).
+func traceID(r *http.Request) string {
+	if t := r.Header.Get("X-Ember-Trace-Id"); t != "" {
+		return t
+	}
+	return r.Header.Get("X-Amzn-Trace-Id")
 }

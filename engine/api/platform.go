@@ -234,6 +234,15 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p tenants.Princi
 	if s.deps.Usage != nil {
 		out.Usage = s.deps.Usage.Usage(tenant)
 	}
+	out.Profiles = []wire.TaskProfile{}
+	if s.deps.Profiles != nil {
+		ps, err := s.deps.Profiles.Profiles(ctx, tenant)
+		if err != nil {
+			s.fail(w, r, fmt.Errorf("task profiles: %w: %w", registry.ErrUnavailable, err))
+			return
+		}
+		out.Profiles = ps
+	}
 	bs, err := s.deps.Registry.ListBindings(ctx, tenant)
 	if err != nil {
 		s.fail(w, r, err)

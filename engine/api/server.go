@@ -193,6 +193,13 @@ type Deps struct {
 	// Preloader, when set, loads a deployed or published version on the
 	// idle instances that ran the one it replaces (*scheduler.Scheduler).
 	Preloader Preloader
+	// Profiles, when set, reads task profiles for /v1/status.
+	Profiles ProfileReader
+}
+
+// ProfileReader reads a tenant's task profiles ("": every tenant's).
+type ProfileReader interface {
+	Profiles(ctx context.Context, tenant string) ([]wire.TaskProfile, error)
 }
 
 // Preloader loads a version, without running it, on the idle instances

@@ -156,6 +156,7 @@ func (q *Queue) run(ctx context.Context, r Request) error {
 		return nil // ran and delivered before a crash: not again
 	}
 	var res invoke.Result
+	ranTrace := r.TraceID
 	// A run interrupted by a crash keeps the attempts that finished; the
 	// interrupted one runs again.
 	attempts, condition := max(prev.Attempts-1, 0), CondRetriesExhausted
@@ -170,8 +171,12 @@ func (q *Queue) run(ctx context.Context, r Request) error {
 		if err := q.st.running(ctx, r.ID, attempts); err != nil {
 			return fmt.Errorf("async %s: %w: %w", r.ID, registry.ErrUnavailable, err)
 		}
-		res, err = q.inv.Invoke(ctx, &invoke.Invocation{ID: r.ID, Tenant: r.Tenant, Function: r.Function, Qualifier: r.Qualifier,
-			Payload: r.Payload, Source: "async", TraceID: r.TraceID})
+		inv := &invoke.Invocation{ID: r.ID, Tenant: r.Tenant, Function: r.Function, Qualifier: r.Qualifier,
+			Payload: r.Payload, Source: "async", TraceID: r.TraceID}
+		res, err = q.inv.Invoke(ctx, inv)
+		// The trace id as the function saw it (the invoker may name the
+		// function in it): a destination function is invoked with it.
+		ranTrace = inv.TraceID
 		if errors.Is(err, registry.ErrNotFound) { // the function is gone: nothing will ever run it
 			res, err = invoke.Result{Status: invoke.StatusFunctionError, ErrorType: "FunctionNotFound", Payload: []byte(`{"errorMessage":"function not found"}`)}, nil
 			attempts = cfg.MaxRetryAttempts + 1
@@ -202,7 +207,9 @@ func (q *Queue) run(ctx context.Context, r Request) error {
 		return fmt.Errorf("async %s: %w: %w", r.ID, registry.ErrUnavailable, err)
 	}
 	if d := destination(cfg, state); d != nil {
-		return q.deliver(ctx, r, d, q.record(r, condition, attempts, res))
+		rec := q.record(r, condition, attempts, res)
+		r.TraceID = ranTrace
+		return q.deliver(ctx, r, d, rec)
 	}
 	return nil
 }

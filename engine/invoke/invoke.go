@@ -19,7 +19,10 @@ type Invocation struct {
 	// Deadline bounds the whole invocation, queueing included. Zero means
 	// "now + the function's timeout".
 	Deadline time.Time
-	TraceID  string
+	// TraceID is passed to the function (Lambda-Runtime-Trace-Id). An
+	// invoker may rewrite it to name the function (engine/predict); what
+	// it holds after Invoke is what the function saw.
+	TraceID string
 	// Source names what produced the invocation, e.g. a binding id or "api".
 	Source string
 	// FirstEventAt is when the oldest event in the payload was fetched (for
@@ -33,6 +36,22 @@ type Invocation struct {
 	// up (HTTP clients); not for consumers, which must stop a revoked
 	// partition's work.
 	RunToEnd bool
+	// Cause is the execution this one follows from, when known (a record
+	// another function's binding wrote to its result topic, or an API
+	// invoke carrying a running invocation's trace id). Task profiles learn
+	// from it; nothing else depends on it.
+	Cause Cause
+}
+
+// Cause names an earlier execution of a function of the same tenant.
+type Cause struct {
+	// Function is its function's name; "" when there is no known cause.
+	Function string
+	// Started is when its handler started.
+	Started time.Time
+	// Runs is how many of Function's executions this one follows (a batch
+	// of the records they wrote); 0 means one.
+	Runs int
 }
 
 // Status is how the function (not the platform) finished.
@@ -113,6 +132,10 @@ type Result struct {
 	// Usage is what the invocation used; nil when the agent did not measure
 	// it (accounting off, or a failure before the function ran).
 	Usage *Usage
+	// PreloadTag is set when the invocation was the first on a container a
+	// pre-load started: the tag the pre-load carried (see
+	// scheduler.LoadAhead).
+	PreloadTag string
 }
 
 // Usage is one invocation's resource use, as deltas over the invocation.

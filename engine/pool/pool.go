@@ -291,6 +291,16 @@ func (s *Store) Claim(ctx context.Context, tenant, class, versionKey string, lea
 	return Claim{InstanceID: id, Agent: agent, Kind: Kind(kind)}, true, nil
 }
 
+// IdleHot counts the idle instances where versionKey is hot (an entry may
+// be stale until a claim meets it).
+func (s *Store) IdleHot(ctx context.Context, versionKey string) (int64, error) {
+	n, err := s.rdb.SCard(ctx, s.prefix+"hot:"+versionKey).Result()
+	if err != nil {
+		return 0, fmt.Errorf("pool: idle hot %s: %w", versionKey, err)
+	}
+	return n, nil
+}
+
 // Release returns a claimed instance to the active pool of its tenant, with
 // versionKey now hot on it (empty: none added). With keep false the instance
 // is dropped from the pool instead (it is broken or its agent is retiring it).

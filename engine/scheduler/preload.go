@@ -54,7 +54,7 @@ func (s *Scheduler) Preload(ctx context.Context, tenant, function, qualifier, fr
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			keep, err := s.preloadOn(ctx, v, c)
+			keep, err := s.preloadOn(ctx, v, c, "deploy")
 			hot := ""
 			if err == nil {
 				hot = vk
@@ -73,15 +73,67 @@ func (s *Scheduler) Preload(ctx context.Context, tenant, function, qualifier, fr
 	return loaded, nil
 }
 
+// Ahead is what LoadAhead did.
+type Ahead int
+
+const (
+	// AheadLoaded: the version now runs on an instance that was not running it.
+	AheadLoaded Ahead = iota + 1
+	// AheadAlreadyHot: an idle instance already held it; nothing was done.
+	AheadAlreadyHot
+	// AheadNoInstance: no idle instance of the tenant and no warming-pool
+	// instance was free, or invocations wait for an instance; nothing was done.
+	AheadNoInstance
+)
+
+// LoadAhead loads version v on one idle instance of its tenant (or, failing
+// that, a warming-pool instance), without running it, because an invocation
+// of it is expected: its next invocation there is a hot start. That
+// invocation's result carries tag (invoke.Result.PreloadTag). An instance
+// where v is already hot is left as it is.
+func (s *Scheduler) LoadAhead(ctx context.Context, v registry.Version, tag string) (Ahead, error) {
+	choice, err := s.choose(ctx, v)
+	if err != nil {
+		return 0, err
+	}
+	if s.waiting.Load() > 0 {
+		// Invocations wait for an instance here (past their first try): a
+		// guess must not take the one a waiter was woken for.
+		return AheadNoInstance, nil
+	}
+	vk := pool.VersionKey(v.Tenant, v.Function, v.Version)
+	c, ok, err := s.tryClaim(ctx, v.Tenant, choice.Class, vk, time.Now().Add(v.Timeout+s.cfg.LeaseGrace))
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return AheadNoInstance, nil
+	}
+	if c.Kind == pool.KindHot {
+		s.release(ctx, c.InstanceID, "", true)
+		return AheadAlreadyHot, nil
+	}
+	keep, err := s.preloadOn(ctx, v, c, tag)
+	hot := ""
+	if err == nil {
+		hot = vk
+	}
+	s.release(ctx, c.InstanceID, hot, keep)
+	if err != nil {
+		return 0, err
+	}
+	return AheadLoaded, nil
+}
+
 // preloadOn asks c's agent to start v's container on c's instance. keep
 // is false when the instance is gone.
-func (s *Scheduler) preloadOn(ctx context.Context, v registry.Version, c pool.Claim) (keep bool, err error) {
+func (s *Scheduler) preloadOn(ctx context.Context, v registry.Version, c pool.Claim, tag string) (keep bool, err error) {
 	client, err := s.agents.get(ctx, c.Agent)
 	if err != nil {
 		return true, err
 	}
 	req := versionRequest(v, "preload-"+invoke.NewID(), c.InstanceID)
-	req.Preload = true
+	req.Preload, req.PreloadTag = true, tag
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	resp, err := client.Dispatch(rctx, req)

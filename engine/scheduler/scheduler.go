@@ -462,6 +462,7 @@ func resultFrom(id string, c pool.Claim, r *dispatchpb.DispatchResponse) invoke.
 		Instance:          c.InstanceID,
 		Duration:          time.Duration(r.GetDurationNs()),
 		InitDuration:      time.Duration(r.GetInitDurationNs()),
+		PreloadTag:        r.GetPreloadTag(),
 	}
 	if ns := r.GetHandlerStartUnixNs(); ns > 0 {
 		res.HandlerStart = time.Unix(0, ns)

@@ -1,5 +1,6 @@
 // Command sleep is an example function that sleeps for {"ms": N}
-// milliseconds, used to test timeouts and waiting. With "stat": true it
+// milliseconds (SLEEP_MS in its environment when the payload names none),
+// used to test timeouts and waiting. With "stat": true it
 // also reports where it ran (its log stream, which names the instance) and
 // the size of its /tmp.
 package main
@@ -8,6 +9,7 @@ import (
 	"context"
 	"log"
 	"os"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -28,6 +30,9 @@ type Response struct {
 }
 
 func handle(_ context.Context, req Request) (Response, error) {
+	if req.MS == 0 {
+		req.MS, _ = strconv.ParseInt(os.Getenv("SLEEP_MS"), 10, 64)
+	}
 	log.Printf("sleep: sleeping %d ms", req.MS)
 	time.Sleep(time.Duration(req.MS) * time.Millisecond)
 	r := Response{SleptMS: req.MS}

@@ -160,7 +160,10 @@ type DispatchRequest struct {
 	// preload starts the version's container and its process, ready for the
 	// next invocation, without invoking it (payload and deadline unused): the
 	// response is STATUS_OK with no payload.
-	Preload       bool `protobuf:"varint,17,opt,name=preload,proto3" json:"preload,omitempty"`
+	Preload bool `protobuf:"varint,17,opt,name=preload,proto3" json:"preload,omitempty"`
+	// preload_tag, with preload, says why the version is pre-loaded (e.g. a
+	// task profile's prediction); the container's first invocation returns it.
+	PreloadTag    string `protobuf:"bytes,18,opt,name=preload_tag,json=preloadTag,proto3" json:"preload_tag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -314,6 +317,13 @@ func (x *DispatchRequest) GetPreload() bool {
 	return false
 }
 
+func (x *DispatchRequest) GetPreloadTag() string {
+	if x != nil {
+		return x.PreloadTag
+	}
+	return ""
+}
+
 // StateMount is a resource of the tenant, by name, mounted read-write at
 // path (under /mnt) in the container, with a size quota.
 type StateMount struct {
@@ -395,8 +405,11 @@ type DispatchResponse struct {
 	// log_truncated_bytes is how much of the function's output during the
 	// invocation was dropped for being over the per-invocation limit.
 	LogTruncatedBytes int64 `protobuf:"varint,10,opt,name=log_truncated_bytes,json=logTruncatedBytes,proto3" json:"log_truncated_bytes,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// preload_tag is set on the first invocation of a container that a
+	// pre-load started: the tag the pre-load carried.
+	PreloadTag    string `protobuf:"bytes,11,opt,name=preload_tag,json=preloadTag,proto3" json:"preload_tag,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DispatchResponse) Reset() {
@@ -497,6 +510,13 @@ func (x *DispatchResponse) GetLogTruncatedBytes() int64 {
 		return x.LogTruncatedBytes
 	}
 	return 0
+}
+
+func (x *DispatchResponse) GetPreloadTag() string {
+	if x != nil {
+		return x.PreloadTag
+	}
+	return ""
 }
 
 // Usage is one invocation's resource use: deltas over the invocation of its
@@ -631,7 +651,7 @@ var File_hostagent_dispatchpb_dispatch_proto protoreflect.FileDescriptor
 
 const file_hostagent_dispatchpb_dispatch_proto_rawDesc = "" +
 	"\n" +
-	"#hostagent/dispatchpb/dispatch.proto\x12\x11ember.dispatch.v1\"\xfe\x04\n" +
+	"#hostagent/dispatchpb/dispatch.proto\x12\x11ember.dispatch.v1\"\x9f\x05\n" +
 	"\x0fDispatchRequest\x12#\n" +
 	"\rinvocation_id\x18\x01 \x01(\tR\finvocationId\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -653,7 +673,9 @@ const file_hostagent_dispatchpb_dispatch_proto_rawDesc = "" +
 	"\ffunction_arn\x18\x0e \x01(\tR\vfunctionArn\x12\x18\n" +
 	"\anetwork\x18\x0f \x01(\tR\anetwork\x123\n" +
 	"\x05state\x18\x10 \x03(\v2\x1d.ember.dispatch.v1.StateMountR\x05state\x12\x18\n" +
-	"\apreload\x18\x11 \x01(\bR\apreload\x1a6\n" +
+	"\apreload\x18\x11 \x01(\bR\apreload\x12\x1f\n" +
+	"\vpreload_tag\x18\x12 \x01(\tR\n" +
+	"preloadTag\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +
@@ -661,7 +683,7 @@ const file_hostagent_dispatchpb_dispatch_proto_rawDesc = "" +
 	"StateMount\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x17\n" +
-	"\asize_mb\x18\x03 \x01(\x03R\x06sizeMb\"\xab\x03\n" +
+	"\asize_mb\x18\x03 \x01(\x03R\x06sizeMb\"\xcc\x03\n" +
 	"\x10DispatchResponse\x121\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x19.ember.dispatch.v1.StatusR\x06status\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12\x1d\n" +
@@ -675,7 +697,9 @@ const file_hostagent_dispatchpb_dispatch_proto_rawDesc = "" +
 	"\x10init_duration_ns\x18\b \x01(\x03R\x0einitDurationNs\x12.\n" +
 	"\x05usage\x18\t \x01(\v2\x18.ember.dispatch.v1.UsageR\x05usage\x12.\n" +
 	"\x13log_truncated_bytes\x18\n" +
-	" \x01(\x03R\x11logTruncatedBytes\"\xc0\x02\n" +
+	" \x01(\x03R\x11logTruncatedBytes\x12\x1f\n" +
+	"\vpreload_tag\x18\v \x01(\tR\n" +
+	"preloadTag\"\xc0\x02\n" +
 	"\x05Usage\x12\x15\n" +
 	"\x06cpu_ns\x18\x01 \x01(\x03R\x05cpuNs\x12\x17\n" +
 	"\awall_ns\x18\x02 \x01(\x03R\x06wallNs\x12*\n" +

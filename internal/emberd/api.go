@@ -7,6 +7,7 @@ import (
 
 	"github.com/ember-run/ember/engine/api"
 	"github.com/ember-run/ember/engine/api/wire"
+	"github.com/ember-run/ember/engine/predict"
 	"github.com/ember-run/ember/engine/registry"
 	"github.com/ember-run/ember/engine/scheduler"
 	"github.com/ember-run/ember/internal/apikafka"
@@ -39,6 +40,7 @@ func (d *Daemon) apiServer() (*http.Server, *http.Server, error) {
 		Redriver:  redriver{d},
 		Replicas:  d.peers,
 		Preloader: d.sched,
+		Profiles:  profiles{d.predict},
 	})
 	if err != nil {
 		return nil, nil, err
@@ -90,6 +92,26 @@ func (r redriver) DeadLetters(ctx context.Context, b registry.Binding, limit int
 			ErrorType: dl.ErrorType, Status: dl.Status, Attempts: dl.Attempts, Topic: dl.Source.Topic,
 			SourcePartition: dl.Source.Partition, SourceOffset: dl.Source.Offset, SourceTime: dl.Source.Time,
 			Key: dl.Source.Key, Value: dl.Source.Value, ValueTruncated: dl.ValueTruncated, ValueDropped: dl.ValueDroppedMsg}
+	}
+	return out, err
+}
+
+// profiles adapts the predictor's task profiles to api.ProfileReader.
+type profiles struct{ p *predict.Predictor }
+
+var _ api.ProfileReader = profiles{}
+
+func (pr profiles) Profiles(ctx context.Context, tenant string) ([]wire.TaskProfile, error) {
+	if pr.p == nil {
+		return []wire.TaskProfile{}, nil
+	}
+	ps, err := pr.p.Profiles(ctx, tenant)
+	out := make([]wire.TaskProfile, len(ps))
+	for i, p := range ps {
+		out[i] = wire.TaskProfile{Tenant: p.Tenant, From: p.From, To: p.To, Qualifier: p.Qualifier,
+			Runs: p.Runs, Follows: p.Follows, Probability: p.Probability(),
+			DelayMs: float64(p.Delay) / float64(time.Millisecond), LoadMs: float64(p.Load) / float64(time.Millisecond),
+			Predictions: p.Predictions, Hits: p.Hits}
 	}
 	return out, err
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ember-run/ember/consumers"
 	"github.com/ember-run/ember/engine/asyncinv"
+	"github.com/ember-run/ember/engine/predict"
 	"github.com/ember-run/ember/engine/scheduler"
 	"github.com/ember-run/ember/hostagent"
 )
@@ -66,6 +67,11 @@ type Config struct {
 
 	// Scheduler tunes claiming and waiting.
 	Scheduler scheduler.Config
+	// Prediction tunes task profiles and loads ahead (predictive
+	// pre-warming).
+	Prediction predict.Config
+	// NoPrediction turns prediction off: nothing is learned or loaded ahead.
+	NoPrediction bool
 	// SessionTimeout of the consumer groups. Default: 10s (kfake's minimum is 6s).
 	SessionTimeout time.Duration
 	// RebalanceTimeout of the consumer groups: how long the group waits

@@ -23,6 +23,7 @@ import (
 	"github.com/ember-run/ember/engine/codepeers"
 	"github.com/ember-run/ember/engine/codestore"
 	"github.com/ember-run/ember/engine/pool"
+	"github.com/ember-run/ember/engine/predict"
 	"github.com/ember-run/ember/engine/registry"
 	"github.com/ember-run/ember/engine/scheduler"
 	"github.com/ember-run/ember/engine/tenants"
@@ -44,6 +45,7 @@ type Daemon struct {
 	code      *codestore.Store
 	pool      *pool.Store
 	sched     *scheduler.Scheduler
+	predict   *predict.Predictor // nil when off
 	cons      *consumers.Manager
 	stats     *stats
 	gauges    *gauges
@@ -136,7 +138,15 @@ func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		scheduler.WithLogger(cfg.Log), scheduler.WithMetrics(d.metrics)); err != nil {
 		return nil, err
 	}
-	if d.usage, err = newUsageInvoker(d.sched, d.brokers, cfg.Kafka.Transport(), cfg.UsageTopic, d.metrics, cfg.Log); err != nil {
+	var next invoker = d.sched
+	if !cfg.NoPrediction {
+		if d.predict, err = predict.New(cfg.Prediction, d.sched, d.rdb, d.registry, d.sched, d.pool,
+			predict.WithLogger(cfg.Log), predict.WithMetrics(d.metrics)); err != nil {
+			return nil, err
+		}
+		next = d.predict
+	}
+	if d.usage, err = newUsageInvoker(next, d.brokers, cfg.Kafka.Transport(), cfg.UsageTopic, d.metrics, cfg.Log); err != nil {
 		return nil, err
 	}
 	if d.cons, err = consumers.New(d.brokers, d.usage,
@@ -223,6 +233,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	coreG.Go(func() error { return d.tenants.Run(core) })
 	coreG.Go(func() error { return d.sched.Run(core) })
 	coreG.Go(func() error { return d.usage.run(core) })
+	if d.predict != nil {
+		coreG.Go(func() error { return d.predict.Run(core) })
+	}
 	coreG.Go(func() error { return d.gauges.run(core, d) })
 	coreG.Go(func() error { return d.lag.Run(core) })
 	coreG.Go(func() error { return d.peers.Run(core) })

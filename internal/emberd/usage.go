@@ -34,7 +34,10 @@ type UsageRecord struct {
 	Source       string    `json:"source,omitempty"` // binding id or "api"
 	Status       string    `json:"status"`
 	Start        time.Time `json:"start"`
-	DurationMs   float64   `json:"duration_ms"`
+	// StartKind is "hot" (the version's container was running), "pool_hit"
+	// (an instance of the pool started it) or "cold" (no instance was free).
+	StartKind  string  `json:"start_kind"`
+	DurationMs float64 `json:"duration_ms"`
 	// BilledMs is the duration rounded up to 1 ms (at least 1).
 	BilledMs int64 `json:"billed_ms"`
 	// MemoryMB is the configured memory; MaxMemoryUsedMB the peak.
@@ -63,7 +66,7 @@ func usageRecord(inv *invoke.Invocation, res invoke.Result, now time.Time) Usage
 	}
 	r := UsageRecord{
 		Tenant: inv.Tenant, Function: inv.Function, Version: res.Version, InvocationID: inv.ID,
-		Source: inv.Source, Status: res.Status.String(), Start: start.UTC(),
+		Source: inv.Source, Status: res.Status.String(), Start: start.UTC(), StartKind: res.Start.String(),
 		DurationMs: float64(res.Duration) / float64(time.Millisecond), BilledMs: billed,
 		Agent: res.Agent, Instance: res.Instance,
 	}

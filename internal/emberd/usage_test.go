@@ -32,13 +32,13 @@ func TestUsageRecordFields(t *testing.T) {
 	start := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	inv := &invoke.Invocation{ID: "inv-1", Tenant: "acme", Function: "echo", Source: "b1"}
 	res := invoke.Result{
-		Status: invoke.StatusOK, Version: "3", HandlerStart: start, Duration: 12340 * time.Microsecond,
+		Status: invoke.StatusOK, Version: "3", HandlerStart: start, Duration: 12340 * time.Microsecond, Start: invoke.StartPoolHit,
 		Usage: &invoke.Usage{CPU: 3200 * time.Microsecond, MemoryPeakBytes: 21<<20 - 5, MemorySizeMB: 128,
 			TxBytes: 120, TxPackets: 2, NetworkMeasured: true, Source: "ebpf"},
 	}
 	r := usageRecord(inv, res, time.Now())
 	want := UsageRecord{Tenant: "acme", Function: "echo", Version: "3", InvocationID: "inv-1", Source: "b1",
-		Status: "ok", Start: start, DurationMs: 12.34, BilledMs: 13, MemoryMB: 128, MaxMemoryUsedMB: 21,
+		Status: "ok", Start: start, StartKind: "pool_hit", DurationMs: 12.34, BilledMs: 13, MemoryMB: 128, MaxMemoryUsedMB: 21,
 		CPUNs: 3200000, TxBytes: 120, TxPackets: 2, NetworkMeasured: true, GBSeconds: 0.125 * 0.013, Accounting: "ebpf"}
 	if r != want {
 		t.Fatalf("record\n got %+v\nwant %+v", r, want)

@@ -451,7 +451,12 @@ func (s *stack) produce(name string, values []string, batchBytes int64) {
 // readTopic reads every record currently in the tenant's topic name.
 func (s *stack) readTopic(name string) []kafka.Message {
 	s.t.Helper()
-	topic := topic(name)
+	return s.readKafkaTopic(topic(name))
+}
+
+// readKafkaTopic reads every record currently in a topic, by its Kafka name.
+func (s *stack) readKafkaTopic(topic string) []kafka.Message {
+	s.t.Helper()
 	conn, err := kafka.DialContext(s.ctx(), "tcp", s.broker)
 	if err != nil {
 		s.t.Fatal(err)

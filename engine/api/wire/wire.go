@@ -523,6 +523,32 @@ type Status struct {
 	// Usage is what the tenant's functions used through this emberd since
 	// it started (every tenant's for the administrator).
 	Usage []FunctionUsage `json:"usage"`
+	// Profiles are the tenant's task profiles (every tenant's for the
+	// administrator): which function follows which.
+	Profiles []TaskProfile `json:"profiles"`
+}
+
+// TaskProfile is what Ember learned about function To following function
+// From in a tenant. Counts decay (emberd --predict-half-life): they weigh
+// recent runs.
+type TaskProfile struct {
+	Tenant    string `json:"tenant"`
+	From      string `json:"from"`
+	To        string `json:"to"`
+	Qualifier string `json:"qualifier"`
+	// Runs of From, and Follows: runs of To that From caused.
+	Runs    float64 `json:"runs"`
+	Follows float64 `json:"follows"`
+	// Probability is Follows / Runs (at most 1).
+	Probability float64 `json:"probability"`
+	// DelayMs: From's handler start to To's, typically.
+	DelayMs float64 `json:"delay_ms"`
+	// LoadMs: how long loading To ahead took, typically.
+	LoadMs float64 `json:"load_ms"`
+	// Predictions loaded To ahead; Hits were used by To's next invocation
+	// there. Predictions - Hits were wrong (or not yet used).
+	Predictions float64 `json:"predictions"`
+	Hits        float64 `json:"hits"`
 }
 
 // FunctionUsage sums a function's invocations on one emberd.
