@@ -105,7 +105,7 @@ func BenchmarkHotDispatchAccounting(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			_ = pst.Release(ctx, claim.InstanceID, vk, true)
+			_ = pst.Release(ctx, claim, vk, true)
 		})
 	}
 }

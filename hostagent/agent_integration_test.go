@@ -202,7 +202,7 @@ func TestAgentIntegration(t *testing.T) {
 		t.Fatalf("response %s: %v", resp.Payload, err)
 	}
 	checkUsage(t, "first dispatch", resp.GetUsage())
-	if err := pst.Release(ctx, claim.InstanceID, vk, true); err != nil {
+	if err := pst.Release(ctx, claim, vk, true); err != nil {
 		t.Fatal(err)
 	}
 
@@ -260,7 +260,7 @@ func TestAgentIntegration(t *testing.T) {
 		t.Fatalf("dispatch after a cancelled one: %v %v, want ok in a new container", resp, err)
 	}
 	t.Logf("dispatch after a cancelled one: new container, ok in %v", time.Since(t3))
-	if err := pst.Release(ctx, claim.InstanceID, vk, true); err != nil {
+	if err := pst.Release(ctx, claim2, vk, true); err != nil {
 		t.Fatal(err)
 	}
 

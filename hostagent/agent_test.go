@@ -214,7 +214,7 @@ func TestAgentDispatchHotAndRefill(t *testing.T) {
 	}
 	// The claimed instance left the warming pool: it is refilled.
 	eventually(t, "refill to 2 warm m128", func() bool { return len(h.warm("m128")) == 2 })
-	if err := h.store.Release(ctx, c.InstanceID, vk, true); err != nil {
+	if err := h.store.Release(ctx, c, vk, true); err != nil {
 		t.Fatal(err)
 	}
 
@@ -284,20 +284,50 @@ func TestAgentEvictsLRUContainers(t *testing.T) {
 	if !slices.Equal(names, []string{"f1", "f2", "f3"}) {
 		t.Fatalf("started %v", names)
 	}
-	stopped := fi.stoppedIDs()
-	if len(stopped) != 1 || stopped[0] != started[1].ContainerID {
+	// Evicted containers stop beside the dispatch that evicted them.
+	eventually(t, "f2's container stopped", func() bool { return len(fi.stoppedIDs()) == 1 && h.cg.live() == 2 })
+	if stopped := fi.stoppedIDs(); stopped[0] != started[1].ContainerID {
 		t.Fatalf("stopped %v, want only f2's %s", stopped, started[1].ContainerID)
-	}
-	if h.cg.live() != 2 {
-		t.Fatalf("%d live cgroups, want 2", h.cg.live())
 	}
 	// f2 runs again: a new container, evicting f1 (now the LRU).
 	resp, err := h.client.Dispatch(ctx, h.req(c.InstanceID, "acme", "f2", `{}`))
 	if err != nil || resp.Start != dispatchpb.StartKind_START_KIND_CONTAINER {
 		t.Fatalf("f2 again = %v, %v", resp, err)
 	}
-	if stopped := fi.stoppedIDs(); len(stopped) != 2 || stopped[1] != started[0].ContainerID {
+	eventually(t, "f1's container stopped", func() bool { return len(fi.stoppedIDs()) == 2 })
+	if stopped := fi.stoppedIDs(); stopped[1] != started[0].ContainerID {
 		t.Fatalf("stopped %v, want f1's %s second", stopped, started[0].ContainerID)
+	}
+}
+
+// TestSupersededContainerStopsAside: new code for a version starts a new
+// container; the old one's stop does not hold up the new one's first
+// invocation (the fake ember-init answers a stop only when released).
+func TestSupersededContainerStopsAside(t *testing.T) {
+	h := startHarness(t, Config{Pool: map[string]int{"m256": 1}}, nil)
+	ctx := context.Background()
+	c := h.claim("acme", "m256", "")
+	if _, err := h.client.Dispatch(ctx, h.req(c.InstanceID, "acme", "f1", `{}`)); err != nil {
+		t.Fatal(err)
+	}
+	fi := h.rt.get(c.InstanceID)
+	release := fi.holdStops()
+	req := h.req(c.InstanceID, "acme", "f1", `{}`)
+	req.Env = map[string]string{"NEW": "settings"}           // a new container key for the same version
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second) // a stop on the path would hang here
+	defer cancel()
+	resp, err := h.client.Dispatch(dctx, req)
+	if err != nil || resp.Start != dispatchpb.StartKind_START_KIND_CONTAINER || resp.Status != dispatchpb.Status_STATUS_OK {
+		t.Fatalf("dispatch with new settings while the old container's stop hangs = %v, %v", resp, err)
+	}
+	if n := len(fi.stoppedIDs()); n != 0 {
+		t.Fatalf("%d containers stopped while stops were held", n)
+	}
+	release()
+	started := fi.startedSpecs()
+	eventually(t, "the old container stopped", func() bool { return len(fi.stoppedIDs()) == 1 && h.cg.live() == 1 })
+	if got := fi.stoppedIDs()[0]; got != started[0].ContainerID {
+		t.Fatalf("stopped %s, want the old container %s", got, started[0].ContainerID)
 	}
 }
 
@@ -364,7 +394,7 @@ func TestAgentReclaimsIdle(t *testing.T) {
 	if _, err := h.client.Dispatch(ctx, h.req(c.InstanceID, "acme", "echo", `{}`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.store.Release(ctx, c.InstanceID, vk, true); err != nil {
+	if err := h.store.Release(ctx, c, vk, true); err != nil {
 		t.Fatal(err)
 	}
 	hot := func() []string {
@@ -455,7 +485,7 @@ func TestAgentReregistersAfterExpiry(t *testing.T) {
 		t.Fatal(err)
 	}
 	vk := pool.VersionKey("acme", "echo", "1")
-	if err := h.store.Release(ctx, c.InstanceID, vk, true); err != nil {
+	if err := h.store.Release(ctx, c, vk, true); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "refill", func() bool { return len(h.warm("m128")) == 2 })

@@ -342,22 +342,22 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 		netnsFD: netnsFD, netID: netID}
 	a.mu.Lock()
 	var superseded []*container
-	for _, o := range in.containers {
+	for k, o := range in.containers {
 		if o.versionKey == vk {
 			superseded = append(superseded, o)
+			delete(in.containers, k) // no dispatch uses it from now on
 		}
 	}
 	in.containers[key] = c
-	a.mu.Unlock()
-	for _, o := range superseded {
-		a.stopContainer(ctx, in, o, false, "superseded by new code or settings")
-	}
-	a.mu.Lock()
 	victims := lruVictims(in.containers, a.cfg.MaxContainersPerInstance, key)
-	a.mu.Unlock()
 	for _, v := range victims {
-		a.stopContainer(ctx, in, v, true, "evicted: too many containers on the instance")
+		delete(in.containers, v.key)
 	}
+	a.mu.Unlock()
+	// The containers this one replaces stop beside this dispatch, off its
+	// path: a stop waits for the process to exit (up to StopGrace).
+	a.stopAside(in, superseded, false, "superseded by new code or settings")
+	a.stopAside(in, victims, true, "evicted: too many containers on the instance")
 	log.Info().Str("container", id).Int("pid", started.Pid).Int("uid", started.UID).Bool("egress", egress).Msg("container started")
 	return c, nil
 }

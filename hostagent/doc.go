@@ -12,7 +12,8 @@
 //	  ─► per function version: code fetched and extracted once per instance,
 //	     child cgroup created, Start, then Invoke; the container stays hot
 //	  ─► idle containers are stopped after ContainerKeepAlive (DropHot first),
-//	     at most MaxContainersPerInstance live (least recently used evicted)
+//	     at most MaxContainersPerInstance live (least recently used evicted);
+//	     a replaced or evicted container stops in the background
 //	  ─► an instance idle past InstanceKeepAlive is retired (pool.Retire) and
 //	     destroyed; a broken one (init connection lost) is force-retired,
 //	     destroyed and replaced.

@@ -118,6 +118,23 @@ type fakeInit struct {
 	stopped  []string
 	invoked  int
 	fdCounts []int
+	// hold, while set, delays the answer to every Stop until it is closed
+	// (answered beside other frames, as ember-init does).
+	hold chan struct{}
+}
+
+// holdStops makes stops wait until the returned release is called.
+func (f *fakeInit) holdStops() (release func()) {
+	ch := make(chan struct{})
+	f.mu.Lock()
+	f.hold = ch
+	f.mu.Unlock()
+	return func() {
+		f.mu.Lock()
+		f.hold = nil
+		f.mu.Unlock()
+		close(ch)
+	}
 }
 
 func startFakeInit(id, path string) (*fakeInit, error) {
@@ -201,10 +218,24 @@ func (f *fakeInit) serve(conn *initproto.Conn) {
 			var st initproto.Stop
 			_ = fr.Decode(&st)
 			f.mu.Lock()
-			f.stopped = append(f.stopped, st.ContainerID)
-			delete(f.running, st.ContainerID)
+			hold := f.hold
 			f.mu.Unlock()
-			_ = conn.Write(initproto.TypeStopped, fr.Seq, initproto.Stopped{ContainerID: st.ContainerID}, nil)
+			stop := func() {
+				if hold != nil {
+					<-hold
+				}
+				f.mu.Lock()
+				f.stopped = append(f.stopped, st.ContainerID)
+				delete(f.running, st.ContainerID)
+				f.mu.Unlock()
+				_ = conn.Write(initproto.TypeStopped, fr.Seq, initproto.Stopped{ContainerID: st.ContainerID}, nil)
+			}
+			if hold == nil {
+				stop()
+				continue
+			}
+			f.wg.Add(1)
+			go func() { defer f.wg.Done(); stop() }()
 		default:
 			panic(fmt.Sprintf("fake init: unexpected frame type %d", fr.Type))
 		}

@@ -329,6 +329,34 @@ func (a *Agent) reclaim(ctx context.Context) {
 // stopContainer stops one container and forgets it: first in Redis (unless
 // another container keeps its version hot), then in ember-init, then its
 // cgroup. Caller holds in.op.
+// stopAside stops cs, which the caller took out of in.containers (so no
+// dispatch uses them), in the background: the dispatch in flight does not
+// wait for their processes to exit (up to StopGrace each). Their memory is
+// freed as soon as they do. Waited for at shutdown, like instance boots.
+func (a *Agent) stopAside(in *instance, cs []*container, dropHot bool, reason string) {
+	if len(cs) == 0 {
+		return
+	}
+	a.mu.Lock()
+	closing := a.closing
+	if !closing {
+		a.starts.Add(1)
+	}
+	a.mu.Unlock()
+	if closing { // shutdown waits for no more goroutines: stop them here
+		for _, c := range cs {
+			a.stopContainer(a.bg, in, c, dropHot, reason)
+		}
+		return
+	}
+	go func() {
+		defer a.starts.Done()
+		for _, c := range cs {
+			a.stopContainer(a.bg, in, c, dropHot, reason)
+		}
+	}()
+}
+
 func (a *Agent) stopContainer(ctx context.Context, in *instance, c *container, dropHot bool, reason string) {
 	a.mu.Lock()
 	delete(in.containers, c.key)

@@ -71,7 +71,14 @@ type Claim struct {
 	InstanceID string
 	Agent      string
 	Kind       Kind
+	// Token identifies this claim: Release with it frees the instance
+	// only while this claim holds it (not after its lease expired and
+	// another claim took the instance).
+	Token string
 }
+
+// ErrStaleClaim: a Release whose claim no longer holds the instance.
+var ErrStaleClaim = errors.New("pool: the claim no longer holds the instance")
 
 // Store reads and writes pool state. It is safe for concurrent use.
 type Store struct {
@@ -282,13 +289,14 @@ func (s *Store) Claim(ctx context.Context, tenant, class, versionKey string, lea
 	if err != nil {
 		return Claim{}, false, fmt.Errorf("pool: claim %s/%s: %w", tenant, class, err)
 	}
-	if len(v) != 3 {
+	if len(v) != 4 {
 		return Claim{}, false, fmt.Errorf("pool: claim returned %d values", len(v))
 	}
 	id, _ := v[0].(string)
 	agent, _ := v[1].(string)
 	kind, _ := v[2].(string)
-	return Claim{InstanceID: id, Agent: agent, Kind: Kind(kind)}, true, nil
+	token, _ := v[3].(string)
+	return Claim{InstanceID: id, Agent: agent, Kind: Kind(kind), Token: token}, true, nil
 }
 
 // IdleHot counts the idle instances where versionKey is hot (an entry may
@@ -301,16 +309,21 @@ func (s *Store) IdleHot(ctx context.Context, versionKey string) (int64, error) {
 	return n, nil
 }
 
-// Release returns a claimed instance to the active pool of its tenant, with
+// Release returns claim c's instance to the active pool of its tenant, with
 // versionKey now hot on it (empty: none added). With keep false the instance
-// is dropped from the pool instead (it is broken or its agent is retiring it).
-func (s *Store) Release(ctx context.Context, id, versionKey string, keep bool) error {
+// is dropped from the pool instead (it is broken or its agent is retiring
+// it). ErrStaleClaim: c no longer holds the instance; nothing changed.
+func (s *Store) Release(ctx context.Context, c Claim, versionKey string, keep bool) error {
 	k := "0"
 	if keep {
 		k = "1"
 	}
-	if err := releaseScript.Run(ctx, s.rdb, s.keys, id, versionKey, k).Err(); err != nil {
-		return fmt.Errorf("pool: release %s: %w", id, err)
+	n, err := releaseScript.Run(ctx, s.rdb, s.keys, c.InstanceID, c.Token, versionKey, k).Int()
+	if err != nil {
+		return fmt.Errorf("pool: release %s: %w", c.InstanceID, err)
+	}
+	if n < 0 {
+		return fmt.Errorf("release %s: %w", c.InstanceID, ErrStaleClaim)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package pool_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -47,7 +48,7 @@ func TestClaimOrder(t *testing.T) {
 	if c1.Kind != pool.KindWarm {
 		t.Fatalf("first claim kind %s, want warm", c1.Kind)
 	}
-	if err := s.Release(ctx, c1.InstanceID, vA, true); err != nil {
+	if err := s.Release(ctx, c1, vA, true); err != nil {
 		t.Fatal(err)
 	}
 	// The same version again: the instance where it is hot.
@@ -55,7 +56,7 @@ func TestClaimOrder(t *testing.T) {
 	if c2.Kind != pool.KindHot || c2.InstanceID != c1.InstanceID {
 		t.Fatalf("second claim %+v, want hot on %s", c2, c1.InstanceID)
 	}
-	if err := s.Release(ctx, c2.InstanceID, vA, true); err != nil {
+	if err := s.Release(ctx, c2, vA, true); err != nil {
 		t.Fatal(err)
 	}
 	// Another version of the same tenant: the tenant's active instance.
@@ -69,7 +70,7 @@ func TestClaimOrder(t *testing.T) {
 		t.Fatalf("claim while busy %+v, want another warm instance", c4)
 	}
 	// Another tenant never gets t1's instance, even when it is idle.
-	if err := s.Release(ctx, c3.InstanceID, vB, true); err != nil {
+	if err := s.Release(ctx, c3, vB, true); err != nil {
 		t.Fatal(err)
 	}
 	c5 := mustClaim(t, s, "t2", "m128", pool.VersionKey("t2", "f", "1"))
@@ -142,6 +143,44 @@ func TestRetireAndLeases(t *testing.T) {
 	}
 	if _, ok, _ := s.Claim(ctx, "t", "m256", "v", time.Now().Add(time.Minute)); ok {
 		t.Fatal("claimed a retired instance")
+	}
+}
+
+// TestStaleReleaseChangesNothing: a claim held past its lease returned to
+// the pool and the instance was claimed again; the first holder's late
+// release (or drop) must not free or drop it under the second.
+func TestStaleReleaseChangesNothing(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	_ = s.RegisterAgent(ctx, pool.Agent{ID: "a", Addr: "x"}, time.Minute)
+	_ = s.AddWarm(ctx, "i1", "a", "m256")
+	first, ok, err := s.Claim(ctx, "t", "m256", "v", time.Now().Add(-time.Millisecond))
+	if !ok || err != nil || first.Token == "" {
+		t.Fatal(first, ok, err)
+	}
+	if n, err := s.ExpireLeases(ctx, time.Now()); err != nil || n != 1 {
+		t.Fatalf("expired %d, %v", n, err)
+	}
+	if err := s.Release(ctx, first, "v", true); !errors.Is(err, pool.ErrStaleClaim) {
+		t.Fatalf("release after the lease expired: %v, want ErrStaleClaim", err)
+	}
+	second := mustClaim(t, s, "t", "m256", "v")
+	if second.InstanceID != first.InstanceID || second.Token == first.Token {
+		t.Fatalf("second claim %+v after %+v", second, first)
+	}
+	for _, keep := range []bool{true, false} {
+		if err := s.Release(ctx, first, "v", keep); !errors.Is(err, pool.ErrStaleClaim) {
+			t.Fatalf("stale release (keep %v) under a new claim: %v", keep, err)
+		}
+	}
+	if occ, _ := s.Occupancy(ctx); len(occ) != 1 || occ[0].Busy != 1 {
+		t.Fatalf("occupancy after stale releases %+v: the second claim must still hold it", occ)
+	}
+	if err := s.Release(ctx, second, "v", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(ctx, second, "v", true); !errors.Is(err, pool.ErrStaleClaim) {
+		t.Fatalf("a second release of one claim: %v", err)
 	}
 }
 

@@ -46,9 +46,10 @@ local function take(id, agent, kind)
   for _, v in ipairs(redis.call('SMEMBERS', key..':hot')) do
     redis.call('SREM', p..'hot:'..v, id)
   end
-  redis.call('HSET', key, 'state', 'busy', 'tenant', tenant)
+  local token = redis.call('INCR', p..'claims')
+  redis.call('HSET', key, 'state', 'busy', 'tenant', tenant, 'claim', token)
   redis.call('ZADD', p..'busy', lease, id)
-  return {id, agent, kind}
+  return {id, agent, kind, tostring(token)}
 end
 local sets = {}
 if vk ~= '' then table.insert(sets, {p..'hot:'..vk, 'hot'}) end
@@ -69,13 +70,18 @@ end
 return false
 `)
 
-// releaseScript: KEYS = prefix; ARGV = id, version key (” for none), keep ('1' or '0').
-// keep=0 means the instance is unusable (its agent said so): drop it.
+// releaseScript: KEYS = prefix; ARGV = id, claim token, version key (” for
+// none), keep ('1' or '0'). keep=0 means the instance is unusable (its agent
+// said so): drop it. A token that is not the instance's current claim (its
+// lease expired and it was claimed again, or released already) changes
+// nothing: -1.
 var releaseScript = redis.NewScript(luaDrop + `
-local p, id, vk, keep = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local p, id, tok, vk, keep = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local key = p..'inst:'..id
-local h = redis.call('HMGET', key, 'agent', 'class', 'tenant')
+local h = redis.call('HMGET', key, 'agent', 'class', 'tenant', 'claim')
 if not h[1] then return 0 end
+if h[4] ~= tok then return -1 end
+redis.call('HDEL', key, 'claim')
 if keep ~= '1' or redis.call('EXISTS', p..'agent:'..h[1]) == 0 then
   drop(p, id)
   return 0
@@ -212,6 +218,7 @@ for _, id in ipairs(ids) do
   local h = redis.call('HMGET', key, 'class', 'tenant')
   if h[1] then
     redis.call('HSET', key, 'state', 'idle')
+    redis.call('HDEL', key, 'claim')
     for _, v in ipairs(redis.call('SMEMBERS', key..':hot')) do
       redis.call('SADD', p..'hot:'..v, id)
     end

@@ -42,7 +42,7 @@ func (s *Scheduler) Preload(ctx context.Context, tenant, function, qualifier, fr
 			break
 		}
 		if c.Kind != pool.KindHot { // no more instances holding the old one
-			s.release(ctx, c.InstanceID, "", true)
+			s.release(ctx, c, "", true)
 			break
 		}
 		claims = append(claims, c)
@@ -66,7 +66,7 @@ func (s *Scheduler) Preload(ctx context.Context, tenant, function, qualifier, fr
 				s.m.preloads.WithLabelValues("failed").Inc()
 				s.log.Warn().Err(err).Str("instance", c.InstanceID).Str("version", vk).Msg("pre-load failed")
 			}
-			s.release(ctx, c.InstanceID, hot, keep)
+			s.release(ctx, c, hot, keep)
 		}()
 	}
 	wg.Wait()
@@ -110,7 +110,7 @@ func (s *Scheduler) LoadAhead(ctx context.Context, v registry.Version, tag strin
 		return AheadNoInstance, nil
 	}
 	if c.Kind == pool.KindHot {
-		s.release(ctx, c.InstanceID, "", true)
+		s.release(ctx, c, "", true)
 		return AheadAlreadyHot, nil
 	}
 	keep, err := s.preloadOn(ctx, v, c, tag)
@@ -118,7 +118,7 @@ func (s *Scheduler) LoadAhead(ctx context.Context, v registry.Version, tag strin
 	if err == nil {
 		hot = vk
 	}
-	s.release(ctx, c.InstanceID, hot, keep)
+	s.release(ctx, c, hot, keep)
 	if err != nil {
 		return 0, err
 	}

@@ -225,7 +225,7 @@ func (s *Scheduler) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.
 	var held []pool.Claim
 	defer func() {
 		for _, c := range held {
-			s.release(ctx, c.InstanceID, "", true)
+			s.release(ctx, c, "", true)
 		}
 	}()
 	for attempt := 0; attempt < s.cfg.DispatchAttempts; attempt++ {
@@ -358,7 +358,7 @@ func (s *Scheduler) tryClaim(ctx context.Context, tenant, class, vk string, leas
 		return c, ok, err
 	}
 	if err := ctx.Err(); err != nil {
-		if rerr := s.pool.Release(cctx, c.InstanceID, "", true); rerr != nil {
+		if rerr := s.pool.Release(cctx, c, "", true); rerr != nil {
 			s.log.Error().Err(rerr).Str("instance", c.InstanceID).Msg("release unused claim")
 		}
 		return pool.Claim{}, false, err
@@ -369,11 +369,15 @@ func (s *Scheduler) tryClaim(ctx context.Context, tenant, class, vk string, leas
 // release returns a claim to the pool (keep) or drops the instance. It uses
 // a fresh context: the caller's may be cancelled, and a leaked claim would
 // idle until its lease expires.
-func (s *Scheduler) release(ctx context.Context, id, vk string, keep bool) {
+func (s *Scheduler) release(ctx context.Context, c pool.Claim, vk string, keep bool) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
 	defer cancel()
-	if err := s.pool.Release(rctx, id, vk, keep); err != nil {
-		s.log.Error().Err(err).Str("instance", id).Msg("release claim")
+	if err := s.pool.Release(rctx, c, vk, keep); errors.Is(err, pool.ErrStaleClaim) {
+		// Held past its lease: the instance went back to the pool and may
+		// serve another claim now; this one must not free it again.
+		s.log.Warn().Err(err).Str("instance", c.InstanceID).Msg("claim released after its lease expired")
+	} else if err != nil {
+		s.log.Error().Err(err).Str("instance", c.InstanceID).Msg("release claim")
 	}
 }
 
@@ -389,7 +393,7 @@ func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v regi
 			*held = append(*held, c)
 			return
 		}
-		s.release(ctx, c.InstanceID, vk, keep)
+		s.release(ctx, c, vk, keep)
 	}()
 	client, err := s.agents.get(ctx, c.Agent)
 	if err != nil {

@@ -44,7 +44,7 @@ func TestWaitersAreServedInOrder(t *testing.T) {
 		})
 		waitQueued(t, e.sched, "m128", i+1) // arrival order is the test's order
 	}
-	if err := e.pool.Release(ctx, held.InstanceID, "", true); err != nil {
+	if err := e.pool.Release(ctx, held, "", true); err != nil {
 		t.Fatal(err)
 	}
 	wg.Wait()
@@ -87,7 +87,7 @@ func BenchmarkFreedToWaiterStart(b *testing.B) {
 		}()
 		waitQueued(b, e.sched, "m128", 1)
 		t0 := time.Now()
-		if err := e.pool.Release(ctx, held.InstanceID, "", true); err != nil {
+		if err := e.pool.Release(ctx, held, "", true); err != nil {
 			b.Fatal(err)
 		}
 		r := <-res
