@@ -8,17 +8,13 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
-	"golang.org/x/sys/unix"
 )
 
 // ErrAttached is returned by Attach for a cgroup that already has a Handle.
 var ErrAttached = errors.New("cgroup already attached")
 
-// Counters are a cgroup's cumulative use since Attach.
+// Counters are a cgroup's cumulative traffic since Attach.
 type Counters struct {
-	// CPUNs is on-CPU time of the cgroup's tasks, including the slice of a
-	// task running at the moment of the Read.
-	CPUNs uint64
 	// RxBytes and TxBytes are IP bytes (headers included) received and sent
 	// by the cgroup's sockets; RxPackets and TxPackets count segments.
 	RxBytes, TxBytes     uint64
@@ -28,17 +24,15 @@ type Counters struct {
 // Accounting is the loaded programs and maps; one per host process.
 type Accounting struct {
 	objs   accountingObjects
-	sched  link.Link
 	ncpu   int
 	mu     sync.Mutex
 	live   map[uint64]*Handle
 	closed bool
 }
 
-// Load loads the programs and maps and attaches the sched_switch
-// tracepoint. It fails where the kernel has no BTF (CO-RE), no
-// raw tracepoints or cgroup_skb, or the caller lacks privilege: callers fall
-// back to cgroup statistics.
+// Load loads the programs and maps. It fails where the kernel has no
+// cgroup_skb programs or the caller lacks privilege: callers fall back to
+// cgroup statistics (no network).
 func Load() (*Accounting, error) {
 	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
 	if err := rlimit.RemoveMemlock(); err != nil {
@@ -52,16 +46,11 @@ func Load() (*Accounting, error) {
 	if err := loadAccountingObjects(&a.objs, nil); err != nil {
 		return nil, fmt.Errorf("bpf: load accounting programs: %w", err)
 	}
-	a.sched, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_switch", Program: a.objs.OnSchedSwitch})
-	if err != nil {
-		a.objs.Close()
-		return nil, fmt.Errorf("bpf: attach sched_switch: %w", err)
-	}
 	return a, nil
 }
 
-// Close detaches every Handle still open, then the tracepoint, and
-// releases the programs and maps. Idempotent.
+// Close detaches every Handle still open and releases the programs and
+// maps. Idempotent.
 func (a *Accounting) Close() error {
 	a.mu.Lock()
 	if a.closed {
@@ -78,7 +67,7 @@ func (a *Accounting) Close() error {
 	for _, h := range hs {
 		errs = append(errs, h.Close())
 	}
-	errs = append(errs, a.sched.Close(), a.objs.Close())
+	errs = append(errs, a.objs.Close())
 	return errors.Join(errs...)
 }
 
@@ -142,8 +131,7 @@ func (a *Accounting) Attach(cgroupPath string, cgroupID uint64) (*Handle, error)
 	return h, nil
 }
 
-// Read returns the cgroup's counters since Attach. The CPU time of a task
-// of the cgroup running right now includes its current slice.
+// Read returns the cgroup's counters since Attach.
 func (h *Handle) Read() (Counters, error) {
 	vals := make([]accountingUsage, h.a.ncpu)
 	if err := h.a.objs.UsageByCgroup.Lookup(h.id, &vals); err != nil {
@@ -151,27 +139,10 @@ func (h *Handle) Read() (Counters, error) {
 	}
 	var c Counters
 	for _, v := range vals {
-		c.CPUNs += v.CpuNs
 		c.RxBytes += v.RxBytes
 		c.TxBytes += v.TxBytes
 		c.RxPackets += v.RxPackets
 		c.TxPackets += v.TxPackets
-	}
-	// Read the running slices after the sums: a slice that ends in between
-	// is missed by this Read rather than counted twice.
-	running := make([]accountingOncpu, h.a.ncpu)
-	if err := h.a.objs.Running.Lookup(uint32(0), &running); err != nil {
-		return Counters{}, fmt.Errorf("bpf: read running tasks: %w", err)
-	}
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return Counters{}, fmt.Errorf("bpf: clock: %w", err)
-	}
-	now := uint64(ts.Nano())
-	for _, r := range running {
-		if r.CgroupId == h.id && r.SinceNs != 0 && now > r.SinceNs {
-			c.CPUNs += now - r.SinceNs
-		}
 	}
 	return c, nil
 }

@@ -13,15 +13,8 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type accountingOncpu struct {
-	_        structs.HostLayout
-	SinceNs  uint64
-	CgroupId uint64
-}
-
 type accountingUsage struct {
 	_         structs.HostLayout
-	CpuNs     uint64
 	RxBytes   uint64
 	TxBytes   uint64
 	RxPackets uint64
@@ -32,11 +25,9 @@ type accountingUsage struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	accountingMapRunning        = "running"
-	accountingMapUsageByCgroup  = "usage_by_cgroup"
-	accountingProgCountEgress   = "count_egress"
-	accountingProgCountIngress  = "count_ingress"
-	accountingProgOnSchedSwitch = "on_sched_switch"
+	accountingMapUsageByCgroup = "usage_by_cgroup"
+	accountingProgCountEgress  = "count_egress"
+	accountingProgCountIngress = "count_ingress"
 )
 
 // loadAccounting returns the embedded CollectionSpec for accounting.
@@ -81,16 +72,14 @@ type accountingSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type accountingProgramSpecs struct {
-	CountEgress   *ebpf.ProgramSpec `ebpf:"count_egress"`
-	CountIngress  *ebpf.ProgramSpec `ebpf:"count_ingress"`
-	OnSchedSwitch *ebpf.ProgramSpec `ebpf:"on_sched_switch"`
+	CountEgress  *ebpf.ProgramSpec `ebpf:"count_egress"`
+	CountIngress *ebpf.ProgramSpec `ebpf:"count_ingress"`
 }
 
 // accountingMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type accountingMapSpecs struct {
-	Running       *ebpf.MapSpec `ebpf:"running"`
 	UsageByCgroup *ebpf.MapSpec `ebpf:"usage_by_cgroup"`
 }
 
@@ -120,13 +109,11 @@ func (o *accountingObjects) Close() error {
 //
 // It can be passed to loadAccountingObjects or ebpf.CollectionSpec.LoadAndAssign.
 type accountingMaps struct {
-	Running       *ebpf.Map `ebpf:"running"`
 	UsageByCgroup *ebpf.Map `ebpf:"usage_by_cgroup"`
 }
 
 func (m *accountingMaps) Close() error {
 	return _AccountingClose(
-		m.Running,
 		m.UsageByCgroup,
 	)
 }
@@ -141,16 +128,14 @@ type accountingVariables struct {
 //
 // It can be passed to loadAccountingObjects or ebpf.CollectionSpec.LoadAndAssign.
 type accountingPrograms struct {
-	CountEgress   *ebpf.Program `ebpf:"count_egress"`
-	CountIngress  *ebpf.Program `ebpf:"count_ingress"`
-	OnSchedSwitch *ebpf.Program `ebpf:"on_sched_switch"`
+	CountEgress  *ebpf.Program `ebpf:"count_egress"`
+	CountIngress *ebpf.Program `ebpf:"count_ingress"`
 }
 
 func (p *accountingPrograms) Close() error {
 	return _AccountingClose(
 		p.CountEgress,
 		p.CountIngress,
-		p.OnSchedSwitch,
 	)
 }
 

@@ -207,64 +207,15 @@ func (b *box) read(t *testing.T) bpf.Counters {
 	return c
 }
 
-func (b *box) cpuacct(t *testing.T) time.Duration {
-	t.Helper()
-	d, err := b.cg.CPUUsage()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
-
-func within(got, want time.Duration, frac float64) bool {
-	diff := float64(got - want)
-	if diff < 0 {
-		diff = -diff
-	}
-	return diff <= frac*float64(want)
-}
-
-func TestCPUBurnMatchesCpuacct(t *testing.T) {
+// TestNoSocketsNoTraffic: a process that only burns CPU counts no traffic.
+func TestNoSocketsNoTraffic(t *testing.T) {
 	a := load(t)
 	b := newBox(t, a, parentCgroup(t), "burn")
-	p := b.start(t, "burn:200ms")
-	before, acct0 := b.read(t), b.cpuacct(t)
+	p := b.start(t, "burn:50ms")
 	p.release(t)
 	p.wait(t)
-	after, acct1 := b.read(t), b.cpuacct(t)
-	got := time.Duration(after.CPUNs - before.CPUNs)
-	acct := acct1 - acct0
-	t.Logf("ebpf %v, cpuacct.usage %v (burned 200ms of process CPU)", got, acct)
-	// The burn is a floor: the helper's runtime threads and its exit add
-	// CPU on top of it (25 ms on a busy CI machine), which cpuacct sees too.
-	if got < 190*time.Millisecond || got > time.Second {
-		t.Errorf("eBPF CPU %v for a 200ms burn", got)
-	}
-	if !within(got, acct, 0.05) {
-		t.Errorf("eBPF CPU %v vs cpuacct.usage delta %v: more than 5%% apart", got, acct)
-	}
-	if after.TxBytes != 0 || after.RxBytes != 0 {
-		t.Errorf("a process without sockets counted network traffic: %+v", after)
-	}
-}
-
-// TestCPUOfRunningTask reads while the task is still on a CPU: the running
-// slice is included, so the count grows during a burn without a switch.
-func TestCPUOfRunningTask(t *testing.T) {
-	a := load(t)
-	b := newBox(t, a, parentCgroup(t), "running")
-	p := b.start(t, "burn:400ms")
-	p.release(t)
-	deadline := time.Now().Add(5 * time.Second)
-	for b.read(t).CPUNs < uint64(100*time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("CPU of a running task never reached 100ms: %+v", b.read(t))
-		}
-		time.Sleep(time.Millisecond)
-	}
-	p.wait(t)
-	if got := time.Duration(b.read(t).CPUNs); !within(got, 400*time.Millisecond, 0.10) {
-		t.Errorf("CPU %v, want 400ms ±10%%", got)
+	if c := b.read(t); c != (bpf.Counters{}) {
+		t.Errorf("a process without sockets counted network traffic: %+v", c)
 	}
 }
 
@@ -344,22 +295,11 @@ func TestConcurrentCgroupsNotMixed(t *testing.T) {
 	ps.wait(t)
 	bc, sc := burner.read(t), sender.read(t)
 	t.Logf("burner %+v; sender %+v", bc, sc)
-	// On-CPU time includes the softirqs a CPU serves while the burner runs
-	// (here: the sender's loopback traffic), so allow more above than below.
-	if got := time.Duration(bc.CPUNs); got < 180*time.Millisecond || got > 250*time.Millisecond {
-		t.Errorf("burner CPU %v, want 180ms to 250ms", got)
-	}
-	if !within(time.Duration(bc.CPUNs), burner.cpuacct(t), 0.05) {
-		t.Errorf("burner CPU %v vs cpuacct %v", time.Duration(bc.CPUNs), burner.cpuacct(t))
-	}
 	if bc.TxBytes != 0 || bc.RxBytes != 0 {
 		t.Errorf("burner has the sender's traffic: %+v", bc)
 	}
 	if sc.TxBytes < 4<<20 {
 		t.Errorf("sender egress %d, want >= 4 MiB", sc.TxBytes)
-	}
-	if sc.CPUNs >= bc.CPUNs/2 {
-		t.Errorf("sender CPU %v looks like the burner's %v", time.Duration(sc.CPUNs), time.Duration(bc.CPUNs))
 	}
 }
 

@@ -22,9 +22,9 @@ import (
 
 // Accounting modes (Config.Accounting).
 const (
-	// AccountingEBPF measures CPU and network with eBPF (package bpf) and
-	// memory from the memory cgroup; where eBPF cannot load it falls back to
-	// AccountingCgroup, with one warning.
+	// AccountingEBPF measures network with eBPF (package bpf), CPU and
+	// memory from the container's cgroups as AccountingCgroup does; where
+	// eBPF cannot load it falls back to AccountingCgroup, with one warning.
 	AccountingEBPF = "ebpf"
 	// AccountingCgroup measures CPU (cpuacct.usage) and memory from the
 	// container's v1 cgroups; no network.
@@ -204,7 +204,8 @@ func readInt(f *os.File) (int64, error) {
 	return v, nil
 }
 
-// ebpfAccounting counts CPU and network with package bpf.
+// ebpfAccounting counts network with package bpf, the rest as
+// cgroupAccounting.
 type ebpfAccounting struct {
 	b        *bpf.Accounting
 	log      zerolog.Logger
@@ -224,54 +225,56 @@ func (e *ebpfAccounting) Attach(cg CgroupChild) (Meter, error) {
 	if !ok {
 		return nil, errors.New("accounting: cgroup has no directories")
 	}
+	cm, err := newCgroupMeter(d.Path("memory"), d.Path("cpuacct"))
+	if err != nil {
+		return nil, err
+	}
 	h, err := e.b.Attach(d.Path(cgroup.Unified), d.ID())
 	if err != nil {
 		e.warnOnce.Do(func() {
-			e.log.Warn().Err(err).Msg("eBPF attach failed; this container (and any other that fails) is measured from cgroup statistics")
+			e.log.Warn().Err(err).Msg("eBPF attach failed; this container (and any other that fails) is measured without network")
 		})
-		return newCgroupMeter(d.Path("memory"), d.Path("cpuacct"))
+		return cm, nil
 	}
-	peak, err := openPeak(d.Path("memory"))
-	if err != nil {
-		h.Close()
-		return nil, err
-	}
-	return &ebpfMeter{h: h, peak: peak}, nil
+	return &ebpfMeter{cg: cm, h: h}, nil
 }
 
+// ebpfMeter is a cgroupMeter plus the container's traffic.
 type ebpfMeter struct {
-	h    *bpf.Handle
-	peak *peakFile
+	cg *cgroupMeter
+	h  *bpf.Handle
 }
 
 func (m *ebpfMeter) Mark() (Sample, error) {
-	m.peak.reset()
+	s, err := m.cg.Mark()
+	if err != nil {
+		return Sample{}, err
+	}
 	c, err := m.h.Read()
 	if err != nil {
 		return Sample{}, err
 	}
-	return Sample{CPU: time.Duration(c.CPUNs), RxBytes: c.RxBytes, TxBytes: c.TxBytes, RxPackets: c.RxPackets, TxPackets: c.TxPackets}, nil
+	s.RxBytes, s.TxBytes, s.RxPackets, s.TxPackets = c.RxBytes, c.TxBytes, c.RxPackets, c.TxPackets
+	return s, nil
 }
 
 func (m *ebpfMeter) Since(mark Sample) (Usage, error) {
+	u, err := m.cg.Since(mark)
+	if err != nil {
+		return Usage{}, err
+	}
 	c, err := m.h.Read()
 	if err != nil {
 		return Usage{}, err
 	}
-	peak, err := readInt(m.peak.f)
-	if err != nil {
-		return Usage{}, err
-	}
-	return Usage{
-		CPU: max(time.Duration(c.CPUNs)-mark.CPU, 0), MemoryPeakBytes: peak,
-		RxBytes: sub(c.RxBytes, mark.RxBytes), TxBytes: sub(c.TxBytes, mark.TxBytes),
-		RxPackets: sub(c.RxPackets, mark.RxPackets), TxPackets: sub(c.TxPackets, mark.TxPackets),
-		NetworkMeasured: true, Source: AccountingEBPF,
-	}, nil
+	u.RxBytes, u.TxBytes = sub(c.RxBytes, mark.RxBytes), sub(c.TxBytes, mark.TxBytes)
+	u.RxPackets, u.TxPackets = sub(c.RxPackets, mark.RxPackets), sub(c.TxPackets, mark.TxPackets)
+	u.NetworkMeasured, u.Source = true, AccountingEBPF
+	return u, nil
 }
 
 func (m *ebpfMeter) Close() error {
-	m.peak.Close()
+	m.cg.Close()
 	return m.h.Close()
 }
 
