@@ -148,6 +148,7 @@ func (p *partition) invoke(recs []*record, payload []byte, attempt int) (res inv
 		Source:       c.b.ID,
 		FirstEventAt: recs[0].fetched,
 		Cause:        causeOf(c.b.Tenant, recs),
+		Retry:        attempt > 1,
 	}
 	start := time.Now()
 	if c.metrics != nil {

@@ -172,7 +172,7 @@ func (q *Queue) run(ctx context.Context, r Request) error {
 			return fmt.Errorf("async %s: %w: %w", r.ID, registry.ErrUnavailable, err)
 		}
 		inv := &invoke.Invocation{ID: r.ID, Tenant: r.Tenant, Function: r.Function, Qualifier: r.Qualifier,
-			Payload: r.Payload, Source: "async", TraceID: r.TraceID}
+			Payload: r.Payload, Source: "async", TraceID: r.TraceID, Retry: attempts > 1}
 		res, err = q.inv.Invoke(ctx, inv)
 		// The trace id as the function saw it (the invoker may name the
 		// function in it): a destination function is invoked with it.

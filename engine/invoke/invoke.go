@@ -36,6 +36,9 @@ type Invocation struct {
 	// up (HTTP clients); not for consumers, which must stop a revoked
 	// partition's work.
 	RunToEnd bool
+	// Retry marks a retry of an invocation whose function failed (task
+	// profiles count first attempts only).
+	Retry bool
 	// Cause is the execution this one follows from, when known (a record
 	// another function's binding wrote to its result topic, or an API
 	// invoke carrying a running invocation's trace id). Task profiles learn

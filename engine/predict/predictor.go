@@ -296,6 +296,13 @@ func (p *Predictor) finished(inv *invoke.Invocation, res invoke.Result, err erro
 	if err != nil { // nothing is known to have run
 		return
 	}
+	if from, to, ok := parseTag(res.PreloadTag); ok && to == inv.Function {
+		p.pending.field(inv.Tenant, edgeField(from, to)).H++
+		p.m.hits.Inc()
+	}
+	if inv.Retry { // a retry is the same run again, and follows nothing new
+		return
+	}
 	p.pending.field(inv.Tenant, runField(inv.Function)).S++
 	if c := inv.Cause; validName(c.Function) {
 		d := p.pending.field(inv.Tenant, edgeField(c.Function, inv.Function))
@@ -310,10 +317,6 @@ func (p *Predictor) finished(inv *invoke.Invocation, res invoke.Result, err erro
 				d.DN++
 			}
 		}
-	}
-	if from, to, ok := parseTag(res.PreloadTag); ok && to == inv.Function {
-		p.pending.field(inv.Tenant, edgeField(from, to)).H++
-		p.m.hits.Inc()
 	}
 }
 

@@ -163,3 +163,23 @@ func TestPredictorLearnsLoadsAheadAndCountsHits(t *testing.T) {
 		t.Fatalf("loaded ahead although B was hot: %v", l.done())
 	}
 }
+
+// TestRetriesTeachNothing: a retry is the same run again: it counts no run
+// and no follow (a hit still counts: the container was used).
+func TestRetriesTeachNothing(t *testing.T) {
+	rdb, _ := testenv.Redis(t)
+	p, err := New(Config{}, &runner{}, rdb, resolver{}, &loads{}, &loads{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cause := invoke.Cause{Function: "a", Started: time.Now(), Runs: 3}
+	p.finished(&invoke.Invocation{Tenant: "t1", Function: "b", Cause: cause, Retry: true},
+		invoke.Result{PreloadTag: "predict:a:b"}, nil)
+	if got := p.pending["t1"]; len(got) != 1 || got[edgeField("a", "b")].S != 0 || got[edgeField("a", "b")].H != 1 {
+		t.Fatalf("after a retry: %+v", got)
+	}
+	p.finished(&invoke.Invocation{Tenant: "t1", Function: "b", Cause: cause}, invoke.Result{}, nil)
+	if e := p.pending["t1"][edgeField("a", "b")]; e.S != 3 || p.pending["t1"][runField("b")].S != 1 {
+		t.Fatalf("after a first attempt following a batch of 3 of a's results: %+v", e)
+	}
+}
