@@ -107,7 +107,7 @@ func openAccounting(mode string, override Accounting, log zerolog.Logger) Accoun
 		log.Warn().Err(err).Msg("eBPF accounting unavailable; falling back to cgroup statistics (CPU and memory; no network)")
 		return cgroupAccounting{}
 	}
-	log.Info().Msg("per-invocation accounting with eBPF (CPU, network) and memory cgroups")
+	log.Info().Msg("per-invocation accounting: network with eBPF, CPU and memory from cgroups")
 	return &ebpfAccounting{b: b, log: log}
 }
 

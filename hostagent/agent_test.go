@@ -329,6 +329,34 @@ func TestSupersededContainerStopsAside(t *testing.T) {
 	if got := fi.stoppedIDs()[0]; got != started[0].ContainerID {
 		t.Fatalf("stopped %s, want the old container %s", got, started[0].ContainerID)
 	}
+	want := []string{"invoke " + started[0].ContainerID, "invoke " + started[1].ContainerID, "stop " + started[0].ContainerID}
+	if got := fi.eventLog(); !slices.Equal(got, want) {
+		t.Fatalf("events %v, want %v", got, want)
+	}
+}
+
+// TestStopFirstWhenMemoryShort: when the old and the
+// new container together would not fit the instance's memory, the old one
+// stops before the new one's first invocation.
+func TestStopFirstWhenMemoryShort(t *testing.T) {
+	h := startHarness(t, Config{Pool: map[string]int{"m256": 1}}, nil)
+	ctx := context.Background()
+	c := h.claim("acme", "m256", "")
+	req := h.req(c.InstanceID, "acme", "f1", `{}`)
+	req.MemoryMb = 256
+	if _, err := h.client.Dispatch(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	req.Env = map[string]string{"NEW": "settings"}
+	if _, err := h.client.Dispatch(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	fi := h.rt.get(c.InstanceID)
+	started := fi.startedSpecs()
+	want := []string{"invoke " + started[0].ContainerID, "stop " + started[0].ContainerID, "invoke " + started[1].ContainerID}
+	if got := fi.eventLog(); !slices.Equal(got, want) {
+		t.Fatalf("events %v, want %v", got, want)
+	}
 }
 
 func TestAgentReplacesBrokenInstance(t *testing.T) {

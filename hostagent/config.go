@@ -95,8 +95,8 @@ type Config struct {
 	ShutdownTimeout time.Duration
 
 	// Accounting says how per-invocation usage is measured:
-	// AccountingEBPF (CPU and network by eBPF, falling back to cgroup
-	// statistics where eBPF cannot load), AccountingCgroup or AccountingOff.
+	// AccountingEBPF (network by eBPF, CPU and memory from cgroups; without
+	// network where eBPF cannot load), AccountingCgroup or AccountingOff.
 	// Default: AccountingEBPF.
 	Accounting string
 }

@@ -353,11 +353,29 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 	for _, v := range victims {
 		delete(in.containers, v.key)
 	}
-	a.mu.Unlock()
 	// The containers this one replaces stop beside this dispatch, off its
-	// path: a stop waits for the process to exit (up to StopGrace).
-	a.stopAside(in, superseded, false, "superseded by new code or settings")
-	a.stopAside(in, victims, true, "evicted: too many containers on the instance")
+	// path (a stop waits for the process to exit, up to StopGrace), when
+	// the instance's memory holds them all meanwhile; else before it runs.
+	var total int64
+	for _, o := range in.containers {
+		total += o.memoryMB
+	}
+	for _, o := range append(superseded, victims...) {
+		total += o.memoryMB
+	}
+	aside := total <= in.memoryMB
+	a.mu.Unlock()
+	if aside {
+		a.stopAside(in, superseded, false, "superseded by new code or settings")
+		a.stopAside(in, victims, true, "evicted: too many containers on the instance")
+	} else {
+		for _, o := range superseded {
+			a.stopContainer(ctx, in, o, false, "superseded by new code or settings")
+		}
+		for _, v := range victims {
+			a.stopContainer(ctx, in, v, true, "evicted: too many containers on the instance")
+		}
+	}
 	log.Info().Str("container", id).Int("pid", started.Pid).Int("uid", started.UID).Bool("egress", egress).Msg("container started")
 	return c, nil
 }

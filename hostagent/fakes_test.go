@@ -118,6 +118,8 @@ type fakeInit struct {
 	stopped  []string
 	invoked  int
 	fdCounts []int
+	// events is what happened in order: "invoke ID", "stop ID".
+	events []string
 	// hold, while set, delays the answer to every Stop until it is closed
 	// (answered beside other frames, as ember-init does).
 	hold chan struct{}
@@ -195,6 +197,7 @@ func (f *fakeInit) serve(conn *initproto.Conn) {
 			body := fr.Body
 			f.mu.Lock()
 			f.invoked++
+			f.events = append(f.events, "invoke "+inv.ContainerID)
 			hasProc, known := f.running[inv.ContainerID]
 			switch {
 			case !known:
@@ -226,6 +229,7 @@ func (f *fakeInit) serve(conn *initproto.Conn) {
 				}
 				f.mu.Lock()
 				f.stopped = append(f.stopped, st.ContainerID)
+				f.events = append(f.events, "stop "+st.ContainerID)
 				delete(f.running, st.ContainerID)
 				f.mu.Unlock()
 				_ = conn.Write(initproto.TypeStopped, fr.Seq, initproto.Stopped{ContainerID: st.ContainerID}, nil)
@@ -249,6 +253,12 @@ func (f *fakeInit) close() {
 		_ = c.Close()
 	}
 	f.mu.Unlock()
+}
+
+func (f *fakeInit) eventLog() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.events...)
 }
 
 func (f *fakeInit) stoppedIDs() []string {

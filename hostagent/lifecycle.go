@@ -326,16 +326,22 @@ func (a *Agent) reclaim(ctx context.Context) {
 	}
 }
 
-// stopContainer stops one container and forgets it: first in Redis (unless
-// another container keeps its version hot), then in ember-init, then its
-// cgroup. Caller holds in.op.
 // stopAside stops cs, which the caller took out of in.containers (so no
 // dispatch uses them), in the background: the dispatch in flight does not
 // wait for their processes to exit (up to StopGrace each). Their memory is
-// freed as soon as they do. Waited for at shutdown, like instance boots.
+// freed as soon as they do. Waited for at shutdown, like instance boots,
+// and not cut short by it (a container left half stopped would keep its
+// network address).
 func (a *Agent) stopAside(in *instance, cs []*container, dropHot bool, reason string) {
 	if len(cs) == 0 {
 		return
+	}
+	stop := func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(a.bg), a.cfg.StopGrace+30*time.Second)
+		defer cancel()
+		for _, c := range cs {
+			a.stopContainer(ctx, in, c, dropHot, reason)
+		}
 	}
 	a.mu.Lock()
 	closing := a.closing
@@ -344,22 +350,23 @@ func (a *Agent) stopAside(in *instance, cs []*container, dropHot bool, reason st
 	}
 	a.mu.Unlock()
 	if closing { // shutdown waits for no more goroutines: stop them here
-		for _, c := range cs {
-			a.stopContainer(a.bg, in, c, dropHot, reason)
-		}
+		stop()
 		return
 	}
 	go func() {
 		defer a.starts.Done()
-		for _, c := range cs {
-			a.stopContainer(a.bg, in, c, dropHot, reason)
-		}
+		stop()
 	}()
 }
 
+// stopContainer stops one container and forgets it: first in Redis (unless
+// another container keeps its version hot), then in ember-init, then its
+// cgroup. Caller holds in.op, or took c out of in.containers itself.
 func (a *Agent) stopContainer(ctx context.Context, in *instance, c *container, dropHot bool, reason string) {
 	a.mu.Lock()
-	delete(in.containers, c.key)
+	if in.containers[c.key] == c { // a newer container may have its key now
+		delete(in.containers, c.key)
+	}
 	client := in.client
 	a.mu.Unlock()
 	log := a.log.With().Str("instance", in.id).Str("container", c.id).Str("version", c.versionKey).Logger()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -282,20 +283,20 @@ func (s *Store) Claim(ctx context.Context, tenant, class, versionKey string, lea
 	if tenant == "" || class == "" {
 		return Claim{}, false, fmt.Errorf("pool: claim needs a tenant and a class")
 	}
-	v, err := claimScript.Run(ctx, s.rdb, s.keys, tenant, class, versionKey, lease.UnixMilli()).Slice()
+	token := strconv.FormatUint(rand.Uint64(), 36)
+	v, err := claimScript.Run(ctx, s.rdb, s.keys, tenant, class, versionKey, lease.UnixMilli(), token).Slice()
 	if errors.Is(err, redis.Nil) {
 		return Claim{}, false, nil
 	}
 	if err != nil {
 		return Claim{}, false, fmt.Errorf("pool: claim %s/%s: %w", tenant, class, err)
 	}
-	if len(v) != 4 {
+	if len(v) != 3 {
 		return Claim{}, false, fmt.Errorf("pool: claim returned %d values", len(v))
 	}
 	id, _ := v[0].(string)
 	agent, _ := v[1].(string)
 	kind, _ := v[2].(string)
-	token, _ := v[3].(string)
 	return Claim{InstanceID: id, Agent: agent, Kind: Kind(kind), Token: token}, true, nil
 }
 

@@ -27,13 +27,15 @@ local function drop(p, id)
 end
 `
 
-// claimScript: KEYS = prefix; ARGV = tenant, class, version key, lease expiry ms.
+// claimScript: KEYS = prefix; ARGV = tenant, class, version key, lease expiry
+// ms, claim token (random: a counter in Redis would start again if Redis lost
+// its data, and an old holder's token could match a new claim).
 // Order: an idle instance where the version is hot (no code delivery, no
 // spawn); an idle instance already assigned to the tenant (no tenant switch,
 // its runtime is warm); a warming-pool instance of the class. Instances whose
 // agent's heartbeat key has expired are dropped as they are met.
 var claimScript = redis.NewScript(luaDrop + `
-local p, tenant, class, vk, lease = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local p, tenant, class, vk, lease, token = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local function alive(id)
   local agent = redis.call('HGET', p..'inst:'..id, 'agent')
   if agent and redis.call('EXISTS', p..'agent:'..agent) == 1 then return agent end
@@ -46,10 +48,9 @@ local function take(id, agent, kind)
   for _, v in ipairs(redis.call('SMEMBERS', key..':hot')) do
     redis.call('SREM', p..'hot:'..v, id)
   end
-  local token = redis.call('INCR', p..'claims')
   redis.call('HSET', key, 'state', 'busy', 'tenant', tenant, 'claim', token)
   redis.call('ZADD', p..'busy', lease, id)
-  return {id, agent, kind, tostring(token)}
+  return {id, agent, kind}
 end
 local sets = {}
 if vk ~= '' then table.insert(sets, {p..'hot:'..vk, 'hot'}) end
@@ -101,6 +102,8 @@ return 1
 var addScript = redis.NewScript(`
 local p, id, agent, class = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 redis.call('HSET', p..'inst:'..id, 'agent', agent, 'class', class, 'tenant', '', 'state', 'idle')
+redis.call('HDEL', p..'inst:'..id, 'claim')
+redis.call('ZREM', p..'busy', id)
 redis.call('SADD', p..'agent:'..agent..':insts', id)
 redis.call('SADD', p..'members:'..class, id)
 redis.call('ZREM', p..'starting:'..class, id)
@@ -149,6 +152,8 @@ var addActiveScript = redis.NewScript(`
 local p, id, agent, class, tenant = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local key = p..'inst:'..id
 redis.call('HSET', key, 'agent', agent, 'class', class, 'tenant', tenant, 'state', 'idle')
+redis.call('HDEL', key, 'claim')
+redis.call('ZREM', p..'busy', id)
 redis.call('SADD', p..'agent:'..agent..':insts', id)
 redis.call('SADD', p..'members:'..class, id)
 for i = 5, #ARGV do

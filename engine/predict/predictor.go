@@ -194,7 +194,11 @@ func (p *Predictor) starting(inv *invoke.Invocation) {
 		need int
 	}
 	var todo []job
-	for _, e := range tp.from[inv.Function] {
+	var next []Profile
+	if !inv.Retry { // a retry was predicted for when it first ran
+		next = tp.from[inv.Function]
+	}
+	for _, e := range next {
 		tk := inv.Tenant + "/" + e.To
 		// Enough instances of To for the invocations coming: one per
 		// running From, but no more than one beyond To's own running ones

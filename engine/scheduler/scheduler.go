@@ -375,7 +375,7 @@ func (s *Scheduler) release(ctx context.Context, c pool.Claim, vk string, keep b
 	if err := s.pool.Release(rctx, c, vk, keep); errors.Is(err, pool.ErrStaleClaim) {
 		// Held past its lease: the instance went back to the pool and may
 		// serve another claim now; this one must not free it again.
-		s.log.Warn().Err(err).Str("instance", c.InstanceID).Msg("claim released after its lease expired")
+		s.log.Info().Err(err).Str("instance", c.InstanceID).Msg("claim released after its lease expired")
 	} else if err != nil {
 		s.log.Error().Err(err).Str("instance", c.InstanceID).Msg("release claim")
 	}

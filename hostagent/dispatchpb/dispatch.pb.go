@@ -536,8 +536,8 @@ type Usage struct {
 	TxBytes   int64 `protobuf:"varint,5,opt,name=tx_bytes,json=txBytes,proto3" json:"tx_bytes,omitempty"`
 	RxPackets int64 `protobuf:"varint,6,opt,name=rx_packets,json=rxPackets,proto3" json:"rx_packets,omitempty"`
 	TxPackets int64 `protobuf:"varint,7,opt,name=tx_packets,json=txPackets,proto3" json:"tx_packets,omitempty"`
-	// source is "ebpf" (CPU and network from eBPF) or "cgroup" (CPU from
-	// cpuacct.usage, no network).
+	// source is "ebpf" (network from eBPF) or "cgroup" (no network); CPU is
+	// from cpuacct.usage in both.
 	Source string `protobuf:"bytes,8,opt,name=source,proto3" json:"source,omitempty"`
 	// network_measured says rx/tx were measured (eBPF only).
 	NetworkMeasured bool `protobuf:"varint,9,opt,name=network_measured,json=networkMeasured,proto3" json:"network_measured,omitempty"`
