@@ -146,6 +146,40 @@ func TestRetireAndLeases(t *testing.T) {
 	}
 }
 
+// TestActiveClaimSparesHotInstances: from the tenant's active pool, an
+// instance where nothing is hot goes first; one where a version is hot
+// only when no other is idle.
+func TestActiveClaimSparesHotInstances(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	_ = s.RegisterAgent(ctx, pool.Agent{ID: "a", Addr: "x"}, time.Minute)
+	vA, vB := pool.VersionKey("t", "f", "1"), pool.VersionKey("t", "g", "1")
+	for i := range 20 { // SPOP order is random: repeat
+		for _, id := range []string{"hot", "bare"} {
+			if err := s.AddActive(ctx, id, "a", "m128", "t", nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		h := mustClaim(t, s, "t", "m128", vA) // both bare: one is taken, then vA is hot there
+		if err := s.Release(ctx, h, vA, true); err != nil {
+			t.Fatal(err)
+		}
+		c1 := mustClaim(t, s, "t", "m128", vB)
+		if c1.Kind != pool.KindActive || c1.InstanceID == h.InstanceID {
+			t.Fatalf("round %d: claim for another version took %+v, the instance where %s is hot (%s)", i, c1, vA, h.InstanceID)
+		}
+		c2 := mustClaim(t, s, "t", "m128", vB)
+		if c2.InstanceID != h.InstanceID || c2.Kind != pool.KindActive {
+			t.Fatalf("round %d: with the bare instance busy, claim took %+v, want %s", i, c2, h.InstanceID)
+		}
+		for _, c := range []pool.Claim{c1, c2} {
+			if _, err := s.Retire(ctx, c.InstanceID, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
 // TestStaleReleaseChangesNothing: a claim held past its lease returned to
 // the pool and the instance was claimed again; the first holder's late
 // release (or drop) must not free or drop it under the second.

@@ -57,6 +57,10 @@ if vk ~= '' then table.insert(sets, {p..'hot:'..vk, 'hot'}) end
 table.insert(sets, {p..'active:'..tenant..':'..class, 'active'})
 table.insert(sets, {p..'warm:'..class, 'warm'})
 for _, s in ipairs(sets) do
+  -- From the tenant's active pool, an instance where no version is hot is
+  -- taken first: the hot ones stay for their versions' next invocations
+  -- (up to 3 are passed over, then the first of them is taken).
+  local passed = {}
   while true do
     local id = redis.call('SPOP', s[1])
     if not id then break end
@@ -64,8 +68,19 @@ for _, s in ipairs(sets) do
     -- A member whose hash disagrees (stale entry) is skipped: the set was the only trace.
     if h[1] == class and h[3] == 'idle' and (s[2] == 'warm' or h[2] == tenant) then
       local agent = alive(id)
-      if agent then return take(id, agent, s[2]) end
+      if agent then
+        if s[2] == 'active' and #passed < 3 and redis.call('SCARD', p..'inst:'..id..':hot') > 0 then
+          table.insert(passed, {id, agent})
+        else
+          for _, x in ipairs(passed) do redis.call('SADD', s[1], x[1]) end
+          return take(id, agent, s[2])
+        end
+      end
     end
+  end
+  if #passed > 0 then
+    for i = 2, #passed do redis.call('SADD', s[1], passed[i][1]) end
+    return take(passed[1][1], passed[1][2], s[2])
   end
 end
 return false
