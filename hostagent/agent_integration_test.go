@@ -237,7 +237,7 @@ func TestAgentIntegration(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() { _, err := ac.Dispatch(dctx, sreq); errc <- err }()
 	fnLog := filepath.Join(a.Config().StateDir, "instances", claim.InstanceID, "log", "functions", "functions.log")
-	eventually(t, "the sleep handler started", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the sleep handler started", func() bool {
 		b, _ := os.ReadFile(fnLog)
 		return bytes.Contains(b, []byte("sleeping 120000 ms"))
 	})
@@ -265,7 +265,7 @@ func TestAgentIntegration(t *testing.T) {
 	}
 
 	// The claim took the only warm m128: a replacement joins the pool.
-	eventually(t, "m128 refilled", func() bool {
+	testenv.Eventually(t, 10*time.Second, "m128 refilled", func() bool {
 		insts, _ := pst.Instances(ctx, agentID)
 		for _, in := range insts {
 			if in.Class == "m128" && in.Tenant == "" {

@@ -141,18 +141,6 @@ func (h *harness) stop() {
 	}
 }
 
-// eventually waits for cond, polling state that has no change signal.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func (h *harness) warm(class string) []string {
 	insts, err := h.store.Instances(context.Background(), "agent-test")
 	if err != nil {
@@ -213,7 +201,7 @@ func TestAgentDispatchHotAndRefill(t *testing.T) {
 		t.Fatalf("delivered bootstrap: %v, %v", st, err)
 	}
 	// The claimed instance left the warming pool: it is refilled.
-	eventually(t, "refill to 2 warm m128", func() bool { return len(h.warm("m128")) == 2 })
+	testenv.Eventually(t, 10*time.Second, "refill to 2 warm m128", func() bool { return len(h.warm("m128")) == 2 })
 	if err := h.store.Release(ctx, c, vk, true); err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +273,7 @@ func TestAgentEvictsLRUContainers(t *testing.T) {
 		t.Fatalf("started %v", names)
 	}
 	// Evicted containers stop beside the dispatch that evicted them.
-	eventually(t, "f2's container stopped", func() bool { return len(fi.stoppedIDs()) == 1 && h.cg.live() == 2 })
+	testenv.Eventually(t, 10*time.Second, "f2's container stopped", func() bool { return len(fi.stoppedIDs()) == 1 && h.cg.live() == 2 })
 	if stopped := fi.stoppedIDs(); stopped[0] != started[1].ContainerID {
 		t.Fatalf("stopped %v, want only f2's %s", stopped, started[1].ContainerID)
 	}
@@ -294,7 +282,7 @@ func TestAgentEvictsLRUContainers(t *testing.T) {
 	if err != nil || resp.Start != dispatchpb.StartKind_START_KIND_CONTAINER {
 		t.Fatalf("f2 again = %v, %v", resp, err)
 	}
-	eventually(t, "f1's container stopped", func() bool { return len(fi.stoppedIDs()) == 2 })
+	testenv.Eventually(t, 10*time.Second, "f1's container stopped", func() bool { return len(fi.stoppedIDs()) == 2 })
 	if stopped := fi.stoppedIDs(); stopped[1] != started[0].ContainerID {
 		t.Fatalf("stopped %v, want f1's %s second", stopped, started[0].ContainerID)
 	}
@@ -325,7 +313,7 @@ func TestSupersededContainerStopsAside(t *testing.T) {
 	}
 	release()
 	started := fi.startedSpecs()
-	eventually(t, "the old container stopped", func() bool { return len(fi.stoppedIDs()) == 1 && h.cg.live() == 1 })
+	testenv.Eventually(t, 10*time.Second, "the old container stopped", func() bool { return len(fi.stoppedIDs()) == 1 && h.cg.live() == 1 })
 	if got := fi.stoppedIDs()[0]; got != started[0].ContainerID {
 		t.Fatalf("stopped %s, want the old container %s", got, started[0].ContainerID)
 	}
@@ -370,7 +358,7 @@ func TestAgentReplacesBrokenInstance(t *testing.T) {
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("dispatch to a dying instance: %v, want FailedPrecondition (the agent itself is fine)", err)
 	}
-	eventually(t, "broken instance destroyed", func() bool { return h.rt.get(c.InstanceID) == nil })
+	testenv.Eventually(t, 10*time.Second, "broken instance destroyed", func() bool { return h.rt.get(c.InstanceID) == nil })
 	if _, err := h.client.Dispatch(ctx, h.req(c.InstanceID, "acme", "echo", `{}`)); status.Code(err) != codes.NotFound {
 		t.Fatalf("dispatch to a destroyed instance: %v, want NotFound", err)
 	}
@@ -380,12 +368,12 @@ func TestAgentReplacesBrokenInstance(t *testing.T) {
 			t.Fatal("broken instance still in redis")
 		}
 	}
-	eventually(t, "a replacement in the warming pool", func() bool { return len(h.warm("m128")) == 1 })
+	testenv.Eventually(t, 10*time.Second, "a replacement in the warming pool", func() bool { return len(h.warm("m128")) == 1 })
 
 	// An instance whose init dies while idle is noticed too.
 	w := h.warm("m128")[0]
 	h.rt.get(w).close()
-	eventually(t, "idle broken instance replaced", func() bool {
+	testenv.Eventually(t, 10*time.Second, "idle broken instance replaced", func() bool {
 		ws := h.warm("m128")
 		return len(ws) == 1 && ws[0] != w && h.rt.get(w) == nil
 	})
@@ -404,7 +392,7 @@ func TestAgentDestroysInstanceDroppedFromRedis(t *testing.T) {
 	if gone, err := h.store.Retire(ctx, w, true); err != nil || !gone {
 		t.Fatalf("drop from redis: %v %v", gone, err)
 	}
-	eventually(t, "dropped instance destroyed and replaced", func() bool {
+	testenv.Eventually(t, 10*time.Second, "dropped instance destroyed and replaced", func() bool {
 		ws := h.warm("m128")
 		return h.rt.get(w) == nil && len(ws) == 1 && ws[0] != w
 	})
@@ -438,14 +426,14 @@ func TestAgentReclaimsIdle(t *testing.T) {
 		t.Fatalf("hot after release: %v", hot())
 	}
 	fi := h.rt.get(c.InstanceID)
-	eventually(t, "idle container stopped", func() bool { return len(fi.stoppedIDs()) == 1 })
+	testenv.Eventually(t, 10*time.Second, "idle container stopped", func() bool { return len(fi.stoppedIDs()) == 1 })
 	if len(hot()) != 0 {
 		t.Fatalf("hot after the container stopped: %v", hot())
 	}
 	if n, _ := h.rdb.SCard(ctx, "{ember}:hot:"+vk).Result(); n != 0 {
 		t.Fatalf("hot set still has %d members", n)
 	}
-	eventually(t, "idle instance retired and destroyed", func() bool { return h.rt.get(c.InstanceID) == nil })
+	testenv.Eventually(t, 10*time.Second, "idle instance retired and destroyed", func() bool { return h.rt.get(c.InstanceID) == nil })
 	insts, _ := h.store.Instances(ctx, "agent-test")
 	if len(insts) != 1 || insts[0].Tenant != "" {
 		t.Fatalf("after reclaim redis holds %+v, want one warm instance", insts)
@@ -488,7 +476,7 @@ func TestAgentDemandAndStaleCleanup(t *testing.T) {
 	if err := h.store.RequestInstance(ctx, "m512", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "an m512 instance on demand", func() bool { return len(h.warm("m512")) == 1 })
+	testenv.Eventually(t, 10*time.Second, "an m512 instance on demand", func() bool { return len(h.warm("m512")) == 1 })
 	// MaxInstances is 2: further demand is refused.
 	if err := h.store.RequestInstance(ctx, "m1024", ""); err != nil {
 		t.Fatal(err)
@@ -516,18 +504,18 @@ func TestAgentReregistersAfterExpiry(t *testing.T) {
 	if err := h.store.Release(ctx, c, vk, true); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "refill", func() bool { return len(h.warm("m128")) == 2 })
+	testenv.Eventually(t, 10*time.Second, "refill", func() bool { return len(h.warm("m128")) == 2 })
 	// Redis loses everything about the agent (as after a long pause, or a
 	// restart without persistence).
 	if err := h.store.RemoveAgent(ctx, "agent-test"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "warm instances re-added", func() bool { return len(h.warm("m128")) == 2 })
+	testenv.Eventually(t, 10*time.Second, "warm instances re-added", func() bool { return len(h.warm("m128")) == 2 })
 	// The tenant's instance goes back to its active pool, its version hot.
 	if _, err := h.store.Agent(ctx, "agent-test"); err != nil {
 		t.Fatalf("agent not registered again: %v", err)
 	}
-	eventually(t, "tenant instance back in Redis", func() bool {
+	testenv.Eventually(t, 10*time.Second, "tenant instance back in Redis", func() bool {
 		insts, _ := h.store.Instances(ctx, "agent-test")
 		for _, in := range insts {
 			if in.ID == c.InstanceID && in.Tenant == "acme" {

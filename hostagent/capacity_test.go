@@ -3,11 +3,13 @@ package hostagent
 import (
 	"context"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/ember-run/ember/engine/pool"
+	"github.com/ember-run/ember/internal/testenv"
 )
 
 // TestAgentNeverOvercommitsMemory: instances reserve their memory on the
@@ -24,11 +26,11 @@ func TestAgentNeverOvercommitsMemory(t *testing.T) {
 		if class == "m512" {
 			// Demand for a class with an instance starting is coalesced:
 			// wait for this one before asking again.
-			eventually(t, "m512 on demand", func() bool { return len(h.warm("m512")) >= 2 })
+			testenv.Eventually(t, 10*time.Second, "m512 on demand", func() bool { return len(h.warm("m512")) >= 2 })
 		}
 	}
 	// Demand is handled in order: the m128 arrives after the refused m512.
-	eventually(t, "m128 on demand", func() bool { return len(h.warm("m128")) == 1 })
+	testenv.Eventually(t, 10*time.Second, "m128 on demand", func() bool { return len(h.warm("m128")) == 1 })
 	if n := len(h.warm("m512")); n != 2 {
 		t.Fatalf("%d m512 instances on a 1200 MB host, want 2", n)
 	}
@@ -53,14 +55,14 @@ func TestAgentSubPool(t *testing.T) {
 	if _, err := h.store.PutSubPool(ctx, pool.SubPool{Name: "x", Tenant: "acme", MemoryMB: 768, MilliCPU: 1000, MinWarm: 2, Max: 3}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "two warm sub-pool instances", func() bool { return len(h.warm("sp-x")) == 2 })
+	testenv.Eventually(t, 10*time.Second, "two warm sub-pool instances", func() bool { return len(h.warm("sp-x")) == 2 })
 	for range 3 { // demand past the maximum starts one more, never two
 		if err := h.store.RequestInstance(ctx, "sp-x", "agent-test"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	c := h.claim("acme", "sp-x", "")
-	eventually(t, "a third on demand", func() bool { return len(h.warm("sp-x")) == 2 })
+	testenv.Eventually(t, 10*time.Second, "a third on demand", func() bool { return len(h.warm("sp-x")) == 2 })
 	if err := h.store.RequestInstance(ctx, "sp-x", ""); err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +70,7 @@ func TestAgentSubPool(t *testing.T) {
 	if err := h.store.RequestInstance(ctx, "m128", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "m128 on demand", func() bool { return len(h.warm("m128")) == 2 })
+	testenv.Eventually(t, 10*time.Second, "m128 on demand", func() bool { return len(h.warm("m128")) == 2 })
 	if n := rt.countClass("sp-x"); n != 3 {
 		t.Fatalf("%d sub-pool instances, want 3 (its max)", n)
 	}

@@ -168,18 +168,18 @@ func (p *Predictor) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.
 		inv.Cause = causeFromTrace(inv.TraceID)
 	}
 	inv.TraceID = stampTrace(inv.TraceID, inv.Function, now)
-	p.starting(inv)
+	k := inv.Tenant + "/" + inv.Function
+	p.starting(inv, k, now)
 	res, err := p.next.Invoke(ctx, inv)
-	p.finished(inv, res, err)
+	p.finished(inv, k, res, err)
 	return res, err
 }
 
-// starting counts inv as running and starts the loads ahead its function's
-// profiles call for. (An invocation of a function whose load is in flight
+// starting counts inv (k: tenant/function) as running and starts the loads
+// ahead its function's profiles call for. (An invocation of a function whose load is in flight
 // does not wait for it: measured here, waiting made its start later than
 // starting the code on another instance, in a burst on 2 cores.)
-func (p *Predictor) starting(inv *invoke.Invocation) {
-	k := inv.Tenant + "/" + inv.Function
+func (p *Predictor) starting(inv *invoke.Invocation, k string, now time.Time) {
 	p.mu.Lock()
 	p.running[k]++
 	n := p.running[k]
@@ -188,7 +188,7 @@ func (p *Predictor) starting(inv *invoke.Invocation) {
 		tp = &tenantProfiles{}
 		p.cache[inv.Tenant] = tp
 	}
-	tp.used = time.Now()
+	tp.used = now
 	type job struct {
 		e    Profile
 		need int
@@ -215,7 +215,7 @@ func (p *Predictor) starting(inv *invoke.Invocation) {
 			todo = append(todo, job{e, need})
 		}
 	}
-	refresh := !tp.refreshing && time.Since(tp.at) >= p.cfg.RefreshEvery
+	refresh := !tp.refreshing && now.Sub(tp.at) >= p.cfg.RefreshEvery
 	if refresh {
 		tp.refreshing = true
 	}
@@ -290,8 +290,7 @@ func (p *Predictor) load(e Profile, n int) {
 
 // finished learns from inv: a run of its function, the pair its cause
 // forms with it, and whether it used a load ahead.
-func (p *Predictor) finished(inv *invoke.Invocation, res invoke.Result, err error) {
-	k := inv.Tenant + "/" + inv.Function
+func (p *Predictor) finished(inv *invoke.Invocation, k string, res invoke.Result, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.running[k]--; p.running[k] <= 0 {

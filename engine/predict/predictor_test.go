@@ -58,18 +58,6 @@ func (resolver) Resolve(_ context.Context, tenant, function, qualifier string) (
 	return registry.Version{Tenant: tenant, Function: function, Version: qualifier}, nil
 }
 
-// eventually polls cond (state another goroutine updates) until it holds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestPredictorLearnsLoadsAheadAndCountsHits(t *testing.T) {
 	rdb, _ := testenv.Redis(t)
 	run := &runner{}
@@ -127,7 +115,7 @@ func TestPredictorLearnsLoadsAheadAndCountsHits(t *testing.T) {
 	for range 5 {
 		invokeB(invokeA())
 	}
-	eventually(t, "the profile a -> b", func() bool { return profile().Follows > 4.9 })
+	testenv.Eventually(t, 10*time.Second, "the profile a -> b", func() bool { return profile().Follows > 4.9 })
 	if e := profile(); e.Probability() < 0.99 || e.Qualifier != "live" {
 		t.Fatalf("profile: %+v", e)
 	}
@@ -136,16 +124,16 @@ func TestPredictorLearnsLoadsAheadAndCountsHits(t *testing.T) {
 	before := len(l.done())
 	// (the first A after the pair became likely enough reads the profiles
 	// in the background; a later one acts on them)
-	eventually(t, "a load ahead", func() bool { invokeB(invokeA()); return len(l.done()) > before })
+	testenv.Eventually(t, 10*time.Second, "a load ahead", func() bool { invokeB(invokeA()); return len(l.done()) > before })
 	if got := l.done()[len(l.done())-1]; got != "t1 b live predict:a:b" {
 		t.Fatalf("load ahead: %q", got)
 	}
-	eventually(t, "the prediction counted", func() bool { return profile().Predictions > 0.9 })
+	testenv.Eventually(t, 10*time.Second, "the prediction counted", func() bool { return profile().Predictions > 0.9 })
 
 	// B's first invocation on the loaded container reports the tag: a hit.
 	run.tag = "predict:a:b"
 	invokeB(time.Now())
-	eventually(t, "the hit counted", func() bool { return profile().Hits > 0.9 })
+	testenv.Eventually(t, 10*time.Second, "the hit counted", func() bool { return profile().Hits > 0.9 })
 	if n := testutil.ToFloat64(p.m.hits); n != 1 {
 		t.Fatalf("hits metric %v", n)
 	}
@@ -158,7 +146,7 @@ func TestPredictorLearnsLoadsAheadAndCountsHits(t *testing.T) {
 	hot := func() float64 { return testutil.ToFloat64(p.m.loads.WithLabelValues("already_hot")) }
 	was := hot()
 	invokeA()
-	eventually(t, "the already-hot outcome", func() bool { return hot() > was })
+	testenv.Eventually(t, 10*time.Second, "the already-hot outcome", func() bool { return hot() > was })
 	if len(l.done()) != before {
 		t.Fatalf("loaded ahead although B was hot: %v", l.done())
 	}
@@ -173,12 +161,12 @@ func TestRetriesTeachNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	cause := invoke.Cause{Function: "a", Started: time.Now(), Runs: 3}
-	p.finished(&invoke.Invocation{Tenant: "t1", Function: "b", Cause: cause, Retry: true},
+	p.finished(&invoke.Invocation{Tenant: "t1", Function: "b", Cause: cause, Retry: true}, "t1/b",
 		invoke.Result{PreloadTag: "predict:a:b"}, nil)
 	if got := p.pending["t1"]; len(got) != 1 || got[edgeField("a", "b")].S != 0 || got[edgeField("a", "b")].H != 1 {
 		t.Fatalf("after a retry: %+v", got)
 	}
-	p.finished(&invoke.Invocation{Tenant: "t1", Function: "b", Cause: cause}, invoke.Result{}, nil)
+	p.finished(&invoke.Invocation{Tenant: "t1", Function: "b", Cause: cause}, "t1/b", invoke.Result{}, nil)
 	if e := p.pending["t1"][edgeField("a", "b")]; e.S != 3 || p.pending["t1"][runField("b")].S != 1 {
 		t.Fatalf("after a first attempt following a batch of 3 of a's results: %+v", e)
 	}

@@ -54,10 +54,7 @@ func (s *Scheduler) Preload(ctx context.Context, tenant, function, qualifier, fr
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			keep, err := s.preloadOn(ctx, v, c, "deploy")
-			hot := ""
-			if err == nil {
-				hot = vk
+			if err := s.loadOn(ctx, v, c, "deploy"); err == nil {
 				mu.Lock()
 				loaded++
 				mu.Unlock()
@@ -66,7 +63,6 @@ func (s *Scheduler) Preload(ctx context.Context, tenant, function, qualifier, fr
 				s.m.preloads.WithLabelValues("failed").Inc()
 				s.log.Warn().Err(err).Str("instance", c.InstanceID).Str("version", vk).Msg("pre-load failed")
 			}
-			s.release(ctx, c, hot, keep)
 		}()
 	}
 	wg.Wait()
@@ -113,21 +109,27 @@ func (s *Scheduler) LoadAhead(ctx context.Context, v registry.Version, tag strin
 		s.release(ctx, c, "", true)
 		return AheadAlreadyHot, nil
 	}
-	keep, err := s.preloadOn(ctx, v, c, tag)
-	hot := ""
-	if err == nil {
-		hot = vk
-	}
-	s.release(ctx, c, hot, keep)
-	if err != nil {
+	if err := s.loadOn(ctx, v, c, tag); err != nil {
 		return 0, err
 	}
 	return AheadLoaded, nil
 }
 
-// preloadOn asks c's agent to start v's container on c's instance. keep
-// is false when the instance is gone.
-func (s *Scheduler) preloadOn(ctx context.Context, v registry.Version, c pool.Claim, tag string) (keep bool, err error) {
+// loadOn asks c's agent to start v's container on c's instance, marked with
+// tag, then releases c: with v hot if it loaded, dropped if the instance is
+// gone.
+func (s *Scheduler) loadOn(ctx context.Context, v registry.Version, c pool.Claim, tag string) error {
+	keep, err := s.preload(ctx, v, c, tag)
+	hot := ""
+	if err == nil {
+		hot = pool.VersionKey(v.Tenant, v.Function, v.Version)
+	}
+	s.release(ctx, c, hot, keep)
+	return err
+}
+
+// preload is loadOn's dispatch. keep is false when the instance is gone.
+func (s *Scheduler) preload(ctx context.Context, v registry.Version, c pool.Claim, tag string) (keep bool, err error) {
 	client, err := s.agents.get(ctx, c.Agent)
 	if err != nil {
 		return true, err
