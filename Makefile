@@ -46,8 +46,9 @@ stop: ## Stop emberd (if started by `make run`), containerd and Redis.
 	@deploy/setup.sh stop
 
 .PHONY: test-deps
-test-deps: ## Install what only the tests need: Chromium (the dashboard in a browser) and Prometheus (promtool, a real scrape).
+test-deps: ## Install what only the tests need: Chromium (the dashboard in a browser), Prometheus (promtool, a real scrape), the OpenTelemetry Collector (a real log receiver; built once, cached).
 	@deploy/setup.sh install chromium prometheus
+	@deploy/setup.sh otelcol
 
 .PHONY: test
 test: setup test-deps ## Run every test against real Redis, containerd and the Kafka-protocol broker, then each fuzz target briefly.

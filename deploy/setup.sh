@@ -6,6 +6,8 @@
 #   deploy/setup.sh start     install, then start containerd + redis (idempotent)
 #   deploy/setup.sh stop      stop what start started
 #   deploy/setup.sh status    print what is running
+#   deploy/setup.sh otelcol   build the OpenTelemetry Collector of deploy/otelcol
+#                             (once per go.sum, cached) and link $EMBER_STATE/tools/otelcol
 #
 # Everything lives under $EMBER_STATE (default: <repo>/.ember). start writes
 # $EMBER_STATE/env with EMBER_REDIS and EMBER_CONTAINERD for the Makefile,
@@ -110,6 +112,25 @@ stop() {
 	rm -f "$state/containerd.pid" "$state/redis/redis.pid" "$state/env"
 }
 
+# otelcol builds deploy/otelcol (a Collector distribution: otlp receiver,
+# bearertokenauth, file exporter) into a cache keyed by its sources: about 2
+# minutes the first time on 2 cores, nothing afterwards. $EMBER_TOOLS_CACHE
+# (default ~/.cache/ember) outlives checkouts and `make clean`.
+otelcol() {
+	local cache=${EMBER_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ember}
+	local key
+	key=$(cat "$repo/deploy/otelcol/go.mod" "$repo/deploy/otelcol/go.sum" "$repo/deploy/otelcol/main.go" | sha256sum | cut -c1-16)
+	local bin=$cache/otelcol-$key
+	if [ ! -x "$bin" ]; then
+		log "building the OpenTelemetry Collector (deploy/otelcol) into $bin"
+		mkdir -p "$cache"
+		(cd "$repo/deploy/otelcol" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$bin.tmp" .)
+		mv "$bin.tmp" "$bin"
+	fi
+	mkdir -p "$state/tools"
+	ln -sfn "$bin" "$state/tools/otelcol"
+}
+
 status() {
 	alive "$state/containerd.pid" && echo "containerd: running ($state/containerd.sock)" || echo "containerd: stopped"
 	alive "$state/redis/redis.pid" && echo "redis: running (127.0.0.1:$redis_port)" || echo "redis: stopped"
@@ -117,8 +138,9 @@ status() {
 
 case "${1:-start}" in
 install) shift; install "$@" ;;
+otelcol) otelcol ;;
 start) start ;;
 stop) stop ;;
 status) status ;;
-*) log "usage: $0 install|start|stop|status"; exit 2 ;;
+*) log "usage: $0 install|start|stop|status|otelcol"; exit 2 ;;
 esac

@@ -301,6 +301,8 @@ func reportLine(id string, duration time.Duration, billed, memoryMB int64, u *Us
 // usageMetrics are the per tenant and function usage counters.
 type usageMetrics struct {
 	invocations, cpuSeconds, rxBytes, txBytes, gbSeconds *prometheus.CounterVec
+	// logRecords counts records for tenants' logging services by outcome.
+	logRecords *prometheus.CounterVec
 }
 
 func newUsageMetrics(reg prometheus.Registerer) (*usageMetrics, error) {
@@ -314,11 +316,14 @@ func newUsageMetrics(reg prometheus.Registerer) (*usageMetrics, error) {
 		rxBytes:     vec("ember_usage_network_receive_bytes_total", "IP bytes received by functions during invocations (eBPF accounting only)."),
 		txBytes:     vec("ember_usage_network_transmit_bytes_total", "IP bytes sent by functions during invocations (eBPF accounting only)."),
 		gbSeconds:   vec("ember_usage_gb_seconds_total", "Billed duration (1 ms granularity) times configured memory, in GB-seconds."),
+		logRecords: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ember_log_records_total",
+			Help: "Records for tenants' logging services: sent, dropped (instance buffer full), failed (the service refused or stayed unreachable); unconfigured counts invocations whose service could not be set up."},
+			[]string{"tenant", "outcome"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, p := range []**prometheus.CounterVec{&m.invocations, &m.cpuSeconds, &m.rxBytes, &m.txBytes, &m.gbSeconds} {
+	for _, p := range []**prometheus.CounterVec{&m.invocations, &m.cpuSeconds, &m.rxBytes, &m.txBytes, &m.gbSeconds, &m.logRecords} {
 		if err := reg.Register(*p); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

@@ -3,6 +3,7 @@ package hostagent
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -87,6 +88,10 @@ type Config struct {
 	Network network.Config
 	// NoNetwork: containers get their own loopback only, whatever they ask.
 	NoNetwork bool
+	// LogAllow are prefixes otherwise refused (loopback, private networks,
+	// link-local: logrelay.Policy) where tenants' logging services may be
+	// reached, e.g. a collector on the host's network.
+	LogAllow []netip.Prefix
 	// StopGrace is the SIGTERM-to-SIGKILL grace when a container is stopped.
 	// Default: 2s.
 	StopGrace time.Duration

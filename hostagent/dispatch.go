@@ -165,11 +165,12 @@ func (a *Agent) run(ctx context.Context, log zerolog.Logger, in *instance, req *
 		ictx, cancel = context.WithDeadline(ctx, time.UnixMilli(deadline).Add(a.cfg.StopGrace+initReplySlack))
 		defer cancel()
 	}
+	logID := a.configureLogs(ctx, log, in, client, req.GetLogService())
 	mark, measured := markUsage(log, c.meter) // accounting
 	t0 := time.Now()
 	res, body, err := client.invoke(ictx, initproto.Invoke{
 		ID: req.GetInvocationId(), ContainerID: c.id, DeadlineUnixMs: deadline,
-		TraceID: req.GetTraceId(), FunctionARN: req.GetFunctionArn(),
+		TraceID: req.GetTraceId(), FunctionARN: req.GetFunctionArn(), LogService: logID,
 	}, req.GetPayload())
 	wall := time.Since(t0)
 	if err != nil {
@@ -223,7 +224,11 @@ func (a *Agent) run(ctx context.Context, log zerolog.Logger, in *instance, req *
 		ev = log.Info().Str("error_type", res.ErrorType)
 	}
 	ev.Str("status", res.Status).Str("start", kind.String()).Int64("duration_ns", res.DurationNs).Msg("invocation done")
-	usage := a.recordUsage(log, req, time.Duration(res.DurationNs), wall, c.memoryMB, usageSince(log, c.meter, mark, measured))
+	u := usageSince(log, c.meter, mark, measured)
+	usage := a.recordUsage(log, req, time.Duration(res.DurationNs), wall, c.memoryMB, u)
+	if logID != "" {
+		a.shipReport(log, in, client, req, c, logID, res, initNs, u)
+	}
 	return &dispatchpb.DispatchResponse{
 		Status: st, Payload: body, ErrorType: res.ErrorType, LogTail: res.LogTail, LogTruncatedBytes: res.LogTruncatedBytes,
 		Start: kind, HandlerStartUnixNs: res.HandlerStartUnixNs, DurationNs: res.DurationNs,

@@ -237,3 +237,25 @@ func (c *initClient) stop(ctx context.Context, containerID string, grace time.Du
 	_, err := c.call(ctx, initproto.TypeStop, initproto.Stop{ContainerID: containerID, GraceMs: grace.Milliseconds()}, nil, nil, initproto.TypeStopped)
 	return err
 }
+
+// configureLogs sends the instance's logging service (with its
+// credentials) and waits for ember-init to take it.
+func (c *initClient) configureLogs(ctx context.Context, cfg initproto.LogConfig) error {
+	f, err := c.call(ctx, initproto.TypeLogConfig, cfg, nil, nil, initproto.TypeLogConfigured)
+	if err != nil {
+		return err
+	}
+	var r initproto.LogConfigured
+	if err := f.Decode(&r); err != nil {
+		return err
+	}
+	if r.Error != "" {
+		return errors.New(r.Error)
+	}
+	return nil
+}
+
+// report sends an invocation's REPORT for its logging service; no reply.
+func (c *initClient) report(r initproto.Report) error {
+	return c.conn.Write(initproto.TypeReport, 0, r, nil)
+}

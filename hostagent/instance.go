@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/ember-run/ember/engine/pool"
+	"github.com/ember-run/ember/hostagent/initproto"
+	"github.com/ember-run/ember/hostagent/logrelay"
 )
 
 // instState is where an instance is in its life.
@@ -53,10 +55,17 @@ type instance struct {
 	lost bool
 	// fromDemand: started for a scheduler's demand, beyond the pool target.
 	fromDemand bool
+	// relay is the instance's way out to its logging service, opened by
+	// the first configuration.
+	relay *logrelay.Relay
 
 	// Guarded by op.
 	containers map[string]*container // by container key
 	codes      map[string]bool       // digest hex delivered to code/<hex>
+	// logService is the logging service ember-init is configured for
+	// ("" none), logStats its counts as last reported.
+	logService string
+	logStats   initproto.LogStats
 }
 
 func (in *instance) sockDir() string  { return filepath.Join(in.dir, "sock") }

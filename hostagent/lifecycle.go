@@ -204,6 +204,8 @@ func (a *Agent) destroy(ctx context.Context, in *instance, reason string) {
 		attached = append(attached, c)
 	}
 	clear(in.containers)
+	relay := in.relay
+	in.relay = nil
 	a.mu.Unlock()
 	if _, err := a.store.Retire(ctx, in.id, true); err != nil {
 		a.log.Error().Err(err).Str("instance", in.id).Msg("retire in redis")
@@ -213,6 +215,9 @@ func (a *Agent) destroy(ctx context.Context, in *instance, reason string) {
 	}
 	if err := a.deps.Runtime.Destroy(ctx, in.id); err != nil {
 		a.log.Error().Err(err).Str("instance", in.id).Msg("destroy instance")
+	}
+	if relay != nil { // after ember-init's last flush
+		relay.Close()
 	}
 	for _, c := range attached {
 		a.detachNetwork(ctx, c)

@@ -24,7 +24,7 @@ func table(w io.Writer, header string, rows func(tw io.Writer)) error {
 }
 
 func (a *app) deployCmd() *cobra.Command {
-	var zipPath, handler, network, subpool string
+	var zipPath, handler, network, subpool, logService string
 	var noPreload bool
 	var memory int64
 	var timeout time.Duration
@@ -34,7 +34,7 @@ func (a *app) deployCmd() *cobra.Command {
 		Short: "Create or update a function ($LATEST) from a zip with an executable bootstrap",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg := wire.FunctionConfig{Handler: handler, Network: network, SubPool: subpool, SkipPreload: noPreload}
+			cfg := wire.FunctionConfig{Handler: handler, Network: network, SubPool: subpool, LogService: logService, SkipPreload: noPreload}
 			if cmd.Flags().Changed("memory") {
 				cfg.MemoryMB = memory
 			}
@@ -86,6 +86,7 @@ func (a *app) deployCmd() *cobra.Command {
 	cmd.Flags().StringVar(&handler, "handler", "", "handler passed as _HANDLER (default bootstrap)")
 	cmd.Flags().StringVar(&network, "network", "", "egress (default: the outside world through NAT) or none (no network)")
 	cmd.Flags().StringArrayVar(&state, "state", nil, "a resource of your tenant at a path under /mnt, NAME:/mnt/DIR[:SIZE_MB] (repeatable; replaces all; \"\" clears; default size 64 MB)")
+	cmd.Flags().StringVar(&logService, "log-service", "", "your logging service the function's output goes to (\"none\": none; \"-\": your default)")
 	cmd.Flags().StringVar(&subpool, "subpool", "", "run only in this sub-pool of your tenant (\"-\" clears it; default: your smallest sub-pool that holds the memory, else a fixed class)")
 	cmd.Flags().BoolVar(&noPreload, "no-preload", false, "do not load the new code on the warm instances that ran the old one before answering")
 	return cmd
@@ -238,7 +239,7 @@ func (a *app) produce(ctx context.Context, topic string, recs []wire.Record, rat
 }
 
 func (a *app) invokeCmd() *cobra.Command {
-	var qualifier, payload, neededBy string
+	var qualifier, payload, neededBy, logService string
 	var async bool
 	cmd := &cobra.Command{
 		Use: "invoke NAME [--payload JSON] [--async [--needed-by T]]", Short: "Invoke a function (payload from --payload or stdin); --async queues it and prints its id", Args: cobra.ExactArgs(1),
@@ -268,7 +269,7 @@ func (a *app) invokeCmd() *cobra.Command {
 				fmt.Fprintf(cmd.ErrOrStderr(), "queued: ember invocation get %s\n", id)
 				return nil
 			}
-			res, err := a.c.Invoke(cmd.Context(), args[0], qualifier, body)
+			res, err := a.c.InvokeLogged(cmd.Context(), args[0], qualifier, logService, body)
 			if err != nil {
 				return err
 			}
@@ -289,6 +290,7 @@ func (a *app) invokeCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&qualifier, "qualifier", "", "a version or an alias (default $LATEST)")
+	cmd.Flags().StringVar(&logService, "log-service", "", "your logging service this invocation's output goes to, over the function's (\"none\": none)")
 	cmd.Flags().StringVar(&payload, "payload", "", "event JSON (default: read stdin)")
 	cmd.Flags().BoolVar(&async, "async", false, "queue it (an Event invocation): answer with its id at once, run it with the function's retry policy")
 	cmd.Flags().StringVar(&neededBy, "needed-by", "", "defer it (implies --async): run it when the pool is idle, and early enough to end by this time (RFC 3339, or a duration from now: 10m)")

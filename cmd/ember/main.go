@@ -68,7 +68,7 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&a.api, "api", "", "Ember API base URL (env EMBER_API; default from 'ember login', else "+defaultAPI+")")
 	root.PersistentFlags().StringVar(&a.apiKey, "api-key", "", "API key: a tenant's, or the administrator's (env EMBER_API_KEY; default from 'ember login')")
-	root.AddCommand(a.loginCmd(), a.tenantCmd(), a.topicCmd(), a.subpoolCmd(),
+	root.AddCommand(a.loginCmd(), a.tenantCmd(), a.topicCmd(), a.subpoolCmd(), a.loggingCmd(),
 		a.deployCmd(), a.publishCmd(), a.functionsCmd(), a.describeCmd(), a.deleteCmd(),
 		a.bindCmd(), a.unbindCmd(), a.bindingsCmd(), a.bindingCmd(), a.dlqCmd(), a.produceCmd(), a.invokeCmd(), a.statusCmd(), a.lagCmd(), a.routeCmd(), a.aliasCmd(), a.asyncConfigCmd(), a.invocationCmd())
 	return root

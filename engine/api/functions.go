@@ -24,7 +24,7 @@ func functionJSON(f registry.Function) wire.Function {
 		v = []string{}
 	}
 	return wire.Function{Tenant: f.Tenant, Name: f.Name, Handler: f.Handler, Runtime: f.Runtime,
-		MemoryMB: f.MemoryMB, TimeoutMs: f.Timeout.Milliseconds(), Env: f.Env, Network: f.Network, SubPool: f.SubPool, State: stateJSON(f.State), CodeDigest: f.CodeDigest,
+		MemoryMB: f.MemoryMB, TimeoutMs: f.Timeout.Milliseconds(), Env: f.Env, Network: f.Network, SubPool: f.SubPool, State: stateJSON(f.State), LogService: f.LogService, CodeDigest: f.CodeDigest,
 		CodeSize: f.CodeSize, ConfigHash: f.LatestConfigHash, Versions: v, Created: f.Created, Updated: f.Updated}
 }
 
@@ -153,6 +153,13 @@ func (s *Server) putFunction(w http.ResponseWriter, r *http.Request, tenant stri
 		f.SubPool = ""
 	default:
 		f.SubPool = cfg.SubPool
+	}
+	switch cfg.LogService {
+	case "":
+	case "-":
+		f.LogService = ""
+	default:
+		f.LogService = cfg.LogService
 	}
 	prevHash := f.LatestConfigHash
 	out, err := s.deps.Registry.PutFunction(r.Context(), f)
@@ -298,7 +305,7 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, tenant string) {
 	// not stop it (RunToEnd): that would kill the function and destroy its
 	// warm instance.
 	inv := &invoke.Invocation{ID: invoke.NewID(), Tenant: tenant, Function: name, Qualifier: q,
-		Payload: payload, Source: "api", TraceID: traceID(r), RunToEnd: true}
+		Payload: payload, Source: "api", TraceID: traceID(r), RunToEnd: true, LogService: r.Header.Get(wire.HeaderLogService)}
 	res, err := s.deps.Invoker.Invoke(r.Context(), inv)
 	if err != nil {
 		s.failWith(w, r, fmt.Errorf("invoke %s: %w", name, err), http.StatusBadGateway)

@@ -39,6 +39,10 @@ type Invocation struct {
 	// Retry marks a retry of an invocation whose function failed (task
 	// profiles count first attempts only).
 	Retry bool
+	// LogService names the tenant's logging service the invocation's
+	// output goes to, over its function's ("" keeps the function's or the
+	// tenant's default; "none" turns it off).
+	LogService string
 	// Cause is the execution this one follows from, when known (a record
 	// another function's binding wrote to its result topic, or an API
 	// invoke carrying a running invocation's trace id). Task profiles learn

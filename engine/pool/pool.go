@@ -65,6 +65,8 @@ type Instance struct {
 	Tenant string
 	Busy   bool
 	Hot    []string
+	// LogService is the logging service id it is configured for ("" none).
+	LogService string
 }
 
 // Claim is an instance a scheduler holds until it calls Store.Release.
@@ -76,6 +78,9 @@ type Claim struct {
 	// only while this claim holds it (not after its lease expired and
 	// another claim took the instance).
 	Token string
+	// LogService is the logging service id the claim was made for: a
+	// kept instance is recorded as configured for it on Release.
+	LogService string
 }
 
 // ErrStaleClaim: a Release whose claim no longer holds the instance.
@@ -280,11 +285,18 @@ func (s *Store) DropHot(ctx context.Context, id, versionKey string) error {
 // versionKey is hot. ok is false when none is free. The claim holds until
 // Release or until lease passes (then ExpireLeases returns it to the pool).
 func (s *Store) Claim(ctx context.Context, tenant, class, versionKey string, lease time.Time) (c Claim, ok bool, err error) {
+	return s.ClaimFor(ctx, tenant, class, versionKey, "", lease)
+}
+
+// ClaimFor is Claim for an invocation whose output goes to the logging
+// service logService (an id; "" for none): instances already configured
+// for it come first (see claimScript for the whole order).
+func (s *Store) ClaimFor(ctx context.Context, tenant, class, versionKey, logService string, lease time.Time) (c Claim, ok bool, err error) {
 	if tenant == "" || class == "" {
 		return Claim{}, false, fmt.Errorf("pool: claim needs a tenant and a class")
 	}
 	token := strconv.FormatUint(rand.Uint64(), 36)
-	v, err := claimScript.Run(ctx, s.rdb, s.keys, tenant, class, versionKey, lease.UnixMilli(), token).Slice()
+	v, err := claimScript.Run(ctx, s.rdb, s.keys, tenant, class, versionKey, lease.UnixMilli(), token, logService).Slice()
 	if errors.Is(err, redis.Nil) {
 		return Claim{}, false, nil
 	}
@@ -297,13 +309,14 @@ func (s *Store) Claim(ctx context.Context, tenant, class, versionKey string, lea
 	id, _ := v[0].(string)
 	agent, _ := v[1].(string)
 	kind, _ := v[2].(string)
-	return Claim{InstanceID: id, Agent: agent, Kind: Kind(kind), Token: token}, true, nil
+	return Claim{InstanceID: id, Agent: agent, Kind: Kind(kind), Token: token, LogService: logService}, true, nil
 }
 
-// IdleHot counts the idle instances where versionKey is hot (an entry may
-// be stale until a claim meets it).
+// IdleHot counts the idle instances where versionKey is hot, whatever
+// logging service they are configured for (an entry may be stale until a
+// claim meets it).
 func (s *Store) IdleHot(ctx context.Context, versionKey string) (int64, error) {
-	n, err := s.rdb.SCard(ctx, s.prefix+"hot:"+versionKey).Result()
+	n, err := idleHotScript.Run(ctx, s.rdb, s.keys, versionKey).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("pool: idle hot %s: %w", versionKey, err)
 	}
@@ -319,7 +332,7 @@ func (s *Store) Release(ctx context.Context, c Claim, versionKey string, keep bo
 	if keep {
 		k = "1"
 	}
-	n, err := releaseScript.Run(ctx, s.rdb, s.keys, c.InstanceID, c.Token, versionKey, k).Int()
+	n, err := releaseScript.Run(ctx, s.rdb, s.keys, c.InstanceID, c.Token, versionKey, k, c.LogService).Int()
 	if err != nil {
 		return fmt.Errorf("pool: release %s: %w", c.InstanceID, err)
 	}
@@ -364,7 +377,7 @@ func (s *Store) Instances(ctx context.Context, agentID string) ([]Instance, erro
 		var hget *redis.SliceCmd
 		var hot *redis.StringSliceCmd
 		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			hget = p.HMGet(ctx, key, "agent", "class", "tenant", "state")
+			hget = p.HMGet(ctx, key, "agent", "class", "tenant", "state", "log")
 			hot = p.SMembers(ctx, key+":hot")
 			return nil
 		})
@@ -378,7 +391,7 @@ func (s *Store) Instances(ctx context.Context, agentID string) ([]Instance, erro
 		str := func(v any) string { s, _ := v.(string); return s }
 		out = append(out, Instance{
 			ID: id, Agent: str(h[0]), Class: str(h[1]), Tenant: str(h[2]),
-			Busy: str(h[3]) == "busy", Hot: hot.Val(),
+			Busy: str(h[3]) == "busy", Hot: hot.Val(), LogService: str(h[4]),
 		})
 	}
 	return out, nil

@@ -6,20 +6,48 @@ import "github.com/redis/go-redis/v9"
 // start with it and share its hash tag, so a script runs on the one node
 // (Redis Cluster) that holds them.
 
-// luaDrop is a shared prelude: drop(p, id) removes an instance from every set.
-const luaDrop = `
-local function drop(p, id)
-  local h = redis.call('HMGET', p..'inst:'..id, 'agent', 'class', 'tenant')
-  local agent, class, tenant = h[1], h[2], h[3]
-  if class then
-    redis.call('SREM', p..'warm:'..class, id)
-    if tenant and tenant ~= '' then
-      redis.call('SREM', p..'active:'..tenant..':'..class, id)
+// luaSets is a shared prelude. An idle instance is in the sets its hash
+// says (idle_keys): a warming-pool one in warm:<class>; a tenant's one not
+// configured for a logging service in active:<tenant>:<class> and
+// hot:<vk> for each hot version; one configured for logging service L in
+// actlog:<tenant>:<class>:<L>, actcfg:<tenant>:<class> and
+// hotlog:<vk>:<L> (hotlogs:<vk> indexes the L of those). list and unlist
+// add it to and remove it from them; drop(p, id) forgets it altogether.
+const luaSets = `
+local function idle_keys(p, id)
+  local key = p..'inst:'..id
+  local h = redis.call('HMGET', key, 'class', 'tenant', 'log')
+  local class, tenant, log = h[1], h[2] or '', h[3] or ''
+  local keys = {}
+  if not class then return keys, nil end
+  if tenant == '' then
+    keys[1] = p..'warm:'..class
+  elseif log == '' then
+    keys[1] = p..'active:'..tenant..':'..class
+  else
+    keys[1] = p..'actlog:'..tenant..':'..class..':'..log
+    keys[2] = p..'actcfg:'..tenant..':'..class
+  end
+  for _, v in ipairs(redis.call('SMEMBERS', key..':hot')) do
+    if log == '' then
+      table.insert(keys, p..'hot:'..v)
+    else
+      table.insert(keys, p..'hotlog:'..v..':'..log)
+      redis.call('SADD', p..'hotlogs:'..v, log)
     end
   end
-  for _, v in ipairs(redis.call('SMEMBERS', p..'inst:'..id..':hot')) do
-    redis.call('SREM', p..'hot:'..v, id)
-  end
+  return keys
+end
+local function list(p, id)
+  for _, k in ipairs(idle_keys(p, id)) do redis.call('SADD', k, id) end
+end
+local function unlist(p, id)
+  for _, k in ipairs(idle_keys(p, id)) do redis.call('SREM', k, id) end
+end
+local function drop(p, id)
+  unlist(p, id)
+  local h = redis.call('HMGET', p..'inst:'..id, 'agent', 'class')
+  local agent, class = h[1], h[2]
   if class then redis.call('SREM', p..'members:'..class, id) end
   if agent then redis.call('SREM', p..'agent:'..agent..':insts', id) end
   redis.call('ZREM', p..'busy', id)
@@ -29,13 +57,18 @@ end
 
 // claimScript: KEYS = prefix; ARGV = tenant, class, version key, lease expiry
 // ms, claim token (random: a counter in Redis would start again if Redis lost
-// its data, and an old holder's token could match a new claim).
-// Order: an idle instance where the version is hot (no code delivery, no
-// spawn); an idle instance already assigned to the tenant (no tenant switch,
-// its runtime is warm); a warming-pool instance of the class. Instances whose
-// agent's heartbeat key has expired are dropped as they are met.
-var claimScript = redis.NewScript(luaDrop + `
-local p, tenant, class, vk, lease, token = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+// its data, and an old holder's token could match a new claim), logging
+// service id (empty for none).
+// Order: with a logging service, an idle instance configured for it where
+// the version is hot, then one configured for it; then (any claim) an idle
+// instance of the tenant configured for no service where the version is
+// hot (no code delivery, no spawn), then one of those (no tenant switch,
+// its runtime is warm); a warming-pool instance of the class; last, an
+// instance of the tenant configured for another service (configured again).
+// Instances whose agent's heartbeat key has expired are dropped as they
+// are met.
+var claimScript = redis.NewScript(luaSets + `
+local p, tenant, class, vk, lease, token, log = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6] or ''
 local function alive(id)
   local agent = redis.call('HGET', p..'inst:'..id, 'agent')
   if agent and redis.call('EXISTS', p..'agent:'..agent) == 1 then return agent end
@@ -43,19 +76,21 @@ local function alive(id)
   return nil
 end
 local function take(id, agent, kind)
-  local key = p..'inst:'..id
-  redis.call('SREM', p..'active:'..tenant..':'..class, id)
-  for _, v in ipairs(redis.call('SMEMBERS', key..':hot')) do
-    redis.call('SREM', p..'hot:'..v, id)
-  end
-  redis.call('HSET', key, 'state', 'busy', 'tenant', tenant, 'claim', token)
+  unlist(p, id)
+  redis.call('HSET', p..'inst:'..id, 'state', 'busy', 'tenant', tenant, 'claim', token)
   redis.call('ZADD', p..'busy', lease, id)
   return {id, agent, kind}
 end
+-- {set, kind, the instance's logging service there ('*': any but none)}
 local sets = {}
-if vk ~= '' then table.insert(sets, {p..'hot:'..vk, 'hot'}) end
-table.insert(sets, {p..'active:'..tenant..':'..class, 'active'})
-table.insert(sets, {p..'warm:'..class, 'warm'})
+if log ~= '' then
+  if vk ~= '' then table.insert(sets, {p..'hotlog:'..vk..':'..log, 'hot', log}) end
+  table.insert(sets, {p..'actlog:'..tenant..':'..class..':'..log, 'active', log})
+end
+if vk ~= '' then table.insert(sets, {p..'hot:'..vk, 'hot', ''}) end
+table.insert(sets, {p..'active:'..tenant..':'..class, 'active', ''})
+table.insert(sets, {p..'warm:'..class, 'warm', ''})
+table.insert(sets, {p..'actcfg:'..tenant..':'..class, 'active', '*'})
 for _, s in ipairs(sets) do
   -- From the tenant's active pool, an instance where no version is hot is
   -- taken first: the hot ones stay for their versions' next invocations
@@ -64,9 +99,11 @@ for _, s in ipairs(sets) do
   while true do
     local id = redis.call('SPOP', s[1])
     if not id then break end
-    local h = redis.call('HMGET', p..'inst:'..id, 'class', 'tenant', 'state')
+    local h = redis.call('HMGET', p..'inst:'..id, 'class', 'tenant', 'state', 'log')
+    local ilog = h[4] or ''
     -- A member whose hash disagrees (stale entry) is skipped: the set was the only trace.
-    if h[1] == class and h[3] == 'idle' and (s[2] == 'warm' or h[2] == tenant) then
+    local fits = (s[3] == '*' and ilog ~= '') or (s[3] ~= '*' and ilog == s[3])
+    if h[1] == class and h[3] == 'idle' and fits and (s[2] == 'warm' or h[2] == tenant) then
       local agent = alive(id)
       if agent then
         if s[2] == 'active' and #passed < 3 and redis.call('SCARD', p..'inst:'..id..':hot') > 0 then
@@ -86,13 +123,14 @@ end
 return false
 `)
 
-// releaseScript: KEYS = prefix; ARGV = id, claim token, version key (” for
-// none), keep ('1' or '0'). keep=0 means the instance is unusable (its agent
-// said so): drop it. A token that is not the instance's current claim (its
-// lease expired and it was claimed again, or released already) changes
-// nothing: -1.
-var releaseScript = redis.NewScript(luaDrop + `
-local p, id, tok, vk, keep = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+// releaseScript: KEYS = prefix; ARGV = id, claim token, version key (empty
+// for none), keep ('1' or '0'), logging service id the instance is now
+// configured for (empty leaves its configuration as it was). keep=0 means the
+// instance is unusable (its agent said so): drop it. A token that is not
+// the instance's current claim (its lease expired and it was claimed
+// again, or released already) changes nothing: -1.
+var releaseScript = redis.NewScript(luaSets + `
+local p, id, tok, vk, keep, log = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5] or ''
 local key = p..'inst:'..id
 local h = redis.call('HMGET', key, 'agent', 'class', 'tenant', 'claim')
 if not h[1] then return 0 end
@@ -104,25 +142,23 @@ if keep ~= '1' or redis.call('EXISTS', p..'agent:'..h[1]) == 0 then
 end
 redis.call('ZREM', p..'busy', id)
 redis.call('HSET', key, 'state', 'idle')
+if log ~= '' then redis.call('HSET', key, 'log', log) end
 if vk ~= '' then redis.call('SADD', key..':hot', vk) end
-for _, v in ipairs(redis.call('SMEMBERS', key..':hot')) do
-  redis.call('SADD', p..'hot:'..v, id)
-end
-redis.call('SADD', p..'active:'..h[3]..':'..h[2], id)
+list(p, id)
 redis.call('PUBLISH', p..'freed', h[2]..' '..h[3])
 return 1
 `)
 
 // addScript: KEYS = prefix; ARGV = id, agent, class.
-var addScript = redis.NewScript(`
+var addScript = redis.NewScript(luaSets + `
 local p, id, agent, class = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 redis.call('HSET', p..'inst:'..id, 'agent', agent, 'class', class, 'tenant', '', 'state', 'idle')
-redis.call('HDEL', p..'inst:'..id, 'claim')
+redis.call('HDEL', p..'inst:'..id, 'claim', 'log')
 redis.call('ZREM', p..'busy', id)
 redis.call('SADD', p..'agent:'..agent..':insts', id)
 redis.call('SADD', p..'members:'..class, id)
 redis.call('ZREM', p..'starting:'..class, id)
-redis.call('SADD', p..'warm:'..class, id)
+list(p, id)
 redis.call('PUBLISH', p..'freed', class)
 return 1
 `)
@@ -132,7 +168,7 @@ return 1
 // sub-pool while its instances (live and starting) number fewer than max
 // and, for min warm, fewer than min warm.
 // Members whose agent is gone are dropped first.
-var reserveMemberScript = redis.NewScript(luaDrop + `
+var reserveMemberScript = redis.NewScript(luaSets + `
 local p, class, id, maxn, mw, minwarm = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local starting = p..'starting:'..class
 redis.call('ZREMRANGEBYSCORE', starting, '-inf', ARGV[6])
@@ -162,20 +198,19 @@ return 1
 
 // addActiveScript: KEYS = prefix; ARGV = id, agent, class, tenant, hot version
 // keys... Puts back an instance assigned to tenant (after Redis lost it),
-// idle, with its hot versions.
-var addActiveScript = redis.NewScript(`
+// idle, with its hot versions and no logging service (the next claim that
+// names one configures it).
+var addActiveScript = redis.NewScript(luaSets + `
 local p, id, agent, class, tenant = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local key = p..'inst:'..id
+unlist(p, id)
 redis.call('HSET', key, 'agent', agent, 'class', class, 'tenant', tenant, 'state', 'idle')
-redis.call('HDEL', key, 'claim')
+redis.call('HDEL', key, 'claim', 'log')
 redis.call('ZREM', p..'busy', id)
 redis.call('SADD', p..'agent:'..agent..':insts', id)
 redis.call('SADD', p..'members:'..class, id)
-for i = 5, #ARGV do
-  redis.call('SADD', key..':hot', ARGV[i])
-  redis.call('SADD', p..'hot:'..ARGV[i], id)
-end
-redis.call('SADD', p..'active:'..tenant..':'..class, id)
+for i = 5, #ARGV do redis.call('SADD', key..':hot', ARGV[i]) end
+list(p, id)
 redis.call('PUBLISH', p..'freed', class..' '..tenant)
 return 1
 `)
@@ -187,10 +222,17 @@ var retireFunctionScript = redis.NewScript(`
 local p, msg = KEYS[1], ARGV[1]
 for i = 2, #ARGV do
   local vk = ARGV[i]
-  for _, id in ipairs(redis.call('SMEMBERS', p..'hot:'..vk)) do
-    redis.call('SREM', p..'inst:'..id..':hot', vk)
+  local sets = {p..'hot:'..vk}
+  for _, l in ipairs(redis.call('SMEMBERS', p..'hotlogs:'..vk)) do
+    table.insert(sets, p..'hotlog:'..vk..':'..l)
   end
-  redis.call('DEL', p..'hot:'..vk)
+  for _, set in ipairs(sets) do
+    for _, id in ipairs(redis.call('SMEMBERS', set)) do
+      redis.call('SREM', p..'inst:'..id..':hot', vk)
+    end
+    redis.call('DEL', set)
+  end
+  redis.call('DEL', p..'hotlogs:'..vk)
 end
 redis.call('PUBLISH', p..'retire', msg)
 return 1
@@ -198,7 +240,7 @@ return 1
 
 // retireScript: KEYS = prefix; ARGV = id, force. Drops the instance if idle (or
 // force=1); returns 1 if dropped or already gone, 0 if busy.
-var retireScript = redis.NewScript(luaDrop + `
+var retireScript = redis.NewScript(luaSets + `
 local p, id, force = KEYS[1], ARGV[1], ARGV[2]
 local state = redis.call('HGET', p..'inst:'..id, 'state')
 if not state then return 1 end
@@ -213,11 +255,13 @@ var dropHotScript = redis.NewScript(`
 local p, id, vk = KEYS[1], ARGV[1], ARGV[2]
 redis.call('SREM', p..'inst:'..id..':hot', vk)
 redis.call('SREM', p..'hot:'..vk, id)
+local log = redis.call('HGET', p..'inst:'..id, 'log')
+if log then redis.call('SREM', p..'hotlog:'..vk..':'..log, id) end
 return 1
 `)
 
 // removeAgentScript: KEYS = prefix; ARGV = agent id. Drops the agent and all its instances.
-var removeAgentScript = redis.NewScript(luaDrop + `
+var removeAgentScript = redis.NewScript(luaSets + `
 local p, agent = KEYS[1], ARGV[1]
 for _, id in ipairs(redis.call('SMEMBERS', p..'agent:'..agent..':insts')) do
   drop(p, id)
@@ -229,7 +273,7 @@ return 1
 
 // expireLeasesScript: KEYS = prefix; ARGV = now ms. Busy instances whose lease ran
 // out (their claimer died) become idle again, keeping their hot versions.
-var expireLeasesScript = redis.NewScript(`
+var expireLeasesScript = redis.NewScript(luaSets + `
 local p, now = KEYS[1], ARGV[1]
 local ids = redis.call('ZRANGEBYSCORE', p..'busy', '-inf', now, 'LIMIT', 0, 100)
 for _, id in ipairs(ids) do
@@ -239,19 +283,26 @@ for _, id in ipairs(ids) do
   if h[1] then
     redis.call('HSET', key, 'state', 'idle')
     redis.call('HDEL', key, 'claim')
-    for _, v in ipairs(redis.call('SMEMBERS', key..':hot')) do
-      redis.call('SADD', p..'hot:'..v, id)
-    end
+    list(p, id)
     if h[2] and h[2] ~= '' then
-      redis.call('SADD', p..'active:'..h[2]..':'..h[1], id)
       redis.call('PUBLISH', p..'freed', h[1]..' '..h[2])
     else
-      redis.call('SADD', p..'warm:'..h[1], id)
       redis.call('PUBLISH', p..'freed', h[1])
     end
   end
 end
 return #ids
+`)
+
+// idleHotScript: KEYS = prefix; ARGV = version key. How many idle
+// instances hold it hot, configured for a logging service or not.
+var idleHotScript = redis.NewScript(`
+local p, vk = KEYS[1], ARGV[1]
+local n = redis.call('SCARD', p..'hot:'..vk)
+for _, l in ipairs(redis.call('SMEMBERS', p..'hotlogs:'..vk)) do
+  n = n + redis.call('SCARD', p..'hotlog:'..vk..':'..l)
+end
+return n
 `)
 
 // reportUsedScript: KEYS = the agent's key; ARGV = used memory, used mCPU.

@@ -37,6 +37,8 @@ type Registry struct {
 	cache  map[string]map[string]cacheEntry
 	routes map[string]routeEntry // tenant -> its route table
 	fills  uint64                // route tables read from Redis, to version them
+	// logsvcs: tenant -> its logging services (also when it has none)
+	logsvcs map[string]logSvcEntry
 }
 
 type routeEntry struct {
@@ -83,7 +85,7 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Registry, error) {
 		return nil, errors.New("registry: nil redis client")
 	}
 	r := &Registry{rdb: rdb, prefix: "{ember}:reg:", log: zerolog.Nop(), cacheTTL: DefaultCacheTTL,
-		now: time.Now, cache: map[string]map[string]cacheEntry{}, routes: map[string]routeEntry{}}
+		now: time.Now, cache: map[string]map[string]cacheEntry{}, routes: map[string]routeEntry{}, logsvcs: map[string]logSvcEntry{}}
 	for _, o := range opts {
 		if err := o(r); err != nil {
 			return nil, err
@@ -133,6 +135,9 @@ func (r *Registry) tx(ctx context.Context, op string, fn func(*redis.Tx) error, 
 func (r *Registry) PutFunction(ctx context.Context, f Function) (Function, error) {
 	f = f.withDefaults()
 	if err := f.Validate(); err != nil {
+		return Function{}, err
+	}
+	if err := r.checkLogService(ctx, f.Tenant, f.LogService); err != nil {
 		return Function{}, err
 	}
 	f.LatestConfigHash = f.ConfigHash()
@@ -443,6 +448,11 @@ func (r *Registry) invalidate(msg string) {
 		r.gen++
 		delete(r.routes, rest)
 		r.mu.Unlock()
+	case "logsvc":
+		r.mu.Lock()
+		r.gen++
+		delete(r.logsvcs, rest)
+		r.mu.Unlock()
 	}
 }
 
@@ -454,6 +464,7 @@ func (r *Registry) setLive(live bool) {
 	if !live {
 		clear(r.cache)
 		clear(r.routes)
+		clear(r.logsvcs)
 	}
 	r.mu.Unlock()
 }

@@ -59,6 +59,10 @@ type Function struct {
 	Env     map[string]string
 	// Network is NetworkEgress (default) or NetworkNone.
 	Network string
+	// LogService names the tenant's logging service the function's output
+	// goes to: "" for the tenant's default, LogServiceNone for none. Not
+	// part of ConfigHash: changing it starts no new container.
+	LogService string `json:",omitempty"`
 	// CodeDigest is the package's "sha256:<hex>". Required.
 	CodeDigest string
 	CodeSize   int64
@@ -84,6 +88,9 @@ type Version struct {
 	Network    string
 	SubPool    string
 	State      []StateMount
+	// LogService is the function's logging service when the version was
+	// made (see Function.LogService).
+	LogService string `json:",omitempty"`
 	// ConfigHash is the sha256 hex over digest, handler, runtime, network,
 	// memory, timeout and the sorted env: the identity of what runs.
 	ConfigHash string
@@ -241,7 +248,8 @@ func (f Function) Validate() error {
 func (f Function) latestVersion() Version {
 	return Version{Tenant: f.Tenant, Function: f.Name, Version: Latest, CodeDigest: f.CodeDigest,
 		CodeSize: f.CodeSize, Handler: f.Handler, Runtime: f.Runtime, MemoryMB: f.MemoryMB,
-		Timeout: f.Timeout, Env: f.Env, Network: f.Network, SubPool: f.SubPool, State: f.State, ConfigHash: f.LatestConfigHash, Created: f.Updated}
+		Timeout: f.Timeout, Env: f.Env, Network: f.Network, SubPool: f.SubPool, State: f.State, LogService: f.LogService,
+		ConfigHash: f.LatestConfigHash, Created: f.Updated}
 }
 
 // ConfigHash is the identity of what runs: sha256 hex over the digest,

@@ -92,9 +92,11 @@ type Scheduler struct {
 	queues   *queues
 	waits    waitLog
 	subpools *subPoolCache
-	waiting  atomic.Int64
-	log      zerolog.Logger
-	m        *metrics
+	// logServices resolves invocations' logging services (nil: none).
+	logServices LogServices
+	waiting     atomic.Int64
+	log         zerolog.Logger
+	m           *metrics
 }
 
 // Option configures a Scheduler.
@@ -215,6 +217,10 @@ func (s *Scheduler) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.
 	}
 	class := choice.Class
 	vk := pool.VersionKey(v.Tenant, v.Function, v.Version)
+	logSvc, err := s.logService(ctx, inv, v)
+	if err != nil {
+		return invoke.Result{}, fmt.Errorf("invocation %s: %w", inv.ID, err)
+	}
 	queueDeadline := time.Now().Add(s.cfg.MaxQueueWait)
 	if !inv.Deadline.IsZero() && inv.Deadline.Before(queueDeadline) {
 		queueDeadline = inv.Deadline
@@ -230,12 +236,12 @@ func (s *Scheduler) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.
 	}()
 	for attempt := 0; attempt < s.cfg.DispatchAttempts; attempt++ {
 		claimStart := time.Now()
-		c, cold, err := s.claim(ctx, v.Tenant, class, vk, choice.SubPool, queueDeadline, v.Timeout)
+		c, cold, err := s.claim(ctx, v.Tenant, class, vk, logSvc.GetId(), choice.SubPool, queueDeadline, v.Timeout)
 		if err != nil {
 			return invoke.Result{}, fmt.Errorf("invocation %s: %w", inv.ID, err)
 		}
 		s.m.claimWait.WithLabelValues(string(c.Kind)).Observe(time.Since(claimStart).Seconds())
-		res, retry, err := s.dispatch(ctx, inv, v, c, vk, &held)
+		res, retry, err := s.dispatch(ctx, inv, v, c, vk, logSvc, &held)
 		if err == nil {
 			res.Version = v.Version
 			switch {
@@ -265,7 +271,7 @@ func (s *Scheduler) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.
 // invocation. For a sub-pool (sp set) the placement chooses the agent that
 // starts a new instance, and a sub-pool no host can hold fails at once;
 // for a fixed class every agent is asked.
-func (s *Scheduler) claim(ctx context.Context, tenant, class, vk string, sp *pool.SubPool, deadline time.Time, timeout time.Duration) (pool.Claim, bool, error) {
+func (s *Scheduler) claim(ctx context.Context, tenant, class, vk, logID string, sp *pool.SubPool, deadline time.Time, timeout time.Duration) (pool.Claim, bool, error) {
 	lease := func() time.Time { return time.Now().Add(timeout + s.cfg.LeaseGrace) }
 	w, first := s.queues.join(class, tenant)
 	// claimed: this waiter took an instance; woken: it holds a wake it did
@@ -273,7 +279,7 @@ func (s *Scheduler) claim(ctx context.Context, tenant, class, vk string, sp *poo
 	claimed, woken := false, false
 	defer func() { s.queues.leave(w, claimed || woken) }()
 	if first { // nobody ahead: try at once (the hot path)
-		c, ok, err := s.tryClaim(ctx, tenant, class, vk, lease())
+		c, ok, err := s.tryClaim(ctx, tenant, class, vk, logID, lease())
 		if err != nil || ok {
 			claimed = ok
 			return c, false, err
@@ -331,7 +337,7 @@ func (s *Scheduler) claim(ctx context.Context, tenant, class, vk string, sp *poo
 		// Back at the head before trying: an instance freed during the
 		// attempt wakes it again instead of nobody.
 		s.queues.rejoin(w)
-		c, ok, err := s.tryClaim(ctx, tenant, class, vk, lease())
+		c, ok, err := s.tryClaim(ctx, tenant, class, vk, logID, lease())
 		if err != nil {
 			return pool.Claim{}, false, err
 		}
@@ -347,13 +353,13 @@ func (s *Scheduler) claim(ctx context.Context, tenant, class, vk string, sp *poo
 // caller's cancellation cannot interrupt halfway: a claim made in Redis but
 // never seen here would leave the instance busy until its lease expired.
 // If the caller gave up meanwhile, the claim is released at once.
-func (s *Scheduler) tryClaim(ctx context.Context, tenant, class, vk string, lease time.Time) (pool.Claim, bool, error) {
+func (s *Scheduler) tryClaim(ctx context.Context, tenant, class, vk, logID string, lease time.Time) (pool.Claim, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return pool.Claim{}, false, err
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
 	defer cancel()
-	c, ok, err := s.pool.Claim(cctx, tenant, class, vk, lease)
+	c, ok, err := s.pool.ClaimFor(cctx, tenant, class, vk, logID, lease)
 	if err != nil || !ok {
 		return c, ok, err
 	}
@@ -386,7 +392,8 @@ const claimTimeout = 2 * time.Second
 
 // dispatch runs the invocation on the claimed instance and releases it.
 // retry reports that the instance was lost before anything ran.
-func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v registry.Version, c pool.Claim, vk string, held *[]pool.Claim) (res invoke.Result, retry bool, err error) {
+func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v registry.Version, c pool.Claim, vk string,
+	logSvc *dispatchpb.LogService, held *[]pool.Claim) (res invoke.Result, retry bool, err error) {
 	keep, hold := false, false
 	defer func() {
 		if hold {
@@ -408,6 +415,7 @@ func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v regi
 	req.DeadlineUnixMs = deadline.UnixMilli()
 	req.TraceId = inv.TraceID
 	req.FunctionArn = fmt.Sprintf("arn:aws:lambda:local:%s:function:%s:%s", v.Tenant, v.Function, v.Version)
+	req.LogService = logSvc
 	// The agent enforces the function's timeout; the RPC deadline only
 	// guards against an agent that never answers.
 	pctx := ctx

@@ -2,11 +2,13 @@
 // milliseconds (SLEEP_MS in its environment when the payload names none),
 // used to test timeouts and waiting. With "stat": true it
 // also reports where it ran (its log stream, which names the instance) and
-// the size of its /tmp.
+// the size of its /tmp. With "lines": N it first writes N numbered lines
+// of output, each naming "tag" (tests of logging services).
 package main
 
 import (
 	"context"
+	"fmt"
 	"log"
 	"os"
 	"strconv"
@@ -18,8 +20,10 @@ import (
 
 // Request is the payload.
 type Request struct {
-	MS   int64 `json:"ms"`
-	Stat bool  `json:"stat"`
+	MS    int64  `json:"ms"`
+	Stat  bool   `json:"stat"`
+	Lines int    `json:"lines"`
+	Tag   string `json:"tag"`
 }
 
 // Response is the result.
@@ -32,6 +36,9 @@ type Response struct {
 func handle(_ context.Context, req Request) (Response, error) {
 	if req.MS == 0 {
 		req.MS, _ = strconv.ParseInt(os.Getenv("SLEEP_MS"), 10, 64)
+	}
+	for i := range req.Lines {
+		fmt.Printf("%s line %d of %d\n", req.Tag, i+1, req.Lines)
 	}
 	log.Printf("sleep: sleeping %d ms", req.MS)
 	time.Sleep(time.Duration(req.MS) * time.Millisecond)

@@ -163,7 +163,11 @@ type DispatchRequest struct {
 	Preload bool `protobuf:"varint,17,opt,name=preload,proto3" json:"preload,omitempty"`
 	// preload_tag, with preload, says why the version is pre-loaded (e.g. a
 	// task profile's prediction); the container's first invocation returns it.
-	PreloadTag    string `protobuf:"bytes,18,opt,name=preload_tag,json=preloadTag,proto3" json:"preload_tag,omitempty"`
+	PreloadTag string `protobuf:"bytes,18,opt,name=preload_tag,json=preloadTag,proto3" json:"preload_tag,omitempty"`
+	// log_service, when set, is the logging service the invocation's output
+	// and REPORT go to: the agent configures the instance for it (once; the
+	// credentials go to ember-init only) before invoking.
+	LogService    *LogService `protobuf:"bytes,19,opt,name=log_service,json=logService,proto3" json:"log_service,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -324,6 +328,77 @@ func (x *DispatchRequest) GetPreloadTag() string {
 	return ""
 }
 
+func (x *DispatchRequest) GetLogService() *LogService {
+	if x != nil {
+		return x.LogService
+	}
+	return nil
+}
+
+// LogService is a tenant's logging service (OTLP/HTTP logs). Never log it.
+type LogService struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id names the service and its revision, unique within the tenant.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// endpoint is the URL records are POSTed to.
+	Endpoint string `protobuf:"bytes,2,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// authorization is the Authorization header's value: the credentials.
+	Authorization string `protobuf:"bytes,3,opt,name=authorization,proto3" json:"authorization,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogService) Reset() {
+	*x = LogService{}
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogService) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogService) ProtoMessage() {}
+
+func (x *LogService) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogService.ProtoReflect.Descriptor instead.
+func (*LogService) Descriptor() ([]byte, []int) {
+	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *LogService) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *LogService) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *LogService) GetAuthorization() string {
+	if x != nil {
+		return x.Authorization
+	}
+	return ""
+}
+
 // StateMount is a resource of the tenant, by name, mounted read-write at
 // path (under /mnt) in the container, with a size quota.
 type StateMount struct {
@@ -337,7 +412,7 @@ type StateMount struct {
 
 func (x *StateMount) Reset() {
 	*x = StateMount{}
-	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[1]
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -349,7 +424,7 @@ func (x *StateMount) String() string {
 func (*StateMount) ProtoMessage() {}
 
 func (x *StateMount) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[1]
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -362,7 +437,7 @@ func (x *StateMount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateMount.ProtoReflect.Descriptor instead.
 func (*StateMount) Descriptor() ([]byte, []int) {
-	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{1}
+	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *StateMount) GetName() string {
@@ -414,7 +489,7 @@ type DispatchResponse struct {
 
 func (x *DispatchResponse) Reset() {
 	*x = DispatchResponse{}
-	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[2]
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -426,7 +501,7 @@ func (x *DispatchResponse) String() string {
 func (*DispatchResponse) ProtoMessage() {}
 
 func (x *DispatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[2]
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -439,7 +514,7 @@ func (x *DispatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DispatchResponse.ProtoReflect.Descriptor instead.
 func (*DispatchResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{2}
+	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *DispatchResponse) GetStatus() Status {
@@ -549,7 +624,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[3]
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -561,7 +636,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[3]
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -574,7 +649,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{3}
+	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Usage) GetCpuNs() int64 {
@@ -651,7 +726,7 @@ var File_hostagent_dispatchpb_dispatch_proto protoreflect.FileDescriptor
 
 const file_hostagent_dispatchpb_dispatch_proto_rawDesc = "" +
 	"\n" +
-	"#hostagent/dispatchpb/dispatch.proto\x12\x11ember.dispatch.v1\"\x9f\x05\n" +
+	"#hostagent/dispatchpb/dispatch.proto\x12\x11ember.dispatch.v1\"\xdf\x05\n" +
 	"\x0fDispatchRequest\x12#\n" +
 	"\rinvocation_id\x18\x01 \x01(\tR\finvocationId\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -675,10 +750,17 @@ const file_hostagent_dispatchpb_dispatch_proto_rawDesc = "" +
 	"\x05state\x18\x10 \x03(\v2\x1d.ember.dispatch.v1.StateMountR\x05state\x12\x18\n" +
 	"\apreload\x18\x11 \x01(\bR\apreload\x12\x1f\n" +
 	"\vpreload_tag\x18\x12 \x01(\tR\n" +
-	"preloadTag\x1a6\n" +
+	"preloadTag\x12>\n" +
+	"\vlog_service\x18\x13 \x01(\v2\x1d.ember.dispatch.v1.LogServiceR\n" +
+	"logService\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"^\n" +
+	"\n" +
+	"LogService\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
+	"\bendpoint\x18\x02 \x01(\tR\bendpoint\x12$\n" +
+	"\rauthorization\x18\x03 \x01(\tR\rauthorization\"M\n" +
 	"\n" +
 	"StateMount\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
@@ -740,29 +822,31 @@ func file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP() []byte {
 }
 
 var file_hostagent_dispatchpb_dispatch_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hostagent_dispatchpb_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_hostagent_dispatchpb_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_hostagent_dispatchpb_dispatch_proto_goTypes = []any{
 	(Status)(0),              // 0: ember.dispatch.v1.Status
 	(StartKind)(0),           // 1: ember.dispatch.v1.StartKind
 	(*DispatchRequest)(nil),  // 2: ember.dispatch.v1.DispatchRequest
-	(*StateMount)(nil),       // 3: ember.dispatch.v1.StateMount
-	(*DispatchResponse)(nil), // 4: ember.dispatch.v1.DispatchResponse
-	(*Usage)(nil),            // 5: ember.dispatch.v1.Usage
-	nil,                      // 6: ember.dispatch.v1.DispatchRequest.EnvEntry
+	(*LogService)(nil),       // 3: ember.dispatch.v1.LogService
+	(*StateMount)(nil),       // 4: ember.dispatch.v1.StateMount
+	(*DispatchResponse)(nil), // 5: ember.dispatch.v1.DispatchResponse
+	(*Usage)(nil),            // 6: ember.dispatch.v1.Usage
+	nil,                      // 7: ember.dispatch.v1.DispatchRequest.EnvEntry
 }
 var file_hostagent_dispatchpb_dispatch_proto_depIdxs = []int32{
-	6, // 0: ember.dispatch.v1.DispatchRequest.env:type_name -> ember.dispatch.v1.DispatchRequest.EnvEntry
-	3, // 1: ember.dispatch.v1.DispatchRequest.state:type_name -> ember.dispatch.v1.StateMount
-	0, // 2: ember.dispatch.v1.DispatchResponse.status:type_name -> ember.dispatch.v1.Status
-	1, // 3: ember.dispatch.v1.DispatchResponse.start:type_name -> ember.dispatch.v1.StartKind
-	5, // 4: ember.dispatch.v1.DispatchResponse.usage:type_name -> ember.dispatch.v1.Usage
-	2, // 5: ember.dispatch.v1.Agent.Dispatch:input_type -> ember.dispatch.v1.DispatchRequest
-	4, // 6: ember.dispatch.v1.Agent.Dispatch:output_type -> ember.dispatch.v1.DispatchResponse
-	6, // [6:7] is the sub-list for method output_type
-	5, // [5:6] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	7, // 0: ember.dispatch.v1.DispatchRequest.env:type_name -> ember.dispatch.v1.DispatchRequest.EnvEntry
+	4, // 1: ember.dispatch.v1.DispatchRequest.state:type_name -> ember.dispatch.v1.StateMount
+	3, // 2: ember.dispatch.v1.DispatchRequest.log_service:type_name -> ember.dispatch.v1.LogService
+	0, // 3: ember.dispatch.v1.DispatchResponse.status:type_name -> ember.dispatch.v1.Status
+	1, // 4: ember.dispatch.v1.DispatchResponse.start:type_name -> ember.dispatch.v1.StartKind
+	6, // 5: ember.dispatch.v1.DispatchResponse.usage:type_name -> ember.dispatch.v1.Usage
+	2, // 6: ember.dispatch.v1.Agent.Dispatch:input_type -> ember.dispatch.v1.DispatchRequest
+	5, // 7: ember.dispatch.v1.Agent.Dispatch:output_type -> ember.dispatch.v1.DispatchResponse
+	7, // [7:8] is the sub-list for method output_type
+	6, // [6:7] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_hostagent_dispatchpb_dispatch_proto_init() }
@@ -776,7 +860,7 @@ func file_hostagent_dispatchpb_dispatch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hostagent_dispatchpb_dispatch_proto_rawDesc), len(file_hostagent_dispatchpb_dispatch_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ember-run/ember/hostagent/initproto"
+	"github.com/ember-run/ember/hostagent/logship"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 )
@@ -44,6 +45,25 @@ type container struct {
 	mu      sync.Mutex
 	proc    *process // the live process, nil when none
 	stopped bool
+	// logRes describes the container to logSvc (under mu).
+	logRes *logship.Resource
+	logSvc *logService
+}
+
+// logResource is the container as a record's resource for svc.
+func (c *container) logResource(svc *logService) *logship.Resource {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.logSvc != svc {
+		stream := c.spec.LogStream
+		if stream == "" {
+			stream = c.id
+		}
+		c.logSvc = svc
+		c.logRes = &logship.Resource{Tenant: svc.tenant, Instance: svc.instance,
+			Function: c.spec.FunctionName, Version: c.spec.Version, Stream: stream}
+	}
+	return c.logRes
 }
 
 func newContainer(s *Server, spec initproto.StartContainer, fds []int) (*container, error) {
@@ -350,7 +370,12 @@ func (c *container) invoke(ctx context.Context, req initproto.Invoke, payload []
 		p    *process
 		mark int64
 		o    outcome
+		ship *shipTarget
 	)
+	svc := c.s.logServiceFor(req.LogService)
+	if svc != nil {
+		ship = &shipTarget{ship: svc.ship, res: c.logResource(svc), invocation: req.ID}
+	}
 	// A process that was ready (it had called /next before) but dies before
 	// taking this invocation died idle, e.g. after its previous invocation:
 	// the invocation never ran, so it goes to a fresh process, once. A
@@ -361,7 +386,7 @@ func (c *container) invoke(ctx context.Context, req initproto.Invoke, payload []
 		var err error
 		// Mark before a (re)spawn: a new process's first output belongs to
 		// this invocation.
-		mark = c.logs.mark()
+		mark = c.logs.mark(ship)
 		if p, err = c.ensureProcess(); err != nil {
 			res.Error = err.Error()
 			return res, nil
@@ -417,6 +442,9 @@ func (c *container) invoke(ctx context.Context, req initproto.Invoke, payload []
 		res.LogTruncatedBytes = n
 		res.LogTail = fmt.Appendf(res.LogTail, "\n[ember] %d bytes of this invocation's output were dropped: over the %d byte limit\n",
 			n, c.s.cfg.MaxInvocationLogBytes)
+	}
+	if svc != nil {
+		res.LogStats = svc.stats()
 	}
 	return res, o.body
 }

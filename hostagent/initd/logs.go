@@ -7,7 +7,9 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 
+	"github.com/ember-run/ember/hostagent/logship"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,6 +28,16 @@ type logSink struct {
 	// the idle time between two): beyond limit bytes, output is dropped
 	// (it still reaches the ring) and counted in dropped.
 	limit, windowStart, dropped int64
+	// ship, when set, also gets every line forwarded since the last mark
+	// (the invocation's logging service).
+	ship *shipTarget
+}
+
+// shipTarget is where an invocation's lines go besides out.
+type shipTarget struct {
+	ship       *logship.Shipper
+	res        *logship.Resource
+	invocation string
 }
 
 // newLogSink keeps the last size bytes and forwards at most limit bytes per
@@ -39,12 +51,13 @@ func newLogSink(containerID string, size int, limit int64, out io.Writer) *logSi
 	}
 }
 
-// mark returns the current write position and starts a new window;
-// tail(mark) returns what came after, truncated() what the window dropped.
-func (l *logSink) mark() int64 {
+// mark returns the current write position and starts a new window whose
+// lines also go to ship (nil: nowhere else); tail(mark) returns what came
+// after, truncated() what the window dropped.
+func (l *logSink) mark(ship *shipTarget) int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.windowStart, l.dropped = l.written, 0
+	l.windowStart, l.dropped, l.ship = l.written, 0, ship
 	return l.written
 }
 
@@ -136,7 +149,11 @@ func (l *logSink) flushPartial() {
 	if line[len(line)-1] != '\n' {
 		line = append(line, '\n')
 	}
-	_, _ = l.out.Write(line) // best effort: output loss must not stall a function
+	_, _ = l.out.Write(line)   // best effort: output loss must not stall a function
+	if t := l.ship; t != nil { // never blocks: a full buffer drops and counts
+		body := string(line[len(l.prefix) : len(line)-1])
+		t.ship.Add(t.res, logship.Record{Time: time.Now(), Body: body, InvocationID: t.invocation})
+	}
 	l.partial = l.partial[:0]
 }
 

@@ -12,13 +12,13 @@ func TestLogSinkTailAndForward(t *testing.T) {
 	var out bytes.Buffer
 	l := newLogSink("c1", 16, 0, &out)
 	l.write([]byte("hello\nwor"))
-	m := l.mark()
+	m := l.mark(nil)
 	l.write([]byte("ld\n"))
 	if got := string(l.tail(m, 100)); got != "ld\n" {
 		t.Fatalf("tail since mark = %q", got)
 	}
 	// Wrap around the 16-byte ring several times.
-	m = l.mark()
+	m = l.mark(nil)
 	l.write([]byte(strings.Repeat("abcdefgh", 5) + "\n"))
 	if got := string(l.tail(m, 100)); got != "bcdefgh"+"abcdefgh"+"\n" {
 		t.Fatalf("tail after wrap = %q", got)
@@ -26,7 +26,7 @@ func TestLogSinkTailAndForward(t *testing.T) {
 	if got := string(l.tail(m, 4)); got != "fgh\n" {
 		t.Fatalf("tail capped = %q", got)
 	}
-	if got := l.tail(l.mark(), 100); got != nil {
+	if got := l.tail(l.mark(nil), 100); got != nil {
 		t.Fatalf("empty tail = %q", got)
 	}
 	// Lines go out prefixed; an over-long line is split at the ring size.
@@ -68,7 +68,7 @@ func TestConfigValidate(t *testing.T) {
 func TestLogSinkLimitPerWindow(t *testing.T) {
 	var out bytes.Buffer
 	l := newLogSink("c", 64, 10, &out)
-	l.mark()
+	l.mark(nil)
 	l.write([]byte("0123456\n"))
 	l.write([]byte("789abc\nmore\n"))
 	l.write([]byte("even more\n"))
@@ -83,7 +83,7 @@ func TestLogSinkLimitPerWindow(t *testing.T) {
 		t.Fatalf("tail = %q", tail)
 	}
 	// A new window forwards again.
-	l.mark()
+	l.mark(nil)
 	l.write([]byte("next\n"))
 	if l.truncated() != 0 || !strings.HasSuffix(out.String(), "c next\n") {
 		t.Fatalf("after mark: %d, %q", l.truncated(), out.String())

@@ -33,6 +33,9 @@ type Server struct {
 	connMu sync.Mutex
 	conn   *initproto.Conn // the current agent connection, nil if none
 
+	logMu  sync.Mutex
+	logSvc *logService // the instance's logging service, nil if none
+
 	// wg owns request handlers and per-process goroutines.
 	wg sync.WaitGroup
 }
@@ -149,6 +152,11 @@ func (s *Server) shutdown() {
 		wg.Go(func() { c.stop(s.cfg.StopGrace) })
 	}
 	wg.Wait()
+	// The containers' last lines go to the logging service, briefly: the
+	// instance is going away.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	s.closeLogService(ctx)
+	cancel()
 	s.wg.Wait()
 }
 
@@ -192,6 +200,10 @@ func (s *Server) serveConn(ctx context.Context, c *initproto.Conn) {
 			})
 		case initproto.TypeStop:
 			s.wg.Go(func() { s.reply(c, initproto.TypeStopped, f.Seq, s.handleStop(f), nil) })
+		case initproto.TypeLogConfig:
+			s.wg.Go(func() { s.reply(c, initproto.TypeLogConfigured, f.Seq, s.handleLogConfig(f), nil) })
+		case initproto.TypeReport:
+			s.handleReport(f) // never blocks: the shipper buffers or drops
 		default:
 			closeAll(f.FDs)
 			s.log.Warn().Uint8("type", uint8(f.Type)).Uint32("seq", f.Seq).Msg("unexpected frame type")

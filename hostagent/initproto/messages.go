@@ -1,5 +1,7 @@
 package initproto
 
+import "github.com/ember-run/ember/hostagent/logship"
+
 // Type identifies a frame.
 type Type uint8
 
@@ -21,6 +23,13 @@ const (
 	TypeStopped
 	// TypeExited is an event: a container's process exited on its own.
 	TypeExited
+	// TypeLogConfig configures the instance's logging service (the
+	// credentials travel only in this frame); TypeLogConfigured answers it.
+	TypeLogConfig
+	TypeLogConfigured
+	// TypeReport is an event from the agent: an invocation's REPORT, for
+	// the logging service it ran with. No reply.
+	TypeReport
 )
 
 // FD names used in StartContainer.FDNames.
@@ -100,6 +109,53 @@ type Invoke struct {
 	DeadlineUnixMs int64  `json:"deadline_unix_ms"`
 	TraceID        string `json:"trace_id,omitempty"`
 	FunctionARN    string `json:"function_arn,omitempty"`
+	// LogService, when it is the ID of the instance's LogConfig, sends the
+	// invocation's output to that logging service.
+	LogService string `json:"log_service,omitempty"`
+}
+
+// LogConfig makes a logging service the instance's (replacing the previous
+// one, whose buffered records are still sent). Configuring the current ID
+// again changes nothing.
+type LogConfig struct {
+	// ID names the service and its revision (Invoke.LogService, relay
+	// connections' first line).
+	ID       string `json:"id"`
+	Endpoint string `json:"endpoint"`
+	// Authorization is the service's credentials, the Authorization
+	// header's value. ember-init keeps it in memory only and never logs it.
+	Authorization string `json:"authorization,omitempty"`
+	// RootCAsPEM verify an https endpoint (the host's trust store).
+	RootCAsPEM []byte `json:"root_cas_pem,omitempty"`
+	// Tenant and Instance are resource attributes of every record.
+	Tenant   string `json:"tenant"`
+	Instance string `json:"instance"`
+}
+
+// LogConfigured answers LogConfig.
+type LogConfigured struct {
+	ID    string `json:"id"`
+	Error string `json:"error,omitempty"`
+}
+
+// LogStats are ember-init's counts of records for its logging service
+// (since it was configured): sent, dropped (buffer full) and failed.
+type LogStats struct {
+	ID      string `json:"id"`
+	Sent    int64  `json:"sent"`
+	Dropped int64  `json:"dropped"`
+	Failed  int64  `json:"failed"`
+}
+
+// Report is an invocation's REPORT, sent by the agent once it measured the
+// invocation, for the logging service the invocation ran with.
+type Report struct {
+	ContainerID  string `json:"container_id"`
+	InvocationID string `json:"invocation_id"`
+	LogService   string `json:"log_service"`
+	// Line is the REPORT line; the figures go as attributes too.
+	Line string `json:"line"`
+	logship.Report
 }
 
 // Result statuses, mirroring dispatchpb.Status.
@@ -129,6 +185,8 @@ type Result struct {
 	// Error is set when ember-init itself could not run the invocation
 	// (unknown container, malformed request): a platform error.
 	Error string `json:"error,omitempty"`
+	// LogStats, with a logging service configured, are its counts so far.
+	LogStats *LogStats `json:"log_stats,omitempty"`
 }
 
 // Stop asks for a container to be stopped.
@@ -170,4 +228,9 @@ const (
 	// StateMountParent is the directory state resources are mounted under
 	// in a container.
 	StateMountParent = "/mnt"
+	// RelayName, in SocketDir, is the agent's relay socket: the only way
+	// out of an instance, for ember-init's connections to its logging
+	// service. A connection's first line is the LogConfig ID it is for;
+	// the agent then connects it to that service's endpoint.
+	RelayName = "relay.sock"
 )

@@ -23,7 +23,7 @@ type Flags struct {
 	containerKeepAlive, keepAlive time.Duration
 	accounting                    string
 	bridge, subnet                string
-	allow, dns                    []string
+	allow, logAllow, dns          []string
 	noNetwork                     bool
 	uidBase                       int
 	capacityMB                    int64
@@ -43,6 +43,7 @@ func (f *Flags) Register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.bridge, "bridge", network.DefaultBridge, "Linux bridge containers with network egress attach to")
 	fs.StringVar(&f.subnet, "subnet", network.DefaultSubnet, "IPv4 subnet of the containers on the bridge")
 	fs.StringArrayVar(&f.allow, "network-allow", nil, "a private or link-local prefix containers may reach (repeatable; the host itself never)")
+	fs.StringArrayVar(&f.logAllow, "log-allow", nil, "a loopback, private or link-local prefix where tenants' logging services may be reached (repeatable)")
 	fs.StringArrayVar(&f.dns, "dns", nil, "a DNS resolver for containers (repeatable; default: the host's /etc/resolv.conf nameservers that are not loopback)")
 	fs.BoolVar(&f.noNetwork, "no-network", false, "give containers their own loopback only, whatever their function asks")
 	fs.IntVar(&f.uidBase, "uid-base", 100000, "first host uid of instances (each gets 65536 of its own); agents sharing a kernel need disjoint ranges")
@@ -68,6 +69,13 @@ func (f *Flags) Apply(cfg *hostagent.Config) error {
 			return fmt.Errorf("--network-allow %q: %w", a, err)
 		}
 		cfg.Network.Allow = append(cfg.Network.Allow, p)
+	}
+	for _, a := range f.logAllow {
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			return fmt.Errorf("--log-allow %q: %w", a, err)
+		}
+		cfg.LogAllow = append(cfg.LogAllow, p)
 	}
 	dns := f.dns
 	if len(dns) == 0 {

@@ -134,7 +134,7 @@ func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	if d.id, err = loadIdentity(cfg.PKIDir, identityHosts(cfg)); err != nil {
 		return nil, fmt.Errorf("emberd identity in %s: %w", cfg.PKIDir, err)
 	}
-	if d.sched, err = scheduler.New(cfg.Scheduler, d.pool, d.registry, scheduler.WithTLS(d.id.cert, d.id.roots),
+	if d.sched, err = scheduler.New(cfg.Scheduler, d.pool, d.registry, scheduler.WithTLS(d.id.cert, d.id.roots), scheduler.WithLogServices(d.registry),
 		scheduler.WithLogger(cfg.Log), scheduler.WithMetrics(d.metrics)); err != nil {
 		return nil, err
 	}

@@ -104,3 +104,22 @@ func (c *Client) ListSubPools(ctx context.Context) ([]wire.SubPool, error) {
 func (c *Client) DeleteSubPool(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, subPoolPath(name), nil, nil, "", nil)
 }
+
+func logServicePath(name string) string { return "/v1/logging/" + url.PathEscape(name) }
+
+// PutLogService creates or replaces one of the tenant's logging services.
+func (c *Client) PutLogService(ctx context.Context, s wire.LogService) (wire.LogService, error) {
+	var out wire.LogService
+	return out, c.sendJSON(ctx, http.MethodPut, logServicePath(s.Name), s, &out)
+}
+
+// ListLogServices lists the tenant's logging services (without credentials).
+func (c *Client) ListLogServices(ctx context.Context) ([]wire.LogService, error) {
+	var out wire.LogServices
+	return out.LogServices, c.do(ctx, http.MethodGet, "/v1/logging", nil, nil, "", &out)
+}
+
+// DeleteLogService deletes one of the tenant's logging services.
+func (c *Client) DeleteLogService(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, logServicePath(name), nil, nil, "", nil)
+}

@@ -317,11 +317,21 @@ func (r InvokeResult) OK() bool { return r.Status == "ok" }
 
 // Invoke runs a function synchronously with payload.
 func (c *Client) Invoke(ctx context.Context, name, qualifier string, payload []byte) (InvokeResult, error) {
+	return c.InvokeLogged(ctx, name, qualifier, "", payload)
+}
+
+// InvokeLogged is Invoke with the invocation's output sent to the tenant's
+// logging service logService ("" for the function's, "none" for none).
+func (c *Client) InvokeLogged(ctx context.Context, name, qualifier, logService string, payload []byte) (InvokeResult, error) {
 	q := url.Values{}
 	if qualifier != "" {
 		q.Set("qualifier", qualifier)
 	}
-	resp, err := c.send(ctx, http.MethodPost, fnPath(name)+"/invoke", q, bytes.NewReader(payload), "application/json")
+	var hdr http.Header
+	if logService != "" {
+		hdr = http.Header{wire.HeaderLogService: {logService}}
+	}
+	resp, err := c.sendWith(ctx, http.MethodPost, fnPath(name)+"/invoke", q, bytes.NewReader(payload), "application/json", hdr)
 	if err != nil {
 		return InvokeResult{}, err
 	}

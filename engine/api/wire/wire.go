@@ -65,6 +65,9 @@ type FunctionConfig struct {
 	// SubPool names a sub-pool of the tenant the function must run in;
 	// "-" clears it.
 	SubPool string `json:"subpool,omitempty"`
+	// LogService names the tenant's logging service the function's output
+	// goes to ("none": none, "-": back to the tenant's default).
+	LogService string `json:"log_service,omitempty"`
 	// State replaces the function's state mounts (an empty list clears
 	// them; omitted keeps them).
 	State *[]StateMount `json:"state,omitempty"`
@@ -94,6 +97,7 @@ type Function struct {
 	Network    string            `json:"network"`
 	SubPool    string            `json:"subpool,omitempty"`
 	State      []StateMount      `json:"state,omitempty"`
+	LogService string            `json:"log_service,omitempty"`
 	CodeDigest string            `json:"code_digest"`
 	CodeSize   int64             `json:"code_size"`
 	ConfigHash string            `json:"config_hash"`
@@ -653,4 +657,35 @@ type Alias struct {
 // Aliases is GET /v1/functions/{name}/aliases.
 type Aliases struct {
 	Aliases []Alias `json:"aliases"`
+}
+
+// HeaderLogService, on an invoke, names the tenant's logging service the
+// invocation's output goes to ("none": none), over its function's.
+const HeaderLogService = "X-Ember-Log-Service"
+
+// LogService is a tenant's logging service (OTLP/HTTP logs). Credentials
+// go in (BearerToken, BasicAuth or Authorization) and never come out: an
+// answer says only which kind is set.
+type LogService struct {
+	Name string `json:"name"`
+	// Endpoint is the http(s) URL records are POSTed to (default path /v1/logs).
+	Endpoint string `json:"endpoint"`
+	// BearerToken sends "Authorization: Bearer <token>".
+	BearerToken string `json:"bearer_token,omitempty"`
+	// BasicAuth is "user:password": "Authorization: Basic <base64>".
+	BasicAuth string `json:"basic_auth,omitempty"`
+	// Authorization is the header's whole value, for other schemes.
+	Authorization string `json:"authorization,omitempty"`
+	// Default makes it the service of the tenant's functions that name none.
+	Default bool `json:"default,omitempty"`
+	// Credentials (answers only): "bearer", "basic", "other" or "none".
+	Credentials string    `json:"credentials,omitempty"`
+	Revision    int64     `json:"revision,omitempty"`
+	Created     time.Time `json:"created,omitzero"`
+	Updated     time.Time `json:"updated,omitzero"`
+}
+
+// LogServices lists a tenant's logging services.
+type LogServices struct {
+	LogServices []LogService `json:"log_services"`
 }
