@@ -66,6 +66,7 @@ fuzz: setup ## Run each fuzz target for FUZZTIME (default 20000x, executions; e.
 .PHONY: bench
 bench: setup build ## Run the benchmarks and print the figures with the command to reproduce them.
 	@deploy/setup.sh install wrk
+	@deploy/setup.sh otelcol
 	@deploy/bench.sh
 
 .PHONY: generate

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -237,4 +238,63 @@ func scrape(t *testing.T, s *stack) []byte {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return b
+}
+
+// BenchmarkHotInvokeLogging: hot synchronous invokes of a function writing
+// 3 lines with a logging service (a real Collector) and of two copies
+// without (each in its own tenant, so on its own instance), 400 each, interleaved in random order after a warm-up: the medians, the ratio
+// logged / plain (target: under 1.05) beside the ratio of the two plain
+// copies (the floor: what two instances differ by in this run), and how
+// many of the logged invocations' records the service got.
+func BenchmarkHotInvokeLogging(b *testing.B) {
+	col := testenv.StartCollector(b, "svc")
+	svc := col.Services["svc"]
+	s := newStack(b, "m128=3", "--log-allow", "127.0.0.1/32")
+	if _, err := s.client.PutLogService(s.ctx(), wire.LogService{Name: "svc", Endpoint: svc.Endpoint, BearerToken: svc.Token}); err != nil {
+		b.Fatal(err)
+	}
+	// Three tenants, so that each function has an instance of its own.
+	clients := map[string]*client.Client{"logged": s.client, "plain": s.tenantClient("plain"), "plain2": s.tenantClient("plain2")}
+	s.deploy("fn", "sleep", wire.FunctionConfig{LogService: "svc"})
+	s.deployAs(clients["plain"], "fn", "sleep", wire.FunctionConfig{})
+	s.deployAs(clients["plain2"], "fn", "sleep", wire.FunctionConfig{})
+	payload := []byte(`{"lines":2,"tag":"bench"}`) // + the example's own line
+	call := func(who string) time.Duration {
+		t0 := time.Now()
+		res, err := clients[who].Invoke(s.ctx(), "fn", "", payload)
+		if err != nil || !res.OK() {
+			b.Fatalf("invoke as %s: %+v %v", who, res, err)
+		}
+		return time.Since(t0)
+	}
+	for range 50 {
+		call("logged")
+		call("plain")
+		call("plain2")
+	}
+	// Each round calls the three in a random order: the position in a
+	// round costs differently (the previous call's release and accounting
+	// overlap the next call).
+	took := map[string][]time.Duration{}
+	fns := []string{"logged", "plain", "plain2"}
+	for range 400 {
+		for _, i := range rand.Perm(len(fns)) {
+			took[fns[i]] = append(took[fns[i]], call(fns[i]))
+		}
+	}
+	logged, plain, plain2 := took["logged"], took["plain"], took["plain2"]
+	l, p, p2 := median(logged), median(plain), median(plain2)
+	report(b, "hot invoke, no logging service: median", ms(p), "ms-plain")
+	report(b, "hot invoke, logging service: median", ms(l), "ms-logged")
+	report(b, "ratio logged / plain", float64(l)/float64(p), "x-logging")
+	report(b, "floor: ratio plain copy / plain", float64(p2)/float64(p), "x-floor")
+	want := 450 * 4 // lines and a REPORT per logged invocation
+	var got int
+	deadline := time.Now().Add(30 * time.Second)
+	for got < want && time.Now().Before(deadline) {
+		recs, _ := svc.Records()
+		got = len(recs)
+		time.Sleep(100 * time.Millisecond) // the last batches are on their way
+	}
+	report(b, "records at the service / records written", float64(got)/float64(want), "x-delivered")
 }
