@@ -11,6 +11,10 @@
 //	     replacement starts in the background (refill)
 //	  ─► per function version: code fetched and extracted once per instance,
 //	     child cgroup created, Start, then Invoke; the container stays hot
+//	  ─► a dispatch naming a logging service the instance is not configured
+//	     for opens the instance's relay (hostagent/logrelay) and sends
+//	     ember-init a LogConfig (credentials in that frame only); ember-init
+//	     ships output and REPORTs there (hostagent/logship)
 //	  ─► idle containers are stopped after ContainerKeepAlive (DropHot first),
 //	     at most MaxContainersPerInstance live (least recently used evicted);
 //	     a replaced or evicted container stops in the background

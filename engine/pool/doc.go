@@ -15,11 +15,14 @@
 //	agent:<id>            hash {addr, started}; EXPIREs unless heartbeated
 //	agents                set of agent ids ever registered and not removed
 //	agent:<id>:insts      set of the agent's instance ids
-//	inst:<id>             hash {agent, class, tenant, state (idle|busy)}
+//	inst:<id>             hash {agent, class, tenant, state (idle|busy), claim, log}
 //	inst:<id>:hot         set of version keys whose container is running there
 //	warm:<class>          set of idle instances without a tenant (warming pool)
-//	active:<tenant>:<class> set of idle instances assigned to a tenant (active pool)
-//	hot:<version key>     set of idle instances where that version is hot
+//	active:<tenant>:<class> set of idle instances assigned to a tenant (active pool), configured for no logging service
+//	hot:<version key>     set of those where that version is hot
+//	actlog:<tenant>:<class>:<log> idle instances of the tenant configured for logging service <log> (its id)
+//	hotlog:<version key>:<log>    set of those where that version is hot (hotlogs:<version key>: their <log>s)
+//	actcfg:<tenant>:<class> idle instances of the tenant configured for any logging service
 //	busy                  zset instance id -> lease expiry (unix ms)
 //	members:<class>       set of the class's instances (bounds a sub-pool's max)
 //	starting:<class>      zset of instances being started -> booking expiry (unix ms)

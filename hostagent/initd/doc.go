@@ -80,6 +80,17 @@
 // Before LogTail is taken the pipe is drained, so a line logged before the
 // response is always in it.
 //
+// # Logging service
+//
+// LogConfig makes a logging service the instance's (one at a time; the
+// previous one's buffered records are still sent for up to 10 s). Its
+// credentials stay in this process's memory. An Invoke whose LogService is
+// that service's ID sends every line its container writes from then on
+// (until the container's next invocation) to a logship.Shipper, which
+// connects through the agent's relay socket (initproto.RelayName); a
+// Report frame adds the invocation's REPORT. Result.LogStats carries the
+// shipper's counts. Nothing here waits for the service.
+//
 // # Reaping
 //
 // Container processes are started with syscall.ForkExec, never os/exec.
