@@ -417,16 +417,18 @@ func (a *Agent) onRetire(fn string) {
 	for _, in := range ins {
 		go func() {
 			defer a.starts.Done()
-			in.op.Lock() // after a dispatch in flight
+			in.op.Lock() // after a dispatch's container set-up
 			defer in.op.Unlock()
 			var stop []*container
+			a.mu.Lock()
 			for _, c := range in.containers {
 				if strings.HasPrefix(c.versionKey, prefix) {
 					stop = append(stop, c)
 				}
 			}
-			for _, c := range stop {
-				a.stopContainer(a.bg, in, c, true, "function deleted")
+			a.mu.Unlock()
+			for _, c := range stop { // one running stops when its invocation ends
+				a.retireContainer(in, c, true, "function deleted")
 			}
 		}()
 	}

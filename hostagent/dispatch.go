@@ -61,11 +61,11 @@ func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (
 	case in == nil || in.state != stReady:
 		a.mu.Unlock()
 		return nil, status.Errorf(codes.NotFound, "instance %s not on agent %s", req.GetInstanceId(), a.cfg.AgentID)
-	case in.busy:
+	case in.running > 0 && in.runningMB+dispatchMB(in, req) > in.memoryMB:
 		a.mu.Unlock()
 		// Aborted, not Unavailable: the instance is fine and the connection
 		// too; the scheduler retries elsewhere and keeps this instance.
-		return nil, status.Errorf(codes.Aborted, "instance %s is running another invocation", in.id)
+		return nil, status.Errorf(codes.Aborted, "instance %s is running another invocation and has no memory for a second", in.id)
 	case in.tenant != "" && in.tenant != req.GetTenant():
 		a.mu.Unlock()
 		log.Warn().Str("bound_tenant", in.tenant).Msg("dispatch refused: instance belongs to another tenant")
@@ -77,11 +77,14 @@ func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (
 	}
 	claimed := in.tenant == ""
 	in.tenant = req.GetTenant()
-	in.busy = true
+	mb := dispatchMB(in, req)
+	in.running++
+	in.runningMB += mb
 	a.mu.Unlock()
 	defer func() {
 		a.mu.Lock()
-		in.busy = false
+		in.running--
+		in.runningMB -= mb
 		in.lastUsed = time.Now()
 		a.mu.Unlock()
 	}()
@@ -90,14 +93,6 @@ func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (
 		a.kickRefill()
 	}
 
-	in.op.Lock()
-	defer in.op.Unlock()
-	a.mu.Lock()
-	alive := in.state == stReady
-	a.mu.Unlock()
-	if !alive {
-		return nil, status.Errorf(codes.FailedPrecondition, "instance %s was retired", in.id)
-	}
 	resp, err := a.run(ctx, log, in, req, digestHex)
 	if err != nil {
 		if errors.Is(err, errInitGone) {
@@ -116,9 +111,44 @@ func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (
 	return resp, nil
 }
 
-// run ensures the version's container and invokes it. Caller holds in.op.
-// Errors wrapping errInitGone mean the instance is lost.
+// dispatchMB is the memory a dispatch's container gets on in.
+func dispatchMB(in *instance, req *dispatchpb.DispatchRequest) int64 {
+	if mb := req.GetMemoryMb(); mb > 0 && mb < in.memoryMB {
+		return mb
+	}
+	return in.memoryMB
+}
+
+// run ensures the version's container (holding in.op: one dispatch at a
+// time changes the instance's containers) and invokes it (without: another
+// container of the instance may run an invocation meanwhile). Errors
+// wrapping errInitGone mean the instance is lost.
 func (a *Agent) run(ctx context.Context, log zerolog.Logger, in *instance, req *dispatchpb.DispatchRequest, digestHex string) (*dispatchpb.DispatchResponse, error) {
+	in.op.Lock()
+	c, client, kind, deliver, resp, err := a.setUp(ctx, log, in, req, digestHex)
+	if err != nil || resp != nil {
+		in.op.Unlock()
+		return resp, err
+	}
+	logID := a.configureLogs(ctx, log, in, client, req.GetLogService())
+	a.mu.Lock()
+	c.inUse++ // no eviction, reclaim or retirement stops it while it runs
+	a.mu.Unlock()
+	in.op.Unlock()
+	defer a.releaseContainer(in, c)
+	return a.invoke(ctx, log, in, client, c, req, kind, deliver, logID)
+}
+
+// setUp finds or starts the dispatch's container; for a pre-load it also
+// starts the process and returns the response. Caller holds in.op.
+func (a *Agent) setUp(ctx context.Context, log zerolog.Logger, in *instance, req *dispatchpb.DispatchRequest,
+	digestHex string) (*container, *initClient, dispatchpb.StartKind, time.Duration, *dispatchpb.DispatchResponse, error) {
+	a.mu.Lock()
+	alive := in.state == stReady
+	a.mu.Unlock()
+	if !alive {
+		return nil, nil, 0, 0, nil, status.Errorf(codes.FailedPrecondition, "instance %s was retired", in.id)
+	}
 	vk := pool.VersionKey(req.GetTenant(), req.GetFunction(), req.GetVersion())
 	key := containerKey(vk, req.GetCodeDigest(), req.GetHandler(), req.GetNetwork(), req.GetMemoryMb(), req.GetTimeoutMs(), req.GetEnv())
 	for _, m := range req.GetState() { // a container sees the resources it started with
@@ -139,7 +169,7 @@ func (a *Agent) run(ctx context.Context, log zerolog.Logger, in *instance, req *
 		var pe *packageError
 		if errors.As(err, &pe) {
 			log.Warn().Err(pe.err).Msg("function package cannot be delivered")
-			return &dispatchpb.DispatchResponse{
+			return nil, nil, 0, 0, &dispatchpb.DispatchResponse{
 				Status:    dispatchpb.Status_STATUS_FUNCTION_ERROR,
 				ErrorType: "Runtime.InvalidPackage",
 				Payload:   pe.document(),
@@ -147,13 +177,23 @@ func (a *Agent) run(ctx context.Context, log zerolog.Logger, in *instance, req *
 			}, nil
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, 0, 0, nil, err
 		}
 		deliver = time.Since(t0)
 	}
 	if req.GetPreload() {
-		return a.preload(ctx, log, client, c, kind, deliver, req.GetPreloadTag())
+		resp, err := a.preload(ctx, log, client, c, kind, deliver, req.GetPreloadTag())
+		if err == nil && resp == nil {
+			err = status.Error(codes.Internal, "pre-load returned nothing")
+		}
+		return nil, nil, 0, 0, resp, err
 	}
+	return c, client, kind, deliver, nil, nil
+}
+
+// invoke runs the invocation in c, which the caller marked in use.
+func (a *Agent) invoke(ctx context.Context, log zerolog.Logger, in *instance, client *initClient, c *container,
+	req *dispatchpb.DispatchRequest, kind dispatchpb.StartKind, deliver time.Duration, logID string) (*dispatchpb.DispatchResponse, error) {
 
 	deadline := req.GetDeadlineUnixMs()
 	if deadline == 0 && req.GetTimeoutMs() > 0 {
@@ -165,7 +205,6 @@ func (a *Agent) run(ctx context.Context, log zerolog.Logger, in *instance, req *
 		ictx, cancel = context.WithDeadline(ctx, time.UnixMilli(deadline).Add(a.cfg.StopGrace+initReplySlack))
 		defer cancel()
 	}
-	logID := a.configureLogs(ctx, log, in, client, req.GetLogService())
 	mark, measured := markUsage(log, c.meter) // accounting
 	t0 := time.Now()
 	res, body, err := client.invoke(ictx, initproto.Invoke{
@@ -201,14 +240,17 @@ func (a *Agent) run(ctx context.Context, log zerolog.Logger, in *instance, req *
 	if st == dispatchpb.Status_STATUS_CRASHED {
 		// The kernel's out-of-memory killer shows only as a SIGKILL; its
 		// count in the container's memory cgroup tells it apart.
-		if n := c.cg.OOMKills(); n > c.oomKills {
-			c.oomKills = n
+		n := c.cg.OOMKills()
+		a.mu.Lock()
+		oom := n > c.oomKills
+		c.oomKills = max(c.oomKills, n)
+		a.mu.Unlock()
+		if oom {
 			res.ErrorType = "Runtime.OutOfMemory"
 			body = fmt.Appendf(nil, `{"errorMessage":"Runtime exited: out of memory (the %d MB limit)","errorType":"Runtime.OutOfMemory"}`, c.memoryMB)
 		}
 	}
 	a.mu.Lock()
-	c.lastUsed = time.Now()
 	tag := c.preloadTag
 	c.preloadTag = ""
 	a.mu.Unlock()
@@ -369,6 +411,17 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 		total += o.memoryMB
 	}
 	aside := total <= in.memoryMB
+	// One still running an invocation (this dispatch runs beside it) stops
+	// when that ends.
+	idle := superseded[:0]
+	for _, o := range superseded {
+		if o.inUse > 0 {
+			o.retire, o.retireHot = "superseded by new code or settings", false
+			continue
+		}
+		idle = append(idle, o)
+	}
+	superseded = idle
 	a.mu.Unlock()
 	if aside {
 		a.stopAside(in, superseded, false, "superseded by new code or settings")

@@ -23,10 +23,15 @@
 //	     destroyed and replaced.
 //
 // The scheduler claims instances in Redis and then calls Dispatch; the agent
-// learns of a claim only from the Dispatch. A Dispatch for an unknown
-// instance is NotFound, for an instance already running one is Unavailable,
-// for another tenant's instance PermissionDenied: the scheduler treats these
-// as platform errors. A function failure (error, timeout, crash) is a normal
+// learns of a claim only from the Dispatch. Two dispatches may run on an
+// instance at once (a claim beside another: a newer version starting while
+// an older one runs) when its memory holds both containers; the
+// instance's op lock serialises only their container set-up, and a
+// container in use is never evicted, reclaimed or stopped before its
+// invocation ends. A Dispatch for an unknown instance is NotFound, for an
+// instance running one with no memory left for another Aborted (the
+// scheduler tries another instance), for another tenant's instance
+// PermissionDenied (a platform error). A function failure (error, timeout, crash) is a normal
 // response.
 //
 // The agent depends on small interfaces declared here (Runtime, Cgroups) so

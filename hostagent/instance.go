@@ -43,10 +43,14 @@ type instance struct {
 	op sync.Mutex
 
 	// Fields below are guarded by Agent.mu.
-	state      instState
-	tenant     string // "" while in the warming pool
-	busy       bool   // a Dispatch is running
-	missing    int    // consecutive reclaim passes that did not find it in Redis
+	state  instState
+	tenant string // "" while in the warming pool
+	// running counts the dispatches in flight and runningMB their
+	// functions' memory: a second dispatch runs beside the first (another
+	// container) only while the instance's memory holds both.
+	running    int
+	runningMB  int64
+	missing    int // consecutive reclaim passes that did not find it in Redis
 	lastUsed   time.Time
 	cgroupPath string
 	client     *initClient
@@ -63,7 +67,8 @@ type instance struct {
 	containers map[string]*container // by container key
 	codes      map[string]bool       // digest hex delivered to code/<hex>
 	// logService is the logging service ember-init is configured for
-	// ("" none), logStats its counts as last reported.
+	// ("" none; written under op and Agent.mu), logStats its counts as last
+	// reported (under Agent.mu).
 	logService string
 	logStats   initproto.LogStats
 }
@@ -87,12 +92,19 @@ type container struct {
 	// for egress (-1: not attached); netID names the attachment.
 	netnsFD int
 	netID   string
-	// oomKills is the cgroup's out-of-memory kill count last seen (guarded
-	// by the instance's op).
+	// Guarded by Agent.mu:
+	// oomKills is the cgroup's out-of-memory kill count last seen.
 	oomKills int64
 	// preloadTag is the tag of the pre-load that started the container,
-	// until its first invocation returns it (guarded by Agent.mu).
+	// until its first invocation returns it.
 	preloadTag string
+	// inUse counts the invocations running in it; a container taken out of
+	// in.containers while in use (superseded, its function deleted) is
+	// stopped when the last ends: retire says why, retireHot whether its
+	// version stops being hot.
+	inUse     int
+	retire    string
+	retireHot bool
 }
 
 // containerKey identifies a version's configuration: a container is reused
@@ -125,7 +137,7 @@ func lruVictims(cs map[string]*container, max int, keep string) []*container {
 	}
 	all := make([]*container, 0, len(cs))
 	for _, c := range cs {
-		if c.key != keep {
+		if c.key != keep && c.inUse == 0 { // one running is not evicted
 			all = append(all, c)
 		}
 	}
@@ -141,7 +153,7 @@ func lruVictims(cs map[string]*container, max int, keep string) []*container {
 func idleContainers(cs map[string]*container, cutoff time.Time) []*container {
 	var out []*container
 	for _, c := range cs {
-		if c.lastUsed.Before(cutoff) {
+		if c.inUse == 0 && c.lastUsed.Before(cutoff) {
 			out = append(out, c)
 		}
 	}

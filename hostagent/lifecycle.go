@@ -275,7 +275,7 @@ func (a *Agent) reclaim(ctx context.Context) {
 				deleted[in.id] = true
 			}
 		}
-		if in.state == stReady && !in.busy {
+		if in.state == stReady && in.running == 0 {
 			cands = append(cands, in)
 		}
 		if in.state != stGone && in.tenant == "" {
@@ -288,13 +288,13 @@ func (a *Agent) reclaim(ctx context.Context) {
 			continue // a dispatch is on it
 		}
 		a.mu.Lock()
-		if known != nil && !known[in.id] && !in.busy {
+		if known != nil && !known[in.id] && in.running == 0 {
 			in.missing++
 			in.lost = in.lost || in.missing >= 2
 		} else if known != nil {
 			in.missing = 0
 		}
-		busy, tenant, lost, idleSince, state := in.busy, in.tenant, in.lost, in.lastUsed, in.state
+		busy, tenant, lost, idleSince, state := in.running > 0, in.tenant, in.lost, in.lastUsed, in.state
 		idle := idleContainers(in.containers, now.Add(-a.cfg.ContainerKeepAlive))
 		a.mu.Unlock()
 		if busy || state != stReady {
@@ -364,9 +364,44 @@ func (a *Agent) stopAside(in *instance, cs []*container, dropHot bool, reason st
 	}()
 }
 
+// retireContainer takes c out of in.containers and stops it in the
+// background, or, while an invocation runs in it, marks it to be stopped
+// when the last one ends (releaseContainer).
+func (a *Agent) retireContainer(in *instance, c *container, dropHot bool, reason string) {
+	a.mu.Lock()
+	if in.containers[c.key] == c {
+		delete(in.containers, c.key)
+	}
+	if c.inUse > 0 {
+		c.retire, c.retireHot = reason, dropHot
+		a.mu.Unlock()
+		return
+	}
+	a.mu.Unlock()
+	a.stopAside(in, []*container{c}, dropHot, reason)
+}
+
+// releaseContainer ends one invocation's use of c; a container retired
+// meanwhile is stopped once unused.
+func (a *Agent) releaseContainer(in *instance, c *container) {
+	a.mu.Lock()
+	c.inUse--
+	c.lastUsed = time.Now()
+	reason, hot := c.retire, c.retireHot
+	stop := c.inUse == 0 && reason != ""
+	if stop {
+		c.retire = ""
+	}
+	a.mu.Unlock()
+	if stop {
+		a.stopAside(in, []*container{c}, hot, reason+" (after its invocation ended)")
+	}
+}
+
 // stopContainer stops one container and forgets it: first in Redis (unless
 // another container keeps its version hot), then in ember-init, then its
-// cgroup. Caller holds in.op, or took c out of in.containers itself.
+// cgroup. Caller holds in.op, took c out of in.containers itself, or runs
+// the container's only invocation.
 func (a *Agent) stopContainer(ctx context.Context, in *instance, c *container, dropHot bool, reason string) {
 	a.mu.Lock()
 	if in.containers[c.key] == c { // a newer container may have its key now

@@ -72,14 +72,16 @@ func (a *Agent) configureLogs(ctx context.Context, log zerolog.Logger, in *insta
 	if err := client.configureLogs(cctx, cfg); err != nil {
 		return fail("logging service: ember-init did not take the configuration", err)
 	}
+	a.mu.Lock()
 	in.logService, in.logStats = ls.GetId(), initproto.LogStats{ID: ls.GetId()}
+	a.mu.Unlock()
 	log.Info().Str("log_service", ls.GetId()).Msg("instance configured for a logging service")
 	return in.logService
 }
 
 // countLogs adds what ember-init reported since the last report to the
 // per-tenant counters; outcome, when set, counts one invocation whose
-// logging service could not be configured. Caller holds in.op.
+// logging service could not be configured.
 func (a *Agent) countLogs(in *instance, tenant string, st initproto.LogStats, outcome string) {
 	m := a.usageMetrics
 	if m == nil {
@@ -89,11 +91,16 @@ func (a *Agent) countLogs(in *instance, tenant string, st initproto.LogStats, ou
 		m.logRecords.With(prometheus.Labels{"tenant": in.tenant, "outcome": outcome}).Inc()
 		return
 	}
-	if st.ID != in.logStats.ID {
+	a.mu.Lock()
+	prev := in.logStats
+	current := st.ID == prev.ID
+	if current {
+		in.logStats = st
+	}
+	a.mu.Unlock()
+	if !current {
 		return // a report about a service the instance no longer uses
 	}
-	prev := in.logStats
-	in.logStats = st
 	for outcome, d := range map[string]int64{"sent": st.Sent - prev.Sent, "dropped": st.Dropped - prev.Dropped, "failed": st.Failed - prev.Failed} {
 		if d > 0 {
 			m.logRecords.With(prometheus.Labels{"tenant": tenant, "outcome": outcome}).Add(float64(d))
@@ -132,8 +139,7 @@ func reportFigures(status string, errType string, duration time.Duration, billed
 }
 
 // shipReport sends the invocation's REPORT to ember-init for its logging
-// service and counts what ember-init reported of its records. Caller holds
-// in.op.
+// service and counts what ember-init reported of its records.
 func (a *Agent) shipReport(log zerolog.Logger, in *instance, client *initClient, req *dispatchpb.DispatchRequest, c *container,
 	logID string, res initproto.Result, initNs int64, u *Usage) {
 	duration := time.Duration(res.DurationNs)

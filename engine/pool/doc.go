@@ -15,7 +15,9 @@
 //	agent:<id>            hash {addr, started}; EXPIREs unless heartbeated
 //	agents                set of agent ids ever registered and not removed
 //	agent:<id>:insts      set of the agent's instance ids
-//	inst:<id>             hash {agent, class, tenant, state (idle|busy), claim, log}
+//	inst:<id>             hash {agent, class, tenant, state (idle|busy), claim, side, log, busyfn, busyvid, busymem}
+//	                      (side: the token of a claim beside the main one; busy*: what the main claim runs)
+//	busyfn:<tenant>/<fn>  set of busy instances whose main claim runs that function
 //	inst:<id>:hot         set of version keys whose container is running there
 //	warm:<class>          set of idle instances without a tenant (warming pool)
 //	active:<tenant>:<class> set of idle instances assigned to a tenant (active pool), configured for no logging service

@@ -27,7 +27,7 @@ func TestClaimOrderWithLoggingService(t *testing.T) {
 	lease := time.Now().Add(time.Minute)
 	claim := func(vk, log string) pool.Claim {
 		t.Helper()
-		c, ok, err := s.ClaimFor(ctx, "t1", "m128", vk, log, lease)
+		c, ok, err := s.ClaimFor(ctx, pool.Want{Tenant: "t1", Class: "m128", VersionKey: vk, LogService: log}, lease)
 		if err != nil || !ok {
 			t.Fatalf("claim %s with %q: ok=%v err=%v", vk, log, ok, err)
 		}

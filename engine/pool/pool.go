@@ -22,7 +22,26 @@ const (
 	KindActive Kind = "active"
 	// KindWarm: an instance from the warming pool, now assigned to the tenant.
 	KindWarm Kind = "warm"
+	// KindBeside: a busy instance running another configuration of the
+	// function (an older version), claimed beside that claim: the version
+	// starts in a second container there.
+	KindBeside Kind = "beside"
 )
+
+// Want is what a claim asks for.
+type Want struct {
+	Tenant, Class string
+	// VersionKey (VersionKey) finds instances where the version is hot.
+	VersionKey string
+	// LogService is the logging service id the invocation needs ("" none).
+	LogService string
+	// Function (tenant/function), Config (the version's configuration id)
+	// and MemoryMB let a claim take a busy instance that runs another
+	// configuration of the function and has room for this one (KindBeside).
+	// Empty: never beside.
+	Function, Config string
+	MemoryMB         int64
+}
 
 // Agent is a registered host agent.
 type Agent struct {
@@ -285,18 +304,20 @@ func (s *Store) DropHot(ctx context.Context, id, versionKey string) error {
 // versionKey is hot. ok is false when none is free. The claim holds until
 // Release or until lease passes (then ExpireLeases returns it to the pool).
 func (s *Store) Claim(ctx context.Context, tenant, class, versionKey string, lease time.Time) (c Claim, ok bool, err error) {
-	return s.ClaimFor(ctx, tenant, class, versionKey, "", lease)
+	return s.ClaimFor(ctx, Want{Tenant: tenant, Class: class, VersionKey: versionKey}, lease)
 }
 
-// ClaimFor is Claim for an invocation whose output goes to the logging
-// service logService (an id; "" for none): instances already configured
-// for it come first (see claimScript for the whole order).
-func (s *Store) ClaimFor(ctx context.Context, tenant, class, versionKey, logService string, lease time.Time) (c Claim, ok bool, err error) {
+// ClaimFor is Claim for what w describes: instances configured for its
+// logging service first, a busy instance running an older version of its
+// function when that has room (see claimScript for the whole order).
+func (s *Store) ClaimFor(ctx context.Context, w Want, lease time.Time) (c Claim, ok bool, err error) {
+	tenant, class, logService := w.Tenant, w.Class, w.LogService
 	if tenant == "" || class == "" {
 		return Claim{}, false, fmt.Errorf("pool: claim needs a tenant and a class")
 	}
 	token := strconv.FormatUint(rand.Uint64(), 36)
-	v, err := claimScript.Run(ctx, s.rdb, s.keys, tenant, class, versionKey, lease.UnixMilli(), token, logService).Slice()
+	v, err := claimScript.Run(ctx, s.rdb, s.keys, tenant, class, w.VersionKey, lease.UnixMilli(), token, logService,
+		w.Function, w.Config, w.MemoryMB).Slice()
 	if errors.Is(err, redis.Nil) {
 		return Claim{}, false, nil
 	}

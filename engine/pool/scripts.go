@@ -38,6 +38,23 @@ local function idle_keys(p, id)
   end
   return keys
 end
+-- inst_mem(p, class): an instance's memory in MB (fixed classes mN, or
+-- its sub-pool's).
+local function inst_mem(p, class)
+  local m = string.match(class, '^m(%d+)$')
+  if m then return tonumber(m) end
+  local name = string.match(class, '^sp%-(.+)$')
+  local sp = name and redis.call('HGET', p..'subpools', name)
+  if sp then return tonumber(cjson.decode(sp)['memory_mb']) or 0 end
+  return 0
+end
+-- unbusy(p, id): forget which function the main claim runs.
+local function unbusy(p, id)
+  local key = p..'inst:'..id
+  local fk = redis.call('HGET', key, 'busyfn')
+  if fk then redis.call('SREM', p..'busyfn:'..fk, id) end
+  redis.call('HDEL', key, 'busyfn', 'busyvid', 'busymem')
+end
 local function list(p, id)
   for _, k in ipairs(idle_keys(p, id)) do redis.call('SADD', k, id) end
 end
@@ -46,8 +63,9 @@ local function unlist(p, id)
 end
 local function drop(p, id)
   unlist(p, id)
-  local h = redis.call('HMGET', p..'inst:'..id, 'agent', 'class')
+  local h = redis.call('HMGET', p..'inst:'..id, 'agent', 'class', 'busyfn')
   local agent, class = h[1], h[2]
+  if h[3] then redis.call('SREM', p..'busyfn:'..h[3], id) end
   if class then redis.call('SREM', p..'members:'..class, id) end
   if agent then redis.call('SREM', p..'agent:'..agent..':insts', id) end
   redis.call('ZREM', p..'busy', id)
@@ -58,17 +76,23 @@ end
 // claimScript: KEYS = prefix; ARGV = tenant, class, version key, lease expiry
 // ms, claim token (random: a counter in Redis would start again if Redis lost
 // its data, and an old holder's token could match a new claim), logging
-// service id (empty for none).
+// service id (empty for none), the function's key (tenant/function), the
+// version's configuration id, the function's memory in MB.
 // Order: with a logging service, an idle instance configured for it where
 // the version is hot, then one configured for it; then (any claim) an idle
 // instance of the tenant configured for no service where the version is
-// hot (no code delivery, no spawn), then one of those (no tenant switch,
-// its runtime is warm); a warming-pool instance of the class; last, an
-// instance of the tenant configured for another service (configured again).
-// Instances whose agent's heartbeat key has expired are dropped as they
-// are met.
+// hot (no code delivery, no spawn); a busy instance running another
+// configuration of the same function (an older version) whose memory
+// holds this one too: claimed beside its claim, the new code starts in a
+// second container there while the old one finishes ('beside'); an idle
+// instance of the tenant configured for no service (no tenant switch, its
+// runtime is warm); a warming-pool instance of the class; last, an
+// instance of the tenant configured for another service (configured
+// again). Instances whose agent's heartbeat key has expired are dropped as
+// they are met.
 var claimScript = redis.NewScript(luaSets + `
 local p, tenant, class, vk, lease, token, log = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6] or ''
+local fk, vid, need = ARGV[7] or '', ARGV[8] or '', tonumber(ARGV[9] or '0')
 local function alive(id)
   local agent = redis.call('HGET', p..'inst:'..id, 'agent')
   if agent and redis.call('EXISTS', p..'agent:'..agent) == 1 then return agent end
@@ -77,9 +101,35 @@ local function alive(id)
 end
 local function take(id, agent, kind)
   unlist(p, id)
-  redis.call('HSET', p..'inst:'..id, 'state', 'busy', 'tenant', tenant, 'claim', token)
+  local key = p..'inst:'..id
+  redis.call('HSET', key, 'state', 'busy', 'tenant', tenant, 'claim', token)
+  if fk ~= '' then
+    redis.call('HSET', key, 'busyfn', fk, 'busyvid', vid, 'busymem', need)
+    redis.call('SADD', p..'busyfn:'..fk, id)
+  end
   redis.call('ZADD', p..'busy', lease, id)
   return {id, agent, kind}
+end
+-- beside: a busy instance running another configuration of the function.
+local function beside()
+  if fk == '' or vid == '' or need <= 0 then return nil end
+  local set = p..'busyfn:'..fk
+  for _, id in ipairs(redis.call('SRANDMEMBER', set, 4)) do
+    local key = p..'inst:'..id
+    local h = redis.call('HMGET', key, 'class', 'tenant', 'state', 'side', 'busyvid', 'busymem', 'log', 'busyfn')
+    if h[3] ~= 'busy' or h[8] ~= fk then
+      redis.call('SREM', set, id) -- stale: the claim that ran the function is gone
+    elseif h[1] == class and h[2] == tenant and not h[4] and h[5] ~= vid and (h[7] or '') == log
+        and inst_mem(p, class) - tonumber(h[6] or '0') >= need then
+      local agent = alive(id)
+      if agent then
+        redis.call('HSET', key, 'side', token)
+        redis.call('ZADD', p..'busy', 'GT', lease, id)
+        return {id, agent, 'beside'}
+      end
+    end
+  end
+  return nil
 end
 -- {set, kind, the instance's logging service there ('*': any but none)}
 local sets = {}
@@ -87,37 +137,44 @@ if log ~= '' then
   if vk ~= '' then table.insert(sets, {p..'hotlog:'..vk..':'..log, 'hot', log}) end
   table.insert(sets, {p..'actlog:'..tenant..':'..class..':'..log, 'active', log})
 end
-if vk ~= '' then table.insert(sets, {p..'hot:'..vk, 'hot', ''}) end
+if vk ~= '' and log == '' then table.insert(sets, {p..'hot:'..vk, 'hot', ''}) end
+table.insert(sets, {'beside'})
+if vk ~= '' and log ~= '' then table.insert(sets, {p..'hot:'..vk, 'hot', ''}) end
 table.insert(sets, {p..'active:'..tenant..':'..class, 'active', ''})
 table.insert(sets, {p..'warm:'..class, 'warm', ''})
 table.insert(sets, {p..'actcfg:'..tenant..':'..class, 'active', '*'})
 for _, s in ipairs(sets) do
-  -- From the tenant's active pool, an instance where no version is hot is
-  -- taken first: the hot ones stay for their versions' next invocations
-  -- (up to 3 are passed over, then the first of them is taken).
-  local passed = {}
-  while true do
-    local id = redis.call('SPOP', s[1])
-    if not id then break end
-    local h = redis.call('HMGET', p..'inst:'..id, 'class', 'tenant', 'state', 'log')
-    local ilog = h[4] or ''
-    -- A member whose hash disagrees (stale entry) is skipped: the set was the only trace.
-    local fits = (s[3] == '*' and ilog ~= '') or (s[3] ~= '*' and ilog == s[3])
-    if h[1] == class and h[3] == 'idle' and fits and (s[2] == 'warm' or h[2] == tenant) then
-      local agent = alive(id)
-      if agent then
-        if s[2] == 'active' and #passed < 3 and redis.call('SCARD', p..'inst:'..id..':hot') > 0 then
-          table.insert(passed, {id, agent})
-        else
-          for _, x in ipairs(passed) do redis.call('SADD', s[1], x[1]) end
-          return take(id, agent, s[2])
+  if s[1] == 'beside' then
+    local r = beside()
+    if r then return r end
+  else
+    -- From the tenant's active pool, an instance where no version is hot is
+    -- taken first: the hot ones stay for their versions' next invocations
+    -- (up to 3 are passed over, then the first of them is taken).
+    local passed = {}
+    while true do
+      local id = redis.call('SPOP', s[1])
+      if not id then break end
+      local h = redis.call('HMGET', p..'inst:'..id, 'class', 'tenant', 'state', 'log')
+      local ilog = h[4] or ''
+      -- A member whose hash disagrees (stale entry) is skipped: the set was the only trace.
+      local fits = (s[3] == '*' and ilog ~= '') or (s[3] ~= '*' and ilog == s[3])
+      if h[1] == class and h[3] == 'idle' and fits and (s[2] == 'warm' or h[2] == tenant) then
+        local agent = alive(id)
+        if agent then
+          if s[2] == 'active' and #passed < 3 and redis.call('SCARD', p..'inst:'..id..':hot') > 0 then
+            table.insert(passed, {id, agent})
+          else
+            for _, x in ipairs(passed) do redis.call('SADD', s[1], x[1]) end
+            return take(id, agent, s[2])
+          end
         end
       end
     end
-  end
-  if #passed > 0 then
-    for i = 2, #passed do redis.call('SADD', s[1], passed[i][1]) end
-    return take(passed[1][1], passed[1][2], s[2])
+    if #passed > 0 then
+      for i = 2, #passed do redis.call('SADD', s[1], passed[i][1]) end
+      return take(passed[1][1], passed[1][2], s[2])
+    end
   end
 end
 return false
@@ -125,25 +182,37 @@ return false
 
 // releaseScript: KEYS = prefix; ARGV = id, claim token, version key (empty
 // for none), keep ('1' or '0'), logging service id the instance is now
-// configured for (empty leaves its configuration as it was). keep=0 means the
-// instance is unusable (its agent said so): drop it. A token that is not
-// the instance's current claim (its lease expired and it was claimed
-// again, or released already) changes nothing: -1.
+// configured for (empty leaves its configuration as it was). The token is
+// the instance's main claim or the one beside it; the instance goes back
+// to the pool when neither holds it any more. keep=0 means the instance
+// is unusable (its agent said so): drop it. A token that holds the
+// instance neither way (its lease expired and it was claimed again, or it
+// was released already) changes nothing: -1.
 var releaseScript = redis.NewScript(luaSets + `
 local p, id, tok, vk, keep, log = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5] or ''
 local key = p..'inst:'..id
-local h = redis.call('HMGET', key, 'agent', 'class', 'tenant', 'claim')
+local h = redis.call('HMGET', key, 'agent', 'class', 'tenant', 'claim', 'side')
 if not h[1] then return 0 end
-if h[4] ~= tok then return -1 end
-redis.call('HDEL', key, 'claim')
+local other
+if h[4] == tok then
+  redis.call('HDEL', key, 'claim')
+  unbusy(p, id)
+  other = h[5]
+elseif h[5] == tok then
+  redis.call('HDEL', key, 'side')
+  other = h[4]
+else
+  return -1
+end
 if keep ~= '1' or redis.call('EXISTS', p..'agent:'..h[1]) == 0 then
   drop(p, id)
   return 0
 end
-redis.call('ZREM', p..'busy', id)
-redis.call('HSET', key, 'state', 'idle')
 if log ~= '' then redis.call('HSET', key, 'log', log) end
 if vk ~= '' then redis.call('SADD', key..':hot', vk) end
+if other then return 1 end -- the other claim still holds it
+redis.call('ZREM', p..'busy', id)
+redis.call('HSET', key, 'state', 'idle')
 list(p, id)
 redis.call('PUBLISH', p..'freed', h[2]..' '..h[3])
 return 1
@@ -153,7 +222,8 @@ return 1
 var addScript = redis.NewScript(luaSets + `
 local p, id, agent, class = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 redis.call('HSET', p..'inst:'..id, 'agent', agent, 'class', class, 'tenant', '', 'state', 'idle')
-redis.call('HDEL', p..'inst:'..id, 'claim', 'log')
+unbusy(p, id)
+redis.call('HDEL', p..'inst:'..id, 'claim', 'log', 'side')
 redis.call('ZREM', p..'busy', id)
 redis.call('SADD', p..'agent:'..agent..':insts', id)
 redis.call('SADD', p..'members:'..class, id)
@@ -205,7 +275,8 @@ local p, id, agent, class, tenant = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local key = p..'inst:'..id
 unlist(p, id)
 redis.call('HSET', key, 'agent', agent, 'class', class, 'tenant', tenant, 'state', 'idle')
-redis.call('HDEL', key, 'claim', 'log')
+unbusy(p, id)
+redis.call('HDEL', key, 'claim', 'log', 'side')
 redis.call('ZREM', p..'busy', id)
 redis.call('SADD', p..'agent:'..agent..':insts', id)
 redis.call('SADD', p..'members:'..class, id)
@@ -282,7 +353,8 @@ for _, id in ipairs(ids) do
   local h = redis.call('HMGET', key, 'class', 'tenant')
   if h[1] then
     redis.call('HSET', key, 'state', 'idle')
-    redis.call('HDEL', key, 'claim')
+    redis.call('HDEL', key, 'claim', 'side')
+    unbusy(p, id)
     list(p, id)
     if h[2] and h[2] ~= '' then
       redis.call('PUBLISH', p..'freed', h[1]..' '..h[2])

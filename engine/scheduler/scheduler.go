@@ -236,7 +236,9 @@ func (s *Scheduler) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.
 	}()
 	for attempt := 0; attempt < s.cfg.DispatchAttempts; attempt++ {
 		claimStart := time.Now()
-		c, cold, err := s.claim(ctx, v.Tenant, class, vk, logSvc.GetId(), choice.SubPool, queueDeadline, v.Timeout)
+		want := pool.Want{Tenant: v.Tenant, Class: class, VersionKey: vk, LogService: logSvc.GetId(),
+			Function: v.Tenant + "/" + v.Function, Config: v.Version + "#" + v.ConfigHash, MemoryMB: v.MemoryMB}
+		c, cold, err := s.claim(ctx, want, choice.SubPool, queueDeadline, v.Timeout)
 		if err != nil {
 			return invoke.Result{}, fmt.Errorf("invocation %s: %w", inv.ID, err)
 		}
@@ -271,7 +273,8 @@ func (s *Scheduler) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.
 // invocation. For a sub-pool (sp set) the placement chooses the agent that
 // starts a new instance, and a sub-pool no host can hold fails at once;
 // for a fixed class every agent is asked.
-func (s *Scheduler) claim(ctx context.Context, tenant, class, vk, logID string, sp *pool.SubPool, deadline time.Time, timeout time.Duration) (pool.Claim, bool, error) {
+func (s *Scheduler) claim(ctx context.Context, want pool.Want, sp *pool.SubPool, deadline time.Time, timeout time.Duration) (pool.Claim, bool, error) {
+	tenant, class := want.Tenant, want.Class
 	lease := func() time.Time { return time.Now().Add(timeout + s.cfg.LeaseGrace) }
 	w, first := s.queues.join(class, tenant)
 	// claimed: this waiter took an instance; woken: it holds a wake it did
@@ -279,7 +282,7 @@ func (s *Scheduler) claim(ctx context.Context, tenant, class, vk, logID string, 
 	claimed, woken := false, false
 	defer func() { s.queues.leave(w, claimed || woken) }()
 	if first { // nobody ahead: try at once (the hot path)
-		c, ok, err := s.tryClaim(ctx, tenant, class, vk, logID, lease())
+		c, ok, err := s.tryClaim(ctx, want, lease())
 		if err != nil || ok {
 			claimed = ok
 			return c, false, err
@@ -337,7 +340,7 @@ func (s *Scheduler) claim(ctx context.Context, tenant, class, vk, logID string, 
 		// Back at the head before trying: an instance freed during the
 		// attempt wakes it again instead of nobody.
 		s.queues.rejoin(w)
-		c, ok, err := s.tryClaim(ctx, tenant, class, vk, logID, lease())
+		c, ok, err := s.tryClaim(ctx, want, lease())
 		if err != nil {
 			return pool.Claim{}, false, err
 		}
@@ -353,13 +356,13 @@ func (s *Scheduler) claim(ctx context.Context, tenant, class, vk, logID string, 
 // caller's cancellation cannot interrupt halfway: a claim made in Redis but
 // never seen here would leave the instance busy until its lease expired.
 // If the caller gave up meanwhile, the claim is released at once.
-func (s *Scheduler) tryClaim(ctx context.Context, tenant, class, vk, logID string, lease time.Time) (pool.Claim, bool, error) {
+func (s *Scheduler) tryClaim(ctx context.Context, want pool.Want, lease time.Time) (pool.Claim, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return pool.Claim{}, false, err
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
 	defer cancel()
-	c, ok, err := s.pool.ClaimFor(cctx, tenant, class, vk, logID, lease)
+	c, ok, err := s.pool.ClaimFor(cctx, want, lease)
 	if err != nil || !ok {
 		return c, ok, err
 	}
