@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -321,6 +322,57 @@ func TestSupersededContainerStopsAside(t *testing.T) {
 	if got := fi.eventLog(); !slices.Equal(got, want) {
 		t.Fatalf("events %v, want %v", got, want)
 	}
+}
+
+// TestSecondDispatchBeside: while an invocation runs on an instance, a
+// dispatch of another version whose memory fits beside it runs at once in
+// a second container, and one that does not fit is Aborted; the busy
+// container is not evicted meanwhile (one container per instance here),
+// and a new configuration of its version supersedes it only once its
+// invocation ended.
+func TestSecondDispatchBeside(t *testing.T) {
+	h := startHarness(t, Config{Pool: map[string]int{"m512": 1}, MaxContainersPerInstance: 1}, nil)
+	ctx := context.Background()
+	c := h.claim("acme", "m512", "")
+	fi := h.rt.get(c.InstanceID)
+	release := fi.holdInvokes()
+	first := make(chan error, 1)
+	go func() {
+		resp, err := h.client.Dispatch(ctx, h.req(c.InstanceID, "acme", "f1", "hold"))
+		if err == nil && resp.Status != dispatchpb.Status_STATUS_OK {
+			err = fmt.Errorf("status %v", resp.Status)
+		}
+		first <- err
+	}()
+	testenv.Eventually(t, 10*time.Second, "the first invocation running", func() bool { return len(fi.eventLog()) == 1 })
+
+	v2 := h.req(c.InstanceID, "acme", "f1", `{}`)
+	v2.Version = "2"
+	resp, err := h.client.Dispatch(ctx, v2)
+	if err != nil || resp.Status != dispatchpb.Status_STATUS_OK || resp.Start != dispatchpb.StartKind_START_KIND_CONTAINER {
+		t.Fatalf("second version beside the running one: %v %v", resp, err)
+	}
+	big := h.req(c.InstanceID, "acme", "f2", `{}`)
+	big.MemoryMb = 512
+	if _, err := h.client.Dispatch(ctx, big); status.Code(err) != codes.Aborted {
+		t.Fatalf("a dispatch the memory cannot hold beside the running one: %v, want Aborted", err)
+	}
+	newer := h.req(c.InstanceID, "acme", "f1", `{}`)
+	newer.Env = map[string]string{"NEW": "settings"} // supersedes the running container
+	if _, err := h.client.Dispatch(ctx, newer); err != nil {
+		t.Fatal(err)
+	}
+	started := fi.startedSpecs()
+	if slices.Contains(fi.stoppedIDs(), started[0].ContainerID) {
+		t.Fatal("the running container was stopped")
+	}
+	release()
+	if err := <-first; err != nil {
+		t.Fatalf("the first invocation: %v", err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the superseded container stopped after its invocation", func() bool {
+		return slices.Contains(fi.stoppedIDs(), started[0].ContainerID)
+	})
 }
 
 // TestStopFirstWhenMemoryShort: when the old and the

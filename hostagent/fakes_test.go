@@ -123,6 +123,24 @@ type fakeInit struct {
 	// hold, while set, delays the answer to every Stop until it is closed
 	// (answered beside other frames, as ember-init does).
 	hold chan struct{}
+	// invokeHold, while set, delays the answer to every invocation whose
+	// payload is "hold" until it is closed.
+	invokeHold chan struct{}
+}
+
+// holdInvokes makes invocations of payload "hold" wait until the returned
+// release is called.
+func (f *fakeInit) holdInvokes() (release func()) {
+	ch := make(chan struct{})
+	f.mu.Lock()
+	f.invokeHold = ch
+	f.mu.Unlock()
+	return func() {
+		f.mu.Lock()
+		f.invokeHold = nil
+		f.mu.Unlock()
+		close(ch)
+	}
 }
 
 // holdStops makes stops wait until the returned release is called.
@@ -211,10 +229,20 @@ func (f *fakeInit) serve(conn *initproto.Conn) {
 					f.running[inv.ContainerID] = true
 				}
 			}
+			hold := f.invokeHold
 			f.mu.Unlock()
 			if string(fr.Body) == "die" {
 				f.close() // the instance's PID 1 dies mid-invocation
 				return
+			}
+			if string(fr.Body) == "hold" && hold != nil {
+				f.wg.Add(1)
+				go func() { // answered beside other frames, as ember-init does
+					defer f.wg.Done()
+					<-hold
+					_ = conn.Write(initproto.TypeResult, fr.Seq, res, body)
+				}()
+				continue
 			}
 			_ = conn.Write(initproto.TypeResult, fr.Seq, res, body)
 		case initproto.TypeStop:
