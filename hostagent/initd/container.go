@@ -421,6 +421,7 @@ func (c *container) invoke(ctx context.Context, req initproto.Invoke, payload []
 		break
 	}
 
+	o = late(o, deadline)
 	res.Status, res.ErrorType = o.status, o.errType
 	if start := inv.start.Load(); start != 0 {
 		res.HandlerStartUnixNs = start
@@ -456,8 +457,21 @@ func (c *container) timeout(p *process, inv *invocation) outcome {
 	c.detach(p)
 	p.timedOut.Store(true)
 	p.killAndWait(c.s.cfg.StopGrace)
-	body := []byte(`{"errorMessage":"Task timed out: no response before the deadline","errorType":"Sandbox.Timedout"}`)
-	return outcome{status: initproto.StatusTimeout, errType: "Sandbox.Timedout", body: body}
+	return outcome{status: initproto.StatusTimeout, errType: "Sandbox.Timedout", body: timedOutBody}
+}
+
+var timedOutBody = []byte(`{"errorMessage":"Task timed out: no response before the deadline","errorType":"Sandbox.Timedout"}`)
+
+// late makes an answer that came after the deadline a timeout, whichever
+// the invocation saw first: a handler whose context expires at the
+// deadline (aws-lambda-go's) answers just after it, and under load its
+// answer can be read before the deadline's timer. Its process finished the
+// invocation and is kept.
+func late(o outcome, deadline time.Time) outcome {
+	if o.at == 0 || o.at <= deadline.UnixNano() || (o.status != initproto.StatusOK && o.status != initproto.StatusFunctionError) {
+		return o
+	}
+	return outcome{status: initproto.StatusTimeout, errType: "Sandbox.Timedout", body: timedOutBody, at: o.at}
 }
 
 // invocation is one Invoke handed to a process.

@@ -49,7 +49,8 @@
 //     (ErrorType from that post), or its response exceeded
 //     MaxResponseBytes (6 MB; "Function.ResponseSizeTooLarge", and the
 //     runtime got 413). Body is the error document.
-//   - timeout: no response by the deadline. The process group is SIGKILLed,
+//   - timeout: no response by the deadline (an answer that arrives after
+//     it, e.g. a handler's error when its context expired, is one too). The process group is SIGKILLed,
 //     and so is everything left in the container's cgroup2 directory (a
 //     handler's setsid'd children included), before the Result is sent;
 //     a respawn waits for that cgroup to be empty. ErrorType
