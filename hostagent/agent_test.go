@@ -326,7 +326,8 @@ func TestSupersededContainerStopsAside(t *testing.T) {
 
 // TestSecondDispatchBeside: while an invocation runs on an instance, a
 // dispatch of another version whose memory fits beside it runs at once in
-// a second container, and one that does not fit is Aborted; the busy
+// a second container; one of the same container, or one that does not
+// fit, is Aborted; the busy
 // container is not evicted meanwhile (one container per instance here),
 // and a new configuration of its version supersedes it only once its
 // invocation ended.
@@ -346,6 +347,10 @@ func TestSecondDispatchBeside(t *testing.T) {
 	}()
 	testenv.Eventually(t, 10*time.Second, "the first invocation running", func() bool { return len(fi.eventLog()) == 1 })
 
+	// The same version (its container is busy): one invocation per container.
+	if _, err := h.client.Dispatch(ctx, h.req(c.InstanceID, "acme", "f1", `{}`)); status.Code(err) != codes.Aborted {
+		t.Fatalf("a second invocation of the running container: %v, want Aborted", err)
+	}
 	v2 := h.req(c.InstanceID, "acme", "f1", `{}`)
 	v2.Version = "2"
 	resp, err := h.client.Dispatch(ctx, v2)

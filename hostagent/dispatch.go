@@ -130,7 +130,7 @@ func (a *Agent) run(ctx context.Context, log zerolog.Logger, in *instance, req *
 		in.op.Unlock()
 		return resp, err
 	}
-	logID := a.configureLogs(ctx, log, in, client, req.GetLogService())
+	logID := a.configureLogs(ctx, log, in, client, req.GetTenant(), req.GetLogService())
 	a.mu.Lock()
 	c.inUse++ // no eviction, reclaim or retirement stops it while it runs
 	a.mu.Unlock()
@@ -157,7 +157,11 @@ func (a *Agent) setUp(ctx context.Context, log zerolog.Logger, in *instance, req
 	a.mu.Lock()
 	c := in.containers[key]
 	client := in.client
+	inUse := c != nil && c.inUse > 0
 	a.mu.Unlock()
+	if inUse { // one invocation per container (e.g. a claim that outlived its lease)
+		return nil, nil, 0, 0, nil, status.Errorf(codes.Aborted, "instance %s is running an invocation of this version", in.id)
+	}
 
 	kind := dispatchpb.StartKind_START_KIND_HOT
 	var deliver time.Duration

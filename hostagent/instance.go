@@ -105,6 +105,8 @@ type container struct {
 	inUse     int
 	retire    string
 	retireHot bool
+	// stopped: a stop began (a container is stopped once).
+	stopped bool
 }
 
 // containerKey identifies a version's configuration: a container is reused

@@ -408,7 +408,12 @@ func (a *Agent) stopContainer(ctx context.Context, in *instance, c *container, d
 		delete(in.containers, c.key)
 	}
 	client := in.client
+	done := c.stopped
+	c.stopped, c.retire = true, "" // once: a retirement pending on it is this stop
 	a.mu.Unlock()
+	if done {
+		return
+	}
 	log := a.log.With().Str("instance", in.id).Str("container", c.id).Str("version", c.versionKey).Logger()
 	if dropHot {
 		if err := a.store.DropHot(ctx, in.id, c.versionKey); err != nil {

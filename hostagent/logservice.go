@@ -2,6 +2,7 @@ package hostagent
 
 import (
 	"context"
+	"errors"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -28,7 +29,7 @@ import (
 // id, or "" when the invocation runs without one (none asked, or the
 // configuration failed: logging never fails an invocation). Caller holds
 // in.op.
-func (a *Agent) configureLogs(ctx context.Context, log zerolog.Logger, in *instance, client *initClient, ls *dispatchpb.LogService) string {
+func (a *Agent) configureLogs(ctx context.Context, log zerolog.Logger, in *instance, client *initClient, tenant string, ls *dispatchpb.LogService) string {
 	if ls == nil || ls.GetId() == "" {
 		return ""
 	}
@@ -37,12 +38,19 @@ func (a *Agent) configureLogs(ctx context.Context, log zerolog.Logger, in *insta
 	}
 	fail := func(what string, err error) string {
 		log.Warn().Err(err).Str("log_service", ls.GetId()).Msg(what)
-		a.countLogs(in, "", initproto.LogStats{}, "unconfigured")
+		a.countLogs(in, tenant, initproto.LogStats{}, "unconfigured")
 		return ""
 	}
 	a.mu.Lock()
 	relay := in.relay
+	// Another invocation runs with the current service: it is not switched
+	// under it (claims beside one need the same service; this one runs
+	// without shipping).
+	busy := in.running > 1 && in.logService != ""
 	a.mu.Unlock()
+	if busy {
+		return fail("logging service: another invocation on the instance uses another one", errors.New("instance busy"))
+	}
 	if relay == nil {
 		var err error
 		relay, err = logrelay.Listen(filepath.Join(in.sockDir(), initproto.RelayName), in.hostUID,
@@ -63,13 +71,18 @@ func (a *Agent) configureLogs(ctx context.Context, log zerolog.Logger, in *insta
 		return fail("logging service: bad endpoint", err)
 	}
 	cfg := initproto.LogConfig{ID: ls.GetId(), Endpoint: ls.GetEndpoint(), Authorization: ls.GetAuthorization(),
-		Tenant: in.tenant, Instance: in.id}
+		Tenant: tenant, Instance: in.id}
 	if u, err := url.Parse(ls.GetEndpoint()); err == nil && u.Scheme == "https" {
 		cfg.RootCAsPEM = hostRoots()
 	}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := client.configureLogs(cctx, cfg); err != nil {
+		// ember-init may have taken it after all: no service is known
+		// until the next configuration says which.
+		a.mu.Lock()
+		in.logService = ""
+		a.mu.Unlock()
 		return fail("logging service: ember-init did not take the configuration", err)
 	}
 	a.mu.Lock()
@@ -88,13 +101,14 @@ func (a *Agent) countLogs(in *instance, tenant string, st initproto.LogStats, ou
 		return
 	}
 	if outcome != "" {
-		m.logRecords.With(prometheus.Labels{"tenant": in.tenant, "outcome": outcome}).Inc()
+		m.logRecords.With(prometheus.Labels{"tenant": tenant, "outcome": outcome}).Inc()
 		return
 	}
 	a.mu.Lock()
 	prev := in.logStats
 	current := st.ID == prev.ID
-	if current {
+	if current { // counts only grow: a report overtaken by a newer one adds nothing
+		st.Sent, st.Dropped, st.Failed = max(st.Sent, prev.Sent), max(st.Dropped, prev.Dropped), max(st.Failed, prev.Failed)
 		in.logStats = st
 	}
 	a.mu.Unlock()

@@ -96,6 +96,38 @@ func TestBesideClaim(t *testing.T) {
 	}
 	if c := claim(want("m512", "$LATEST#2")); c.Kind != pool.KindHot {
 		t.Fatalf("after both released: %+v, want hot", c)
+	} else if err := s.Release(ctx, c, vk, true); err != nil {
+		t.Fatal(err)
+	}
+	// A claim that finds the instance unusable (keep=false) while the other
+	// still runs on it: the instance goes only at the last release.
+	main := claim(want("m512", "$LATEST#5"))
+	other := want("m512", "7#6") // another version, hot nowhere
+	other.VersionKey = pool.VersionKey("t1", "f", "7")
+	bad := claim(other)
+	if bad.Kind != pool.KindBeside || bad.InstanceID != main.InstanceID {
+		t.Fatalf("beside for the unusable case: %+v (main %+v)", bad, main)
+	}
+	if err := s.Release(ctx, bad, vk, false); err != nil {
+		t.Fatal(err)
+	}
+	present := func(id string) bool {
+		insts, _ := s.Instances(ctx, "a1")
+		for _, in := range insts {
+			if in.ID == id {
+				return true
+			}
+		}
+		return false
+	}
+	if !present(main.InstanceID) {
+		t.Fatal("the instance was dropped while its main claim runs")
+	}
+	if err := s.Release(ctx, main, vk, true); err != nil {
+		t.Fatal(err)
+	}
+	if present(main.InstanceID) {
+		t.Fatal("the instance a claim found unusable came back to the pool")
 	}
 	// An instance whose memory holds only one container: never beside.
 	small := claim(want("m128", "$LATEST#1"))

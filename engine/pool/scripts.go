@@ -14,7 +14,7 @@ import "github.com/redis/go-redis/v9"
 // hotlog:<vk>:<L> (hotlogs:<vk> indexes the L of those). list and unlist
 // add it to and remove it from them; drop(p, id) forgets it altogether.
 const luaSets = `
-local function idle_keys(p, id)
+local function idle_keys(p, id, index)
   local key = p..'inst:'..id
   local h = redis.call('HMGET', key, 'class', 'tenant', 'log')
   local class, tenant, log = h[1], h[2] or '', h[3] or ''
@@ -33,7 +33,7 @@ local function idle_keys(p, id)
       table.insert(keys, p..'hot:'..v)
     else
       table.insert(keys, p..'hotlog:'..v..':'..log)
-      redis.call('SADD', p..'hotlogs:'..v, log)
+      if index then redis.call('SADD', p..'hotlogs:'..v, log) end
     end
   end
   return keys
@@ -53,13 +53,13 @@ local function unbusy(p, id)
   local key = p..'inst:'..id
   local fk = redis.call('HGET', key, 'busyfn')
   if fk then redis.call('SREM', p..'busyfn:'..fk, id) end
-  redis.call('HDEL', key, 'busyfn', 'busyvid', 'busymem')
+  redis.call('HDEL', key, 'busyfn', 'busyvid', 'busymem', 'busylog')
 end
 local function list(p, id)
-  for _, k in ipairs(idle_keys(p, id)) do redis.call('SADD', k, id) end
+  for _, k in ipairs(idle_keys(p, id, true)) do redis.call('SADD', k, id) end
 end
 local function unlist(p, id)
-  for _, k in ipairs(idle_keys(p, id)) do redis.call('SREM', k, id) end
+  for _, k in ipairs(idle_keys(p, id, false)) do redis.call('SREM', k, id) end
 end
 local function drop(p, id)
   unlist(p, id)
@@ -104,7 +104,7 @@ local function take(id, agent, kind)
   local key = p..'inst:'..id
   redis.call('HSET', key, 'state', 'busy', 'tenant', tenant, 'claim', token)
   if fk ~= '' then
-    redis.call('HSET', key, 'busyfn', fk, 'busyvid', vid, 'busymem', need)
+    redis.call('HSET', key, 'busyfn', fk, 'busyvid', vid, 'busymem', need, 'busylog', log)
     redis.call('SADD', p..'busyfn:'..fk, id)
   end
   redis.call('ZADD', p..'busy', lease, id)
@@ -116,7 +116,9 @@ local function beside()
   local set = p..'busyfn:'..fk
   for _, id in ipairs(redis.call('SRANDMEMBER', set, 4)) do
     local key = p..'inst:'..id
-    local h = redis.call('HMGET', key, 'class', 'tenant', 'state', 'side', 'busyvid', 'busymem', 'log', 'busyfn')
+    -- busylog: the logging service the main claim runs with (the agent
+    -- never switches it for the claim beside).
+    local h = redis.call('HMGET', key, 'class', 'tenant', 'state', 'side', 'busyvid', 'busymem', 'busylog', 'busyfn')
     if h[3] ~= 'busy' or h[8] ~= fk then
       redis.call('SREM', set, id) -- stale: the claim that ran the function is gone
     elseif h[1] == class and h[2] == tenant and not h[4] and h[5] ~= vid and (h[7] or '') == log
@@ -204,13 +206,18 @@ elseif h[5] == tok then
 else
   return -1
 end
-if keep ~= '1' or redis.call('EXISTS', p..'agent:'..h[1]) == 0 then
+if other then -- the other claim still holds it: an unusable instance goes at the last release
+  if keep ~= '1' then redis.call('HSET', key, 'dropme', '1') end
+  if keep == '1' and log ~= '' then redis.call('HSET', key, 'log', log) end
+  if keep == '1' and vk ~= '' then redis.call('SADD', key..':hot', vk) end
+  return 1
+end
+if keep ~= '1' or redis.call('HGET', key, 'dropme') or redis.call('EXISTS', p..'agent:'..h[1]) == 0 then
   drop(p, id)
   return 0
 end
 if log ~= '' then redis.call('HSET', key, 'log', log) end
 if vk ~= '' then redis.call('SADD', key..':hot', vk) end
-if other then return 1 end -- the other claim still holds it
 redis.call('ZREM', p..'busy', id)
 redis.call('HSET', key, 'state', 'idle')
 list(p, id)
@@ -223,7 +230,7 @@ var addScript = redis.NewScript(luaSets + `
 local p, id, agent, class = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 redis.call('HSET', p..'inst:'..id, 'agent', agent, 'class', class, 'tenant', '', 'state', 'idle')
 unbusy(p, id)
-redis.call('HDEL', p..'inst:'..id, 'claim', 'log', 'side')
+redis.call('HDEL', p..'inst:'..id, 'claim', 'log', 'side', 'dropme')
 redis.call('ZREM', p..'busy', id)
 redis.call('SADD', p..'agent:'..agent..':insts', id)
 redis.call('SADD', p..'members:'..class, id)
@@ -276,7 +283,7 @@ local key = p..'inst:'..id
 unlist(p, id)
 redis.call('HSET', key, 'agent', agent, 'class', class, 'tenant', tenant, 'state', 'idle')
 unbusy(p, id)
-redis.call('HDEL', key, 'claim', 'log', 'side')
+redis.call('HDEL', key, 'claim', 'log', 'side', 'dropme')
 redis.call('ZREM', p..'busy', id)
 redis.call('SADD', p..'agent:'..agent..':insts', id)
 redis.call('SADD', p..'members:'..class, id)
@@ -352,14 +359,18 @@ for _, id in ipairs(ids) do
   local key = p..'inst:'..id
   local h = redis.call('HMGET', key, 'class', 'tenant')
   if h[1] then
-    redis.call('HSET', key, 'state', 'idle')
     redis.call('HDEL', key, 'claim', 'side')
     unbusy(p, id)
-    list(p, id)
-    if h[2] and h[2] ~= '' then
-      redis.call('PUBLISH', p..'freed', h[1]..' '..h[2])
+    if redis.call('HGET', key, 'dropme') then -- a claim found it unusable
+      drop(p, id)
     else
-      redis.call('PUBLISH', p..'freed', h[1])
+      redis.call('HSET', key, 'state', 'idle')
+      list(p, id)
+      if h[2] and h[2] ~= '' then
+        redis.call('PUBLISH', p..'freed', h[1]..' '..h[2])
+      else
+        redis.call('PUBLISH', p..'freed', h[1])
+      end
     end
   end
 end
