@@ -285,12 +285,15 @@ func sub(a, b uint64) uint64 {
 	return a - b
 }
 
+// peakMB is the memory peak in whole MB, rounded up (REPORT's Max Memory Used).
+func (u *Usage) peakMB() int64 { return (u.MemoryPeakBytes + (1 << 20) - 1) >> 20 }
+
 // reportLine is the Lambda-style REPORT line of an invocation.
 func reportLine(id string, duration time.Duration, billed, memoryMB int64, u *Usage) string {
 	line := fmt.Sprintf("REPORT RequestId: %s Duration: %.2f ms Billed Duration: %d ms Memory Size: %d MB",
 		id, float64(duration)/float64(time.Millisecond), billed, memoryMB)
 	if u != nil {
-		line += fmt.Sprintf(" Max Memory Used: %d MB CPU: %.1f ms", (u.MemoryPeakBytes+(1<<20)-1)>>20, float64(u.CPU)/float64(time.Millisecond))
+		line += fmt.Sprintf(" Max Memory Used: %d MB CPU: %.1f ms", u.peakMB(), float64(u.CPU)/float64(time.Millisecond))
 		if u.NetworkMeasured {
 			line += fmt.Sprintf(" Net: rx %d B tx %d B", u.RxBytes, u.TxBytes)
 		}
@@ -342,11 +345,18 @@ func billedMs(d time.Duration) int64 {
 }
 
 // recordUsage logs the invocation's REPORT line, counts it in the metrics
-// and returns the usage for the response (nil when u is nil).
-func (a *Agent) recordUsage(log zerolog.Logger, req *dispatchpb.DispatchRequest, duration, wall time.Duration, memoryMB int64, u *Usage) *dispatchpb.Usage {
+// and returns the usage for the response (nil when u is nil) and, when
+// wantLine is set (a logging service gets it too), the REPORT line.
+func (a *Agent) recordUsage(log zerolog.Logger, req *dispatchpb.DispatchRequest, duration, wall time.Duration, memoryMB int64, u *Usage,
+	wantLine bool) (*dispatchpb.Usage, string) {
 	billed := billedMs(duration)
-	if ev := log.Info(); ev.Enabled() {
-		ev.Msg(reportLine(req.GetInvocationId(), duration, billed, memoryMB, u))
+	var line string
+	ev := log.Info()
+	if ev.Enabled() || wantLine {
+		line = reportLine(req.GetInvocationId(), duration, billed, memoryMB, u)
+	}
+	if ev.Enabled() {
+		ev.Msg(line)
 	}
 
 	if m := a.usageMetrics; m != nil {
@@ -360,13 +370,13 @@ func (a *Agent) recordUsage(log zerolog.Logger, req *dispatchpb.DispatchRequest,
 		}
 	}
 	if u == nil {
-		return nil
+		return nil, line
 	}
 	return &dispatchpb.Usage{
 		CpuNs: u.CPU.Nanoseconds(), WallNs: wall.Nanoseconds(), MemoryPeakBytes: u.MemoryPeakBytes,
 		RxBytes: int64(u.RxBytes), TxBytes: int64(u.TxBytes), RxPackets: int64(u.RxPackets), TxPackets: int64(u.TxPackets),
 		Source: u.Source, NetworkMeasured: u.NetworkMeasured, MemorySizeMb: memoryMB,
-	}
+	}, line
 }
 
 // attachMeter starts measuring a new container; nil when accounting is off

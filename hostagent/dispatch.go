@@ -271,9 +271,9 @@ func (a *Agent) invoke(ctx context.Context, log zerolog.Logger, in *instance, cl
 	}
 	ev.Str("status", res.Status).Str("start", kind.String()).Int64("duration_ns", res.DurationNs).Msg("invocation done")
 	u := usageSince(log, c.meter, mark, measured)
-	usage := a.recordUsage(log, req, time.Duration(res.DurationNs), wall, c.memoryMB, u)
+	usage, line := a.recordUsage(log, req, time.Duration(res.DurationNs), wall, c.memoryMB, u, logID != "")
 	if logID != "" {
-		a.shipReport(log, in, client, req, c, logID, res, initNs, u)
+		a.shipReport(log, in, client, req, c, logID, line, res, initNs, u)
 	}
 	return &dispatchpb.DispatchResponse{
 		Status: st, Payload: body, ErrorType: res.ErrorType, LogTail: res.LogTail, LogTruncatedBytes: res.LogTruncatedBytes,
@@ -314,10 +314,7 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 	if err != nil {
 		return nil, err
 	}
-	mem := req.GetMemoryMb()
-	if mem <= 0 || mem > in.memoryMB {
-		mem = in.memoryMB
-	}
+	mem := dispatchMB(in, req)
 	a.mu.Lock()
 	a.seq++
 	id := key[:12] + "-" + strconv.FormatUint(a.seq, 10)

@@ -115,11 +115,14 @@ func (a *Agent) countLogs(in *instance, tenant string, st initproto.LogStats, ou
 	if !current {
 		return // a report about a service the instance no longer uses
 	}
-	for outcome, d := range map[string]int64{"sent": st.Sent - prev.Sent, "dropped": st.Dropped - prev.Dropped, "failed": st.Failed - prev.Failed} {
+	add := func(outcome string, d int64) {
 		if d > 0 {
-			m.logRecords.With(prometheus.Labels{"tenant": tenant, "outcome": outcome}).Add(float64(d))
+			m.logRecords.WithLabelValues(tenant, outcome).Add(float64(d))
 		}
 	}
+	add("sent", st.Sent-prev.Sent)
+	add("dropped", st.Dropped-prev.Dropped)
+	add("failed", st.Failed-prev.Failed)
 }
 
 var (
@@ -146,7 +149,7 @@ func reportFigures(status string, errType string, duration time.Duration, billed
 	r := logship.Report{DurationMs: float64(duration) / float64(time.Millisecond), BilledDurationMs: billed,
 		MemorySizeMB: memoryMB, InitDurationMs: float64(initNs) / 1e6, Status: status, ErrorType: errType}
 	if u != nil {
-		r.MaxMemoryUsedMB = (u.MemoryPeakBytes + (1 << 20) - 1) >> 20
+		r.MaxMemoryUsedMB = u.peakMB()
 		r.CPUMs = float64(u.CPU) / float64(time.Millisecond)
 	}
 	return r
@@ -155,12 +158,10 @@ func reportFigures(status string, errType string, duration time.Duration, billed
 // shipReport sends the invocation's REPORT to ember-init for its logging
 // service and counts what ember-init reported of its records.
 func (a *Agent) shipReport(log zerolog.Logger, in *instance, client *initClient, req *dispatchpb.DispatchRequest, c *container,
-	logID string, res initproto.Result, initNs int64, u *Usage) {
+	logID, line string, res initproto.Result, initNs int64, u *Usage) {
 	duration := time.Duration(res.DurationNs)
-	billed := billedMs(duration)
-	r := initproto.Report{ContainerID: c.id, InvocationID: req.GetInvocationId(), LogService: logID,
-		Line:   reportLine(req.GetInvocationId(), duration, billed, c.memoryMB, u),
-		Report: reportFigures(res.Status, res.ErrorType, duration, billed, c.memoryMB, initNs, u)}
+	r := initproto.Report{ContainerID: c.id, InvocationID: req.GetInvocationId(), LogService: logID, Line: line,
+		Report: reportFigures(res.Status, res.ErrorType, duration, billedMs(duration), c.memoryMB, initNs, u)}
 	if err := client.report(r); err != nil {
 		log.Debug().Err(err).Msg("report for the logging service lost with the init connection")
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -138,14 +136,7 @@ func (s *stack) checkLagViews(t *testing.T, binding string, partitions int) {
 	// The monitor samples every 500 ms: /metrics shows its last sample.
 	var body []byte
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		req, _ := http.NewRequestWithContext(s.ctx(), http.MethodGet, "http://"+s.api+"/metrics", nil)
-		req.Header.Set("Authorization", "Bearer "+s.adminKey)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ = io.ReadAll(resp.Body)
-		resp.Body.Close()
+		body = scrape(t, s)
 		if strings.Contains(string(body), fmt.Sprintf(`ember_binding_lag_records{binding="%s/%s"} 0`, tenant, binding)) || time.Now().After(deadline) {
 			break
 		}
