@@ -46,9 +46,10 @@ stop: ## Stop emberd (if started by `make run`), containerd and Redis.
 	@deploy/setup.sh stop
 
 .PHONY: test-deps
-test-deps: ## Install what only the tests need: Chromium (the dashboard in a browser), Prometheus (promtool, a real scrape), the OpenTelemetry Collector (a real log receiver; built once, cached).
+test-deps: ## Install what only the tests need: Chromium (the dashboard in a browser), Prometheus (promtool, a real scrape), the OpenTelemetry Collector (a real log receiver) and SeaweedFS (state shared by several hosts); the last two built once, cached.
 	@deploy/setup.sh install chromium prometheus
 	@deploy/setup.sh otelcol
+	@deploy/setup.sh weed
 
 .PHONY: test
 test: setup test-deps ## Run every test against real Redis, containerd and the Kafka-protocol broker, then each fuzz target briefly.
@@ -67,6 +68,7 @@ fuzz: setup ## Run each fuzz target for FUZZTIME (default 20000x, executions; e.
 bench: setup build ## Run the benchmarks and print the figures with the command to reproduce them.
 	@deploy/setup.sh install wrk
 	@deploy/setup.sh otelcol
+	@deploy/setup.sh weed
 	@deploy/bench.sh
 
 .PHONY: generate

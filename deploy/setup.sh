@@ -8,6 +8,8 @@
 #   deploy/setup.sh status    print what is running
 #   deploy/setup.sh otelcol   build the OpenTelemetry Collector of deploy/otelcol
 #                             (once per go.sum, cached) and link $EMBER_STATE/tools/otelcol
+#   deploy/setup.sh weed      build SeaweedFS's weed (deploy/seaweedfs; once per go.sum,
+#                             cached) and link $EMBER_STATE/tools/weed
 #
 # Everything lives under $EMBER_STATE (default: <repo>/.ember). start writes
 # $EMBER_STATE/env with EMBER_REDIS and EMBER_CONTAINERD for the Makefile,
@@ -117,18 +119,35 @@ stop() {
 # minutes the first time on 2 cores, nothing afterwards. $EMBER_TOOLS_CACHE
 # (default ~/.cache/ember) outlives checkouts and `make clean`.
 otelcol() {
+	tool otelcol otelcol . "the OpenTelemetry Collector" main.go
+}
+
+# weed builds SeaweedFS (deploy/seaweedfs pins its version): the networked
+# store of state resources shared by several hosts (docs/configuration.md).
+# About 8-10 minutes the first time on 2 cores, nothing afterwards.
+weed() {
+	tool seaweedfs weed github.com/seaweedfs/seaweedfs/weed "SeaweedFS"
+}
+
+# tool DIR NAME PACKAGE WHAT [FILES...] builds PACKAGE of the module in
+# deploy/DIR into $EMBER_TOOLS_CACHE (default ~/.cache/ember, which outlives
+# checkouts and `make clean`), keyed by the module's go.mod, go.sum and
+# FILES, and links it at $EMBER_STATE/tools/NAME.
+tool() {
+	local dir=$repo/deploy/$1 name=$2 pkg=$3 what=$4
+	shift 4
 	local cache=${EMBER_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ember}
 	local key
-	key=$(cat "$repo/deploy/otelcol/go.mod" "$repo/deploy/otelcol/go.sum" "$repo/deploy/otelcol/main.go" | sha256sum | cut -c1-16)
-	local bin=$cache/otelcol-$key
+	key=$(cd "$dir" && cat go.mod go.sum "$@" | sha256sum | cut -c1-16)
+	local bin=$cache/$name-$key
 	if [ ! -x "$bin" ]; then
-		log "building the OpenTelemetry Collector (deploy/otelcol) into $bin"
+		log "building $what (deploy/$(basename "$dir")) into $bin"
 		mkdir -p "$cache"
-		(cd "$repo/deploy/otelcol" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$bin.tmp" .)
+		(cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$bin.tmp" "$pkg")
 		mv "$bin.tmp" "$bin"
 	fi
 	mkdir -p "$state/tools"
-	ln -sfn "$bin" "$state/tools/otelcol"
+	ln -sfn "$bin" "$state/tools/$name"
 }
 
 status() {
@@ -139,8 +158,9 @@ status() {
 case "${1:-start}" in
 install) shift; install "$@" ;;
 otelcol) otelcol ;;
+weed) weed ;;
 start) start ;;
 stop) stop ;;
 status) status ;;
-*) log "usage: $0 install|start|stop|status|otelcol"; exit 2 ;;
+*) log "usage: $0 install|start|stop|status|otelcol|weed"; exit 2 ;;
 esac

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ember-run/ember/engine/pool"
 	"github.com/ember-run/ember/hostagent/network"
+	"github.com/ember-run/ember/hostagent/statefs"
 )
 
 // Config configures an Agent. Zero fields take the documented defaults.
@@ -92,6 +93,10 @@ type Config struct {
 	// link-local: logrelay.Policy) where tenants' logging services may be
 	// reached, e.g. a collector on the host's network.
 	LogAllow []netip.Prefix
+	// State says where tenants' state resources live: in image files on
+	// this host (the zero value) or on a SeaweedFS filer every host mounts
+	// (statefs.Options.Filer).
+	State statefs.Options
 	// StopGrace is the SIGTERM-to-SIGKILL grace when a container is stopped.
 	// Default: 2s.
 	StopGrace time.Duration

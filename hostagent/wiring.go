@@ -93,7 +93,7 @@ func NewContainerd(ctx context.Context, cfg Config, cs ContainerdSetup, deps Dep
 	}
 	deps.Runtime, deps.Cgroups = rt, HostCgroups()
 	if deps.State == nil {
-		st, err := statefs.New(filepath.Join(cfg.StateDir, "state"))
+		st, err := statefs.New(filepath.Join(cfg.StateDir, "state"), cfg.State)
 		if err != nil {
 			_ = cc.Close()
 			return nil, nil, fmt.Errorf("hostagent: %w", err)

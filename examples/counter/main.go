@@ -62,30 +62,40 @@ func handle(_ context.Context, req Request) (Response, error) {
 	return r, err
 }
 
-// incr adds one to the number in path, holding an exclusive flock.
+// incr adds one to the number in path. It holds an exclusive flock on
+// path.lock, then opens, reads and rewrites path and closes it before it
+// lets go: the next holder, on any host, opens the file after this one's
+// writes were closed (close-to-open), not before it waited. The number is
+// written at a fixed width, so no host's cached file size can cut a read
+// short.
 func incr(path string) (int64, error) {
+	lk, err := os.OpenFile(path+".lock", os.O_RDONLY|os.O_CREATE, 0o666)
+	if err != nil {
+		return 0, err
+	}
+	defer lk.Close()
+	if err := syscall.Flock(int(lk.Fd()), syscall.LOCK_EX); err != nil {
+		return 0, err
+	}
+	defer syscall.Flock(int(lk.Fd()), syscall.LOCK_UN)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o666)
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		return 0, err
-	}
-	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 	b, err := io.ReadAll(f)
 	if err != nil {
 		return 0, err
 	}
 	n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 	n++
-	if err := f.Truncate(0); err != nil {
+	if _, err := f.WriteAt(fmt.Appendf(nil, "%020d", n), 0); err != nil {
 		return 0, err
 	}
-	if _, err := f.WriteAt([]byte(strconv.FormatInt(n, 10)), 0); err != nil {
+	if err := f.Sync(); err != nil {
 		return 0, err
 	}
-	return n, f.Sync()
+	return n, f.Close()
 }
 
 // fill writes 1 MiB blocks to path until an error, then removes it.

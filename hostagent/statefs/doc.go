@@ -12,7 +12,10 @@
 // where ember-init binds it into the containers that name it. Detaching
 // unmounts the binds; the data stays in the image.
 //
-// One host only: instances on other hosts see other copies. A networked
-// store with file semantics is what several hosts need (see the project's
-// issues).
+// With Options.Filer the resources live on a SeaweedFS cluster shared by
+// every host instead: each is mounted once per host by a `weed mount`
+// process (FUSE) from the filer's /ember/state/<tenant>/<name>, with its
+// own collection (what its quota counts) and the filer's lock manager
+// (flock and fcntl locks honoured across hosts); instances get it through
+// the same binds.
 package statefs

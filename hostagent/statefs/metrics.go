@@ -34,7 +34,8 @@ func (s *Store) Resources() []Resource {
 		res, _ := os.ReadDir(filepath.Join(s.root, t.Name()))
 		for _, r := range res {
 			mnt := filepath.Join(s.root, t.Name(), r.Name())
-			if !r.IsDir() || strings.HasSuffix(r.Name(), ".img") {
+			// Not image files, nor a weed mount's cache (.NAME.cache).
+			if !r.IsDir() || strings.HasSuffix(r.Name(), ".img") || strings.HasPrefix(r.Name(), ".") {
 				continue
 			}
 			if ok, err := mounted(mnt); err != nil || !ok {

@@ -18,7 +18,9 @@ import (
 // concurrent use.
 type Store struct {
 	root string
-	mu   sync.Mutex // serialises creating and mounting resources
+	opt  Options
+	mu   sync.Mutex            // serialises creating and mounting resources
+	weed map[string]*weedMount // resource mount point -> its weed mount (Options.Filer)
 
 	amu      sync.Mutex
 	attached map[string]string // attach point -> "<tenant>/<name>"
@@ -29,10 +31,19 @@ type Store struct {
 var safeName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // New returns a store under root (created 0700: only the host's root
-// reaches the resources there; instances get them through binds).
-func New(root string) (*Store, error) {
+// reaches the resources there; instances get them through binds), keeping
+// the resources where opt says.
+func New(root string, opt Options) (*Store, error) {
 	if !filepath.IsAbs(root) {
 		return nil, fmt.Errorf("statefs: root %q must be absolute", root)
+	}
+	if opt.Filer != "" {
+		if opt.Weed == "" {
+			opt.Weed = "weed"
+		}
+		if err := checkFiler(opt); err != nil {
+			return nil, err
+		}
 	}
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("statefs: %w", err)
@@ -49,7 +60,7 @@ func New(root string) (*Store, error) {
 			return nil, fmt.Errorf("statefs: %s not found (e2fsprogs, mount): %w", tool, err)
 		}
 	}
-	return &Store{root: root, attached: map[string]string{}}, nil
+	return &Store{root: root, opt: opt, weed: map[string]*weedMount{}, attached: map[string]string{}}, nil
 }
 
 // Prepare makes dir (an instance's state directory on the host) a mount
@@ -120,11 +131,14 @@ func (s *Store) ensure(tenant, name string, sizeMB int64) (string, error) {
 	defer s.mu.Unlock()
 	dir := filepath.Join(s.root, tenant)
 	mnt, img := filepath.Join(dir, name), filepath.Join(dir, name+".img")
-	if ok, err := mounted(mnt); err != nil || ok {
-		return mnt, err
-	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("statefs: %w", err)
+	}
+	if s.opt.Filer != "" {
+		return mnt, s.mountNetworked(tenant, name, sizeMB, mnt)
+	}
+	if ok, err := mounted(mnt); err != nil || ok {
+		return mnt, err
 	}
 	if err := os.MkdirAll(mnt, 0o700); err != nil {
 		return "", fmt.Errorf("statefs: %w", err)
@@ -209,11 +223,15 @@ func (s *Store) Release(dir string) error {
 }
 
 // Close unmounts every resource file system of the store (their loop
-// devices go with them).
+// devices or weed mounts go with them).
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.Release(s.root)
+	var errs []error
+	for mnt := range s.weed { // each weed mount writes what it holds, then exits
+		errs = append(errs, s.unmountNetworked(mnt))
+	}
+	return errors.Join(append(errs, s.Release(s.root))...)
 }
 
 // mounted reports whether path is a mount point.

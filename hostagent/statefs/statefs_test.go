@@ -20,7 +20,7 @@ func TestAttachShareReleaseKeep(t *testing.T) {
 		t.Fatal("statefs needs root (loop devices, mounts)")
 	}
 	root := t.TempDir()
-	s, err := New(filepath.Join(root, "state"))
+	s, err := New(filepath.Join(root, "state"), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

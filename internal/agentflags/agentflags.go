@@ -28,6 +28,7 @@ type Flags struct {
 	uidBase                       int
 	capacityMB                    int64
 	capacityVCPU                  float64
+	stateFiler, weed              string
 }
 
 // Register adds the flags to fs.
@@ -46,6 +47,8 @@ func (f *Flags) Register(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&f.logAllow, "log-allow", nil, "a loopback, private or link-local prefix where tenants' logging services may be reached (repeatable)")
 	fs.StringArrayVar(&f.dns, "dns", nil, "a DNS resolver for containers (repeatable; default: the host's /etc/resolv.conf nameservers that are not loopback)")
 	fs.BoolVar(&f.noNetwork, "no-network", false, "give containers their own loopback only, whatever their function asks")
+	fs.StringVar(&f.stateFiler, "state-filer", "", "SeaweedFS filer (host:port) holding tenants' state resources for every host (default: image files on this host only)")
+	fs.StringVar(&f.weed, "weed", "weed", "SeaweedFS weed binary that mounts state resources from --state-filer")
 	fs.IntVar(&f.uidBase, "uid-base", 100000, "first host uid of instances (each gets 65536 of its own); agents sharing a kernel need disjoint ranges")
 }
 
@@ -59,6 +62,7 @@ func (f *Flags) Apply(cfg *hostagent.Config) error {
 	cfg.ContainerKeepAlive, cfg.InstanceKeepAlive, cfg.Accounting = f.containerKeepAlive, f.keepAlive, f.accounting
 	cfg.Network.Bridge, cfg.Network.Subnet, cfg.NoNetwork = f.bridge, f.subnet, f.noNetwork
 	cfg.MappedRootUID = f.uidBase
+	cfg.State.Filer, cfg.State.Weed = f.stateFiler, f.weed
 	if f.capacityMB < 0 || f.capacityVCPU < 0 {
 		return fmt.Errorf("--capacity-memory and --capacity-vcpu must not be negative")
 	}

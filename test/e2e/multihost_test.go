@@ -38,6 +38,14 @@ type cluster struct {
 	peer    string // emberd's peer listener, gateway:port
 	hosts   []*host
 	ember   *stack
+	state   *testenv.SeaweedFS // the hosts' state store, if asked for
+}
+
+// clusterOpts are a cluster's settings beyond its hosts.
+type clusterOpts struct {
+	// stateStore: a SeaweedFS cluster on the bridge holds every host's
+	// state resources (ember-agent --state-filer).
+	stateStore bool
 }
 
 // host is one host of a cluster.
@@ -69,6 +77,12 @@ func run(t testing.TB, name string, args ...string) {
 // newCluster starts a cluster of len(specs) hosts, then emberd.
 func newCluster(t testing.TB, specs ...hostSpec) *cluster {
 	t.Helper()
+	return newClusterWith(t, clusterOpts{}, specs...)
+}
+
+// newClusterWith starts a cluster with opts.
+func newClusterWith(t testing.TB, opts clusterOpts, specs ...hostSpec) *cluster {
+	t.Helper()
 	n := int(clusters.Add(1))
 	c := &cluster{t: t, n: n, bridge: fmt.Sprintf("emhb%d", n), gateway: fmt.Sprintf("10.231.%d.1", n)}
 	run(t, "ip", "link", "add", c.bridge, "type", "bridge")
@@ -76,6 +90,9 @@ func newCluster(t testing.TB, specs ...hostSpec) *cluster {
 	run(t, "ip", "addr", "add", c.gateway+"/24", "dev", c.bridge)
 	run(t, "ip", "link", "set", c.bridge, "up")
 	c.redis = testenv.StartRedisOn(t, c.gateway)
+	if opts.stateStore {
+		c.state = testenv.StartSeaweedFS(t, c.gateway)
+	}
 	rdb := redis.NewClient(&redis.Options{Addr: c.redis.Addr})
 	t.Cleanup(func() { _ = rdb.Close() })
 	ps, err := pool.New(rdb)
@@ -157,6 +174,9 @@ func (c *cluster) startHost(ca *pki.Authority, dir string, i int, spec hostSpec)
 		"--uid-base", strconv.Itoa(3_000_000_000 + (c.n*8+i)*40*65536), "--subnet", fmt.Sprintf("10.232.%d.0/24", i),
 		"--log-format", "json", "--log-level", logLevel,
 	}, spec.extra...)
+	if c.state != nil {
+		args = append(args, "--state-filer", c.state.Filer, "--weed", testenv.WeedBinary())
+	}
 	logf, err := os.Create(filepath.Join(dir, "agent.log"))
 	if err != nil {
 		t.Fatal(err)

@@ -7,16 +7,32 @@ import (
 	"time"
 
 	"github.com/ember-run/ember/engine/api/wire"
+	"github.com/ember-run/ember/internal/testenv"
 )
 
 // BenchmarkPoolHitState: median of 10 pool-hit starts (a new tenant each:
 // a warm instance claimed, the code delivered, a container started) of the
 // counter function without state and with a state resource of the tenant
-// (created on this host at that moment: an ext4 image made and mounted,
-// then attached to the instance), and their ratio.
+// (created at that moment: on this host an ext4 image made and mounted, or
+// on SeaweedFS a weed mount started; then attached to the instance), and
+// their ratio.
 func BenchmarkPoolHitState(b *testing.B) {
+	args := []string{"--max-instances", "40"}
+	plain, local := poolHitState(b, newStack(b, "m512=2", args...)) // 512 MB: 0.29 vCPU, not the 0.1 of m128
+	report(b, "pool hit, no state, median of 10", ms(plain), "ms-pool-hit")
+	report(b, "pool hit with a new state resource, median of 10", ms(local), "ms-pool-hit-state")
+	report(b, "ratio with state / without", float64(local)/float64(plain), "x-state")
+	fs := testenv.StartSeaweedFS(b, "127.0.0.1")
+	plain, shared := poolHitState(b, newStack(b, "m512=2", append(args, "--state-filer", fs.Filer, "--weed", testenv.WeedBinary())...))
+	report(b, "pool hit, no state (agent with --state-filer), median of 10", ms(plain), "ms-pool-hit-2")
+	report(b, "pool hit with a new SeaweedFS state resource, median of 10", ms(shared), "ms-pool-hit-seaweedfs")
+	report(b, "ratio with SeaweedFS state / without", float64(shared)/float64(plain), "x-state-seaweedfs")
+}
+
+// poolHitState returns the medians of 10 pool hits without and with a new
+// state resource.
+func poolHitState(b *testing.B, s *stack) (plain, withState time.Duration) {
 	const rounds = 10
-	s := newStack(b, "m512=2", "--max-instances", "40") // 512 MB: 0.29 vCPU, not the 0.1 of m128
 	state := []wire.StateMount{{Name: "counter", Path: "/mnt/counter", SizeMB: 16}}
 	hit := func(tenant string, withState bool) time.Duration {
 		c := s.tenantClient(tenant)
@@ -40,12 +56,10 @@ func BenchmarkPoolHitState(b *testing.B) {
 		}
 		return time.Since(start)
 	}
-	var plain, withState []time.Duration
+	var p, w []time.Duration
 	for i := range rounds {
-		plain = append(plain, hit(fmt.Sprintf("plain%d", i), false))
-		withState = append(withState, hit(fmt.Sprintf("state%d", i), true))
+		p = append(p, hit(fmt.Sprintf("plain%d", i), false))
+		w = append(w, hit(fmt.Sprintf("state%d", i), true))
 	}
-	report(b, "pool hit, no state, median of 10", ms(median(plain)), "ms-pool-hit")
-	report(b, "pool hit with a new state resource, median of 10", ms(median(withState)), "ms-pool-hit-state")
-	report(b, "ratio with state / without", float64(median(withState))/float64(median(plain)), "x-state")
+	return median(p), median(w)
 }

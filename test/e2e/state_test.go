@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"cmp"
 	"encoding/json"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -22,7 +24,7 @@ func counterOp(t *testing.T, s *stack, c *client.Client, op string) counterResul
 	t.Helper()
 	res, err := c.Invoke(s.ctx(), "counter", "", []byte(`{"op":"`+op+`"}`))
 	if err != nil || !res.OK() {
-		t.Fatalf("%s: %+v %v (log %s)", op, res, err, res.LogTail)
+		t.Fatalf("%s: %v: %s %s (log %s)", op, err, res.Status, res.Payload, res.LogTail)
 	}
 	var out counterResult
 	if err := json.Unmarshal(res.Payload, &out); err != nil {
@@ -108,5 +110,78 @@ func TestStateSharedAcrossInstances(t *testing.T) {
 			t.Fatalf("tenant other's status state %+v", st.State)
 		}
 		time.Sleep(100 * time.Millisecond) // polling the agent's next report
+	}
+}
+
+// TestStateAcrossHosts: hosts mount the tenant's resource from one
+// SeaweedFS filer (three hosts of one instance each: two serve the tenant,
+// the third another tenant). 100 increments of a counter file under flock
+// (examples/counter), most of them two at a time, run on two hosts'
+// instances: the values returned are 1 to 100, each once, many of them
+// right after an increment on the other host, and the filer holds 100.
+// Another tenant's function of the same resource name sees none of it.
+func TestStateAcrossHosts(t *testing.T) {
+	spec := hostSpec{pool: "m128=1", extra: []string{"--max-instances", "1"}}
+	c := newClusterWith(t, clusterOpts{stateStore: true}, spec, spec, spec)
+	s := c.ember
+	state := []wire.StateMount{{Name: "counter", Path: "/mnt/counter", SizeMB: 16}}
+	s.deploy("counter", "counter", wire.FunctionConfig{TimeoutMs: 10000, State: &state})
+
+	type incr struct {
+		value int64
+		host  int
+	}
+	var mu sync.Mutex
+	var done []incr
+	run := func(n int) {
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				r := counterOp(t, s, s.client, "incr")
+				_, inst, _ := strings.Cut(r.LogStream, "]")
+				h := -1
+				for i, hh := range c.hosts {
+					if c.instancesOf(hh)[inst] {
+						h = i
+					}
+				}
+				mu.Lock()
+				done = append(done, incr{r.Value, h})
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+	}
+	run(1) // the first creates the counter
+	for range 49 {
+		run(2)
+	}
+	run(1)
+	slices.SortFunc(done, func(a, b incr) int { return cmp.Compare(a.value, b.value) })
+	perHost, switches := map[int]int{}, 0
+	for i, d := range done {
+		if d.value != int64(i+1) {
+			t.Fatalf("increment %d returned %d: an increment was lost (%v)", i+1, d.value, done)
+		}
+		if d.host < 0 {
+			t.Fatalf("increment %d ran on an instance of neither host", d.value)
+		}
+		perHost[d.host]++
+		if i > 0 && done[i-1].host != d.host {
+			switches++
+		}
+	}
+	if len(perHost) != 2 || switches < 10 {
+		t.Fatalf("increments per host %v, %d switches between hosts: want both hosts used, alternating", perHost, switches)
+	}
+	t.Logf("100 increments: %v per host, %d right after one on the other host", perHost, switches)
+	if got, err := c.state.Read("/ember/state/" + tenant + "/counter/n"); err != nil || strings.TrimLeft(string(got), "0") != "100" {
+		t.Fatalf("the filer holds %q, %v", got, err)
+	}
+
+	other := s.tenantClient("other")
+	s.deployAs(other, "counter", "counter", wire.FunctionConfig{TimeoutMs: 10000, State: &state})
+	if got := counterOp(t, s, other, "read"); got.Value != 0 {
+		t.Fatalf("another tenant's resource of the same name reads %d", got.Value)
 	}
 }

@@ -1,0 +1,166 @@
+package testenv
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// SeaweedFS is a private SeaweedFS cluster (master, volume server and
+// filer in one `weed server` process, deploy/seaweedfs built by
+// `deploy/setup.sh weed`): the networked store of state resources that
+// several hosts' agents mount. It is stopped when the test ends.
+type SeaweedFS struct {
+	// Filer is host:port of the filer's HTTP listener (its gRPC listener
+	// is that port + 10000), what agents take as --state-filer.
+	Filer string
+	dir   string
+}
+
+// WeedBinary is weed's path: $EMBER_STATE/tools/weed, or the checkout's
+// .ember/tools/weed.
+func WeedBinary() string { return filepath.Join(filepath.Dir(CollectorBinary()), "weed") }
+
+// StartSeaweedFS starts a SeaweedFS cluster listening on ip and waits until
+// its filer stores a file.
+func StartSeaweedFS(t testing.TB, ip string) *SeaweedFS {
+	t.Helper()
+	bin := WeedBinary()
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("SeaweedFS is not built (run `make test-deps` or `deploy/setup.sh weed`): %v", err)
+	}
+	dir := t.TempDir()
+	// Each of the three listens on a port and on that port + 10000 (gRPC).
+	var ports [3]int
+	for i := range ports {
+		p, err := portPair(ip)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = p
+	}
+	s := &SeaweedFS{Filer: net.JoinHostPort(ip, strconv.Itoa(ports[2])), dir: dir}
+	out := &lockedBuffer{}
+	cmd := exec.Command(bin, "server", "-dir="+dir, "-ip="+ip, "-ip.bind="+ip,
+		"-master.port="+strconv.Itoa(ports[0]), "-volume.port="+strconv.Itoa(ports[1]),
+		"-filer", "-filer.port="+strconv.Itoa(ports[2]),
+		// Small volumes, enough of them: each resource is a collection of
+		// its own, and a collection grows several volumes at a time.
+		"-master.volumeSizeLimitMB=64", "-volume.max=200",
+		// A test's servers stop at once: nothing to drain.
+		"-volume.preStopSeconds=0")
+	// A fresh master holds back allocating volume ids for a while in case
+	// it lost the state of an earlier run; a test's master has none.
+	cmd.Env = append(os.Environ(), "WEED_MASTER_VOLUME_GROWTH_ALLOCATION_DEFERRAL=0s")
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start SeaweedFS: %v", err)
+	}
+	// It stands in for servers on other machines: on these 2 cores it must
+	// not take CPU from the hosts it serves.
+	_ = syscall.Setpriority(syscall.PRIO_PROCESS, cmd.Process.Pid, 10)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		// Killed: its data goes with the test (a SIGTERM makes its filer
+		// wait for 10 s).
+		_ = cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("SeaweedFS output:\n%s", tailLines(out.String(), 30))
+		}
+	})
+	// Ready when a file can be written through the filer: the master has a
+	// volume server and the filer reaches both. Polling a starting server.
+	url := "http://" + s.Filer + "/.ember-ready"
+	for deadline := time.Now().Add(90 * time.Second); ; {
+		err := putFile(url, []byte("ok"))
+		if err == nil {
+			return s
+		}
+		select {
+		case e := <-exited:
+			t.Fatalf("SeaweedFS exited: %v\n%s", e, tailLines(out.String(), 30))
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("SeaweedFS's filer stores nothing after 90s (%v):\n%s", err, tailLines(out.String(), 30))
+		}
+	}
+}
+
+// Read returns the content of path on the filer.
+func (s *SeaweedFS) Read(path string) ([]byte, error) {
+	resp, err := http.Get("http://" + s.Filer + path)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return b, err
+}
+
+func putFile(url string, body []byte) error {
+	req, err := http.NewRequest(http.MethodPut, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("PUT: %s: %s", resp.Status, bytes.TrimSpace(b))
+	}
+	return nil
+}
+
+// portPair finds a port p free on ip with p + 10000 free too.
+func portPair(ip string) (int, error) {
+	for range 100 {
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			return 0, err
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		if p+10000 > 65535 {
+			l.Close()
+			continue
+		}
+		l2, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(p+10000)))
+		l.Close()
+		if err != nil {
+			continue
+		}
+		l2.Close()
+		return p, nil
+	}
+	return 0, fmt.Errorf("no free port pair on %s", ip)
+}
+
+// tailLines is the last n lines of s.
+func tailLines(s string, n int) string {
+	b := []byte(s)
+	for i, k := len(b)-1, 0; i >= 0; i-- {
+		if b[i] == '\n' {
+			if k++; k > n {
+				return string(b[i+1:])
+			}
+		}
+	}
+	return s
+}
