@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
@@ -21,28 +22,27 @@ type Resource struct {
 func (s *Store) Resources() []Resource {
 	s.amu.Lock()
 	attached := map[string]int{}
-	for _, r := range s.attached {
-		attached[r]++
+	for _, b := range s.attached {
+		attached[b.res]++
 	}
 	s.amu.Unlock()
 	var out []Resource
 	tenants, _ := os.ReadDir(s.root)
 	for _, t := range tenants {
-		if !t.IsDir() {
+		if !t.IsDir() || strings.HasPrefix(t.Name(), ".") { // .weed: the weed mounts' own files
 			continue
 		}
 		res, _ := os.ReadDir(filepath.Join(s.root, t.Name()))
 		for _, r := range res {
 			mnt := filepath.Join(s.root, t.Name(), r.Name())
-			// Not image files, nor a weed mount's cache (.NAME.cache).
-			if !r.IsDir() || strings.HasSuffix(r.Name(), ".img") || strings.HasPrefix(r.Name(), ".") {
+			if !r.IsDir() || strings.HasSuffix(r.Name(), ".img") {
 				continue
 			}
 			if ok, err := mounted(mnt); err != nil || !ok {
 				continue
 			}
-			var st unix.Statfs_t
-			if unix.Statfs(mnt, &st) != nil {
+			st, ok := statfs(mnt)
+			if !ok {
 				continue
 			}
 			bs := int64(st.Bsize)
@@ -51,6 +51,28 @@ func (s *Store) Resources() []Resource {
 		}
 	}
 	return out
+}
+
+// statfs is the file system statistics of mnt, or false when they are
+// unknown: within a second (a weed mount whose filer is unreachable must
+// not hold up the agent's heartbeat, which reports these).
+func statfs(mnt string) (unix.Statfs_t, bool) {
+	type result struct {
+		st  unix.Statfs_t
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		var st unix.Statfs_t
+		err := unix.Statfs(mnt, &st)
+		ch <- result{st, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.st, r.err == nil
+	case <-time.After(time.Second):
+		return unix.Statfs_t{}, false
+	}
 }
 
 var (

@@ -1,7 +1,6 @@
 package statefs
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -39,7 +38,7 @@ const fsDir = "/ember/state"
 type weedMount struct {
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd has exited
-	log    *bytes.Buffer // its output, for errors
+	gen    uint64        // which mount of the store this is (binds of an older one are dead)
 }
 
 // collection names the resource's SeaweedFS collection, which holds its
@@ -51,39 +50,50 @@ func collection(tenant, name string) string {
 }
 
 // mountNetworked mounts the tenant's resource from the filer at mnt with
-// a weed mount process of the store's (s.mu held).
-func (s *Store) mountNetworked(tenant, name string, sizeMB int64, mnt string) error {
+// a weed mount process of the store's, unless one serves it already (s.mu
+// held), and returns the mount's generation.
+func (s *Store) mountNetworked(tenant, name string, sizeMB int64, mnt string) (uint64, error) {
 	if m, ok := s.weed[mnt]; ok {
 		select {
 		case <-m.exited:
 			delete(s.weed, mnt) // its process died: mount again
 		default:
 			if ok, err := mounted(mnt); err != nil || ok {
-				return err
+				return m.gen, err
 			}
 		}
 	}
 	// A mount no process of this store serves (an agent that restarted, a
 	// weed that died) is a dead end: "transport endpoint is not connected".
 	if ok, err := mounted(mnt); err != nil {
-		return err
+		return 0, err
 	} else if ok {
 		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
-			return fmt.Errorf("statefs: unmount the stale %s: %w", mnt, err)
+			return 0, fmt.Errorf("statefs: unmount the stale %s: %w", mnt, err)
 		}
 	}
 	if err := os.MkdirAll(mnt, 0o777); err != nil {
-		return fmt.Errorf("statefs: %w", err)
+		return 0, fmt.Errorf("statefs: %w", err)
 	}
 	// The mount root's mode is the directory's: every container of the
 	// tenant writes there, each as its own uid.
 	if err := os.Chmod(mnt, 0o777); err != nil {
-		return fmt.Errorf("statefs: %w", err)
+		return 0, fmt.Errorf("statefs: %w", err)
 	}
-	base := filepath.Join(filepath.Dir(mnt), "."+filepath.Base(mnt))
+	// Its socket, cache and output under short names of the store's own
+	// (a unix socket's path has at most 107 bytes).
+	coll := collection(tenant, name)
+	base := filepath.Join(s.root, ".weed", coll)
 	if err := os.MkdirAll(base+".cache", 0o700); err != nil {
-		return fmt.Errorf("statefs: %w", err)
+		return 0, fmt.Errorf("statefs: %w", err)
 	}
+	// Its output goes to a file, not a pipe: weed must outlive an agent
+	// killed without stopping (a write to a closed pipe would kill it).
+	out, err := os.OpenFile(base+".log", os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return 0, fmt.Errorf("statefs: %w", err)
+	}
+	defer out.Close()
 	if sizeMB < 1 {
 		sizeMB = 1
 	}
@@ -91,20 +101,21 @@ func (s *Store) mountNetworked(tenant, name string, sizeMB int64, mnt string) er
 		"-filer="+s.opt.Filer,
 		"-filer.path="+fsDir+"/"+tenant+"/"+name,
 		"-dir="+mnt,
-		"-collection="+collection(tenant, name),
+		"-collection="+coll,
 		"-collectionQuotaMB="+strconv.FormatInt(sizeMB, 10),
+		// The quota counts the data written, not its replicas.
+		"-df.logical",
 		// Locks and writers coordinated across every host's mounts.
 		"-dlm",
 		"-allowOthers=true", "-defaultPermissions=true", "-umask=000",
 		"-cacheDir="+base+".cache", "-cacheCapacityMB=0",
-		// Lookups in a directory that has entries go to the filer, not to
-		// a local copy that another host's changes reach later.
+		// Lookups in a directory that had entries when this host first
+		// listed it go to the filer, not to a local copy that another
+		// host's changes reach later.
 		"-cacheDirMaxEntries=1",
 		"-localSocket="+base+".sock",
 		"-volumeName=ember-"+tenant+"-"+name,
 	)
-	log := &bytes.Buffer{}
-	out := &limitedWriter{b: log, max: 64 << 10} // one writer: one goroutine writes
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own process group: a terminal's signals are the agent's. An
 	// agent killed without Close leaves it serving; the next agent finds
@@ -112,18 +123,20 @@ func (s *Store) mountNetworked(tenant, name string, sizeMB int64, mnt string) er
 	// its mount goes).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("statefs: start %s mount: %w", s.opt.Weed, err)
+		return 0, fmt.Errorf("statefs: start %s mount: %w", s.opt.Weed, err)
 	}
-	m := &weedMount{cmd: cmd, exited: make(chan struct{}), log: log}
+	s.gen++
+	m := &weedMount{cmd: cmd, exited: make(chan struct{}), gen: s.gen}
 	go func() { _ = cmd.Wait(); close(m.exited) }()
 	if err := waitMounted(mnt, m.exited, mountTimeout); err != nil {
 		_ = cmd.Process.Kill()
 		<-m.exited
 		_ = unix.Unmount(mnt, unix.MNT_DETACH)
-		return fmt.Errorf("statefs: mount %s/%s from %s: %w: %s", tenant, name, s.opt.Filer, err, tailOf(log.String()))
+		log, _ := os.ReadFile(base + ".log")
+		return 0, fmt.Errorf("statefs: mount %s/%s from %s: %w: %s", tenant, name, s.opt.Filer, err, tailOf(string(log)))
 	}
 	s.weed[mnt] = m
-	return nil
+	return m.gen, nil
 }
 
 // waitMounted waits until mnt is a mount point, for the mount table to
@@ -199,7 +212,7 @@ func (s *Store) unmountNetworked(mnt string) error {
 }
 
 // checkFiler fails early, with a clear error, when the filer is not a
-// host:port this host can reach or weed is missing.
+// host:port, weed is missing or the kernel has no FUSE.
 func checkFiler(opt Options) error {
 	host, port, err := net.SplitHostPort(opt.Filer)
 	if err != nil || host == "" {
@@ -215,19 +228,6 @@ func checkFiler(opt Options) error {
 		return fmt.Errorf("statefs: SeaweedFS mounts need FUSE: %w", err)
 	}
 	return nil
-}
-
-// limitedWriter keeps the first max bytes written to it.
-type limitedWriter struct {
-	b   *bytes.Buffer
-	max int
-}
-
-func (w *limitedWriter) Write(p []byte) (int, error) {
-	if room := w.max - w.b.Len(); room > 0 {
-		w.b.Write(p[:min(len(p), room)])
-	}
-	return len(p), nil
 }
 
 // tailOf is the last lines of a process's output.

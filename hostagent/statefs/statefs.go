@@ -21,9 +21,17 @@ type Store struct {
 	opt  Options
 	mu   sync.Mutex            // serialises creating and mounting resources
 	weed map[string]*weedMount // resource mount point -> its weed mount (Options.Filer)
+	gen  uint64                // weed mounts started
 
 	amu      sync.Mutex
-	attached map[string]string // attach point -> "<tenant>/<name>"
+	attached map[string]binding // attach point -> what is bound there
+}
+
+// binding is a resource bound at an attach point: "<tenant>/<name>" and
+// the generation of the mount it was bound from (0: image files).
+type binding struct {
+	res string
+	gen uint64
 }
 
 // safeName is a tenant's or resource's name: what the registry allows
@@ -60,7 +68,7 @@ func New(root string, opt Options) (*Store, error) {
 			return nil, fmt.Errorf("statefs: %s not found (e2fsprogs, mount): %w", tool, err)
 		}
 	}
-	return &Store{root: root, opt: opt, weed: map[string]*weedMount{}, attached: map[string]string{}}, nil
+	return &Store{root: root, opt: opt, weed: map[string]*weedMount{}, attached: map[string]binding{}}, nil
 }
 
 // Prepare makes dir (an instance's state directory on the host) a mount
@@ -91,7 +99,7 @@ func (s *Store) Attach(tenant, name string, sizeMB int64, dir string) error {
 	if !safeName.MatchString(tenant) || !safeName.MatchString(name) {
 		return fmt.Errorf("statefs: resource %q of tenant %q: bad name", name, tenant)
 	}
-	src, err := s.ensure(tenant, name, sizeMB)
+	src, gen, err := s.ensure(tenant, name, sizeMB)
 	if err != nil {
 		return err
 	}
@@ -109,10 +117,17 @@ func (s *Store) Attach(tenant, name string, sizeMB int64, dir string) error {
 	if ok, err := mounted(dst); err != nil {
 		return err
 	} else if ok {
-		if s.attached[dst] != want {
+		b := s.attached[dst]
+		if b.res != want {
 			return fmt.Errorf("statefs: %s holds another resource than %s", dst, want)
 		}
-		return nil
+		if b.gen == gen {
+			return nil
+		}
+		// Bound from a weed mount that died: bind the new one instead.
+		if err := unix.Unmount(dst, unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("statefs: unbind the dead %s: %w", dst, err)
+		}
 	}
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return fmt.Errorf("statefs: %w", err)
@@ -120,47 +135,48 @@ func (s *Store) Attach(tenant, name string, sizeMB int64, dir string) error {
 	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("statefs: attach %s: %w", want, err)
 	}
-	s.attached[dst] = want
+	s.attached[dst] = binding{res: want, gen: gen}
 	return nil
 }
 
 // ensure creates and mounts the resource's file system if needed and
-// returns where it is mounted.
-func (s *Store) ensure(tenant, name string, sizeMB int64) (string, error) {
+// returns where it is mounted, and which mount that is.
+func (s *Store) ensure(tenant, name string, sizeMB int64) (string, uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	dir := filepath.Join(s.root, tenant)
 	mnt, img := filepath.Join(dir, name), filepath.Join(dir, name+".img")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("statefs: %w", err)
+		return "", 0, fmt.Errorf("statefs: %w", err)
 	}
 	if s.opt.Filer != "" {
-		return mnt, s.mountNetworked(tenant, name, sizeMB, mnt)
+		gen, err := s.mountNetworked(tenant, name, sizeMB, mnt)
+		return mnt, gen, err
 	}
 	if ok, err := mounted(mnt); err != nil || ok {
-		return mnt, err
+		return mnt, 0, err
 	}
 	if err := os.MkdirAll(mnt, 0o700); err != nil {
-		return "", fmt.Errorf("statefs: %w", err)
+		return "", 0, fmt.Errorf("statefs: %w", err)
 	}
 	if _, err := os.Stat(img); errors.Is(err, os.ErrNotExist) {
 		if sizeMB < 16 {
 			sizeMB = 16 // ext4's smallest useful size
 		}
 		if err := makeImage(img, sizeMB); err != nil {
-			return "", err
+			return "", 0, err
 		}
 	} else if err != nil {
-		return "", fmt.Errorf("statefs: %w", err)
+		return "", 0, fmt.Errorf("statefs: %w", err)
 	}
 	if out, err := exec.Command("mount", "-o", "loop,nosuid,nodev", img, mnt).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("statefs: mount %s: %v: %s", img, err, strings.TrimSpace(string(out)))
+		return "", 0, fmt.Errorf("statefs: mount %s: %v: %s", img, err, strings.TrimSpace(string(out)))
 	}
 	// Every container of the tenant writes here, each as its own uid.
 	if err := os.Chmod(mnt, 0o777); err != nil {
-		return "", fmt.Errorf("statefs: %w", err)
+		return "", 0, fmt.Errorf("statefs: %w", err)
 	}
-	return mnt, nil
+	return mnt, 0, nil
 }
 
 func makeImage(img string, sizeMB int64) error {
