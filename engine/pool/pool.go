@@ -41,6 +41,11 @@ type Want struct {
 	// Empty: never beside.
 	Function, Config string
 	MemoryMB         int64
+	// Ticket is the invocation's place in the tenant's queue for the class
+	// (Enqueue), shared by every emberd. While the queue has waiters only
+	// its head may claim; empty: a claim without waiting, which only an
+	// empty queue allows.
+	Ticket string
 }
 
 // Agent is a registered host agent.
@@ -317,7 +322,7 @@ func (s *Store) ClaimFor(ctx context.Context, w Want, lease time.Time) (c Claim,
 	}
 	token := strconv.FormatUint(rand.Uint64(), 36)
 	v, err := claimScript.Run(ctx, s.rdb, s.keys, tenant, class, w.VersionKey, lease.UnixMilli(), token, logService,
-		w.Function, w.Config, w.MemoryMB).Slice()
+		w.Function, w.Config, w.MemoryMB, w.Ticket, time.Now().UnixMilli()).Slice()
 	if errors.Is(err, redis.Nil) {
 		return Claim{}, false, nil
 	}
@@ -331,6 +336,41 @@ func (s *Store) ClaimFor(ctx context.Context, w Want, lease time.Time) (c Claim,
 	agent, _ := v[1].(string)
 	kind, _ := v[2].(string)
 	return Claim{InstanceID: id, Agent: agent, Kind: Kind(kind), Token: token, LogService: logService}, true, nil
+}
+
+// ticketGrace keeps a waiter's ticket this long past its deadline before
+// a claim removes it (its emberd gave up without leaving): clocks differ.
+const ticketGrace = 2 * time.Second
+
+// Enqueue gives an invocation that waits for an instance of class a ticket
+// in the tenant's queue, after every earlier waiter of every emberd. The
+// ticket goes when a claim with it succeeds, with Dequeue, or after
+// deadline.
+func (s *Store) Enqueue(ctx context.Context, class, tenant string, deadline time.Time) (string, error) {
+	t, err := enqueueScript.Run(ctx, s.rdb, s.keys, class, tenant, deadline.Add(ticketGrace).UnixMilli()).Text()
+	if err != nil {
+		return "", fmt.Errorf("pool: enqueue for %s/%s: %w", tenant, class, err)
+	}
+	return t, nil
+}
+
+// Dequeue takes a ticket out of its queue (its invocation gave up or was
+// served another way). If it was the head, the next waiter tries at once.
+func (s *Store) Dequeue(ctx context.Context, class, tenant, ticket string) error {
+	if err := dequeueScript.Run(ctx, s.rdb, s.keys, class, tenant, ticket).Err(); err != nil {
+		return fmt.Errorf("pool: dequeue %s from %s/%s: %w", ticket, tenant, class, err)
+	}
+	return nil
+}
+
+// Waiting counts the tickets in the tenant's queue for class: invocations
+// of every emberd waiting for an instance.
+func (s *Store) Waiting(ctx context.Context, class, tenant string) (int64, error) {
+	n, err := s.rdb.ZCard(ctx, s.prefix+"wait:"+class+":"+tenant).Result()
+	if err != nil {
+		return 0, fmt.Errorf("pool: waiting for %s/%s: %w", tenant, class, err)
+	}
+	return n, nil
 }
 
 // IdleHot counts the idle instances where versionKey is hot, whatever

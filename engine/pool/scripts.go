@@ -77,7 +77,8 @@ end
 // ms, claim token (random: a counter in Redis would start again if Redis lost
 // its data, and an old holder's token could match a new claim), logging
 // service id (empty for none), the function's key (tenant/function), the
-// version's configuration id, the function's memory in MB.
+// version's configuration id, the function's memory in MB, the waiter's
+// ticket (empty for none: see enqueueScript), now in ms.
 // Order: with a logging service, an idle instance configured for it where
 // the version is hot, then one configured for it; then (any claim) an idle
 // instance of the tenant configured for no service where the version is
@@ -93,6 +94,28 @@ end
 var claimScript = redis.NewScript(luaSets + `
 local p, tenant, class, vk, lease, token, log = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6] or ''
 local fk, vid, need = ARGV[7] or '', ARGV[8] or '', tonumber(ARGV[9] or '0')
+local ticket, now = ARGV[10] or '', tonumber(ARGV[11] or '0')
+-- The queue of the tenant's invocations waiting for the class, shared by
+-- every emberd: while it has waiters only its head may claim (a newcomer
+-- without a ticket waits behind them). Tickets past their deadline
+-- (their emberd gave up without leaving) go first.
+local wq, wd = p..'wait:'..class..':'..tenant, p..'waitdl:'..class..':'..tenant
+if redis.call('EXISTS', wq) == 1 then
+  for _, t in ipairs(redis.call('ZRANGEBYSCORE', wd, '-inf', now)) do
+    redis.call('ZREM', wq, t)
+    redis.call('ZREM', wd, t)
+  end
+  local head = redis.call('ZRANGE', wq, 0, 0)[1]
+  if head and head ~= ticket then return false end
+end
+-- served: the head leaves the queue with its instance; the next head, on
+-- whichever emberd, tries at once (another instance may be idle).
+local function served()
+  if ticket == '' then return end
+  redis.call('ZREM', wq, ticket)
+  redis.call('ZREM', wd, ticket)
+  if redis.call('EXISTS', wq) == 1 then redis.call('PUBLISH', p..'freed', class..' '..tenant) end
+end
 local function alive(id)
   local agent = redis.call('HGET', p..'inst:'..id, 'agent')
   if agent and redis.call('EXISTS', p..'agent:'..agent) == 1 then return agent end
@@ -108,6 +131,7 @@ local function take(id, agent, kind)
     redis.call('SADD', p..'busyfn:'..fk, id)
   end
   redis.call('ZADD', p..'busy', lease, id)
+  served()
   return {id, agent, kind}
 end
 -- beside: a busy instance running another configuration of the function.
@@ -127,6 +151,7 @@ local function beside()
       if agent then
         redis.call('HSET', key, 'side', token)
         redis.call('ZADD', p..'busy', 'GT', lease, id)
+        served()
         return {id, agent, 'beside'}
       end
     end
@@ -180,6 +205,31 @@ for _, s in ipairs(sets) do
   end
 end
 return false
+`)
+
+// enqueueScript: KEYS = prefix; ARGV = class, tenant, deadline ms. A
+// ticket in the tenant's queue for the class, after every earlier one.
+var enqueueScript = redis.NewScript(`
+local p, class, tenant, deadline = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local n = redis.call('INCR', p..'waitseq')
+redis.call('ZADD', p..'wait:'..class..':'..tenant, n, tostring(n))
+redis.call('ZADD', p..'waitdl:'..class..':'..tenant, deadline, tostring(n))
+return tostring(n)
+`)
+
+// dequeueScript: KEYS = prefix; ARGV = class, tenant, ticket. The ticket
+// leaves its queue (its invocation gave up); if it was the head, the next
+// head tries at once. 1 if it was there.
+var dequeueScript = redis.NewScript(`
+local p, class, tenant, t = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local wq, wd = p..'wait:'..class..':'..tenant, p..'waitdl:'..class..':'..tenant
+local head = redis.call('ZRANGE', wq, 0, 0)[1]
+local n = redis.call('ZREM', wq, t)
+redis.call('ZREM', wd, t)
+if n == 1 and head == t and redis.call('EXISTS', wq) == 1 then
+  redis.call('PUBLISH', p..'freed', class..' '..tenant)
+end
+return n
 `)
 
 // releaseScript: KEYS = prefix; ARGV = id, claim token, version key (empty

@@ -6,7 +6,9 @@
 //
 // When no instance is free the invocation waits, up to its deadline, in a
 // bounded queue: it asks agents for a new instance of the class (the demand
-// channel) and wakes on the pool's "freed" channel. Beyond MaxWaiting
+// channel) and wakes on the pool's "freed" channel. The order is FIFO
+// across emberds: a waiter holds a ticket in the tenant's queue for the
+// class in Redis, and only the head may claim. Beyond MaxWaiting
 // waiters it fails fast with ErrResourceExhausted, which consumers treat as a
 // platform error to retry with backoff.
 //

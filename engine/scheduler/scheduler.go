@@ -267,7 +267,9 @@ func (s *Scheduler) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.
 }
 
 // claim takes an instance, waiting for one up to deadline, in FIFO order
-// with the other invocations of the tenant waiting for the class. cold
+// with the other invocations of the tenant waiting for the class, on this
+// emberd and on every other (a ticket in Redis: only the oldest waiter may
+// claim). cold
 // reports that none was free at first and the instance came from the
 // warming pool afterwards: it was most likely started on demand for this
 // invocation. For a sub-pool (sp set) the placement chooses the agent that
@@ -315,6 +317,23 @@ func (s *Scheduler) claim(ctx context.Context, want pool.Want, sp *pool.SubPool,
 			return pool.Claim{}, false, err
 		}
 	}
+	// A place in the tenant's queue shared by every emberd: the order of
+	// the waiters of all replicas. Left when not served by a claim.
+	ticket, err := s.pool.Enqueue(ctx, class, tenant, deadline)
+	if err != nil {
+		return pool.Claim{}, false, err
+	}
+	want.Ticket = ticket
+	s.queues.setTicket(w, ticket)
+	defer func() {
+		if !claimed {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
+			defer cancel()
+			if err := s.pool.Dequeue(dctx, class, tenant, ticket); err != nil {
+				s.log.Warn().Err(err).Msg("leave the wait queue (the ticket goes at its deadline)")
+			}
+		}
+	}()
 	if err := s.pool.RequestInstance(ctx, class, agent); err != nil {
 		return pool.Claim{}, false, err
 	}

@@ -74,6 +74,8 @@ type env struct {
 	pool  *pool.Store
 	agent *agent
 	sched *scheduler.Scheduler
+	res   resolver
+	cfg   scheduler.Config
 }
 
 func setup(t testing.TB, cfg scheduler.Config) *env {
@@ -104,15 +106,23 @@ func setup(t testing.TB, cfg scheduler.Config) *env {
 		"t1/f": {Tenant: "t1", Function: "f", Version: "$LATEST", MemoryMB: 128, Timeout: 5 * time.Second, CodeDigest: "sha256:00"},
 		"t1/g": {Tenant: "t1", Function: "g", Version: "1", MemoryMB: 128, Timeout: 5 * time.Second, CodeDigest: "sha256:01"},
 	}
-	s, err := scheduler.New(cfg, p, r, scheduler.WithTLS(tp.Emberd, tp.Roots()))
+	e := &env{pool: p, agent: a, tls: tp, res: r, cfg: cfg}
+	e.sched = e.replica(t)
+	return e
+}
+
+// replica starts another scheduler on the same pool: another emberd.
+func (e *env) replica(t testing.TB) *scheduler.Scheduler {
+	t.Helper()
+	s, err := scheduler.New(e.cfg, e.pool, e.res, scheduler.WithTLS(e.tls.Emberd, e.tls.Roots()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, cancel := context.WithCancel(ctx)
+	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = s.Run(runCtx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return &env{pool: p, agent: a, sched: s, tls: tp}
+	return s
 }
 
 // answerDemand plays the agent's part on the demand channel: when a

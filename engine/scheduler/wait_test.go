@@ -11,14 +11,22 @@ import (
 	"github.com/ember-run/ember/engine/scheduler"
 )
 
-// waitQueued polls until n invocations wait for class.
-func waitQueued(tb testing.TB, s *scheduler.Scheduler, class string, n int) {
+// waitTickets polls until n invocations of t1 hold a ticket for m128: the
+// moment an invocation arrives in the queue every emberd shares.
+func waitTickets(tb testing.TB, e *env, n int) {
 	tb.Helper()
-	for deadline := time.Now().Add(5 * time.Second); s.WaitingFor(class) != n; {
-		if time.Now().After(deadline) {
-			tb.Fatalf("%d waiting for %s, want %d", s.WaitingFor(class), class, n)
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		got, err := e.pool.Waiting(context.Background(), "m128", "t1")
+		if err != nil {
+			tb.Fatal(err)
 		}
-		time.Sleep(time.Millisecond) // polling the queue's length
+		if got == int64(n) {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%d tickets, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond) // polling the shared queue's length
 	}
 }
 
@@ -42,7 +50,7 @@ func TestWaitersAreServedInOrder(t *testing.T) {
 				t.Errorf("%s: %v", id, err)
 			}
 		})
-		waitQueued(t, e.sched, "m128", i+1) // arrival order is the test's order
+		waitTickets(t, e, i+1) // arrival order is the test's order
 	}
 	if err := e.pool.Release(ctx, held, "", true); err != nil {
 		t.Fatal(err)
@@ -57,6 +65,54 @@ func TestWaitersAreServedInOrder(t *testing.T) {
 	e.agent.mu.Unlock()
 	if !slices.Equal(order, []string{"first", "second", "third"}) {
 		t.Fatalf("served in order %v", order)
+	}
+}
+
+// TestWaitersAreServedInOrderAcrossReplicas: two emberds' schedulers on one
+// pool; with the only instance held, four invocations queue alternately on
+// each; each release serves the oldest waiter of either, one at a time.
+func TestWaitersAreServedInOrderAcrossReplicas(t *testing.T) {
+	e := setup(t, scheduler.Config{DemandEvery: time.Hour}) // no safety-net retries: wakes only
+	scheds := []*scheduler.Scheduler{e.sched, e.replica(t)}
+	ctx := context.Background()
+	if err := e.pool.AddWarm(ctx, "i1", "a1", "m128"); err != nil {
+		t.Fatal(err)
+	}
+	held, ok, err := e.pool.Claim(ctx, "t1", "m128", "", time.Now().Add(time.Minute))
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	ids := []string{"first", "second", "third", "fourth"}
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		s := scheds[i%2]
+		wg.Go(func() {
+			inv := &invoke.Invocation{ID: id, Tenant: "t1", Function: "f", Payload: []byte(`{}`)}
+			if _, err := s.Invoke(ctx, inv); err != nil {
+				t.Errorf("%s: %v", id, err)
+			}
+		})
+		waitTickets(t, e, i+1) // arrival order is the test's order
+	}
+	// A newcomer without a ticket does not pass them.
+	if _, ok, err := e.pool.Claim(ctx, "t1", "m128", "", time.Now().Add(time.Minute)); err != nil || ok {
+		t.Fatalf("a claim past four waiters: %v, %v", ok, err)
+	}
+	if err := e.pool.Release(ctx, held, "", true); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	var order []string
+	e.agent.mu.Lock()
+	for _, r := range e.agent.requests {
+		order = append(order, r.InvocationId)
+	}
+	e.agent.mu.Unlock()
+	if !slices.Equal(order, ids) {
+		t.Fatalf("served in order %v", order)
+	}
+	if n, err := e.pool.Waiting(ctx, "m128", "t1"); err != nil || n != 0 {
+		t.Fatalf("%d tickets left, %v", n, err)
 	}
 }
 
@@ -85,7 +141,7 @@ func BenchmarkFreedToWaiterStart(b *testing.B) {
 			}
 			res <- r
 		}()
-		waitQueued(b, e.sched, "m128", 1)
+		waitTickets(b, e, 1)
 		t0 := time.Now()
 		if err := e.pool.Release(ctx, held, "", true); err != nil {
 			b.Fatal(err)

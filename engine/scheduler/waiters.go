@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"container/list"
+	"strconv"
 	"sync"
 )
 
@@ -21,9 +22,10 @@ type queues struct {
 type queueKey struct{ class, tenant string }
 
 type waiter struct {
-	key  queueKey
-	elem *list.Element // nil once woken or removed
-	ch   chan struct{} // buffered 1: the wake
+	key    queueKey
+	elem   *list.Element // nil once woken or removed
+	ch     chan struct{} // buffered 1: the wake
+	ticket uint64        // its place in the queue shared by every emberd (0: none yet)
 }
 
 func newQueues() *queues { return &queues{q: map[queueKey]*list.List{}} }
@@ -50,20 +52,55 @@ func (qs *queues) head(w *waiter) bool {
 	return w.elem == nil || qs.q[w.key].Front() == w.elem
 }
 
-// rejoin puts a woken waiter whose claim failed back at the head of its
-// queue: it keeps its place.
+// rejoin puts a woken waiter whose claim failed back in its queue: it
+// keeps its place (its ticket's, or the head).
 func (qs *queues) rejoin(w *waiter) {
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
 	if w.elem != nil {
 		return
 	}
+	qs.insertLocked(w)
+}
+
+// setTicket records w's ticket (pool.Store.Enqueue) and moves it to its
+// ticket's place: this emberd wakes its waiters in the order of the queue
+// every emberd shares.
+func (qs *queues) setTicket(w *waiter, ticket string) {
+	n, err := strconv.ParseUint(ticket, 10, 64)
+	if err != nil {
+		return
+	}
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	w.ticket = n
+	if w.elem == nil {
+		return
+	}
+	qs.removeLocked(w)
+	qs.insertLocked(w)
+}
+
+// insertLocked puts w before the first waiter with a later ticket or none
+// (a waiter without a ticket is about to get a later one); without a
+// ticket, at the head.
+func (qs *queues) insertLocked(w *waiter) {
 	l := qs.q[w.key]
 	if l == nil {
 		l = list.New()
 		qs.q[w.key] = l
 	}
-	w.elem = l.PushFront(w)
+	if w.ticket == 0 {
+		w.elem = l.PushFront(w)
+		return
+	}
+	for e := l.Front(); e != nil; e = e.Next() {
+		if o := e.Value.(*waiter); o.ticket == 0 || o.ticket > w.ticket {
+			w.elem = l.InsertBefore(w, e)
+			return
+		}
+	}
+	w.elem = l.PushBack(w)
 }
 
 // leave removes w. A wake w did not use (it claimed on its own, or gave
