@@ -8,7 +8,7 @@ export EMBER_STATE
 GO          ?= go
 BIN         := $(CURDIR)/bin
 GOFLAGS_STATIC := CGO_ENABLED=0
-TEST_TIMEOUT ?= 12m
+TEST_TIMEOUT ?= 14m
 # A count, not a duration: a duration races Go's fuzz coordinator at its end
 # and fails with "context deadline exceeded" on a busy machine (go.dev/issue/75804,
 # fixed in Go 1.27).
@@ -69,6 +69,7 @@ bench: setup build ## Run the benchmarks and print the figures with the command 
 	@deploy/setup.sh install wrk
 	@deploy/setup.sh otelcol
 	@deploy/setup.sh weed
+	@deploy/setup.sh rie
 	@deploy/bench.sh
 
 .PHONY: generate

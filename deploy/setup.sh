@@ -10,6 +10,8 @@
 #                             (once per go.sum, cached) and link $EMBER_STATE/tools/otelcol
 #   deploy/setup.sh weed      build SeaweedFS's weed (deploy/seaweedfs; once per go.sum,
 #                             cached) and link $EMBER_STATE/tools/weed
+#   deploy/setup.sh rie       build AWS's Lambda Runtime Interface Emulator (deploy/rie;
+#                             once, cached) and link $EMBER_STATE/tools/aws-lambda-rie
 #
 # Everything lives under $EMBER_STATE (default: <repo>/.ember). start writes
 # $EMBER_STATE/env with EMBER_REDIS and EMBER_CONTAINERD for the Makefile,
@@ -129,6 +131,13 @@ weed() {
 	tool seaweedfs weed github.com/seaweedfs/seaweedfs/weed "SeaweedFS"
 }
 
+# rie builds AWS's Runtime Interface Emulator (deploy/rie pins its version):
+# make bench's reference for a hot invoke of the same function.
+rie() {
+	tool rie aws-lambda-rie github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie \
+		"AWS's Lambda Runtime Interface Emulator"
+}
+
 # tool DIR NAME PACKAGE WHAT [FILES...] builds PACKAGE of the module in
 # deploy/DIR into $EMBER_TOOLS_CACHE (default ~/.cache/ember, which outlives
 # checkouts and `make clean`), keyed by the module's go.mod, go.sum and
@@ -159,8 +168,9 @@ case "${1:-start}" in
 install) shift; install "$@" ;;
 otelcol) otelcol ;;
 weed) weed ;;
+rie) rie ;;
 start) start ;;
 stop) stop ;;
 status) status ;;
-*) log "usage: $0 install|start|stop|status|otelcol|weed"; exit 2 ;;
+*) log "usage: $0 install|start|stop|status|otelcol|weed|rie"; exit 2 ;;
 esac

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ember-run/ember/engine/pool"
+	"github.com/ember-run/ember/hostagent/codefetch"
 	"github.com/ember-run/ember/hostagent/dispatchpb"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
@@ -45,10 +46,10 @@ type Agent struct {
 	insts    map[string]*instance
 	subpools map[string]pool.SubPool // by name
 	closing  bool
-	starts   sync.WaitGroup // instance boots in flight
-	watchers sync.WaitGroup // one per ready instance, until its connection ends
-	fetchMu  sync.Mutex     // serialises downloads into the shared cache
-	seq      uint64         // container id counter
+	starts   sync.WaitGroup   // instance boots in flight
+	watchers sync.WaitGroup   // one per ready instance, until its connection ends
+	trees    *codefetch.Trees // packages extracted once per host (<StateDir>/codes)
+	seq      uint64           // container id counter
 
 	// acct is set by Run before serving (nil: accounting off).
 	acct         Accounting
@@ -73,6 +74,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		sem:    make(chan struct{}, cfg.StartConcurrency),
 		refill: make(chan struct{}, 1),
 		insts:  map[string]*instance{},
+		trees:  codefetch.NewTrees(filepath.Join(cfg.StateDir, "codes"), deps.Code),
 	}
 	a.bg, a.cancelBg = context.WithCancel(context.Background())
 	um, err := newUsageMetrics(deps.Metrics)

@@ -28,8 +28,8 @@ type Config struct {
 	// Default: the listener's actual address.
 	AdvertiseAddr string
 	// StateDir holds per-instance directories,
-	// <StateDir>/instances/<id>/{sock,code,log}, and a download cache,
-	// <StateDir>/cache. Default: "/var/lib/ember/agent".
+	// <StateDir>/instances/<id>/{sock,code,log}, and the packages
+	// extracted once per host, <StateDir>/codes. Default: "/var/lib/ember/agent".
 	StateDir string
 
 	// Pool is the warming pool's target size per class (class names from

@@ -439,26 +439,18 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 	return c, nil
 }
 
-// deliverCode puts the package's files at <instance>/code/<hex>, fetching
-// the package into the agent's cache first if needed.
+// deliverCode puts the package's files at <instance>/code/<hex>: hard
+// links into the host's one extracted tree of the package (made the first
+// time any instance of the host needs it).
 func (a *Agent) deliverCode(ctx context.Context, in *instance, digest, digestHex string) error {
 	if in.codes[digestHex] {
 		return nil
 	}
 	dest := filepath.Join(in.codeDir(), digestHex)
-	if _, err := os.Stat(dest); err == nil {
-		in.codes[digestHex] = true
-		return nil
-	}
-	zip := filepath.Join(a.cfg.StateDir, "cache", digestHex+".zip")
-	a.fetchMu.Lock()
-	err := codefetch.FetchFile(ctx, a.deps.Code, digest, zip)
-	a.fetchMu.Unlock()
-	if err != nil {
-		return err
-	}
-	if err := codefetch.Extract(zip, dest, codefetch.Limits{}); err != nil {
-		return err
+	if _, err := os.Stat(dest); err != nil {
+		if err := a.trees.Link(ctx, digest, dest); err != nil {
+			return err
+		}
 	}
 	in.codes[digestHex] = true
 	return nil

@@ -12,4 +12,7 @@
 // archives over a total size or entry count are refused; executable bits are
 // preserved and everything is made world-readable (the function runs as an
 // unprivileged uid inside its instance's user namespace).
+//
+// Trees keeps each package extracted once per host and gives instances
+// copies made of hard links into that one tree.
 package codefetch

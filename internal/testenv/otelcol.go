@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,16 +38,8 @@ type CollectorService struct {
 	file  string
 }
 
-// CollectorBinary is the Collector's path: $EMBER_STATE/tools/otelcol, or
-// the checkout's .ember/tools/otelcol.
-func CollectorBinary() string {
-	state := os.Getenv("EMBER_STATE")
-	if state == "" {
-		_, here, _, _ := runtime.Caller(0)
-		state = filepath.Join(filepath.Dir(here), "..", "..", ".ember")
-	}
-	return filepath.Join(state, "tools", "otelcol")
-}
+// CollectorBinary is the Collector's path (see Tool).
+func CollectorBinary() string { return Tool("otelcol") }
 
 // StartCollector starts a Collector with one receiver per name and waits
 // until it accepts requests.

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -26,9 +25,8 @@ type SeaweedFS struct {
 	dir   string
 }
 
-// WeedBinary is weed's path: $EMBER_STATE/tools/weed, or the checkout's
-// .ember/tools/weed.
-func WeedBinary() string { return filepath.Join(filepath.Dir(CollectorBinary()), "weed") }
+// WeedBinary is weed's path (see Tool).
+func WeedBinary() string { return Tool("weed") }
 
 // StartSeaweedFS starts a SeaweedFS cluster listening on ip and waits until
 // its filer stores a file.

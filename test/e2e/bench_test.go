@@ -165,8 +165,9 @@ func BenchmarkThroughput(b *testing.B) {
 // BenchmarkStartLatency: median of 20 synchronous invokes, each by a new
 // tenant (so a new instance claim and a first container start): from a warm
 // instance (pool hit) and with an empty pool (full cold: an instance is
-// created on demand); then a hot invoke for reference, and the baseline of a
-// new containerd container per invocation.
+// created on demand); then a hot invoke for reference, the baseline of a
+// new containerd container per invocation, and the peer: the same function
+// under AWS's Runtime Interface Emulator, hot.
 func BenchmarkStartLatency(b *testing.B) {
 	const rounds = 20
 	invokeAs := func(s *stack, tenant string) (time.Duration, string) {
@@ -222,7 +223,10 @@ func BenchmarkStartLatency(b *testing.B) {
 	coldStack.stop()
 
 	base := baselinePerInvocation(b, rounds)
+	rie := rieHot(b, "kafka-echo", []byte(`{"records":{}}`), 200)
 	report(b, "hot invoke via API, median of 200", ms(median(hot)), "ms-hot")
+	report(b, "peer: AWS's Runtime Interface Emulator, hot, median of 200", ms(median(rie)), "ms-rie-hot")
+	report(b, "ratio Ember hot / emulator hot", float64(median(hot))/float64(median(rie)), "x-rie")
 	report(b, "pool hit start via API, median of 20", ms(median(hit)), "ms-pool-hit")
 	report(b, "full cold start via API, median of 20", ms(median(cold)), "ms-cold")
 	report(b, "baseline: new container per invocation, median of 20", ms(median(base)), "ms-baseline")
