@@ -322,7 +322,7 @@ func (s *Store) ClaimFor(ctx context.Context, w Want, lease time.Time) (c Claim,
 	}
 	token := strconv.FormatUint(rand.Uint64(), 36)
 	v, err := claimScript.Run(ctx, s.rdb, s.keys, tenant, class, w.VersionKey, lease.UnixMilli(), token, logService,
-		w.Function, w.Config, w.MemoryMB, w.Ticket, time.Now().UnixMilli()).Slice()
+		w.Function, w.Config, w.MemoryMB, w.Ticket).Slice()
 	if errors.Is(err, redis.Nil) {
 		return Claim{}, false, nil
 	}
@@ -335,23 +335,36 @@ func (s *Store) ClaimFor(ctx context.Context, w Want, lease time.Time) (c Claim,
 	id, _ := v[0].(string)
 	agent, _ := v[1].(string)
 	kind, _ := v[2].(string)
+	if kind == "noticket" {
+		return Claim{}, false, ErrNoTicket
+	}
 	return Claim{InstanceID: id, Agent: agent, Kind: Kind(kind), Token: token, LogService: logService}, true, nil
 }
 
-// ticketGrace keeps a waiter's ticket this long past its deadline before
-// a claim removes it (its emberd gave up without leaving): clocks differ.
-const ticketGrace = 2 * time.Second
+// ErrNoTicket: a claim's ticket is no longer in its queue (its lease
+// lapsed); Renew puts it back at its place.
+var ErrNoTicket = errors.New("pool: the waiter's ticket is not in its queue")
 
-// Enqueue gives an invocation that waits for an instance of class a ticket
-// in the tenant's queue, after every earlier waiter of every emberd. The
-// ticket goes when a claim with it succeeds, with Dequeue, or after
-// deadline.
-func (s *Store) Enqueue(ctx context.Context, class, tenant string, deadline time.Time) (string, error) {
-	t, err := enqueueScript.Run(ctx, s.rdb, s.keys, class, tenant, deadline.Add(ticketGrace).UnixMilli()).Text()
+// Enqueue puts ticket id (unique, chosen by the caller: a failed call can
+// still be undone with Dequeue) in the tenant's queue for class, after
+// every earlier waiter of every emberd, leased for lease, and returns its
+// place. The ticket goes when a claim with it succeeds, with Dequeue, or
+// when its lease lapses (Renew extends it).
+func (s *Store) Enqueue(ctx context.Context, class, tenant, id string, lease time.Duration) (int64, error) {
+	n, err := enqueueScript.Run(ctx, s.rdb, s.keys, class, tenant, id, lease.Milliseconds()).Int64()
 	if err != nil {
-		return "", fmt.Errorf("pool: enqueue for %s/%s: %w", tenant, class, err)
+		return 0, fmt.Errorf("pool: enqueue for %s/%s: %w", tenant, class, err)
 	}
-	return t, nil
+	return n, nil
+}
+
+// Renew extends ticket id's lease by lease from now, putting it back at
+// place n if it had lapsed.
+func (s *Store) Renew(ctx context.Context, class, tenant, id string, n int64, lease time.Duration) error {
+	if err := renewScript.Run(ctx, s.rdb, s.keys, class, tenant, id, n, lease.Milliseconds()).Err(); err != nil {
+		return fmt.Errorf("pool: renew %s in %s/%s: %w", id, tenant, class, err)
+	}
+	return nil
 }
 
 // Dequeue takes a ticket out of its queue (its invocation gave up or was

@@ -78,7 +78,8 @@ end
 // its data, and an old holder's token could match a new claim), logging
 // service id (empty for none), the function's key (tenant/function), the
 // version's configuration id, the function's memory in MB, the waiter's
-// ticket (empty for none: see enqueueScript), now in ms.
+// ticket (empty for none: see enqueueScript). A ticket no longer in its
+// queue (its lease lapsed) returns {”, ”, 'noticket'}.
 // Order: with a logging service, an idle instance configured for it where
 // the version is hot, then one configured for it; then (any claim) an idle
 // instance of the tenant configured for no service where the version is
@@ -94,19 +95,29 @@ end
 var claimScript = redis.NewScript(luaSets + `
 local p, tenant, class, vk, lease, token, log = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6] or ''
 local fk, vid, need = ARGV[7] or '', ARGV[8] or '', tonumber(ARGV[9] or '0')
-local ticket, now = ARGV[10] or '', tonumber(ARGV[11] or '0')
+local ticket = ARGV[10] or ''
 -- The queue of the tenant's invocations waiting for the class, shared by
 -- every emberd: while it has waiters only its head may claim (a newcomer
--- without a ticket waits behind them). Tickets past their deadline
--- (their emberd gave up without leaving) go first.
+-- without a ticket waits behind them). Tickets whose lease lapsed (their
+-- emberd died or lost Redis) go first; Redis's clock, not an emberd's.
 local wq, wd = p..'wait:'..class..':'..tenant, p..'waitdl:'..class..':'..tenant
 if redis.call('EXISTS', wq) == 1 then
-  for _, t in ipairs(redis.call('ZRANGEBYSCORE', wd, '-inf', now)) do
-    redis.call('ZREM', wq, t)
-    redis.call('ZREM', wd, t)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local old = redis.call('ZRANGE', wq, 0, 0)[1]
+  for _, x in ipairs(redis.call('ZRANGEBYSCORE', wd, '-inf', now)) do
+    redis.call('ZREM', wq, x)
+    redis.call('ZREM', wd, x)
   end
   local head = redis.call('ZRANGE', wq, 0, 0)[1]
+  if head and head ~= old then
+    -- a lapsed head went: the next one's emberd tries at once
+    redis.call('PUBLISH', p..'freed', class..' '..tenant)
+  end
+  if ticket ~= '' and not redis.call('ZSCORE', wq, ticket) then return {'', '', 'noticket'} end
   if head and head ~= ticket then return false end
+elseif ticket ~= '' then
+  return {'', '', 'noticket'}
 end
 -- served: the head leaves the queue with its instance; the next head, on
 -- whichever emberd, tries at once (another instance may be idle).
@@ -207,14 +218,28 @@ end
 return false
 `)
 
-// enqueueScript: KEYS = prefix; ARGV = class, tenant, deadline ms. A
-// ticket in the tenant's queue for the class, after every earlier one.
+// enqueueScript: KEYS = prefix; ARGV = class, tenant, ticket id, lease ms.
+// Puts the ticket in the tenant's queue for the class after every earlier
+// one and returns its place (a number that only grows). Its lease, on
+// Redis's clock, is renewed with renewScript.
 var enqueueScript = redis.NewScript(`
-local p, class, tenant, deadline = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local p, class, tenant, id, lease = KEYS[1], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local n = redis.call('INCR', p..'waitseq')
-redis.call('ZADD', p..'wait:'..class..':'..tenant, n, tostring(n))
-redis.call('ZADD', p..'waitdl:'..class..':'..tenant, deadline, tostring(n))
-return tostring(n)
+local t = redis.call('TIME')
+redis.call('ZADD', p..'wait:'..class..':'..tenant, n, id)
+redis.call('ZADD', p..'waitdl:'..class..':'..tenant, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + lease, id)
+return n
+`)
+
+// renewScript: KEYS = prefix; ARGV = class, tenant, ticket id, its place,
+// lease ms. Extends the ticket's lease, putting it back at its place if
+// it lapsed meanwhile.
+var renewScript = redis.NewScript(`
+local p, class, tenant, id, n, lease = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local t = redis.call('TIME')
+redis.call('ZADD', p..'wait:'..class..':'..tenant, n, id)
+redis.call('ZADD', p..'waitdl:'..class..':'..tenant, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + lease, id)
+return 1
 `)
 
 // dequeueScript: KEYS = prefix; ARGV = class, tenant, ticket. The ticket

@@ -6,6 +6,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -318,23 +320,41 @@ func (s *Scheduler) claim(ctx context.Context, want pool.Want, sp *pool.SubPool,
 		}
 	}
 	// A place in the tenant's queue shared by every emberd: the order of
-	// the waiters of all replicas. Left when not served by a claim.
-	ticket, err := s.pool.Enqueue(ctx, class, tenant, deadline)
-	if err != nil {
-		return pool.Claim{}, false, err
-	}
-	want.Ticket = ticket
-	s.queues.setTicket(w, ticket)
+	// the waiters of all replicas, leased (renewed every DemandEvery) so
+	// that an emberd that dies cannot hold the queue. Left when not served
+	// by a claim, whatever happened to the Enqueue.
+	ticket, ticketLease := strconv.FormatUint(rand.Uint64(), 36), max(3*s.cfg.DemandEvery, 2*time.Second)
 	defer func() {
 		if !claimed {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
 			defer cancel()
 			if err := s.pool.Dequeue(dctx, class, tenant, ticket); err != nil {
-				s.log.Warn().Err(err).Msg("leave the wait queue (the ticket goes at its deadline)")
+				s.log.Warn().Err(err).Msg("leave the wait queue (the ticket goes when its lease lapses)")
 			}
 		}
 	}()
+	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
+	place, err := s.pool.Enqueue(ectx, class, tenant, ticket, ticketLease)
+	cancel()
+	if err != nil {
+		return pool.Claim{}, false, err
+	}
+	want.Ticket = ticket
+	s.queues.setTicket(w, place)
+	renew := func() error {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
+		defer cancel()
+		return s.pool.Renew(rctx, class, tenant, ticket, place, ticketLease)
+	}
 	if err := s.pool.RequestInstance(ctx, class, agent); err != nil {
+		return pool.Claim{}, false, err
+	}
+	// One try now: a wake that came before this waiter had its place in
+	// the local queue went to another.
+	if c, ok, err := s.tryClaim(ctx, want, lease()); err == nil && ok {
+		claimed = true
+		return c, c.Kind == pool.KindWarm, nil
+	} else if err != nil && !errors.Is(err, pool.ErrNoTicket) {
 		return pool.Claim{}, false, err
 	}
 	for {
@@ -344,6 +364,9 @@ func (s *Scheduler) claim(ctx context.Context, want pool.Want, sp *pool.SubPool,
 		case <-timer.C:
 			return pool.Claim{}, false, fmt.Errorf("%w (class %s)", ErrNoCapacity, class)
 		case <-demand.C:
+			if err := renew(); err != nil {
+				return pool.Claim{}, false, err
+			}
 			if !s.queues.head(w) {
 				continue
 			}
@@ -360,6 +383,12 @@ func (s *Scheduler) claim(ctx context.Context, want pool.Want, sp *pool.SubPool,
 		// attempt wakes it again instead of nobody.
 		s.queues.rejoin(w)
 		c, ok, err := s.tryClaim(ctx, want, lease())
+		if errors.Is(err, pool.ErrNoTicket) { // its lease lapsed: back at its place
+			if err := renew(); err != nil {
+				return pool.Claim{}, false, err
+			}
+			c, ok, err = s.tryClaim(ctx, want, lease())
+		}
 		if err != nil {
 			return pool.Claim{}, false, err
 		}

@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"container/list"
-	"strconv"
 	"sync"
 )
 
@@ -66,11 +65,8 @@ func (qs *queues) rejoin(w *waiter) {
 // setTicket records w's ticket (pool.Store.Enqueue) and moves it to its
 // ticket's place: this emberd wakes its waiters in the order of the queue
 // every emberd shares.
-func (qs *queues) setTicket(w *waiter, ticket string) {
-	n, err := strconv.ParseUint(ticket, 10, 64)
-	if err != nil {
-		return
-	}
+func (qs *queues) setTicket(w *waiter, place int64) {
+	n := uint64(max(place, 1))
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
 	w.ticket = n
