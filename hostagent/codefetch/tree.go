@@ -30,8 +30,17 @@ type Trees struct {
 	busy map[string]*sync.Mutex // per digest: one fetch and extraction at a time
 }
 
-// NewTrees returns the trees under dir, fetching packages from src.
+// NewTrees returns the trees under dir, fetching packages from src. What
+// an earlier agent left half made there (temporary files and directories)
+// is removed.
 func NewTrees(dir string, src Source) *Trees {
+	if ents, err := os.ReadDir(dir); err == nil {
+		for _, e := range ents {
+			if name := e.Name(); len(name) > 0 && name[0] == '.' {
+				_ = os.RemoveAll(filepath.Join(dir, name))
+			}
+		}
+	}
 	return &Trees{dir: dir, src: src, busy: map[string]*sync.Mutex{}}
 }
 
@@ -74,6 +83,9 @@ func (t *Trees) tree(ctx context.Context, digest string) (string, error) {
 		return "", err
 	}
 	if err := Extract(zip, tree, Limits{}); err != nil {
+		if errors.Is(err, ErrInvalid) || errors.Is(err, ErrTooLarge) {
+			_ = os.Remove(zip) // the package's own fault: nothing to keep
+		}
 		return "", err
 	}
 	_ = os.Remove(zip) // the tree holds what it held
@@ -103,7 +115,10 @@ func linkTree(src, dest string) error {
 		to := filepath.Join(tmp, rel)
 		switch {
 		case d.IsDir():
-			return os.Mkdir(to, 0o755)
+			if err := os.Mkdir(to, 0o755); err != nil {
+				return err
+			}
+			return os.Chmod(to, 0o755) // whatever the umask
 		case d.Type()&fs.ModeSymlink != 0:
 			target, err := os.Readlink(p)
 			if err != nil {
@@ -147,6 +162,10 @@ func copyFile(from, to string) error {
 	}
 	out, err := os.OpenFile(to, os.O_CREATE|os.O_EXCL|os.O_WRONLY, st.Mode().Perm())
 	if err != nil {
+		return err
+	}
+	if err := out.Chmod(st.Mode().Perm()); err != nil { // whatever the umask
+		out.Close()
 		return err
 	}
 	if _, err := io.Copy(out, in); err != nil {
