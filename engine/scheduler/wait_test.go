@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ember-run/ember/engine/invoke"
+	"github.com/ember-run/ember/engine/pool"
 	"github.com/ember-run/ember/engine/scheduler"
 )
 
@@ -30,10 +31,11 @@ func waitTickets(tb testing.TB, e *env, n int) {
 	}
 }
 
-// TestWaitersAreServedInOrder: with one instance held, three invocations
-// queue; each release serves the oldest waiter, one at a time.
-func TestWaitersAreServedInOrder(t *testing.T) {
-	e := setup(t, scheduler.Config{DemandEvery: time.Hour}) // no safety-net retries: wakes only
+// queueBehind holds the only instance and queues one invocation per id,
+// in that order, on scheds in turn; it returns the held claim and a wait
+// for the invocations.
+func queueBehind(t *testing.T, e *env, scheds []*scheduler.Scheduler, ids []string) (pool.Claim, *sync.WaitGroup) {
+	t.Helper()
 	ctx := context.Background()
 	if err := e.pool.AddWarm(ctx, "i1", "a1", "m128"); err != nil {
 		t.Fatal(err)
@@ -42,28 +44,43 @@ func TestWaitersAreServedInOrder(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatal(ok, err)
 	}
-	var wg sync.WaitGroup
-	for i, id := range []string{"first", "second", "third"} {
+	wg := &sync.WaitGroup{}
+	for i, id := range ids {
+		s := scheds[i%len(scheds)]
 		wg.Go(func() {
 			inv := &invoke.Invocation{ID: id, Tenant: "t1", Function: "f", Payload: []byte(`{}`)}
-			if _, err := e.sched.Invoke(ctx, inv); err != nil {
+			if _, err := s.Invoke(ctx, inv); err != nil {
 				t.Errorf("%s: %v", id, err)
 			}
 		})
 		waitTickets(t, e, i+1) // arrival order is the test's order
 	}
-	if err := e.pool.Release(ctx, held, "", true); err != nil {
-		t.Fatal(err)
-	}
-	wg.Wait()
-	// The agent saw the dispatches in the order the instance served them.
-	var order []string
+	return held, wg
+}
+
+// served lists the invocations the agent saw, in the order the instance
+// served them.
+func (e *env) served() []string {
 	e.agent.mu.Lock()
+	defer e.agent.mu.Unlock()
+	var order []string
 	for _, r := range e.agent.requests {
 		order = append(order, r.InvocationId)
 	}
-	e.agent.mu.Unlock()
-	if !slices.Equal(order, []string{"first", "second", "third"}) {
+	return order
+}
+
+// TestWaitersAreServedInOrder: with one instance held, three invocations
+// queue; each release serves the oldest waiter, one at a time.
+func TestWaitersAreServedInOrder(t *testing.T) {
+	e := setup(t, scheduler.Config{DemandEvery: time.Hour}) // no safety-net retries: wakes only
+	ids := []string{"first", "second", "third"}
+	held, wg := queueBehind(t, e, []*scheduler.Scheduler{e.sched}, ids)
+	if err := e.pool.Release(context.Background(), held, "", true); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if order := e.served(); !slices.Equal(order, ids) {
 		t.Fatalf("served in order %v", order)
 	}
 }
@@ -73,27 +90,9 @@ func TestWaitersAreServedInOrder(t *testing.T) {
 // each; each release serves the oldest waiter of either, one at a time.
 func TestWaitersAreServedInOrderAcrossReplicas(t *testing.T) {
 	e := setup(t, scheduler.Config{DemandEvery: time.Hour}) // no safety-net retries: wakes only
-	scheds := []*scheduler.Scheduler{e.sched, e.replica(t)}
 	ctx := context.Background()
-	if err := e.pool.AddWarm(ctx, "i1", "a1", "m128"); err != nil {
-		t.Fatal(err)
-	}
-	held, ok, err := e.pool.Claim(ctx, "t1", "m128", "", time.Now().Add(time.Minute))
-	if err != nil || !ok {
-		t.Fatal(ok, err)
-	}
 	ids := []string{"first", "second", "third", "fourth"}
-	var wg sync.WaitGroup
-	for i, id := range ids {
-		s := scheds[i%2]
-		wg.Go(func() {
-			inv := &invoke.Invocation{ID: id, Tenant: "t1", Function: "f", Payload: []byte(`{}`)}
-			if _, err := s.Invoke(ctx, inv); err != nil {
-				t.Errorf("%s: %v", id, err)
-			}
-		})
-		waitTickets(t, e, i+1) // arrival order is the test's order
-	}
+	held, wg := queueBehind(t, e, []*scheduler.Scheduler{e.sched, e.replica(t)}, ids)
 	// A newcomer without a ticket does not pass them.
 	if _, ok, err := e.pool.Claim(ctx, "t1", "m128", "", time.Now().Add(time.Minute)); err != nil || ok {
 		t.Fatalf("a claim past four waiters: %v, %v", ok, err)
@@ -102,13 +101,7 @@ func TestWaitersAreServedInOrderAcrossReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	wg.Wait()
-	var order []string
-	e.agent.mu.Lock()
-	for _, r := range e.agent.requests {
-		order = append(order, r.InvocationId)
-	}
-	e.agent.mu.Unlock()
-	if !slices.Equal(order, ids) {
+	if order := e.served(); !slices.Equal(order, ids) {
 		t.Fatalf("served in order %v", order)
 	}
 	if n, err := e.pool.Waiting(ctx, "m128", "t1"); err != nil || n != 0 {
