@@ -1,6 +1,6 @@
 // Command counter is an example function that keeps a counter in a state
 // resource of its tenant (STATE_DIR, default /mnt/counter), shared by every
-// instance: {"op":"incr"} adds one under an exclusive flock and returns
+// instance: {"op":"incr"} adds one under an exclusive lock and returns
 // the new value, {"op":"read"} returns it, {"op":"fill"} writes until the
 // resource's quota stops it and reports how far it got.
 package main
@@ -10,11 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
+	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
 )
@@ -39,12 +40,12 @@ func dir() string {
 	return "/mnt/counter"
 }
 
-func handle(_ context.Context, req Request) (Response, error) {
+func handle(ctx context.Context, req Request) (Response, error) {
 	r := Response{LogStream: os.Getenv("AWS_LAMBDA_LOG_STREAM_NAME")}
 	var err error
 	switch req.Op {
 	case "incr":
-		r.Value, err = incr(filepath.Join(dir(), "n"))
+		r.Value, err = incr(ctx, filepath.Join(dir(), "n"))
 	case "read":
 		b, rerr := os.ReadFile(filepath.Join(dir(), "n"))
 		if rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
@@ -62,22 +63,53 @@ func handle(_ context.Context, req Request) (Response, error) {
 	return r, err
 }
 
-// incr adds one to the number in path. It holds an exclusive flock on
-// path.lock, then opens, reads and rewrites path and closes it before it
-// lets go: the next holder, on any host, opens the file after this one's
-// writes were closed (close-to-open), not before it waited. The number is
+// incr adds one to the number in path. It holds the lock path.lock.d,
+// then opens, reads, rewrites and closes path, then lets go: the next
+// holder, on any host, opens the file after this one closed it
+// (close-to-open), and never before it holds the lock. The number is
 // written at a fixed width, so no host's cached file size can cut a read
 // short.
-func incr(path string) (int64, error) {
-	lk, err := os.OpenFile(path+".lock", os.O_RDONLY|os.O_CREATE, 0o666)
+func incr(ctx context.Context, path string) (int64, error) {
+	unlock, err := lock(ctx, path+".lock.d")
 	if err != nil {
 		return 0, err
 	}
-	defer lk.Close()
-	if err := syscall.Flock(int(lk.Fd()), syscall.LOCK_EX); err != nil {
-		return 0, err
+	n, err := rewrite(path)
+	if uerr := unlock(); err == nil {
+		err = uerr
 	}
-	defer syscall.Flock(int(lk.Fd()), syscall.LOCK_UN)
+	return n, err
+}
+
+// lock takes the lock dir: creating a directory is exclusive on every
+// store Ember keeps state on (a local file system; SeaweedFS decides it
+// at the filer for every host), where flock across SeaweedFS mounts is
+// not to be relied on (docs/configuration.md). It waits, backing off up
+// to 50 ms, until the holder removes dir or ctx ends. A holder that dies
+// between the two leaves the lock taken: remove dir to break it.
+func lock(ctx context.Context, dir string) (unlock func() error, err error) {
+	wait := 2 * time.Millisecond
+	for {
+		err := os.Mkdir(dir, 0o777)
+		if err == nil {
+			return func() error { return os.Remove(dir) }, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return nil, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("lock %s still taken: %w", dir, ctx.Err())
+		case <-t.C:
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+}
+
+// rewrite adds one to the number in path and returns it.
+func rewrite(path string) (int64, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o666)
 	if err != nil {
 		return 0, err

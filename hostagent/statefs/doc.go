@@ -15,7 +15,9 @@
 // With Options.Filer the resources live on a SeaweedFS cluster shared by
 // every host instead: each is mounted once per host by a `weed mount`
 // process (FUSE) from the filer's /ember/state/<tenant>/<name>, with its
-// own collection (what its quota counts) and the filer's lock manager
-// (flock and fcntl locks honoured across hosts); instances get it through
-// the same binds.
+// own collection (what its quota counts) and one writer per file across
+// hosts (-dlm); instances get it through the same binds. Creating a
+// directory is decided at the filer, so mkdir serves as a lock across
+// hosts; flock across mounts is not reliable in SeaweedFS
+// 4.53 (docs/configuration.md).
 package statefs

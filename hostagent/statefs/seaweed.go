@@ -89,7 +89,8 @@ func (s *Store) mountNetworked(tenant, name string, sizeMB int64, mnt string) (u
 	}
 	// Its output goes to a file, not a pipe: weed must outlive an agent
 	// killed without stopping (a write to a closed pipe would kill it).
-	out, err := os.OpenFile(base+".log", os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	// Appended: the output of a weed that died says why.
+	out, err := os.OpenFile(base+".log", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return 0, fmt.Errorf("statefs: %w", err)
 	}

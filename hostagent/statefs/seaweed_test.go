@@ -12,12 +12,13 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ember-run/ember/internal/testenv"
 )
 
 // TestNetworkedAcrossStores: two stores on one SeaweedFS filer stand for
-// two hosts. Increments under flock, two at a time (one on each host, each
+// two hosts. Increments under a lock directory, two at a time (one on each host, each
 // by another uid), add up; a write past the quota fails with ENOSPC; another
 // tenant's resource of the same name is another directory; closing a store
 // keeps what was written; when a host's weed dies, the next attach mounts
@@ -126,7 +127,7 @@ func TestNetworkedAcrossStores(t *testing.T) {
 	}
 }
 
-// incrAs adds one to the number in path under an exclusive flock, as a
+// incrAs adds one to the number in path under an exclusive lock, as a
 // container would: in a child process running as uid, umask 0.
 func incrAs(path string, uid int) error {
 	cmd, err := newChild(uid, "incr", path)
@@ -181,35 +182,41 @@ func newChild(uid int, op, path string) (*exec.Cmd, error) {
 	return cmd, nil
 }
 
-// incr adds one to the number in path as examples/counter does: under an
-// exclusive flock on path.lock, it opens, reads, rewrites (fixed width) and
-// closes path.
+// incr adds one to the number in path as examples/counter does: holding
+// the lock directory path.lock.d (mkdir is exclusive at the filer), it
+// opens, reads, rewrites (fixed width) and closes path, then removes the
+// lock.
 func incr(path string) error {
-	lk, err := os.OpenFile(path+".lock", os.O_RDONLY|os.O_CREATE, 0o666)
-	if err != nil {
-		return err
+	deadline := time.Now().Add(30 * time.Second)
+	for wait := 2 * time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		err := os.Mkdir(path+".lock.d", 0o777)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, os.ErrExist) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(wait) // the holder's rmdir tells nobody: poll, backing off
 	}
-	defer lk.Close()
-	if err := syscall.Flock(int(lk.Fd()), syscall.LOCK_EX); err != nil {
-		return err
-	}
-	defer syscall.Flock(int(lk.Fd()), syscall.LOCK_UN)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o666)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	b, err := io.ReadAll(f)
-	if err != nil {
-		return err
+	if err == nil {
+		_, err = f.WriteAt(fmt.Appendf(nil, "%020d", value(b)+1), 0)
 	}
-	if _, err := f.WriteAt(fmt.Appendf(nil, "%020d", value(b)+1), 0); err != nil {
-		return err
+	if err == nil {
+		err = f.Sync()
 	}
-	if err := f.Sync(); err != nil {
-		return err
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	return f.Close()
+	if rerr := os.Remove(path + ".lock.d"); err == nil {
+		err = rerr
+	}
+	return err
 }
 
 // value is the number a counter file holds.

@@ -35,8 +35,9 @@ func counterOp(t *testing.T, s *stack, c *client.Client, op string) counterResul
 
 // TestStateSharedAcrossInstances: 100 invocations of a function on two
 // instances each increment a counter file in the tenant's state resource
-// under flock; the counter ends at 100. The resource's quota holds, and
-// another tenant's resource of the same name is another resource.
+// under a lock directory; the counter ends at 100. The resource's quota
+// holds, and another tenant's resource of the same name is another
+// resource.
 func TestStateSharedAcrossInstances(t *testing.T) {
 	s := newStack(t, "m128=2")
 	state := []wire.StateMount{{Name: "counter", Path: "/mnt/counter", SizeMB: 16}}
@@ -115,9 +116,9 @@ func TestStateSharedAcrossInstances(t *testing.T) {
 
 // TestStateAcrossHosts: hosts mount the tenant's resource from one
 // SeaweedFS filer (three hosts of one instance each: two serve the tenant,
-// the third another tenant). 100 increments of a counter file under flock
-// (examples/counter), most of them two at a time, run on two hosts'
-// instances: the values returned are 1 to 100, each once, many of them
+// the third another tenant). 100 increments of a counter file under a
+// lock directory (examples/counter), most of them two at a time, run on
+// two hosts' instances: the values returned are 1 to 100, each once, many of them
 // right after an increment on the other host, and the filer holds 100.
 // Another tenant's function of the same resource name sees none of it.
 func TestStateAcrossHosts(t *testing.T) {
