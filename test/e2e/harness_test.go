@@ -109,6 +109,10 @@ type stack struct {
 	// tenantKey is tenant e2e's API key.
 	tenantKey string
 	restarts  int
+	// ownBroker: the stack picked its broker's address (not an outside one).
+	ownBroker bool
+	// rebinds counts first starts retried on other ports.
+	rebinds int
 }
 
 // stacks counts the stacks this test binary made: each gets a bridge,
@@ -165,6 +169,8 @@ func startStack(t testing.TB, redis string, pool, broker string, extra ...string
 	}
 	if broker != "" {
 		s.broker = broker
+	} else {
+		s.ownBroker = true
 	}
 	s.start()
 	t.Cleanup(s.stop)
@@ -208,6 +214,23 @@ func (s *stack) start() {
 	for {
 		select {
 		case err := <-s.exited:
+			// Another process took a port freeAddr found free before
+			// emberd bound it: a first start tries other ports (a restart
+			// keeps its addresses, which its clients hold).
+			if s.restarts == 1 && s.rebinds < 3 && strings.Contains(s.log(), "address already in use") {
+				s.rebinds++
+				s.restarts = 0
+				s.api, s.agent, s.peer, s.gateway, s.debug = freeAddr(s.t), freeAddr(s.t), freeAddr(s.t), freeAddr(s.t), freeAddr(s.t)
+				if s.ownBroker {
+					s.broker = freeAddr(s.t)
+				}
+				var cerr error
+				if s.admin, cerr = client.New("http://"+s.api, client.WithAPIKey(s.adminKey)); cerr != nil {
+					s.t.Fatal(cerr)
+				}
+				s.start()
+				return
+			}
 			s.t.Fatalf("emberd exited during start-up: %v\n%s", err, s.log())
 		default:
 		}
