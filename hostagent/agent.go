@@ -74,7 +74,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		sem:    make(chan struct{}, cfg.StartConcurrency),
 		refill: make(chan struct{}, 1),
 		insts:  map[string]*instance{},
-		trees:  codefetch.NewTrees(filepath.Join(cfg.StateDir, "codes"), deps.Code),
+		trees:  codefetch.NewTrees(filepath.Join(cfg.StateDir, "codes"), deps.Code, cfg.CodeCacheMB<<20),
 	}
 	a.bg, a.cancelBg = context.WithCancel(context.Background())
 	um, err := newUsageMetrics(deps.Metrics)

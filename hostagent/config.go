@@ -31,6 +31,10 @@ type Config struct {
 	// <StateDir>/instances/<id>/{sock,code,log}, and the packages
 	// extracted once per host, <StateDir>/codes. Default: "/var/lib/ember/agent".
 	StateDir string
+	// CodeCacheMB bounds the disk space of the packages extracted under
+	// <StateDir>/codes; beyond it the least recently used are removed
+	// (instances keep their copies). Default: 4096.
+	CodeCacheMB int64
 
 	// Pool is the warming pool's target size per class (class names from
 	// pool.ClassName). Default: {m128: 4, m256: 2, m512: 1, m1024: 1}.
@@ -116,6 +120,7 @@ const (
 	DefaultListenAddr   = "127.0.0.1:7947"
 	DefaultStateDir     = "/var/lib/ember/agent"
 	DefaultMaxInstances = 32
+	DefaultCodeCacheMB  = 4096
 )
 
 // DefaultPoolSpec is the default warming pool target in ParsePool's form:
@@ -139,6 +144,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.StateDir == "" {
 		c.StateDir = DefaultStateDir
+	}
+	if c.CodeCacheMB == 0 {
+		c.CodeCacheMB = DefaultCodeCacheMB
 	}
 	if c.Pool == nil {
 		c.Pool = DefaultPool()
@@ -229,6 +237,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("hostagent: MappedRootUID %d + MaxInstances %d * UIDRange %d passes the largest uid", c.MappedRootUID, c.MaxInstances, c.UIDRange)
 	case c.Capacity.MemoryMB < 128 || c.Capacity.MilliCPU < 100:
 		return fmt.Errorf("hostagent: Capacity %d MB, %d mCPU: want at least 128 MB and 100 mCPU", c.Capacity.MemoryMB, c.Capacity.MilliCPU)
+	case c.CodeCacheMB < 0 || c.CodeCacheMB > 1<<30:
+		return fmt.Errorf("hostagent: CodeCacheMB %d must be positive and at most 2^30", c.CodeCacheMB)
 	case c.Accounting != AccountingEBPF && c.Accounting != AccountingCgroup && c.Accounting != AccountingOff:
 		return fmt.Errorf("hostagent: Accounting %q must be %q, %q or %q", c.Accounting, AccountingEBPF, AccountingCgroup, AccountingOff)
 	}

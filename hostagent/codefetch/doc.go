@@ -13,6 +13,7 @@
 // preserved and everything is made world-readable (the function runs as an
 // unprivileged uid inside its instance's user namespace).
 //
-// Trees keeps each package extracted once per host and gives instances
+// Trees keeps each package extracted once per host, within a disk budget
+// (least recently linked trees removed past it), and gives instances
 // copies made of hard links into that one tree.
 package codefetch

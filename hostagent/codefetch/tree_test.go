@@ -2,14 +2,17 @@ package codefetch
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // counting is a real Source that counts its fetches.
@@ -49,7 +52,7 @@ func TestTreesLinkOnce(t *testing.T) {
 		{name: "current", body: "lib", mode: fs.ModeSymlink | 0o777},
 	}))
 	src := &counting{Source: Dir{Root: filepath.Join(root, "store")}}
-	trees := NewTrees(filepath.Join(root, "codes"), src)
+	trees := NewTrees(filepath.Join(root, "codes"), src, 0)
 	var wg sync.WaitGroup
 	dests := make([]string, 8)
 	for i := range dests {
@@ -102,4 +105,91 @@ func TestTreesLinkOnce(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, "bad")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("an invalid package left a copy: %v", err)
 	}
+}
+
+// TestTreesPrune: with a budget of about two packages, making a third
+// removes the least recently linked other one, never one being linked nor
+// the one just made (even past the budget); an instance's copy of a
+// removed tree keeps its files. Links of many packages at once under a
+// budget of one all get whole copies.
+func TestTreesPrune(t *testing.T) {
+	root := t.TempDir()
+	var names []string
+	pkgs := map[string]string{}
+	for i := range 6 {
+		name := string(rune('a' + i))
+		body := make([]byte, 256<<10)
+		if _, err := rand.Read(body); err != nil { // incompressible: 256 KiB on disk
+			t.Fatal(err)
+		}
+		names = append(names, name)
+		pkgs[name] = store(t, filepath.Join(root, "store"), makeZip(t, []entry{{name: "bootstrap", body: string(body), mode: 0o755}}))
+	}
+	src := Dir{Root: filepath.Join(root, "store")}
+	codes := filepath.Join(root, "codes")
+	trees := NewTrees(codes, src, 600<<10)
+	link := func(trees *Trees, name, dest string) {
+		t.Helper()
+		if err := trees.Link(context.Background(), pkgs[name], filepath.Join(root, "instances", dest)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	has := func(codes, name string) bool {
+		_, err := os.Stat(filepath.Join(codes, pkgs[name][7:]))
+		return err == nil
+	}
+	used := func(name string, ago time.Duration) { // as if last linked ago
+		t.Helper()
+		when := time.Now().Add(-ago)
+		if err := os.Chtimes(filepath.Join(codes, pkgs[name][7:]), when, when); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link(trees, "a", "1")
+	link(trees, "b", "2")
+	used("a", time.Minute)
+	used("b", 2*time.Minute)
+	link(trees, "c", "3")
+	if !has(codes, "a") || has(codes, "b") || !has(codes, "c") {
+		t.Fatalf("after c: a %v, b %v, c %v; want b removed", has(codes, "a"), has(codes, "b"), has(codes, "c"))
+	}
+	if st, err := os.Stat(filepath.Join(root, "instances", "2", "bootstrap")); err != nil || st.Size() != 256<<10 {
+		t.Fatalf("the copy of a removed tree: %v, %v", st, err)
+	}
+	// b again while c, now the least recently used, is being linked: c
+	// is passed over and a goes.
+	used("a", time.Minute)
+	used("c", 2*time.Minute)
+	h := pkgs["c"][7:]
+	trees.lock(h).RLock()
+	link(trees, "b", "4")
+	trees.lock(h).RUnlock()
+	if has(codes, "a") || !has(codes, "b") || !has(codes, "c") {
+		t.Fatalf("after b again: a %v, b %v, c %v; want a removed", has(codes, "a"), has(codes, "b"), has(codes, "c"))
+	}
+
+	// A budget smaller than one package keeps the one just made.
+	small := filepath.Join(root, "small")
+	one := NewTrees(small, src, 100<<10)
+	link(one, "a", "5")
+	link(one, "b", "6")
+	if has(small, "a") || !has(small, "b") {
+		t.Fatalf("budget under one package: a %v, b %v; want only b", has(small, "a"), has(small, "b"))
+	}
+	// Many packages at once, each made, linked and removed again and
+	// again: every copy is whole.
+	var wg sync.WaitGroup
+	for i := range 24 {
+		wg.Go(func() {
+			dest := filepath.Join(root, "instances", "many", strconv.Itoa(i))
+			if err := one.Link(context.Background(), pkgs[names[i%len(names)]], dest); err != nil {
+				t.Error(err)
+				return
+			}
+			if st, err := os.Stat(filepath.Join(dest, "bootstrap")); err != nil || st.Size() != 256<<10 {
+				t.Errorf("copy %d: %v, %v", i, st, err)
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -29,6 +29,7 @@ type Flags struct {
 	capacityMB                    int64
 	capacityVCPU                  float64
 	stateFiler, weed              string
+	codeCacheMB                   int64
 }
 
 // Register adds the flags to fs.
@@ -49,6 +50,7 @@ func (f *Flags) Register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.noNetwork, "no-network", false, "give containers their own loopback only, whatever their function asks")
 	fs.StringVar(&f.stateFiler, "state-filer", "", "SeaweedFS filer (host:port) holding tenants' state resources for every host (default: image files on this host only)")
 	fs.StringVar(&f.weed, "weed", "weed", "SeaweedFS weed binary that mounts state resources from --state-filer")
+	fs.Int64Var(&f.codeCacheMB, "code-cache", hostagent.DefaultCodeCacheMB, "MB of function packages kept extracted on this host; beyond it the least recently used are removed")
 	fs.IntVar(&f.uidBase, "uid-base", 100000, "first host uid of instances (each gets 65536 of its own); agents sharing a kernel need disjoint ranges")
 }
 
@@ -63,6 +65,10 @@ func (f *Flags) Apply(cfg *hostagent.Config) error {
 	cfg.Network.Bridge, cfg.Network.Subnet, cfg.NoNetwork = f.bridge, f.subnet, f.noNetwork
 	cfg.MappedRootUID = f.uidBase
 	cfg.State.Filer, cfg.State.Weed = f.stateFiler, f.weed
+	if f.codeCacheMB <= 0 {
+		return fmt.Errorf("--code-cache %d: want a positive number of MB", f.codeCacheMB)
+	}
+	cfg.CodeCacheMB = f.codeCacheMB
 	if f.capacityMB < 0 || f.capacityVCPU < 0 {
 		return fmt.Errorf("--capacity-memory and --capacity-vcpu must not be negative")
 	}
