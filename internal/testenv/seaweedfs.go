@@ -74,7 +74,7 @@ func StartSeaweedFS(t testing.TB, ip string) *SeaweedFS {
 		_ = cmd.Process.Kill()
 		<-exited
 		if t.Failed() {
-			t.Logf("SeaweedFS output:\n%s", tailLines(out.String(), 30))
+			t.Logf("SeaweedFS output:\n%s", TailLines(out.String(), 30))
 		}
 	})
 	// Ready when a file can be written through the filer: the master has a
@@ -87,11 +87,11 @@ func StartSeaweedFS(t testing.TB, ip string) *SeaweedFS {
 		}
 		select {
 		case e := <-exited:
-			t.Fatalf("SeaweedFS exited: %v\n%s", e, tailLines(out.String(), 30))
+			t.Fatalf("SeaweedFS exited: %v\n%s", e, TailLines(out.String(), 30))
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("SeaweedFS's filer stores nothing after 90s (%v):\n%s", err, tailLines(out.String(), 30))
+			t.Fatalf("SeaweedFS's filer stores nothing after 90s (%v):\n%s", err, TailLines(out.String(), 30))
 		}
 	}
 }
@@ -150,8 +150,9 @@ func portPair(ip string) (int, error) {
 	return 0, fmt.Errorf("no free port pair on %s", ip)
 }
 
-// tailLines is the last n lines of s.
-func tailLines(s string, n int) string {
+// TailLines is the last n lines of s (a process's output, for a failure
+// message).
+func TailLines(s string, n int) string {
 	b := []byte(s)
 	for i, k := len(b)-1, 0; i >= 0; i-- {
 		if b[i] == '\n' {

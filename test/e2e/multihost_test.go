@@ -197,7 +197,7 @@ func (c *cluster) startHost(ca *pki.Authority, dir string, i int, spec hostSpec)
 		}
 		if t.Failed() {
 			b, _ := os.ReadFile(filepath.Join(dir, "agent.log"))
-			t.Logf("agent %s log:\n%s", h.id, tail(b, 30))
+			t.Logf("agent %s log:\n%s", h.id, testenv.TailLines(string(b), 30))
 		}
 	})
 	// The agent is up when its warming pool is in Redis.
@@ -209,19 +209,13 @@ func (c *cluster) startHost(ca *pki.Authority, dir string, i int, spec hostSpec)
 		select {
 		case <-h.exited:
 			b, _ := os.ReadFile(filepath.Join(dir, "agent.log"))
-			t.Fatalf("agent %s exited: %v\n%s", h.id, h.err, tail(b, 30))
+			t.Fatalf("agent %s exited: %v\n%s", h.id, h.err, testenv.TailLines(string(b), 30))
 		case <-time.After(50 * time.Millisecond): // polling a starting agent
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("agent %s has no instance in Redis", h.id)
 		}
 	}
-}
-
-// tail is the last n lines of b.
-func tail(b []byte, n int) string {
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
 }
 
 // instancesOf lists the instance ids a host's agent has in Redis.
