@@ -326,14 +326,14 @@ func (s *Scheduler) claim(ctx context.Context, want pool.Want, sp *pool.SubPool,
 	ticket, ticketLease := strconv.FormatUint(rand.Uint64(), 36), max(3*s.cfg.DemandEvery, 2*time.Second)
 	defer func() {
 		if !claimed {
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
+			dctx, cancel := detached(ctx)
 			defer cancel()
 			if err := s.pool.Dequeue(dctx, class, tenant, ticket); err != nil {
 				s.log.Warn().Err(err).Msg("leave the wait queue (the ticket goes when its lease lapses)")
 			}
 		}
 	}()
-	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
+	ectx, cancel := detached(ctx)
 	place, err := s.pool.Enqueue(ectx, class, tenant, ticket, ticketLease)
 	cancel()
 	if err != nil {
@@ -342,20 +342,32 @@ func (s *Scheduler) claim(ctx context.Context, want pool.Want, sp *pool.SubPool,
 	want.Ticket = ticket
 	s.queues.setTicket(w, place)
 	renew := func() error {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
+		rctx, cancel := detached(ctx)
 		defer cancel()
 		return s.pool.Renew(rctx, class, tenant, ticket, place, ticketLease)
 	}
 	if err := s.pool.RequestInstance(ctx, class, agent); err != nil {
 		return pool.Claim{}, false, err
 	}
+	// try claims with the ticket; one whose lease lapsed takes its place
+	// back and tries again.
+	try := func() (pool.Claim, bool, error) {
+		c, ok, err := s.tryClaim(ctx, want, lease())
+		if errors.Is(err, pool.ErrNoTicket) {
+			if err := renew(); err != nil {
+				return pool.Claim{}, false, err
+			}
+			c, ok, err = s.tryClaim(ctx, want, lease())
+		}
+		return c, ok, err
+	}
 	// One try now: a wake that came before this waiter had its place in
 	// the local queue went to another.
-	if c, ok, err := s.tryClaim(ctx, want, lease()); err == nil && ok {
+	if c, ok, err := try(); err != nil {
+		return pool.Claim{}, false, err
+	} else if ok {
 		claimed = true
 		return c, c.Kind == pool.KindWarm, nil
-	} else if err != nil && !errors.Is(err, pool.ErrNoTicket) {
-		return pool.Claim{}, false, err
 	}
 	for {
 		select {
@@ -382,13 +394,7 @@ func (s *Scheduler) claim(ctx context.Context, want pool.Want, sp *pool.SubPool,
 		// Back at the head before trying: an instance freed during the
 		// attempt wakes it again instead of nobody.
 		s.queues.rejoin(w)
-		c, ok, err := s.tryClaim(ctx, want, lease())
-		if errors.Is(err, pool.ErrNoTicket) { // its lease lapsed: back at its place
-			if err := renew(); err != nil {
-				return pool.Claim{}, false, err
-			}
-			c, ok, err = s.tryClaim(ctx, want, lease())
-		}
+		c, ok, err := try()
 		if err != nil {
 			return pool.Claim{}, false, err
 		}
@@ -400,6 +406,12 @@ func (s *Scheduler) claim(ctx context.Context, want pool.Want, sp *pool.SubPool,
 	}
 }
 
+// detached is ctx without its cancellation, bounded by claimTimeout: for a
+// Redis call that must finish whatever happened to its caller.
+func detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
+}
+
 // tryClaim runs one claim script. The script runs on a context that the
 // caller's cancellation cannot interrupt halfway: a claim made in Redis but
 // never seen here would leave the instance busy until its lease expired.
@@ -408,7 +420,7 @@ func (s *Scheduler) tryClaim(ctx context.Context, want pool.Want, lease time.Tim
 	if err := ctx.Err(); err != nil {
 		return pool.Claim{}, false, err
 	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
+	cctx, cancel := detached(ctx)
 	defer cancel()
 	c, ok, err := s.pool.ClaimFor(cctx, want, lease)
 	if err != nil || !ok {
@@ -427,7 +439,7 @@ func (s *Scheduler) tryClaim(ctx context.Context, want pool.Want, lease time.Tim
 // a fresh context: the caller's may be cancelled, and a leaked claim would
 // idle until its lease expires.
 func (s *Scheduler) release(ctx context.Context, c pool.Claim, vk string, keep bool) {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
+	rctx, cancel := detached(ctx)
 	defer cancel()
 	if err := s.pool.Release(rctx, c, vk, keep); errors.Is(err, pool.ErrStaleClaim) {
 		// Held past its lease: the instance went back to the pool and may
