@@ -8,6 +8,7 @@ require (
 	github.com/cilium/ebpf v0.22.0
 	github.com/containerd/containerd v1.7.35
 	github.com/containernetworking/cni v1.3.1
+	github.com/google/pprof v0.0.0-20240727154555-813a5fbdbec8
 	github.com/opencontainers/go-digest v1.0.0
 	github.com/opencontainers/image-spec v1.1.1
 	github.com/opencontainers/runtime-spec v1.1.0

@@ -216,10 +216,15 @@ func (g *generation) commit() {
 		g.c.log.Warn().Err(err).Int("partitions", len(offs)).Msg("commit failed, will retry")
 		return
 	}
-	var observe func(int64)
+	var observe func(ts, doneAt int64)
 	if m := g.c.metrics; m != nil {
 		now := time.Now().UnixNano()
-		observe = func(ts int64) { m.eventToCommit.Observe(float64(now-ts) / 1e9) }
+		observe = func(ts, doneAt int64) {
+			if ts != 0 {
+				m.eventToCommit.Observe(float64(now-ts) / 1e9)
+			}
+			m.doneToCommit.Observe(float64(now-doneAt) / 1e9)
+		}
 	}
 	for i, p := range parts {
 		p.tracker.committedAt(offs[i].Offset, observe)

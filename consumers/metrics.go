@@ -14,9 +14,11 @@ type metrics struct {
 	invocations   *prometheus.CounterVec
 	dlq           *prometheus.CounterVec
 	batchSize     *prometheus.HistogramVec
+	eventToFetch  *prometheus.HistogramVec
 	fetchToInvoke *prometheus.HistogramVec
 	eventToStart  *prometheus.HistogramVec
 	eventToCommit *prometheus.HistogramVec
+	doneToCommit  *prometheus.HistogramVec
 }
 
 // latencyBuckets span 1 ms to ~2 h: end-to-end latency includes lag.
@@ -49,6 +51,11 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 			Help:    "Records per invoked batch.",
 			Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000},
 		}, []string{"binding"}),
+		eventToFetch: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "ember", Subsystem: "consumer", Name: "event_to_fetch_seconds",
+			Help:    "From each record's Kafka timestamp (millisecond precision) to its fetch by the consumer.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2.5, 14),
+		}, []string{"binding"}),
 		fetchToInvoke: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "ember", Subsystem: "consumer", Name: "fetch_to_invoke_seconds",
 			Help:    "Time from fetching a batch's oldest record to each Invoke call.",
@@ -64,8 +71,14 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 			Help:    "From each record's Kafka timestamp to the commit of its offset.",
 			Buckets: latencyBuckets,
 		}, []string{"binding"}),
+		doneToCommit: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "ember", Subsystem: "consumer", Name: "done_to_commit_seconds",
+			Help:    "From each record's end (invoked, dead-lettered or filtered) to the commit of its offset.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2.5, 14),
+		}, []string{"binding"}),
 	}
-	for _, c := range []prometheus.Collector{m.records, m.filtered, m.expired, m.invocations, m.dlq, m.batchSize, m.fetchToInvoke, m.eventToStart, m.eventToCommit} {
+	for _, c := range []prometheus.Collector{m.records, m.filtered, m.expired, m.invocations, m.dlq, m.batchSize,
+		m.eventToFetch, m.fetchToInvoke, m.eventToStart, m.eventToCommit, m.doneToCommit} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("consumers: register metrics: %w", err)
 		}
@@ -82,9 +95,11 @@ type bindingMetrics struct {
 	expired       prometheus.Counter
 	dlq           prometheus.Counter
 	batchSize     prometheus.Observer
+	eventToFetch  prometheus.Observer
 	fetchToInvoke prometheus.Observer
 	eventToStart  prometheus.Observer
 	eventToCommit prometheus.Observer
+	doneToCommit  prometheus.Observer
 }
 
 func (m *metrics) forBinding(id string) *bindingMetrics {
@@ -96,9 +111,11 @@ func (m *metrics) forBinding(id string) *bindingMetrics {
 		expired:       m.expired.WithLabelValues(id),
 		dlq:           m.dlq.WithLabelValues(id),
 		batchSize:     m.batchSize.WithLabelValues(id),
+		eventToFetch:  m.eventToFetch.WithLabelValues(id),
 		fetchToInvoke: m.fetchToInvoke.WithLabelValues(id),
 		eventToStart:  m.eventToStart.WithLabelValues(id),
 		eventToCommit: m.eventToCommit.WithLabelValues(id),
+		doneToCommit:  m.doneToCommit.WithLabelValues(id),
 	}
 }
 

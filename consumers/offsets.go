@@ -28,6 +28,7 @@ type tracker struct {
 type slot struct {
 	offset int64
 	ts     int64 // the record's timestamp, Unix nanoseconds
+	doneAt int64 // when it was done, Unix nanoseconds
 	done   bool
 }
 
@@ -81,7 +82,7 @@ func (t *tracker) done(offset int64) {
 	// The record is usually near the front: search from there.
 	for i := range live {
 		if live[i].offset == offset {
-			live[i].done = true
+			live[i].done, live[i].doneAt = true, time.Now().UnixNano()
 			break
 		}
 	}
@@ -110,8 +111,9 @@ func (t *tracker) toCommit() (int64, bool) {
 const maxFinished = 1 << 16
 
 // committedAt records that offset was committed and calls observe with
-// the timestamp of each record the commit covered (Unix nanoseconds).
-func (t *tracker) committedAt(offset int64, observe func(ts int64)) {
+// the timestamp of each record the commit covered and when it was done
+// (Unix nanoseconds).
+func (t *tracker) committedAt(offset int64, observe func(ts, doneAt int64)) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if offset > t.committed {
@@ -119,8 +121,8 @@ func (t *tracker) committedAt(offset int64, observe func(ts int64)) {
 	}
 	n := 0
 	for n < len(t.finished) && t.finished[n].offset < offset {
-		if observe != nil && t.finished[n].ts != 0 {
-			observe(t.finished[n].ts)
+		if observe != nil {
+			observe(t.finished[n].ts, t.finished[n].doneAt)
 		}
 		n++
 	}

@@ -21,12 +21,18 @@ func TestTrackerCommitsContiguousPrefix(t *testing.T) {
 	if off, moved := tr.toCommit(); moved {
 		t.Fatalf("11 done before 10: commit %d", off)
 	}
+	before := time.Now().UnixNano()
 	tr.done(10)
 	if off, moved := tr.toCommit(); !moved || off != 12 {
 		t.Fatalf("commit %d %v, want 12", off, moved)
 	}
 	var seen []int64
-	tr.committedAt(12, func(ts int64) { seen = append(seen, ts-1000) })
+	tr.committedAt(12, func(ts, doneAt int64) {
+		seen = append(seen, ts-1000)
+		if ts-1000 == 10 && (doneAt < before || doneAt > time.Now().UnixNano()) {
+			t.Errorf("record 10 done at %d, not between %d and now", doneAt, before)
+		}
+	})
 	if !slices.Equal(seen, []int64{10, 11}) {
 		t.Fatalf("the commit of 12 covered records %v, want [10 11]", seen)
 	}

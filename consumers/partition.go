@@ -146,6 +146,9 @@ func (p *partition) fetch() {
 		c.stats.recordsIn.Add(1)
 		if c.metrics != nil {
 			c.metrics.records.Inc()
+			if !msg.Time.IsZero() {
+				c.metrics.eventToFetch.Observe(now.Sub(msg.Time).Seconds())
+			}
 		}
 		if !c.match(&msg) {
 			c.stats.filtered.Add(1)

@@ -30,7 +30,7 @@ else
 	printf 'previous main %s not found: BenchmarkVsBase is skipped\n' "$base_ref"
 fi
 
-run "whole system: latency, start kinds vs a container per invocation, throughput, cost vs the previous main" \
+run "whole system: the per-stage budget of a warm invocation, latency, start kinds vs a container per invocation, throughput, cost vs the previous main" \
 	-run '^$' -bench . -benchtime 1x -timeout 30m ./test/e2e
 run "warm path pieces: Runtime API round trip in ember-init (vs AWS's RIE at 1.2 ms p50 here, PLATFORM.md)" \
 	-run '^$' -bench HotInvoke -benchtime 2000x ./hostagent/initd

@@ -220,6 +220,7 @@ func TestAgentIntegration(t *testing.T) {
 			t.Fatalf("hot dispatch %d: %v %v", i, resp, err)
 		}
 		checkUsage(t, "hot dispatch", resp.GetUsage())
+		checkTiming(t, resp, lat[len(lat)-1])
 	}
 	slices.Sort(lat)
 	t.Logf("hot dispatch round trip over gRPC: p50 %v p99 %v (n=%d)", lat[len(lat)/2], lat[len(lat)*99/100], len(lat))
@@ -302,4 +303,24 @@ func checkUsage(t *testing.T, what string, u *dispatchpb.Usage) {
 	}
 	t.Logf("%s usage: cpu %v wall %v peak %d KiB rx %d B tx %d B", what, time.Duration(u.GetCpuNs()),
 		time.Duration(u.GetWallNs()), u.GetMemoryPeakBytes()>>10, u.GetRxBytes(), u.GetTxBytes())
+}
+
+// checkTiming checks a hot dispatch's timing against its round trip rtt:
+// the Invoke was written before the handler started, ember-init's round
+// trip holds the handler's run, and the agent's time and that round trip
+// fit in rtt.
+func checkTiming(t *testing.T, resp *dispatchpb.DispatchResponse, rtt time.Duration) {
+	t.Helper()
+	tm := resp.GetTiming()
+	switch {
+	case tm == nil:
+		t.Fatal("hot dispatch without timing")
+	case tm.InvokeSentUnixNs <= 0 || tm.InvokeSentUnixNs > resp.HandlerStartUnixNs:
+		t.Fatalf("invoke sent at %d, handler started at %d", tm.InvokeSentUnixNs, resp.HandlerStartUnixNs)
+	case tm.InitRoundTripNs < resp.DurationNs+(resp.HandlerStartUnixNs-tm.InvokeSentUnixNs):
+		t.Fatalf("ember-init round trip %d ns, less than the handler's %d ns plus its start %d ns",
+			tm.InitRoundTripNs, resp.DurationNs, resp.HandlerStartUnixNs-tm.InvokeSentUnixNs)
+	case tm.AgentNs <= 0 || time.Duration(tm.AgentNs+tm.InitRoundTripNs) > rtt:
+		t.Fatalf("agent %d ns + ember-init %d ns, round trip %v", tm.AgentNs, tm.InitRoundTripNs, rtt)
+	}
 }

@@ -42,6 +42,7 @@ func (s *dispatchServer) Dispatch(ctx context.Context, req *dispatchpb.DispatchR
 }
 
 func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (*dispatchpb.DispatchResponse, error) {
+	arrived := time.Now()
 	if req.GetTenant() == "" || req.GetFunction() == "" || req.GetInstanceId() == "" || req.GetInvocationId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "dispatch needs invocation_id, instance_id, tenant and function")
 	}
@@ -94,6 +95,10 @@ func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (
 	}
 
 	resp, err := a.run(ctx, log, in, req, digestHex)
+	if t := resp.GetTiming(); t != nil {
+		// The agent's own time: all of it but ember-init's round trip.
+		t.AgentNs = time.Since(arrived).Nanoseconds() - t.InitRoundTripNs
+	}
 	if err != nil {
 		if errors.Is(err, errInitGone) {
 			a.breakInstance(in, err.Error())
@@ -216,6 +221,7 @@ func (a *Agent) invoke(ctx context.Context, log zerolog.Logger, in *instance, cl
 		TraceID: req.GetTraceId(), FunctionARN: req.GetFunctionArn(), LogService: logID,
 	}, req.GetPayload())
 	wall := time.Since(t0)
+	timing := &dispatchpb.Timing{InvokeSentUnixNs: t0.UnixNano(), InitRoundTripNs: wall.Nanoseconds()}
 	if err != nil {
 		if ctx.Err() != nil {
 			// The caller gave up (a consumer whose partition was revoked and
@@ -278,7 +284,7 @@ func (a *Agent) invoke(ctx context.Context, log zerolog.Logger, in *instance, cl
 	return &dispatchpb.DispatchResponse{
 		Status: st, Payload: body, ErrorType: res.ErrorType, LogTail: res.LogTail, LogTruncatedBytes: res.LogTruncatedBytes,
 		Start: kind, HandlerStartUnixNs: res.HandlerStartUnixNs, DurationNs: res.DurationNs,
-		InitDurationNs: initNs, Usage: usage, PreloadTag: tag,
+		InitDurationNs: initNs, Usage: usage, PreloadTag: tag, Timing: timing,
 	}, nil
 }
 

@@ -139,6 +139,8 @@ type Result struct {
 	// Usage is what the invocation used; nil when the agent did not measure
 	// it (accounting off, or a failure before the function ran).
 	Usage *Usage
+	// Timing is where the invocation's time went, stage by stage.
+	Timing Timing
 	// PreloadTag is set when the invocation was the first on a container a
 	// pre-load started: the tag the pre-load carried (see
 	// scheduler.LoadAhead).

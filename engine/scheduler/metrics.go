@@ -1,6 +1,12 @@
 package scheduler
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ember-run/ember/engine/invoke"
+)
 
 type metrics struct {
 	invocations    *prometheus.CounterVec
@@ -10,12 +16,16 @@ type metrics struct {
 	waiting        *prometheus.GaugeVec
 	waited         *prometheus.HistogramVec
 	preloads       *prometheus.CounterVec
+	stages         *prometheus.HistogramVec
+	// stageObs are stages' observers by start kind (invoke.StartKind's
+	// values) and stage (stageNames).
+	stageObs [invoke.StartCold + 1][len(stageNames)]prometheus.Observer
 }
 
 var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 
 func newMetrics() *metrics {
-	return &metrics{
+	m := &metrics{
 		invocations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ember_scheduler_invocations_total",
 			Help: "Invocations dispatched, by function status and start kind (hot, pool_hit, cold).",
@@ -42,19 +52,48 @@ func newMetrics() *metrics {
 			Name: "ember_scheduler_preloads_total",
 			Help: "Versions pre-loaded on instances that held the version they replace, by result (loaded, failed).",
 		}, []string{"result"}),
+		stages: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ember_scheduler_stage_seconds",
+			Help:    "Where invocations' time went, by stage (claim, dispatch, agent, to_handler, handler, from_handler, release) and start kind; see the per-stage budget in docs/architecture.md.",
+			Buckets: stageBuckets,
+		}, []string{"stage", "start"}),
 		dispatch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ember_scheduler_dispatch_seconds",
 			Help:    "Dispatch round trip to the agent, function run time included.",
 			Buckets: latencyBuckets,
 		}),
 	}
+	for k := range m.stageObs {
+		for i, name := range stageNames {
+			m.stageObs[k][i] = m.stages.WithLabelValues(name, invoke.StartKind(k).String())
+		}
+	}
+	return m
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.invocations, m.platformErrors, m.claimWait, m.dispatch, m.waiting, m.waited, m.preloads} {
+	for _, c := range []prometheus.Collector{m.invocations, m.platformErrors, m.claimWait, m.dispatch, m.waiting, m.waited, m.preloads, m.stages} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// stageBuckets resolve the warm path's stages: 10 µs to ~10 s.
+var stageBuckets = prometheus.ExponentialBuckets(0.00001, 2, 20)
+
+// stageNames are the scheduler's stages, in the order of an invocation.
+var stageNames = [...]string{"claim", "dispatch", "agent", "to_handler", "handler", "from_handler", "release"}
+
+// observeStages records a finished invocation's measured stages.
+func (m *metrics) observeStages(res invoke.Result) {
+	t := res.Timing
+	d := [len(stageNames)]time.Duration{t.Claim, t.Dispatch, t.Agent, t.ToHandler, res.Duration, t.FromHandler, t.Release}
+	obs := &m.stageObs[min(int(res.Start), len(m.stageObs)-1)] // 0: unknown
+	for i, v := range d {
+		if v > 0 { // zero: not measured (an agent that sent no timing)
+			obs[i].Observe(v.Seconds())
+		}
+	}
 }

@@ -206,6 +206,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 // Invoke runs inv and returns the function's result. A non-nil error means
 // Ember failed (nothing is known to have run, or the outcome is unknown).
 func (s *Scheduler) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.Result, error) {
+	called := time.Now()
 	if inv.ID == "" {
 		inv.ID = invoke.NewID()
 	}
@@ -244,9 +245,11 @@ func (s *Scheduler) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.
 		if err != nil {
 			return invoke.Result{}, fmt.Errorf("invocation %s: %w", inv.ID, err)
 		}
-		s.m.claimWait.WithLabelValues(string(c.Kind)).Observe(time.Since(claimStart).Seconds())
+		claimed := time.Now()
+		s.m.claimWait.WithLabelValues(string(c.Kind)).Observe(claimed.Sub(claimStart).Seconds())
 		res, retry, err := s.dispatch(ctx, inv, v, c, vk, logSvc, &held)
 		if err == nil {
+			res.Timing.Claim = claimed.Sub(called)
 			res.Version = v.Version
 			switch {
 			case res.Start == invoke.StartHot:
@@ -256,6 +259,7 @@ func (s *Scheduler) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.
 				res.Start = invoke.StartPoolHit
 			}
 			s.m.invocations.WithLabelValues(res.Status.String(), res.Start.String()).Inc()
+			s.m.observeStages(res)
 			return res, nil
 		}
 		lastErr = err
@@ -463,7 +467,9 @@ func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v regi
 			*held = append(*held, c)
 			return
 		}
+		t := time.Now()
 		s.release(ctx, c, vk, keep)
+		res.Timing.Release = time.Since(t)
 	}()
 	client, err := s.agents.get(ctx, c.Agent)
 	if err != nil {
@@ -489,7 +495,8 @@ func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v regi
 	defer cancel()
 	start := time.Now()
 	resp, err := client.Dispatch(rctx, req)
-	s.m.dispatch.Observe(time.Since(start).Seconds())
+	rtt := time.Since(start)
+	s.m.dispatch.Observe(rtt.Seconds())
 	if err != nil {
 		switch status.Code(err) {
 		case codes.NotFound, codes.FailedPrecondition, codes.PermissionDenied:
@@ -509,7 +516,25 @@ func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v regi
 		return invoke.Result{}, false, fmt.Errorf("dispatch to agent %s: %w", c.Agent, err)
 	}
 	keep = true
-	return resultFrom(inv.ID, c, resp), false, nil
+	res = resultFrom(inv.ID, c, resp)
+	res.Timing = agentTiming(rtt, resp)
+	return res, false, nil
+}
+
+// agentTiming splits a dispatch's round trip rtt with the agent's timing
+// (zero stages when the agent sent none).
+func agentTiming(rtt time.Duration, r *dispatchpb.DispatchResponse) invoke.Timing {
+	t := r.GetTiming()
+	if t == nil {
+		return invoke.Timing{}
+	}
+	agent, initRTT := time.Duration(t.GetAgentNs()), time.Duration(t.GetInitRoundTripNs())
+	tm := invoke.Timing{Agent: agent, Dispatch: max(rtt-agent-initRTT, 0)}
+	if hs, sent := r.GetHandlerStartUnixNs(), t.GetInvokeSentUnixNs(); hs > 0 && sent > 0 && hs >= sent {
+		tm.ToHandler = time.Duration(hs - sent)
+		tm.FromHandler = max(initRTT-tm.ToHandler-time.Duration(r.GetDurationNs()), 0)
+	}
+	return tm
 }
 
 // versionRequest is the part of a dispatch that says what runs: version v

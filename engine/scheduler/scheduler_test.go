@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"maps"
 	"net"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -38,11 +40,14 @@ func (r resolver) Resolve(_ context.Context, tenant, fn, _ string) (registry.Ver
 // on which instance and answers like the host agent does.
 type agent struct {
 	dispatchpb.UnimplementedAgentServer
-	mu       sync.Mutex
-	started  map[string]bool // instance/function
-	lost     map[string]bool // instances to answer NotFound for
-	aborted  map[string]bool // instances to answer Aborted for (busy, fine otherwise)
-	fail     bool
+	mu      sync.Mutex
+	started map[string]bool // instance/function
+	lost    map[string]bool // instances to answer NotFound for
+	aborted map[string]bool // instances to answer Aborted for (busy, fine otherwise)
+	fail    bool
+	// timed: each dispatch takes 6 ms and reports a timing (see
+	// TestStagesAddUp).
+	timed    bool
 	requests []*dispatchpb.DispatchRequest
 }
 
@@ -60,6 +65,14 @@ func (a *agent) Dispatch(_ context.Context, r *dispatchpb.DispatchRequest) (*dis
 		HandlerStartUnixNs: time.Now().UnixNano(), Start: dispatchpb.StartKind_START_KIND_HOT}
 	if a.fail {
 		resp.Status, resp.ErrorType = dispatchpb.Status_STATUS_FUNCTION_ERROR, "Boom"
+	}
+	if a.timed {
+		// 1 ms in the agent, 1 ms to the handler, 3 ms in it, 1 ms back.
+		sent := time.Now()
+		time.Sleep(6 * time.Millisecond) // the time the timing accounts for
+		resp.HandlerStartUnixNs, resp.DurationNs = sent.Add(time.Millisecond).UnixNano(), int64(3*time.Millisecond)
+		resp.Timing = &dispatchpb.Timing{AgentNs: int64(time.Millisecond), InvokeSentUnixNs: sent.UnixNano(),
+			InitRoundTripNs: int64(5 * time.Millisecond)}
 	}
 	key := r.InstanceId + "/" + r.Function
 	if !a.started[key] {
@@ -322,5 +335,74 @@ func TestImpostorAgentGetsNothing(t *testing.T) {
 		}
 		srv.Stop()
 		_ = e.pool.RemoveAgent(ctx, agentID)
+	}
+}
+
+// TestStagesAddUp: an invocation's timing splits the dispatch round trip
+// with what the agent reported, and every stage reaches the stage metric.
+func TestStagesAddUp(t *testing.T) {
+	e := setup(t, scheduler.Config{})
+	reg := prometheus.NewRegistry()
+	s, err := scheduler.New(e.cfg, e.pool, e.res, scheduler.WithTLS(e.tls.Emberd, e.tls.Roots()), scheduler.WithMetrics(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	if err := e.pool.AddWarm(ctx, "i1", "a1", "m128"); err != nil {
+		t.Fatal(err)
+	}
+	e.agent.mu.Lock()
+	e.agent.timed = true
+	e.agent.mu.Unlock()
+	t0 := time.Now()
+	res, err := s.Invoke(ctx, &invoke.Invocation{Tenant: "t1", Function: "f", Payload: []byte(`{}`)})
+	total := time.Since(t0)
+	if err != nil || !res.OK() {
+		t.Fatalf("invoke: %+v %v", res, err)
+	}
+	tm := res.Timing
+	if tm.Agent != time.Millisecond || tm.ToHandler != time.Millisecond || tm.FromHandler != time.Millisecond {
+		t.Fatalf("agent %v, to handler %v, from handler %v: want 1 ms each", tm.Agent, tm.ToHandler, tm.FromHandler)
+	}
+	// The agent's 6 ms (1 + 5) are taken out of a round trip of at least 6 ms.
+	if tm.Claim <= 0 || tm.Release <= 0 || tm.Dispatch <= 0 {
+		t.Fatalf("claim %v, dispatch %v, release %v: each must be measured", tm.Claim, tm.Dispatch, tm.Release)
+	}
+	if sum := tm.Claim + tm.Dispatch + tm.Agent + tm.ToHandler + res.Duration + tm.FromHandler + tm.Release; sum > total {
+		t.Fatalf("stages add up to %v, more than the whole invoke's %v", sum, total)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	observed := map[string]uint64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "ember_scheduler_stage_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var stage, start string
+			for _, l := range m.GetLabel() {
+				switch l.GetName() {
+				case "stage":
+					stage = l.GetValue()
+				case "start":
+					start = l.GetValue()
+				}
+			}
+			if n := m.GetHistogram().GetSampleCount(); n > 0 {
+				observed[stage+"/"+start] += n
+			}
+		}
+	}
+	want := map[string]uint64{}
+	for _, st := range []string{"claim", "dispatch", "agent", "to_handler", "handler", "from_handler", "release"} {
+		want[st+"/pool_hit"] = 1
+	}
+	if !maps.Equal(observed, want) {
+		t.Fatalf("stage observations %v, want %v", observed, want)
 	}
 }

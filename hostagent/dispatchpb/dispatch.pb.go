@@ -482,7 +482,9 @@ type DispatchResponse struct {
 	LogTruncatedBytes int64 `protobuf:"varint,10,opt,name=log_truncated_bytes,json=logTruncatedBytes,proto3" json:"log_truncated_bytes,omitempty"`
 	// preload_tag is set on the first invocation of a container that a
 	// pre-load started: the tag the pre-load carried.
-	PreloadTag    string `protobuf:"bytes,11,opt,name=preload_tag,json=preloadTag,proto3" json:"preload_tag,omitempty"`
+	PreloadTag string `protobuf:"bytes,11,opt,name=preload_tag,json=preloadTag,proto3" json:"preload_tag,omitempty"`
+	// timing is where the invocation's time went on the agent's host.
+	Timing        *Timing `protobuf:"bytes,12,opt,name=timing,proto3" json:"timing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -594,6 +596,82 @@ func (x *DispatchResponse) GetPreloadTag() string {
 	return ""
 }
 
+func (x *DispatchResponse) GetTiming() *Timing {
+	if x != nil {
+		return x.Timing
+	}
+	return nil
+}
+
+// Timing splits an invocation's time on the agent's host into stages (the
+// per-stage budget in docs/architecture.md). Durations are measured on the
+// agent's clock; invoke_sent_unix_ns is comparable with
+// handler_start_unix_ns (ember-init runs on the same host).
+type Timing struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// agent_ns is the agent's own time: from the request's arrival to the
+	// Invoke written to ember-init, plus from ember-init's Result to the reply.
+	AgentNs int64 `protobuf:"varint,1,opt,name=agent_ns,json=agentNs,proto3" json:"agent_ns,omitempty"`
+	// invoke_sent_unix_ns is when the Invoke was written to ember-init.
+	InvokeSentUnixNs int64 `protobuf:"varint,2,opt,name=invoke_sent_unix_ns,json=invokeSentUnixNs,proto3" json:"invoke_sent_unix_ns,omitempty"`
+	// init_round_trip_ns is from the Invoke written to the Result read:
+	// ember-init and the function, both ways.
+	InitRoundTripNs int64 `protobuf:"varint,3,opt,name=init_round_trip_ns,json=initRoundTripNs,proto3" json:"init_round_trip_ns,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Timing) Reset() {
+	*x = Timing{}
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Timing) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Timing) ProtoMessage() {}
+
+func (x *Timing) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Timing.ProtoReflect.Descriptor instead.
+func (*Timing) Descriptor() ([]byte, []int) {
+	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Timing) GetAgentNs() int64 {
+	if x != nil {
+		return x.AgentNs
+	}
+	return 0
+}
+
+func (x *Timing) GetInvokeSentUnixNs() int64 {
+	if x != nil {
+		return x.InvokeSentUnixNs
+	}
+	return 0
+}
+
+func (x *Timing) GetInitRoundTripNs() int64 {
+	if x != nil {
+		return x.InitRoundTripNs
+	}
+	return 0
+}
+
 // Usage is one invocation's resource use: deltas over the invocation of its
 // container's counters.
 type Usage struct {
@@ -624,7 +702,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[4]
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -636,7 +714,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[4]
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -649,7 +727,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{4}
+	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Usage) GetCpuNs() int64 {
@@ -765,7 +843,7 @@ const file_hostagent_dispatchpb_dispatch_proto_rawDesc = "" +
 	"StateMount\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x17\n" +
-	"\asize_mb\x18\x03 \x01(\x03R\x06sizeMb\"\xcc\x03\n" +
+	"\asize_mb\x18\x03 \x01(\x03R\x06sizeMb\"\xff\x03\n" +
 	"\x10DispatchResponse\x121\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x19.ember.dispatch.v1.StatusR\x06status\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12\x1d\n" +
@@ -781,7 +859,12 @@ const file_hostagent_dispatchpb_dispatch_proto_rawDesc = "" +
 	"\x13log_truncated_bytes\x18\n" +
 	" \x01(\x03R\x11logTruncatedBytes\x12\x1f\n" +
 	"\vpreload_tag\x18\v \x01(\tR\n" +
-	"preloadTag\"\xc0\x02\n" +
+	"preloadTag\x121\n" +
+	"\x06timing\x18\f \x01(\v2\x19.ember.dispatch.v1.TimingR\x06timing\"\x7f\n" +
+	"\x06Timing\x12\x19\n" +
+	"\bagent_ns\x18\x01 \x01(\x03R\aagentNs\x12-\n" +
+	"\x13invoke_sent_unix_ns\x18\x02 \x01(\x03R\x10invokeSentUnixNs\x12+\n" +
+	"\x12init_round_trip_ns\x18\x03 \x01(\x03R\x0finitRoundTripNs\"\xc0\x02\n" +
 	"\x05Usage\x12\x15\n" +
 	"\x06cpu_ns\x18\x01 \x01(\x03R\x05cpuNs\x12\x17\n" +
 	"\awall_ns\x18\x02 \x01(\x03R\x06wallNs\x12*\n" +
@@ -822,7 +905,7 @@ func file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP() []byte {
 }
 
 var file_hostagent_dispatchpb_dispatch_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hostagent_dispatchpb_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_hostagent_dispatchpb_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_hostagent_dispatchpb_dispatch_proto_goTypes = []any{
 	(Status)(0),              // 0: ember.dispatch.v1.Status
 	(StartKind)(0),           // 1: ember.dispatch.v1.StartKind
@@ -830,23 +913,25 @@ var file_hostagent_dispatchpb_dispatch_proto_goTypes = []any{
 	(*LogService)(nil),       // 3: ember.dispatch.v1.LogService
 	(*StateMount)(nil),       // 4: ember.dispatch.v1.StateMount
 	(*DispatchResponse)(nil), // 5: ember.dispatch.v1.DispatchResponse
-	(*Usage)(nil),            // 6: ember.dispatch.v1.Usage
-	nil,                      // 7: ember.dispatch.v1.DispatchRequest.EnvEntry
+	(*Timing)(nil),           // 6: ember.dispatch.v1.Timing
+	(*Usage)(nil),            // 7: ember.dispatch.v1.Usage
+	nil,                      // 8: ember.dispatch.v1.DispatchRequest.EnvEntry
 }
 var file_hostagent_dispatchpb_dispatch_proto_depIdxs = []int32{
-	7, // 0: ember.dispatch.v1.DispatchRequest.env:type_name -> ember.dispatch.v1.DispatchRequest.EnvEntry
+	8, // 0: ember.dispatch.v1.DispatchRequest.env:type_name -> ember.dispatch.v1.DispatchRequest.EnvEntry
 	4, // 1: ember.dispatch.v1.DispatchRequest.state:type_name -> ember.dispatch.v1.StateMount
 	3, // 2: ember.dispatch.v1.DispatchRequest.log_service:type_name -> ember.dispatch.v1.LogService
 	0, // 3: ember.dispatch.v1.DispatchResponse.status:type_name -> ember.dispatch.v1.Status
 	1, // 4: ember.dispatch.v1.DispatchResponse.start:type_name -> ember.dispatch.v1.StartKind
-	6, // 5: ember.dispatch.v1.DispatchResponse.usage:type_name -> ember.dispatch.v1.Usage
-	2, // 6: ember.dispatch.v1.Agent.Dispatch:input_type -> ember.dispatch.v1.DispatchRequest
-	5, // 7: ember.dispatch.v1.Agent.Dispatch:output_type -> ember.dispatch.v1.DispatchResponse
-	7, // [7:8] is the sub-list for method output_type
-	6, // [6:7] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	7, // 5: ember.dispatch.v1.DispatchResponse.usage:type_name -> ember.dispatch.v1.Usage
+	6, // 6: ember.dispatch.v1.DispatchResponse.timing:type_name -> ember.dispatch.v1.Timing
+	2, // 7: ember.dispatch.v1.Agent.Dispatch:input_type -> ember.dispatch.v1.DispatchRequest
+	5, // 8: ember.dispatch.v1.Agent.Dispatch:output_type -> ember.dispatch.v1.DispatchResponse
+	8, // [8:9] is the sub-list for method output_type
+	7, // [7:8] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_hostagent_dispatchpb_dispatch_proto_init() }
@@ -860,7 +945,7 @@ func file_hostagent_dispatchpb_dispatch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hostagent_dispatchpb_dispatch_proto_rawDesc), len(file_hostagent_dispatchpb_dispatch_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,338 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/pprof/profile"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/ember-run/ember/engine/api/wire"
+)
+
+// BenchmarkStageBudget: where one warm invocation's time and Ember's CPU
+// go, stage by stage, printed beside the budget in docs/architecture.md
+// ("Budget of one warm invocation"). A 1024 MB no-op function bound with
+// batch 1 to 4 partitions gets 200 events/s for 20 s after a warm-up, so
+// nothing queues: latencies are the means of the stage metrics over that
+// phase; CPU is a CPU profile of emberd (its in-process agent included)
+// over the same 20 s, each sample given to the stage its stack belongs to
+// (the embedded broker's samples left out), plus ember-init's own CPU time
+// (schedstat of every ember-init process, its container shims included,
+// less what they use in an idle window just before).
+// The fetch stage's floor is a bare kafka-go reader on the same broker, in
+// the same run.
+func BenchmarkStageBudget(b *testing.B) {
+	const (
+		rate = 200
+		secs = 20
+	)
+	budget := readBudget(b)
+	s := newStack(b, "m1024=4", "--max-instances", "8")
+	s.deploy("echo", "kafka-echo", wire.FunctionConfig{MemoryMB: 1024, TimeoutMs: 10000})
+	s.createTopic("stages", 4)
+	if _, err := s.client.PutBinding(s.ctx(), wire.Binding{ID: "stages", Function: "echo", Topic: "stages", BatchSize: 1, StartingPosition: "earliest"}); err != nil {
+		b.Fatal(err)
+	}
+	paced(b, s, "stages", 400, rate) // warm-up: four hot containers, connections open
+	s.waitNoLag("stages", 400, time.Minute)
+
+	// ember-init's CPU when no invocation runs (instances idle in the
+	// pool too): taken out of the loaded window's.
+	idle0 := emberInitCPU(b)
+	time.Sleep(5 * time.Second) // an idle measurement window, not synchronisation
+	idlePerSec := float64(emberInitCPU(b)-idle0) / 5
+
+	before, initBefore := s.scrape(), emberInitCPU(b)
+	t0 := time.Now()
+	prof := make(chan *profile.Profile, 1)
+	go func() { prof <- s.cpuProfile(b, secs) }()
+	paced(b, s, "stages", rate*secs, rate)
+	p := <-prof
+	s.waitNoLag("stages", int64(400+rate*secs), time.Minute)
+	after, initAfter := s.scrape(), emberInitCPU(b)
+	window := time.Since(t0).Seconds()
+	n := counterDelta(before, after, "ember_scheduler_invocations_total", "start", "hot")
+	if n < rate*secs*9/10 {
+		b.Fatalf("%v hot invocations during the profile, want about %d", n, rate*secs)
+	}
+
+	lat := map[string]float64{ // mean ms per invocation
+		"fetch":  histMean(before, after, "ember_consumer_event_to_fetch_seconds", "", ""),
+		"event":  histMean(before, after, "ember_consumer_fetch_to_invoke_seconds", "", ""),
+		"commit": histMean(before, after, "ember_consumer_done_to_commit_seconds", "", ""),
+	}
+	for _, st := range []string{"claim", "dispatch", "agent", "to_handler", "handler", "from_handler", "release"} {
+		lat[st] = histMean(before, after, "ember_scheduler_stage_seconds", "stage="+st, "start=hot")
+	}
+	cpu := map[string]float64{} // ms per invocation
+	for st, ns := range cpuByStage(p) {
+		cpu[st] = float64(ns) / 1e6 / n
+	}
+	cpu["to_handler"] = (float64(initAfter-initBefore) - idlePerSec*window) / 1e6 / n // ember-init, both ways
+	floor := fetchFloor(b, s, rate, 2000)
+
+	fmt.Printf("BENCH stage budget of one warm invocation (%d ev/s, batch 1, %.0f hot invocations profiled; budget: docs/architecture.md)\n", rate, n)
+	fmt.Printf("BENCH   %-13s %12s %12s %12s %12s\n", "stage", "latency ms", "budget", "CPU ms", "budget")
+	var ember, emberBudget float64
+	for _, row := range budget {
+		l, c := "-", "-"
+		if v, ok := lat[row.stage]; ok {
+			l = fmt.Sprintf("%.3f", v)
+		}
+		if v, ok := cpu[row.stage]; ok || row.cpu != "-" {
+			c = fmt.Sprintf("%.4f", v)
+			if row.stage != "handler" {
+				ember += v
+			}
+		}
+		if v, err := strconv.ParseFloat(row.cpu, 64); err == nil {
+			emberBudget += v
+		}
+		fmt.Printf("BENCH   %-13s %12s %12s %12s %12s\n", row.stage, l, row.latency, c, row.cpu)
+	}
+	fmt.Printf("BENCH   %-13s %12s %12s %12.4f %12s\n", "other", "-", "-", cpu["other"], "-")
+	ember += cpu["other"]
+	report(b, "stage budget: fetch floor, bare kafka-go reader (mean)", floor, "ms-floor")
+	report(b, "stage budget: fetch - floor", lat["fetch"]-floor, "ms-fetch-over-floor")
+	report(b, "stage budget: event to handler start (mean, batch 1)", histMean(before, after, "ember_binding_event_to_start_seconds", "", ""), "ms-event-to-start")
+	report(b, "stage budget: Ember CPU per warm invocation", ember, "ms-cpu")
+	report(b, "stage budget: Ember CPU / its budget", ember/emberBudget, "x-cpu-budget")
+	report(b, "stage budget: the broker's CPU per invocation (not Ember's)", cpu["broker"], "ms-cpu-broker")
+	report(b, "stage budget: ember-init's CPU when idle, all its processes", idlePerSec/1e6, "ms-cpu/s-idle")
+}
+
+// budgetRow is one row of the budget table in docs/architecture.md.
+type budgetRow struct{ stage, latency, cpu string }
+
+// readBudget reads the per-stage budget from docs/architecture.md: the
+// table rows whose first cell is a `stage`.
+func readBudget(b *testing.B) []budgetRow {
+	f, err := os.Open(filepath.Join("..", "..", "docs", "architecture.md"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	var rows []budgetRow
+	in := false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "## ") {
+			in = line == "## Budget of one warm invocation"
+		}
+		cells := strings.Split(line, "|")
+		if !in || len(cells) != 6 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`") {
+			continue
+		}
+		rows = append(rows, budgetRow{strings.Trim(strings.TrimSpace(cells[1]), "`"), strings.TrimSpace(cells[3]), strings.TrimSpace(cells[4])})
+	}
+	if len(rows) < 10 {
+		b.Fatalf("docs/architecture.md: %d budget rows, want the whole table", len(rows))
+	}
+	return rows
+}
+
+// cpuProfile takes a CPU profile of emberd over the next secs seconds.
+func (s *stack) cpuProfile(b *testing.B, secs int) *profile.Profile {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs+30)*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.debug, secs), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Error(err)
+		return nil
+	}
+	defer resp.Body.Close()
+	p, err := profile.Parse(resp.Body)
+	if err != nil {
+		b.Error(err)
+		return nil
+	}
+	return p
+}
+
+// stageRules give a CPU sample to a stage by the functions on its stack:
+// the first rule with a frame containing its marker wins. Stacks of the Go
+// runtime alone are "runtime"; the rest are "other" (HTTP API, metrics,
+// lag monitor, heartbeats).
+var stageRules = []struct{ marker, stage string }{
+	{"twmb/franz-go/pkg/kfake", "broker"},
+	{"ember/consumers.(*generation).commit", "commit"},
+	{"ember/consumers/lagmon", "other"},
+	{"ember/engine/scheduler.(*Scheduler).release", "release"},
+	{"ember/hostagent", "agent"},
+	{"ember/engine/scheduler.(*Scheduler).dispatch", "dispatch"},
+	{"ember/engine/", "claim"},
+	{"ember/consumers.(*partition).fetch", "fetch"},
+	{"segmentio/kafka-go", "fetch"},
+	{"ember/consumers", "event"},
+	{"google.golang.org/grpc", "dispatch"},
+	{"golang.org/x/net/http2", "dispatch"},
+	{"redis/go-redis", "claim"},
+}
+
+// cpuByStage sums a CPU profile's samples (nanoseconds) by stage.
+func cpuByStage(p *profile.Profile) map[string]int64 {
+	out := map[string]int64{}
+	if p == nil {
+		return out
+	}
+	vi := len(p.SampleType) - 1 // cpu nanoseconds
+	for _, smp := range p.Sample {
+		var frames []string
+		for _, loc := range smp.Location {
+			for _, ln := range loc.Line {
+				if ln.Function != nil {
+					frames = append(frames, ln.Function.Name)
+				}
+			}
+		}
+		out[stageOfStack(frames)] += smp.Value[vi]
+	}
+	return out
+}
+
+func stageOfStack(frames []string) string {
+	for _, r := range stageRules {
+		for _, f := range frames {
+			if strings.Contains(f, r.marker) {
+				return r.stage
+			}
+		}
+	}
+	for _, f := range frames {
+		if !strings.HasPrefix(f, "runtime.") && !strings.HasPrefix(f, "internal/runtime") {
+			return "other"
+		}
+	}
+	return "runtime"
+}
+
+// emberInitCPU sums the on-CPU time (ns) of every ember-init process
+// (instances' PID 1 and containers' shims): /proc/PID/task/TID/schedstat
+// of each of its threads (a process's own schedstat is its main thread's;
+// Go keeps its threads, so none of the window's time leaves with one).
+func emberInitCPU(b *testing.B) int64 {
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sum int64
+	for _, d := range dirs {
+		if _, err := strconv.Atoi(d.Name()); err != nil {
+			continue
+		}
+		comm, err := os.ReadFile(filepath.Join("/proc", d.Name(), "comm"))
+		if err != nil || strings.TrimSpace(string(comm)) != "ember-init" {
+			continue
+		}
+		stats, _ := filepath.Glob(filepath.Join("/proc", d.Name(), "task", "*", "schedstat"))
+		for _, f := range stats {
+			st, err := os.ReadFile(f)
+			if err != nil {
+				continue // gone meanwhile
+			}
+			if f := strings.Fields(string(st)); len(f) > 0 {
+				ns, _ := strconv.ParseInt(f[0], 10, 64)
+				sum += ns
+			}
+		}
+	}
+	return sum
+}
+
+// fetchFloor is the fetch stage of a bare kafka-go reader configured as
+// the consumers' are, on the same broker: the mean ms from n records'
+// Kafka timestamps, produced at rate per second, to their fetch.
+func fetchFloor(b *testing.B, s *stack, rate, n int) float64 {
+	s.createTopic("stages-floor", 1)
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{s.broker}, Topic: topic("stages-floor"), Partition: 0,
+		MinBytes: 1, MaxBytes: 1 << 20, MaxWait: 250 * time.Millisecond, QueueCapacity: 100})
+	defer r.Close()
+	got := make(chan float64, 1)
+	go func() {
+		var sum time.Duration
+		for i := 0; i < n; i++ {
+			m, err := r.FetchMessage(context.Background())
+			if err != nil {
+				b.Error(err)
+				got <- 0
+				return
+			}
+			sum += time.Since(m.Time)
+		}
+		got <- ms(sum) / float64(n)
+	}()
+	pacedTo(b, s.broker, topic("stages-floor"), n, rate)
+	select {
+	case v := <-got:
+		return v
+	case <-time.After(time.Minute):
+		b.Fatal("the floor reader did not get every record in a minute")
+		return 0
+	}
+}
+
+// histMean is the mean, in ms, of the observations a histogram family got
+// between two scrapes, over its series whose labels include every given
+// name=value pair.
+func histMean(before, after map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+	sum := func(fams map[string]*dto.MetricFamily) (s float64, c uint64) {
+		for _, m := range fams[name].GetMetric() {
+			if hasLabels(m, labels) {
+				s += m.GetHistogram().GetSampleSum()
+				c += m.GetHistogram().GetSampleCount()
+			}
+		}
+		return s, c
+	}
+	s0, c0 := sum(before)
+	s1, c1 := sum(after)
+	if c1 <= c0 {
+		return 0
+	}
+	return (s1 - s0) / float64(c1-c0) * 1000
+}
+
+// counterDelta is how much a counter family grew between two scrapes over
+// its series with the given label.
+func counterDelta(before, after map[string]*dto.MetricFamily, name, label, value string) float64 {
+	sum := func(fams map[string]*dto.MetricFamily) (s float64) {
+		for _, m := range fams[name].GetMetric() {
+			if hasLabels(m, []string{label + "=" + value}) {
+				s += m.GetCounter().GetValue()
+			}
+		}
+		return s
+	}
+	return sum(after) - sum(before)
+}
+
+func hasLabels(m *dto.Metric, want []string) bool {
+	for _, w := range want {
+		if w == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(w, "=")
+		found := false
+		for _, l := range m.GetLabel() {
+			if l.GetName() == k && l.GetValue() == v {
+				found = true
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
