@@ -83,7 +83,7 @@ start() {
 	if ! alive "$state/containerd.pid"; then
 		containerd_cfg >"$state/containerd.toml"
 		rm -f "$state/containerd.sock"
-		nohup containerd --config "$state/containerd.toml" >"$state/containerd.log" 2>&1 &
+		nohup containerd --config "$state/containerd.toml" >>"$state/containerd.log" 2>&1 &
 		echo $! >"$state/containerd.pid"
 		wait_for containerd test -S "$state/containerd.sock"
 		log "containerd started (socket $state/containerd.sock)"
