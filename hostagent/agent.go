@@ -54,6 +54,9 @@ type Agent struct {
 	// acct is set by Run before serving (nil: accounting off).
 	acct         Accounting
 	usageMetrics *usageMetrics
+
+	// local serves a scheduler in this process (LocalClient).
+	local *localServer
 }
 
 // New returns an agent. It validates cfg (after defaults) and deps.
@@ -82,6 +85,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		return nil, err
 	}
 	a.usageMetrics = um
+	a.local = newLocalServer(a)
 	return a, nil
 }
 
@@ -202,8 +206,9 @@ func (a *Agent) Run(ctx context.Context) error {
 // for at most ShutdownTimeout.
 func (a *Agent) stopServing(srv *grpc.Server) {
 	done := make(chan struct{})
-	go func() { // owned: waited for below, or ended by srv.Stop
+	go func() { // owned: waited for below, or ended by srv.Stop and cutOff
 		srv.GracefulStop()
+		a.local.drain()
 		close(done)
 	}()
 	t := time.NewTimer(a.cfg.ShutdownTimeout)
@@ -213,6 +218,7 @@ func (a *Agent) stopServing(srv *grpc.Server) {
 	case <-t.C:
 		a.log.Warn().Msg("dispatches still running at the shutdown timeout; cutting them off")
 		srv.Stop()
+		a.local.cutOff()
 		<-done
 	}
 }

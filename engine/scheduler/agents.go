@@ -22,6 +22,8 @@ type agentConns struct {
 
 	mu    sync.Mutex
 	conns map[string]*agentConn
+	// local are agents in this process, called directly (UseLocalAgent).
+	local map[string]dispatchpb.AgentClient
 }
 
 type agentConn struct {
@@ -31,13 +33,17 @@ type agentConn struct {
 }
 
 func newAgentConns(p *pool.Store) *agentConns {
-	return &agentConns{pool: p, conns: map[string]*agentConn{}}
+	return &agentConns{pool: p, conns: map[string]*agentConn{}, local: map[string]dispatchpb.AgentClient{}}
 }
 
 func (a *agentConns) get(ctx context.Context, agentID string) (dispatchpb.AgentClient, error) {
 	a.mu.Lock()
 	c, ok := a.conns[agentID]
+	local := a.local[agentID]
 	a.mu.Unlock()
+	if local != nil {
+		return local, nil
+	}
 	if ok {
 		return c.client, nil
 	}

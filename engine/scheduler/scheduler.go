@@ -130,6 +130,16 @@ func WithTLS(cert tls.Certificate, roots *x509.CertPool) Option {
 	}
 }
 
+// UseLocalAgent makes dispatches to agent id calls of c: an agent in this
+// process (emberd's in-process agent; see hostagent.Agent.LocalClient),
+// reached without a connection. Its errors are gRPC statuses as a remote
+// agent's are.
+func (s *Scheduler) UseLocalAgent(id string, c dispatchpb.AgentClient) {
+	s.agents.mu.Lock()
+	s.agents.local[id] = c
+	s.agents.mu.Unlock()
+}
+
 // New returns a scheduler over the pool state and registry.
 func New(cfg Config, p *pool.Store, r Resolver, opts ...Option) (*Scheduler, error) {
 	if p == nil || r == nil {

@@ -406,3 +406,28 @@ func TestStagesAddUp(t *testing.T) {
 		t.Fatalf("stage observations %v, want %v", observed, want)
 	}
 }
+
+// direct calls an agent server as a local agent's client does.
+type direct struct{ *agent }
+
+func (d direct) Dispatch(ctx context.Context, r *dispatchpb.DispatchRequest, _ ...grpc.CallOption) (*dispatchpb.DispatchResponse, error) {
+	return d.agent.Dispatch(ctx, r)
+}
+
+// TestLocalAgentNeedsNoConnection: an agent made local is called directly,
+// even where its registered address answers nothing.
+func TestLocalAgentNeedsNoConnection(t *testing.T) {
+	e := setup(t, scheduler.Config{})
+	ctx := context.Background()
+	if err := e.pool.RegisterAgent(ctx, pool.Agent{ID: "local", Addr: "127.0.0.1:1"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	e.sched.UseLocalAgent("local", direct{e.agent})
+	if err := e.pool.AddWarm(ctx, "i-local", "local", "m128"); err != nil {
+		t.Fatal(err)
+	}
+	r := e.invoke(t, "f")
+	if !r.OK() || r.Agent != "local" || r.Instance != "i-local" || string(r.Payload) != `{"x":1}` {
+		t.Fatalf("invoke on the local agent: %+v", r)
+	}
+}

@@ -185,6 +185,7 @@ func New(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		if err != nil {
 			return nil, err
 		}
+		d.sched.UseLocalAgent(agentCfg.AgentID, d.agent.LocalClient())
 	}
 	if d.http, d.peer, err = d.apiServer(); err != nil {
 		return nil, err

@@ -187,6 +187,7 @@ var stageRules = []struct{ marker, stage string }{
 	{"ember/consumers.(*generation).commit", "commit"},
 	{"ember/consumers/lagmon", "other"},
 	{"ember/engine/scheduler.(*Scheduler).release", "release"},
+	{"ember/hostagent.(*Agent).", "agent"},                       // called by dispatch directly when in-process
 	{"ember/engine/scheduler.(*Scheduler).dispatch", "dispatch"}, // its gRPC client is in hostagent/dispatchpb
 	{"ember/hostagent", "agent"},
 	{"ember/engine/", "claim"},
