@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -109,8 +110,10 @@ type stack struct {
 	// tenantKey is tenant e2e's API key.
 	tenantKey string
 	restarts  int
-	// ownBroker: the stack picked its broker's address (not an outside one).
+	// ownBroker: the stack picked its broker's address (not an outside one),
+	// on brokerIP (127.0.0.1 when empty).
 	ownBroker bool
+	brokerIP  string
 	// rebinds counts first starts retried on other ports.
 	rebinds int
 }
@@ -142,6 +145,21 @@ func newStackWithRedis(t testing.TB, redis string, pool string, extra ...string)
 // broker (given as --brokers in extra) the stack's helpers use.
 func startStack(t testing.TB, redis string, pool, broker string, extra ...string) *stack {
 	t.Helper()
+	s := prepareStack(t, redis, pool, extra...)
+	if broker != "" {
+		s.broker = broker
+	} else {
+		s.ownBroker = true
+	}
+	s.start()
+	t.Cleanup(s.stop)
+	return s
+}
+
+// prepareStack makes a stack's directory, names and addresses; start
+// runs it.
+func prepareStack(t testing.TB, redis string, pool string, extra ...string) *stack {
+	t.Helper()
 	// runc mounts from inside the instance's user namespace: every parent
 	// of the state directory must be searchable by others (t.TempDir is 0700).
 	dir, err := os.MkdirTemp("", "ember-e2e-")
@@ -167,18 +185,15 @@ func startStack(t testing.TB, redis string, pool, broker string, extra ...string
 	if s.admin, err2 = client.New("http://"+s.api, client.WithAPIKey(s.adminKey)); err2 != nil {
 		t.Fatal(err2)
 	}
-	if broker != "" {
-		s.broker = broker
-	} else {
-		s.ownBroker = true
-	}
-	s.start()
-	t.Cleanup(s.stop)
 	return s
 }
 
-func freeAddr(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// freeAddr is a loopback address no socket was bound to a moment ago.
+func freeAddr(t testing.TB) string { return freeAddrOn(t, "127.0.0.1") }
+
+// freeAddrOn is an address on ip no socket was bound to a moment ago.
+func freeAddrOn(t testing.TB, ip string) string {
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +237,7 @@ func (s *stack) start() {
 				s.restarts = 0
 				s.api, s.agent, s.peer, s.gateway, s.debug = freeAddr(s.t), freeAddr(s.t), freeAddr(s.t), freeAddr(s.t), freeAddr(s.t)
 				if s.ownBroker {
-					s.broker = freeAddr(s.t)
+					s.broker = freeAddrOn(s.t, cmp.Or(s.brokerIP, "127.0.0.1"))
 				}
 				var cerr error
 				if s.admin, cerr = client.New("http://"+s.api, client.WithAPIKey(s.adminKey)); cerr != nil {

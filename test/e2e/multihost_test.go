@@ -113,24 +113,19 @@ func newClusterWith(t testing.TB, opts clusterOpts, specs ...hostSpec) *cluster 
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.peer = net.JoinHostPort(c.gateway, strconv.Itoa(freePort(t)))
+	c.peer = freeAddrOn(t, c.gateway)
 	for i, spec := range specs {
 		c.hosts = append(c.hosts, c.startHost(ca, filepath.Join(dir, fmt.Sprintf("host%d", i)), i, spec))
 	}
-	broker := net.JoinHostPort(c.gateway, strconv.Itoa(freePort(t)))
-	c.ember = startStack(t, c.redis.Addr, "", broker, "--agent=false", "--pki-dir", c.pkiDir,
-		"--peer-listen", c.peer, "--embedded-broker", broker)
+	// emberd's embedded broker on the bridge, where the hosts reach it (a
+	// new port if the first is taken by the time emberd binds it).
+	s := prepareStack(t, c.redis.Addr, "", "--agent=false", "--pki-dir", c.pkiDir, "--peer-listen", c.peer)
+	s.ownBroker, s.brokerIP, s.broker = true, c.gateway, freeAddrOn(t, c.gateway)
+	s.start()
+	t.Cleanup(s.stop)
+	c.ember = s
 	c.ember.client = c.ember.tenantClient(tenant)
 	return c
-}
-
-func freePort(t testing.TB) int {
-	_, p, err := net.SplitHostPort(freeAddr(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, _ := strconv.Atoi(p)
-	return n
 }
 
 // startHost makes host i: its namespace and link to the bridge, its
