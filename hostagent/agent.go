@@ -205,10 +205,11 @@ func (a *Agent) Run(ctx context.Context) error {
 // stopServing stops accepting dispatches and waits for those in flight,
 // for at most ShutdownTimeout.
 func (a *Agent) stopServing(srv *grpc.Server) {
+	a.local.stop() // at once, as GracefulStop's GOAWAY does for remote callers
 	done := make(chan struct{})
 	go func() { // owned: waited for below, or ended by srv.Stop and cutOff
 		srv.GracefulStop()
-		a.local.drain()
+		a.local.wait()
 		close(done)
 	}()
 	t := time.NewTimer(a.cfg.ShutdownTimeout)

@@ -130,15 +130,21 @@ func dispatchMB(in *instance, req *dispatchpb.DispatchRequest) int64 {
 // wrapping errInitGone mean the instance is lost.
 func (a *Agent) run(ctx context.Context, log zerolog.Logger, in *instance, req *dispatchpb.DispatchRequest, digestHex string) (*dispatchpb.DispatchResponse, error) {
 	in.op.Lock()
+	locked := true
+	defer func() { // a panic must not leave the instance locked for good
+		if locked {
+			in.op.Unlock()
+		}
+	}()
 	c, client, kind, deliver, resp, err := a.setUp(ctx, log, in, req, digestHex)
 	if err != nil || resp != nil {
-		in.op.Unlock()
 		return resp, err
 	}
 	logID := a.configureLogs(ctx, log, in, client, req.GetTenant(), req.GetLogService())
 	a.mu.Lock()
 	c.inUse++ // no eviction, reclaim or retirement stops it while it runs
 	a.mu.Unlock()
+	locked = false
 	in.op.Unlock()
 	defer a.releaseContainer(in, c)
 	return a.invoke(ctx, log, in, client, c, req, kind, deliver, logID)

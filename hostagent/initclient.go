@@ -9,8 +9,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ember-run/ember/hostagent/initproto"
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ember-run/ember/hostagent/initproto"
 )
 
 // errInitGone means the connection to an instance's ember-init broke: the
@@ -164,6 +167,9 @@ func (c *initClient) call(ctx context.Context, t initproto.Type, hdr any, body [
 	}
 	if err := c.conn.Write(t, seq, hdr, body, fds...); err != nil {
 		forget()
+		if errors.Is(err, initproto.ErrFrameTooLarge) { // nothing was sent: the instance is fine
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
 		return nil, fmt.Errorf("%w: %v", errInitGone, err)
 	}
 	select {

@@ -63,7 +63,7 @@ func newMetrics() *metrics {
 			Buckets: latencyBuckets,
 		}),
 	}
-	for k := range m.stageObs {
+	for k := invoke.StartHot; k <= invoke.StartCold; k++ {
 		for i, name := range stageNames {
 			m.stageObs[k][i] = m.stages.WithLabelValues(name, invoke.StartKind(k).String())
 		}
@@ -80,17 +80,22 @@ func (m *metrics) register(reg prometheus.Registerer) error {
 	return nil
 }
 
-// stageBuckets resolve the warm path's stages: 10 µs to ~10 s.
+// stageBuckets resolve the warm path's stages: 10 µs to ~5 s.
 var stageBuckets = prometheus.ExponentialBuckets(0.00001, 2, 20)
 
 // stageNames are the scheduler's stages, in the order of an invocation.
 var stageNames = [...]string{"claim", "dispatch", "agent", "to_handler", "handler", "from_handler", "release"}
 
-// observeStages records a finished invocation's measured stages.
+// observeStages records a finished invocation's measured stages: of those
+// the function answered (a timeout's or a crash's stages hold the kill).
 func (m *metrics) observeStages(res invoke.Result) {
+	if res.Start < invoke.StartHot || res.Start > invoke.StartCold ||
+		(res.Status != invoke.StatusOK && res.Status != invoke.StatusFunctionError) {
+		return
+	}
 	t := res.Timing
 	d := [len(stageNames)]time.Duration{t.Claim, t.Dispatch, t.Agent, t.ToHandler, res.Duration, t.FromHandler, t.Release}
-	obs := &m.stageObs[min(int(res.Start), len(m.stageObs)-1)] // 0: unknown
+	obs := &m.stageObs[res.Start]
 	for i, v := range d {
 		if v > 0 { // zero: not measured (an agent that sent no timing)
 			obs[i].Observe(v.Seconds())

@@ -541,7 +541,9 @@ func agentTiming(rtt time.Duration, r *dispatchpb.DispatchResponse) invoke.Timin
 	agent, initRTT := time.Duration(t.GetAgentNs()), time.Duration(t.GetInitRoundTripNs())
 	tm := invoke.Timing{Agent: agent, Dispatch: max(rtt-agent-initRTT, 0)}
 	if hs, sent := r.GetHandlerStartUnixNs(), t.GetInvokeSentUnixNs(); hs > 0 && sent > 0 && hs >= sent {
-		tm.ToHandler = time.Duration(hs - sent)
+		// Bounded by the round trip: a step of the wall clock between the
+		// two readings cannot make it larger.
+		tm.ToHandler = min(time.Duration(hs-sent), max(initRTT-time.Duration(r.GetDurationNs()), 0))
 		tm.FromHandler = max(initRTT-tm.ToHandler-time.Duration(r.GetDurationNs()), 0)
 	}
 	return tm
