@@ -85,7 +85,8 @@ func activity(b *testing.B, s *stack, binding string) wire.Activity {
 // capacity) and at 1,000 events/s (beyond it: queueing shows). The function
 // has 1024 MB (0.58 vCPU) so its own CPU quota is not the limit. Event time
 // is the record's Kafka timestamp (millisecond precision: the figures are
-// biased up by ~0.5 ms).
+// biased up by ~0.5 ms). Then batch 100 (window 0) at 1,000 events/s
+// beside the floor: a bare kafka-go reader's fetch on the same broker.
 func BenchmarkEventToStart(b *testing.B) {
 	s := newStack(b, "m1024=4", "--max-instances", "8")
 	s.deploy("echo", "kafka-echo", wire.FunctionConfig{MemoryMB: 1024, TimeoutMs: 10000})
@@ -105,6 +106,23 @@ func BenchmarkEventToStart(b *testing.B) {
 		report(b, fmt.Sprintf("event-to-start p99 (%d ev/s, batch 1)", rate), a.EventToStartP99Ms, fmt.Sprintf("ms-p99@%d/s", rate))
 		report(b, fmt.Sprintf("fetch-to-start p50 (%d ev/s, batch 1)", rate), a.FetchToStartP50Ms, fmt.Sprintf("ms-fetch-p50@%d/s", rate))
 	}
+	// Batch 100, window 0, at 1,000 events/s, beside the floor: a bare
+	// kafka-go reader on the same broker, its fetch p50 (the event's time
+	// to reach any consumer at all).
+	s.createTopic("lat1000b100", 4)
+	if _, err := s.client.PutBinding(s.ctx(), wire.Binding{ID: "lat1000b100", Function: "echo", Topic: "lat1000b100", BatchSize: 100, StartingPosition: "earliest"}); err != nil {
+		b.Fatal(err)
+	}
+	paced(b, s, "lat1000b100", 400, 1000)
+	s.waitNoLag("lat1000b100", 400, time.Minute)
+	paced(b, s, "lat1000b100", 4096, 1000)
+	s.waitNoLag("lat1000b100", 400+4096, 3*time.Minute)
+	a := activity(b, s, "lat1000b100")
+	_, floor := fetchFloor(b, s, "lat-floor", 1000, 4096)
+	report(b, "event-to-start p50 (1000 ev/s, batch 100, window 0)", a.EventToStartP50Ms, "ms-p50@1000/s-b100")
+	report(b, "event-to-start p99 (1000 ev/s, batch 100, window 0)", a.EventToStartP99Ms, "ms-p99@1000/s-b100")
+	report(b, "floor: a bare kafka-go reader's fetch p50 (1000 ev/s)", floor, "ms-floor-p50@1000/s")
+	report(b, "batch 100 p50 over the floor (target: at most 1 ms)", a.EventToStartP50Ms-floor, "ms-over-floor")
 }
 
 // BenchmarkThroughput: records/s with batch 100 and invocations/s with

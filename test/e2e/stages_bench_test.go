@@ -83,7 +83,7 @@ func BenchmarkStageBudget(b *testing.B) {
 		cpu[st] = float64(ns) / 1e6 / n
 	}
 	cpu["to_handler"] = (float64(initAfter.cpuNs-initBefore.cpuNs) - idlePerSec*window) / 1e6 / n // ember-init, both ways
-	floor := fetchFloor(b, s, rate, 2000)
+	floor, _ := fetchFloor(b, s, "stages-floor", rate, 2000)
 
 	fmt.Printf("BENCH stage budget of one warm invocation (%d ev/s, batch 1, %.0f hot invocations profiled; budget: docs/architecture.md)\n", rate, n)
 	fmt.Printf("BENCH   %-13s %12s %12s %12s %12s\n", "stage", "latency ms", "budget", "CPU ms", "budget")
@@ -292,38 +292,43 @@ func procThreads(b *testing.B, comm string, pid int) threads {
 }
 
 // fetchFloor is the fetch stage of a bare kafka-go reader configured as
-// the consumers' are, on the same broker: the mean ms from n records'
-// Kafka timestamps, produced at rate per second, to their fetch.
-func fetchFloor(b *testing.B, s *stack, rate, n int) float64 {
-	s.createTopic("stages-floor", 1)
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{s.broker}, Topic: topic("stages-floor"), Partition: 0,
+// the consumers' are, on the same broker: the mean and the median ms from
+// n records' Kafka timestamps, produced at rate per second to a new topic
+// name, to their fetch.
+func fetchFloor(b *testing.B, s *stack, name string, rate, n int) (mean, p50 float64) {
+	s.createTopic(name, 1)
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{s.broker}, Topic: topic(name), Partition: 0,
 		MinBytes: 1, MaxBytes: 1 << 20, MaxWait: 250 * time.Millisecond, QueueCapacity: 100})
 	defer r.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute+time.Duration(n/rate)*time.Second)
 	defer cancel()
 	type result struct {
-		mean float64
-		err  error
+		lat []time.Duration
+		err error
 	}
 	got := make(chan result, 1)
 	go func() {
-		var sum time.Duration
+		lat := make([]time.Duration, 0, n)
 		for i := 0; i < n; i++ {
 			m, err := r.FetchMessage(ctx)
 			if err != nil {
 				got <- result{err: fmt.Errorf("the floor reader, record %d of %d: %w", i, n, err)}
 				return
 			}
-			sum += time.Since(m.Time)
+			lat = append(lat, time.Since(m.Time))
 		}
-		got <- result{mean: ms(sum) / float64(n)}
+		got <- result{lat: lat}
 	}()
-	pacedTo(b, s.broker, topic("stages-floor"), n, rate)
+	pacedTo(b, s.broker, topic(name), n, rate)
 	res := <-got
 	if res.err != nil {
 		b.Fatal(res.err)
 	}
-	return res.mean
+	var sum time.Duration
+	for _, d := range res.lat {
+		sum += d
+	}
+	return ms(sum) / float64(n), ms(median(res.lat))
 }
 
 // histMean is the mean, in ms, of the observations a histogram family got
