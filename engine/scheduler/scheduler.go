@@ -541,10 +541,12 @@ func agentTiming(rtt time.Duration, r *dispatchpb.DispatchResponse) invoke.Timin
 	agent, initRTT := time.Duration(t.GetAgentNs()), time.Duration(t.GetInitRoundTripNs())
 	tm := invoke.Timing{Agent: agent, Dispatch: max(rtt-agent-initRTT, 0)}
 	if hs, sent := r.GetHandlerStartUnixNs(), t.GetInvokeSentUnixNs(); hs > 0 && sent > 0 && hs >= sent {
-		// Bounded by the round trip: a step of the wall clock between the
-		// two readings cannot make it larger.
-		tm.ToHandler = min(time.Duration(hs-sent), max(initRTT-time.Duration(r.GetDurationNs()), 0))
-		tm.FromHandler = max(initRTT-tm.ToHandler-time.Duration(r.GetDurationNs()), 0)
+		// ember-init's share of its round trip, split at the handler's
+		// start (bounded by it: a step of the wall clock between the two
+		// readings cannot make a stage larger).
+		initShare := max(initRTT-time.Duration(r.GetDurationNs()), 0)
+		tm.ToHandler = min(time.Duration(hs-sent), initShare)
+		tm.FromHandler = initShare - tm.ToHandler
 	}
 	return tm
 }

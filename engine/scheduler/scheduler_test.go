@@ -125,9 +125,9 @@ func setup(t testing.TB, cfg scheduler.Config) *env {
 }
 
 // replica starts another scheduler on the same pool: another emberd.
-func (e *env) replica(t testing.TB) *scheduler.Scheduler {
+func (e *env) replica(t testing.TB, opts ...scheduler.Option) *scheduler.Scheduler {
 	t.Helper()
-	s, err := scheduler.New(e.cfg, e.pool, e.res, scheduler.WithTLS(e.tls.Emberd, e.tls.Roots()))
+	s, err := scheduler.New(e.cfg, e.pool, e.res, append([]scheduler.Option{scheduler.WithTLS(e.tls.Emberd, e.tls.Roots())}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,14 +343,8 @@ func TestImpostorAgentGetsNothing(t *testing.T) {
 func TestStagesAddUp(t *testing.T) {
 	e := setup(t, scheduler.Config{})
 	reg := prometheus.NewRegistry()
-	s, err := scheduler.New(e.cfg, e.pool, e.res, scheduler.WithTLS(e.tls.Emberd, e.tls.Roots()), scheduler.WithMetrics(reg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = s.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	s := e.replica(t, scheduler.WithMetrics(reg))
+	ctx := context.Background()
 	if err := e.pool.AddWarm(ctx, "i1", "a1", "m128"); err != nil {
 		t.Fatal(err)
 	}

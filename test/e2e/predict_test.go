@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -107,9 +108,7 @@ func runChain(t testing.TB, n int, predict bool) chainRun {
 			out.loads[k] = d
 		}
 	}
-	if c := after.count - before.count; c > 0 {
-		out.eventToStart = time.Duration((after.sum - before.sum) / float64(c) * float64(time.Second))
-	}
+	out.eventToStart = after.meanSince(before)
 	// Usage records are produced after each invocation returned: wait for
 	// all of them.
 	var recs []emberd.UsageRecord
@@ -242,6 +241,39 @@ type histogram struct {
 	count uint64
 }
 
+// histogramOf sums the series of histogram family name that match.
+func histogramOf(fams map[string]*dto.MetricFamily, name string, match func(*dto.Metric) bool) histogram {
+	var out histogram
+	for _, m := range fams[name].GetMetric() {
+		if match(m) {
+			out.sum += m.GetHistogram().GetSampleSum()
+			out.count += m.GetHistogram().GetSampleCount()
+		}
+	}
+	return out
+}
+
+// meanSince is the mean of the observations made after before (0 if none).
+func (h histogram) meanSince(before histogram) time.Duration {
+	if h.count <= before.count {
+		return 0
+	}
+	return time.Duration((h.sum - before.sum) / float64(h.count-before.count) * float64(time.Second))
+}
+
+// labelled matches series whose labels include each name=value given.
+func labelled(want ...string) func(*dto.Metric) bool {
+	return func(m *dto.Metric) bool {
+		for _, w := range want {
+			k, v, _ := strings.Cut(w, "=")
+			if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetName() == k && l.GetValue() == v }) {
+				return false
+			}
+		}
+		return true
+	}
+}
+
 // counters scrapes the named counter families, by name{label values}.
 func (s *stack) counters(names ...string) map[string]float64 {
 	s.t.Helper()
@@ -262,18 +294,11 @@ func (s *stack) counters(names ...string) map[string]float64 {
 // eventToStart scrapes binding's ember_binding_event_to_start_seconds.
 func (s *stack) eventToStart(binding string) histogram {
 	s.t.Helper()
-	var out histogram
-	if f := s.scrape()["ember_binding_event_to_start_seconds"]; f != nil {
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "binding" && strings.HasSuffix(l.GetValue(), binding) {
-					out.sum += m.GetHistogram().GetSampleSum()
-					out.count += m.GetHistogram().GetSampleCount()
-				}
-			}
-		}
-	}
-	return out
+	return histogramOf(s.scrape(), "ember_binding_event_to_start_seconds", func(m *dto.Metric) bool {
+		return slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool {
+			return l.GetName() == "binding" && strings.HasSuffix(l.GetValue(), binding)
+		})
+	})
 }
 
 // scrape reads emberd's /metrics.

@@ -65,18 +65,18 @@ func BenchmarkStageBudget(b *testing.B) {
 	s.waitNoLag("stages", int64(400+rate*secs), time.Minute)
 	after, initAfter, emberdAfter := s.scrape(), procThreads(b, "ember-init", 0), procThreads(b, "", emberd)
 	window := time.Since(t0).Seconds()
-	n := counterDelta(before, after, "ember_scheduler_invocations_total", "start", "hot")
+	n := counterDelta(before, after, "ember_scheduler_invocations_total", labelled("start=hot"))
 	if n < rate*secs*9/10 {
 		b.Fatalf("%v hot invocations during the profile, want about %d", n, rate*secs)
 	}
 
 	lat := map[string]float64{ // mean ms per invocation
-		"fetch":  histMean(before, after, "ember_consumer_event_to_fetch_seconds", "", ""),
-		"event":  histMean(before, after, "ember_consumer_fetch_to_invoke_seconds", "", ""),
-		"commit": histMean(before, after, "ember_consumer_done_to_commit_seconds", "", ""),
+		"fetch":  histMean(before, after, "ember_consumer_event_to_fetch_seconds", labelled()),
+		"event":  histMean(before, after, "ember_consumer_fetch_to_invoke_seconds", labelled()),
+		"commit": histMean(before, after, "ember_consumer_done_to_commit_seconds", labelled()),
 	}
 	for _, st := range []string{"claim", "dispatch", "agent", "to_handler", "handler", "from_handler", "release"} {
-		lat[st] = histMean(before, after, "ember_scheduler_stage_seconds", "stage="+st, "start=hot")
+		lat[st] = histMean(before, after, "ember_scheduler_stage_seconds", labelled("stage="+st, "start=hot"))
 	}
 	cpu := map[string]float64{} // ms per invocation
 	for st, ns := range cpuByStage(p) {
@@ -108,7 +108,7 @@ func BenchmarkStageBudget(b *testing.B) {
 	ember += cpu["other"]
 	report(b, "stage budget: fetch floor, bare kafka-go reader (mean)", floor, "ms-floor")
 	report(b, "stage budget: fetch - floor", lat["fetch"]-floor, "ms-fetch-over-floor")
-	report(b, "stage budget: event to handler start (mean, batch 1)", histMean(before, after, "ember_binding_event_to_start_seconds", "", ""), "ms-event-to-start")
+	report(b, "stage budget: event to handler start (mean, batch 1)", histMean(before, after, "ember_binding_event_to_start_seconds", labelled()), "ms-event-to-start")
 	report(b, "stage budget: Ember CPU per warm invocation", ember, "ms-cpu")
 	report(b, "stage budget: Ember CPU / its budget", ember/emberBudget, "x-cpu-budget")
 	report(b, "stage budget: the broker's CPU per invocation (not Ember's)", cpu["broker"], "ms-cpu-broker")
@@ -331,56 +331,22 @@ func fetchFloor(b *testing.B, s *stack, name string, rate, n int) (mean, p50 flo
 	return ms(sum) / float64(n), ms(median(res.lat))
 }
 
-// histMean is the mean, in ms, of the observations a histogram family got
-// between two scrapes, over its series whose labels include every given
-// name=value pair.
-func histMean(before, after map[string]*dto.MetricFamily, name string, labels ...string) float64 {
-	sum := func(fams map[string]*dto.MetricFamily) (s float64, c uint64) {
-		for _, m := range fams[name].GetMetric() {
-			if hasLabels(m, labels) {
-				s += m.GetHistogram().GetSampleSum()
-				c += m.GetHistogram().GetSampleCount()
-			}
-		}
-		return s, c
-	}
-	s0, c0 := sum(before)
-	s1, c1 := sum(after)
-	if c1 <= c0 {
-		return 0
-	}
-	return (s1 - s0) / float64(c1-c0) * 1000
+// histMean is the mean, in ms, of the observations the matching series
+// of a histogram family got between two scrapes.
+func histMean(before, after map[string]*dto.MetricFamily, name string, match func(*dto.Metric) bool) float64 {
+	return ms(histogramOf(after, name, match).meanSince(histogramOf(before, name, match)))
 }
 
-// counterDelta is how much a counter family grew between two scrapes over
-// its series with the given label.
-func counterDelta(before, after map[string]*dto.MetricFamily, name, label, value string) float64 {
+// counterDelta is how much the matching series of a counter family grew
+// between two scrapes.
+func counterDelta(before, after map[string]*dto.MetricFamily, name string, match func(*dto.Metric) bool) float64 {
 	sum := func(fams map[string]*dto.MetricFamily) (s float64) {
 		for _, m := range fams[name].GetMetric() {
-			if hasLabels(m, []string{label + "=" + value}) {
+			if match(m) {
 				s += m.GetCounter().GetValue()
 			}
 		}
 		return s
 	}
 	return sum(after) - sum(before)
-}
-
-func hasLabels(m *dto.Metric, want []string) bool {
-	for _, w := range want {
-		if w == "" {
-			continue
-		}
-		k, v, _ := strings.Cut(w, "=")
-		found := false
-		for _, l := range m.GetLabel() {
-			if l.GetName() == k && l.GetValue() == v {
-				found = true
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
 }
