@@ -157,9 +157,14 @@ func (g *generation) revoke(wg *sync.WaitGroup) {
 		<-drained
 	}
 	g.commit()
+	// At once: closing a reader waits for its fetch in flight (up to the
+	// fetch's MaxWait); one after the other, a stop took MaxWait times the
+	// partitions.
+	var closing sync.WaitGroup
 	for _, p := range g.parts {
-		p.close()
+		closing.Go(p.close)
 	}
+	closing.Wait()
 	c.log.Info().Int32("generation", g.gen.ID).Int("partitions", len(g.parts)).Msg("partitions revoked")
 }
 

@@ -226,7 +226,13 @@ func (d *Daemon) Ready() <-chan struct{} { return d.ready }
 // fetching, finish in-flight invocations and commit; then the API,
 // scheduler and agent stop; the embedded broker closes last.
 func (d *Daemon) Run(ctx context.Context) error {
-	defer d.close()
+	var stopping time.Time // when the stop began
+	defer func() {
+		d.close()
+		if !stopping.IsZero() {
+			d.log.Info().Dur("took", time.Since(stopping)).Msg("emberd stopped")
+		}
+	}()
 	core, stopCore := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopCore()
 	coreG, core := errgroup.WithContext(core)
@@ -302,8 +308,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	case <-consCtx.Done(): // a consumer-side failure
 	case <-core.Done(): // a core failure
 	}
+	stopping = time.Now()
+	d.log.Info().Msg("stopping: consumers first")
 	stopCons()
 	err = errors.Join(err, consG.Wait())
+	d.log.Info().Dur("took", time.Since(stopping)).Msg("consumers stopped; stopping the API, scheduler and agent")
 	stopCore()
 	err = errors.Join(err, coreG.Wait())
 	return err

@@ -12,6 +12,12 @@ import (
 	"github.com/rs/zerolog"
 )
 
+func init() {
+	// Times to the millisecond: the steps of a start or a stop are read
+	// from the log (RFC 3339 otherwise keeps whole seconds).
+	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00"
+}
+
 // New returns a logger writing to w. format is "auto" (console on a
 // terminal, JSON otherwise), "json" or "console"; level is a zerolog level
 // name (debug, info, warn, error).
