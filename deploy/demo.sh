@@ -35,7 +35,7 @@ export EMBER_REDIS EMBER_CONTAINERD
 
 stop
 say "starting emberd (log: $state/emberd.log)"
-"$bin/emberd" --state-dir "$state" --init-binary "$bin/ember-init" >>"$state/emberd.log" 2>&1 &
+"$bin/emberd" --state-dir "$state" --init-binary "$bin/ember-init" --keep-instances=false >>"$state/emberd.log" 2>&1 &
 echo $! >"$state/emberd.pid"
 for i in $(seq 1 600); do
 	# emberd writes the administrator key (0600) on its first start.

@@ -57,6 +57,8 @@ type Agent struct {
 
 	// local serves a scheduler in this process (LocalClient).
 	local *localServer
+	// left counts the instances shutdown left running (reattach.go).
+	left atomic.Int32
 }
 
 // New returns an agent. It validates cfg (after defaults) and deps.
@@ -105,10 +107,12 @@ func (a *Agent) Addr() string {
 	return ""
 }
 
-// Run cleans up a previous life of this agent, registers it, fills the
-// warming pool and serves Dispatch until ctx is done; then it stops
-// accepting dispatches, drains those in flight, removes the agent from
-// Redis and destroys every instance. It returns an error if the agent could
+// Run takes back the instances a clean stop of this agent left running and
+// cleans up the rest of its previous life, registers it, fills the warming
+// pool and serves Dispatch until ctx is done; then it stops accepting
+// dispatches, drains those in flight, removes the agent from Redis and
+// destroys every instance (with KeepInstances: leaves the idle ones
+// running for the next start). It returns an error if the agent could
 // not start, or if no instance of a non-empty warming pool could be started.
 // Run may be called once.
 func (a *Agent) Run(ctx context.Context) error {
@@ -116,14 +120,20 @@ func (a *Agent) Run(ctx context.Context) error {
 		return errors.New("hostagent: Run called twice")
 	}
 	defer a.cancelBg()
-	if err := a.cleanupStale(ctx); err != nil {
+	kept, err := a.cleanupStale(ctx)
+	if err != nil {
+		a.shutdown() // the instances it took back
 		return err
 	}
 	if a.deps.Network != nil {
-		if err := a.deps.Network.Setup(ctx); err != nil {
+		if err := a.deps.Network.Setup(ctx, len(kept) > 0); err != nil {
+			a.shutdown()
 			return fmt.Errorf("hostagent: %w", err)
 		}
 		defer func() { // after shutdown detached every container
+			if a.left.Load() > 0 {
+				return // its rules still guard the containers left running
+			}
 			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			if err := a.deps.Network.Close(cctx); err != nil {
@@ -135,6 +145,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.acct != nil && a.deps.Accounting == nil {
 		defer a.acct.Close() // after shutdown destroyed every container
 	}
+	a.measureReattached(kept)
 	if a.deps.State != nil {
 		defer func() { // after shutdown detached every instance
 			if err := a.deps.State.Close(); err != nil {
@@ -144,6 +155,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	lis, err := net.Listen("tcp", a.cfg.ListenAddr)
 	if err != nil {
+		a.shutdown()
 		return fmt.Errorf("hostagent: listen %s: %w", a.cfg.ListenAddr, err)
 	}
 	addr := a.cfg.AdvertiseAddr
@@ -153,9 +165,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.addr.Store(&addr)
 	if err := a.store.RegisterAgent(ctx, pool.Agent{ID: a.cfg.AgentID, Addr: addr, Started: time.Now(), Capacity: a.cfg.Capacity}, a.cfg.HeartbeatTTL); err != nil {
 		lis.Close()
+		a.shutdown()
 		return fmt.Errorf("hostagent: %w", err)
 	}
-	a.log.Info().Str("addr", addr).Str("state_dir", a.cfg.StateDir).Msg("agent registered")
+	if err := a.readd(ctx, kept); err != nil {
+		lis.Close()
+		a.shutdown()
+		return fmt.Errorf("hostagent: put reattached instances back: %w", err)
+	}
+	a.log.Info().Str("addr", addr).Str("state_dir", a.cfg.StateDir).Int("reattached", len(kept)).Msg("agent registered")
 
 	// Subscribe before Ready, so that no demand published after Ready is missed.
 	sub := a.deps.Redis.Subscribe(ctx, a.store.DemandChannel(), a.store.RetireChannel(), a.store.SubPoolsChannel())
@@ -224,7 +242,9 @@ func (a *Agent) stopServing(srv *grpc.Server) {
 	}
 }
 
-// shutdown removes the agent from Redis and destroys every instance.
+// shutdown removes the agent from Redis and destroys every instance, or,
+// with Config.KeepInstances, leaves those it may running for the next
+// start (reattach.go).
 func (a *Agent) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
@@ -244,30 +264,46 @@ func (a *Agent) shutdown() {
 	a.mu.Unlock()
 	var g errgroup.Group
 	g.SetLimit(4)
+	var left atomic.Int32
 	for _, in := range all {
 		g.Go(func() error {
+			if a.leave(in) {
+				left.Add(1)
+				return nil
+			}
 			a.destroy(ctx, in, "agent shutdown")
 			return nil
 		})
 	}
 	_ = g.Wait()
+	a.left.Add(left.Load())
 	a.watchers.Wait()
-	a.log.Info().Int("instances", len(all)).Msg("agent stopped")
+	a.log.Info().Int("instances", len(all)).Int32("left_running", left.Load()).Msg("agent stopped")
 }
 
-// cleanupStale removes what a previous life of this agent left: its Redis
-// entries, its instances in the runtime and their directories.
-func (a *Agent) cleanupStale(ctx context.Context) error {
+// cleanupStale takes back the instances a clean stop of this agent left
+// running (reattach) and removes everything else a previous life left: its
+// Redis entries, its other instances in the runtime and their directories.
+// It returns the instances it took back.
+func (a *Agent) cleanupStale(ctx context.Context) ([]*instance, error) {
 	if err := a.store.RemoveAgent(ctx, a.cfg.AgentID); err != nil {
-		return fmt.Errorf("hostagent: %w", err)
+		return nil, fmt.Errorf("hostagent: %w", err)
 	}
 	ids, err := a.deps.Runtime.List(ctx)
 	if err != nil {
-		return fmt.Errorf("hostagent: list stale instances: %w", err)
+		return nil, fmt.Errorf("hostagent: list stale instances: %w", err)
+	}
+	kept := a.reattach(ctx, ids)
+	keep := make(map[string]bool, len(kept))
+	for _, in := range kept {
+		keep[in.id] = true
 	}
 	var g errgroup.Group
 	g.SetLimit(a.cfg.StartConcurrency)
 	for _, id := range ids {
+		if keep[id] {
+			continue
+		}
 		g.Go(func() error {
 			if err := a.deps.Runtime.Destroy(ctx, id); err != nil {
 				return fmt.Errorf("hostagent: destroy stale instance %s: %w", id, err)
@@ -277,26 +313,40 @@ func (a *Agent) cleanupStale(ctx context.Context) error {
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return err
+		return kept, err
 	}
 	// runc mounts an instance's directories from inside its user namespace:
 	// the state directory must be searchable by others (and so must its
 	// ancestors, which the agent does not touch).
 	if err := os.MkdirAll(a.cfg.StateDir, 0o711); err != nil {
-		return fmt.Errorf("hostagent: state dir: %w", err)
+		return kept, fmt.Errorf("hostagent: state dir: %w", err)
 	}
-	if a.deps.State != nil { // a crash leaves resources attached: never remove through them
-		if err := a.deps.State.Release(filepath.Join(a.cfg.StateDir, "instances")); err != nil {
-			return fmt.Errorf("hostagent: detach stale state resources: %w", err)
+	insts := filepath.Join(a.cfg.StateDir, "instances")
+	if err := os.MkdirAll(insts, 0o711); err != nil {
+		return kept, fmt.Errorf("hostagent: state dir: %w", err)
+	}
+	entries, err := os.ReadDir(insts)
+	if err != nil {
+		return kept, fmt.Errorf("hostagent: clean state dir: %w", err)
+	}
+	for _, e := range entries {
+		if keep[e.Name()] {
+			continue
+		}
+		dir := filepath.Join(insts, e.Name())
+		if r, err := readRecord(dir); err == nil { // left running, gone since
+			a.forgetRecord(ctx, r)
+		}
+		if a.deps.State != nil { // a crash leaves resources attached: never remove through them
+			if err := a.deps.State.Release(dir); err != nil {
+				return kept, fmt.Errorf("hostagent: detach stale state resources: %w", err)
+			}
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return kept, fmt.Errorf("hostagent: clean state dir: %w", err)
 		}
 	}
-	if err := os.RemoveAll(filepath.Join(a.cfg.StateDir, "instances")); err != nil {
-		return fmt.Errorf("hostagent: clean state dir: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Join(a.cfg.StateDir, "instances"), 0o711); err != nil {
-		return fmt.Errorf("hostagent: state dir: %w", err)
-	}
-	return nil
+	return kept, nil
 }
 
 // heartbeatLoop renews the agent's key; if it had expired, the agent
@@ -518,12 +568,19 @@ func (a *Agent) reclaimInterval() time.Duration {
 	return min(max(d, 10*time.Millisecond), 15*time.Second)
 }
 
-// initialFill starts the warming pool and waits for it.
+// initialFill starts the warming pool (less the warm instances it
+// reattached) and waits for it.
 func (a *Agent) initialFill(ctx context.Context) error {
 	var todo []*instance
 	a.mu.Lock()
+	warm := map[string]int{}
+	for _, in := range a.insts {
+		if in.tenant == "" && in.state != stGone {
+			warm[in.class]++
+		}
+	}
 	for _, class := range a.cfg.classes() {
-		for range a.cfg.Pool[class] {
+		for range a.cfg.Pool[class] - warm[class] {
 			if in := a.reserveLocked(class, nil, false); in != nil {
 				todo = append(todo, in)
 			}

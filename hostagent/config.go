@@ -107,6 +107,16 @@ type Config struct {
 	// ShutdownTimeout bounds the drain of in-flight dispatches and the
 	// destruction of instances at shutdown. Default: 30s.
 	ShutdownTimeout time.Duration
+	// KeepInstances leaves idle instances running at a clean stop, with
+	// their containers, for the next start of the agent (same AgentID and
+	// StateDir) to reattach: a restart keeps the pool warm. Default: false
+	// (every instance is destroyed; the commands' --keep-instances
+	// defaults to true).
+	KeepInstances bool
+	// OrphanTimeout ends an instance whose ember-init has had no agent
+	// connected for that long (a stopped agent that never came back).
+	// Default: 15m.
+	OrphanTimeout time.Duration
 
 	// Accounting says how per-invocation usage is measured:
 	// AccountingEBPF (network by eBPF, CPU and memory from cgroups; without
@@ -205,6 +215,9 @@ func (c *Config) setDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
+	if c.OrphanTimeout == 0 {
+		c.OrphanTimeout = 15 * time.Minute
+	}
 	if c.Accounting == "" {
 		c.Accounting = AccountingEBPF
 	}
@@ -227,7 +240,7 @@ func (c Config) Validate() error {
 	case c.MaxInstances < 0 || c.StartConcurrency < 0 || c.MaxContainersPerInstance < 0:
 		return errors.New("hostagent: MaxInstances, StartConcurrency and MaxContainersPerInstance must be positive")
 	case c.InstanceStartTimeout < 0 || c.ContainerKeepAlive < 0 || c.InstanceKeepAlive < 0 ||
-		c.HeartbeatInterval < 0 || c.StopGrace < 0 || c.ShutdownTimeout < 0:
+		c.HeartbeatInterval < 0 || c.StopGrace < 0 || c.ShutdownTimeout < 0 || c.OrphanTimeout < 0:
 		return errors.New("hostagent: durations must be positive")
 	case c.HeartbeatTTL <= c.HeartbeatInterval:
 		return fmt.Errorf("hostagent: HeartbeatTTL %v must exceed HeartbeatInterval %v", c.HeartbeatTTL, c.HeartbeatInterval)

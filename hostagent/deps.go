@@ -32,8 +32,10 @@ type Runtime interface {
 // Network connects containers' network namespaces to the outside world:
 // *network.Network (CNI plugins and nftables) in production.
 type Network interface {
-	// Setup prepares the host side; called once by Run.
-	Setup(ctx context.Context) error
+	// Setup prepares the host side; called once by Run. reattached: the
+	// agent took back containers an earlier life attached, whose
+	// attachments must stay.
+	Setup(ctx context.Context, reattached bool) error
 	// Attach connects the network namespace at netnsPath, for container id.
 	Attach(ctx context.Context, id, netnsPath string) (network.Attachment, error)
 	// Detach releases id's attachment; detaching the unattached is success.
@@ -73,6 +75,9 @@ type Cgroups interface {
 	// Create makes the cgroup <instanceCgroupPath>/<name> in cgroup2 and
 	// each v1 controller in use, with limits, owned by ownerUID.
 	Create(instanceCgroupPath, name string, ownerUID int, limits CgroupLimits) (CgroupChild, error)
+	// Open returns the cgroup <instanceCgroupPath>/<name> that Create made,
+	// without fds: a container reattached after the agent restarted.
+	Open(instanceCgroupPath, name string) (CgroupChild, error)
 }
 
 // Deps are the agent's collaborators.

@@ -521,6 +521,11 @@ func (a *Agent) attachState(in *instance, req *dispatchpb.DispatchRequest) ([]in
 		}
 		out = append(out, initproto.StateMount{Dir: m.GetName(), Path: m.GetPath()})
 	}
+	if len(out) > 0 {
+		a.mu.Lock()
+		in.hasState = true
+		a.mu.Unlock()
+	}
 	return out, nil
 }
 

@@ -20,7 +20,11 @@
 //	     a replaced or evicted container stops in the background
 //	  ─► an instance idle past InstanceKeepAlive is retired (pool.Retire) and
 //	     destroyed; a broken one (init connection lost) is force-retired,
-//	     destroyed and replaced.
+//	     destroyed and replaced
+//	  ─► at a clean stop with KeepInstances, an idle instance is left
+//	     running with its containers and a record in its directory; the
+//	     next start reconnects and puts it back, hot versions included
+//	     (reattach.go). Otherwise, and after a crash, it is destroyed.
 //
 // The scheduler claims instances in Redis and then calls Dispatch; the agent
 // learns of a claim only from the Dispatch. Two dispatches may run on an

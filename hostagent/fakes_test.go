@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 
 	"github.com/ember-run/ember/hostagent/sandbox"
@@ -180,7 +181,14 @@ func (f *fakeInit) accept() {
 		f.mu.Lock()
 		f.conns = append(f.conns, conn)
 		f.mu.Unlock()
-		if err := conn.Write(initproto.TypeHello, 0, initproto.Hello{InstanceID: f.id, Pid: 1, Version: "fake"}, nil); err != nil {
+		f.mu.Lock()
+		var held []string
+		for id := range f.running {
+			held = append(held, id)
+		}
+		f.mu.Unlock()
+		sort.Strings(held)
+		if err := conn.Write(initproto.TypeHello, 0, initproto.Hello{InstanceID: f.id, Pid: 1, Version: "fake", Containers: held}, nil); err != nil {
 			continue
 		}
 		f.wg.Add(1)
@@ -320,6 +328,16 @@ func (f *fakeCgroups) Create(parent, name string, uid int, l CgroupLimits) (Cgro
 	defer f.mu.Unlock()
 	p := parent + "/" + name
 	f.made[p] = l
+	return &fakeChild{f: f, path: p}, nil
+}
+
+func (f *fakeCgroups) Open(parent, name string) (CgroupChild, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p := parent + "/" + name
+	if _, ok := f.made[p]; !ok || f.removed[p] {
+		return nil, fmt.Errorf("fake cgroups: no cgroup %s", p)
+	}
 	return &fakeChild{f: f, path: p}, nil
 }
 

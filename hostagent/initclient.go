@@ -38,8 +38,9 @@ type initClient struct {
 
 // dialInit connects to ember-init's socket at path, retrying while the
 // socket does not exist or refuses (the instance is still booting) until ctx
-// is done, and waits for Hello from wantID.
-func dialInit(ctx context.Context, path, wantID string, onExited func(initproto.Exited)) (*initClient, error) {
+// is done, and waits for Hello from wantID. Without booting, an instance
+// that should be running, it tries once.
+func dialInit(ctx context.Context, path, wantID string, booting bool, onExited func(initproto.Exited)) (*initClient, error) {
 	var uc *net.UnixConn
 	for {
 		var d net.Dialer
@@ -48,7 +49,7 @@ func dialInit(ctx context.Context, path, wantID string, onExited func(initproto.
 			uc = c.(*net.UnixConn)
 			break
 		}
-		if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ECONNREFUSED) {
+		if !booting || !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ECONNREFUSED) {
 			return nil, fmt.Errorf("dial ember-init %s: %w", path, err)
 		}
 		t := time.NewTimer(5 * time.Millisecond) // polling a booting instance's socket

@@ -59,6 +59,9 @@ type instance struct {
 	lost bool
 	// fromDemand: started for a scheduler's demand, beyond the pool target.
 	fromDemand bool
+	// hasState: a state resource was attached to it (it is not left
+	// running at a stop: reattach.go).
+	hasState bool
 	// relay is the instance's way out to its logging service, opened by
 	// the first configuration.
 	relay *logrelay.Relay

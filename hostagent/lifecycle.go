@@ -68,7 +68,7 @@ func (a *Agent) boot(in *instance) error {
 		ID: in.id, Class: in.class, MemoryMB: in.memoryMB,
 		CPUShares: a.cfg.cpuShares(in.memoryMB), PidsLimit: a.cfg.InstancePidsLimit,
 		SocketDir: in.sockDir(), CodeDir: in.codeDir(), LogPath: in.logPath(), LogDir: in.fnLogDir(),
-		HostUID: uint32(in.hostUID),
+		HostUID: uint32(in.hostUID), OrphanTimeout: a.cfg.OrphanTimeout,
 	}
 	if sp := in.subpool; sp != nil { // the sub-pool's constraints
 		spec.MilliCPU, spec.PidsLimit, spec.TmpMB = sp.MilliCPU, sp.PidsLimit, sp.TmpMB
@@ -89,7 +89,7 @@ func (a *Agent) boot(in *instance) error {
 	if err != nil {
 		return fmt.Errorf("create: %w", err)
 	}
-	client, err := dialInit(ctx, filepath.Join(in.sockDir(), initproto.SocketName), in.id, a.onExited(in))
+	client, err := dialInit(ctx, filepath.Join(in.sockDir(), initproto.SocketName), in.id, true, a.onExited(in))
 	if err != nil {
 		return err
 	}

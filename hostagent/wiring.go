@@ -39,6 +39,15 @@ func (hostCgroups) Create(instanceCgroupPath, name string, ownerUID int, l Cgrou
 	return c, nil
 }
 
+// Open implements Cgroups.
+func (hostCgroups) Open(instanceCgroupPath, name string) (CgroupChild, error) {
+	c, err := cgroup.Open(instanceCgroupPath, name)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
 var _ Runtime = (*sandbox.Runtime)(nil)
 
 // LabelAgent is the containerd label naming the agent that owns an

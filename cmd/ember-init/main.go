@@ -65,6 +65,7 @@ func run() error {
 	flag.Int64Var(&logMax, "log-max-bytes", 16<<20, "rotate functions.log at this size (two older files are kept)")
 	flag.StringVar(&cfg.Region, "region", envOr("AWS_REGION", "local"), "AWS_REGION exported to functions")
 	flag.DurationVar(&cfg.StopGrace, "stop-grace", 2*time.Second, "SIGTERM to SIGKILL grace at shutdown")
+	flag.DurationVar(&cfg.OrphanTimeout, "orphan-timeout", 0, "stop the instance once no agent has been connected for this long (0: never)")
 	flag.StringVar(&reap, "reap-all", "auto", "reap every child with wait4(-1): true, false or auto (true when PID 1)")
 	flag.StringVar(&logLevel, "log-level", "info", "zerolog level")
 	flag.Parse()

@@ -101,6 +101,33 @@ func Create(instanceCgroupPath, name string, ownerUID int, limits Limits) (*Chil
 	return c, nil
 }
 
+// Open returns the existing cgroup of container name inside the instance
+// at instanceCgroupPath, as Create made it: what an agent that restarted
+// needs to measure and remove a container it reattached to. It opens no
+// fds (the container's process already runs in it).
+func Open(instanceCgroupPath, name string) (*Child, error) {
+	if !strings.HasPrefix(instanceCgroupPath, "/") || filepath.Clean(instanceCgroupPath) != instanceCgroupPath || instanceCgroupPath == "/" {
+		return nil, fmt.Errorf("cgroup: instance cgroup path %q must be absolute and clean", instanceCgroupPath)
+	}
+	if name == "" || !filepath.IsLocal(name) || strings.Contains(name, "/") {
+		return nil, fmt.Errorf("cgroup: child name %q must be one path element", name)
+	}
+	c := &Child{name: name, paths: map[string]string{}}
+	for _, ctrl := range append([]string{Unified}, Controllers...) {
+		dir := filepath.Join(Root, ctrl, instanceCgroupPath, name)
+		if _, err := os.Stat(dir); err != nil {
+			return nil, fmt.Errorf("cgroup: open %s: %w", dir, err)
+		}
+		c.paths[ctrl] = dir
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(c.paths[Unified], &st); err != nil {
+		return nil, fmt.Errorf("cgroup: stat %s: %w", c.paths[Unified], err)
+	}
+	c.inode = st.Ino
+	return c, nil
+}
+
 func (c *Child) setup(owner int, limits Limits) error {
 	if limits.MemoryBytes > 0 {
 		v := strconv.FormatInt(limits.MemoryBytes, 10)

@@ -91,6 +91,12 @@ type Config struct {
 	// Output receives every line a container writes, prefixed with the
 	// container id. Default: os.Stderr.
 	Output io.Writer
+
+	// OrphanTimeout ends the server (Run returns, its containers stopped)
+	// once no agent has been connected for that long: an agent stopped
+	// for good, never restarted to reattach, does not leave its instances
+	// running forever. Zero: never.
+	OrphanTimeout time.Duration
 }
 
 // MaxContainers bounds the containers of one instance (each has a uid of

@@ -5,7 +5,10 @@
 // each on its own goroutine, so requests for different containers run
 // concurrently. Replies go to the connection the request came on and echo
 // its seq; a reply whose connection is gone is dropped. Exited events go to
-// the current connection, if any. Containers outlive agent connections.
+// the current connection, if any. Containers outlive agent connections:
+// Hello lists the containers held, so that an agent that restarted takes
+// them back; with Config.OrphanTimeout, the server ends (its containers
+// stopped) once no agent has been connected for that long.
 //
 // # Containers
 //

@@ -92,6 +92,8 @@ type env struct {
 	srv    *initd.Server
 	cfg    initd.Config
 	output *syncBuffer
+	// ended is closed when Run returns.
+	ended chan struct{}
 }
 
 // startServer runs a Server in-process with private directories (world
@@ -129,7 +131,8 @@ func startServer(t testing.TB, tweak func(*initd.Config)) *env {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
+	ended := make(chan struct{})
+	go func() { done <- srv.Run(ctx); close(ended) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -149,7 +152,7 @@ func startServer(t testing.TB, tweak func(*initd.Config)) *env {
 	case <-time.After(5 * time.Second):
 		t.Fatal("server not ready")
 	}
-	return &env{srv: srv, cfg: cfg, output: out}
+	return &env{srv: srv, cfg: cfg, output: out, ended: ended}
 }
 
 // client is a minimal agent side: it matches replies to requests by seq and

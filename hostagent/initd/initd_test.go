@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/ember-run/ember/hostagent/initd"
 	"github.com/ember-run/ember/hostagent/initproto"
 	"golang.org/x/sys/unix"
 )
@@ -314,6 +316,42 @@ func TestNewConnectionReplacesOld(t *testing.T) {
 	}
 	c2.invoke("k", "k-2", 10*time.Second, `{"exit":true}`)
 	c2.exited("k")
+}
+
+// TestOrphanTimeout: a new connection's Hello lists the containers held (an
+// agent that restarted finds them), and the server ends, stopping them,
+// once no agent has been connected for OrphanTimeout, but never while one
+// is.
+func TestOrphanTimeout(t *testing.T) {
+	const orphan = 300 * time.Millisecond
+	e := startServer(t, func(c *initd.Config) { c.OrphanTimeout = orphan })
+	c1 := e.dial(t)
+	if len(c1.hello.Containers) != 0 {
+		t.Fatalf("hello of a new server lists %v", c1.hello.Containers)
+	}
+	c1.mustStart(spec("b", "sleep"))
+	c1.mustStart(spec("a", "exit"))
+	c1.conn.Close()
+	<-c1.closed
+	c2 := e.dial(t)
+	if want := []string{"a", "b"}; !slices.Equal(c2.hello.Containers, want) {
+		t.Fatalf("hello lists %v, want %v", c2.hello.Containers, want)
+	}
+	// Connected for twice the timeout: still serving.
+	if res, body := c2.invoke("b", "b-1", 10*time.Second, fmt.Sprintf(`{"ms":%d}`, 2*orphan.Milliseconds())); res.Status != initproto.StatusOK {
+		t.Fatalf("invoke while connected: %+v %s", res, body)
+	}
+	select {
+	case <-e.ended:
+		t.Fatal("the server ended while an agent was connected")
+	default:
+	}
+	c2.conn.Close()
+	select {
+	case <-e.ended:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the server still runs 10 s after its agent left (orphan timeout %v)", orphan)
+	}
 }
 
 func TestConcurrentContainers(t *testing.T) {

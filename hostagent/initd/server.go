@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,6 +33,8 @@ type Server struct {
 
 	connMu sync.Mutex
 	conn   *initproto.Conn // the current agent connection, nil if none
+	// orphan runs while no agent is connected (Config.OrphanTimeout).
+	orphan *time.Timer
 
 	logMu  sync.Mutex
 	logSvc *logService // the instance's logging service, nil if none
@@ -93,6 +96,16 @@ func (s *Server) Run(ctx context.Context) error {
 	waitDone := make(chan error, 1)
 	go func() { waitDone <- s.waiter.run(waitCtx) }()
 
+	ctx, orphaned := context.WithCancel(ctx)
+	defer orphaned()
+	if d := s.cfg.OrphanTimeout; d > 0 {
+		s.connMu.Lock()
+		s.orphan = time.AfterFunc(d, func() {
+			s.log.Warn().Dur("orphan_timeout", d).Msg("no agent connected for the orphan timeout: stopping the instance")
+			orphaned()
+		})
+		s.connMu.Unlock()
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		<-gctx.Done()
@@ -122,6 +135,9 @@ func (s *Server) accept(ctx context.Context, ln *net.UnixListener) error {
 		s.connMu.Lock()
 		old := s.conn
 		s.conn = c
+		if s.orphan != nil {
+			s.orphan.Stop()
+		}
 		s.connMu.Unlock()
 		if old != nil {
 			s.log.Info().Msg("new agent connection replaces the previous one")
@@ -167,11 +183,14 @@ func (s *Server) serveConn(ctx context.Context, c *initproto.Conn) {
 		s.connMu.Lock()
 		if s.conn == c {
 			s.conn = nil
+			if s.orphan != nil {
+				s.orphan.Reset(s.cfg.OrphanTimeout)
+			}
 		}
 		s.connMu.Unlock()
 		_ = c.Close()
 	}()
-	hello := initproto.Hello{InstanceID: s.cfg.InstanceID, Pid: os.Getpid(), Version: s.cfg.Version}
+	hello := initproto.Hello{InstanceID: s.cfg.InstanceID, Pid: os.Getpid(), Version: s.cfg.Version, Containers: s.containerIDs()}
 	if err := c.Write(initproto.TypeHello, 0, hello, nil); err != nil {
 		s.log.Warn().Err(err).Msg("send hello")
 		return
@@ -209,6 +228,18 @@ func (s *Server) serveConn(ctx context.Context, c *initproto.Conn) {
 			s.log.Warn().Uint8("type", uint8(f.Type)).Uint32("seq", f.Seq).Msg("unexpected frame type")
 		}
 	}
+}
+
+// containerIDs lists the containers held, sorted.
+func (s *Server) containerIDs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := make([]string, 0, len(s.containers))
+	for id := range s.containers {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 func (s *Server) reply(c *initproto.Conn, t initproto.Type, seq uint32, header any, body []byte, fds ...int) {

@@ -50,6 +50,10 @@ type Hello struct {
 	InstanceID string `json:"instance_id"`
 	Pid        int    `json:"pid"`
 	Version    string `json:"version"`
+	// Containers are the ids of the containers ember-init holds (started
+	// and not stopped), sorted: what an agent that reconnects, after a
+	// restart, finds still there.
+	Containers []string `json:"containers,omitempty"`
 }
 
 // StartContainer describes one function container to start inside the instance.

@@ -120,15 +120,20 @@ func New(cfg Config) (*Network, error) {
 }
 
 // Setup clears what an earlier life of the agent left in StateDir (its
-// containers are gone) and installs the nftables table. It is idempotent.
-func (n *Network) Setup(ctx context.Context) error {
+// containers are gone) and installs the nftables table. With reattached,
+// containers of that earlier life still run, attached: their address
+// allocations are kept (the agent detaches those it did not take back).
+// It is idempotent.
+func (n *Network) Setup(ctx context.Context, reattached bool) error {
 	for _, p := range []string{"bridge", "host-local"} {
 		if _, err := os.Stat(filepath.Join(n.cfg.PluginDir, p)); err != nil {
 			return fmt.Errorf("network: CNI plugin %s: %w (install containernetworking-plugins)", p, err)
 		}
 	}
-	if err := os.RemoveAll(n.cfg.StateDir); err != nil {
-		return fmt.Errorf("network: %w", err)
+	if !reattached {
+		if err := os.RemoveAll(n.cfg.StateDir); err != nil {
+			return fmt.Errorf("network: %w", err)
+		}
 	}
 	if err := os.MkdirAll(n.cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("network: %w", err)

@@ -44,7 +44,7 @@ func TestEgressAndFirewall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := n.Setup(ctx); err != nil {
+	if err := n.Setup(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -95,7 +95,7 @@ func TestEgressAndFirewall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := n2.Setup(ctx); err != nil {
+	if err := n2.Setup(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	c := netnstest.New(t)

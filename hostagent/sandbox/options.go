@@ -154,6 +154,12 @@ type InstanceSpec struct {
 	// TmpMB, when set, is the size of each container's /tmp (ember-init's
 	// --tmp-size-mb); 0 keeps ember-init's default.
 	TmpMB int64
+	// OrphanTimeout, when set, ends the instance once no agent has been
+	// connected to its ember-init for that long (ember-init's
+	// --orphan-timeout): instances an agent left running at a clean stop
+	// for its next start to reattach do not outlive an agent that never
+	// comes back.
+	OrphanTimeout time.Duration
 	// StateDir, if set, is a host mount point with shared propagation,
 	// bound at initproto.StateDir as its slave: resources the agent mounts
 	// under it later appear in the running instance.

@@ -265,6 +265,9 @@ func (r *Runtime) specOpts(spec InstanceSpec, cgroupPath string) []oci.SpecOpts 
 	if spec.TmpMB > 0 {
 		args = append(args, "--tmp-size-mb", strconv.FormatInt(spec.TmpMB, 10))
 	}
+	if spec.OrphanTimeout > 0 {
+		args = append(args, "--orphan-timeout", spec.OrphanTimeout.String())
+	}
 	opts := []oci.SpecOpts{
 		oci.WithProcessArgs(args...),
 		oci.WithProcessCwd("/"),

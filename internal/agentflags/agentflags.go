@@ -30,6 +30,8 @@ type Flags struct {
 	capacityVCPU                  float64
 	stateFiler, weed              string
 	codeCacheMB                   int64
+	keepInstances                 bool
+	orphanTimeout                 time.Duration
 }
 
 // Register adds the flags to fs.
@@ -51,6 +53,8 @@ func (f *Flags) Register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.stateFiler, "state-filer", "", "SeaweedFS filer (host:port) holding tenants' state resources for every host (default: image files on this host only)")
 	fs.StringVar(&f.weed, "weed", "weed", "SeaweedFS weed binary that mounts state resources from --state-filer")
 	fs.Int64Var(&f.codeCacheMB, "code-cache", hostagent.DefaultCodeCacheMB, "MB of function packages kept extracted on this host; beyond it the least recently used are removed")
+	fs.BoolVar(&f.keepInstances, "keep-instances", true, "leave idle instances running at a clean stop, for the next start of this agent to reattach (a restart keeps the pool warm); false destroys them")
+	fs.DurationVar(&f.orphanTimeout, "orphan-timeout", 15*time.Minute, "an instance with no agent connected for this long stops itself (an agent that stopped and never came back)")
 	fs.IntVar(&f.uidBase, "uid-base", 100000, "first host uid of instances (each gets 65536 of its own); agents sharing a kernel need disjoint ranges")
 }
 
@@ -69,6 +73,10 @@ func (f *Flags) Apply(cfg *hostagent.Config) error {
 		return fmt.Errorf("--code-cache %d: want a positive number of MB", f.codeCacheMB)
 	}
 	cfg.CodeCacheMB = f.codeCacheMB
+	if f.orphanTimeout <= 0 {
+		return fmt.Errorf("--orphan-timeout %v: want a positive duration", f.orphanTimeout)
+	}
+	cfg.KeepInstances, cfg.OrphanTimeout = f.keepInstances, f.orphanTimeout
 	if f.capacityMB < 0 || f.capacityVCPU < 0 {
 		return fmt.Errorf("--capacity-memory and --capacity-vcpu must not be negative")
 	}

@@ -215,6 +215,9 @@ func (s *stack) start() {
 		"--init-binary", filepath.Join(binDir, "ember-init"), "--agent-id", s.name, "--agent-listen", s.agent, "--peer-listen", s.peer,
 		"--pool", s.pool, "--session-timeout", "6s", "--lag-interval", "500ms", "--gateway-listen", s.gateway, "--debug-addr", s.debug, "--log-format", "json", "--log-level", logLevel,
 		"--bridge", s.bridge, "--subnet", s.subnet, "--uid-base", strconv.Itoa(s.uidBase),
+		// A test's last stop must leave nothing running; tests of restarts
+		// that keep the pool warm say --keep-instances in extra.
+		"--keep-instances=false",
 	}, s.extra...)
 	s.cmd = exec.Command(filepath.Join(binDir, "emberd"), args...)
 	s.cmd.Env = append(os.Environ(), "EMBER_ADMIN_KEY="+s.adminKey)

@@ -167,7 +167,7 @@ func (c *cluster) startHost(ca *pki.Authority, dir string, i int, spec hostSpec)
 		"--init-binary", filepath.Join(binDir, "ember-init"), "--pool", spec.pool, "--metrics-addr", "",
 		// Agents share the kernel: host uid ranges of their own.
 		"--uid-base", strconv.Itoa(3_000_000_000 + (c.n*8+i)*40*65536), "--subnet", fmt.Sprintf("10.232.%d.0/24", i),
-		"--log-format", "json", "--log-level", logLevel,
+		"--log-format", "json", "--log-level", logLevel, "--keep-instances=false",
 	}, spec.extra...)
 	if c.state != nil {
 		args = append(args, "--state-filer", c.state.Filer, "--weed", testenv.WeedBinary())

@@ -1,0 +1,338 @@
+package hostagent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/ember-run/ember/engine/pool"
+	"github.com/ember-run/ember/hostagent/initproto"
+)
+
+// Restarts keep the pool warm: at a clean stop with Config.KeepInstances,
+// the agent leaves its idle instances running (ember-init keeps their
+// containers; it accepts a new connection), writes what it knows of each
+// into the instance's directory, and takes them out of Redis. The next
+// start of the same agent (same id and state directory) reads those
+// records, reconnects to each ember-init, checks what it still holds,
+// reopens the containers' cgroups, accounting and network namespaces, and
+// puts the instances back into their pools, hot versions included. What
+// cannot be reattached is destroyed, as every instance was before.
+//
+// A record lives only between a stop and the next start (the start
+// removes it): after a crash there is none, and the instance is destroyed
+// (the agent cannot know what ran on it since). Instances with state
+// resources attached, of a sub-pool, or still busy at the stop are not
+// left running.
+
+// recordName is an instance's record, in its directory.
+const recordName = "agent.json"
+
+// record is what the agent knows of an instance it left running.
+type record struct {
+	Agent      string            `json:"agent"`
+	ID         string            `json:"id"`
+	Class      string            `json:"class"`
+	MemoryMB   int64             `json:"memory_mb"`
+	Needs      pool.Resources    `json:"needs"`
+	Slot       int               `json:"slot"`
+	HostUID    int               `json:"host_uid"`
+	CgroupPath string            `json:"cgroup_path"`
+	Tenant     string            `json:"tenant,omitempty"`
+	Containers []containerRecord `json:"containers,omitempty"`
+}
+
+// containerRecord is one container of a recorded instance.
+type containerRecord struct {
+	ID         string `json:"id"`
+	Key        string `json:"key"`
+	VersionKey string `json:"version_key"`
+	MemoryMB   int64  `json:"memory_mb"`
+	// NetID names its network attachment ("" without egress).
+	NetID string `json:"net_id,omitempty"`
+}
+
+// keepable reports whether in may be left running at shutdown. a.mu held.
+func (a *Agent) keepableLocked(in *instance) bool {
+	return a.cfg.KeepInstances && in.state == stReady && in.running == 0 && in.subpool == nil && !in.hasState && in.client != nil
+}
+
+// leave forgets in without destroying it: its record is written, its
+// connection closed (ember-init keeps the containers), its meters and
+// network namespace handles closed, its attachments and cgroups kept. It
+// reports false, having changed nothing, if the record cannot be written.
+func (a *Agent) leave(in *instance) bool {
+	in.op.Lock() // no dispatch or reclaim is changing its containers
+	defer in.op.Unlock()
+	a.mu.Lock()
+	if !a.keepableLocked(in) {
+		a.mu.Unlock()
+		return false
+	}
+	r := record{Agent: a.cfg.AgentID, ID: in.id, Class: in.class, MemoryMB: in.memoryMB, Needs: in.needs,
+		Slot: in.slot, HostUID: in.hostUID, CgroupPath: in.cgroupPath, Tenant: in.tenant}
+	for _, c := range in.containers {
+		if c.stopped || c.retire != "" {
+			continue // on its way out: the next start stops it (not in the record)
+		}
+		r.Containers = append(r.Containers, containerRecord{ID: c.id, Key: c.key, VersionKey: c.versionKey, MemoryMB: c.memoryMB, NetID: c.netID})
+	}
+	a.mu.Unlock()
+	b, err := json.Marshal(r)
+	if err == nil {
+		err = writeFileAtomic(filepath.Join(in.dir, recordName), b)
+	}
+	if err != nil {
+		a.log.Error().Err(err).Str("instance", in.id).Msg("record the instance for the next start; destroying it")
+		return false
+	}
+	a.mu.Lock()
+	delete(a.insts, in.id)
+	in.state = stGone // its connection's end is not a loss
+	client, relay := in.client, in.relay
+	in.relay = nil
+	cs := make([]*container, 0, len(in.containers))
+	for _, c := range in.containers {
+		cs = append(cs, c)
+	}
+	a.mu.Unlock()
+	client.close()
+	if relay != nil {
+		relay.Close()
+	}
+	for _, c := range cs {
+		closeMeter(a.log, c.meter)
+		if c.netnsFD >= 0 {
+			_ = unix.Close(c.netnsFD)
+			c.netnsFD = -1
+		}
+	}
+	a.log.Info().Str("instance", in.id).Str("class", in.class).Str("tenant", in.tenant).Int("containers", len(r.Containers)).
+		Msg("instance left running for the next start")
+	return true
+}
+
+// writeFileAtomic writes b to path through a temporary sibling.
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// readRecord reads and removes the record in dir (one start uses it).
+func readRecord(dir string) (record, error) {
+	p := filepath.Join(dir, recordName)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return record{}, err
+	}
+	if err := os.Remove(p); err != nil {
+		return record{}, err
+	}
+	var r record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return record{}, fmt.Errorf("record %s: %w", p, err)
+	}
+	return r, nil
+}
+
+// reattach takes back the instances of ids that a clean stop left running
+// and whose record checks out: it reconnects, reconciles their containers
+// with what ember-init holds and adds them to a.insts, ready, not yet in
+// Redis (readd) nor measured (measureReattached). It returns those it took.
+func (a *Agent) reattach(ctx context.Context, ids []string) []*instance {
+	var out []*instance
+	for _, id := range ids {
+		dir := filepath.Join(a.cfg.StateDir, "instances", id)
+		r, err := readRecord(dir)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // a crash, or an instance that was not left running
+		}
+		log := a.log.With().Str("instance", id).Logger()
+		if err == nil {
+			var in *instance
+			in, err = a.reattachOne(ctx, log, dir, r)
+			if err == nil {
+				out = append(out, in)
+				continue
+			}
+		}
+		log.Warn().Err(err).Msg("cannot reattach to the instance; destroying it")
+		a.forgetRecord(ctx, r)
+	}
+	return out
+}
+
+// reattachOne reconnects to the instance of r.
+func (a *Agent) reattachOne(ctx context.Context, log zerolog.Logger, dir string, r record) (*instance, error) {
+	switch {
+	case r.Agent != a.cfg.AgentID || r.ID != filepath.Base(dir):
+		return nil, fmt.Errorf("the record names agent %q, instance %q", r.Agent, r.ID)
+	case r.HostUID != a.cfg.MappedRootUID+r.Slot*a.cfg.UIDRange:
+		return nil, fmt.Errorf("its uid range (%d) is not this agent's slot %d any more", r.HostUID, r.Slot)
+	}
+	a.mu.Lock()
+	for _, o := range a.insts {
+		if o.slot == r.Slot {
+			a.mu.Unlock()
+			return nil, fmt.Errorf("its uid slot %d is taken", r.Slot)
+		}
+	}
+	a.mu.Unlock()
+	in := &instance{
+		id: r.ID, class: r.Class, memoryMB: r.MemoryMB, needs: r.Needs, slot: r.Slot, hostUID: r.HostUID,
+		dir: dir, state: stReady, tenant: r.Tenant, lastUsed: time.Now(), cgroupPath: r.CgroupPath,
+		containers: map[string]*container{}, codes: map[string]bool{},
+	}
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	client, err := dialInit(dctx, filepath.Join(in.sockDir(), initproto.SocketName), in.id, false, a.onExited(in))
+	if err != nil {
+		return nil, err
+	}
+	held := map[string]bool{}
+	for _, id := range client.hello.Containers {
+		held[id] = true
+	}
+	for _, cr := range r.Containers {
+		if !held[cr.ID] {
+			log.Info().Str("container", cr.ID).Msg("a recorded container is gone from its instance")
+			a.releaseNet(ctx, cr.NetID)
+			continue
+		}
+		delete(held, cr.ID)
+		c, err := a.reattachContainer(dctx, in, client, cr)
+		if err != nil {
+			log.Warn().Err(err).Str("container", cr.ID).Msg("cannot reattach to a container; stopping it")
+			if err := client.stop(dctx, cr.ID, a.cfg.StopGrace); err != nil {
+				client.close()
+				return nil, err
+			}
+			a.releaseNet(ctx, cr.NetID)
+			if c != nil {
+				_ = c.cg.Remove()
+			}
+			continue
+		}
+		in.containers[c.key] = c
+		// New container ids must not repeat this one's: the agent's
+		// counter starts again from the largest it finds.
+		if i := strings.LastIndexByte(c.id, '-'); i >= 0 {
+			if n, err := strconv.ParseUint(c.id[i+1:], 10, 64); err == nil {
+				a.mu.Lock()
+				a.seq = max(a.seq, n)
+				a.mu.Unlock()
+			}
+		}
+	}
+	for id := range held { // not recorded: on its way out at the stop
+		if err := client.stop(dctx, id, a.cfg.StopGrace); err != nil {
+			client.close()
+			return nil, err
+		}
+		a.releaseNet(ctx, in.id+"-"+id)
+		if cg, err := a.deps.Cgroups.Open(in.cgroupPath, id); err == nil {
+			if err := cg.Remove(); err != nil {
+				log.Warn().Err(err).Str("container", id).Msg("remove container cgroup")
+			}
+		}
+	}
+	a.mu.Lock()
+	in.client = client
+	a.insts[in.id] = in
+	a.watchers.Add(1)
+	a.mu.Unlock()
+	go a.watch(in, client)
+	log.Info().Str("class", in.class).Str("tenant", in.tenant).Int("containers", len(in.containers)).Msg("reattached to an instance left running")
+	return in, nil
+}
+
+// reattachContainer rebuilds the agent's side of a running container: its
+// cgroup and, with egress, its network namespace (a repeated Start is
+// idempotent and answers with it). On error, c is what it had rebuilt
+// (nil or without its network).
+func (a *Agent) reattachContainer(ctx context.Context, in *instance, client *initClient, cr containerRecord) (*container, error) {
+	cg, err := a.deps.Cgroups.Open(in.cgroupPath, cr.ID)
+	if err != nil {
+		return nil, err
+	}
+	c := &container{id: cr.ID, key: cr.Key, versionKey: cr.VersionKey, cg: cg, lastUsed: time.Now(),
+		memoryMB: cr.MemoryMB, netnsFD: -1, netID: cr.NetID, oomKills: cg.OOMKills()}
+	if cr.NetID == "" {
+		return c, nil
+	}
+	started, fd, err := client.start(ctx, initproto.StartContainer{ContainerID: cr.ID, DeferSpawn: true}, nil)
+	switch {
+	case err != nil:
+		return c, err
+	case started.Error != "":
+		return c, errors.New(started.Error)
+	case fd < 0:
+		return c, errors.New("ember-init sent no network namespace")
+	}
+	c.netnsFD = fd
+	return c, nil
+}
+
+// measureReattached attaches accounting to the reattached containers (once
+// it is open).
+func (a *Agent) measureReattached(ins []*instance) {
+	for _, in := range ins {
+		for _, c := range in.containers {
+			c.meter = a.attachMeter(a.log, c.cg)
+		}
+	}
+}
+
+// readd puts reattached instances back into Redis, as reregister does for
+// instances Redis lost.
+func (a *Agent) readd(ctx context.Context, ins []*instance) error {
+	for _, in := range ins {
+		var err error
+		if in.tenant == "" {
+			err = a.store.AddWarm(ctx, in.id, a.cfg.AgentID, in.class)
+		} else {
+			hot := make([]string, 0, len(in.containers))
+			for _, c := range in.containers {
+				hot = append(hot, c.versionKey)
+			}
+			slices.Sort(hot)
+			err = a.store.AddActive(ctx, in.id, a.cfg.AgentID, in.class, in.tenant, slices.Compact(hot))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// forgetRecord releases the network addresses of a record's containers
+// (the instance is destroyed with the other stale ones).
+func (a *Agent) forgetRecord(ctx context.Context, r record) {
+	for _, cr := range r.Containers {
+		a.releaseNet(ctx, cr.NetID)
+	}
+}
+
+// releaseNet releases the address of an attachment whose namespace is
+// gone or no longer the agent's.
+func (a *Agent) releaseNet(ctx context.Context, netID string) {
+	if netID == "" || a.deps.Network == nil {
+		return
+	}
+	if err := a.deps.Network.Detach(ctx, netID, ""); err != nil {
+		a.log.Warn().Err(err).Str("attachment", netID).Msg("release a container's network address")
+	}
+}

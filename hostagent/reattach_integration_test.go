@@ -1,0 +1,242 @@
+package hostagent
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/namespaces"
+	"github.com/ember-run/ember/engine/pool"
+	"github.com/ember-run/ember/hostagent/codefetch"
+	"github.com/ember-run/ember/hostagent/dispatchpb"
+	"github.com/ember-run/ember/internal/testenv"
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+)
+
+// TestRestartReattaches: an agent stopped with KeepInstances leaves its
+// instances running, with their containers; the next agent on the same
+// state directory takes them back: the same instances return to Redis (the
+// tenant's with its hot version), the next dispatch of the version is hot
+// in the same container and measured by eBPF again. A stop without
+// KeepInstances then destroys everything. Real Redis, containerd,
+// ember-init and the kafka-echo example.
+func TestRestartReattaches(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("the integration test needs root (containerd, cgroups, user namespaces)")
+	}
+	bin := t.TempDir()
+	initBin := filepath.Join(bin, "ember-init")
+	if err := testenv.Build("cmd/ember-init", initBin); err != nil {
+		t.Fatal(err)
+	}
+	fnDir := t.TempDir()
+	if err := testenv.Example("kafka-echo", fnDir); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rdb, _ := testenv.Redis(t)
+	client, ns := testenv.Containerd(t)
+	const agentID = "agent-restart"
+	tp, dial := testTLS(t, agentID)
+	rt, err := ContainerdRuntime(ctx, client, ns, initBin, agentID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := t.TempDir()
+	digest := zipDir(t, fnDir, store)
+	pst, err := pool.New(rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stateDir := filepath.Join(searchableTempDir(t), "agent")
+	// start runs an agent on the same state directory and returns its
+	// dispatch client and its stop, which reports how long Run took to
+	// return.
+	start := func(keep bool) (dispatchpb.AgentClient, func() time.Duration) {
+		t.Helper()
+		a, err := New(Config{
+			AgentID: agentID, ListenAddr: "127.0.0.1:0", StateDir: stateDir,
+			Pool: map[string]int{"m128": 1}, MaxInstances: 4, MappedRootUID: rt.HostRootUID(),
+			HeartbeatInterval: 200 * time.Millisecond, HeartbeatTTL: 5 * time.Second,
+			KeepInstances: keep,
+		}, Deps{
+			Redis: rdb, Pool: pst, Runtime: rt, Cgroups: HostCgroups(),
+			Code: codefetch.Dir{Root: store}, TLS: tp.AgentServer(),
+			Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- a.Run(runCtx) }()
+		select {
+		case <-a.Ready():
+		case err := <-done:
+			t.Fatalf("Run ended before ready: %v", err)
+		case <-ctx.Done():
+			t.Fatal("agent not ready")
+		}
+		conn, err := grpc.NewClient(a.Addr(), dial)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stopped := false
+		halt := func() time.Duration {
+			if stopped {
+				return 0
+			}
+			stopped = true
+			t0 := time.Now()
+			stop()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+			conn.Close()
+			return time.Since(t0)
+		}
+		t.Cleanup(func() { halt() })
+		return dispatchpb.NewAgentClient(conn), halt
+	}
+	instances := func() map[string]pool.Instance {
+		t.Helper()
+		insts, err := pst.Instances(ctx, agentID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]pool.Instance{}
+		for _, in := range insts {
+			slices.Sort(in.Hot)
+			out[in.ID] = in
+		}
+		return out
+	}
+	containers := func() []string {
+		t.Helper()
+		cs, err := client.Containers(namespaces.WithNamespace(context.Background(), ns))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, c := range cs {
+			ids = append(ids, c.ID())
+		}
+		slices.Sort(ids)
+		return ids
+	}
+
+	ac, stop := start(true)
+	vk := pool.VersionKey("acme", "echo", "1")
+	claim, ok, err := pst.Claim(ctx, "acme", "m128", vk, time.Now().Add(time.Minute))
+	if err != nil || !ok {
+		t.Fatalf("claim: %+v ok=%v err=%v", claim, ok, err)
+	}
+	req := &dispatchpb.DispatchRequest{
+		InvocationId: "inv-1", InstanceId: claim.InstanceID, Tenant: "acme", Function: "echo",
+		Version: "1", CodeDigest: digest, Handler: "bootstrap", MemoryMb: 128, TimeoutMs: 5000,
+		Payload: []byte(`{"eventSource":"aws:kafka","records":{}}`),
+	}
+	for i, want := range []dispatchpb.StartKind{dispatchpb.StartKind_START_KIND_CONTAINER, dispatchpb.StartKind_START_KIND_HOT} {
+		req.InvocationId = "before-" + want.String()
+		resp, err := ac.Dispatch(ctx, req)
+		if err != nil || resp.Status != dispatchpb.Status_STATUS_OK || resp.Start != want {
+			t.Fatalf("dispatch %d before the restart: %v %v, want ok %v", i, resp, err, want)
+		}
+	}
+	if err := pst.Release(ctx, claim, vk, true); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the warming pool refilled", func() bool { return len(instances()) == 2 })
+	before := instances()
+	running := containers()
+	if len(running) != 2 {
+		t.Fatalf("instances in containerd: %v, want the tenant's and a warm one", running)
+	}
+
+	took := stop()
+	t.Logf("stop with KeepInstances: %v", took)
+	if got := containers(); !slices.Equal(got, running) {
+		t.Fatalf("instances in containerd after a stop that keeps them: %v, want %v", got, running)
+	}
+	if left := instances(); len(left) != 0 {
+		t.Fatalf("instances left in redis by a stopped agent: %+v", left)
+	}
+
+	// The warm instance dies while no agent runs: the next start cannot
+	// reattach to it, destroys it and starts another.
+	var dead string
+	for id, in := range before {
+		if in.Tenant == "" {
+			dead = id
+		}
+	}
+	nsCtx := namespaces.WithNamespace(ctx, ns)
+	ctr, err := client.LoadContainer(nsCtx, dead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := ctr.Task(nsCtx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exited, err := task.Wait(nsCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Kill(nsCtx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+
+	ac, stop = start(false)
+	after := instances()
+	if len(after) != len(before) {
+		t.Fatalf("instances in redis after the restart: %+v, want %d", after, len(before))
+	}
+	for id, b := range before {
+		a, ok := after[id]
+		switch {
+		case id == dead && ok:
+			t.Fatalf("the dead instance %s is back in redis", id)
+		case id != dead && (!ok || a.Class != b.Class || a.Tenant != b.Tenant || !slices.Equal(a.Hot, b.Hot)):
+			t.Fatalf("instance %s after the restart: %+v, want %+v", id, a, b)
+		}
+	}
+	var want []string
+	for id := range after {
+		want = append(want, id)
+	}
+	slices.Sort(want)
+	if got := containers(); !slices.Equal(got, want) {
+		t.Fatalf("instances in containerd after the restart: %v, want %v (the live ones kept, the dead one replaced)", got, want)
+	}
+	claim, ok, err = pst.Claim(ctx, "acme", "m128", vk, time.Now().Add(time.Minute))
+	if err != nil || !ok || claim.Kind != pool.KindHot || claim.InstanceID != req.InstanceId {
+		t.Fatalf("claim after the restart: %+v ok=%v err=%v, want hot on %s", claim, ok, err, req.InstanceId)
+	}
+	req.InvocationId = "after-restart"
+	t0 := time.Now()
+	resp, err := ac.Dispatch(ctx, req)
+	if err != nil || resp.Status != dispatchpb.Status_STATUS_OK || resp.Start != dispatchpb.StartKind_START_KIND_HOT {
+		t.Fatalf("dispatch after the restart: %v %v, want ok and hot (the container outlived its agent)", resp, err)
+	}
+	t.Logf("first dispatch after the restart: hot, %v", time.Since(t0))
+	checkUsage(t, "dispatch after the restart", resp.GetUsage())
+	if err := pst.Release(ctx, claim, vk, true); err != nil {
+		t.Fatal(err)
+	}
+
+	stop()
+	if got := containers(); len(got) != 0 {
+		t.Fatalf("a stop without KeepInstances left %v", got)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(stateDir, "instances")); len(ents) != 0 {
+		t.Fatalf("instance directories left: %v", ents)
+	}
+}
