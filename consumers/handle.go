@@ -38,17 +38,17 @@ const (
 // invoked successfully, or dead-lettered, and marked finished. It reports
 // false when the partition was revoked first; unfinished records are then
 // left to the partition's next owner.
-func (p *partition) handle(batch []*record, payload []byte) bool {
+func (p *partition) handle(batch []*record, payload []byte, hold string) bool {
 	if p.c.metrics != nil {
 		p.c.metrics.batchSize.Observe(float64(len(batch)))
 	}
-	return p.process(batch, payload, 0)
+	return p.process(batch, payload, 0, hold)
 }
 
 // process invokes recs until each is finished. failures counts the
 // function failures recs have seen (attempts beyond the first are
 // retries). payload is recs' event, or nil to encode it.
-func (p *partition) process(recs []*record, payload []byte, failures int) bool {
+func (p *partition) process(recs []*record, payload []byte, failures int, hold string) bool {
 	c := p.c
 	b := &c.b
 	platform := p.c.retryBackoff()
@@ -75,7 +75,7 @@ func (p *partition) process(recs []*record, payload []byte, failures int) bool {
 		if payload == nil {
 			payload = p.encode(recs)
 		}
-		res, err, ok := p.invoke(recs, payload, failures+1)
+		res, err, ok := p.invoke(recs, payload, failures+1, hold)
 		if !ok {
 			return false
 		}
@@ -115,7 +115,7 @@ func (p *partition) process(recs []*record, payload []byte, failures int) bool {
 		} else if b.BisectOnError && len(recs) > 1 {
 			h := len(recs) / 2
 			c.log.Debug().Int("partition", p.id).Int("records", len(recs)).Msg("function failed: bisecting the batch")
-			return p.process(recs[:h], nil, failures) && p.process(recs[h:], nil, failures)
+			return p.process(recs[:h], nil, failures, hold) && p.process(recs[h:], nil, failures, hold)
 		}
 		if b.MaxRetryAttempts >= 0 && failures > b.MaxRetryAttempts {
 			reason := fmt.Sprintf("function failed %d attempts (max retry attempts %d): %s", failures, b.MaxRetryAttempts, why)
@@ -137,7 +137,7 @@ func (p *partition) process(recs []*record, payload []byte, failures int) bool {
 
 // invoke makes one Invoke call. ok is false when the call was cancelled
 // because the partition's drain time ran out.
-func (p *partition) invoke(recs []*record, payload []byte, attempt int) (res invoke.Result, err error, ok bool) {
+func (p *partition) invoke(recs []*record, payload []byte, attempt int, hold string) (res invoke.Result, err error, ok bool) {
 	c := p.c
 	inv := &invoke.Invocation{
 		ID:           invoke.NewID(),
@@ -149,6 +149,7 @@ func (p *partition) invoke(recs []*record, payload []byte, attempt int) (res inv
 		FirstEventAt: recs[0].fetched,
 		Cause:        causeOf(c.b.Tenant, recs),
 		Retry:        attempt > 1,
+		HoldKey:      hold,
 	}
 	start := time.Now()
 	if c.metrics != nil {

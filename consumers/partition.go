@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"hash/fnv"
+	"strconv"
 	"sync"
 	"time"
 
@@ -104,10 +105,15 @@ func newPartition(g *generation, id int, start int64) *partition {
 // worker has returned.
 func (p *partition) run() {
 	var wg sync.WaitGroup
+	n := 0
 	for _, lane := range p.lanes {
 		for range p.workersPerLane {
+			// A worker's invocations follow one another: the scheduler may
+			// keep their instance between them (invoke.Invocation.HoldKey).
+			hold := p.c.b.ID + "/" + strconv.Itoa(p.id) + "/" + strconv.Itoa(n)
+			n++
 			wg.Add(1)
-			go func() { defer wg.Done(); p.work(lane) }()
+			go func() { defer wg.Done(); p.work(lane, hold) }()
 		}
 	}
 	p.fetch()
@@ -265,8 +271,9 @@ func filterEvent(msg *kafka.Message) map[string]any {
 	return ev
 }
 
-// work invokes the batches of one lane until the generation is revoked.
-func (p *partition) work(lane chan *record) {
+// work invokes the batches of one lane until the generation is revoked;
+// hold is its invocations' HoldKey.
+func (p *partition) work(lane chan *record, hold string) {
 	soft := p.g.soft
 	builder := kafkaevent.NewBuilder(p.c.bootstrap, p.c.b.MaxBatchBytes)
 	var carry *record
@@ -292,7 +299,7 @@ func (p *partition) work(lane chan *record) {
 		}
 		batch := []*record{first}
 		batch, carry = p.fill(lane, batch, builder)
-		if !p.handle(batch, builder.Finish()) {
+		if !p.handle(batch, builder.Finish(), hold) {
 			return
 		}
 	}

@@ -105,7 +105,7 @@ func (c *consumer) redrivePartition(ctx context.Context, id int, start, end int6
 		if len(batch) == 0 {
 			return nil
 		}
-		if !into.handle(batch, nil) {
+		if !into.handle(batch, nil, "") {
 			return ctx.Err()
 		}
 		batch = nil

@@ -36,6 +36,12 @@ type Invocation struct {
 	// up (HTTP clients); not for consumers, which must stop a revoked
 	// partition's work.
 	RunToEnd bool
+	// HoldKey, when set, names a sequence of invocations made one after
+	// another (a consumer's worker on one partition): the scheduler may
+	// keep the instance between them and run the next on it without a
+	// claim or release in Redis (engine/scheduler's held claims). Callers
+	// whose invocations may overlap must not share a key.
+	HoldKey string
 	// Retry marks a retry of an invocation whose function failed (task
 	// profiles count first attempts only).
 	Retry bool

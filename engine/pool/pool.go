@@ -105,6 +105,9 @@ type Claim struct {
 	// LogService is the logging service id the claim was made for: a
 	// kept instance is recorded as configured for it on Release.
 	LogService string
+	// Lease is when the claim lapses unless released (the instance then
+	// goes back to the pool).
+	Lease time.Time
 }
 
 // ErrStaleClaim: a Release whose claim no longer holds the instance.
@@ -150,6 +153,11 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Store, error) {
 // FreedChannel is the pub/sub channel that carries a class name whenever an
 // instance of that class becomes claimable.
 func (s *Store) FreedChannel() string { return s.prefix + "freed" }
+
+// WantedChannel is the pub/sub channel on which Enqueue announces a waiter:
+// "<class> <tenant>". Schedulers holding idle claims of that class and
+// tenant give them back.
+func (s *Store) WantedChannel() string { return s.prefix + "wanted" }
 
 // DemandChannel is the pub/sub channel on which schedulers ask agents for a
 // new instance of a class.
@@ -338,7 +346,7 @@ func (s *Store) ClaimFor(ctx context.Context, w Want, lease time.Time) (c Claim,
 	if kind == "noticket" {
 		return Claim{}, false, ErrNoTicket
 	}
-	return Claim{InstanceID: id, Agent: agent, Kind: Kind(kind), Token: token, LogService: logService}, true, nil
+	return Claim{InstanceID: id, Agent: agent, Kind: Kind(kind), Token: token, LogService: logService, Lease: lease}, true, nil
 }
 
 // ErrNoTicket: a claim's ticket is no longer in its queue (its lease

@@ -220,14 +220,16 @@ return false
 
 // enqueueScript: KEYS = prefix; ARGV = class, tenant, ticket id, lease ms.
 // Puts the ticket in the tenant's queue for the class after every earlier
-// one and returns its place (a number that only grows). Its lease, on
-// Redis's clock, is renewed with renewScript.
+// one, announces it on 'wanted' (held claims are given back) and returns
+// its place (a number that only grows). Its lease, on Redis's clock, is
+// renewed with renewScript.
 var enqueueScript = redis.NewScript(`
 local p, class, tenant, id, lease = KEYS[1], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local n = redis.call('INCR', p..'waitseq')
 local t = redis.call('TIME')
 redis.call('ZADD', p..'wait:'..class..':'..tenant, n, id)
 redis.call('ZADD', p..'waitdl:'..class..':'..tenant, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + lease, id)
+redis.call('PUBLISH', p..'wanted', class..' '..tenant)
 return n
 `)
 

@@ -17,6 +17,7 @@ type metrics struct {
 	waited         *prometheus.HistogramVec
 	preloads       *prometheus.CounterVec
 	stages         *prometheus.HistogramVec
+	holds          *prometheus.CounterVec
 	// stageObs are stages' observers by start kind (invoke.StartKind's
 	// values) and stage (stageNames).
 	stageObs [invoke.StartCold + 1][len(stageNames)]prometheus.Observer
@@ -57,6 +58,10 @@ func newMetrics() *metrics {
 			Help:    "Where invocations' time went, by stage (claim, dispatch, agent, to_handler, handler, from_handler, release) and start kind; see the per-stage budget in docs/architecture.md.",
 			Buckets: stageBuckets,
 		}, []string{"stage", "start"}),
+		holds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ember_scheduler_held_claims_total",
+			Help: "Claims kept between invocations of one key (a partition's worker), by what became of them: reused (an invocation ran without a claim or release in Redis) or released.",
+		}, []string{"outcome"}),
 		dispatch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ember_scheduler_dispatch_seconds",
 			Help:    "Dispatch round trip to the agent, function run time included.",
@@ -72,7 +77,7 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.invocations, m.platformErrors, m.claimWait, m.dispatch, m.waiting, m.waited, m.preloads, m.stages} {
+	for _, c := range []prometheus.Collector{m.invocations, m.platformErrors, m.claimWait, m.dispatch, m.waiting, m.waited, m.preloads, m.stages, m.holds} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

@@ -52,6 +52,10 @@ type Config struct {
 	// DispatchAttempts bounds tries on another instance when an agent lost
 	// the claimed instance before running anything. Default: 3.
 	DispatchAttempts int
+	// HoldIdle is how long a claim is kept after an invocation with a
+	// HoldKey, for the key's next invocation to run without a claim or a
+	// release in Redis (holds.go). Default: 50ms; negative: never kept.
+	HoldIdle time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -73,6 +77,9 @@ func (c *Config) setDefaults() {
 	if c.DispatchAttempts == 0 {
 		c.DispatchAttempts = 3
 	}
+	if c.HoldIdle == 0 {
+		c.HoldIdle = 50 * time.Millisecond
+	}
 }
 
 // Validate reports a configuration that cannot work.
@@ -93,6 +100,7 @@ type Scheduler struct {
 	agents   *agentConns
 	queues   *queues
 	waits    waitLog
+	holds    *holds
 	subpools *subPoolCache
 	// logServices resolves invocations' logging services (nil: none).
 	logServices LogServices
@@ -157,6 +165,7 @@ func New(cfg Config, p *pool.Store, r Resolver, opts ...Option) (*Scheduler, err
 		log:      zerolog.Nop(),
 		m:        newMetrics(),
 	}
+	s.holds = newHolds(s)
 	for _, o := range opts {
 		if err := o(s); err != nil {
 			return nil, err
@@ -172,9 +181,10 @@ func New(cfg Config, p *pool.Store, r Resolver, opts ...Option) (*Scheduler, err
 // until ctx is done. It closes the agent connections when it returns.
 func (s *Scheduler) Run(ctx context.Context) error {
 	defer s.agents.close()
+	defer s.ReleaseHeld()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		sub := s.pool.SubscribeFreed(ctx, s.pool.SubPoolsChannel())
+		sub := s.pool.SubscribeFreed(ctx, s.pool.SubPoolsChannel(), s.pool.WantedChannel())
 		defer sub.Close()
 		ch := sub.Channel()
 		for {
@@ -185,12 +195,15 @@ func (s *Scheduler) Run(ctx context.Context) error {
 				if !ok {
 					return nil
 				}
-				if msg.Channel == s.pool.SubPoolsChannel() {
-					s.subpools.invalidate()
-					continue
-				}
 				class, tenant, _ := strings.Cut(msg.Payload, " ")
-				s.queues.freed(class, tenant)
+				switch msg.Channel {
+				case s.pool.SubPoolsChannel():
+					s.subpools.invalidate()
+				case s.pool.WantedChannel(): // a waiter, here or on another emberd
+					s.holds.releaseFor(class, tenant)
+				default:
+					s.queues.freed(class, tenant)
+				}
 			}
 		}
 	})
@@ -249,15 +262,26 @@ func (s *Scheduler) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.
 	}()
 	for attempt := 0; attempt < s.cfg.DispatchAttempts; attempt++ {
 		claimStart := time.Now()
-		want := pool.Want{Tenant: v.Tenant, Class: class, VersionKey: vk, LogService: logSvc.GetId(),
-			Function: v.Tenant + "/" + v.Function, Config: v.Version + "#" + v.ConfigHash, MemoryMB: v.MemoryMB}
-		c, cold, err := s.claim(ctx, want, choice.SubPool, queueDeadline, v.Timeout)
-		if err != nil {
-			return invoke.Result{}, fmt.Errorf("invocation %s: %w", inv.ID, err)
+		// The key's previous invocation may have left its claim: no Redis
+		// (its lease must cover this invocation and more).
+		c, fromHold := pool.Claim{}, false
+		if attempt == 0 && inv.HoldKey != "" {
+			c, fromHold = s.holds.take(inv.HoldKey, vk, logSvc.GetId(), time.Now().Add(v.Timeout+s.cfg.LeaseGrace/2))
+		}
+		cold, poolName := false, "held"
+		if !fromHold {
+			want := pool.Want{Tenant: v.Tenant, Class: class, VersionKey: vk, LogService: logSvc.GetId(),
+				Function: v.Tenant + "/" + v.Function, Config: v.Version + "#" + v.ConfigHash, MemoryMB: v.MemoryMB}
+			var err error
+			c, cold, err = s.claim(ctx, want, choice.SubPool, queueDeadline, v.Timeout)
+			if err != nil {
+				return invoke.Result{}, fmt.Errorf("invocation %s: %w", inv.ID, err)
+			}
+			poolName = string(c.Kind)
 		}
 		claimed := time.Now()
-		s.m.claimWait.WithLabelValues(string(c.Kind)).Observe(claimed.Sub(claimStart).Seconds())
-		res, retry, err := s.dispatch(ctx, inv, v, c, vk, logSvc, &held)
+		s.m.claimWait.WithLabelValues(poolName).Observe(claimed.Sub(claimStart).Seconds())
+		res, retry, err := s.dispatch(ctx, inv, v, c, vk, logSvc, &held, class)
 		if err == nil {
 			res.Timing.Claim = claimed.Sub(called)
 			res.Version = v.Version
@@ -300,6 +324,16 @@ func (s *Scheduler) claim(ctx context.Context, want pool.Want, sp *pool.SubPool,
 	claimed, woken := false, false
 	defer func() { s.queues.leave(w, claimed || woken) }()
 	if first { // nobody ahead: try at once (the hot path)
+		c, ok, err := s.tryClaim(ctx, want, lease())
+		if err != nil || ok {
+			claimed = ok
+			return c, false, err
+		}
+	}
+	// Before waiting, the tenant's instances this scheduler holds idle
+	// between a key's invocations go back (another emberd's learn of the
+	// wait from Enqueue); once they are back, one more try.
+	if s.holds.releaseFor(class, tenant) > 0 && first {
 		c, ok, err := s.tryClaim(ctx, want, lease())
 		if err != nil || ok {
 			claimed = ok
@@ -470,7 +504,7 @@ const claimTimeout = 2 * time.Second
 // dispatch runs the invocation on the claimed instance and releases it.
 // retry reports that the instance was lost before anything ran.
 func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v registry.Version, c pool.Claim, vk string,
-	logSvc *dispatchpb.LogService, held *[]pool.Claim) (res invoke.Result, retry bool, err error) {
+	logSvc *dispatchpb.LogService, held *[]pool.Claim, class string) (res invoke.Result, retry bool, err error) {
 	keep, hold := false, false
 	defer func() {
 		if hold {
@@ -478,7 +512,12 @@ func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v regi
 			return
 		}
 		t := time.Now()
-		s.release(ctx, c, vk, keep)
+		// Kept for the key's next invocation (holds.go) unless an
+		// invocation of the tenant waits for an instance of the class.
+		if !keep || inv.HoldKey == "" || s.cfg.HoldIdle < 0 || s.queues.waitingFor(class, v.Tenant) ||
+			!s.holds.put(inv.HoldKey, c, vk, logSvc.GetId(), class, v.Tenant) {
+			s.release(ctx, c, vk, keep)
+		}
 		res.Timing.Release = time.Since(t)
 	}()
 	client, err := s.agents.get(ctx, c.Agent)
@@ -604,6 +643,12 @@ func resultFrom(id string, c pool.Claim, r *dispatchpb.DispatchResponse) invoke.
 	}
 	return res
 }
+
+// ReleaseHeld gives back every claim kept between a key's invocations
+// (holds.go); claims of invocations that end afterwards are released at
+// once. A stopping emberd calls it once its consumers have stopped; Run's
+// end does too.
+func (s *Scheduler) ReleaseHeld() { s.holds.close() }
 
 // Waiting reports how many invocations are waiting for an instance.
 func (s *Scheduler) Waiting() int { return int(s.waiting.Load()) }

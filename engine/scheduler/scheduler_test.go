@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -83,6 +84,7 @@ func (a *agent) Dispatch(_ context.Context, r *dispatchpb.DispatchRequest) (*dis
 }
 
 type env struct {
+	rdb   *redis.Client
 	tls   *pki.Pair
 	pool  *pool.Store
 	agent *agent
@@ -119,7 +121,7 @@ func setup(t testing.TB, cfg scheduler.Config) *env {
 		"t1/f": {Tenant: "t1", Function: "f", Version: "$LATEST", MemoryMB: 128, Timeout: 5 * time.Second, CodeDigest: "sha256:00"},
 		"t1/g": {Tenant: "t1", Function: "g", Version: "1", MemoryMB: 128, Timeout: 5 * time.Second, CodeDigest: "sha256:01"},
 	}
-	e := &env{pool: p, agent: a, tls: tp, res: r, cfg: cfg}
+	e := &env{rdb: rdb, pool: p, agent: a, tls: tp, res: r, cfg: cfg}
 	e.sched = e.replica(t)
 	return e
 }

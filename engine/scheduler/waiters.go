@@ -172,3 +172,12 @@ func (qs *queues) waiting(class string) int {
 	}
 	return n
 }
+
+// waitingFor reports whether an invocation of tenant waits for (or is
+// trying its first claim of) an instance of class.
+func (qs *queues) waitingFor(class, tenant string) bool {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	l := qs.q[queueKey{class, tenant}]
+	return l != nil && l.Len() > 0
+}

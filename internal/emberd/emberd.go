@@ -312,6 +312,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.log.Info().Msg("stopping: consumers first")
 	stopCons()
 	err = errors.Join(err, consG.Wait())
+	d.sched.ReleaseHeld() // while the agents still have the instances
 	d.log.Info().Dur("took", time.Since(stopping)).Msg("consumers stopped; stopping the API, scheduler and agent")
 	stopCore()
 	err = errors.Join(err, coreG.Wait())

@@ -1,0 +1,99 @@
+package scheduler_test
+
+import (
+	"context"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/ember-run/ember/engine/invoke"
+	"github.com/ember-run/ember/engine/scheduler"
+	"github.com/ember-run/ember/internal/testenv"
+)
+
+// scripts counts the Lua scripts Redis has run (EVALSHA and EVAL).
+func (e *env) scripts(t *testing.T) int64 {
+	t.Helper()
+	info, err := e.rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, m := range regexp.MustCompile(`cmdstat_(?:evalsha|eval):calls=(\d+)`).FindAllStringSubmatch(info, -1) {
+		c, _ := strconv.ParseInt(m[1], 10, 64)
+		n += c
+	}
+	return n
+}
+
+func (e *env) busy(t *testing.T, id string) bool {
+	t.Helper()
+	insts, err := e.pool.Instances(context.Background(), "a1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range insts {
+		if in.ID == id {
+			return in.Busy
+		}
+	}
+	t.Fatalf("instance %s not in the pool", id)
+	return false
+}
+
+// TestHeldClaimSkipsRedis: invocations of one HoldKey after the first run on
+// its instance without a Redis script; the held instance goes back as soon
+// as another invocation of the tenant needs one, on this emberd or on
+// another, and when it idles past HoldIdle.
+func TestHeldClaimSkipsRedis(t *testing.T) {
+	// No lease collection during the count.
+	e := setup(t, scheduler.Config{HoldIdle: time.Minute, ReapEvery: time.Hour})
+	ctx := context.Background()
+	if err := e.pool.AddWarm(ctx, "i1", "a1", "m128"); err != nil {
+		t.Fatal(err)
+	}
+	run := func(s *scheduler.Scheduler, fn, key string) invoke.Result {
+		t.Helper()
+		res, err := s.Invoke(ctx, &invoke.Invocation{Tenant: "t1", Function: fn, Payload: []byte(`{}`), HoldKey: key})
+		if err != nil || !res.OK() {
+			t.Fatalf("invoke %s (key %q): %+v %v", fn, key, res, err)
+		}
+		return res
+	}
+	run(e.sched, "f", "b/0/0")
+	before := e.scripts(t)
+	for i := range 20 {
+		if r := run(e.sched, "f", "b/0/0"); r.Instance != "i1" || r.Start != invoke.StartHot {
+			t.Fatalf("held invocation %d: %+v, want hot on i1", i, r)
+		}
+	}
+	if n := e.scripts(t) - before; n != 0 {
+		t.Fatalf("20 invocations on a held claim ran %d Redis scripts, want 0", n)
+	}
+	if !e.busy(t, "i1") {
+		t.Fatal("the held instance is free in Redis: another claim could take it under the holder")
+	}
+
+	// Another function of the tenant, no other instance: it gets the held
+	// one instead of waiting for a new instance.
+	if r := run(e.sched, "g", ""); r.Instance != "i1" {
+		t.Fatalf("a waiter of the tenant got %+v, want the held i1", r)
+	}
+	// Held again, then wanted by another emberd.
+	run(e.sched, "f", "b/0/0")
+	if !e.busy(t, "i1") {
+		t.Fatal("not held again")
+	}
+	if r := run(e.replica(t), "g", ""); r.Instance != "i1" {
+		t.Fatalf("another emberd's waiter got %+v, want the held i1", r)
+	}
+
+	// Idle past HoldIdle: back in the pool.
+	short := setup(t, scheduler.Config{HoldIdle: 20 * time.Millisecond})
+	if err := short.pool.AddWarm(ctx, "i2", "a1", "m128"); err != nil {
+		t.Fatal(err)
+	}
+	run(short.sched, "f", "b/0/0")
+	testenv.Eventually(t, 5*time.Second, "the idle hold released", func() bool { return !short.busy(t, "i2") })
+}
