@@ -59,6 +59,8 @@ type Agent struct {
 	local *localServer
 	// left counts the instances shutdown left running (reattach.go).
 	left atomic.Int32
+	// registered: Run registered the agent in Redis.
+	registered atomic.Bool
 }
 
 // New returns an agent. It validates cfg (after defaults) and deps.
@@ -126,7 +128,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	if a.deps.Network != nil {
-		if err := a.deps.Network.Setup(ctx, len(kept) > 0); err != nil {
+		if err := a.deps.Network.Setup(ctx, keptNets(kept)); err != nil {
 			a.shutdown()
 			return fmt.Errorf("hostagent: %w", err)
 		}
@@ -168,11 +170,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.shutdown()
 		return fmt.Errorf("hostagent: %w", err)
 	}
+	a.registered.Store(true)
 	if err := a.readd(ctx, kept); err != nil {
 		lis.Close()
 		a.shutdown()
 		return fmt.Errorf("hostagent: put reattached instances back: %w", err)
 	}
+	a.watchReattached(kept)
 	a.log.Info().Str("addr", addr).Str("state_dir", a.cfg.StateDir).Int("reattached", len(kept)).Msg("agent registered")
 
 	// Subscribe before Ready, so that no demand published after Ready is missed.
@@ -251,8 +255,10 @@ func (a *Agent) shutdown() {
 	a.mu.Lock()
 	a.closing = true
 	a.mu.Unlock()
-	if err := a.store.RemoveAgent(ctx, a.cfg.AgentID); err != nil {
-		a.log.Error().Err(err).Msg("remove agent from redis")
+	if a.registered.Load() { // not when Redis failed the start
+		if err := a.store.RemoveAgent(ctx, a.cfg.AgentID); err != nil {
+			a.log.Error().Err(err).Msg("remove agent from redis")
+		}
 	}
 	a.cancelBg()
 	a.starts.Wait()

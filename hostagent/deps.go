@@ -32,10 +32,10 @@ type Runtime interface {
 // Network connects containers' network namespaces to the outside world:
 // *network.Network (CNI plugins and nftables) in production.
 type Network interface {
-	// Setup prepares the host side; called once by Run. reattached: the
-	// agent took back containers an earlier life attached, whose
-	// attachments must stay.
-	Setup(ctx context.Context, reattached bool) error
+	// Setup prepares the host side; called once by Run. keep names the
+	// attachments of containers an earlier life of the agent attached and
+	// the agent took back: they stay, every other one is released.
+	Setup(ctx context.Context, keep map[string]bool) error
 	// Attach connects the network namespace at netnsPath, for container id.
 	Attach(ctx context.Context, id, netnsPath string) (network.Attachment, error)
 	// Detach releases id's attachment; detaching the unattached is success.

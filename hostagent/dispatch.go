@@ -512,6 +512,11 @@ func (e *packageError) document() []byte {
 // instance (once each) and returns them as ember-init binds them.
 func (a *Agent) attachState(in *instance, req *dispatchpb.DispatchRequest) ([]initproto.StateMount, error) {
 	var out []initproto.StateMount
+	if len(req.GetState()) > 0 { // before the first mount: one may stay if a later one fails
+		a.mu.Lock()
+		in.hasState = true
+		a.mu.Unlock()
+	}
 	for _, m := range req.GetState() {
 		if a.deps.State == nil {
 			return nil, status.Errorf(codes.Unimplemented, "agent %s keeps no state resources (state %s)", a.cfg.AgentID, m.GetName())
@@ -520,11 +525,6 @@ func (a *Agent) attachState(in *instance, req *dispatchpb.DispatchRequest) ([]in
 			return nil, status.Errorf(codes.Internal, "attach state %s: %v", m.GetName(), err)
 		}
 		out = append(out, initproto.StateMount{Dir: m.GetName(), Path: m.GetPath()})
-	}
-	if len(out) > 0 {
-		a.mu.Lock()
-		in.hasState = true
-		a.mu.Unlock()
 	}
 	return out, nil
 }

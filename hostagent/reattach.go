@@ -40,15 +40,17 @@ const recordName = "agent.json"
 
 // record is what the agent knows of an instance it left running.
 type record struct {
-	Agent      string            `json:"agent"`
-	ID         string            `json:"id"`
-	Class      string            `json:"class"`
-	MemoryMB   int64             `json:"memory_mb"`
-	Needs      pool.Resources    `json:"needs"`
-	Slot       int               `json:"slot"`
-	HostUID    int               `json:"host_uid"`
-	CgroupPath string            `json:"cgroup_path"`
-	Tenant     string            `json:"tenant,omitempty"`
+	Agent      string         `json:"agent"`
+	ID         string         `json:"id"`
+	Class      string         `json:"class"`
+	MemoryMB   int64          `json:"memory_mb"`
+	Needs      pool.Resources `json:"needs"`
+	Slot       int            `json:"slot"`
+	HostUID    int            `json:"host_uid"`
+	CgroupPath string         `json:"cgroup_path"`
+	Tenant     string         `json:"tenant,omitempty"`
+	// LastUsed is when it last ran an invocation (Unix ms).
+	LastUsed   int64             `json:"last_used,omitempty"`
 	Containers []containerRecord `json:"containers,omitempty"`
 }
 
@@ -60,11 +62,14 @@ type containerRecord struct {
 	MemoryMB   int64  `json:"memory_mb"`
 	// NetID names its network attachment ("" without egress).
 	NetID string `json:"net_id,omitempty"`
+	// LastUsed is when it last ran an invocation (Unix ms).
+	LastUsed int64 `json:"last_used,omitempty"`
 }
 
 // keepable reports whether in may be left running at shutdown. a.mu held.
 func (a *Agent) keepableLocked(in *instance) bool {
-	return a.cfg.KeepInstances && in.state == stReady && in.running == 0 && in.subpool == nil && !in.hasState && in.client != nil
+	return a.cfg.KeepInstances && in.state == stReady && in.running == 0 && in.subpool == nil && !in.hasState &&
+		in.client != nil && !in.lost && in.missing == 0 && a.insts[in.id] == in
 }
 
 // leave forgets in without destroying it: its record is written, its
@@ -72,6 +77,9 @@ func (a *Agent) keepableLocked(in *instance) bool {
 // network namespace handles closed, its attachments and cgroups kept. It
 // reports false, having changed nothing, if the record cannot be written.
 func (a *Agent) leave(in *instance) bool {
+	if !a.cfg.KeepInstances {
+		return false
+	}
 	in.op.Lock() // no dispatch or reclaim is changing its containers
 	defer in.op.Unlock()
 	a.mu.Lock()
@@ -80,12 +88,13 @@ func (a *Agent) leave(in *instance) bool {
 		return false
 	}
 	r := record{Agent: a.cfg.AgentID, ID: in.id, Class: in.class, MemoryMB: in.memoryMB, Needs: in.needs,
-		Slot: in.slot, HostUID: in.hostUID, CgroupPath: in.cgroupPath, Tenant: in.tenant}
+		Slot: in.slot, HostUID: in.hostUID, CgroupPath: in.cgroupPath, Tenant: in.tenant, LastUsed: in.lastUsed.UnixMilli()}
 	for _, c := range in.containers {
 		if c.stopped || c.retire != "" {
 			continue // on its way out: the next start stops it (not in the record)
 		}
-		r.Containers = append(r.Containers, containerRecord{ID: c.id, Key: c.key, VersionKey: c.versionKey, MemoryMB: c.memoryMB, NetID: c.netID})
+		r.Containers = append(r.Containers, containerRecord{ID: c.id, Key: c.key, VersionKey: c.versionKey, MemoryMB: c.memoryMB,
+			NetID: c.netID, LastUsed: c.lastUsed.UnixMilli()})
 	}
 	a.mu.Unlock()
 	b, err := json.Marshal(r)
@@ -97,6 +106,11 @@ func (a *Agent) leave(in *instance) bool {
 		return false
 	}
 	a.mu.Lock()
+	if !a.keepableLocked(in) { // lost meanwhile (its watch destroys it)
+		a.mu.Unlock()
+		_ = os.Remove(filepath.Join(in.dir, recordName))
+		return false
+	}
 	delete(a.insts, in.id)
 	in.state = stGone // its connection's end is not a loss
 	client, relay := in.client, in.relay
@@ -191,9 +205,13 @@ func (a *Agent) reattachOne(ctx context.Context, log zerolog.Logger, dir string,
 		}
 	}
 	a.mu.Unlock()
+	lastUsed := time.Now()
+	if r.LastUsed > 0 { // its keep-alive goes on from its last use
+		lastUsed = time.UnixMilli(r.LastUsed)
+	}
 	in := &instance{
 		id: r.ID, class: r.Class, memoryMB: r.MemoryMB, needs: r.Needs, slot: r.Slot, hostUID: r.HostUID,
-		dir: dir, state: stReady, tenant: r.Tenant, lastUsed: time.Now(), cgroupPath: r.CgroupPath,
+		dir: dir, state: stReady, tenant: r.Tenant, lastUsed: lastUsed, cgroupPath: r.CgroupPath,
 		containers: map[string]*container{}, codes: map[string]bool{},
 	}
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -202,73 +220,99 @@ func (a *Agent) reattachOne(ctx context.Context, log zerolog.Logger, dir string,
 	if err != nil {
 		return nil, err
 	}
+	// fail undoes what was rebuilt: the instance is destroyed next.
+	fail := func(err error) (*instance, error) {
+		client.close()
+		for _, c := range in.containers {
+			if c.netnsFD >= 0 {
+				_ = unix.Close(c.netnsFD)
+			}
+		}
+		return nil, err
+	}
+	// stop stops a container the agent does not take back (each with its
+	// own deadline: a process may take StopGrace to go).
+	stop := func(id, netID string) error {
+		sctx, cancel := context.WithTimeout(ctx, a.cfg.StopGrace+5*time.Second)
+		defer cancel()
+		if err := client.stop(sctx, id, a.cfg.StopGrace); err != nil {
+			return err
+		}
+		a.dropContainer(ctx, log, in, id, netID)
+		return nil
+	}
 	held := map[string]bool{}
 	for _, id := range client.hello.Containers {
 		held[id] = true
+		a.raiseSeq(id)
 	}
 	for _, cr := range r.Containers {
 		if !held[cr.ID] {
 			log.Info().Str("container", cr.ID).Msg("a recorded container is gone from its instance")
-			a.releaseNet(ctx, cr.NetID)
+			a.dropContainer(ctx, log, in, cr.ID, cr.NetID)
 			continue
 		}
 		delete(held, cr.ID)
 		c, err := a.reattachContainer(dctx, in, client, cr)
 		if err != nil {
 			log.Warn().Err(err).Str("container", cr.ID).Msg("cannot reattach to a container; stopping it")
-			if err := client.stop(dctx, cr.ID, a.cfg.StopGrace); err != nil {
-				client.close()
-				return nil, err
-			}
-			a.releaseNet(ctx, cr.NetID)
-			if c != nil {
-				_ = c.cg.Remove()
+			if err := stop(cr.ID, cr.NetID); err != nil {
+				return fail(err)
 			}
 			continue
 		}
 		in.containers[c.key] = c
-		// New container ids must not repeat this one's: the agent's
-		// counter starts again from the largest it finds.
-		if i := strings.LastIndexByte(c.id, '-'); i >= 0 {
-			if n, err := strconv.ParseUint(c.id[i+1:], 10, 64); err == nil {
-				a.mu.Lock()
-				a.seq = max(a.seq, n)
-				a.mu.Unlock()
-			}
-		}
 	}
 	for id := range held { // not recorded: on its way out at the stop
-		if err := client.stop(dctx, id, a.cfg.StopGrace); err != nil {
-			client.close()
-			return nil, err
-		}
-		a.releaseNet(ctx, in.id+"-"+id)
-		if cg, err := a.deps.Cgroups.Open(in.cgroupPath, id); err == nil {
-			if err := cg.Remove(); err != nil {
-				log.Warn().Err(err).Str("container", id).Msg("remove container cgroup")
-			}
+		if err := stop(id, in.id+"-"+id); err != nil {
+			return fail(err)
 		}
 	}
 	a.mu.Lock()
 	in.client = client
 	a.insts[in.id] = in
-	a.watchers.Add(1)
 	a.mu.Unlock()
-	go a.watch(in, client)
 	log.Info().Str("class", in.class).Str("tenant", in.tenant).Int("containers", len(in.containers)).Msg("reattached to an instance left running")
 	return in, nil
 }
 
+// raiseSeq makes the agent's container counter pass the number ending
+// container id: new ids must not repeat a container's that outlived an
+// earlier life of the agent.
+func (a *Agent) raiseSeq(id string) {
+	if i := strings.LastIndexByte(id, '-'); i >= 0 {
+		if n, err := strconv.ParseUint(id[i+1:], 10, 64); err == nil {
+			a.mu.Lock()
+			a.seq = max(a.seq, n)
+			a.mu.Unlock()
+		}
+	}
+}
+
+// dropContainer releases what is left of a container of in that is gone
+// or was stopped: its network address and its cgroup.
+func (a *Agent) dropContainer(ctx context.Context, log zerolog.Logger, in *instance, id, netID string) {
+	a.releaseNet(ctx, netID)
+	if cg, err := a.deps.Cgroups.Open(in.cgroupPath, id); err == nil {
+		if err := cg.Remove(); err != nil {
+			log.Warn().Err(err).Str("container", id).Msg("remove container cgroup")
+		}
+	}
+}
+
 // reattachContainer rebuilds the agent's side of a running container: its
 // cgroup and, with egress, its network namespace (a repeated Start is
-// idempotent and answers with it). On error, c is what it had rebuilt
-// (nil or without its network).
+// idempotent and answers with it).
 func (a *Agent) reattachContainer(ctx context.Context, in *instance, client *initClient, cr containerRecord) (*container, error) {
 	cg, err := a.deps.Cgroups.Open(in.cgroupPath, cr.ID)
 	if err != nil {
 		return nil, err
 	}
-	c := &container{id: cr.ID, key: cr.Key, versionKey: cr.VersionKey, cg: cg, lastUsed: time.Now(),
+	lastUsed := time.Now()
+	if cr.LastUsed > 0 { // its keep-alive goes on from its last use
+		lastUsed = time.UnixMilli(cr.LastUsed)
+	}
+	c := &container{id: cr.ID, key: cr.Key, versionKey: cr.VersionKey, cg: cg, lastUsed: lastUsed,
 		memoryMB: cr.MemoryMB, netnsFD: -1, netID: cr.NetID, oomKills: cg.OOMKills()}
 	if cr.NetID == "" {
 		return c, nil
@@ -276,18 +320,18 @@ func (a *Agent) reattachContainer(ctx context.Context, in *instance, client *ini
 	started, fd, err := client.start(ctx, initproto.StartContainer{ContainerID: cr.ID, DeferSpawn: true}, nil)
 	switch {
 	case err != nil:
-		return c, err
+		return nil, err
 	case started.Error != "":
-		return c, errors.New(started.Error)
+		return nil, errors.New(started.Error)
 	case fd < 0:
-		return c, errors.New("ember-init sent no network namespace")
+		return nil, errors.New("ember-init sent no network namespace")
 	}
 	c.netnsFD = fd
 	return c, nil
 }
 
 // measureReattached attaches accounting to the reattached containers (once
-// it is open).
+// it is open). Before watchReattached: nothing else touches them yet.
 func (a *Agent) measureReattached(ins []*instance) {
 	for _, in := range ins {
 		for _, c := range in.containers {
@@ -296,10 +340,35 @@ func (a *Agent) measureReattached(ins []*instance) {
 	}
 }
 
+// watchReattached starts watching the reattached instances' connections
+// (after readd: one that died meanwhile is retired and replaced, as a
+// ready instance's loss is).
+func (a *Agent) watchReattached(ins []*instance) {
+	for _, in := range ins {
+		a.mu.Lock()
+		a.watchers.Add(1)
+		a.mu.Unlock()
+		go a.watch(in, in.client)
+	}
+}
+
+// keptNets names the network attachments of the reattached containers.
+func keptNets(ins []*instance) map[string]bool {
+	out := map[string]bool{}
+	for _, in := range ins {
+		for _, c := range in.containers {
+			if c.netID != "" {
+				out[c.netID] = true
+			}
+		}
+	}
+	return out
+}
+
 // readd puts reattached instances back into Redis, as reregister does for
 // instances Redis lost.
 func (a *Agent) readd(ctx context.Context, ins []*instance) error {
-	for _, in := range ins {
+	for _, in := range ins { // before watchReattached: nothing else changes them yet
 		var err error
 		if in.tenant == "" {
 			err = a.store.AddWarm(ctx, in.id, a.cfg.AgentID, in.class)

@@ -323,7 +323,7 @@ func TestNewConnectionReplacesOld(t *testing.T) {
 // once no agent has been connected for OrphanTimeout, but never while one
 // is.
 func TestOrphanTimeout(t *testing.T) {
-	const orphan = 300 * time.Millisecond
+	const orphan = time.Second
 	e := startServer(t, func(c *initd.Config) { c.OrphanTimeout = orphan })
 	c1 := e.dial(t)
 	if len(c1.hello.Containers) != 0 {

@@ -101,10 +101,17 @@ func (s *Server) Run(ctx context.Context) error {
 	if d := s.cfg.OrphanTimeout; d > 0 {
 		s.connMu.Lock()
 		s.orphan = time.AfterFunc(d, func() {
+			s.connMu.Lock()
+			connected := s.conn != nil // an agent came as the timer fired
+			s.connMu.Unlock()
+			if connected || ctx.Err() != nil {
+				return
+			}
 			s.log.Warn().Dur("orphan_timeout", d).Msg("no agent connected for the orphan timeout: stopping the instance")
 			orphaned()
 		})
 		s.connMu.Unlock()
+		defer s.orphan.Stop()
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {

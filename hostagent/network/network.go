@@ -39,7 +39,8 @@ type Config struct {
 	// PluginDir holds the CNI plugin binaries. Default: DefaultPluginDir.
 	PluginDir string
 	// StateDir holds the IPAM allocations and the CNI cache; it is the
-	// agent's alone and cleared by Setup. Required.
+	// agent's alone, and Setup clears what it holds of containers that are
+	// gone. Required.
 	StateDir string
 	// Allow are destinations otherwise Blocked that containers may reach
 	// (e.g. an internal service's prefix). The host's own addresses are
@@ -119,26 +120,69 @@ func New(cfg Config) (*Network, error) {
 	}, nil
 }
 
-// Setup clears what an earlier life of the agent left in StateDir (its
-// containers are gone) and installs the nftables table. With reattached,
-// containers of that earlier life still run, attached: their address
-// allocations are kept (the agent detaches those it did not take back).
-// It is idempotent.
-func (n *Network) Setup(ctx context.Context, reattached bool) error {
+// Setup clears what an earlier life of the agent left in StateDir and
+// installs the nftables table. keep names attachments of that life whose
+// containers still run (the agent took them back): their address
+// allocations and cached results stay; every other one is removed. It is
+// idempotent.
+func (n *Network) Setup(ctx context.Context, keep map[string]bool) error {
 	for _, p := range []string{"bridge", "host-local"} {
 		if _, err := os.Stat(filepath.Join(n.cfg.PluginDir, p)); err != nil {
 			return fmt.Errorf("network: CNI plugin %s: %w (install containernetworking-plugins)", p, err)
 		}
 	}
-	if !reattached {
+	if len(keep) == 0 {
 		if err := os.RemoveAll(n.cfg.StateDir); err != nil {
 			return fmt.Errorf("network: %w", err)
 		}
+	} else if err := n.prune(keep); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(n.cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("network: %w", err)
 	}
 	return n.applyRules(ctx)
+}
+
+// prune removes the address allocations (host-local: a file per address
+// naming its container) and cached CNI results (one file per
+// "<network>-<container>-<interface>") of attachments not in keep.
+func (n *Network) prune(keep map[string]bool) error {
+	ipam := filepath.Join(n.cfg.StateDir, "ipam", n.list.Name)
+	ents, err := os.ReadDir(ipam)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("network: %w", err)
+	}
+	for _, e := range ents {
+		if _, err := netip.ParseAddr(e.Name()); err != nil {
+			continue // the plugin's own files (last reserved, lock)
+		}
+		p := filepath.Join(ipam, e.Name())
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("network: %w", err)
+		}
+		owner, _, _ := strings.Cut(strings.ReplaceAll(string(b), "\r", ""), "\n")
+		if !keep[strings.TrimSpace(owner)] {
+			if err := os.Remove(p); err != nil {
+				return fmt.Errorf("network: %w", err)
+			}
+		}
+	}
+	results := filepath.Join(n.cfg.StateDir, "cache", "results")
+	ents, err = os.ReadDir(results)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("network: %w", err)
+	}
+	for _, e := range ents {
+		id := strings.TrimSuffix(strings.TrimPrefix(e.Name(), n.list.Name+"-"), "-"+IfName)
+		if !keep[id] {
+			if err := os.Remove(filepath.Join(results, e.Name())); err != nil {
+				return fmt.Errorf("network: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 // table is the nftables table of this agent's bridge.

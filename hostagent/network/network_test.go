@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,7 +46,7 @@ func TestEgressAndFirewall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := n.Setup(ctx, false); err != nil {
+	if err := n.Setup(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -95,7 +97,7 @@ func TestEgressAndFirewall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := n2.Setup(ctx, false); err != nil {
+	if err := n2.Setup(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	c := netnstest.New(t)
@@ -122,5 +124,72 @@ func TestEgressAndFirewall(t *testing.T) {
 	}
 	if out, _ := exec.Command("nft", "list", "table", "inet", "ember-embtb"+tag).CombinedOutput(); !strings.Contains(string(out), "masquerade") {
 		t.Errorf("nft table:\n%s", out)
+	}
+}
+
+// TestSetupKeepsOnlyKeptAttachments: a Setup after a restart that took some
+// containers back keeps their address allocations and cached results (the
+// plugins' own files) and removes every other attachment's.
+func TestSetupKeepsOnlyKeptAttachments(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("the network test needs root (namespaces, bridges, nftables)")
+	}
+	ctx := context.Background()
+	tag := fmt.Sprintf("%d", os.Getpid()%10000)
+	dir := t.TempDir() + "/net"
+	cfg := network.Config{Bridge: "embtk" + tag, Subnet: "10.202.9.0/24", StateDir: dir}
+	n, err := network.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Setup(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = n.Close(ctx)
+		_ = exec.Command("ip", "link", "del", cfg.Bridge).Run()
+	})
+	a, b := netnstest.New(t), netnstest.New(t)
+	if _, err := n.Attach(ctx, "keep-me", netnstest.Path(a)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Attach(ctx, "gone", netnstest.Path(b)); err != nil {
+		t.Fatal(err)
+	}
+	owners := func() []string { // the containers the state directory names
+		var out []string
+		_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return nil
+			}
+			raw, _ := os.ReadFile(p)
+			for _, id := range []string{"keep-me", "gone"} {
+				if strings.Contains(filepath.Base(p), id) || strings.HasPrefix(string(raw), id) {
+					out = append(out, id)
+				}
+			}
+			return nil
+		})
+		slices.Sort(out)
+		return out
+	}
+	if got := owners(); !slices.Equal(got, []string{"gone", "gone", "keep-me", "keep-me"}) {
+		t.Fatalf("after two attachments the state names %v, want each twice (address, cached result)", got)
+	}
+	again, err := network.New(cfg) // the next life of the agent
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := again.Setup(ctx, map[string]bool{"keep-me": true}); err != nil {
+		t.Fatal(err)
+	}
+	if got := owners(); !slices.Equal(got, []string{"keep-me", "keep-me"}) {
+		t.Fatalf("after Setup keeping one attachment the state names %v", got)
+	}
+	if err := again.Detach(ctx, "keep-me", netnstest.Path(a)); err != nil {
+		t.Fatalf("detach the kept attachment: %v", err)
+	}
+	if got := owners(); len(got) != 0 {
+		t.Fatalf("after its detach the state still names %v", got)
 	}
 }
