@@ -110,7 +110,7 @@ func (p *partition) run() {
 		for range p.workersPerLane {
 			// A worker's invocations follow one another: the scheduler may
 			// keep their instance between them (invoke.Invocation.HoldKey).
-			hold := p.c.b.ID + "/" + strconv.Itoa(p.id) + "/" + strconv.Itoa(n)
+			hold := p.c.b.Tenant + "/" + p.c.b.ID + "/" + strconv.Itoa(p.id) + "/" + strconv.Itoa(n)
 			n++
 			wg.Add(1)
 			go func() { defer wg.Done(); p.work(lane, hold) }()

@@ -235,12 +235,13 @@ return n
 
 // renewScript: KEYS = prefix; ARGV = class, tenant, ticket id, its place,
 // lease ms. Extends the ticket's lease, putting it back at its place if
-// it lapsed meanwhile.
+// it lapsed meanwhile, and announces the waiter again on 'wanted'.
 var renewScript = redis.NewScript(`
 local p, class, tenant, id, n, lease = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local t = redis.call('TIME')
 redis.call('ZADD', p..'wait:'..class..':'..tenant, n, id)
 redis.call('ZADD', p..'waitdl:'..class..':'..tenant, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + lease, id)
+redis.call('PUBLISH', p..'wanted', class..' '..tenant)
 return 1
 `)
 

@@ -268,6 +268,20 @@ func (p *Predictor) load(e Profile, n int) {
 	}
 	began := time.Now()
 	ahead, err := p.loader.LoadAhead(ctx, v, tag(e.From, e.To))
+	// No instance free now, often for a moment (a burst of claims queued
+	// behind one another): tried again while half the predicted delay
+	// remains, so the load can still be in time.
+	for wait := 10 * time.Millisecond; err == nil && ahead == scheduler.AheadNoInstance &&
+		time.Since(began)+wait < e.Delay/2; wait *= 2 {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		ahead, err = p.loader.LoadAhead(ctx, v, tag(e.From, e.To))
+	}
 	took := time.Since(began)
 	switch {
 	case err != nil:

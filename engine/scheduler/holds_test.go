@@ -48,7 +48,7 @@ func (e *env) busy(t *testing.T, id string) bool {
 // another, and when it idles past HoldIdle.
 func TestHeldClaimSkipsRedis(t *testing.T) {
 	// No lease collection during the count.
-	e := setup(t, scheduler.Config{HoldIdle: time.Minute, ReapEvery: time.Hour})
+	e := setup(t, scheduler.Config{HoldIdle: time.Second, ReapEvery: time.Hour})
 	ctx := context.Background()
 	if err := e.pool.AddWarm(ctx, "i1", "a1", "m128"); err != nil {
 		t.Fatal(err)
@@ -87,6 +87,39 @@ func TestHeldClaimSkipsRedis(t *testing.T) {
 	}
 	if r := run(e.replica(t), "g", ""); r.Instance != "i1" {
 		t.Fatalf("another emberd's waiter got %+v, want the held i1", r)
+	}
+	// While that waiter may still be waiting (its ticket's lease), nothing
+	// is held: a waiter on another emberd never waits behind a hold.
+	run(e.sched, "f", "b/0/0")
+	if e.busy(t, "i1") {
+		t.Fatal("a claim was held while another emberd's waiter was known")
+	}
+
+	// A held claim serves only its class: after the function's memory
+	// changed, its next invocation goes to an instance of the new class.
+	held := setup(t, scheduler.Config{HoldIdle: time.Second, ReapEvery: time.Hour})
+	if err := held.pool.AddWarm(ctx, "i3", "a1", "m128"); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(held.sched, "f", "b/0/0"); r.Instance != "i3" {
+		t.Fatalf("first invocation on %s, want the m128 i3", r.Instance)
+	}
+	for id, class := range map[string]string{"i4": "m256", "i5": "m128"} {
+		if err := held.pool.AddWarm(ctx, id, "a1", class); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Another caller of the same version takes the held instance (hot)
+	// rather than a warm one.
+	if r := run(held.sched, "f", ""); r.Instance != "i3" || r.Start != invoke.StartHot {
+		t.Fatalf("an invocation without a key ran %+v, want hot on the held i3", r)
+	}
+	run(held.sched, "f", "b/0/0") // held again
+	v := held.res["t1/f"]
+	v.MemoryMB = 256
+	held.res["t1/f"] = v
+	if r := run(held.sched, "f", "b/0/0"); r.Instance != "i4" {
+		t.Fatalf("invocation needing 256 MB ran on %s, want the m256 i4 (not the held m128)", r.Instance)
 	}
 
 	// Idle past HoldIdle: back in the pool.

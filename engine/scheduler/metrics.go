@@ -60,7 +60,7 @@ func newMetrics() *metrics {
 		}, []string{"stage", "start"}),
 		holds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ember_scheduler_held_claims_total",
-			Help: "Claims kept between invocations of one key (a partition's worker), by what became of them: reused (an invocation ran without a claim or release in Redis) or released.",
+			Help: "Claims kept between invocations of one key (a partition's worker), by what became of them: taken (an invocation took it instead of claiming in Redis) or released.",
 		}, []string{"outcome"}),
 		dispatch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ember_scheduler_dispatch_seconds",

@@ -53,8 +53,9 @@ type Config struct {
 	// the claimed instance before running anything. Default: 3.
 	DispatchAttempts int
 	// HoldIdle is how long a claim is kept after an invocation with a
-	// HoldKey, for the key's next invocation to run without a claim or a
-	// release in Redis (holds.go). Default: 50ms; negative: never kept.
+	// HoldKey, for the next invocation of its version to run without a
+	// claim or a release in Redis (holds.go). At most 1s. Default: 50ms;
+	// negative: never kept.
 	HoldIdle time.Duration
 }
 
@@ -86,6 +87,11 @@ func (c *Config) setDefaults() {
 func (c Config) Validate() error {
 	if c.MaxWaiting < 0 || c.MaxQueueWait < 0 || c.LeaseGrace < 0 || c.DemandEvery < 0 || c.ReapEvery < 0 || c.DispatchAttempts < 0 {
 		return errors.New("scheduler: negative limits in config")
+	}
+	if c.HoldIdle > time.Second {
+		// A held instance is busy to everyone else: long holds would
+		// starve other callers and outlive an agent's restart.
+		return fmt.Errorf("scheduler: HoldIdle %v: at most 1s", c.HoldIdle)
 	}
 	return nil
 }
@@ -200,7 +206,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 				case s.pool.SubPoolsChannel():
 					s.subpools.invalidate()
 				case s.pool.WantedChannel(): // a waiter, here or on another emberd
-					s.holds.releaseFor(class, tenant)
+					go s.holds.want(class, tenant, s.ticketLease()) // releases: off this loop
 				default:
 					s.queues.freed(class, tenant)
 				}
@@ -265,8 +271,11 @@ func (s *Scheduler) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.
 		// The key's previous invocation may have left its claim: no Redis
 		// (its lease must cover this invocation and more).
 		c, fromHold := pool.Claim{}, false
-		if attempt == 0 && inv.HoldKey != "" {
-			c, fromHold = s.holds.take(inv.HoldKey, vk, logSvc.GetId(), time.Now().Add(v.Timeout+s.cfg.LeaseGrace/2))
+		if attempt == 0 && s.cfg.HoldIdle > 0 {
+			// The lease must outlast the dispatch's deadline (the timeout
+			// plus its slack) by half the grace.
+			need := time.Now().Add(v.Timeout + dispatchSlack + s.cfg.LeaseGrace/2)
+			c, fromHold = s.holds.take(inv.HoldKey, holdMatch{vk, logSvc.GetId(), class, v.Tenant}, need)
 		}
 		cold, poolName := false, "held"
 		if !fromHold {
@@ -371,7 +380,7 @@ func (s *Scheduler) claim(ctx context.Context, want pool.Want, sp *pool.SubPool,
 	// the waiters of all replicas, leased (renewed every DemandEvery) so
 	// that an emberd that dies cannot hold the queue. Left when not served
 	// by a claim, whatever happened to the Enqueue.
-	ticket, ticketLease := strconv.FormatUint(rand.Uint64(), 36), max(3*s.cfg.DemandEvery, 2*time.Second)
+	ticket, ticketLease := strconv.FormatUint(rand.Uint64(), 36), s.ticketLease()
 	defer func() {
 		if !claimed {
 			dctx, cancel := detached(ctx)
@@ -454,6 +463,9 @@ func (s *Scheduler) claim(ctx context.Context, want pool.Want, sp *pool.SubPool,
 	}
 }
 
+// ticketLease is how long a waiter's ticket lasts unrenewed.
+func (s *Scheduler) ticketLease() time.Duration { return max(3*s.cfg.DemandEvery, 2*time.Second) }
+
 // detached is ctx without its cancellation, bounded by claimTimeout: for a
 // Redis call that must finish whatever happened to its caller.
 func detached(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -501,6 +513,10 @@ func (s *Scheduler) release(ctx context.Context, c pool.Claim, vk string, keep b
 // claimTimeout bounds one claim script round trip.
 const claimTimeout = 2 * time.Second
 
+// dispatchSlack is how long past an invocation's deadline its dispatch may
+// take before the scheduler gives up on the agent.
+const dispatchSlack = 10 * time.Second
+
 // dispatch runs the invocation on the claimed instance and releases it.
 // retry reports that the instance was lost before anything ran.
 func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v registry.Version, c pool.Claim, vk string,
@@ -512,10 +528,12 @@ func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v regi
 			return
 		}
 		t := time.Now()
-		// Kept for the key's next invocation (holds.go) unless an
-		// invocation of the tenant waits for an instance of the class.
-		if !keep || inv.HoldKey == "" || s.cfg.HoldIdle < 0 || s.queues.waitingFor(class, v.Tenant) ||
-			!s.holds.put(inv.HoldKey, c, vk, logSvc.GetId(), class, v.Tenant) {
+		// Kept for the key's next invocation (holds.go) when the function
+		// answered, unless an invocation of the tenant waits for an
+		// instance of the class.
+		answered := res.Status == invoke.StatusOK || res.Status == invoke.StatusFunctionError
+		if !keep || !answered || inv.HoldKey == "" || s.cfg.HoldIdle <= 0 || s.queues.waitingFor(class, v.Tenant) ||
+			!s.holds.put(inv.HoldKey, c, holdMatch{vk, logSvc.GetId(), class, v.Tenant}) {
 			s.release(ctx, c, vk, keep)
 		}
 		res.Timing.Release = time.Since(t)
@@ -540,7 +558,7 @@ func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v regi
 	if inv.RunToEnd {
 		pctx = context.WithoutCancel(ctx)
 	}
-	rctx, cancel := context.WithDeadline(pctx, deadline.Add(10*time.Second))
+	rctx, cancel := context.WithDeadline(pctx, deadline.Add(dispatchSlack))
 	defer cancel()
 	start := time.Now()
 	resp, err := client.Dispatch(rctx, req)
