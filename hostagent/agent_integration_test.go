@@ -13,11 +13,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/ember-run/ember/engine/pool"
 	"github.com/ember-run/ember/hostagent/codefetch"
 	"github.com/ember-run/ember/hostagent/dispatchpb"
+	"github.com/ember-run/ember/hostagent/sandbox"
+	"github.com/ember-run/ember/internal/pki"
 	"github.com/ember-run/ember/internal/testenv"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -89,45 +93,67 @@ func searchableTempDir(t testing.TB) string {
 	return d
 }
 
-// TestAgentIntegration runs the agent against real Redis, a private
-// containerd with the real instance image and ember-init, and the
-// kafka-echo example function.
-func TestAgentIntegration(t *testing.T) {
+// integration is what the agent's integration tests share: a built
+// ember-init, real Redis and containerd, a runtime starting instances of
+// that ember-init for one agent, and a code store holding examples.
+type integration struct {
+	rdb     *redis.Client
+	pool    *pool.Store
+	client  *containerd.Client
+	ns      string
+	rt      *sandbox.Runtime
+	tls     *pki.Pair
+	dial    grpc.DialOption
+	store   string
+	digests []string // of examples, in order
+}
+
+func newIntegration(t *testing.T, agentID string, examples ...string) *integration {
+	t.Helper()
 	if os.Getuid() != 0 {
 		t.Fatal("the integration test needs root (containerd, cgroups, user namespaces)")
 	}
 	// Builds first: on a cold build cache they take minutes, which the
 	// test's own deadline must not count.
-	bin := t.TempDir()
-	initBin := filepath.Join(bin, "ember-init")
+	initBin := filepath.Join(t.TempDir(), "ember-init")
 	if err := testenv.Build("cmd/ember-init", initBin); err != nil {
 		t.Fatal(err)
 	}
-	fnDir, sleepDir := t.TempDir(), t.TempDir()
-	if err := testenv.Example("kafka-echo", fnDir); err != nil {
+	it := &integration{store: t.TempDir()}
+	for _, ex := range examples {
+		dir := t.TempDir()
+		if err := testenv.Example(ex, dir); err != nil {
+			t.Fatal(err)
+		}
+		it.digests = append(it.digests, zipDir(t, dir, it.store))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	it.rdb, _ = testenv.Redis(t)
+	it.client, it.ns = testenv.Containerd(t)
+	it.tls, it.dial = testTLS(t, agentID)
+	var err error
+	if it.rt, err = ContainerdRuntime(ctx, it.client, it.ns, initBin, agentID); err != nil {
 		t.Fatal(err)
 	}
-	if err := testenv.Example("sleep", sleepDir); err != nil {
+	if it.pool, err = pool.New(it.rdb); err != nil {
 		t.Fatal(err)
 	}
+	return it
+}
+
+// TestAgentIntegration runs the agent against real Redis, a private
+// containerd with the real instance image and ember-init, and the
+// kafka-echo example function.
+func TestAgentIntegration(t *testing.T) {
+	const agentID = "agent-it"
+	it := newIntegration(t, agentID, "kafka-echo", "sleep")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	rdb, _ := testenv.Redis(t)
-	client, ns := testenv.Containerd(t)
-	const agentID = "agent-it"
-	tp, dial := testTLS(t, agentID)
-	rt, err := ContainerdRuntime(ctx, client, ns, initBin, agentID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rdb, client, ns, rt, tp, dial, pst := it.rdb, it.client, it.ns, it.rt, it.tls, it.dial, it.pool
+	digest, sleepDigest := it.digests[0], it.digests[1]
+	store := it.store
 
-	store := t.TempDir()
-	digest, sleepDigest := zipDir(t, fnDir, store), zipDir(t, sleepDir, store)
-
-	pst, err := pool.New(rdb)
-	if err != nil {
-		t.Fatal(err)
-	}
 	a, err := New(Config{
 		AgentID: agentID, ListenAddr: "127.0.0.1:0", StateDir: filepath.Join(searchableTempDir(t), "agent"),
 		Pool: map[string]int{"m128": 1, "m256": 1}, MaxInstances: 4,

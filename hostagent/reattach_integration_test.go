@@ -26,34 +26,12 @@ import (
 // KeepInstances then destroys everything. Real Redis, containerd,
 // ember-init and the kafka-echo example.
 func TestRestartReattaches(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Fatal("the integration test needs root (containerd, cgroups, user namespaces)")
-	}
-	bin := t.TempDir()
-	initBin := filepath.Join(bin, "ember-init")
-	if err := testenv.Build("cmd/ember-init", initBin); err != nil {
-		t.Fatal(err)
-	}
-	fnDir := t.TempDir()
-	if err := testenv.Example("kafka-echo", fnDir); err != nil {
-		t.Fatal(err)
-	}
+	const agentID = "agent-restart"
+	it := newIntegration(t, agentID, "kafka-echo")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	rdb, _ := testenv.Redis(t)
-	client, ns := testenv.Containerd(t)
-	const agentID = "agent-restart"
-	tp, dial := testTLS(t, agentID)
-	rt, err := ContainerdRuntime(ctx, client, ns, initBin, agentID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := t.TempDir()
-	digest := zipDir(t, fnDir, store)
-	pst, err := pool.New(rdb)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rdb, client, ns, rt, tp, dial, pst, store := it.rdb, it.client, it.ns, it.rt, it.tls, it.dial, it.pool, it.store
+	digest := it.digests[0]
 	stateDir := filepath.Join(searchableTempDir(t), "agent")
 	// start runs an agent on the same state directory and returns its
 	// dispatch client and its stop, which reports how long Run took to
