@@ -52,7 +52,18 @@ type Conn struct {
 	rbuf    []byte // read buffer; rbuf[r:w] is read but not yet consumed
 	r, w    int
 	oob     []byte
-	pending []int // fds received ahead of their frame boundary
+	pending []fdChunk // fds received, not yet given to their frame
+	// at is the stream offset of rbuf[r]: bytes consumed so far.
+	at int64
+}
+
+// fdChunk is fds received with the stream's bytes [from, to). The kernel
+// hands fds over with the bytes of the write that carried them and ends
+// that receive there, so they belong to the last frame starting in the
+// chunk: the frame that starts in it and reaches its end.
+type fdChunk struct {
+	fds      []int
+	from, to int64
 }
 
 // NewConn wraps an established unix stream connection.
@@ -109,8 +120,8 @@ func (c *Conn) Write(t Type, seq uint32, header any, body []byte, fds ...int) er
 	return nil
 }
 
-// Read returns the next frame. Fds that arrived while reading the frame are
-// attached to it.
+// Read returns the next frame, with the fds written with it (never those
+// of a frame written after it that one receive brought along).
 func (c *Conn) Read() (*Frame, error) {
 	if err := c.fill(4); err != nil {
 		return nil, err
@@ -130,8 +141,9 @@ func (c *Conn) Read() (*Frame, error) {
 	}
 	f.Header = append([]byte(nil), b[9:9+hl]...)
 	f.Body = append([]byte(nil), b[9+hl:]...)
-	f.FDs, c.pending = c.pending, nil
+	f.FDs = c.claimFDs(c.at, c.at+4+int64(n))
 	c.r += 4 + n
+	c.at += 4 + int64(n)
 	if c.r == c.w {
 		c.r, c.w = 0, 0
 	}
@@ -160,7 +172,8 @@ func (c *Conn) fill(n int) error {
 		m, oobn = max(m, 0), max(oobn, 0) // -1 on a failed recvmsg (e.g. ECONNRESET)
 		if oobn > 0 {
 			fds, perr := parseRights(c.oob[:oobn])
-			c.pending = append(c.pending, fds...)
+			from := c.at + int64(c.w-c.r)
+			c.pending = append(c.pending, fdChunk{fds: fds, from: from, to: from + int64(m)})
 			if perr != nil {
 				return perr
 			}
@@ -183,6 +196,28 @@ func (c *Conn) fill(n int) error {
 		}
 	}
 	return nil
+}
+
+// claimFDs takes the pending fds of the frame that spans the stream's
+// bytes [start, end); fds of chunks that ended before it (no frame of
+// theirs: a peer's mistake) are closed.
+func (c *Conn) claimFDs(start, end int64) []int {
+	var fds []int
+	keep := c.pending[:0]
+	for _, ch := range c.pending {
+		switch {
+		case ch.to <= start:
+			for _, fd := range ch.fds {
+				_ = unix.Close(fd)
+			}
+		case ch.from <= start && end >= ch.to:
+			fds = append(fds, ch.fds...)
+		default:
+			keep = append(keep, ch)
+		}
+	}
+	c.pending = keep
+	return fds
 }
 
 func parseRights(oob []byte) ([]int, error) {

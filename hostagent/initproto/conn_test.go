@@ -119,3 +119,38 @@ func TestReadAfterPeerCloses(t *testing.T) {
 		t.Fatal("read after close succeeded")
 	}
 }
+
+// TestFDsGoWithTheirFrame: frames written back to back, only some with
+// fds, reach the reader in one receive; each frame gets exactly the fds
+// written with it (a Start's cgroup fds once went to the Invoke before it,
+// and the Start arrived with none).
+func TestFDsGoWithTheirFrame(t *testing.T) {
+	a, b := pair(t)
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fd := int(f.Fd())
+	// Written before anything is read: the kernel may hand them over in
+	// one receive (it does here: the first frame has no fds).
+	want := []int{0, 2, 0, 0, 1}
+	for i, n := range want {
+		fds := []int{fd, fd}[:n]
+		if err := a.Write(TypeInvoke, uint32(i), map[string]int{"i": i}, []byte("body"), fds...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, n := range want {
+		fr, err := b.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fr.Seq != uint32(i) || len(fr.FDs) != n {
+			t.Fatalf("frame %d (seq %d) came with %d fds, want %d", i, fr.Seq, len(fr.FDs), n)
+		}
+		for _, got := range fr.FDs {
+			os.NewFile(uintptr(got), "received").Close()
+		}
+	}
+}
