@@ -270,11 +270,10 @@ func (a *Agent) shutdown() {
 	a.mu.Unlock()
 	var g errgroup.Group
 	g.SetLimit(4)
-	var left atomic.Int32
 	for _, in := range all {
 		g.Go(func() error {
 			if a.leave(in) {
-				left.Add(1)
+				a.left.Add(1)
 				return nil
 			}
 			a.destroy(ctx, in, "agent shutdown")
@@ -282,9 +281,8 @@ func (a *Agent) shutdown() {
 		})
 	}
 	_ = g.Wait()
-	a.left.Add(left.Load())
 	a.watchers.Wait()
-	a.log.Info().Int("instances", len(all)).Int32("left_running", left.Load()).Msg("agent stopped")
+	a.log.Info().Int("instances", len(all)).Int32("left_running", a.left.Load()).Msg("agent stopped")
 }
 
 // cleanupStale takes back the instances a clean stop of this agent left
@@ -423,19 +421,22 @@ func (a *Agent) reregister(ctx context.Context) error {
 	}
 	a.mu.Unlock()
 	for _, r := range todo {
-		var err error
-		if r.tenant == "" {
-			err = a.store.AddWarm(ctx, r.id, a.cfg.AgentID, r.class)
-		} else {
-			err = a.store.AddActive(ctx, r.id, a.cfg.AgentID, r.class, r.tenant, r.hot)
-		}
-		if err != nil {
+		if err := a.addBack(ctx, r.id, r.class, r.tenant, r.hot); err != nil {
 			return err
 		}
 	}
 	a.log.Info().Int("readded", len(todo)).Msg("agent registered again")
 	a.kickRefill()
 	return nil
+}
+
+// addBack puts a ready instance back into Redis: into the warming pool,
+// or into its tenant's active pool with the versions hot on it.
+func (a *Agent) addBack(ctx context.Context, id, class, tenant string, hot []string) error {
+	if tenant == "" {
+		return a.store.AddWarm(ctx, id, a.cfg.AgentID, class)
+	}
+	return a.store.AddActive(ctx, id, a.cfg.AgentID, class, tenant, hot)
 }
 
 // demandLoop starts an instance when a scheduler found none of a class,

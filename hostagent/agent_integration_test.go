@@ -142,6 +142,15 @@ func newIntegration(t *testing.T, agentID string, examples ...string) *integrati
 	return it
 }
 
+// deps are an agent's real collaborators, logging to t.
+func (it *integration) deps(t *testing.T) Deps {
+	return Deps{
+		Redis: it.rdb, Pool: it.pool, Runtime: it.rt, Cgroups: HostCgroups(),
+		Code: codefetch.Dir{Root: it.store}, TLS: it.tls.AgentServer(),
+		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
+	}
+}
+
 // TestAgentIntegration runs the agent against real Redis, a private
 // containerd with the real instance image and ember-init, and the
 // kafka-echo example function.
@@ -150,20 +159,15 @@ func TestAgentIntegration(t *testing.T) {
 	it := newIntegration(t, agentID, "kafka-echo", "sleep")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	rdb, client, ns, rt, tp, dial, pst := it.rdb, it.client, it.ns, it.rt, it.tls, it.dial, it.pool
+	client, ns, rt, dial, pst := it.client, it.ns, it.rt, it.dial, it.pool
 	digest, sleepDigest := it.digests[0], it.digests[1]
-	store := it.store
 
 	a, err := New(Config{
 		AgentID: agentID, ListenAddr: "127.0.0.1:0", StateDir: filepath.Join(searchableTempDir(t), "agent"),
 		Pool: map[string]int{"m128": 1, "m256": 1}, MaxInstances: 4,
 		MappedRootUID:     rt.HostRootUID(),
 		HeartbeatInterval: 200 * time.Millisecond, HeartbeatTTL: 5 * time.Second,
-	}, Deps{
-		Redis: rdb, Pool: pst, Runtime: rt, Cgroups: HostCgroups(),
-		Code: codefetch.Dir{Root: store}, TLS: tp.AgentServer(),
-		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
-	})
+	}, it.deps(t))
 	if err != nil {
 		t.Fatal(err)
 	}

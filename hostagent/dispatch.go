@@ -371,7 +371,7 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 		if netnsFD < 0 {
 			err = status.Error(codes.Internal, "start container: ember-init sent no network namespace")
 		} else {
-			netID = in.id + "-" + id
+			netID = attachmentID(in.id, id)
 			var at network.Attachment
 			at, err = a.deps.Network.Attach(ctx, netID, netnsPath(netnsFD))
 			if err != nil {
@@ -476,6 +476,10 @@ const (
 	// NetworkEgress: the outside world through the agent's network.
 	NetworkEgress = "egress"
 )
+
+// attachmentID names container id's network attachment on instance: what
+// a restarted agent derives for a container its record does not name.
+func attachmentID(instance, id string) string { return instance + "-" + id }
 
 // netnsPath names an fd of this process for the CNI plugins, which run as
 // other processes.

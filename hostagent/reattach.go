@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -136,6 +135,15 @@ func (a *Agent) leave(in *instance) bool {
 	return true
 }
 
+// lastUse is a recorded last use (Unix ms): keep-alives go on from it.
+// Now when none was recorded.
+func lastUse(ms int64) time.Time {
+	if ms > 0 {
+		return time.UnixMilli(ms)
+	}
+	return time.Now()
+}
+
 // writeFileAtomic writes b to path through a temporary sibling.
 func writeFileAtomic(path string, b []byte) error {
 	tmp := path + ".tmp"
@@ -205,13 +213,9 @@ func (a *Agent) reattachOne(ctx context.Context, log zerolog.Logger, dir string,
 		}
 	}
 	a.mu.Unlock()
-	lastUsed := time.Now()
-	if r.LastUsed > 0 { // its keep-alive goes on from its last use
-		lastUsed = time.UnixMilli(r.LastUsed)
-	}
 	in := &instance{
 		id: r.ID, class: r.Class, memoryMB: r.MemoryMB, needs: r.Needs, slot: r.Slot, hostUID: r.HostUID,
-		dir: dir, state: stReady, tenant: r.Tenant, lastUsed: lastUsed, cgroupPath: r.CgroupPath,
+		dir: dir, state: stReady, tenant: r.Tenant, lastUsed: lastUse(r.LastUsed), cgroupPath: r.CgroupPath,
 		containers: map[string]*container{}, codes: map[string]bool{},
 	}
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -264,7 +268,7 @@ func (a *Agent) reattachOne(ctx context.Context, log zerolog.Logger, dir string,
 		in.containers[c.key] = c
 	}
 	for id := range held { // not recorded: on its way out at the stop
-		if err := stop(id, in.id+"-"+id); err != nil {
+		if err := stop(id, attachmentID(in.id, id)); err != nil {
 			return fail(err)
 		}
 	}
@@ -308,11 +312,7 @@ func (a *Agent) reattachContainer(ctx context.Context, in *instance, client *ini
 	if err != nil {
 		return nil, err
 	}
-	lastUsed := time.Now()
-	if cr.LastUsed > 0 { // its keep-alive goes on from its last use
-		lastUsed = time.UnixMilli(cr.LastUsed)
-	}
-	c := &container{id: cr.ID, key: cr.Key, versionKey: cr.VersionKey, cg: cg, lastUsed: lastUsed,
+	c := &container{id: cr.ID, key: cr.Key, versionKey: cr.VersionKey, cg: cg, lastUsed: lastUse(cr.LastUsed),
 		memoryMB: cr.MemoryMB, netnsFD: -1, netID: cr.NetID, oomKills: cg.OOMKills()}
 	if cr.NetID == "" {
 		return c, nil
@@ -366,21 +366,14 @@ func keptNets(ins []*instance) map[string]bool {
 }
 
 // readd puts reattached instances back into Redis, as reregister does for
-// instances Redis lost.
+// instances Redis lost (addBack).
 func (a *Agent) readd(ctx context.Context, ins []*instance) error {
 	for _, in := range ins { // before watchReattached: nothing else changes them yet
-		var err error
-		if in.tenant == "" {
-			err = a.store.AddWarm(ctx, in.id, a.cfg.AgentID, in.class)
-		} else {
-			hot := make([]string, 0, len(in.containers))
-			for _, c := range in.containers {
-				hot = append(hot, c.versionKey)
-			}
-			slices.Sort(hot)
-			err = a.store.AddActive(ctx, in.id, a.cfg.AgentID, in.class, in.tenant, slices.Compact(hot))
+		hot := make([]string, 0, len(in.containers))
+		for _, c := range in.containers {
+			hot = append(hot, c.versionKey)
 		}
-		if err != nil {
+		if err := a.addBack(ctx, in.id, in.class, in.tenant, hot); err != nil {
 			return err
 		}
 	}

@@ -11,10 +11,8 @@ import (
 
 	"github.com/containerd/containerd/namespaces"
 	"github.com/ember-run/ember/engine/pool"
-	"github.com/ember-run/ember/hostagent/codefetch"
 	"github.com/ember-run/ember/hostagent/dispatchpb"
 	"github.com/ember-run/ember/internal/testenv"
-	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 )
 
@@ -30,7 +28,7 @@ func TestRestartReattaches(t *testing.T) {
 	it := newIntegration(t, agentID, "kafka-echo")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	rdb, client, ns, rt, tp, dial, pst, store := it.rdb, it.client, it.ns, it.rt, it.tls, it.dial, it.pool, it.store
+	client, ns, rt, dial, pst := it.client, it.ns, it.rt, it.dial, it.pool
 	digest := it.digests[0]
 	stateDir := filepath.Join(searchableTempDir(t), "agent")
 	// start runs an agent on the same state directory and returns its
@@ -43,11 +41,7 @@ func TestRestartReattaches(t *testing.T) {
 			Pool: map[string]int{"m128": 1}, MaxInstances: 4, MappedRootUID: rt.HostRootUID(),
 			HeartbeatInterval: 200 * time.Millisecond, HeartbeatTTL: 5 * time.Second,
 			KeepInstances: keep,
-		}, Deps{
-			Redis: rdb, Pool: pst, Runtime: rt, Cgroups: HostCgroups(),
-			Code: codefetch.Dir{Root: store}, TLS: tp.AgentServer(),
-			Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
-		})
+		}, it.deps(t))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -33,19 +33,20 @@ type hold struct {
 // holdMatch is what an invocation must run to take a hold.
 type holdMatch struct{ vk, logSvc, class, tenant string }
 
-// holds are the claims a scheduler keeps, by key.
+// holds are the claims a scheduler keeps, by key and by what they run.
 type holds struct {
-	s      *Scheduler
-	mu     sync.Mutex
-	m      map[string]*hold
-	wanted map[queueKey]time.Time // until when a waiter of another emberd is known
-	closed bool
+	s       *Scheduler
+	mu      sync.Mutex
+	m       map[string]*hold
+	byMatch map[holdMatch]map[string]*hold // the same holds, by what they run
+	wanted  map[queueKey]time.Time         // until when a waiter of another emberd is known
+	closed  bool
 	// releasing counts releases under way (close waits for them).
 	releasing sync.WaitGroup
 }
 
 func newHolds(s *Scheduler) *holds {
-	return &holds{s: s, m: map[string]*hold{}, wanted: map[queueKey]time.Time{}}
+	return &holds{s: s, m: map[string]*hold{}, byMatch: map[holdMatch]map[string]*hold{}, wanted: map[queueKey]time.Time{}}
 }
 
 // take returns a held claim that an invocation of m can run on, the one
@@ -61,8 +62,8 @@ func (h *holds) take(key string, m holdMatch, need time.Time) (pool.Claim, bool)
 		h.releasing.Add(1)
 	}
 	if hd == nil {
-		for _, o := range h.m {
-			if o.match == m && !o.c.Lease.Before(need) {
+		for _, o := range h.byMatch[m] {
+			if !o.c.Lease.Before(need) {
 				hd = o
 				break
 			}
@@ -78,14 +79,25 @@ func (h *holds) take(key string, m holdMatch, need time.Time) (pool.Claim, bool)
 	if hd == nil {
 		return pool.Claim{}, false
 	}
-	h.s.m.holds.WithLabelValues("taken").Inc()
+	h.s.m.heldTaken.Inc()
 	return hd.c, true
 }
 
 // dropLocked forgets hd; its expiry, if it fires, finds it gone. h.mu held.
 func (h *holds) dropLocked(hd *hold) {
 	hd.timer.Stop()
+	h.forgetLocked(hd)
+}
+
+// forgetLocked removes hd from both indexes. h.mu held.
+func (h *holds) forgetLocked(hd *hold) {
 	delete(h.m, hd.key)
+	if same := h.byMatch[hd.match]; same != nil {
+		delete(same, hd.key)
+		if len(same) == 0 {
+			delete(h.byMatch, hd.match)
+		}
+	}
 }
 
 // put keeps c for the next invocation of m, for at most HoldIdle. It
@@ -104,11 +116,17 @@ func (h *holds) put(key string, c pool.Claim, m holdMatch) bool {
 		go h.release(old)
 	}
 	h.m[key] = hd
+	same := h.byMatch[m]
+	if same == nil {
+		same = map[string]*hold{}
+		h.byMatch[m] = same
+	}
+	same[key] = hd
 	hd.timer = time.AfterFunc(h.s.cfg.HoldIdle, func() {
 		h.mu.Lock()
 		mine := h.m[key] == hd
 		if mine {
-			delete(h.m, key)
+			h.forgetLocked(hd)
 			h.releasing.Add(1)
 		}
 		h.mu.Unlock()
@@ -140,11 +158,29 @@ func (h *holds) want(class, tenant string, ttl time.Duration) {
 // releaseFor gives back the held claims of class and tenant and reports
 // how many.
 func (h *holds) releaseFor(class, tenant string) int {
+	return h.releaseWhere(func(m holdMatch) bool { return m.class == class && m.tenant == tenant })
+}
+
+// close gives back every held claim and waits for releases under way;
+// later puts keep nothing.
+func (h *holds) close() {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
+	h.releaseWhere(func(holdMatch) bool { return true })
+	h.releasing.Wait()
+}
+
+// releaseWhere gives back the held claims whose match is chosen and
+// reports how many.
+func (h *holds) releaseWhere(chosen func(holdMatch) bool) int {
 	h.mu.Lock()
 	var out []*hold
-	for _, hd := range h.m {
-		if hd.match.class == class && hd.match.tenant == tenant {
-			out = append(out, hd)
+	for m, same := range h.byMatch {
+		if chosen(m) {
+			for _, hd := range same {
+				out = append(out, hd)
+			}
 		}
 	}
 	for _, hd := range out {
@@ -158,26 +194,6 @@ func (h *holds) releaseFor(class, tenant string) int {
 	return len(out)
 }
 
-// close gives back every held claim and waits for releases under way;
-// later puts keep nothing.
-func (h *holds) close() {
-	h.mu.Lock()
-	h.closed = true
-	all := make([]*hold, 0, len(h.m))
-	for _, hd := range h.m {
-		all = append(all, hd)
-	}
-	for _, hd := range all {
-		h.dropLocked(hd)
-	}
-	h.releasing.Add(len(all))
-	h.mu.Unlock()
-	for _, hd := range all {
-		h.release(hd)
-	}
-	h.releasing.Wait()
-}
-
 // release gives hd back; the caller counted it in h.releasing under h.mu
 // (close waits for every release it did not see).
 func (h *holds) release(hd *hold) {
@@ -188,5 +204,5 @@ func (h *holds) release(hd *hold) {
 // releaseHeld gives a held claim back to the pool, its version hot.
 func (s *Scheduler) releaseHeld(hd *hold) {
 	s.release(context.Background(), hd.c, hd.match.vk, true)
-	s.m.holds.WithLabelValues("released").Inc()
+	s.m.heldReleased.Inc()
 }

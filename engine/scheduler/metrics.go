@@ -18,6 +18,9 @@ type metrics struct {
 	preloads       *prometheus.CounterVec
 	stages         *prometheus.HistogramVec
 	holds          *prometheus.CounterVec
+	// heldTaken and heldReleased are holds' two outcomes, resolved once
+	// (an invocation takes a hold on its hot path).
+	heldTaken, heldReleased prometheus.Counter
 	// stageObs are stages' observers by start kind (invoke.StartKind's
 	// values) and stage (stageNames).
 	stageObs [invoke.StartCold + 1][len(stageNames)]prometheus.Observer
@@ -68,6 +71,7 @@ func newMetrics() *metrics {
 			Buckets: latencyBuckets,
 		}),
 	}
+	m.heldTaken, m.heldReleased = m.holds.WithLabelValues("taken"), m.holds.WithLabelValues("released")
 	for k := invoke.StartHot; k <= invoke.StartCold; k++ {
 		for i, name := range stageNames {
 			m.stageObs[k][i] = m.stages.WithLabelValues(name, invoke.StartKind(k).String())

@@ -98,13 +98,8 @@ func (s *Scheduler) LoadAhead(ctx context.Context, v registry.Version, tag strin
 		return AheadNoInstance, nil
 	}
 	vk := pool.VersionKey(v.Tenant, v.Function, v.Version)
-	want := pool.Want{Tenant: v.Tenant, Class: choice.Class, VersionKey: vk}
-	c, ok, err := s.tryClaim(ctx, want, time.Now().Add(v.Timeout+s.cfg.LeaseGrace))
-	if err == nil && !ok && s.holds.releaseFor(choice.Class, v.Tenant) > 0 {
-		// The tenant's instances held between a worker's invocations are
-		// idle: a prediction may take one, as a waiter would.
-		c, ok, err = s.tryClaim(ctx, want, time.Now().Add(v.Timeout+s.cfg.LeaseGrace))
-	}
+	// tryClaim takes the tenant's held instances back when nothing is free.
+	c, ok, err := s.tryClaim(ctx, pool.Want{Tenant: v.Tenant, Class: choice.Class, VersionKey: vk}, time.Now().Add(v.Timeout+s.cfg.LeaseGrace))
 	if err != nil {
 		return 0, err
 	}

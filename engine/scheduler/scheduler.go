@@ -339,16 +339,6 @@ func (s *Scheduler) claim(ctx context.Context, want pool.Want, sp *pool.SubPool,
 			return c, false, err
 		}
 	}
-	// Before waiting, the tenant's instances this scheduler holds idle
-	// between a key's invocations go back (another emberd's learn of the
-	// wait from Enqueue); once they are back, one more try.
-	if s.holds.releaseFor(class, tenant) > 0 && first {
-		c, ok, err := s.tryClaim(ctx, want, lease())
-		if err != nil || ok {
-			claimed = ok
-			return c, false, err
-		}
-	}
 	if n := s.waiting.Add(1); n > int64(s.cfg.MaxWaiting) {
 		s.waiting.Add(-1)
 		return pool.Claim{}, false, fmt.Errorf("%w: %d invocations already waiting for class %s", ErrResourceExhausted, n-1, class)
@@ -472,10 +462,12 @@ func detached(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
 }
 
-// tryClaim runs one claim script. The script runs on a context that the
-// caller's cancellation cannot interrupt halfway: a claim made in Redis but
-// never seen here would leave the instance busy until its lease expired.
-// If the caller gave up meanwhile, the claim is released at once.
+// tryClaim runs one claim script (two when the first found nothing and
+// this scheduler gave back held instances of the class and tenant). The
+// script runs on a context that the caller's cancellation cannot interrupt
+// halfway: a claim made in Redis but never seen here would leave the
+// instance busy until its lease expired. If the caller gave up meanwhile,
+// the claim is released at once.
 func (s *Scheduler) tryClaim(ctx context.Context, want pool.Want, lease time.Time) (pool.Claim, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return pool.Claim{}, false, err
@@ -483,6 +475,12 @@ func (s *Scheduler) tryClaim(ctx context.Context, want pool.Want, lease time.Tim
 	cctx, cancel := detached(ctx)
 	defer cancel()
 	c, ok, err := s.pool.ClaimFor(cctx, want, lease)
+	if err == nil && !ok && s.holds.releaseFor(want.Class, want.Tenant) > 0 {
+		// Instances this scheduler held idle between a key's invocations
+		// went back (other emberds give theirs back when a waiter
+		// enqueues): one more try.
+		c, ok, err = s.pool.ClaimFor(cctx, want, lease)
+	}
 	if err != nil || !ok {
 		return c, ok, err
 	}

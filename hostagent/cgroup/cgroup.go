@@ -68,11 +68,8 @@ type Child struct {
 // root, also used as gid), and opens the fds FDs returns. The instance's
 // cgroup must exist (its task created). On error nothing is left behind.
 func Create(instanceCgroupPath, name string, ownerUID int, limits Limits) (*Child, error) {
-	if !strings.HasPrefix(instanceCgroupPath, "/") || filepath.Clean(instanceCgroupPath) != instanceCgroupPath || instanceCgroupPath == "/" {
-		return nil, fmt.Errorf("cgroup: instance cgroup path %q must be absolute and clean", instanceCgroupPath)
-	}
-	if name == "" || !filepath.IsLocal(name) || strings.Contains(name, "/") {
-		return nil, fmt.Errorf("cgroup: child name %q must be one path element", name)
+	if err := checkNames(instanceCgroupPath, name); err != nil {
+		return nil, err
 	}
 	if ownerUID < 0 {
 		return nil, fmt.Errorf("cgroup: owner uid %d is negative", ownerUID)
@@ -106,11 +103,8 @@ func Create(instanceCgroupPath, name string, ownerUID int, limits Limits) (*Chil
 // needs to measure and remove a container it reattached to. It opens no
 // fds (the container's process already runs in it).
 func Open(instanceCgroupPath, name string) (*Child, error) {
-	if !strings.HasPrefix(instanceCgroupPath, "/") || filepath.Clean(instanceCgroupPath) != instanceCgroupPath || instanceCgroupPath == "/" {
-		return nil, fmt.Errorf("cgroup: instance cgroup path %q must be absolute and clean", instanceCgroupPath)
-	}
-	if name == "" || !filepath.IsLocal(name) || strings.Contains(name, "/") {
-		return nil, fmt.Errorf("cgroup: child name %q must be one path element", name)
+	if err := checkNames(instanceCgroupPath, name); err != nil {
+		return nil, err
 	}
 	c := &Child{name: name, paths: map[string]string{}}
 	for _, ctrl := range append([]string{Unified}, Controllers...) {
@@ -126,6 +120,18 @@ func Open(instanceCgroupPath, name string) (*Child, error) {
 	}
 	c.inode = st.Ino
 	return c, nil
+}
+
+// checkNames validates a child's place: an absolute, clean instance
+// cgroup path and one path element.
+func checkNames(instanceCgroupPath, name string) error {
+	if !strings.HasPrefix(instanceCgroupPath, "/") || filepath.Clean(instanceCgroupPath) != instanceCgroupPath || instanceCgroupPath == "/" {
+		return fmt.Errorf("cgroup: instance cgroup path %q must be absolute and clean", instanceCgroupPath)
+	}
+	if name == "" || !filepath.IsLocal(name) || strings.Contains(name, "/") {
+		return fmt.Errorf("cgroup: child name %q must be one path element", name)
+	}
+	return nil
 }
 
 func (c *Child) setup(owner int, limits Limits) error {
