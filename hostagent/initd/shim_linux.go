@@ -75,6 +75,10 @@ func IsShim() bool { return len(os.Args) > 1 && os.Args[1] == shimArg }
 // never returns.
 func RunShim() {
 	runtime.LockOSThread()
+	// The spec and status pipes are the shim's alone: the bootstrap must
+	// not inherit them (with the status pipe it could forge its exit).
+	unix.CloseOnExec(3)
+	unix.CloseOnExec(4)
 	status := os.NewFile(4, "status")
 	report := func(st shimStatus) {
 		_ = json.NewEncoder(status).Encode(st)

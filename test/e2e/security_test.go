@@ -162,6 +162,11 @@ func TestHostileFunction(t *testing.T) {
 	if got := lines(map[string]any{"probe": "code"}); !strings.Contains(got, "ls /ember/code: 0 entries") || !strings.Contains(got, "ls /ember/sock: 0 entries") {
 		t.Errorf("the instance's code or socket directory is visible:\n%s", got)
 	}
+	// Nothing of the sandbox's plumbing is inherited: no pipe but
+	// stdout and stderr (a shim's status pipe would let it forge its exit).
+	if got := lines(map[string]any{"probe": "fds"}); strings.Contains(got, "pipe") {
+		t.Errorf("the function inherited pipes beside its output:\n%s", got)
+	}
 	if got := lines(map[string]any{"probe": "runtime_api", "addrs": []string{victimAPI}}); strings.Contains(got, "HTTP") {
 		t.Errorf("the victim's Runtime API answered the hostile function:\n%s", got)
 	}
