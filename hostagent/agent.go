@@ -47,6 +47,7 @@ type Agent struct {
 	subpools map[string]pool.SubPool // by name
 	closing  bool
 	starts   sync.WaitGroup   // instance boots in flight
+	roomBusy bool             // roomFor is retiring instances (room.go)
 	watchers sync.WaitGroup   // one per ready instance, until its connection ends
 	trees    *codefetch.Trees // packages extracted once per host (<StateDir>/codes)
 	seq      uint64           // container id counter
@@ -527,11 +528,28 @@ func (a *Agent) onDemand(ctx context.Context, msg string) {
 		return
 	}
 	in := a.reserveLocked(class, nil, true)
-	a.mu.Unlock()
 	if in == nil {
-		a.log.Warn().Str("class", class).Int("max", a.cfg.MaxInstances).Msg("demand: host full")
+		// Full: idle instances may give their room (room.go), one demand
+		// at a time (a waiter asks again while it waits).
+		if a.roomBusy || a.closing {
+			a.mu.Unlock()
+			return
+		}
+		a.roomBusy = true
+		a.starts.Add(1)
+		a.mu.Unlock()
+		go func() {
+			defer a.starts.Done()
+			if !a.roomFor(a.bg, class) {
+				a.log.Warn().Str("class", class).Int("max", a.cfg.MaxInstances).Msg("demand: host full and no idle instance to retire")
+			}
+			a.mu.Lock()
+			a.roomBusy = false
+			a.mu.Unlock()
+		}()
 		return
 	}
+	a.mu.Unlock()
 	a.log.Info().Str("class", class).Str("instance", in.id).Msg("starting an instance on demand")
 	go a.bootAsync(in)
 }

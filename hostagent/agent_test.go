@@ -525,7 +525,8 @@ func TestAgentKeepsClaimedInstanceOnReclaim(t *testing.T) {
 func TestAgentDemandAndStaleCleanup(t *testing.T) {
 	rt := newFakeRuntime()
 	rt.stale = []string{"iold1", "iold2"}
-	h := startHarness(t, Config{Pool: map[string]int{"m128": 1}, MaxInstances: 2}, rt)
+	// No instance is idle long enough to give its room (room_test.go).
+	h := startHarness(t, Config{Pool: map[string]int{"m128": 1}, MaxInstances: 2, RoomMinIdle: time.Hour}, rt)
 	if !slices.Contains(rt.destroyed, "iold1") || !slices.Contains(rt.destroyed, "iold2") {
 		t.Fatalf("stale instances not destroyed: %v", rt.destroyed)
 	}

@@ -57,6 +57,11 @@ type Config struct {
 	// InstanceKeepAlive: an instance assigned to a tenant and idle that long
 	// is retired and destroyed. Default: 15m.
 	InstanceKeepAlive time.Duration
+	// RoomMinIdle: on a full host, a scheduler's demand for an instance
+	// retires instances idle at least that long to make room (room.go);
+	// one just started or used for another waiter is left alone.
+	// Default: 1s.
+	RoomMinIdle time.Duration
 	// MaxContainersPerInstance bounds the live containers (function versions)
 	// on an instance; the least recently used is stopped first. Default: 4.
 	MaxContainersPerInstance int
@@ -182,6 +187,9 @@ func (c *Config) setDefaults() {
 	if c.InstanceKeepAlive == 0 {
 		c.InstanceKeepAlive = 15 * time.Minute
 	}
+	if c.RoomMinIdle == 0 {
+		c.RoomMinIdle = time.Second
+	}
 	if c.MaxContainersPerInstance == 0 {
 		c.MaxContainersPerInstance = 4
 	}
@@ -239,7 +247,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("hostagent: StateDir %q must be absolute", c.StateDir)
 	case c.MaxInstances < 0 || c.StartConcurrency < 0 || c.MaxContainersPerInstance < 0:
 		return errors.New("hostagent: MaxInstances, StartConcurrency and MaxContainersPerInstance must be positive")
-	case c.InstanceStartTimeout < 0 || c.ContainerKeepAlive < 0 || c.InstanceKeepAlive < 0 ||
+	case c.InstanceStartTimeout < 0 || c.ContainerKeepAlive < 0 || c.InstanceKeepAlive < 0 || c.RoomMinIdle < 0 ||
 		c.HeartbeatInterval < 0 || c.StopGrace < 0 || c.ShutdownTimeout < 0 || c.OrphanTimeout < 0:
 		return errors.New("hostagent: durations must be positive")
 	case c.HeartbeatTTL <= c.HeartbeatInterval:
