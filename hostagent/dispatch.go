@@ -81,7 +81,28 @@ func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (
 	mb := dispatchMB(in, req)
 	in.running++
 	in.runningMB += mb
+	client := in.client
+	needSpare := a.hasNetwork(in) && in.spare == nil && !in.sparing
 	a.mu.Unlock()
+	if claimed || needSpare {
+		// The instance's replacement in the warming pool, and a network
+		// namespace set aside if a container took the spare, are made once
+		// this dispatch's start is over: when it ends or after
+		// afterStartDelay, whichever is first, so that on a small host they
+		// do not take the CPU from the start.
+		after := func() {
+			if claimed {
+				a.kickRefill()
+			}
+			a.kickSpare(in, client)
+		}
+		t := time.AfterFunc(afterStartDelay, after)
+		defer func() {
+			if t.Stop() {
+				after()
+			}
+		}()
+	}
 	defer func() {
 		a.mu.Lock()
 		in.running--
@@ -91,7 +112,6 @@ func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (
 	}()
 	if claimed {
 		log.Info().Str("class", in.class).Msg("instance left the warming pool; refilling")
-		a.kickRefill()
 	}
 
 	resp, err := a.run(ctx, log, in, req, digestHex)
@@ -115,6 +135,10 @@ func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (
 	}
 	return resp, nil
 }
+
+// afterStartDelay bounds how long a dispatch that took an instance from the
+// warming pool, or its spare network namespace, defers replacing them.
+const afterStartDelay = 100 * time.Millisecond
 
 // dispatchMB is the memory a dispatch's container gets on in.
 func dispatchMB(in *instance, req *dispatchpb.DispatchRequest) int64 {
@@ -314,6 +338,7 @@ func mapStatus(s string) (dispatchpb.Status, error) {
 // containers beyond MaxContainersPerInstance. Caller holds in.op.
 func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *instance, client *initClient,
 	req *dispatchpb.DispatchRequest, vk, key, digestHex string) (*container, error) {
+	t0 := time.Now()
 	if err := a.deliverCode(ctx, in, req.GetCodeDigest(), digestHex); err != nil {
 		if errors.Is(err, codefetch.ErrInvalid) || errors.Is(err, codefetch.ErrTooLarge) || errors.Is(err, codefetch.ErrDigestMismatch) {
 			// The package itself cannot run: a function failure, retried and
@@ -327,6 +352,7 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 		return nil, err
 	}
 	mem := dispatchMB(in, req)
+	tCode := time.Now()
 	a.mu.Lock()
 	a.seq++
 	id := key[:12] + "-" + strconv.FormatUint(a.seq, 10)
@@ -351,23 +377,42 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 		return nil, status.Error(codes.Unimplemented, "this agent has no network for containers: egress is off")
 	}
 	fds, names := cg.FDs()
-	started, netnsFD, err := client.start(ctx, initproto.StartContainer{
+	tCgroup := time.Now()
+	var spare *spareNetns
+	if egress {
+		spare = a.takeSpare(in)
+	}
+	sc := initproto.StartContainer{
 		ContainerID: id, CodeDir: digestHex, Handler: req.GetHandler(),
 		FunctionName: req.GetFunction(), Version: req.GetVersion(),
 		MemoryMB: mem, TimeoutMs: req.GetTimeoutMs(), Env: req.GetEnv(), FDNames: names,
 		LogGroup:  "/aws/lambda/" + req.GetFunction(),
 		LogStream: time.Now().UTC().Format("2006/01/02") + "/[" + req.GetVersion() + "]" + in.id,
 		// With egress, the process starts on the first Invoke, once its
-		// network namespace (sent back in Started) is attached.
-		DeferSpawn: egress,
+		// network namespace (sent back in Started) is attached; in one set
+		// aside and attached already, at once.
+		DeferSpawn: egress && spare == nil,
 		State:      state,
-	}, fds)
+	}
+	if spare != nil {
+		sc.Netns = spare.id
+	}
+	started, netnsFD, err := client.start(ctx, sc, fds)
 	cg.CloseFDs()
 	if err == nil && started.Error != "" {
 		err = status.Errorf(codes.Internal, "start container: %s", started.Error)
 	}
+	tStart := time.Now()
 	netID := ""
-	if err == nil && egress {
+	switch {
+	case err != nil:
+		a.dropSpare(ctx, spare) // ember-init closed its copy, if it took it
+	case spare != nil: // the same namespace: the spare's fd and attachment
+		if netnsFD >= 0 {
+			_ = unix.Close(netnsFD)
+		}
+		netnsFD, netID = spare.fd, spare.netID
+	case egress:
 		if netnsFD < 0 {
 			err = status.Error(codes.Internal, "start container: ember-init sent no network namespace")
 		} else {
@@ -398,6 +443,7 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 		_ = unix.Close(netnsFD)
 		netnsFD = -1
 	}
+	tNet := time.Now()
 	c := &container{id: id, key: key, versionKey: vk, cg: cg, lastUsed: time.Now(), meter: meter, memoryMB: mem,
 		netnsFD: netnsFD, netID: netID}
 	a.mu.Lock()
@@ -447,7 +493,9 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 			a.stopContainer(ctx, in, v, true, "evicted: too many containers on the instance")
 		}
 	}
-	log.Info().Str("container", id).Int("pid", started.Pid).Int("uid", started.UID).Bool("egress", egress).Msg("container started")
+	log.Info().Str("container", id).Int("pid", started.Pid).Int("uid", started.UID).Bool("egress", egress).
+		Bool("spare_netns", spare != nil).Dur("code", tCode.Sub(t0)).Dur("cgroup", tCgroup.Sub(tCode)).Dur("init_start", tStart.Sub(tCgroup)).
+		Dur("network", tNet.Sub(tStart)).Dur("stop_others", time.Since(tNet)).Msg("container started")
 	return c, nil
 }
 

@@ -65,6 +65,10 @@ type instance struct {
 	// relay is the instance's way out to its logging service, opened by
 	// the first configuration.
 	relay *logrelay.Relay
+	// spare is a network namespace set aside and connected for the next
+	// container with egress (spare.go); sparing: one is being made.
+	spare   *spareNetns
+	sparing bool
 
 	// Guarded by op.
 	containers map[string]*container // by container key

@@ -106,6 +106,7 @@ func (a *Agent) boot(in *instance) error {
 	a.watchers.Add(1)
 	a.mu.Unlock()
 	go a.watch(in, client)
+	a.prepareSpare(ctx, in, client) // before any claim: off the invocations' path
 	if err := a.store.AddWarm(ctx, in.id, a.cfg.AgentID, in.class); err != nil {
 		a.mu.Lock()
 		in.state = stGone
@@ -206,6 +207,8 @@ func (a *Agent) destroy(ctx context.Context, in *instance, reason string) {
 	clear(in.containers)
 	relay := in.relay
 	in.relay = nil
+	spare := in.spare
+	in.spare = nil
 	a.mu.Unlock()
 	if _, err := a.store.Retire(ctx, in.id, true); err != nil {
 		a.log.Error().Err(err).Str("instance", in.id).Msg("retire in redis")
@@ -222,6 +225,7 @@ func (a *Agent) destroy(ctx context.Context, in *instance, reason string) {
 	for _, c := range attached {
 		a.detachNetwork(ctx, c)
 	}
+	a.dropSpare(ctx, spare)
 	for _, m := range meters {
 		closeMeter(a.log, m)
 	}

@@ -112,8 +112,8 @@ func (a *Agent) leave(in *instance) bool {
 	}
 	delete(a.insts, in.id)
 	in.state = stGone // its connection's end is not a loss
-	client, relay := in.client, in.relay
-	in.relay = nil
+	client, relay, spare := in.client, in.relay, in.spare
+	in.relay, in.spare = nil, nil
 	cs := make([]*container, 0, len(in.containers))
 	for _, c := range in.containers {
 		cs = append(cs, c)
@@ -129,6 +129,11 @@ func (a *Agent) leave(in *instance) bool {
 			_ = unix.Close(c.netnsFD)
 			c.netnsFD = -1
 		}
+	}
+	if spare != nil { // ember-init closed its copy with the connection
+		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.StopGrace+initReplySlack)
+		a.dropSpare(ctx, spare)
+		cancel()
 	}
 	a.log.Info().Str("instance", in.id).Str("class", in.class).Str("tenant", in.tenant).Int("containers", len(r.Containers)).
 		Msg("instance left running for the next start")

@@ -66,7 +66,9 @@ func (c *container) logResource(svc *logService) *logship.Resource {
 	return c.logRes
 }
 
-func newContainer(s *Server, spec initproto.StartContainer, fds []int) (*container, error) {
+// newContainer makes the container spec describes; s.mu held. Its network
+// namespace is new, or the one conn set aside as spec.Netns.
+func newContainer(s *Server, conn *initproto.Conn, spec initproto.StartContainer, fds []int) (*container, error) {
 	c := &container{
 		s:         s,
 		log:       s.log.With().Str("container", spec.ContainerID).Logger(),
@@ -109,6 +111,15 @@ func newContainer(s *Server, spec initproto.StartContainer, fds []int) (*contain
 		return nil, err
 	}
 	c.uid = uid
+	if spec.Netns != "" {
+		fd, ok := s.takeSpareLocked(conn, spec.Netns)
+		if !ok {
+			s.freeUID(uid)
+			return nil, fmt.Errorf("no network namespace set aside as %q: %w", spec.Netns, errInvalid)
+		}
+		c.netnsFD = fd
+		return c, nil
+	}
 	if c.netnsFD, err = newNetns(); err != nil {
 		s.freeUID(uid)
 		return nil, err

@@ -27,6 +27,9 @@ type Server struct {
 
 	mu         sync.Mutex
 	containers map[string]*container
+	// spares are network namespaces set aside (TypeNetns) by connection,
+	// by id, until a container takes one or the connection ends.
+	spares map[*initproto.Conn]map[string]int
 
 	uidMu sync.Mutex
 	uids  map[int]bool // in use by a container
@@ -54,6 +57,7 @@ func New(cfg Config, log zerolog.Logger) (*Server, error) {
 		log:        log.With().Str("component", "initd").Logger(),
 		ready:      make(chan struct{}),
 		containers: make(map[string]*container),
+		spares:     make(map[*initproto.Conn]map[string]int),
 		uids:       make(map[int]bool),
 	}
 	if cfg.ReapAll {
@@ -169,7 +173,14 @@ func (s *Server) shutdown() {
 		all = append(all, c)
 	}
 	s.containers = map[string]*container{}
+	conns := make([]*initproto.Conn, 0, len(s.spares))
+	for c := range s.spares {
+		conns = append(conns, c)
+	}
 	s.mu.Unlock()
+	for _, c := range conns {
+		s.dropSpares(c)
+	}
 	var wg sync.WaitGroup
 	for _, c := range all {
 		wg.Go(func() { c.stop(s.cfg.StopGrace) })
@@ -195,6 +206,7 @@ func (s *Server) serveConn(ctx context.Context, c *initproto.Conn) {
 			}
 		}
 		s.connMu.Unlock()
+		s.dropSpares(c)
 		_ = c.Close()
 	}()
 	hello := initproto.Hello{InstanceID: s.cfg.InstanceID, Pid: os.Getpid(), Version: s.cfg.Version, Containers: s.containerIDs()}
@@ -214,9 +226,20 @@ func (s *Server) serveConn(ctx context.Context, c *initproto.Conn) {
 			unix.CloseOnExec(fd)
 		}
 		switch f.Type {
+		case initproto.TypeNetns:
+			closeAll(f.FDs)
+			s.wg.Go(func() {
+				res, fd := s.handleNetns(c, f)
+				if fd < 0 {
+					s.reply(c, initproto.TypeNetnsReady, f.Seq, res, nil)
+					return
+				}
+				s.reply(c, initproto.TypeNetnsReady, f.Seq, res, nil, fd)
+				_ = unix.Close(fd) // the connection's map keeps its own
+			})
 		case initproto.TypeStart:
 			s.wg.Go(func() {
-				st, fds := s.handleStart(f)
+				st, fds := s.handleStart(c, f)
 				s.reply(c, initproto.TypeStarted, f.Seq, st, nil, fds...)
 			})
 		case initproto.TypeInvoke:
@@ -268,7 +291,7 @@ func (s *Server) event(t initproto.Type, header any) {
 // handleStart creates (or finds) the container and, unless DeferSpawn is
 // set, makes sure a process runs. The reply carries the container's
 // network namespace (an fd the caller must not close: Write sends a copy).
-func (s *Server) handleStart(f *initproto.Frame) (initproto.Started, []int) {
+func (s *Server) handleStart(conn *initproto.Conn, f *initproto.Frame) (initproto.Started, []int) {
 	var req initproto.StartContainer
 	if err := f.Decode(&req); err != nil {
 		closeAll(f.FDs)
@@ -279,7 +302,7 @@ func (s *Server) handleStart(f *initproto.Frame) (initproto.Started, []int) {
 	c, ok := s.containers[req.ContainerID]
 	if !ok {
 		var err error
-		c, err = newContainer(s, req, f.FDs)
+		c, err = newContainer(s, conn, req, f.FDs)
 		if err != nil {
 			s.mu.Unlock()
 			closeAll(f.FDs)
@@ -395,3 +418,61 @@ func closeAll(fds []int) {
 }
 
 func msDuration(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }
+
+// handleNetns sets a network namespace aside for conn under the request's
+// id and returns it (an fd the caller closes once sent), or -1 with the
+// reply's Error set.
+func (s *Server) handleNetns(conn *initproto.Conn, f *initproto.Frame) (initproto.Netns, int) {
+	var req initproto.Netns
+	if err := f.Decode(&req); err != nil {
+		return initproto.Netns{Error: err.Error()}, -1
+	}
+	out := initproto.Netns{ID: req.ID}
+	if req.ID == "" {
+		out.Error = "empty network namespace id"
+		return out, -1
+	}
+	fd, err := newNetns()
+	if err != nil {
+		out.Error = err.Error()
+		return out, -1
+	}
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		_ = unix.Close(fd)
+		out.Error = "duplicate network namespace fd: " + err.Error()
+		return out, -1
+	}
+	s.mu.Lock()
+	m := s.spares[conn]
+	if m == nil {
+		m = map[string]int{}
+		s.spares[conn] = m
+	}
+	if old, ok := m[req.ID]; ok {
+		_ = unix.Close(old)
+	}
+	m[req.ID] = fd
+	s.mu.Unlock()
+	return out, dup
+}
+
+// takeSpareLocked removes and returns conn's namespace set aside as id. s.mu held.
+func (s *Server) takeSpareLocked(conn *initproto.Conn, id string) (int, bool) {
+	fd, ok := s.spares[conn][id]
+	if ok {
+		delete(s.spares[conn], id)
+	}
+	return fd, ok
+}
+
+// dropSpares closes the namespaces conn set aside and did not use.
+func (s *Server) dropSpares(conn *initproto.Conn) {
+	s.mu.Lock()
+	m := s.spares[conn]
+	delete(s.spares, conn)
+	s.mu.Unlock()
+	for _, fd := range m {
+		_ = unix.Close(fd)
+	}
+}

@@ -30,6 +30,13 @@ const (
 	// TypeReport is an event from the agent: an invocation's REPORT, for
 	// the logging service it ran with. No reply.
 	TypeReport
+	// TypeNetns asks for a network namespace set aside for a container to
+	// come (StartContainer.Netns), so that the agent connects it to a
+	// network ahead of time; TypeNetnsReady answers with it (FDNetns).
+	// Namespaces set aside are the connection's: they are closed when it
+	// ends.
+	TypeNetns
+	TypeNetnsReady
 )
 
 // FD names used in StartContainer.FDNames.
@@ -85,6 +92,16 @@ type StartContainer struct {
 	// State are the tenant's resources the container sees read-write: the
 	// agent has attached each under StateDir.
 	State []StateMount `json:"state,omitempty"`
+	// Netns names a network namespace set aside with TypeNetns that the
+	// container takes instead of a new one ("" for a new one).
+	Netns string `json:"netns,omitempty"`
+}
+
+// Netns is TypeNetns's request and NetnsReady its answer (with FDNetns
+// unless Error is set).
+type Netns struct {
+	ID    string `json:"id"`
+	Error string `json:"error,omitempty"`
 }
 
 // StateMount binds StateDir/Dir at Path (/mnt/<name>) in a container.

@@ -143,6 +143,11 @@ func TestHostileFunction(t *testing.T) {
 		}
 	}
 	checkVictim("before")
+	// The victim's first container took the network namespace its
+	// instance set aside and connected at boot (no CNI on its start).
+	if b, _ := os.ReadFile(filepath.Join(s.dir, "emberd-0.log")); !regexp.MustCompile(`"function":"victim"[^\n]*"spare_netns":true`).Match(b) {
+		t.Errorf("the victim's container did not start in a network namespace set aside")
+	}
 	victimAPI := victim.Env["AWS_LAMBDA_RUNTIME_API"]
 	s.deploy("hostile", "hostile", wire.FunctionConfig{MemoryMB: 256, TimeoutMs: 60000})
 
