@@ -541,7 +541,7 @@ func (a *Agent) onDemand(ctx context.Context, msg string) {
 		go func() {
 			defer a.starts.Done()
 			if !a.roomFor(a.bg, class) {
-				a.log.Warn().Str("class", class).Int("max", a.cfg.MaxInstances).Msg("demand: host full and no idle instance to retire")
+				a.log.Warn().Str("class", class).Int("max", a.cfg.MaxInstances).Msg("demand: host full; no room made here (no idle instances enough, or another agent's turn)")
 			}
 			a.mu.Lock()
 			a.roomBusy = false

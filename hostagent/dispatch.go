@@ -81,25 +81,16 @@ func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (
 	mb := dispatchMB(in, req)
 	in.running++
 	in.runningMB += mb
-	client := in.client
-	needSpare := a.hasNetwork(in) && in.spare == nil && !in.sparing
 	a.mu.Unlock()
-	if claimed || needSpare {
-		// The instance's replacement in the warming pool, and a network
-		// namespace set aside if a container took the spare, are made once
-		// this dispatch's start is over: when it ends or after
-		// afterStartDelay, whichever is first, so that on a small host they
-		// do not take the CPU from the start.
-		after := func() {
-			if claimed {
-				a.kickRefill()
-			}
-			a.kickSpare(in, client)
-		}
-		t := time.AfterFunc(afterStartDelay, after)
+	if claimed {
+		// The instance's replacement in the warming pool boots once this
+		// dispatch's start is over: when it ends or after afterStartDelay,
+		// whichever is first, so that on a small host it does not take the
+		// CPU from the start.
+		t := time.AfterFunc(afterStartDelay, a.kickRefill)
 		defer func() {
 			if t.Stop() {
-				after()
+				a.kickRefill()
 			}
 		}()
 	}
@@ -137,7 +128,8 @@ func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (
 }
 
 // afterStartDelay bounds how long a dispatch that took an instance from the
-// warming pool, or its spare network namespace, defers replacing them.
+// warming pool defers its replacement; a container start, the replacement
+// of the network namespace set aside (spare.go).
 const afterStartDelay = 100 * time.Millisecond
 
 // dispatchMB is the memory a dispatch's container gets on in.
@@ -406,7 +398,7 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 	netID := ""
 	switch {
 	case err != nil:
-		a.dropSpare(ctx, spare) // ember-init closed its copy, if it took it
+		a.dropSpare(spare, client) // ember-init's copy too, unless its failed start closed it
 	case spare != nil: // the same namespace: the spare's fd and attachment
 		if netnsFD >= 0 {
 			_ = unix.Close(netnsFD)
@@ -492,6 +484,9 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 		for _, v := range victims {
 			a.stopContainer(ctx, in, v, true, "evicted: too many containers on the instance")
 		}
+	}
+	if egress { // a namespace set aside for the next one, off this start
+		time.AfterFunc(afterStartDelay, func() { a.kickSpare(in, client) })
 	}
 	log.Info().Str("container", id).Int("pid", started.Pid).Int("uid", started.UID).Bool("egress", egress).
 		Bool("spare_netns", spare != nil).Dur("code", tCode.Sub(t0)).Dur("cgroup", tCgroup.Sub(tCode)).Dur("init_start", tStart.Sub(tCgroup)).

@@ -69,6 +69,8 @@ type instance struct {
 	// container with egress (spare.go); sparing: one is being made.
 	spare   *spareNetns
 	sparing bool
+	// noSpareUntil: setting one aside failed; not tried again before.
+	noSpareUntil time.Time
 
 	// Guarded by op.
 	containers map[string]*container // by container key

@@ -106,7 +106,7 @@ func (a *Agent) boot(in *instance) error {
 	a.watchers.Add(1)
 	a.mu.Unlock()
 	go a.watch(in, client)
-	a.prepareSpare(ctx, in, client) // before any claim: off the invocations' path
+	a.prepareSpare(in, client) // before any claim: off the invocations' path
 	if err := a.store.AddWarm(ctx, in.id, a.cfg.AgentID, in.class); err != nil {
 		a.mu.Lock()
 		in.state = stGone
@@ -146,6 +146,8 @@ func (a *Agent) discard(in *instance) {
 	defer cancel()
 	a.mu.Lock()
 	in.state = stGone
+	spare := in.spare
+	in.spare = nil
 	a.mu.Unlock()
 	if in.subpool != nil { // give the booking back at once
 		if err := a.store.ReleaseSubPoolSlot(ctx, in.class, in.id); err != nil {
@@ -155,6 +157,7 @@ func (a *Agent) discard(in *instance) {
 	if err := a.deps.Runtime.Destroy(ctx, in.id); err != nil {
 		a.log.Error().Err(err).Str("instance", in.id).Msg("destroy failed instance")
 	}
+	a.dropSpare(spare, nil) // ember-init went with the instance
 	a.removeDir(in)
 	a.mu.Lock()
 	delete(a.insts, in.id)
@@ -225,7 +228,7 @@ func (a *Agent) destroy(ctx context.Context, in *instance, reason string) {
 	for _, c := range attached {
 		a.detachNetwork(ctx, c)
 	}
-	a.dropSpare(ctx, spare)
+	a.dropSpare(spare, nil) // ember-init went with the instance
 	for _, m := range meters {
 		closeMeter(a.log, m)
 	}

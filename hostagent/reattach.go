@@ -130,11 +130,7 @@ func (a *Agent) leave(in *instance) bool {
 			c.netnsFD = -1
 		}
 	}
-	if spare != nil { // ember-init closed its copy with the connection
-		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.StopGrace+initReplySlack)
-		a.dropSpare(ctx, spare)
-		cancel()
-	}
+	a.dropSpare(spare, nil) // ember-init closed its copy with the connection
 	a.log.Info().Str("instance", in.id).Str("class", in.class).Str("tenant", in.tenant).Int("containers", len(r.Containers)).
 		Msg("instance left running for the next start")
 	return true

@@ -4,7 +4,13 @@ import (
 	"context"
 	"sort"
 	"time"
+
+	"github.com/ember-run/ember/engine/pool"
 )
+
+// roomTurn is how long one agent has the turn to make room for a class
+// (pool.Store.TakeRoomTurn): about an instance's boot and claim.
+const roomTurn = 2 * time.Second
 
 // roomFor starts an instance of class on a host that is full by retiring
 // idle ones, so that a scheduler's waiter is not refused while idle
@@ -13,28 +19,43 @@ import (
 // then tenants' instances idle the longest, then warm instances of other
 // classes at their target (the refill puts them back once room allows).
 // Sub-pools' instances, busy ones and those used within RoomMinIdle are
-// never taken. Each is retired in
-// Redis first (Retire fails for one a scheduler just claimed) and
-// destroyed; after each the new instance is tried again. It reports
-// whether the instance of class started booting.
+// never taken, nor any when all of them together would not make room.
+// Each is retired in Redis first (Retire fails for one a scheduler just
+// claimed) and destroyed; after each the new instance is tried again. One
+// agent per class has the turn at a time. It reports whether the instance
+// of class started booting.
 func (a *Agent) roomFor(ctx context.Context, class string) bool {
-	for _, in := range a.roomCandidates(class, time.Now()) {
+	cands, enough := a.roomCandidates(class, time.Now())
+	if !enough {
+		return false
+	}
+	if ok, err := a.store.TakeRoomTurn(ctx, class, a.cfg.AgentID, roomTurn); err != nil || !ok {
+		if err != nil {
+			a.log.Warn().Err(err).Str("class", class).Msg("make room")
+		}
+		return false
+	}
+	// A teardown begun is finished even if shutdown cancels ctx (an
+	// instance half destroyed would be out of the agent's books).
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownTimeout)
+	defer cancel()
+	for _, in := range cands {
 		if !in.op.TryLock() {
 			continue // a dispatch is on it
 		}
 		a.mu.Lock()
-		idle := in.state == stReady && in.running == 0
+		idle := in.state == stReady && in.running == 0 && !a.closing
 		a.mu.Unlock()
 		if !idle {
 			in.op.Unlock()
 			continue
 		}
-		gone, err := a.store.Retire(ctx, in.id, false)
+		gone, err := a.store.Retire(dctx, in.id, false)
 		if err != nil {
 			a.log.Warn().Err(err).Str("instance", in.id).Msg("retire an idle instance to make room")
 		}
 		if gone {
-			a.destroy(ctx, in, "its room went to a waiter of class "+class)
+			a.destroy(dctx, in, "its room went to a waiter of class "+class)
 		}
 		in.op.Unlock()
 		if !gone {
@@ -53,8 +74,13 @@ func (a *Agent) roomFor(ctx context.Context, class string) bool {
 }
 
 // roomCandidates lists, in the order roomFor retires them, the idle
-// instances it may take for class.
-func (a *Agent) roomCandidates(class string, now time.Time) []*instance {
+// instances it may take for class, and whether retiring them all would
+// make room for it.
+func (a *Agent) roomCandidates(class string, now time.Time) ([]*instance, bool) {
+	need, ok := pool.FixedNeeds(class)
+	if !ok {
+		return nil, false
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	warm := map[string]int{}
@@ -96,8 +122,17 @@ func (a *Agent) roomCandidates(class string, now time.Time) []*instance {
 		return x.in.lastUsed.Before(y.in.lastUsed)
 	})
 	out := make([]*instance, len(cs))
+	freed := pool.Resources{}
 	for i, c := range cs {
 		out[i] = c.in
+		freed = freed.Add(c.in.needs)
 	}
-	return out
+	live := 0
+	for _, in := range a.insts {
+		if in.state != stGone {
+			live++
+		}
+	}
+	enough := live-len(out) < a.cfg.MaxInstances && a.cfg.Capacity.Fits(a.usedLocked().Sub(freed).Add(need))
+	return out, enough
 }

@@ -2,6 +2,7 @@ package hostagent
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -10,11 +11,12 @@ import (
 )
 
 // A demand on a full host retires idle instances to make room: a warm one
-// beyond its class's target first, then a tenant's idle one; a claimed one
-// never.
+// beyond its class's target first, then a tenant's idle one; one a
+// scheduler claimed never, and none when all of them would not make room.
 func TestDemandMakesRoom(t *testing.T) {
 	rt := newFakeRuntime()
-	h := startHarness(t, Config{Pool: map[string]int{"m128": 1}, MaxInstances: 2, RoomMinIdle: time.Nanosecond}, rt)
+	h := startHarness(t, Config{Pool: map[string]int{"m128": 1}, MaxInstances: 2, RoomMinIdle: time.Nanosecond,
+		Capacity: pool.Resources{MemoryMB: 1536, MilliCPU: 8000}}, rt)
 	ctx := context.Background()
 	live := func(id string) bool { return rt.get(id) != nil }
 
@@ -38,26 +40,41 @@ func TestDemandMakesRoom(t *testing.T) {
 		t.Fatalf("%d instances, want 2 (MaxInstances)", n)
 	}
 
-	// acme's m1024 has run and is idle; bob holds the m128 claimed. A
-	// demand for m256 takes acme's instance, never bob's.
+	// bob claimed the m1024 (the agent sees it warm: no dispatch yet);
+	// acme's m128 has run and is idle. The claimed one comes first in the
+	// order, and Redis refuses to retire it: acme's goes.
+	bob := h.claim("bob", "m1024", "")
 	vk := pool.VersionKey("acme", "echo", "1")
-	acme := h.claim("acme", "m1024", vk)
+	acme := h.claim("acme", "m128", vk)
 	if _, err := h.client.Dispatch(ctx, h.req(acme.InstanceID, "acme", "echo", `{}`)); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.store.Release(ctx, acme, vk, true); err != nil {
 		t.Fatal(err)
 	}
-	bob := h.claim("bob", "m128", "")
-	if bob.InstanceID != m128 {
-		t.Fatalf("bob claimed %s, want the m128 %s", bob.InstanceID, m128)
+	cands, enough := h.agent.roomCandidates("m256", time.Now())
+	if ids := instanceIDs(cands); !enough || !slices.Equal(ids, []string{bob.InstanceID, acme.InstanceID}) {
+		t.Fatalf("candidates for m256 %v (enough %v), want bob's claimed m1024 then acme's m128", ids, enough)
 	}
 	if err := h.store.RequestInstance(ctx, "m256", ""); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 10*time.Second, "an m256 instance in acme's room", func() bool { return len(h.warm("m256")) == 1 })
-	if live(acme.InstanceID) || !live(m128) {
-		t.Fatalf("acme's instance live %v, bob's live %v: want acme's retired and bob's kept", live(acme.InstanceID), live(m128))
+	if live(acme.InstanceID) || !live(bob.InstanceID) {
+		t.Fatalf("acme's instance live %v, bob's claimed one live %v: want acme's retired and bob's kept", live(acme.InstanceID), live(bob.InstanceID))
 	}
 
+	// Another m1024 would need 2,048 MB with only the m256 retired: of
+	// 1,536. Nothing is retired for it.
+	if cands, enough := h.agent.roomCandidates("m1024", time.Now()); enough {
+		t.Fatalf("room for m1024 by retiring %v on a 1,536 MB host holding a claimed m1024", instanceIDs(cands))
+	}
+}
+
+func instanceIDs(ins []*instance) []string {
+	out := make([]string, len(ins))
+	for i, in := range ins {
+		out[i] = in.id
+	}
+	return out
 }

@@ -2,9 +2,9 @@ package hostagent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -27,15 +27,24 @@ func (a *Agent) hasNetwork(in *instance) bool {
 	return a.deps.Network != nil && !a.cfg.NoNetwork && (in.subpool == nil || in.subpool.Network != NetworkNone)
 }
 
+// spareTimeout bounds setting a namespace aside and connecting it, and
+// giving one back; spareRetry is how long an instance waits after a
+// failure before it tries again (an ember-init older than TypeNetns never
+// answers; a network that fails would fail every start).
+const (
+	spareTimeout = 10 * time.Second
+	spareRetry   = time.Minute
+)
+
 // prepareSpare sets a network namespace aside on in and connects it,
-// unless in has one or one is on its way. A failure is logged: the next
-// container connects its own.
-func (a *Agent) prepareSpare(ctx context.Context, in *instance, client *initClient) {
+// unless in has one, one is on its way, or the last try failed within
+// spareRetry. A failure is logged: the next container connects its own.
+func (a *Agent) prepareSpare(in *instance, client *initClient) {
 	if !a.hasNetwork(in) {
 		return
 	}
 	a.mu.Lock()
-	if in.spare != nil || in.sparing || in.state != stReady {
+	if in.spare != nil || in.sparing || in.state != stReady || time.Now().Before(in.noSpareUntil) {
 		a.mu.Unlock()
 		return
 	}
@@ -43,6 +52,8 @@ func (a *Agent) prepareSpare(ctx context.Context, in *instance, client *initClie
 	a.seq++
 	id := "net-" + strconv.FormatUint(a.seq, 10)
 	a.mu.Unlock()
+	ctx, cancel := context.WithTimeout(a.bg, spareTimeout)
+	defer cancel()
 	sp, err := a.makeSpare(ctx, in, client, id)
 	a.mu.Lock()
 	in.sparing = false
@@ -50,12 +61,15 @@ func (a *Agent) prepareSpare(ctx context.Context, in *instance, client *initClie
 	if keep {
 		in.spare = sp
 	}
+	if err != nil {
+		in.noSpareUntil = time.Now().Add(spareRetry)
+	}
 	a.mu.Unlock()
 	switch {
 	case err != nil:
 		a.log.Warn().Err(err).Str("instance", in.id).Msg("set a network namespace aside")
 	case !keep: // the instance went meanwhile
-		a.dropSpare(ctx, sp)
+		a.dropSpare(sp, client)
 	}
 }
 
@@ -66,7 +80,7 @@ func (a *Agent) makeSpare(ctx context.Context, in *instance, client *initClient,
 	}
 	sp := &spareNetns{id: id, fd: fd, netID: attachmentID(in.id, id)}
 	if _, err := a.deps.Network.Attach(ctx, sp.netID, netnsPath(fd)); err != nil {
-		a.dropSpare(ctx, sp)
+		a.dropSpare(sp, client)
 		return nil, fmt.Errorf("connect it: %w", err)
 	}
 	return sp, nil
@@ -79,7 +93,7 @@ func (a *Agent) kickSpare(in *instance, client *initClient) {
 		return
 	}
 	a.mu.Lock()
-	if a.closing || in.spare != nil || in.sparing {
+	if a.closing || in.spare != nil || in.sparing || in.state != stReady {
 		a.mu.Unlock()
 		return
 	}
@@ -87,7 +101,7 @@ func (a *Agent) kickSpare(in *instance, client *initClient) {
 	a.mu.Unlock()
 	go func() {
 		defer a.starts.Done()
-		a.prepareSpare(a.bg, in, client)
+		a.prepareSpare(in, client)
 	}()
 }
 
@@ -101,13 +115,21 @@ func (a *Agent) takeSpare(in *instance) *spareNetns {
 }
 
 // dropSpare releases a spare nobody will take: its attachment (address,
-// interfaces) and the agent's fd. ember-init closes its own when its
-// connection ends.
-func (a *Agent) dropSpare(ctx context.Context, sp *spareNetns) {
+// interfaces), the agent's fd, and, given the instance's live client,
+// ember-init's copy (which it also closes when its connection ends). It
+// runs to the end even at shutdown.
+func (a *Agent) dropSpare(sp *spareNetns, client *initClient) {
 	if sp == nil {
 		return
 	}
-	if err := a.deps.Network.Detach(ctx, sp.netID, netnsPath(sp.fd)); err != nil && !errors.Is(err, context.Canceled) {
+	ctx, cancel := context.WithTimeout(context.Background(), spareTimeout)
+	defer cancel()
+	if client != nil {
+		if _, err := client.call(ctx, initproto.TypeNetns, initproto.Netns{ID: sp.id, Release: true}, nil, nil, initproto.TypeNetnsReady); err != nil {
+			a.log.Debug().Err(err).Str("netns", sp.id).Msg("give a network namespace set aside back to ember-init")
+		}
+	}
+	if err := a.deps.Network.Detach(ctx, sp.netID, netnsPath(sp.fd)); err != nil {
 		a.log.Warn().Err(err).Str("attachment", sp.netID).Msg("release a network namespace set aside")
 	}
 	_ = unix.Close(sp.fd)

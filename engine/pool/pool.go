@@ -447,6 +447,17 @@ func (s *Store) RequestInstance(ctx context.Context, class, agent string) error 
 	return nil
 }
 
+// TakeRoomTurn reports whether agentID may retire idle instances to make
+// room for a waiter of class: one agent per class for ttl, so that the
+// demand every agent hears does not make each full host retire one.
+func (s *Store) TakeRoomTurn(ctx context.Context, class, agentID string, ttl time.Duration) (bool, error) {
+	ok, err := s.rdb.SetNX(ctx, s.prefix+"room:"+class, agentID, ttl).Result()
+	if err != nil {
+		return false, fmt.Errorf("pool: room turn for %s: %w", class, err)
+	}
+	return ok, nil
+}
+
 // Instances lists an agent's instances with their state.
 func (s *Store) Instances(ctx context.Context, agentID string) ([]Instance, error) {
 	ids, err := s.rdb.SMembers(ctx, s.prefix+"agent:"+agentID+":insts").Result()

@@ -427,9 +427,18 @@ func (s *Server) handleNetns(conn *initproto.Conn, f *initproto.Frame) (initprot
 	if err := f.Decode(&req); err != nil {
 		return initproto.Netns{Error: err.Error()}, -1
 	}
-	out := initproto.Netns{ID: req.ID}
+	out := initproto.Netns{ID: req.ID, Release: req.Release}
 	if req.ID == "" {
 		out.Error = "empty network namespace id"
+		return out, -1
+	}
+	if req.Release {
+		s.mu.Lock()
+		fd, ok := s.takeSpareLocked(conn, req.ID)
+		s.mu.Unlock()
+		if ok {
+			_ = unix.Close(fd)
+		}
 		return out, -1
 	}
 	fd, err := newNetns()
@@ -444,6 +453,18 @@ func (s *Server) handleNetns(conn *initproto.Conn, f *initproto.Frame) (initprot
 		return out, -1
 	}
 	s.mu.Lock()
+	// A connection that ended dropped its spares (dropSpares, after it
+	// stopped being the current one): none may be added for it after.
+	s.connMu.Lock()
+	current := s.conn == conn
+	s.connMu.Unlock()
+	if !current {
+		s.mu.Unlock()
+		_ = unix.Close(fd)
+		_ = unix.Close(dup)
+		out.Error = "the connection ended"
+		return out, -1
+	}
 	m := s.spares[conn]
 	if m == nil {
 		m = map[string]int{}

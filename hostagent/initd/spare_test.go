@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ember-run/ember/hostagent/initproto"
+	"github.com/ember-run/ember/internal/testenv"
 )
 
 // netnsOf names the network namespace an fd of this process holds.
@@ -69,16 +70,45 @@ func TestNetnsSetAside(t *testing.T) {
 	if st := c.start(again); !strings.Contains(st.Error, "no network namespace set aside") {
 		t.Fatalf("a second container took n1: %+v", st)
 	}
-	// A new connection replaces this one: n2 went with it.
+	// Given back, n3 is closed; n2 goes with the connection when a new
+	// one replaces it. (ember-init runs in this process: its fds are ours.)
+	n3 := setAside(t, c, "n3")
+	if n := fdsOf(t, n3); n != 1 {
+		t.Fatalf("%d fds hold n3, want ember-init's 1", n)
+	}
+	if f, err := c.call(initproto.TypeNetns, initproto.Netns{ID: "n3", Release: true}, nil); err != nil || len(f.FDs) != 0 {
+		t.Fatalf("give n3 back: %v", err)
+	}
+	if n := fdsOf(t, n3); n != 0 {
+		t.Fatalf("%d fds hold n3 after it was given back", n)
+	}
+	n2 := setAside(t, c, "n2b")
 	c2 := e.dial(t)
 	select {
 	case <-c.closed:
 	case <-time.After(5 * time.Second):
 		t.Fatal("old connection not closed")
 	}
+	testenv.Eventually(t, 5*time.Second, "the ended connection's namespace closed", func() bool { return fdsOf(t, n2) == 0 })
 	late := spec("k3", "exit")
-	late.Netns = "n2"
+	late.Netns = "n2b"
 	if st := c2.start(late); !strings.Contains(st.Error, "no network namespace set aside") {
-		t.Fatalf("a container took n2 after its connection ended: %+v", st)
+		t.Fatalf("a container took n2b after its connection ended: %+v", st)
 	}
+}
+
+// fdsOf counts this process's fds that hold the namespace ns.
+func fdsOf(t *testing.T, ns string) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if s, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && s == ns {
+			n++
+		}
+	}
+	return n
 }

@@ -98,10 +98,13 @@ type StartContainer struct {
 }
 
 // Netns is TypeNetns's request and NetnsReady its answer (with FDNetns
-// unless Error is set).
+// unless Error or Release is set). Release gives the namespace set aside
+// as ID back instead (closed; its answer has no fd; an unknown ID is no
+// error).
 type Netns struct {
-	ID    string `json:"id"`
-	Error string `json:"error,omitempty"`
+	ID      string `json:"id"`
+	Release bool   `json:"release,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 // StateMount binds StateDir/Dir at Path (/mnt/<name>) in a container.
