@@ -18,10 +18,24 @@ export EMBER_API=$api
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
+# stop waits for emberd's clean stop, which lets invocations in flight
+# finish (up to --drain-timeout, 30 s, then the agent's 30 s shutdown
+# timeout), and kills it only past that: a second emberd started beside a
+# draining one would find its ports taken.
 stop() {
 	if [ -f "$state/emberd.pid" ] && kill -0 "$(cat "$state/emberd.pid")" 2>/dev/null; then
-		kill "$(cat "$state/emberd.pid")"
-		for _ in $(seq 1 100); do kill -0 "$(cat "$state/emberd.pid")" 2>/dev/null || break; sleep 0.1; done
+		local pid
+		pid=$(cat "$state/emberd.pid")
+		kill "$pid"
+		for i in $(seq 1 900); do
+			kill -0 "$pid" 2>/dev/null || break
+			[ "$i" = 20 ] && echo "emberd is letting invocations in flight finish (at most about a minute)"
+			sleep 0.1
+		done
+		if kill -0 "$pid" 2>/dev/null; then
+			echo "emberd did not stop in 90 s: killing it"
+			kill -9 "$pid"
+		fi
 		echo "emberd stopped"
 	fi
 	rm -f "$state/emberd.pid"
