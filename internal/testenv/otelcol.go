@@ -84,16 +84,17 @@ func StartCollector(t testing.TB, names ...string) *Collector {
 	// The Collector stands in for a service on another machine: on these
 	// 2 cores it must not take CPU from the path it receives logs from.
 	_ = syscall.Setpriority(syscall.PRIO_PROCESS, c.cmd.Process.Pid, 19)
-	exited := make(chan error, 1)
-	go func() { exited <- c.cmd.Wait() }()
+	exited := make(chan struct{}) // closed once the process is gone (a receive here must not leave Cleanup waiting)
+	var waitErr error
+	go func() { waitErr = c.cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		_ = c.cmd.Process.Kill()
 		<-exited
 	})
 	select {
 	case <-ready:
-	case err := <-exited:
-		t.Fatalf("the Collector exited: %v\n%s", err, c.out.String())
+	case <-exited:
+		t.Fatalf("the Collector exited: %v\n%s", waitErr, c.out.String())
 	case <-time.After(30 * time.Second):
 		t.Fatalf("the Collector was not ready after 30s:\n%s", c.out.String())
 	}

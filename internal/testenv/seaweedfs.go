@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -29,20 +30,38 @@ type SeaweedFS struct {
 func WeedBinary() string { return Tool("weed") }
 
 // StartSeaweedFS starts a SeaweedFS cluster listening on ip and waits until
-// its filer stores a file.
+// its filer stores a file. Its ports are found free just before it starts;
+// if another process takes one meanwhile ("address already in use"), it
+// starts again on others, up to three times.
 func StartSeaweedFS(t testing.TB, ip string) *SeaweedFS {
 	t.Helper()
 	bin := WeedBinary()
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("SeaweedFS is not built (run `make test-deps` or `deploy/setup.sh weed`): %v", err)
 	}
+	for try := 1; ; try++ {
+		s, out, err := startWeed(t, bin, ip)
+		if err == nil {
+			return s
+		}
+		if try < 3 && strings.Contains(out, "address already in use") {
+			t.Logf("SeaweedFS lost a port to another process, starting again: %v", err)
+			continue
+		}
+		t.Fatalf("SeaweedFS: %v\n%s", err, TailLines(out, 30))
+	}
+}
+
+// startWeed starts one `weed server` and waits for its filer; on failure
+// the process is gone and its output returned.
+func startWeed(t testing.TB, bin, ip string) (*SeaweedFS, string, error) {
 	dir := t.TempDir()
 	// Each of the three listens on a port and on that port + 10000 (gRPC).
 	var ports [3]int
 	for i := range ports {
 		p, err := portPair(ip)
 		if err != nil {
-			t.Fatal(err)
+			return nil, "", err
 		}
 		ports[i] = p
 	}
@@ -61,39 +80,45 @@ func StartSeaweedFS(t testing.TB, ip string) *SeaweedFS {
 	cmd.Env = append(os.Environ(), "WEED_MASTER_VOLUME_GROWTH_ALLOCATION_DEFERRAL=0s")
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start SeaweedFS: %v", err)
+		return nil, "", fmt.Errorf("start: %w", err)
 	}
 	// It stands in for servers on other machines: on these 2 cores it must
 	// not take CPU from the hosts it serves.
 	_ = syscall.Setpriority(syscall.PRIO_PROCESS, cmd.Process.Pid, 10)
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
+	exited := make(chan struct{}) // closed once the process is gone
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	stop := func() {
 		// Killed: its data goes with the test (a SIGTERM makes its filer
 		// wait for 10 s).
 		_ = cmd.Process.Kill()
 		<-exited
-		if t.Failed() {
-			t.Logf("SeaweedFS output:\n%s", TailLines(out.String(), 30))
-		}
-	})
+	}
 	// Ready when a file can be written through the filer: the master has a
 	// volume server and the filer reaches both. Polling a starting server.
 	url := "http://" + s.Filer + "/.ember-ready"
 	for deadline := time.Now().Add(90 * time.Second); ; {
 		err := putFile(url, []byte("ok"))
 		if err == nil {
-			return s
+			break
 		}
 		select {
-		case e := <-exited:
-			t.Fatalf("SeaweedFS exited: %v\n%s", e, TailLines(out.String(), 30))
+		case <-exited:
+			return nil, out.String(), fmt.Errorf("exited: %v", waitErr)
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("SeaweedFS's filer stores nothing after 90s (%v):\n%s", err, TailLines(out.String(), 30))
+			stop()
+			return nil, out.String(), fmt.Errorf("the filer stores nothing after 90s (%v)", err)
 		}
 	}
+	t.Cleanup(func() {
+		stop()
+		if t.Failed() {
+			t.Logf("SeaweedFS output:\n%s", TailLines(out.String(), 30))
+		}
+	})
+	return s, "", nil
 }
 
 // Read returns the content of path on the filer.
@@ -115,7 +140,8 @@ func putFile(url string, body []byte) error {
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	c := http.Client{Timeout: 10 * time.Second} // a server that dies mid-request
+	resp, err := c.Do(req)
 	if err != nil {
 		return err
 	}
