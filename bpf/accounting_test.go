@@ -20,6 +20,7 @@ import (
 
 	"github.com/ember-run/ember/bpf"
 	"github.com/ember-run/ember/hostagent/cgroup"
+	"github.com/ember-run/ember/internal/testenv"
 )
 
 // helperEnv makes the test binary a workload: it reads one line from stdin
@@ -303,22 +304,6 @@ func TestConcurrentCgroupsNotMixed(t *testing.T) {
 	}
 }
 
-// bpfLinks counts this process's open bpf_link fds.
-func bpfLinks(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, e := range ents {
-		if target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && target == "anon_inode:bpf_link" {
-			n++
-		}
-	}
-	return n
-}
-
 func TestNoLeakAfter1000Cycles(t *testing.T) {
 	a := load(t)
 	parent := parentCgroup(t)
@@ -326,7 +311,7 @@ func TestNoLeakAfter1000Cycles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	links0 := bpfLinks(t)
+	links0 := testenv.OpenFDs(t, "anon_inode:bpf_link")
 	start := time.Now()
 	for i := range 1000 {
 		cg, err := cgroup.Create(parent, "c"+strconv.Itoa(i), 0, cgroup.Limits{})
@@ -341,7 +326,7 @@ func TestNoLeakAfter1000Cycles(t *testing.T) {
 			if n, _ := a.Entries(); n != entries0+1 {
 				t.Fatalf("entries %d after one attach, want %d", n, entries0+1)
 			}
-			if n := bpfLinks(t); n != links0+2 {
+			if n := testenv.OpenFDs(t, "anon_inode:bpf_link"); n != links0+2 {
 				t.Fatalf("bpf links %d after one attach, want %d", n, links0+2)
 			}
 		}
@@ -356,7 +341,7 @@ func TestNoLeakAfter1000Cycles(t *testing.T) {
 	if n, err := a.Entries(); err != nil || n != entries0 {
 		t.Errorf("usage map entries %d (err %v), want baseline %d", n, err, entries0)
 	}
-	if n := bpfLinks(t); n != links0 {
+	if n := testenv.OpenFDs(t, "anon_inode:bpf_link"); n != links0 {
 		t.Errorf("open bpf links %d, want baseline %d", n, links0)
 	}
 }

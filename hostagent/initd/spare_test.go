@@ -73,13 +73,13 @@ func TestNetnsSetAside(t *testing.T) {
 	// Given back, n3 is closed; n2 goes with the connection when a new
 	// one replaces it. (ember-init runs in this process: its fds are ours.)
 	n3 := setAside(t, c, "n3")
-	if n := fdsOf(t, n3); n != 1 {
+	if n := testenv.OpenFDs(t, n3); n != 1 {
 		t.Fatalf("%d fds hold n3, want ember-init's 1", n)
 	}
 	if f, err := c.call(initproto.TypeNetns, initproto.Netns{ID: "n3", Release: true}, nil); err != nil || len(f.FDs) != 0 {
 		t.Fatalf("give n3 back: %v", err)
 	}
-	if n := fdsOf(t, n3); n != 0 {
+	if n := testenv.OpenFDs(t, n3); n != 0 {
 		t.Fatalf("%d fds hold n3 after it was given back", n)
 	}
 	n2 := setAside(t, c, "n2b")
@@ -89,26 +89,10 @@ func TestNetnsSetAside(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("old connection not closed")
 	}
-	testenv.Eventually(t, 5*time.Second, "the ended connection's namespace closed", func() bool { return fdsOf(t, n2) == 0 })
+	testenv.Eventually(t, 5*time.Second, "the ended connection's namespace closed", func() bool { return testenv.OpenFDs(t, n2) == 0 })
 	late := spec("k3", "exit")
 	late.Netns = "n2b"
 	if st := c2.start(late); !strings.Contains(st.Error, "no network namespace set aside") {
 		t.Fatalf("a container took n2b after its connection ended: %+v", st)
 	}
-}
-
-// fdsOf counts this process's fds that hold the namespace ns.
-func fdsOf(t *testing.T, ns string) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, e := range ents {
-		if s, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && s == ns {
-			n++
-		}
-	}
-	return n
 }

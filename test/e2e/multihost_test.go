@@ -85,6 +85,9 @@ func newClusterWith(t testing.TB, opts clusterOpts, specs ...hostSpec) *cluster 
 	t.Helper()
 	n := int(clusters.Add(1))
 	c := &cluster{t: t, n: n, bridge: fmt.Sprintf("emhb%d", n), gateway: fmt.Sprintf("10.231.%d.1", n)}
+	// A run killed by its timeout leaves its bridge, namespaces and veths
+	// behind (names are per process, from 1): take them away first.
+	_ = exec.Command("ip", "link", "del", c.bridge).Run()
 	run(t, "ip", "link", "add", c.bridge, "type", "bridge")
 	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", c.bridge).Run() })
 	run(t, "ip", "addr", "add", c.gateway+"/24", "dev", c.bridge)
@@ -138,9 +141,11 @@ func (c *cluster) startHost(ca *pki.Authority, dir string, i int, spec hostSpec)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	_ = exec.Command("ip", "netns", "del", h.ns).Run() // a killed run's (see newClusterWith)
 	run(t, "ip", "netns", "add", h.ns)
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", h.ns).Run() })
 	outer, inner := fmt.Sprintf("vh%d-%d", c.n, i), fmt.Sprintf("vn%d-%d", c.n, i)
+	_ = exec.Command("ip", "link", "del", outer).Run()
 	run(t, "ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
 	run(t, "ip", "link", "set", inner, "netns", h.ns)
 	run(t, "ip", "link", "set", outer, "master", c.bridge, "up")
