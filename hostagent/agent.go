@@ -598,12 +598,7 @@ func (a *Agent) reclaimInterval() time.Duration {
 func (a *Agent) initialFill(ctx context.Context) error {
 	var todo []*instance
 	a.mu.Lock()
-	warm := map[string]int{}
-	for _, in := range a.insts {
-		if in.tenant == "" && in.state != stGone {
-			warm[in.class]++
-		}
-	}
+	warm := a.warmLocked()
 	for _, class := range a.cfg.classes() {
 		for range a.cfg.Pool[class] - warm[class] {
 			if in := a.reserveLocked(class, nil, false); in != nil {
@@ -641,12 +636,7 @@ func (a *Agent) initialFill(ctx context.Context) error {
 func (a *Agent) ensureWarm() {
 	var todo []*instance
 	a.mu.Lock()
-	warm := map[string]int{}
-	for _, in := range a.insts {
-		if in.tenant == "" && in.state != stGone {
-			warm[in.class]++
-		}
-	}
+	warm := a.warmLocked()
 	for _, class := range a.cfg.classes() {
 		for n := warm[class]; n < a.cfg.Pool[class]; n++ {
 			in := a.reserveLocked(class, nil, false)
@@ -662,6 +652,29 @@ func (a *Agent) ensureWarm() {
 	}
 }
 
+// warmLocked counts the unassigned instances (ready or starting) by class
+// (a sub-pool's are of its own class). a.mu held.
+func (a *Agent) warmLocked() map[string]int {
+	warm := map[string]int{}
+	for _, in := range a.insts {
+		if in.tenant == "" && in.state != stGone {
+			warm[in.class]++
+		}
+	}
+	return warm
+}
+
+// liveLocked counts the instances not gone (starting, ready). a.mu held.
+func (a *Agent) liveLocked() int {
+	n := 0
+	for _, in := range a.insts {
+		if in.state != stGone {
+			n++
+		}
+	}
+	return n
+}
+
 // reserveLocked books a slot for a new instance of class (of sub-pool sp,
 // when set) and registers the boot with a.starts. It returns nil if the
 // host is full (instances, memory or CPU) or closing. a.mu held.
@@ -669,13 +682,7 @@ func (a *Agent) reserveLocked(class string, sp *pool.SubPool, fromDemand bool) *
 	if a.closing {
 		return nil
 	}
-	n := 0
-	for _, in := range a.insts {
-		if in.state != stGone {
-			n++
-		}
-	}
-	if n >= a.cfg.MaxInstances {
+	if a.liveLocked() >= a.cfg.MaxInstances {
 		return nil
 	}
 	need, ok := pool.FixedNeeds(class)

@@ -87,6 +87,7 @@ func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (
 		// dispatch's start is over: when it ends or after afterStartDelay,
 		// whichever is first, so that on a small host it does not take the
 		// CPU from the start.
+		log.Info().Str("class", in.class).Msg("instance left the warming pool; refilling")
 		t := time.AfterFunc(afterStartDelay, a.kickRefill)
 		defer func() {
 			if t.Stop() {
@@ -101,10 +102,6 @@ func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (
 		in.lastUsed = time.Now()
 		a.mu.Unlock()
 	}()
-	if claimed {
-		log.Info().Str("class", in.class).Msg("instance left the warming pool; refilling")
-	}
-
 	resp, err := a.run(ctx, log, in, req, digestHex)
 	if t := resp.GetTiming(); t != nil {
 		// The agent's own time: all of it but ember-init's round trip.
@@ -127,9 +124,10 @@ func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (
 	return resp, nil
 }
 
-// afterStartDelay bounds how long a dispatch that took an instance from the
-// warming pool defers its replacement; a container start, the replacement
-// of the network namespace set aside (spare.go).
+// afterStartDelay bounds how long work that a start causes but does not
+// need waits, so as not to take the CPU from it: the replacement of an
+// instance taken from the warming pool, of a network namespace set aside
+// (spare.go).
 const afterStartDelay = 100 * time.Millisecond
 
 // dispatchMB is the memory a dispatch's container gets on in.
@@ -361,7 +359,7 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 		return nil, status.Errorf(codes.Internal, "container cgroup: %v", err)
 	}
 	meter := a.attachMeter(log, cg) // accounting: before the process starts
-	egress := req.GetNetwork() == NetworkEgress && !a.cfg.NoNetwork && (in.subpool == nil || in.subpool.Network != NetworkNone)
+	egress := req.GetNetwork() == NetworkEgress && a.egressAllowed(in)
 	if egress && a.deps.Network == nil {
 		closeMeter(log, meter)
 		_ = cg.Remove()

@@ -274,7 +274,7 @@ func (a *Agent) reclaim(ctx context.Context) {
 	}
 	a.mu.Lock()
 	var cands []*instance
-	warm := map[string]int{}
+	warm := a.warmLocked()
 	deleted := map[string]bool{} // instances whose sub-pool is gone or changed
 	for _, in := range a.insts {
 		if in.subpool != nil {
@@ -284,9 +284,6 @@ func (a *Agent) reclaim(ctx context.Context) {
 		}
 		if in.state == stReady && in.running == 0 {
 			cands = append(cands, in)
-		}
-		if in.state != stGone && in.tenant == "" {
-			warm[in.class]++
 		}
 	}
 	a.mu.Unlock()

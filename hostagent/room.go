@@ -83,12 +83,7 @@ func (a *Agent) roomCandidates(class string, now time.Time) ([]*instance, bool) 
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	warm := map[string]int{}
-	for _, in := range a.insts {
-		if in.state != stGone && in.tenant == "" && in.subpool == nil {
-			warm[in.class]++
-		}
-	}
+	warm := a.warmLocked()
 	type cand struct {
 		in   *instance
 		rank int // 0 warm beyond target, 1 a tenant's, 2 warm at target
@@ -127,12 +122,6 @@ func (a *Agent) roomCandidates(class string, now time.Time) ([]*instance, bool) 
 		out[i] = c.in
 		freed = freed.Add(c.in.needs)
 	}
-	live := 0
-	for _, in := range a.insts {
-		if in.state != stGone {
-			live++
-		}
-	}
-	enough := live-len(out) < a.cfg.MaxInstances && a.cfg.Capacity.Fits(a.usedLocked().Sub(freed).Add(need))
+	enough := a.liveLocked()-len(out) < a.cfg.MaxInstances && a.cfg.Capacity.Fits(a.usedLocked().Sub(freed).Add(need))
 	return out, enough
 }

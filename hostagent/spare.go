@@ -22,10 +22,13 @@ type spareNetns struct {
 	netID string // its network attachment
 }
 
-// hasNetwork reports whether in's containers may get egress.
-func (a *Agent) hasNetwork(in *instance) bool {
-	return a.deps.Network != nil && !a.cfg.NoNetwork && (in.subpool == nil || in.subpool.Network != NetworkNone)
+// egressAllowed reports whether in's containers may have egress (the
+// agent's and the sub-pool's settings); hasNetwork, whether they can.
+func (a *Agent) egressAllowed(in *instance) bool {
+	return !a.cfg.NoNetwork && (in.subpool == nil || in.subpool.Network != NetworkNone)
 }
+
+func (a *Agent) hasNetwork(in *instance) bool { return a.deps.Network != nil && a.egressAllowed(in) }
 
 // spareTimeout bounds setting a namespace aside and connecting it, and
 // giving one back; spareRetry is how long an instance waits after a
@@ -89,11 +92,8 @@ func (a *Agent) makeSpare(ctx context.Context, in *instance, client *initClient,
 // kickSpare prepares a spare for in in the background (after a container
 // took one, or started without). Waited for at shutdown, like boots.
 func (a *Agent) kickSpare(in *instance, client *initClient) {
-	if !a.hasNetwork(in) {
-		return
-	}
 	a.mu.Lock()
-	if a.closing || in.spare != nil || in.sparing || in.state != stReady {
+	if a.closing {
 		a.mu.Unlock()
 		return
 	}
@@ -125,7 +125,7 @@ func (a *Agent) dropSpare(sp *spareNetns, client *initClient) {
 	ctx, cancel := context.WithTimeout(context.Background(), spareTimeout)
 	defer cancel()
 	if client != nil {
-		if _, err := client.call(ctx, initproto.TypeNetns, initproto.Netns{ID: sp.id, Release: true}, nil, nil, initproto.TypeNetnsReady); err != nil {
+		if err := client.releaseNetns(ctx, sp.id); err != nil {
 			a.log.Debug().Err(err).Str("netns", sp.id).Msg("give a network namespace set aside back to ember-init")
 		}
 	}
@@ -152,4 +152,10 @@ func (c *initClient) netns(ctx context.Context, id string) (int, error) {
 		return -1, fmt.Errorf("ember-init set no network namespace aside (%d fds): %s", len(f.FDs), r.Error)
 	}
 	return f.FDs[0], nil
+}
+
+// releaseNetns gives the namespace set aside as id back to ember-init.
+func (c *initClient) releaseNetns(ctx context.Context, id string) error {
+	_, err := c.call(ctx, initproto.TypeNetns, initproto.Netns{ID: id, Release: true}, nil, nil, initproto.TypeNetnsReady)
+	return err
 }

@@ -42,17 +42,7 @@ func TestEgressAndFirewall(t *testing.T) {
 	t.Cleanup(func() { _ = hostSrv.Close() })
 	hostPort := ln.Addr().(*net.TCPAddr).Port
 
-	n, err := network.New(network.Config{Bridge: "embtb" + tag, Subnet: "10.202.7.0/24", StateDir: t.TempDir() + "/net"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Setup(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = n.Close(ctx)
-		_ = exec.Command("ip", "link", "del", "embtb"+tag).Run()
-	})
+	n := setUp(t, network.Config{Bridge: "embtb" + tag, Subnet: "10.202.7.0/24", StateDir: t.TempDir() + "/net"})
 	a, b := netnstest.New(t), netnstest.New(t)
 	atA, err := n.Attach(ctx, "ca", netnstest.Path(a))
 	if err != nil {
@@ -138,17 +128,7 @@ func TestSetupKeepsOnlyKeptAttachments(t *testing.T) {
 	tag := fmt.Sprintf("%d", os.Getpid()%10000)
 	dir := t.TempDir() + "/net"
 	cfg := network.Config{Bridge: "embtk" + tag, Subnet: "10.202.9.0/24", StateDir: dir}
-	n, err := network.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Setup(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = n.Close(ctx)
-		_ = exec.Command("ip", "link", "del", cfg.Bridge).Run()
-	})
+	n := setUp(t, cfg)
 	a, b := netnstest.New(t), netnstest.New(t)
 	if _, err := n.Attach(ctx, "keep-me", netnstest.Path(a)); err != nil {
 		t.Fatal(err)
@@ -192,4 +172,23 @@ func TestSetupKeepsOnlyKeptAttachments(t *testing.T) {
 	if got := owners(); len(got) != 0 {
 		t.Fatalf("after its detach the state still names %v", got)
 	}
+}
+
+// setUp makes a network with cfg and sets it up; the test's end closes it
+// and removes its bridge.
+func setUp(t *testing.T, cfg network.Config) *network.Network {
+	t.Helper()
+	ctx := context.Background()
+	n, err := network.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Setup(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = n.Close(ctx)
+		_ = exec.Command("ip", "link", "del", cfg.Bridge).Run()
+	})
+	return n
 }
