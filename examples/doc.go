@@ -22,6 +22,10 @@
 //   - sleep: sleeps {"ms": N} milliseconds, then returns {"slept_ms": N}; for timeouts
 //     and waiting ({"stat": true} adds its log stream, naming the instance, and /tmp size).
 //   - exit: os.Exit(3) when the payload is {"exit": true}, else echoes it; for restarts.
+//   - caller: calls another function ({"function": F, "payload": ...}) through the Invoke
+//     API its runtime serves and waits for the result, holding a nonce and "mb"
+//     megabytes of a pattern in memory across the wait; for invocations that wait
+//     without holding an instance.
 //   - whoami: reports its uid, gid, capabilities, no_new_privs, environment and
 //     whether LAMBDA_TASK_ROOT and HOME are writable; for isolation tests.
 //

@@ -701,8 +701,8 @@ func (a *Agent) reserveLocked(class string, sp *pool.SubPool, fromDemand bool) *
 		dir:        filepath.Join(a.cfg.StateDir, "instances", id),
 		state:      stStarting,
 		fromDemand: fromDemand,
-		containers: map[string]*container{},
-		codes:      map[string]bool{},
+		containers: map[string]*container{}, parked: map[string]*parked{},
+		codes: map[string]bool{},
 	}
 	a.insts[id] = in
 	a.starts.Add(1)

@@ -68,6 +68,10 @@ type CgroupChild interface {
 	// OOMKills counts the processes the kernel's out-of-memory killer has
 	// killed in the cgroup (0 where it cannot tell).
 	OOMKills() int64
+	// MemoryUsage is the memory the cgroup holds now.
+	MemoryUsage() (int64, error)
+	// Freeze stops (true) or thaws (false) the cgroup's processes.
+	Freeze(on bool) error
 }
 
 // Cgroups creates child cgroups (hostagent/cgroup in production).

@@ -62,7 +62,8 @@ func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (
 	case in == nil || in.state != stReady:
 		a.mu.Unlock()
 		return nil, status.Errorf(codes.NotFound, "instance %s not on agent %s", req.GetInstanceId(), a.cfg.AgentID)
-	case in.running > 0 && in.runningMB+dispatchMB(in, req) > in.memoryMB:
+	case req.GetResume() == nil && (in.running > 0 || in.parkedMB > 0) && in.runningMB+in.parkedMB+dispatchMB(in, req) > in.memoryMB:
+		// (A resume's memory is the parked one's.)
 		a.mu.Unlock()
 		// Aborted, not Unavailable: the instance is fine and the connection
 		// too; the scheduler retries elsewhere and keeps this instance.
@@ -143,6 +144,9 @@ func dispatchMB(in *instance, req *dispatchpb.DispatchRequest) int64 {
 // container of the instance may run an invocation meanwhile). Errors
 // wrapping errInitGone mean the instance is lost.
 func (a *Agent) run(ctx context.Context, log zerolog.Logger, in *instance, req *dispatchpb.DispatchRequest, digestHex string) (*dispatchpb.DispatchResponse, error) {
+	if req.GetResume() != nil {
+		return a.resume(ctx, log, in, req)
+	}
 	in.op.Lock()
 	locked := true
 	defer func() { // a panic must not leave the instance locked for good
@@ -220,28 +224,67 @@ func (a *Agent) setUp(ctx context.Context, log zerolog.Logger, in *instance, req
 	return c, client, kind, deliver, nil, nil
 }
 
+// invokeRun is one invocation in container c, from its Invoke to its
+// Result, across parks (park.go).
+type invokeRun struct {
+	in       *instance
+	client   *initClient
+	c        *container
+	req      *dispatchpb.DispatchRequest
+	kind     dispatchpb.StartKind
+	deliver  time.Duration
+	logID    string
+	deadline int64 // unix ms, 0 for none
+	mark     Sample
+	measured bool
+	t0       time.Time // the Invoke's send (the invocation's wall time)
+	sent     time.Time // the last send to ember-init: Invoke or a call's result
+	pending  *pendingInvoke
+}
+
 // invoke runs the invocation in c, which the caller marked in use.
 func (a *Agent) invoke(ctx context.Context, log zerolog.Logger, in *instance, client *initClient, c *container,
 	req *dispatchpb.DispatchRequest, kind dispatchpb.StartKind, deliver time.Duration, logID string) (*dispatchpb.DispatchResponse, error) {
 
-	deadline := req.GetDeadlineUnixMs()
-	if deadline == 0 && req.GetTimeoutMs() > 0 {
-		deadline = time.Now().Add(time.Duration(req.GetTimeoutMs()) * time.Millisecond).UnixMilli()
+	r := &invokeRun{in: in, client: client, c: c, req: req, kind: kind, deliver: deliver, logID: logID,
+		deadline: req.GetDeadlineUnixMs()}
+	if r.deadline == 0 && req.GetTimeoutMs() > 0 {
+		r.deadline = time.Now().Add(time.Duration(req.GetTimeoutMs()) * time.Millisecond).UnixMilli()
 	}
-	ictx := ctx
-	if deadline > 0 {
-		var cancel context.CancelFunc
-		ictx, cancel = context.WithDeadline(ctx, time.UnixMilli(deadline).Add(a.cfg.StopGrace+initReplySlack))
-		defer cancel()
-	}
-	mark, measured := markUsage(log, c.meter) // accounting
-	t0 := time.Now()
-	res, body, err := client.invoke(ictx, initproto.Invoke{
-		ID: req.GetInvocationId(), ContainerID: c.id, DeadlineUnixMs: deadline,
+	r.mark, r.measured = markUsage(log, c.meter) // accounting
+	r.t0 = time.Now()
+	r.sent = r.t0
+	var err error
+	r.pending, err = client.startInvoke(initproto.Invoke{
+		ID: req.GetInvocationId(), ContainerID: c.id, DeadlineUnixMs: r.deadline,
 		TraceID: req.GetTraceId(), FunctionARN: req.GetFunctionArn(), LogService: logID,
 	}, req.GetPayload())
-	wall := time.Since(t0)
-	timing := &dispatchpb.Timing{InvokeSentUnixNs: t0.UnixNano(), InitRoundTripNs: wall.Nanoseconds()}
+	return a.finish(ctx, log, r, err)
+}
+
+// finish waits for run r's Result (or parks it when its function makes a
+// call) and builds the response. err is the Invoke's send error, if any.
+func (a *Agent) finish(ctx context.Context, log zerolog.Logger, r *invokeRun, err error) (*dispatchpb.DispatchResponse, error) {
+	in, c, req, kind := r.in, r.c, r.req, r.kind
+	ictx := ctx
+	if r.deadline > 0 {
+		var cancel context.CancelFunc
+		ictx, cancel = context.WithDeadline(ctx, time.UnixMilli(r.deadline).Add(a.cfg.StopGrace+initReplySlack))
+		defer cancel()
+	}
+	var (
+		res  initproto.Result
+		body []byte
+		cf   *callFrame
+	)
+	if err == nil {
+		res, body, cf, err = r.pending.wait(ictx)
+	}
+	if cf != nil {
+		return a.park(log, r, cf)
+	}
+	wall := time.Since(r.t0)
+	timing := &dispatchpb.Timing{InvokeSentUnixNs: r.sent.UnixNano(), InitRoundTripNs: time.Since(r.sent).Nanoseconds()}
 	if err != nil {
 		if ctx.Err() != nil {
 			// The caller gave up (a consumer whose partition was revoked and
@@ -289,17 +332,17 @@ func (a *Agent) invoke(ctx context.Context, log zerolog.Logger, in *instance, cl
 		// A process was spawned for this invocation (first use, or a
 		// respawn after a crash or timeout): not a hot start.
 		kind = dispatchpb.StartKind_START_KIND_CONTAINER
-		initNs += deliver.Nanoseconds()
+		initNs += r.deliver.Nanoseconds()
 	}
 	ev := log.Debug()
 	if st != dispatchpb.Status_STATUS_OK {
 		ev = log.Info().Str("error_type", res.ErrorType)
 	}
 	ev.Str("status", res.Status).Str("start", kind.String()).Int64("duration_ns", res.DurationNs).Msg("invocation done")
-	u := usageSince(log, c.meter, mark, measured)
-	usage, line := a.recordUsage(log, req, time.Duration(res.DurationNs), wall, c.memoryMB, u, logID != "")
-	if logID != "" {
-		a.shipReport(log, in, client, req, c, logID, line, res, initNs, u)
+	u := usageSince(log, c.meter, r.mark, r.measured)
+	usage, line := a.recordUsage(log, req, time.Duration(res.DurationNs), wall, c.memoryMB, u, r.logID != "")
+	if r.logID != "" {
+		a.shipReport(log, in, r.client, req, c, r.logID, line, res, initNs, u)
 	}
 	return &dispatchpb.DispatchResponse{
 		Status: st, Payload: body, ErrorType: res.ErrorType, LogTail: res.LogTail, LogTruncatedBytes: res.LogTruncatedBytes,

@@ -30,7 +30,10 @@ type initClient struct {
 	seq     atomic.Uint32
 	mu      sync.Mutex
 	pending map[uint32]chan *initproto.Frame
-	err     error // set once, when the read loop ends
+	// calls routes TypeCall events to the invocation they are made for
+	// (park.go), by invocation id.
+	calls map[string]chan callFrame
+	err   error // set once, when the read loop ends
 
 	dead     chan struct{} // closed when the read loop ends
 	onExited func(initproto.Exited)
@@ -89,6 +92,7 @@ func dialInit(ctx context.Context, path, wantID string, booting bool, onExited f
 	c := &initClient{
 		conn: conn, hello: h,
 		pending:  map[uint32]chan *initproto.Frame{},
+		calls:    map[string]chan callFrame{},
 		dead:     make(chan struct{}),
 		onExited: onExited,
 	}
@@ -116,6 +120,10 @@ func (c *initClient) readLoop() {
 			if f.Decode(&ev) == nil && c.onExited != nil {
 				c.onExited(ev)
 			}
+			continue
+		}
+		if f.Type == initproto.TypeCall {
+			c.routeCall(f)
 			continue
 		}
 		c.mu.Lock()
@@ -146,6 +154,16 @@ func (c *initClient) close() {
 
 // call sends one request and waits for the reply of type want.
 func (c *initClient) call(ctx context.Context, t initproto.Type, hdr any, body []byte, fds []int, want initproto.Type) (*initproto.Frame, error) {
+	seq, ch, err := c.send(t, hdr, body, fds)
+	if err != nil {
+		return nil, err
+	}
+	f, _, err := c.await(ctx, seq, ch, t, want, nil)
+	return f, err
+}
+
+// send writes one request; its reply arrives on ch.
+func (c *initClient) send(t initproto.Type, hdr any, body []byte, fds []int) (uint32, chan *initproto.Frame, error) {
 	seq := c.seq.Add(1)
 	if seq == 0 { // 0 is for events
 		seq = c.seq.Add(1)
@@ -155,53 +173,62 @@ func (c *initClient) call(ctx context.Context, t initproto.Type, hdr any, body [
 	if c.pending == nil {
 		err := c.err
 		c.mu.Unlock()
-		return nil, err
+		return 0, nil, err
 	}
 	c.pending[seq] = ch
 	c.mu.Unlock()
-	forget := func() {
-		c.mu.Lock()
-		if c.pending != nil {
-			delete(c.pending, seq)
-		}
-		c.mu.Unlock()
-	}
 	if err := c.conn.Write(t, seq, hdr, body, fds...); err != nil {
-		forget()
+		c.forget(seq)
 		if errors.Is(err, initproto.ErrFrameTooLarge) { // nothing was sent: the instance is fine
-			return nil, status.Error(codes.InvalidArgument, err.Error())
+			return 0, nil, status.Error(codes.InvalidArgument, err.Error())
 		}
-		return nil, fmt.Errorf("%w: %v", errInitGone, err)
+		return 0, nil, fmt.Errorf("%w: %v", errInitGone, err)
+	}
+	return seq, ch, nil
+}
+
+func (c *initClient) forget(seq uint32) {
+	c.mu.Lock()
+	if c.pending != nil {
+		delete(c.pending, seq)
+	}
+	c.mu.Unlock()
+}
+
+// await waits for request seq's reply of type want (sent as type t). A
+// frame on calls ends the wait first: it is returned and the request stays
+// pending.
+func (c *initClient) await(ctx context.Context, seq uint32, ch chan *initproto.Frame, t, want initproto.Type, calls <-chan callFrame) (*initproto.Frame, *callFrame, error) {
+	check := func(f *initproto.Frame) (*initproto.Frame, *callFrame, error) {
+		if f.Type != want {
+			closeFDs(f.FDs)
+			return nil, nil, fmt.Errorf("ember-init replied type %d to type %d, want %d", f.Type, t, want)
+		}
+		return f, nil, nil
 	}
 	select {
 	case f := <-ch:
-		if f.Type != want {
-			closeFDs(f.FDs)
-			return nil, fmt.Errorf("ember-init replied type %d to type %d, want %d", f.Type, t, want)
-		}
-		return f, nil
+		return check(f)
+	case cf := <-calls:
+		return nil, &cf, nil
 	case <-c.dead:
 		select {
 		case f := <-ch: // the reply raced the close
-			if f.Type != want {
-				closeFDs(f.FDs)
-				return nil, fmt.Errorf("ember-init replied type %d to type %d, want %d", f.Type, t, want)
-			}
-			return f, nil
+			return check(f)
 		default:
 		}
 		c.mu.Lock()
 		err := c.err
 		c.mu.Unlock()
-		return nil, err
+		return nil, nil, err
 	case <-ctx.Done():
-		forget()
+		c.forget(seq)
 		select {
-		case f := <-ch: // the reply raced the cancellation
-			closeFDs(f.FDs)
+		case f := <-ch: // the reply came already (or raced the cancellation): it stands
+			return check(f)
 		default:
 		}
-		return nil, ctx.Err()
+		return nil, nil, ctx.Err()
 	}
 }
 
@@ -226,18 +253,6 @@ func (c *initClient) start(ctx context.Context, sc initproto.StartContainer, fds
 		_ = unix.Close(fd)
 	}
 	return s, netns, nil
-}
-
-func (c *initClient) invoke(ctx context.Context, inv initproto.Invoke, payload []byte) (initproto.Result, []byte, error) {
-	f, err := c.call(ctx, initproto.TypeInvoke, inv, payload, nil, initproto.TypeResult)
-	if err != nil {
-		return initproto.Result{}, nil, err
-	}
-	var r initproto.Result
-	if err := f.Decode(&r); err != nil {
-		return r, nil, err
-	}
-	return r, f.Body, nil
 }
 
 func (c *initClient) stop(ctx context.Context, containerID string, grace time.Duration) error {

@@ -48,8 +48,12 @@ type instance struct {
 	// running counts the dispatches in flight and runningMB their
 	// functions' memory: a second dispatch runs beside the first (another
 	// container) only while the instance's memory holds both.
-	running    int
-	runningMB  int64
+	running   int
+	runningMB int64
+	// parked are the invocations suspended on the instance (park.go), by
+	// invocation id; parkedMB the memory their containers hold.
+	parked     map[string]*parked
+	parkedMB   int64
 	missing    int // consecutive reclaim passes that did not find it in Redis
 	lastUsed   time.Time
 	cgroupPath string
@@ -117,6 +121,10 @@ type container struct {
 	// stopped: a stop began (a container is stopped once).
 	stopped bool
 }
+
+// busyLocked: a dispatch runs on the instance or an invocation is parked
+// there. Caller holds Agent.mu.
+func (in *instance) busyLocked() bool { return in.running > 0 || len(in.parked) > 0 }
 
 // containerKey identifies a version's configuration: a container is reused
 // only for the same code and the same settings.

@@ -292,13 +292,13 @@ func (a *Agent) reclaim(ctx context.Context) {
 			continue // a dispatch is on it
 		}
 		a.mu.Lock()
-		if known != nil && !known[in.id] && in.running == 0 {
+		if known != nil && !known[in.id] && !in.busyLocked() {
 			in.missing++
 			in.lost = in.lost || in.missing >= 2
 		} else if known != nil {
 			in.missing = 0
 		}
-		busy, tenant, lost, idleSince, state := in.running > 0, in.tenant, in.lost, in.lastUsed, in.state
+		busy, tenant, lost, idleSince, state := in.busyLocked(), in.tenant, in.lost, in.lastUsed, in.state
 		idle := idleContainers(in.containers, now.Add(-a.cfg.ContainerKeepAlive))
 		a.mu.Unlock()
 		if busy || state != stReady {

@@ -46,7 +46,7 @@ func (a *Agent) configureLogs(ctx context.Context, log zerolog.Logger, in *insta
 	// Another invocation runs with the current service: it is not switched
 	// under it (claims beside one need the same service; this one runs
 	// without shipping).
-	busy := in.running > 1 && in.logService != ""
+	busy := (in.running > 1 || len(in.parked) > 0) && in.logService != ""
 	a.mu.Unlock()
 	if busy {
 		return fail("logging service: another invocation on the instance uses another one", errors.New("instance busy"))

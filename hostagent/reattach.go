@@ -67,7 +67,7 @@ type containerRecord struct {
 
 // keepable reports whether in may be left running at shutdown. a.mu held.
 func (a *Agent) keepableLocked(in *instance) bool {
-	return a.cfg.KeepInstances && in.state == stReady && in.running == 0 && in.subpool == nil && !in.hasState &&
+	return a.cfg.KeepInstances && in.state == stReady && !in.busyLocked() && in.subpool == nil && !in.hasState &&
 		in.client != nil && !in.lost && in.missing == 0 && a.insts[in.id] == in
 }
 
@@ -217,7 +217,7 @@ func (a *Agent) reattachOne(ctx context.Context, log zerolog.Logger, dir string,
 	in := &instance{
 		id: r.ID, class: r.Class, memoryMB: r.MemoryMB, needs: r.Needs, slot: r.Slot, hostUID: r.HostUID,
 		dir: dir, state: stReady, tenant: r.Tenant, lastUsed: lastUse(r.LastUsed), cgroupPath: r.CgroupPath,
-		containers: map[string]*container{}, codes: map[string]bool{},
+		containers: map[string]*container{}, codes: map[string]bool{}, parked: map[string]*parked{},
 	}
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

@@ -44,7 +44,7 @@ func (a *Agent) roomFor(ctx context.Context, class string) bool {
 			continue // a dispatch is on it
 		}
 		a.mu.Lock()
-		idle := in.state == stReady && in.running == 0 && !a.closing
+		idle := in.state == stReady && !in.busyLocked() && !a.closing
 		a.mu.Unlock()
 		if !idle {
 			in.op.Unlock()
@@ -92,7 +92,7 @@ func (a *Agent) roomCandidates(class string, now time.Time) ([]*instance, bool) 
 	}
 	var cs []cand
 	for _, in := range a.insts {
-		if in.state != stReady || in.running > 0 || in.subpool != nil || now.Sub(in.lastUsed) < a.cfg.RoomMinIdle {
+		if in.state != stReady || in.busyLocked() || in.subpool != nil || now.Sub(in.lastUsed) < a.cfg.RoomMinIdle {
 			continue
 		}
 		switch {

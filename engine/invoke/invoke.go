@@ -54,6 +54,10 @@ type Invocation struct {
 	// invoke carrying a running invocation's trace id). Task profiles learn
 	// from it; nothing else depends on it.
 	Cause Cause
+	// CallDepth counts the invocations this one was called from (a
+	// function's call through the Invoke API its runtime serves; see
+	// engine/scheduler's calls.go): 0 for an outside invocation.
+	CallDepth int
 }
 
 // Cause names an earlier execution of a function of the same tenant.

@@ -26,6 +26,9 @@ const (
 	// function (an older version), claimed beside that claim: the version
 	// starts in a second container there.
 	KindBeside Kind = "beside"
+	// KindResume: the instance a suspended invocation is parked on, claimed
+	// by id to resume it (ClaimInstance).
+	KindResume Kind = "resume"
 )
 
 // Want is what a claim asks for.
@@ -348,6 +351,32 @@ func (s *Store) ClaimFor(ctx context.Context, w Want, lease time.Time) (c Claim,
 	}
 	return Claim{InstanceID: id, Agent: agent, Kind: Kind(kind), Token: token, LogService: logService, Lease: lease}, true, nil
 }
+
+// ClaimInstance claims instance id for tenant, to resume an invocation
+// parked there: the instance if it is idle, else a claim beside the one
+// that holds it (KindResume either way). ok is false while both are
+// taken; ErrInstanceGone when the instance, its agent or its tenancy is gone.
+func (s *Store) ClaimInstance(ctx context.Context, id, tenant, logService string, lease time.Time) (c Claim, ok bool, err error) {
+	token := strconv.FormatUint(rand.Uint64(), 36)
+	v, err := claimInstanceScript.Run(ctx, s.rdb, s.keys, id, tenant, lease.UnixMilli(), token).Slice()
+	if errors.Is(err, redis.Nil) {
+		return Claim{}, false, nil
+	}
+	if err != nil {
+		return Claim{}, false, fmt.Errorf("pool: claim instance %s: %w", id, err)
+	}
+	if len(v) != 2 {
+		return Claim{}, false, fmt.Errorf("pool: claim instance returned %d values", len(v))
+	}
+	agent, _ := v[0].(string)
+	if agent == "" {
+		return Claim{}, false, fmt.Errorf("pool: claim instance %s: %w", id, ErrInstanceGone)
+	}
+	return Claim{InstanceID: id, Agent: agent, Kind: KindResume, Token: token, LogService: logService, Lease: lease}, true, nil
+}
+
+// ErrInstanceGone: ClaimInstance's instance is no longer the tenant's.
+var ErrInstanceGone = errors.New("pool: the instance is gone")
 
 // ErrNoTicket: a claim's ticket is no longer in its queue (its lease
 // lapsed); Renew puts it back at its place.

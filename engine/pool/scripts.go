@@ -218,6 +218,28 @@ end
 return false
 `)
 
+// claimInstanceScript: KEYS = prefix; ARGV = instance id, tenant, lease
+// expiry ms, claim token. Takes that instance for the tenant: idle, as
+// the main claim; busy, beside the main claim when no other claim is
+// beside it (false otherwise). Returns {agent, kind}; {”, ”} when the
+// instance, its agent or the tenant's hold on it is gone.
+var claimInstanceScript = redis.NewScript(luaSets + `
+local p, id, tenant, lease, token = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local key = p..'inst:'..id
+local h = redis.call('HMGET', key, 'agent', 'tenant', 'state', 'side')
+if not h[1] or h[2] ~= tenant or redis.call('EXISTS', p..'agent:'..h[1]) == 0 then return {'', ''} end
+if h[3] == 'idle' then
+  unlist(p, id)
+  redis.call('HSET', key, 'state', 'busy', 'claim', token)
+  redis.call('ZADD', p..'busy', lease, id)
+  return {h[1], 'main'}
+end
+if h[4] then return false end
+redis.call('HSET', key, 'side', token)
+redis.call('ZADD', p..'busy', 'GT', lease, id)
+return {h[1], 'side'}
+`)
+
 // enqueueScript: KEYS = prefix; ARGV = class, tenant, ticket id, lease ms.
 // Puts the ticket in the tenant's queue for the class after every earlier
 // one, announces it on 'wanted' (held claims are given back) and returns

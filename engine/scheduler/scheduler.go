@@ -290,7 +290,21 @@ func (s *Scheduler) Invoke(ctx context.Context, inv *invoke.Invocation) (invoke.
 		}
 		claimed := time.Now()
 		s.m.claimWait.WithLabelValues(poolName).Observe(claimed.Sub(claimStart).Seconds())
-		res, retry, err := s.dispatch(ctx, inv, v, c, vk, logSvc, &held, class)
+		res, call, retry, err := s.dispatch(ctx, inv, v, c, vk, logSvc, &held, class, nil)
+		if err == nil && call != nil {
+			// The function waits for another's result: run the call, then
+			// resume it on its instance (calls.go). Instances held by
+			// earlier attempts go back first.
+			for _, h := range held {
+				s.release(ctx, h, "", true)
+			}
+			held = nil
+			res, err = s.serveCalls(ctx, inv, v, c, vk, logSvc, class, call)
+			if err != nil {
+				s.m.platformErrors.Inc()
+				return invoke.Result{}, fmt.Errorf("invocation %s: %w", inv.ID, err)
+			}
+		}
 		if err == nil {
 			res.Timing.Claim = claimed.Sub(called)
 			res.Version = v.Version
@@ -517,12 +531,21 @@ const dispatchSlack = 10 * time.Second
 
 // dispatch runs the invocation on the claimed instance and releases it.
 // retry reports that the instance was lost before anything ran.
+//
+// With resume set it resumes the suspended invocation inv.ID on c's
+// instance instead. A response STATUS_SUSPENDED returns the call the
+// function waits for (the claim is released: the instance serves others
+// meanwhile).
 func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v registry.Version, c pool.Claim, vk string,
-	logSvc *dispatchpb.LogService, held *[]pool.Claim, class string) (res invoke.Result, retry bool, err error) {
+	logSvc *dispatchpb.LogService, held *[]pool.Claim, class string, resume *dispatchpb.Resume) (res invoke.Result, call *dispatchpb.Call, retry bool, err error) {
 	keep, hold := false, false
 	defer func() {
 		if hold {
 			*held = append(*held, c)
+			return
+		}
+		if call != nil {
+			s.releaseSuspended(ctx, c, vk, call)
 			return
 		}
 		t := time.Now()
@@ -538,7 +561,7 @@ func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v regi
 	}()
 	client, err := s.agents.get(ctx, c.Agent)
 	if err != nil {
-		return invoke.Result{}, true, err
+		return invoke.Result{}, nil, true, err
 	}
 	deadline := time.Now().Add(v.Timeout)
 	if !inv.Deadline.IsZero() && inv.Deadline.Before(deadline) {
@@ -546,6 +569,9 @@ func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v regi
 	}
 	req := versionRequest(v, inv.ID, c.InstanceID)
 	req.Payload = inv.Payload
+	if resume != nil {
+		req.Payload, req.Resume = nil, resume
+	}
 	req.DeadlineUnixMs = deadline.UnixMilli()
 	req.TraceId = inv.TraceID
 	req.FunctionArn = fmt.Sprintf("arn:aws:lambda:local:%s:function:%s:%s", v.Tenant, v.Function, v.Version)
@@ -566,24 +592,30 @@ func (s *Scheduler) dispatch(ctx context.Context, inv *invoke.Invocation, v regi
 		switch status.Code(err) {
 		case codes.NotFound, codes.FailedPrecondition, codes.PermissionDenied:
 			// The agent no longer has this instance for us: drop it, try another.
-			return invoke.Result{}, true, fmt.Errorf("agent %s instance %s: %w: %w", c.Agent, c.InstanceID, ErrUnavailable, err)
+			return invoke.Result{}, nil, true, fmt.Errorf("agent %s instance %s: %w: %w", c.Agent, c.InstanceID, ErrUnavailable, err)
 		case codes.Aborted:
 			// The instance is fine but could not take this invocation now
 			// (busy, code delivery hiccup): hold it while trying another.
 			hold = true
-			return invoke.Result{}, true, fmt.Errorf("agent %s instance %s: %w: %w", c.Agent, c.InstanceID, ErrUnavailable, err)
+			return invoke.Result{}, nil, true, fmt.Errorf("agent %s instance %s: %w: %w", c.Agent, c.InstanceID, ErrUnavailable, err)
 		case codes.Unavailable:
 			// The connection or the whole agent is down (agents never answer
 			// Unavailable for one instance): reconnect on next use.
 			s.agents.forget(c.Agent)
-			return invoke.Result{}, true, fmt.Errorf("agent %s: %w: %w", c.Agent, ErrUnavailable, err)
+			return invoke.Result{}, nil, true, fmt.Errorf("agent %s: %w: %w", c.Agent, ErrUnavailable, err)
 		}
-		return invoke.Result{}, false, fmt.Errorf("dispatch to agent %s: %w", c.Agent, err)
+		return invoke.Result{}, nil, false, fmt.Errorf("dispatch to agent %s: %w", c.Agent, err)
 	}
 	keep = true
+	if resp.GetStatus() == dispatchpb.Status_STATUS_SUSPENDED {
+		if resp.GetCall() == nil {
+			return invoke.Result{}, nil, false, fmt.Errorf("agent %s: suspended invocation %s names no call", c.Agent, inv.ID)
+		}
+		return invoke.Result{}, resp.GetCall(), false, nil
+	}
 	res = resultFrom(inv.ID, c, resp)
 	res.Timing = agentTiming(rtt, resp)
-	return res, false, nil
+	return res, nil, false, nil
 }
 
 // agentTiming splits a dispatch's round trip rtt with the agent's timing

@@ -281,6 +281,22 @@ func (c *Child) OOMKills() int64 {
 	return 0
 }
 
+// MemoryUsage is the memory (memory.usage_in_bytes) the child holds now.
+func (c *Child) MemoryUsage() (int64, error) {
+	return readInt(filepath.Join(c.paths["memory"], "memory.usage_in_bytes"))
+}
+
+// Freeze stops (on) or thaws every process of the child with cgroup2's
+// freezer (cgroup.freeze). Frozen processes take no CPU and keep their
+// memory; a fatal signal still ends them.
+func (c *Child) Freeze(on bool) error {
+	v := "0"
+	if on {
+		v = "1"
+	}
+	return writeFile(c.paths[Unified], "cgroup.freeze", v)
+}
+
 func readInt(p string) (int64, error) {
 	b, err := os.ReadFile(p)
 	if err != nil {

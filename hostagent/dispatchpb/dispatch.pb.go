@@ -35,6 +35,10 @@ const (
 	Status_STATUS_TIMEOUT Status = 3
 	// The function's process exited or was killed (e.g. OOM) mid-invocation.
 	Status_STATUS_CRASHED Status = 4
+	// The function called another and waits for its result (call is set):
+	// its container is parked on the instance (frozen, holding its memory),
+	// the claim may go; a dispatch with resume continues it.
+	Status_STATUS_SUSPENDED Status = 5
 )
 
 // Enum value maps for Status.
@@ -45,6 +49,7 @@ var (
 		2: "STATUS_FUNCTION_ERROR",
 		3: "STATUS_TIMEOUT",
 		4: "STATUS_CRASHED",
+		5: "STATUS_SUSPENDED",
 	}
 	Status_value = map[string]int32{
 		"STATUS_UNSPECIFIED":    0,
@@ -52,6 +57,7 @@ var (
 		"STATUS_FUNCTION_ERROR": 2,
 		"STATUS_TIMEOUT":        3,
 		"STATUS_CRASHED":        4,
+		"STATUS_SUSPENDED":      5,
 	}
 )
 
@@ -167,7 +173,11 @@ type DispatchRequest struct {
 	// log_service, when set, is the logging service the invocation's output
 	// and REPORT go to: the agent configures the instance for it (once; the
 	// credentials go to ember-init only) before invoking.
-	LogService    *LogService `protobuf:"bytes,19,opt,name=log_service,json=logService,proto3" json:"log_service,omitempty"`
+	LogService *LogService `protobuf:"bytes,19,opt,name=log_service,json=logService,proto3" json:"log_service,omitempty"`
+	// resume, when set, continues invocation_id, which a dispatch to this
+	// instance left STATUS_SUSPENDED: resume carries the result of its call,
+	// and the rest of the request is the version, as on the first dispatch.
+	Resume        *Resume `protobuf:"bytes,20,opt,name=resume,proto3" json:"resume,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -335,6 +345,164 @@ func (x *DispatchRequest) GetLogService() *LogService {
 	return nil
 }
 
+func (x *DispatchRequest) GetResume() *Resume {
+	if x != nil {
+		return x.Resume
+	}
+	return nil
+}
+
+// Resume is the result of a suspended invocation's call: a status, or
+// error when the platform could not run the call.
+type Resume struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        Status                 `protobuf:"varint,1,opt,name=status,proto3,enum=ember.dispatch.v1.Status" json:"status,omitempty"`
+	Payload       []byte                 `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`
+	ErrorType     string                 `protobuf:"bytes,3,opt,name=error_type,json=errorType,proto3" json:"error_type,omitempty"`
+	Error         string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Resume) Reset() {
+	*x = Resume{}
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Resume) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Resume) ProtoMessage() {}
+
+func (x *Resume) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Resume.ProtoReflect.Descriptor instead.
+func (*Resume) Descriptor() ([]byte, []int) {
+	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Resume) GetStatus() Status {
+	if x != nil {
+		return x.Status
+	}
+	return Status_STATUS_UNSPECIFIED
+}
+
+func (x *Resume) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *Resume) GetErrorType() string {
+	if x != nil {
+		return x.ErrorType
+	}
+	return ""
+}
+
+func (x *Resume) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// Call is what a suspended invocation waits for: a run of function (in
+// the invocation's tenant) at qualifier, with payload. deadline_unix_ms is
+// the invocation's own deadline, by which its resume must come.
+type Call struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Function       string                 `protobuf:"bytes,1,opt,name=function,proto3" json:"function,omitempty"`
+	Qualifier      string                 `protobuf:"bytes,2,opt,name=qualifier,proto3" json:"qualifier,omitempty"`
+	Payload        []byte                 `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
+	DeadlineUnixMs int64                  `protobuf:"varint,4,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
+	// room: the instance has memory for another invocation beside the
+	// parked one; without, the claim is kept for the resume.
+	Room          bool `protobuf:"varint,5,opt,name=room,proto3" json:"room,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Call) Reset() {
+	*x = Call{}
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Call) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Call) ProtoMessage() {}
+
+func (x *Call) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Call.ProtoReflect.Descriptor instead.
+func (*Call) Descriptor() ([]byte, []int) {
+	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Call) GetFunction() string {
+	if x != nil {
+		return x.Function
+	}
+	return ""
+}
+
+func (x *Call) GetQualifier() string {
+	if x != nil {
+		return x.Qualifier
+	}
+	return ""
+}
+
+func (x *Call) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *Call) GetDeadlineUnixMs() int64 {
+	if x != nil {
+		return x.DeadlineUnixMs
+	}
+	return 0
+}
+
+func (x *Call) GetRoom() bool {
+	if x != nil {
+		return x.Room
+	}
+	return false
+}
+
 // LogService is a tenant's logging service (OTLP/HTTP logs). Never log it.
 type LogService struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -350,7 +518,7 @@ type LogService struct {
 
 func (x *LogService) Reset() {
 	*x = LogService{}
-	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[1]
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -362,7 +530,7 @@ func (x *LogService) String() string {
 func (*LogService) ProtoMessage() {}
 
 func (x *LogService) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[1]
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -375,7 +543,7 @@ func (x *LogService) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogService.ProtoReflect.Descriptor instead.
 func (*LogService) Descriptor() ([]byte, []int) {
-	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{1}
+	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *LogService) GetId() string {
@@ -412,7 +580,7 @@ type StateMount struct {
 
 func (x *StateMount) Reset() {
 	*x = StateMount{}
-	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[2]
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -424,7 +592,7 @@ func (x *StateMount) String() string {
 func (*StateMount) ProtoMessage() {}
 
 func (x *StateMount) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[2]
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -437,7 +605,7 @@ func (x *StateMount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateMount.ProtoReflect.Descriptor instead.
 func (*StateMount) Descriptor() ([]byte, []int) {
-	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{2}
+	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *StateMount) GetName() string {
@@ -484,14 +652,16 @@ type DispatchResponse struct {
 	// pre-load started: the tag the pre-load carried.
 	PreloadTag string `protobuf:"bytes,11,opt,name=preload_tag,json=preloadTag,proto3" json:"preload_tag,omitempty"`
 	// timing is where the invocation's time went on the agent's host.
-	Timing        *Timing `protobuf:"bytes,12,opt,name=timing,proto3" json:"timing,omitempty"`
+	Timing *Timing `protobuf:"bytes,12,opt,name=timing,proto3" json:"timing,omitempty"`
+	// call is set with STATUS_SUSPENDED.
+	Call          *Call `protobuf:"bytes,13,opt,name=call,proto3" json:"call,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DispatchResponse) Reset() {
 	*x = DispatchResponse{}
-	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[3]
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -503,7 +673,7 @@ func (x *DispatchResponse) String() string {
 func (*DispatchResponse) ProtoMessage() {}
 
 func (x *DispatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[3]
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -516,7 +686,7 @@ func (x *DispatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DispatchResponse.ProtoReflect.Descriptor instead.
 func (*DispatchResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{3}
+	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DispatchResponse) GetStatus() Status {
@@ -603,6 +773,13 @@ func (x *DispatchResponse) GetTiming() *Timing {
 	return nil
 }
 
+func (x *DispatchResponse) GetCall() *Call {
+	if x != nil {
+		return x.Call
+	}
+	return nil
+}
+
 // Timing splits an invocation's time on the agent's host into stages (the
 // per-stage budget in docs/architecture.md). Durations are measured on the
 // agent's clock; invoke_sent_unix_ns is comparable with
@@ -623,7 +800,7 @@ type Timing struct {
 
 func (x *Timing) Reset() {
 	*x = Timing{}
-	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[4]
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -635,7 +812,7 @@ func (x *Timing) String() string {
 func (*Timing) ProtoMessage() {}
 
 func (x *Timing) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[4]
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -648,7 +825,7 @@ func (x *Timing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timing.ProtoReflect.Descriptor instead.
 func (*Timing) Descriptor() ([]byte, []int) {
-	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{4}
+	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Timing) GetAgentNs() int64 {
@@ -702,7 +879,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[5]
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +891,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[5]
+	mi := &file_hostagent_dispatchpb_dispatch_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +904,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{5}
+	return file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Usage) GetCpuNs() int64 {
@@ -804,7 +981,7 @@ var File_hostagent_dispatchpb_dispatch_proto protoreflect.FileDescriptor
 
 const file_hostagent_dispatchpb_dispatch_proto_rawDesc = "" +
 	"\n" +
-	"#hostagent/dispatchpb/dispatch.proto\x12\x11ember.dispatch.v1\"\xdf\x05\n" +
+	"#hostagent/dispatchpb/dispatch.proto\x12\x11ember.dispatch.v1\"\x92\x06\n" +
 	"\x0fDispatchRequest\x12#\n" +
 	"\rinvocation_id\x18\x01 \x01(\tR\finvocationId\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -830,10 +1007,23 @@ const file_hostagent_dispatchpb_dispatch_proto_rawDesc = "" +
 	"\vpreload_tag\x18\x12 \x01(\tR\n" +
 	"preloadTag\x12>\n" +
 	"\vlog_service\x18\x13 \x01(\v2\x1d.ember.dispatch.v1.LogServiceR\n" +
-	"logService\x1a6\n" +
+	"logService\x121\n" +
+	"\x06resume\x18\x14 \x01(\v2\x19.ember.dispatch.v1.ResumeR\x06resume\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"^\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8a\x01\n" +
+	"\x06Resume\x121\n" +
+	"\x06status\x18\x01 \x01(\x0e2\x19.ember.dispatch.v1.StatusR\x06status\x12\x18\n" +
+	"\apayload\x18\x02 \x01(\fR\apayload\x12\x1d\n" +
+	"\n" +
+	"error_type\x18\x03 \x01(\tR\terrorType\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\x98\x01\n" +
+	"\x04Call\x12\x1a\n" +
+	"\bfunction\x18\x01 \x01(\tR\bfunction\x12\x1c\n" +
+	"\tqualifier\x18\x02 \x01(\tR\tqualifier\x12\x18\n" +
+	"\apayload\x18\x03 \x01(\fR\apayload\x12(\n" +
+	"\x10deadline_unix_ms\x18\x04 \x01(\x03R\x0edeadlineUnixMs\x12\x12\n" +
+	"\x04room\x18\x05 \x01(\bR\x04room\"^\n" +
 	"\n" +
 	"LogService\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
@@ -843,7 +1033,7 @@ const file_hostagent_dispatchpb_dispatch_proto_rawDesc = "" +
 	"StateMount\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x17\n" +
-	"\asize_mb\x18\x03 \x01(\x03R\x06sizeMb\"\xff\x03\n" +
+	"\asize_mb\x18\x03 \x01(\x03R\x06sizeMb\"\xac\x04\n" +
 	"\x10DispatchResponse\x121\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x19.ember.dispatch.v1.StatusR\x06status\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12\x1d\n" +
@@ -860,7 +1050,8 @@ const file_hostagent_dispatchpb_dispatch_proto_rawDesc = "" +
 	" \x01(\x03R\x11logTruncatedBytes\x12\x1f\n" +
 	"\vpreload_tag\x18\v \x01(\tR\n" +
 	"preloadTag\x121\n" +
-	"\x06timing\x18\f \x01(\v2\x19.ember.dispatch.v1.TimingR\x06timing\"\x7f\n" +
+	"\x06timing\x18\f \x01(\v2\x19.ember.dispatch.v1.TimingR\x06timing\x12+\n" +
+	"\x04call\x18\r \x01(\v2\x17.ember.dispatch.v1.CallR\x04call\"\x7f\n" +
 	"\x06Timing\x12\x19\n" +
 	"\bagent_ns\x18\x01 \x01(\x03R\aagentNs\x12-\n" +
 	"\x13invoke_sent_unix_ns\x18\x02 \x01(\x03R\x10invokeSentUnixNs\x12+\n" +
@@ -878,13 +1069,14 @@ const file_hostagent_dispatchpb_dispatch_proto_rawDesc = "" +
 	"\x06source\x18\b \x01(\tR\x06source\x12)\n" +
 	"\x10network_measured\x18\t \x01(\bR\x0fnetworkMeasured\x12$\n" +
 	"\x0ememory_size_mb\x18\n" +
-	" \x01(\x03R\fmemorySizeMb*r\n" +
+	" \x01(\x03R\fmemorySizeMb*\x88\x01\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tSTATUS_OK\x10\x01\x12\x19\n" +
 	"\x15STATUS_FUNCTION_ERROR\x10\x02\x12\x12\n" +
 	"\x0eSTATUS_TIMEOUT\x10\x03\x12\x12\n" +
-	"\x0eSTATUS_CRASHED\x10\x04*U\n" +
+	"\x0eSTATUS_CRASHED\x10\x04\x12\x14\n" +
+	"\x10STATUS_SUSPENDED\x10\x05*U\n" +
 	"\tStartKind\x12\x1a\n" +
 	"\x16START_KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSTART_KIND_HOT\x10\x01\x12\x18\n" +
@@ -905,33 +1097,38 @@ func file_hostagent_dispatchpb_dispatch_proto_rawDescGZIP() []byte {
 }
 
 var file_hostagent_dispatchpb_dispatch_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hostagent_dispatchpb_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_hostagent_dispatchpb_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_hostagent_dispatchpb_dispatch_proto_goTypes = []any{
 	(Status)(0),              // 0: ember.dispatch.v1.Status
 	(StartKind)(0),           // 1: ember.dispatch.v1.StartKind
 	(*DispatchRequest)(nil),  // 2: ember.dispatch.v1.DispatchRequest
-	(*LogService)(nil),       // 3: ember.dispatch.v1.LogService
-	(*StateMount)(nil),       // 4: ember.dispatch.v1.StateMount
-	(*DispatchResponse)(nil), // 5: ember.dispatch.v1.DispatchResponse
-	(*Timing)(nil),           // 6: ember.dispatch.v1.Timing
-	(*Usage)(nil),            // 7: ember.dispatch.v1.Usage
-	nil,                      // 8: ember.dispatch.v1.DispatchRequest.EnvEntry
+	(*Resume)(nil),           // 3: ember.dispatch.v1.Resume
+	(*Call)(nil),             // 4: ember.dispatch.v1.Call
+	(*LogService)(nil),       // 5: ember.dispatch.v1.LogService
+	(*StateMount)(nil),       // 6: ember.dispatch.v1.StateMount
+	(*DispatchResponse)(nil), // 7: ember.dispatch.v1.DispatchResponse
+	(*Timing)(nil),           // 8: ember.dispatch.v1.Timing
+	(*Usage)(nil),            // 9: ember.dispatch.v1.Usage
+	nil,                      // 10: ember.dispatch.v1.DispatchRequest.EnvEntry
 }
 var file_hostagent_dispatchpb_dispatch_proto_depIdxs = []int32{
-	8, // 0: ember.dispatch.v1.DispatchRequest.env:type_name -> ember.dispatch.v1.DispatchRequest.EnvEntry
-	4, // 1: ember.dispatch.v1.DispatchRequest.state:type_name -> ember.dispatch.v1.StateMount
-	3, // 2: ember.dispatch.v1.DispatchRequest.log_service:type_name -> ember.dispatch.v1.LogService
-	0, // 3: ember.dispatch.v1.DispatchResponse.status:type_name -> ember.dispatch.v1.Status
-	1, // 4: ember.dispatch.v1.DispatchResponse.start:type_name -> ember.dispatch.v1.StartKind
-	7, // 5: ember.dispatch.v1.DispatchResponse.usage:type_name -> ember.dispatch.v1.Usage
-	6, // 6: ember.dispatch.v1.DispatchResponse.timing:type_name -> ember.dispatch.v1.Timing
-	2, // 7: ember.dispatch.v1.Agent.Dispatch:input_type -> ember.dispatch.v1.DispatchRequest
-	5, // 8: ember.dispatch.v1.Agent.Dispatch:output_type -> ember.dispatch.v1.DispatchResponse
-	8, // [8:9] is the sub-list for method output_type
-	7, // [7:8] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	10, // 0: ember.dispatch.v1.DispatchRequest.env:type_name -> ember.dispatch.v1.DispatchRequest.EnvEntry
+	6,  // 1: ember.dispatch.v1.DispatchRequest.state:type_name -> ember.dispatch.v1.StateMount
+	5,  // 2: ember.dispatch.v1.DispatchRequest.log_service:type_name -> ember.dispatch.v1.LogService
+	3,  // 3: ember.dispatch.v1.DispatchRequest.resume:type_name -> ember.dispatch.v1.Resume
+	0,  // 4: ember.dispatch.v1.Resume.status:type_name -> ember.dispatch.v1.Status
+	0,  // 5: ember.dispatch.v1.DispatchResponse.status:type_name -> ember.dispatch.v1.Status
+	1,  // 6: ember.dispatch.v1.DispatchResponse.start:type_name -> ember.dispatch.v1.StartKind
+	9,  // 7: ember.dispatch.v1.DispatchResponse.usage:type_name -> ember.dispatch.v1.Usage
+	8,  // 8: ember.dispatch.v1.DispatchResponse.timing:type_name -> ember.dispatch.v1.Timing
+	4,  // 9: ember.dispatch.v1.DispatchResponse.call:type_name -> ember.dispatch.v1.Call
+	2,  // 10: ember.dispatch.v1.Agent.Dispatch:input_type -> ember.dispatch.v1.DispatchRequest
+	7,  // 11: ember.dispatch.v1.Agent.Dispatch:output_type -> ember.dispatch.v1.DispatchResponse
+	11, // [11:12] is the sub-list for method output_type
+	10, // [10:11] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_hostagent_dispatchpb_dispatch_proto_init() }
@@ -945,7 +1142,7 @@ func file_hostagent_dispatchpb_dispatch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hostagent_dispatchpb_dispatch_proto_rawDesc), len(file_hostagent_dispatchpb_dispatch_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   7,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -495,6 +495,8 @@ type invocation struct {
 	// start is when GET /next returned it (unix ns).
 	start atomic.Int64
 	done  chan outcome
+	// call is the call (call.go) the invocation waits for, if any.
+	call atomic.Pointer[pendingCall]
 }
 
 // outcome is how an invocation ended.

@@ -40,6 +40,10 @@ var (
 
 func (p *process) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
+	if rest, ok := strings.CutPrefix(path, invokePrefix); ok {
+		p.serveCall(w, r, rest)
+		return
+	}
 	if !strings.HasPrefix(path, apiPrefix) {
 		reply(w, http.StatusNotFound, notFoundBody)
 		return

@@ -253,6 +253,8 @@ func (s *Server) serveConn(ctx context.Context, c *initproto.Conn) {
 			s.wg.Go(func() { s.reply(c, initproto.TypeLogConfigured, f.Seq, s.handleLogConfig(f), nil) })
 		case initproto.TypeReport:
 			s.handleReport(f) // never blocks: the shipper buffers or drops
+		case initproto.TypeCallResult:
+			s.handleCallResult(f) // never blocks
 		default:
 			closeAll(f.FDs)
 			s.log.Warn().Uint8("type", uint8(f.Type)).Uint32("seq", f.Seq).Msg("unexpected frame type")
@@ -279,13 +281,22 @@ func (s *Server) reply(c *initproto.Conn, t initproto.Type, seq uint32, header a
 }
 
 // event sends an event on the current agent connection, if any.
-func (s *Server) event(t initproto.Type, header any) {
+func (s *Server) event(t initproto.Type, header any) { s.eventBody(t, header, nil) }
+
+// eventBody sends an event with a body on the current agent connection and
+// reports whether it was written.
+func (s *Server) eventBody(t initproto.Type, header any, body []byte) bool {
 	s.connMu.Lock()
 	c := s.conn
 	s.connMu.Unlock()
-	if c != nil {
-		s.reply(c, t, 0, header, nil)
+	if c == nil {
+		return false
 	}
+	if err := c.Write(t, 0, header, body); err != nil {
+		s.log.Debug().Err(err).Msg("event lost with its connection")
+		return false
+	}
+	return true
 }
 
 // handleStart creates (or finds) the container and, unless DeferSpawn is

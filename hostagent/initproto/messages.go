@@ -37,6 +37,13 @@ const (
 	// ends.
 	TypeNetns
 	TypeNetnsReady
+	// TypeCall is an event from ember-init: the function running an
+	// invocation asked, through its Runtime API, for another function's
+	// result and waits for it (Call; body is the payload). TypeCallResult
+	// is the agent's event back (CallResult; body is the result), once the
+	// call ran; the invocation carries on. Neither has a reply.
+	TypeCall
+	TypeCallResult
 )
 
 // FD names used in StartContainer.FDNames.
@@ -211,6 +218,27 @@ type Result struct {
 	Error string `json:"error,omitempty"`
 	// LogStats, with a logging service configured, are its counts so far.
 	LogStats *LogStats `json:"log_stats,omitempty"`
+}
+
+// Call asks for a run of another function on behalf of invocation
+// InvocationID of container ContainerID, whose function waits for the
+// result (Lambda's Invoke API, RequestResponse).
+type Call struct {
+	InvocationID string `json:"invocation_id"`
+	ContainerID  string `json:"container_id"`
+	// Function and Qualifier name what to run, in the invocation's tenant.
+	Function  string `json:"function"`
+	Qualifier string `json:"qualifier,omitempty"`
+}
+
+// CallResult is how a Call ended: Status is a Result status; Error, with
+// an empty Status, says the platform could not run it.
+type CallResult struct {
+	InvocationID string `json:"invocation_id"`
+	ContainerID  string `json:"container_id"`
+	Status       string `json:"status,omitempty"`
+	ErrorType    string `json:"error_type,omitempty"`
+	Error        string `json:"error,omitempty"`
 }
 
 // Stop asks for a container to be stopped.

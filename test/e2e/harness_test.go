@@ -58,7 +58,7 @@ func testMain(m *testing.M) int {
 			return 1
 		}
 	}
-	for _, ex := range []string{"kafka-echo", "kafka-picky", "fail", "sleep", "exit", "whoami", "hostile", "counter", "http-echo"} {
+	for _, ex := range []string{"kafka-echo", "kafka-picky", "fail", "sleep", "exit", "whoami", "hostile", "counter", "http-echo", "caller"} {
 		p := filepath.Join(dir, ex+".zip")
 		if err := testenv.ExampleZip(ex, p); err != nil {
 			fmt.Fprintln(os.Stderr, err)

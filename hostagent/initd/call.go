@@ -1,0 +1,153 @@
+package initd
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/ember-run/ember/hostagent/initproto"
+)
+
+// invokePrefix is Lambda's Invoke API (2015-03-31), served beside the
+// Runtime API so that a function calls another with the AWS SDK pointed at
+// AWS_LAMBDA_RUNTIME_API, or with a plain POST: POST
+// /2015-03-31/functions/{name}/invocations[?Qualifier=q], body the
+// payload, RequestResponse only. The call goes to the agent (TypeCall);
+// while it runs, the agent may freeze the caller's container and give the
+// instance to other work (see hostagent's park.go).
+const invokePrefix = "/2015-03-31/functions/"
+
+// pendingCall is a call of an invocation waiting for its result.
+type pendingCall struct {
+	done chan callAnswer
+}
+
+type callAnswer struct {
+	res  initproto.CallResult
+	body []byte
+}
+
+// serveCall runs POST .../functions/{name}/invocations for the invocation
+// the process is running: one call at a time.
+func (p *process) serveCall(w http.ResponseWriter, r *http.Request, rest string) {
+	name, ok := strings.CutSuffix(rest, "/invocations")
+	if !ok || name == "" || strings.Contains(name, "/") {
+		reply(w, http.StatusNotFound, notFoundBody)
+		return
+	}
+	if r.Method != http.MethodPost {
+		reply(w, http.StatusMethodNotAllowed, badMethodBody)
+		return
+	}
+	if t := r.Header.Get("X-Amz-Invocation-Type"); t != "" && t != "RequestResponse" {
+		callError(w, http.StatusBadRequest, "InvalidParameterValueException", "only RequestResponse invocations can be made from a function")
+		return
+	}
+	fn, qualifier := splitFunctionName(name)
+	if q := r.URL.Query().Get("Qualifier"); q != "" {
+		qualifier = q
+	}
+	if fn == "" {
+		callError(w, http.StatusBadRequest, "InvalidParameterValueException", "no function name")
+		return
+	}
+	inv := p.cur.Load()
+	if inv == nil {
+		callError(w, http.StatusBadRequest, "InvalidRequestContentException", "a function calls another only while it runs an invocation")
+		return
+	}
+	body, tooLarge, err := readBody(r, p.c.s.cfg.MaxResponseBytes)
+	if tooLarge {
+		callError(w, http.StatusRequestEntityTooLarge, "RequestTooLargeException", "request payload too large")
+		return
+	}
+	if err != nil {
+		callError(w, http.StatusBadRequest, "InvalidRequestContentException", "could not read the payload")
+		return
+	}
+	pc := &pendingCall{done: make(chan callAnswer, 1)}
+	if !inv.call.CompareAndSwap(nil, pc) {
+		callError(w, http.StatusConflict, "ResourceConflictException", "the invocation already waits for a call")
+		return
+	}
+	defer inv.call.CompareAndSwap(pc, nil)
+	if !p.c.s.eventBody(initproto.TypeCall, initproto.Call{
+		InvocationID: inv.id, ContainerID: p.c.id, Function: fn, Qualifier: qualifier,
+	}, body) {
+		callError(w, http.StatusBadGateway, "ServiceException", "no host agent connected")
+		return
+	}
+	var a callAnswer
+	select {
+	case a = <-pc.done:
+	case <-r.Context().Done():
+		return // the invocation ended (timeout kill) or the runtime hung up
+	}
+	switch {
+	case a.res.Error != "":
+		callError(w, http.StatusBadGateway, "ServiceException", a.res.Error)
+		return
+	case a.res.Status != initproto.StatusOK:
+		// Lambda answers 200 with the function's error document and this
+		// header for every kind of function failure.
+		w.Header().Set("X-Amz-Function-Error", "Unhandled")
+	}
+	reply(w, http.StatusOK, a.body)
+}
+
+// splitFunctionName takes "name", "name:qualifier" or an ARN
+// "arn:...:function:name[:qualifier]".
+func splitFunctionName(s string) (fn, qualifier string) {
+	if u, err := url.PathUnescape(s); err == nil {
+		s = u
+	}
+	if _, after, ok := strings.Cut(s, ":function:"); ok && strings.HasPrefix(s, "arn:") {
+		s = after
+	}
+	fn, qualifier, _ = strings.Cut(s, ":")
+	return fn, qualifier
+}
+
+// callError answers a call the way Lambda's Invoke API reports errors.
+func callError(w http.ResponseWriter, code int, typ, msg string) {
+	b, _ := json.Marshal(struct {
+		Type    string `json:"Type"`
+		Message string `json:"message"`
+	}{"User", msg})
+	w.Header().Set("X-Amzn-ErrorType", typ)
+	reply(w, code, b)
+}
+
+// handleCallResult gives a call's result to the invocation waiting for it;
+// a result nobody waits for any more (the invocation ended) is dropped.
+func (s *Server) handleCallResult(f *initproto.Frame) {
+	closeAll(f.FDs)
+	var res initproto.CallResult
+	if err := f.Decode(&res); err != nil {
+		s.log.Warn().Err(err).Msg("malformed call result")
+		return
+	}
+	s.mu.Lock()
+	c := s.containers[res.ContainerID]
+	s.mu.Unlock()
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	p := c.proc
+	c.mu.Unlock()
+	if p == nil {
+		return
+	}
+	inv := p.cur.Load()
+	if inv == nil || inv.id != res.InvocationID {
+		return
+	}
+	if pc := inv.call.Load(); pc != nil {
+		select {
+		case pc.done <- callAnswer{res, f.Body}:
+		default: // answered already
+		}
+	}
+}

@@ -1,0 +1,243 @@
+package hostagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ember-run/ember/engine/pool"
+	"github.com/ember-run/ember/hostagent/dispatchpb"
+	"github.com/ember-run/ember/hostagent/initproto"
+)
+
+// An invocation whose function calls another through the Invoke API that
+// ember-init serves (initproto.TypeCall) is parked while the call runs:
+// the dispatch answers STATUS_SUSPENDED with the call, the container's
+// cgroup is frozen (no CPU; its memory stays, counted against the
+// instance at what it holds then), and the instance's claim goes back to
+// the scheduler, so other invocations run on the instance meanwhile. A
+// dispatch with resume thaws it, hands the call's result to the waiting
+// function and waits for the invocation's Result as before. ember-init
+// keeps the invocation's deadline all along: one whose resume comes too
+// late ends as a timeout, and a parked invocation nobody resumes is
+// dropped after its deadline.
+
+// callFrame is a TypeCall event: what a function asked to run.
+type callFrame struct {
+	call    initproto.Call
+	payload []byte
+}
+
+// routeCall hands a TypeCall event to the dispatch waiting on its
+// invocation; a call no dispatch waits for is refused at once.
+func (c *initClient) routeCall(f *initproto.Frame) {
+	closeFDs(f.FDs)
+	var cl initproto.Call
+	if err := f.Decode(&cl); err != nil {
+		return
+	}
+	c.mu.Lock()
+	ch := c.calls[cl.InvocationID]
+	c.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- callFrame{cl, f.Body}:
+			return
+		default: // one call at a time: ember-init refuses a second
+		}
+	}
+	_ = c.callResult(initproto.CallResult{InvocationID: cl.InvocationID, ContainerID: cl.ContainerID,
+		Error: "no dispatch waits for this invocation here"}, nil)
+}
+
+// callResult sends a call's result to ember-init (an event: no reply). A
+// result too large for a frame goes as an error.
+func (c *initClient) callResult(r initproto.CallResult, body []byte) error {
+	err := c.conn.Write(initproto.TypeCallResult, 0, r, body)
+	if errors.Is(err, initproto.ErrFrameTooLarge) {
+		r.Status, r.ErrorType, r.Error = "", "", fmt.Sprintf("the call's result (%d bytes) is too large", len(body))
+		err = c.conn.Write(initproto.TypeCallResult, 0, r, nil)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", errInitGone, err)
+	}
+	return nil
+}
+
+// pendingInvoke is an Invoke sent whose Result has not come yet.
+type pendingInvoke struct {
+	c     *initClient
+	id    string
+	seq   uint32
+	reply chan *initproto.Frame
+	calls chan callFrame
+}
+
+// startInvoke sends an Invoke; wait returns its Result or a call the
+// function makes first.
+func (c *initClient) startInvoke(inv initproto.Invoke, payload []byte) (*pendingInvoke, error) {
+	p := &pendingInvoke{c: c, id: inv.ID, calls: make(chan callFrame, 1)}
+	c.mu.Lock()
+	c.calls[inv.ID] = p.calls
+	c.mu.Unlock()
+	seq, ch, err := c.send(initproto.TypeInvoke, inv, payload, nil)
+	if err != nil {
+		p.done()
+		return nil, err
+	}
+	p.seq, p.reply = seq, ch
+	return p, nil
+}
+
+// wait waits for the Result, or for a call: then the Invoke stays pending
+// and wait is called again once the call's result went to ember-init.
+func (p *pendingInvoke) wait(ctx context.Context) (initproto.Result, []byte, *callFrame, error) {
+	f, cf, err := p.c.await(ctx, p.seq, p.reply, initproto.TypeInvoke, initproto.TypeResult, p.calls)
+	if cf != nil {
+		return initproto.Result{}, nil, cf, nil
+	}
+	p.done()
+	if err != nil {
+		return initproto.Result{}, nil, nil, err
+	}
+	var r initproto.Result
+	if err := f.Decode(&r); err != nil {
+		return r, nil, nil, err
+	}
+	return r, f.Body, nil, nil
+}
+
+// done stops routing calls to p.
+func (p *pendingInvoke) done() {
+	p.c.mu.Lock()
+	if p.c.calls[p.id] == p.calls {
+		delete(p.c.calls, p.id)
+	}
+	p.c.mu.Unlock()
+}
+
+// parked is a suspended invocation on its instance.
+type parked struct {
+	run *invokeRun
+	// mb is the memory its container held when parked, reserved on the
+	// instance until it resumes.
+	mb    int64
+	timer *time.Timer
+	at    time.Time // when it was parked
+}
+
+// parkSlack is how long past its deadline (and ember-init's time to end
+// it) a parked invocation waits for a resume before it is dropped.
+const parkSlack = 10 * time.Second
+
+// park suspends run for call cf: see the comment at the top. The parked
+// container keeps its whole memory reservation (it may grow to its limit
+// once thawed); room says whether the instance has memory left for
+// another invocation (else the scheduler keeps the claim).
+func (a *Agent) park(log zerolog.Logger, r *invokeRun, cf *callFrame) (*dispatchpb.DispatchResponse, error) {
+	var usedMB int64
+	if used, err := r.c.cg.MemoryUsage(); err == nil {
+		usedMB = (used + 1<<20 - 1) >> 20
+	}
+	t0 := time.Now()
+	if err := r.c.cg.Freeze(true); err != nil {
+		log.Warn().Err(err).Msg("freeze a parked container (it stays parked, not frozen)")
+	}
+	freeze := time.Since(t0)
+	id := r.req.GetInvocationId()
+	mb := dispatchMB(r.in, r.req)
+	p := &parked{run: r, mb: mb, at: time.Now()}
+	wait := time.Until(time.UnixMilli(r.deadline)) + a.cfg.StopGrace + initReplySlack + parkSlack
+	a.mu.Lock()
+	r.c.inUse++ // the resume's end releases it
+	r.in.parkedMB += mb
+	r.in.parked[id] = p
+	// This dispatch's own memory is counted as running until it returns.
+	room := r.in.memoryMB-(r.in.runningMB-mb)-r.in.parkedMB >= minFunctionMB
+	p.timer = time.AfterFunc(wait, func() { a.dropParked(r.in, id, "no resume came by its deadline") })
+	a.mu.Unlock()
+	log.Info().Str("call", cf.call.Function).Int64("parked_mb", mb).Int64("used_mb", usedMB).Bool("room", room).
+		Int64("freeze_us", freeze.Microseconds()).Msg("invocation parked: its function waits for a call")
+	return &dispatchpb.DispatchResponse{
+		Status: dispatchpb.Status_STATUS_SUSPENDED, Start: r.kind,
+		Call: &dispatchpb.Call{Function: cf.call.Function, Qualifier: cf.call.Qualifier, Payload: cf.payload,
+			DeadlineUnixMs: r.deadline, Room: room},
+	}, nil
+}
+
+// minFunctionMB is the least memory a function has (the smallest class).
+var minFunctionMB = pool.StandardClasses[0]
+
+// unpark takes invocation id's parked record off in (nil if none).
+func (a *Agent) unpark(in *instance, id string) *parked {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p := in.parked[id]
+	if p == nil {
+		return nil
+	}
+	delete(in.parked, id)
+	p.timer.Stop()
+	in.parkedMB -= p.mb
+	return p
+}
+
+// dropParked forgets a parked invocation that will not be resumed: its
+// container is thawed (ember-init ends the invocation at its deadline).
+func (a *Agent) dropParked(in *instance, id, why string) {
+	p := a.unpark(in, id)
+	if p == nil {
+		return
+	}
+	a.log.Info().Str("instance", in.id).Str("invocation", id).Str("why", why).Msg("parked invocation dropped")
+	_ = p.run.c.cg.Freeze(false)
+	p.run.pending.done()
+	a.releaseContainer(in, p.run.c)
+}
+
+// resume continues a parked invocation with its call's result.
+func (a *Agent) resume(ctx context.Context, log zerolog.Logger, in *instance, req *dispatchpb.DispatchRequest) (*dispatchpb.DispatchResponse, error) {
+	p := a.unpark(in, req.GetInvocationId())
+	if p == nil {
+		// Dropped past its deadline (ember-init ended it), or this agent
+		// restarted since: the invocation is over, the instance is fine.
+		log.Warn().Msg("resume of an invocation no longer parked here")
+		return &dispatchpb.DispatchResponse{Status: dispatchpb.Status_STATUS_TIMEOUT, ErrorType: "Sandbox.Timedout",
+			Payload: []byte(`{"errorMessage":"the invocation was no longer waiting for its call (past its deadline, or its agent restarted)","errorType":"Sandbox.Timedout"}`)}, nil
+	}
+	r := p.run
+	defer a.releaseContainer(in, r.c) // park's
+	t0 := time.Now()
+	if err := r.c.cg.Freeze(false); err != nil {
+		log.Warn().Err(err).Msg("thaw a parked container")
+	}
+	log.Info().Int64("thaw_us", time.Since(t0).Microseconds()).Dur("parked_for", time.Since(p.at)).Msg("invocation resumed")
+	rs := req.GetResume()
+	cr := initproto.CallResult{InvocationID: req.GetInvocationId(), ContainerID: r.c.id,
+		ErrorType: rs.GetErrorType(), Error: rs.GetError()}
+	if cr.Error == "" {
+		cr.Status = initStatus(rs.GetStatus())
+	}
+	if err := r.client.callResult(cr, rs.GetPayload()); err != nil {
+		r.pending.done()
+		return nil, err
+	}
+	r.sent = time.Now()
+	return a.finish(ctx, log, r, nil)
+}
+
+// initStatus is mapStatus's inverse.
+func initStatus(s dispatchpb.Status) string {
+	switch s {
+	case dispatchpb.Status_STATUS_OK:
+		return initproto.StatusOK
+	case dispatchpb.Status_STATUS_TIMEOUT:
+		return initproto.StatusTimeout
+	case dispatchpb.Status_STATUS_CRASHED:
+		return initproto.StatusCrashed
+	}
+	return initproto.StatusFunctionError
+}

@@ -1,0 +1,83 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/ember-run/ember/engine/api/wire"
+)
+
+// BenchmarkCallWait: what a call that waits without holding an instance
+// costs. A function calls a no-op function 30 times, one after the other
+// (examples/caller: the time it waits in its HTTP call, which covers the
+// park, the call as an invocation of its own and the resume), against hot
+// invokes of the same no-op function through the API, interleaved; and the
+// agent's freeze and thaw of the parked container (cgroup.freeze writes,
+// from its log).
+func BenchmarkCallWait(b *testing.B) {
+	s := newStack(b, "m128=2")
+	if _, err := s.admin.PutSubPool(s.ctx(), wire.SubPool{Name: "one", Tenant: tenant, MemoryMB: 512, Max: 1}); err != nil {
+		b.Fatal(err)
+	}
+	s.deploy("caller", "caller", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000, SubPool: "one"})
+	s.deploy("noop", "sleep", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000})
+	call := func() time.Duration {
+		res, err := s.client.Invoke(s.ctx(), "caller", "", []byte(`{"function":"noop","payload":{"ms":0}}`))
+		if err != nil || !res.OK() {
+			b.Fatalf("caller: %+v %v", res, err)
+		}
+		var out callerResult
+		if err := json.Unmarshal(res.Payload, &out); err != nil || out.CallStatus != 200 {
+			b.Fatalf("caller: %s %v", res.Payload, err)
+		}
+		return time.Duration(out.WaitedUS) * time.Microsecond
+	}
+	direct := func() time.Duration {
+		t0 := time.Now()
+		res, err := s.client.Invoke(s.ctx(), "noop", "", []byte(`{"ms":0}`))
+		if err != nil || !res.OK() {
+			b.Fatalf("noop: %+v %v", res, err)
+		}
+		return time.Since(t0)
+	}
+	for range 5 { // warm-up: both containers hot
+		call()
+		direct()
+	}
+	var calls, directs []time.Duration
+	for range 30 {
+		calls = append(calls, call())
+		directs = append(directs, direct())
+	}
+	c, d := median(calls), median(directs)
+	report(b, "a call that waits, seen by the caller (park, call, resume) p50", ms(c), "ms-call")
+	report(b, "hot invoke of the callee through the API p50", ms(d), "ms-invoke")
+	report(b, "call / invoke", ms(c)/ms(d), "x-call")
+
+	log, err := os.ReadFile(filepath.Join(s.dir, "emberd-0.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	report(b, "freeze of the parked container p50", usMedian(b, log, "freeze_us"), "ms-freeze")
+	report(b, "thaw p50", usMedian(b, log, "thaw_us"), "ms-thaw")
+}
+
+// usMedian is the median, in ms, of a microseconds field in JSON log lines.
+func usMedian(b *testing.B, log []byte, field string) float64 {
+	var v []float64
+	for _, m := range regexp.MustCompile(`"`+field+`":(\d+)`).FindAllSubmatch(log, -1) {
+		n, _ := strconv.ParseFloat(string(m[1]), 64)
+		v = append(v, n/1000)
+	}
+	if len(v) == 0 {
+		b.Fatalf("no %s in emberd's log", field)
+	}
+	sort.Float64s(v)
+	return v[len(v)/2]
+}
