@@ -40,26 +40,24 @@ func invokeCaller(t *testing.T, s *stack, payload string) (callerResult, client.
 
 // TestCallWaitsWithoutInstance: a function (examples/caller) calls another
 // (sleep, 3 s) through the Invoke API its runtime serves and waits. Its
-// invocation is parked meanwhile: its instance goes back to the pool and
-// runs another invocation during the wait; the caller then resumes on it
-// with the nonce and the 32 MB it held before the call, and returns them
+// invocation is parked meanwhile (its container frozen) and its instance
+// goes back to the pool: the call itself runs there during the wait (the
+// tenant's sub-pool has that one instance). The caller then resumes on it
+// with the nonce and the 8 MB it held before the call, and returns them
 // with the call's result. A call whose function fails comes back as
 // Lambda reports it (200, X-Amz-Function-Error), one the platform cannot
-// run as a 502.
+// run as a 502; a call that outlasts the caller's deadline times it out.
 func TestCallWaitsWithoutInstance(t *testing.T) {
 	s := newStack(t, "m128=2")
-	// The caller and "other" share a sub-pool of one 512 MB instance:
-	// the caller's parked container holds what it used (about 45 MB) and
-	// "other" gets 128 MB beside it; the calls run in the fixed classes.
+	// Every function of the tenant runs in its sub-pool of one 512 MB
+	// instance: the parked caller keeps 128 MB there, the call gets 128 MB
+	// beside it.
 	if _, err := s.admin.PutSubPool(s.ctx(), wire.SubPool{Name: "one", Tenant: tenant, MemoryMB: 512, Max: 1}); err != nil {
 		t.Fatal(err)
 	}
 	s.deploy("caller", "caller", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 30000, SubPool: "one"})
-	s.deploy("other", "sleep", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000, SubPool: "one"})
-	s.deploy("slow", "sleep", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000})
-	s.deploy("failing", "fail", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000})
-
-	before, _, _ := invokeSleep(t, s, s.client, "other", 1)
+	s.deploy("slow", "sleep", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000, SubPool: "one"})
+	s.deploy("failing", "fail", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000, SubPool: "one"})
 
 	type outcome struct {
 		res client.InvokeResult
@@ -67,7 +65,7 @@ func TestCallWaitsWithoutInstance(t *testing.T) {
 	}
 	done := make(chan outcome, 1)
 	go func() {
-		res, err := s.client.Invoke(s.ctx(), "caller", "", []byte(`{"function":"slow","payload":{"ms":3000},"mb":32}`))
+		res, err := s.client.Invoke(s.ctx(), "caller", "", []byte(`{"function":"slow","payload":{"ms":3000,"stat":true},"mb":8}`))
 		done <- outcome{res, err}
 	}()
 	logPath := filepath.Join(s.dir, "emberd-0.log")
@@ -93,12 +91,6 @@ func TestCallWaitsWithoutInstance(t *testing.T) {
 	testenv.Eventually(t, 2*time.Second, "the caller's container frozen", func() bool {
 		return frozenContainers(t, parkedAt.Instance) == 1
 	})
-	during, _, _ := invokeSleep(t, s, s.client, "other", 1)
-	select {
-	case o := <-done:
-		t.Fatalf("the caller ended before the invocation made during its wait: %+v %v", o.res, o.err)
-	default:
-	}
 	o := <-done
 	if o.err != nil || !o.res.OK() {
 		t.Fatalf("caller: %+v %v", o.res, o.err)
@@ -124,9 +116,13 @@ func TestCallWaitsWithoutInstance(t *testing.T) {
 		t.Errorf("the caller waited %d us for a 3 s call", out.WaitedUS)
 	}
 	callerAt := instanceOf(sleepResult{LogStream: out.LogStream})
-	if callerAt != instanceOf(before) || instanceOf(during) != callerAt {
-		t.Errorf("caller on %s; the other function ran on %s before and on %s during the wait, want all on one instance",
-			callerAt, instanceOf(before), instanceOf(during))
+	if callerAt != parkedAt.Instance || instanceOf(slept) != callerAt {
+		t.Errorf("caller on %s, parked on %s, its call on %s: want all on one instance", callerAt, parkedAt.Instance, instanceOf(slept))
+	}
+	// From the agent's log: the call ran on the caller's instance after the
+	// caller was parked and before it resumed.
+	if !ranWhileParked(t, logPath, parkedAt.Instance, "slow") {
+		t.Errorf("the call did not run on %s while the caller was parked:\n%s", parkedAt.Instance, s.log())
 	}
 
 	// A function error comes back as Lambda's Invoke API reports it; a
@@ -152,7 +148,7 @@ func TestCallWaitsWithoutInstance(t *testing.T) {
 		t.Errorf("the timed-out caller answered after %v", took)
 	}
 	// Its instance is fine: the caller runs again there.
-	again, _ := invokeCaller(t, s, `{"function":"other","payload":{"ms":1}}`)
+	again, _ := invokeCaller(t, s, `{"function":"slow","payload":{"ms":1}}`)
 	if again.CallStatus != 200 || instanceOf(sleepResult{LogStream: again.LogStream}) != callerAt {
 		t.Errorf("after the timeout: status %d on %s, want 200 on %s", again.CallStatus, again.LogStream, callerAt)
 	}
@@ -178,4 +174,45 @@ func frozenContainers(t *testing.T, instance string) int {
 		}
 	}
 	return n
+}
+
+// ranWhileParked reports whether the agent's log shows an invocation of fn
+// done on instance between the parking of an invocation there and its
+// resume (log times, ms).
+func ranWhileParked(t *testing.T, logPath, instance, fn string) bool {
+	t.Helper()
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type line struct {
+		Message    string    `json:"message"`
+		Instance   string    `json:"instance"`
+		Function   string    `json:"function"`
+		Invocation string    `json:"invocation"`
+		Time       time.Time `json:"time"`
+	}
+	var parked, resumed time.Time
+	var parkedInv string
+	var done []time.Time
+	for raw := range strings.SplitSeq(string(b), "\n") {
+		var l line
+		if json.Unmarshal([]byte(raw), &l) != nil || l.Instance != instance {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(l.Message, "invocation parked") && parkedInv == "":
+			parked, parkedInv = l.Time, l.Invocation
+		case l.Message == "invocation resumed" && l.Invocation == parkedInv && resumed.IsZero():
+			resumed = l.Time
+		case l.Message == "invocation done" && l.Function == fn:
+			done = append(done, l.Time)
+		}
+	}
+	for _, d := range done {
+		if !parked.IsZero() && !resumed.IsZero() && !d.Before(parked) && !d.After(resumed) {
+			return true
+		}
+	}
+	return false
 }
