@@ -37,7 +37,9 @@ func (s *Scheduler) serveCalls(ctx context.Context, inv *invoke.Invocation, v re
 	}
 	for {
 		deadline := time.UnixMilli(call.GetDeadlineUnixMs())
+		t0 := time.Now()
 		resume := s.runCall(ctx, inv, call, deadline)
+		t1 := time.Now()
 		rc := c // without room on the instance the claim was kept
 		if call.GetRoom() {
 			var err error
@@ -50,8 +52,11 @@ func (s *Scheduler) serveCalls(ctx context.Context, inv *invoke.Invocation, v re
 				return invoke.Result{}, fmt.Errorf("resume on instance %s: %w", c.InstanceID, err)
 			}
 		}
+		t2 := time.Now()
 		var held []pool.Claim
 		res, next, _, err := s.dispatch(ctx, inv, v, rc, vk, logSvc, &held, class, resume)
+		s.log.Debug().Str("invocation", inv.ID).Dur("call", t1.Sub(t0)).Dur("reclaim", t2.Sub(t1)).
+			Dur("resume", time.Since(t2)).Msg("call served")
 		for _, h := range held {
 			s.release(ctx, h, "", true)
 		}
