@@ -46,10 +46,11 @@ stop: ## Stop emberd (if started by `make run`), containerd and Redis.
 	@deploy/setup.sh stop
 
 .PHONY: test-deps
-test-deps: ## Install what only the tests need: Chromium (the dashboard in a browser), Prometheus (promtool, a real scrape), the OpenTelemetry Collector (a real log receiver) and SeaweedFS (state shared by several hosts); the last two built once, cached.
+test-deps: ## Install what only the tests need: Chromium (the dashboard in a browser), Prometheus (promtool, a real scrape), the OpenTelemetry Collector (a real log receiver), SeaweedFS (state shared by several hosts) and CRIU (checkpoints of waiting functions); the last three built once, cached.
 	@deploy/setup.sh install chromium prometheus
 	@deploy/setup.sh otelcol
 	@deploy/setup.sh weed
+	@deploy/setup.sh criu
 
 .PHONY: test
 test: setup test-deps ## Run every test against real Redis, containerd and the Kafka-protocol broker, then each fuzz target briefly.

@@ -12,6 +12,8 @@
 #                             cached) and link $EMBER_STATE/tools/weed
 #   deploy/setup.sh rie       build AWS's Lambda Runtime Interface Emulator (deploy/rie;
 #                             once, cached) and link $EMBER_STATE/tools/aws-lambda-rie
+#   deploy/setup.sh criu      build CRIU 4.1.1 with deploy/criu/sockets.patch (once,
+#                             cached) and link $EMBER_STATE/tools/criu
 #
 # Everything lives under $EMBER_STATE (default: <repo>/.ember). start writes
 # $EMBER_STATE/env with EMBER_REDIS and EMBER_CONTAINERD for the Makefile,
@@ -138,6 +140,36 @@ rie() {
 		"AWS's Lambda Runtime Interface Emulator"
 }
 
+# criu builds CRIU, which checkpoints a function waiting for a call
+# (hostagent/checkpoint.go, --criu): 4.1.1 from Debian's source (this
+# kernel needs 4.1 or later; bookworm ships 3.17) with deploy/criu's patch,
+# into $EMBER_TOOLS_CACHE. About a minute the first time (its build
+# dependencies from apt, then 15 s of make on 2 cores), nothing afterwards.
+criu() {
+	local cache=${EMBER_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ember}
+	local key
+	key=$(sha256sum "$repo/deploy/criu/sockets.patch" | cut -c1-16)
+	local bin=$cache/criu-4.1.1-$key
+	install libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libprotobuf-dev libnl-3-dev \
+		libnet1-dev libcap-dev libbsd-dev libnftables-dev uuid-dev pkg-config make gcc curl xz-utils nftables
+	if [ ! -x "$bin" ]; then
+		log "building CRIU 4.1.1 into $bin"
+		local tmp
+		tmp=$(mktemp -d)
+		curl -fsSL -o "$tmp/criu.tar.xz" http://deb.debian.org/debian/pool/main/c/criu/criu_4.1.1.orig.tar.xz
+		echo "f80a66cb3726bb2116266d4759ce3bcbfab7abdb6b6d430bf20dd41911717afe  $tmp/criu.tar.xz" | sha256sum -c --quiet
+		tar -C "$tmp" -xf "$tmp/criu.tar.xz"
+		patch -s -d "$tmp/criu-4.1.1" -p1 <"$repo/deploy/criu/sockets.patch"
+		make -s -C "$tmp/criu-4.1.1" -j"$(nproc)" criu >"$tmp/build.log" 2>&1 || { tail -20 "$tmp/build.log"; exit 1; }
+		mkdir -p "$cache"
+		cp "$tmp/criu-4.1.1/criu/criu" "$bin.tmp"
+		mv "$bin.tmp" "$bin"
+		rm -rf "$tmp"
+	fi
+	mkdir -p "$state/tools"
+	ln -sfn "$bin" "$state/tools/criu"
+}
+
 # tool DIR NAME PACKAGE WHAT [FILES...] builds PACKAGE of the module in
 # deploy/DIR into $EMBER_TOOLS_CACHE (default ~/.cache/ember, which outlives
 # checkouts and `make clean`), keyed by the module's go.mod, go.sum and
@@ -169,8 +201,9 @@ install) shift; install "$@" ;;
 otelcol) otelcol ;;
 weed) weed ;;
 rie) rie ;;
+criu) criu ;;
 start) start ;;
 stop) stop ;;
 status) status ;;
-*) log "usage: $0 install|start|stop|status|otelcol|weed|rie"; exit 2 ;;
+*) log "usage: $0 install|start|stop|status|otelcol|weed|rie|criu"; exit 2 ;;
 esac

@@ -62,6 +62,14 @@ type Config struct {
 	// one just started or used for another waiter is left alone.
 	// Default: 1s.
 	RoomMinIdle time.Duration
+	// CRIU is a CRIU binary (4.1 or later, with docs/spikes/criu's patch;
+	// `deploy/setup.sh criu` builds it): a parked invocation that still
+	// waits after CheckpointAfter is checkpointed, giving its memory back
+	// (checkpoint.go). "" keeps parked invocations frozen.
+	CRIU string
+	// CheckpointAfter: how long a parked invocation stays frozen before it
+	// is checkpointed. Default: 1s.
+	CheckpointAfter time.Duration
 	// MaxContainersPerInstance bounds the live containers (function versions)
 	// on an instance; the least recently used is stopped first. Default: 4.
 	MaxContainersPerInstance int
@@ -189,6 +197,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RoomMinIdle == 0 {
 		c.RoomMinIdle = time.Second
+	}
+	if c.CheckpointAfter == 0 {
+		c.CheckpointAfter = time.Second
 	}
 	if c.MaxContainersPerInstance == 0 {
 		c.MaxContainersPerInstance = 4

@@ -72,6 +72,9 @@ type CgroupChild interface {
 	MemoryUsage() (int64, error)
 	// Freeze stops (true) or thaws (false) the cgroup's processes.
 	Freeze(on bool) error
+	// Path is the cgroup's directory for a controller (cgroup.Unified for
+	// cgroup2), "" if it has none.
+	Path(ctrl string) string
 }
 
 // Cgroups creates child cgroups (hostagent/cgroup in production).

@@ -357,6 +357,7 @@ func (c *fakeChild) CloseFDs()                   {}
 func (c *fakeChild) OOMKills() int64             { return 0 }
 func (c *fakeChild) MemoryUsage() (int64, error) { return 0, nil }
 func (c *fakeChild) Freeze(bool) error           { return nil }
+func (c *fakeChild) Path(string) string          { return "" }
 func (c *fakeChild) Remove() error {
 	c.f.mu.Lock()
 	c.f.removed[c.path] = true

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ember-run/ember/engine/pool"
@@ -120,6 +121,9 @@ type container struct {
 	retireHot bool
 	// stopped: a stop began (a container is stopped once).
 	stopped bool
+	// dumped is the host pid of the process a checkpoint killed last
+	// (checkpoint.go).
+	dumped atomic.Int64
 }
 
 // busyLocked: a dispatch runs on the instance or an invocation is parked

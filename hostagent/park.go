@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/ember-run/ember/engine/pool"
 	"github.com/ember-run/ember/hostagent/dispatchpb"
@@ -123,10 +127,17 @@ func (p *pendingInvoke) done() {
 type parked struct {
 	run *invokeRun
 	// mb is the memory its container held when parked, reserved on the
-	// instance until it resumes.
+	// instance until it resumes (guarded by Agent.mu).
 	mb    int64
 	timer *time.Timer
 	at    time.Time // when it was parked
+	// checkpoint: with Config.CRIU, its timer checkpoints the process.
+	checkpoint *time.Timer
+
+	// mu serialises the checkpoint with the resume or the drop.
+	mu   sync.Mutex
+	gone bool          // resumed or dropped: no checkpoint any more
+	cp   *checkpointed // the process is on disk, not running
 }
 
 // parkSlack is how long past its deadline (and ember-init's time to end
@@ -158,6 +169,9 @@ func (a *Agent) park(log zerolog.Logger, r *invokeRun, cf *callFrame) (*dispatch
 	// This dispatch's own memory is counted as running until it returns.
 	room := r.in.memoryMB-(r.in.runningMB-mb)-r.in.parkedMB >= minFunctionMB
 	p.timer = time.AfterFunc(wait, func() { a.dropParked(r.in, id, "no resume came by its deadline") })
+	if a.cfg.CRIU != "" {
+		p.checkpoint = time.AfterFunc(a.cfg.CheckpointAfter, func() { a.checkpointParked(r.in, id) })
+	}
 	a.mu.Unlock()
 	log.Info().Str("call", cf.call.Function).Int64("parked_mb", mb).Int64("used_mb", usedMB).Bool("room", room).
 		Int64("freeze_us", freeze.Microseconds()).Msg("invocation parked: its function waits for a call")
@@ -181,9 +195,50 @@ func (a *Agent) unpark(in *instance, id string) *parked {
 	}
 	delete(in.parked, id)
 	p.timer.Stop()
+	if p.checkpoint != nil {
+		p.checkpoint.Stop()
+	}
 	in.parkedMB -= p.mb
 	return p
 }
+
+// checkpointParked checkpoints parked invocation id's process (thawed for
+// CRIU): the instance gets its memory back. A failure leaves it frozen.
+func (a *Agent) checkpointParked(in *instance, id string) {
+	a.mu.Lock()
+	p := in.parked[id]
+	a.mu.Unlock()
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.gone {
+		return
+	}
+	r := p.run
+	log := a.log.With().Str("instance", in.id).Str("invocation", id).Logger()
+	_ = r.c.cg.Freeze(false)
+	ctx, cancel := context.WithTimeout(context.Background(), checkpointTimeout)
+	defer cancel()
+	t0 := time.Now()
+	cp, err := a.dump(ctx, r.c, filepath.Join(in.dir, "checkpoints", id), in.hostUID)
+	if err != nil {
+		log.Warn().Err(err).Msg("checkpoint of a parked invocation failed; it stays frozen")
+		_ = r.c.cg.Freeze(true)
+		return
+	}
+	p.cp = cp
+	a.mu.Lock()
+	in.parkedMB -= p.mb
+	p.mb = 0
+	a.mu.Unlock()
+	log.Info().Int64("dump_us", time.Since(t0).Microseconds()).Int64("image_mb", cp.sizeMB).
+		Msg("invocation checkpointed: its process is on disk until the resume")
+}
+
+// checkpointTimeout bounds a CRIU dump or restore.
+const checkpointTimeout = 30 * time.Second
 
 // dropParked forgets a parked invocation that will not be resumed: its
 // container is thawed (ember-init ends the invocation at its deadline).
@@ -193,6 +248,12 @@ func (a *Agent) dropParked(in *instance, id, why string) {
 		return
 	}
 	a.log.Info().Str("instance", in.id).Str("invocation", id).Str("why", why).Msg("parked invocation dropped")
+	p.mu.Lock()
+	p.gone = true
+	if p.cp != nil { // ember-init ended the invocation; its process is gone
+		_ = os.RemoveAll(p.cp.dir)
+	}
+	p.mu.Unlock()
 	_ = p.run.c.cg.Freeze(false)
 	p.run.pending.done()
 	a.releaseContainer(in, p.run.c)
@@ -210,11 +271,34 @@ func (a *Agent) resume(ctx context.Context, log zerolog.Logger, in *instance, re
 	}
 	r := p.run
 	defer a.releaseContainer(in, r.c) // park's
+	p.mu.Lock()                       // a checkpoint under way ends first
+	p.gone = true
+	cp := p.cp
+	p.mu.Unlock()
 	t0 := time.Now()
-	if err := r.c.cg.Freeze(false); err != nil {
-		log.Warn().Err(err).Msg("thaw a parked container")
+	if cp != nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), checkpointTimeout)
+		pid, wait, err := a.restore(rctx, r.c, cp)
+		cancel()
+		if pid > 0 {
+			go watchRestored(log, r.c, pid, cp.shim, wait)
+		}
+		_ = os.RemoveAll(cp.dir)
+		if err != nil {
+			// Its end reaches ember-init with the shim's: the invocation
+			// crashed.
+			log.Error().Err(err).Msg("restore of a checkpointed invocation failed")
+			if pid <= 0 {
+				_ = unix.Kill(cp.shim, unix.SIGKILL)
+			}
+		}
+		log.Info().Int64("restore_us", time.Since(t0).Microseconds()).Dur("parked_for", time.Since(p.at)).Msg("invocation restored and resumed")
+	} else {
+		if err := r.c.cg.Freeze(false); err != nil {
+			log.Warn().Err(err).Msg("thaw a parked container")
+		}
+		log.Info().Int64("thaw_us", time.Since(t0).Microseconds()).Dur("parked_for", time.Since(p.at)).Msg("invocation resumed")
 	}
-	log.Info().Int64("thaw_us", time.Since(t0).Microseconds()).Dur("parked_for", time.Since(p.at)).Msg("invocation resumed")
 	rs := req.GetResume()
 	cr := initproto.CallResult{InvocationID: req.GetInvocationId(), ContainerID: r.c.id,
 		ErrorType: rs.GetErrorType(), Error: rs.GetError()}

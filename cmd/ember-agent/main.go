@@ -49,6 +49,9 @@ func envOr(key, def string) string {
 }
 
 func main() {
+	if hostagent.IsKeeper() { // a CRIU restore keeper (hostagent/keeper.go)
+		hostagent.RunKeeper()
+	}
 	var f flags
 	cmd := &cobra.Command{
 		Use:           "ember-agent",

@@ -52,6 +52,9 @@ type flags struct {
 }
 
 func main() {
+	if hostagent.IsKeeper() { // a CRIU restore keeper (hostagent/keeper.go)
+		hostagent.RunKeeper()
+	}
 	var f flags
 	cmd := &cobra.Command{
 		Use:           "emberd",

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -71,8 +72,10 @@ func IsShim() bool { return len(os.Args) > 1 && os.Args[1] == shimArg }
 // hidden), then runs the bootstrap as the container's own uid with no
 // capabilities, no_new_privs and the function seccomp filter, forwards
 // SIGTERM, reaps every orphan, and exits once the bootstrap has, reporting
-// its status. Exiting ends every other process of the pid namespace. It
-// never returns.
+// its status. Exiting ends every other process of the pid namespace. The
+// bootstrap leads its own session there (what CRIU needs to checkpoint it
+// alone); on SIGUSR1 from the agent the shim survives the bootstrap's
+// checkpoint (see below). It never returns.
 func RunShim() {
 	runtime.LockOSThread()
 	// The spec and status pipes are the shim's alone: the bootstrap must
@@ -110,7 +113,9 @@ func RunShim() {
 		Dir:   spec.TaskDir,
 		Env:   spec.Env,
 		Files: []uintptr{0, 1, 2},
-		Sys:   &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(spec.UID), Gid: uint32(spec.GID)}},
+		// Its own session, inside the container's pid namespace: what
+		// CRIU needs to checkpoint and restore it on its own.
+		Sys: &syscall.SysProcAttr{Setsid: true, Credential: &syscall.Credential{Uid: uint32(spec.UID), Gid: uint32(spec.GID)}},
 	})
 	if err != nil {
 		report(shimStatus{Exit: -1, Error: fmt.Sprintf("exec %s: %v", path, err), Exec: true})
@@ -122,10 +127,30 @@ func RunShim() {
 			_ = unix.Kill(-1, s.(syscall.Signal))
 		}
 	}()
+	// SIGUSR1 (from the host agent, which alone can signal this process):
+	// the bootstrap is about to be checkpointed and killed, and comes back
+	// restored into this pid namespace with the same pid, as a child of the
+	// agent; so its SIGKILL ends nothing, and the shim lives until it is
+	// killed (the agent does that when the restored process ends).
+	// SIGUSR2: the checkpoint failed; a SIGKILL counts again.
+	var checkpointing atomic.Bool
+	restoring := false
+	usr, chld := make(chan os.Signal, 2), make(chan os.Signal, 1)
+	signal.Notify(usr, unix.SIGUSR1, unix.SIGUSR2)
+	signal.Notify(chld, unix.SIGCHLD)
+	go func() {
+		for s := range usr {
+			checkpointing.Store(s == unix.SIGUSR1)
+		}
+	}()
 	for {
 		var ws unix.WaitStatus
 		wpid, err := unix.Wait4(-1, &ws, 0, nil)
 		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if errors.Is(err, unix.ECHILD) && restoring {
+			<-chld // an orphan of the restored process, re-parented here
 			continue
 		}
 		if err != nil {
@@ -134,6 +159,10 @@ func RunShim() {
 		}
 		if wpid != pid {
 			continue // an orphan of the function: reaped
+		}
+		if ws.Signaled() && ws.Signal() == unix.SIGKILL && checkpointing.Swap(false) {
+			restoring = true
+			continue // checkpointed: it is restored with this pid
 		}
 		st := shimStatus{Exit: ws.ExitStatus()}
 		if ws.Signaled() {

@@ -32,6 +32,8 @@ type Flags struct {
 	codeCacheMB                   int64
 	keepInstances                 bool
 	orphanTimeout                 time.Duration
+	criu                          string
+	checkpointAfter               time.Duration
 }
 
 // Register adds the flags to fs.
@@ -55,6 +57,8 @@ func (f *Flags) Register(fs *pflag.FlagSet) {
 	fs.Int64Var(&f.codeCacheMB, "code-cache", hostagent.DefaultCodeCacheMB, "MB of function packages kept extracted on this host; beyond it the least recently used are removed")
 	fs.BoolVar(&f.keepInstances, "keep-instances", true, "leave idle instances running at a clean stop, for the next start of this agent to reattach (a restart keeps the pool warm); false destroys them")
 	fs.DurationVar(&f.orphanTimeout, "orphan-timeout", 15*time.Minute, "an instance with no agent connected for this long stops itself (an agent that stopped and never came back)")
+	fs.StringVar(&f.criu, "criu", "", "CRIU binary (deploy/setup.sh criu builds one): a function waiting for a call longer than --checkpoint-after is checkpointed and its memory given back; empty keeps it frozen")
+	fs.DurationVar(&f.checkpointAfter, "checkpoint-after", time.Second, "with --criu, how long a waiting function stays frozen before it is checkpointed")
 	fs.IntVar(&f.uidBase, "uid-base", 100000, "first host uid of instances (each gets 65536 of its own); agents sharing a kernel need disjoint ranges")
 }
 
@@ -77,6 +81,10 @@ func (f *Flags) Apply(cfg *hostagent.Config) error {
 		return fmt.Errorf("--orphan-timeout %v: want a positive duration", f.orphanTimeout)
 	}
 	cfg.KeepInstances, cfg.OrphanTimeout = f.keepInstances, f.orphanTimeout
+	if f.checkpointAfter <= 0 {
+		return fmt.Errorf("--checkpoint-after %v: want a positive duration", f.checkpointAfter)
+	}
+	cfg.CRIU, cfg.CheckpointAfter = f.criu, f.checkpointAfter
 	if f.capacityMB < 0 || f.capacityVCPU < 0 {
 		return fmt.Errorf("--capacity-memory and --capacity-vcpu must not be negative")
 	}

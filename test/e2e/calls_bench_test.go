@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ember-run/ember/engine/api/wire"
+	"github.com/ember-run/ember/internal/testenv"
 )
 
 // BenchmarkCallWait: what a call that waits without holding an instance
@@ -80,4 +81,37 @@ func usMedian(b *testing.B, log []byte, field string) float64 {
 	}
 	sort.Float64s(v)
 	return v[len(v)/2]
+}
+
+// BenchmarkCallCheckpoint: with --criu, what checkpointing a waiting
+// function costs: a caller (examples/caller, 8 MB held) calls a function
+// that sleeps 500 ms, 10 times; --checkpoint-after 50ms, so each wait is
+// checkpointed. Reports the dump and the restore (the agent's log) and how
+// much longer than the 500 ms the caller waited.
+func BenchmarkCallCheckpoint(b *testing.B) {
+	s := newStack(b, "m128=2", "--criu", testenv.Tool("criu"), "--checkpoint-after", "50ms")
+	if _, err := s.admin.PutSubPool(s.ctx(), wire.SubPool{Name: "one", Tenant: tenant, MemoryMB: 512, Max: 1}); err != nil {
+		b.Fatal(err)
+	}
+	s.deploy("caller", "caller", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000, SubPool: "one"})
+	s.deploy("slow", "sleep", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000, SubPool: "one"})
+	var extra []time.Duration
+	for range 10 {
+		res, err := s.client.Invoke(s.ctx(), "caller", "", []byte(`{"function":"slow","payload":{"ms":500},"mb":8}`))
+		if err != nil || !res.OK() {
+			b.Fatalf("caller: %+v %v\n%s", res, err, s.log())
+		}
+		var out callerResult
+		if err := json.Unmarshal(res.Payload, &out); err != nil || out.CallStatus != 200 || !out.MemoryIntact {
+			b.Fatalf("caller: %s %v", res.Payload, err)
+		}
+		extra = append(extra, time.Duration(out.WaitedUS)*time.Microsecond-500*time.Millisecond)
+	}
+	log, err := os.ReadFile(filepath.Join(s.dir, "emberd-0.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	report(b, "checkpoint (CRIU dump) of a waiting function p50", usMedian(b, log, "dump_us"), "ms-dump")
+	report(b, "restore into its container p50", usMedian(b, log, "restore_us"), "ms-restore")
+	report(b, "a 500 ms call's wait beyond 500 ms, checkpointed, p50", ms(median(extra)), "ms-extra")
 }

@@ -216,3 +216,55 @@ func ranWhileParked(t *testing.T, logPath, instance, fn string) bool {
 	}
 	return false
 }
+
+// TestCallCheckpointed: with --criu, a caller that waits longer than
+// --checkpoint-after is checkpointed (its process dumped and killed, its
+// memory given back) and restored into its container for the resume: it
+// still returns the nonce and the 8 MB it held before the call.
+func TestCallCheckpointed(t *testing.T) {
+	s := newStack(t, "m128=2", "--criu", testenv.Tool("criu"), "--checkpoint-after", "300ms")
+	if _, err := s.admin.PutSubPool(s.ctx(), wire.SubPool{Name: "one", Tenant: tenant, MemoryMB: 512, Max: 1}); err != nil {
+		t.Fatal(err)
+	}
+	s.deploy("caller", "caller", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 30000, SubPool: "one"})
+	s.deploy("slow", "sleep", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000, SubPool: "one"})
+	for round := range 2 { // a restored process is checkpointed again
+		res, err := s.client.Invoke(s.ctx(), "caller", "", []byte(`{"function":"slow","payload":{"ms":2000},"mb":8}`))
+		if err != nil || !res.OK() {
+			t.Fatalf("round %d: %+v %v\n%s\n%s", round, res, err, res.LogTail, s.log())
+		}
+		var out callerResult
+		if err := json.Unmarshal(res.Payload, &out); err != nil {
+			t.Fatalf("round %d: %s: %v", round, res.Payload, err)
+		}
+		var slept sleepResult
+		if err := json.Unmarshal(out.Result, &slept); err != nil || out.CallStatus != 200 || slept.SleptMS != 2000 {
+			t.Fatalf("round %d: the call's result: status %d body %s (%v)", round, out.CallStatus, out.Result, err)
+		}
+		if !out.MemoryIntact {
+			t.Errorf("round %d: the caller's memory changed across the checkpoint", round)
+		}
+		if want := fmt.Sprintf("caller: nonce %s before calling slow", out.Nonce); !strings.Contains(string(res.LogTail), want) {
+			t.Errorf("round %d: the caller returned nonce %s, not the one it printed before the wait:\n%s", round, out.Nonce, res.LogTail)
+		}
+		b, err := os.ReadFile(filepath.Join(s.dir, "emberd-0.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, msg := range []string{"invocation checkpointed", "invocation restored and resumed"} {
+			if !logHas(string(b), res.InvocationID, msg) {
+				t.Errorf("round %d: no %q for invocation %s:\n%s", round, msg, res.InvocationID, s.log())
+			}
+		}
+	}
+}
+
+// logHas reports whether a log line of invocation id says msg.
+func logHas(log, id, msg string) bool {
+	for line := range strings.SplitSeq(log, "\n") {
+		if strings.Contains(line, `"invocation":"`+id+`"`) && strings.Contains(line, msg) {
+			return true
+		}
+	}
+	return false
+}
