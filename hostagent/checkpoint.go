@@ -31,23 +31,26 @@ import (
 
 // checkpointed is a parked invocation's process on disk.
 type checkpointed struct {
-	dir  string
-	shim int    // host pid
-	pipe string // the container's output pipe, "pipe:[inode]"
+	dir    string
+	shim   int    // host pid
+	shimFD int    // a pidfd of the shim: signals never reach a reused pid
+	pidns  uint64 // the container's pid namespace (inode)
+	pipe   string // the container's output pipe, "pipe:[inode]"
 	// sizeMB is the size of the images.
 	sizeMB int64
 }
 
 // containerPids finds a container's shim and bootstrap (host pids) from
-// its cgroup: the shim is PID 1 of the container's pid namespace, the
-// bootstrap the leader of its own session there (the shim's child, or the
-// agent's once restored).
-func containerPids(cg CgroupChild) (shim, boot, bootNS int, err error) {
+// its cgroup: the shim is PID 1 of the container's pid namespace; the
+// bootstrap has pid bootNS there when known (a restored one), else it is
+// the shim's child that leads its own session with the lowest pid (the
+// function's own children start later; one that calls setsid is not it).
+func containerPids(cg CgroupChild, knownNS int) (shim, boot, bootNS int, err error) {
 	procs, err := os.ReadFile(filepath.Join(cg.Path(cgroup.Unified), "cgroup.procs"))
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	type proc struct{ pid, nspid, nssid int }
+	type proc struct{ pid, ppid, nspid, nssid int }
 	var ps []proc
 	for _, f := range strings.Fields(string(procs)) {
 		pid, _ := strconv.Atoi(f)
@@ -60,6 +63,8 @@ func containerPids(cg CgroupChild) (shim, boot, bootNS int, err error) {
 		for sc.Scan() {
 			k, v, _ := strings.Cut(sc.Text(), ":")
 			switch f := strings.Fields(v); {
+			case k == "PPid" && len(f) > 0:
+				p.ppid, _ = strconv.Atoi(f[0])
 			case k == "NSpid" && len(f) > 0:
 				p.nspid, _ = strconv.Atoi(f[len(f)-1])
 			case k == "NSsid" && len(f) > 0:
@@ -73,10 +78,20 @@ func containerPids(cg CgroupChild) (shim, boot, bootNS int, err error) {
 			shim = p.pid
 		}
 	}
-	for _, p := range ps {
-		if shim != 0 && p.nspid != 1 && p.nssid == p.nspid {
-			return shim, p.pid, p.nspid, nil
+	var best *proc
+	for i, p := range ps {
+		switch {
+		case shim == 0 || p.nspid == 1:
+		case knownNS != 0:
+			if p.nspid == knownNS {
+				return shim, p.pid, p.nspid, nil
+			}
+		case p.ppid == shim && p.nssid == p.nspid && (best == nil || p.nspid < best.nspid):
+			best = &ps[i]
 		}
+	}
+	if best != nil {
+		return shim, best.pid, best.nspid, nil
 	}
 	return 0, 0, 0, fmt.Errorf("no shim and bootstrap among %d processes of the container", len(ps))
 }
@@ -85,10 +100,20 @@ func containerPids(cg CgroupChild) (shim, boot, bootNS int, err error) {
 // The images belong to owner, the instance's mapped root: the restore
 // reads them from inside the instance's user namespace.
 func (a *Agent) dump(ctx context.Context, c *container, dir string, owner int) (*checkpointed, error) {
-	shim, boot, bootNS, err := containerPids(c.cg)
+	shim, boot, bootNS, err := containerPids(c.cg, int(c.bootNS.Load()))
 	if err != nil {
 		return nil, err
 	}
+	shimFD, err := unix.PidfdOpen(shim, 0)
+	if err != nil {
+		return nil, fmt.Errorf("hold the shim: %w", err)
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			_ = unix.Close(shimFD)
+		}
+	}()
 	pipe, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/1", boot))
 	if err != nil {
 		return nil, err
@@ -109,6 +134,11 @@ func (a *Agent) dump(ctx context.Context, c *container, dir string, owner int) (
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, err
 	}
+	defer func() {
+		if !keep {
+			_ = os.RemoveAll(dir) // partial images: the tenant's memory
+		}
+	}()
 	// Searchable by the instance's mapped root, which reads the images.
 	if err := os.MkdirAll(filepath.Dir(dir), 0o711); err != nil {
 		return nil, err
@@ -119,19 +149,28 @@ func (a *Agent) dump(ctx context.Context, c *container, dir string, owner int) (
 	// The shim must not take the kill for the function's end, nor the
 	// agent if the process is one it restored.
 	c.dumped.Store(int64(boot))
-	if err := unix.Kill(shim, unix.SIGUSR1); err != nil {
+	if err := unix.PidfdSendSignal(shimFD, unix.SIGUSR1, nil, 0); err != nil {
 		return nil, fmt.Errorf("signal the shim: %w", err)
 	}
 	cmd := exec.CommandContext(ctx, a.cfg.CRIU, "dump", "-t", strconv.Itoa(boot), "-D", dir, "-o", "dump.log", "-v1",
 		"--external", fmt.Sprintf("pid[%d]:pidns", pidns), "--external", fmt.Sprintf("net[%d]:netns", netns),
 		"--external", "mnt[]:m", "--tcp-established", "--manage-cgroups=ignore", "--network-lock", "nftables")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		_ = unix.Kill(shim, unix.SIGUSR2)
+		// The process may have died in the dump all the same: the shim
+		// reports a kill it took for the checkpoint on SIGUSR2.
+		_ = unix.PidfdSendSignal(shimFD, unix.SIGUSR2, nil, 0)
 		c.dumped.Store(0)
 		return nil, fmt.Errorf("criu dump: %v: %s%s", err, out, logErrors(filepath.Join(dir, "dump.log")))
 	}
+	// From here the process is gone: a failure loses it, and the shim ends
+	// so that ember-init learns of it.
+	lost := func(err error) (*checkpointed, error) {
+		_ = unix.PidfdSendSignal(shimFD, unix.SIGKILL, nil, 0)
+		return nil, fmt.Errorf("%w: %w", errProcessLost, err)
+	}
+	c.bootNS.Store(int64(bootNS))
 	if err := rebaseNamespaces(dir, bootNS); err != nil {
-		return nil, err
+		return lost(err)
 	}
 	var size int64
 	if err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
@@ -143,15 +182,38 @@ func (a *Agent) dump(ctx context.Context, c *container, dir string, owner int) (
 		}
 		return os.Lchown(p, owner, owner)
 	}); err != nil {
-		return nil, fmt.Errorf("hand the images to the instance: %w", err)
+		return lost(fmt.Errorf("hand the images to the instance: %w", err))
 	}
-	return &checkpointed{dir: dir, shim: shim, pipe: pipe, sizeMB: (size + 1<<20 - 1) >> 20}, nil
+	keep = true
+	return &checkpointed{dir: dir, shim: shim, shimFD: shimFD, pidns: pidns, pipe: pipe, sizeMB: (size + 1<<20 - 1) >> 20}, nil
+}
+
+// errProcessLost: a checkpoint killed the process and then failed.
+var errProcessLost = errors.New("the checkpointed process is lost")
+
+// release closes what cp holds.
+func (cp *checkpointed) release() { _ = unix.Close(cp.shimFD) }
+
+// shimAlive checks that cp's shim still runs and is the same process
+// (its pid could have been reused since).
+func (cp *checkpointed) shimAlive() error {
+	if err := unix.PidfdSendSignal(cp.shimFD, 0, nil, 0); err != nil {
+		return fmt.Errorf("the container's shim is gone: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/pid", cp.shim), &st); err != nil || st.Ino != cp.pidns {
+		return errors.New("the container's shim is gone")
+	}
+	return nil
 }
 
 // restore brings a checkpointed process back into its container c, under
 // a keeper (keeper.go), and lifts CRIU's network lock. It returns the
 // restored process's host pid and a function that waits for its end.
 func (a *Agent) restore(ctx context.Context, c *container, cp *checkpointed) (int, func() (int, error), error) {
+	if err := cp.shimAlive(); err != nil { // ember-init ended the invocation meanwhile
+		return 0, nil, err
+	}
 	pidns, err := os.Open(fmt.Sprintf("/proc/%d/ns/pid", cp.shim))
 	if err != nil {
 		return 0, nil, err
@@ -342,12 +404,13 @@ func fieldBytes(raw []byte) []byte {
 // watchRestored waits for a restored process to end (wait is its
 // keeper's) and then ends its container's shim, which is how ember-init
 // learns of that end; not when a checkpoint killed it (c.dumped names it).
-func watchRestored(log zerolog.Logger, c *container, pid, shim int, wait func() (int, error)) {
+func watchRestored(log zerolog.Logger, c *container, pid, shimFD int, wait func() (int, error)) {
 	code, err := wait()
+	defer unix.Close(shimFD)
 	if c.dumped.Load() == int64(pid) {
 		return
 	}
 	log.Info().Int("pid", pid).Int("exit_code", code).AnErr("wait_error", err).
 		Msg("restored function process ended; ending its container's shim")
-	_ = unix.Kill(shim, unix.SIGKILL)
+	_ = unix.PidfdSendSignal(shimFD, unix.SIGKILL, nil, 0)
 }

@@ -62,8 +62,7 @@ func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (
 	case in == nil || in.state != stReady:
 		a.mu.Unlock()
 		return nil, status.Errorf(codes.NotFound, "instance %s not on agent %s", req.GetInstanceId(), a.cfg.AgentID)
-	case req.GetResume() == nil && (in.running > 0 || in.parkedMB > 0) && in.runningMB+in.parkedMB+dispatchMB(in, req) > in.memoryMB:
-		// (A resume's memory is the parked one's.)
+	case a.needsRoomLocked(in, req) && (in.running > 0 || in.parkedMB > 0) && in.runningMB+in.parkedMB+dispatchMB(in, req) > in.memoryMB:
 		a.mu.Unlock()
 		// Aborted, not Unavailable: the instance is fine and the connection
 		// too; the scheduler retries elsewhere and keeps this instance.
@@ -123,6 +122,17 @@ func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	return resp, nil
+}
+
+// needsRoomLocked: the dispatch needs memory on the instance. A resume
+// does not (its memory is the parked one's), unless its process was
+// checkpointed and the memory given back. Caller holds a.mu.
+func (a *Agent) needsRoomLocked(in *instance, req *dispatchpb.DispatchRequest) bool {
+	if req.GetResume() == nil {
+		return true
+	}
+	p := in.parked[req.GetInvocationId()]
+	return p != nil && p.mb == 0
 }
 
 // afterStartDelay bounds how long work that a start causes but does not

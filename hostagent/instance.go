@@ -121,9 +121,10 @@ type container struct {
 	retireHot bool
 	// stopped: a stop began (a container is stopped once).
 	stopped bool
-	// dumped is the host pid of the process a checkpoint killed last
-	// (checkpoint.go).
-	dumped atomic.Int64
+	// dumped is the host pid of the process a checkpoint killed last, and
+	// bootNS the function process's pid in its pid namespace once
+	// checkpointed (checkpoint.go).
+	dumped, bootNS atomic.Int64
 }
 
 // busyLocked: a dispatch runs on the instance or an invocation is parked

@@ -91,6 +91,7 @@ func startKeeper(command []string, env []string, files []*os.File) (int, func() 
 	}
 	cmd := exec.Command(self, append([]string{keeperArg}, command...)...)
 	cmd.Env = env
+	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true} // a hung restore is killed whole
 	cmd.ExtraFiles = files
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -101,9 +102,9 @@ func startKeeper(command []string, env []string, files []*os.File) (int, func() 
 	if err := cmd.Start(); err != nil {
 		return 0, nil, err
 	}
-	// A restore that hangs is given up (its process, if any, is the
-	// keeper's still; killing the shim ends it).
-	t := time.AfterFunc(checkpointTimeout, func() { _ = cmd.Process.Kill() })
+	// A restore that hangs is given up: the keeper's group (the shell and
+	// CRIU) is killed.
+	t := time.AfterFunc(checkpointTimeout, func() { _ = unix.Kill(-cmd.Process.Pid, unix.SIGKILL) })
 	line, rerr := bufio.NewReader(out).ReadString('\n')
 	t.Stop()
 	_, _ = io.Copy(io.Discard, out)

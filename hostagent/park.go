@@ -223,6 +223,13 @@ func (a *Agent) checkpointParked(in *instance, id string) {
 	defer cancel()
 	t0 := time.Now()
 	cp, err := a.dump(ctx, r.c, filepath.Join(in.dir, "checkpoints", id), in.hostUID)
+	if errors.Is(err, errProcessLost) {
+		// Its shim was ended: ember-init ends the invocation as a crash. The
+		// container goes (CRIU's network lock stays in its namespace).
+		log.Error().Err(err).Msg("checkpoint of a parked invocation lost its process")
+		a.retireContainer(in, r.c, true, "its checkpoint failed")
+		return
+	}
 	if err != nil {
 		log.Warn().Err(err).Msg("checkpoint of a parked invocation failed; it stays frozen")
 		_ = r.c.cg.Freeze(true)
@@ -230,7 +237,9 @@ func (a *Agent) checkpointParked(in *instance, id string) {
 	}
 	p.cp = cp
 	a.mu.Lock()
-	in.parkedMB -= p.mb
+	if in.parked[id] == p { // else a resume or drop took it (and its memory) off already
+		in.parkedMB -= p.mb
+	}
 	p.mb = 0
 	a.mu.Unlock()
 	log.Info().Int64("dump_us", time.Since(t0).Microseconds()).Int64("image_mb", cp.sizeMB).
@@ -250,10 +259,13 @@ func (a *Agent) dropParked(in *instance, id, why string) {
 	a.log.Info().Str("instance", in.id).Str("invocation", id).Str("why", why).Msg("parked invocation dropped")
 	p.mu.Lock()
 	p.gone = true
-	if p.cp != nil { // ember-init ended the invocation; its process is gone
-		_ = os.RemoveAll(p.cp.dir)
-	}
+	cp := p.cp
 	p.mu.Unlock()
+	if cp != nil { // ember-init ended the invocation; its process is on disk
+		_ = os.RemoveAll(cp.dir)
+		cp.release()
+		a.retireContainer(in, p.run.c, true, "its checkpointed invocation was dropped")
+	}
 	_ = p.run.c.cg.Freeze(false)
 	p.run.pending.done()
 	a.releaseContainer(in, p.run.c)
@@ -280,17 +292,18 @@ func (a *Agent) resume(ctx context.Context, log zerolog.Logger, in *instance, re
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), checkpointTimeout)
 		pid, wait, err := a.restore(rctx, r.c, cp)
 		cancel()
-		if pid > 0 {
-			go watchRestored(log, r.c, pid, cp.shim, wait)
-		}
 		_ = os.RemoveAll(cp.dir)
 		if err != nil {
 			// Its end reaches ember-init with the shim's: the invocation
-			// crashed.
+			// crashed. The container goes (CRIU's network lock may stay).
 			log.Error().Err(err).Msg("restore of a checkpointed invocation failed")
-			if pid <= 0 {
-				_ = unix.Kill(cp.shim, unix.SIGKILL)
-			}
+			_ = unix.PidfdSendSignal(cp.shimFD, unix.SIGKILL, nil, 0)
+			a.retireContainer(in, r.c, true, "its checkpoint could not be restored")
+		}
+		if pid > 0 {
+			go watchRestored(log, r.c, pid, cp.shimFD, wait) // it closes the pidfd
+		} else {
+			cp.release()
 		}
 		log.Info().Int64("restore_us", time.Since(t0).Microseconds()).Dur("parked_for", time.Since(p.at)).Msg("invocation restored and resumed")
 	} else {

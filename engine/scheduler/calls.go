@@ -10,6 +10,8 @@ import (
 	"github.com/ember-run/ember/engine/pool"
 	"github.com/ember-run/ember/engine/registry"
 	"github.com/ember-run/ember/hostagent/dispatchpb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // A function may call another through the Invoke API its runtime serves
@@ -41,25 +43,41 @@ func (s *Scheduler) serveCalls(ctx context.Context, inv *invoke.Invocation, v re
 		resume := s.runCall(ctx, inv, call, deadline)
 		t1 := time.Now()
 		rc := c // without room on the instance the claim was kept
-		if call.GetRoom() {
-			var err error
-			if rc, err = s.claimParked(ctx, c.InstanceID, inv.Tenant, logSvc.GetId(), deadline); errors.Is(err, errPastDeadline) {
-				// ember-init ends the parked invocation at its deadline.
-				return invoke.Result{InvocationID: inv.ID, Status: invoke.StatusTimeout, ErrorType: "Sandbox.Timedout",
-					Payload: []byte(`{"errorMessage":"the instance stayed busy until the invocation's deadline","errorType":"Sandbox.Timedout"}`),
-					Agent:   c.Agent, Instance: c.InstanceID}, nil
-			} else if err != nil {
-				return invoke.Result{}, fmt.Errorf("resume on instance %s: %w", c.InstanceID, err)
+		claimed := !call.GetRoom()
+		var (
+			res  invoke.Result
+			next *dispatchpb.Call
+			err  error
+		)
+		t2 := time.Now()
+		for {
+			if !claimed {
+				if rc, err = s.claimParked(ctx, c.InstanceID, inv.Tenant, logSvc.GetId(), deadline); errors.Is(err, errPastDeadline) {
+					// ember-init ends the parked invocation at its deadline.
+					return invoke.Result{InvocationID: inv.ID, Status: invoke.StatusTimeout, ErrorType: "Sandbox.Timedout",
+						Payload: []byte(`{"errorMessage":"the instance stayed busy until the invocation's deadline","errorType":"Sandbox.Timedout"}`),
+						Agent:   c.Agent, Instance: c.InstanceID}, nil
+				} else if err != nil {
+					return invoke.Result{}, fmt.Errorf("resume on instance %s: %w", c.InstanceID, err)
+				}
+			}
+			var held []pool.Claim
+			res, next, _, err = s.dispatch(ctx, inv, v, rc, vk, logSvc, &held, class, resume)
+			for _, h := range held {
+				s.release(ctx, h, "", true)
+			}
+			// Aborted: a checkpointed invocation's memory went to others
+			// meanwhile; it resumes once there is room again.
+			if err == nil || status.Code(err) != codes.Aborted || !time.Now().Before(deadline) {
+				break
+			}
+			claimed = false
+			if !sleepCtx(ctx, 20*time.Millisecond) {
+				return invoke.Result{}, ctx.Err()
 			}
 		}
-		t2 := time.Now()
-		var held []pool.Claim
-		res, next, _, err := s.dispatch(ctx, inv, v, rc, vk, logSvc, &held, class, resume)
 		s.log.Debug().Str("invocation", inv.ID).Dur("call", t1.Sub(t0)).Dur("reclaim", t2.Sub(t1)).
 			Dur("resume", time.Since(t2)).Msg("call served")
-		for _, h := range held {
-			s.release(ctx, h, "", true)
-		}
 		if err != nil || next == nil {
 			return res, err
 		}
@@ -147,5 +165,17 @@ func (s *Scheduler) claimParked(ctx context.Context, id, tenant, logService stri
 		case <-t.C:
 		}
 		backoff = min(2*backoff, 50*time.Millisecond)
+	}
+}
+
+// sleepCtx waits d unless ctx ends first (false).
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }

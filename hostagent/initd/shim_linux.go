@@ -130,10 +130,13 @@ func RunShim() {
 	// SIGUSR1 (from the host agent, which alone can signal this process):
 	// the bootstrap is about to be checkpointed and killed, and comes back
 	// restored into this pid namespace with the same pid, as a child of the
-	// agent; so its SIGKILL ends nothing, and the shim lives until it is
+	// agent's; so its SIGKILL ends nothing, and the shim lives until it is
 	// killed (the agent does that when the restored process ends).
-	// SIGUSR2: the checkpoint failed; a SIGKILL counts again.
+	// SIGUSR2: the checkpoint failed; a SIGKILL counts again, and one taken
+	// for the checkpoint meanwhile (an out-of-memory kill during the dump)
+	// is reported now.
 	var checkpointing atomic.Bool
+	var swallowed atomic.Pointer[unix.WaitStatus]
 	restoring := false
 	usr, chld := make(chan os.Signal, 2), make(chan os.Signal, 1)
 	signal.Notify(usr, unix.SIGUSR1, unix.SIGUSR2)
@@ -141,6 +144,13 @@ func RunShim() {
 	go func() {
 		for s := range usr {
 			checkpointing.Store(s == unix.SIGUSR1)
+			if s == unix.SIGUSR1 {
+				swallowed.Store(nil) // a new attempt
+			}
+			if ws := swallowed.Load(); s == unix.SIGUSR2 && ws != nil {
+				report(statusOf(*ws))
+				os.Exit(0)
+			}
 		}
 	}()
 	for {
@@ -162,15 +172,21 @@ func RunShim() {
 		}
 		if ws.Signaled() && ws.Signal() == unix.SIGKILL && checkpointing.Swap(false) {
 			restoring = true
+			swallowed.Store(&ws)
 			continue // checkpointed: it is restored with this pid
 		}
-		st := shimStatus{Exit: ws.ExitStatus()}
-		if ws.Signaled() {
-			st.Exit, st.Signal = -1, int(ws.Signal())
-		}
-		report(st)
+		report(statusOf(ws))
 		os.Exit(0)
 	}
+}
+
+// statusOf is the report of how the bootstrap ended.
+func statusOf(ws unix.WaitStatus) shimStatus {
+	st := shimStatus{Exit: ws.ExitStatus()}
+	if ws.Signaled() {
+		st.Exit, st.Signal = -1, int(ws.Signal())
+	}
+	return st
 }
 
 // shimMounts builds the container's view of the file system.

@@ -256,6 +256,11 @@ func TestCallCheckpointed(t *testing.T) {
 				t.Errorf("round %d: no %q for invocation %s:\n%s", round, msg, res.InvocationID, s.log())
 			}
 		}
+		// The second round runs in the process the first restored: no
+		// process ended, no new one started.
+		if strings.Contains(string(b), "container process exited") || round == 1 && res.Start != "hot" {
+			t.Errorf("round %d: start %s; a container process ended or was replaced:\n%s", round, res.Start, s.log())
+		}
 	}
 }
 
