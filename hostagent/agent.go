@@ -546,6 +546,7 @@ func (a *Agent) onDemand(ctx context.Context, msg string) {
 			a.mu.Lock()
 			a.roomBusy = false
 			a.mu.Unlock()
+			a.kickRefill() // what was left out meanwhile
 		}()
 		return
 	}
@@ -632,10 +633,16 @@ func (a *Agent) initialFill(ctx context.Context) error {
 }
 
 // ensureWarm starts instances so that each class has its target of
-// unassigned instances (ready or starting).
+// unassigned instances (ready or starting). Not while room is being made
+// for a waiter (room.go): the room it frees is the waiter's; the refill
+// comes after.
 func (a *Agent) ensureWarm() {
 	var todo []*instance
 	a.mu.Lock()
+	if a.roomBusy {
+		a.mu.Unlock()
+		return
+	}
 	warm := a.warmLocked()
 	for _, class := range a.cfg.classes() {
 		for n := warm[class]; n < a.cfg.Pool[class]; n++ {

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ember-run/ember/engine/api/wire"
 	"github.com/ember-run/ember/internal/testenv"
 )
 
@@ -22,14 +21,9 @@ import (
 // agent's freeze and thaw of the parked container (cgroup.freeze writes,
 // from its log).
 func BenchmarkCallWait(b *testing.B) {
-	s := newStack(b, "m128=2")
-	if _, err := s.admin.PutSubPool(s.ctx(), wire.SubPool{Name: "one", Tenant: tenant, MemoryMB: 512, Max: 1}); err != nil {
-		b.Fatal(err)
-	}
-	s.deploy("caller", "caller", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000, SubPool: "one"})
-	s.deploy("noop", "sleep", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000})
+	s := newCallStack(b, 10000) // "slow" sleeps 0 ms here: a no-op
 	call := func() time.Duration {
-		res, err := s.client.Invoke(s.ctx(), "caller", "", []byte(`{"function":"noop","payload":{"ms":0}}`))
+		res, err := s.client.Invoke(s.ctx(), "caller", "", []byte(`{"function":"slow","payload":{"ms":0}}`))
 		if err != nil || !res.OK() {
 			b.Fatalf("caller: %+v %v", res, err)
 		}
@@ -41,9 +35,9 @@ func BenchmarkCallWait(b *testing.B) {
 	}
 	direct := func() time.Duration {
 		t0 := time.Now()
-		res, err := s.client.Invoke(s.ctx(), "noop", "", []byte(`{"ms":0}`))
+		res, err := s.client.Invoke(s.ctx(), "slow", "", []byte(`{"ms":0}`))
 		if err != nil || !res.OK() {
-			b.Fatalf("noop: %+v %v", res, err)
+			b.Fatalf("slow: %+v %v", res, err)
 		}
 		return time.Since(t0)
 	}
@@ -89,12 +83,7 @@ func usMedian(b *testing.B, log []byte, field string) float64 {
 // checkpointed. Reports the dump and the restore (the agent's log) and how
 // much longer than the 500 ms the caller waited.
 func BenchmarkCallCheckpoint(b *testing.B) {
-	s := newStack(b, "m128=2", "--criu", testenv.Tool("criu"), "--checkpoint-after", "50ms")
-	if _, err := s.admin.PutSubPool(s.ctx(), wire.SubPool{Name: "one", Tenant: tenant, MemoryMB: 512, Max: 1}); err != nil {
-		b.Fatal(err)
-	}
-	s.deploy("caller", "caller", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000, SubPool: "one"})
-	s.deploy("slow", "sleep", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000, SubPool: "one"})
+	s := newCallStack(b, 10000, "--criu", testenv.Tool("criu"), "--checkpoint-after", "50ms")
 	var extra []time.Duration
 	for range 10 {
 		res, err := s.client.Invoke(s.ctx(), "caller", "", []byte(`{"function":"slow","payload":{"ms":500},"mb":8}`))

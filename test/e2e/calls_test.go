@@ -38,6 +38,21 @@ func invokeCaller(t *testing.T, s *stack, payload string) (callerResult, client.
 	return out, res
 }
 
+// newCallStack is a stack where every function of the tenant runs in its
+// sub-pool of one 512 MB instance, with examples/caller deployed as
+// "caller" (timeout callerMs) and examples/sleep as "slow": the parked
+// caller keeps 128 MB there, the call gets 128 MB beside it.
+func newCallStack(tb testing.TB, callerMs int64, extra ...string) *stack {
+	tb.Helper()
+	s := newStack(tb, "m128=2", extra...)
+	if _, err := s.admin.PutSubPool(s.ctx(), wire.SubPool{Name: "one", Tenant: tenant, MemoryMB: 512, Max: 1}); err != nil {
+		tb.Fatal(err)
+	}
+	s.deploy("caller", "caller", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: callerMs, SubPool: "one"})
+	s.deploy("slow", "sleep", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000, SubPool: "one"})
+	return s
+}
+
 // TestCallWaitsWithoutInstance: a function (examples/caller) calls another
 // (sleep, 3 s) through the Invoke API its runtime serves and waits. Its
 // invocation is parked meanwhile (its container frozen) and its instance
@@ -48,15 +63,7 @@ func invokeCaller(t *testing.T, s *stack, payload string) (callerResult, client.
 // Lambda reports it (200, X-Amz-Function-Error), one the platform cannot
 // run as a 502; a call that outlasts the caller's deadline times it out.
 func TestCallWaitsWithoutInstance(t *testing.T) {
-	s := newStack(t, "m128=2")
-	// Every function of the tenant runs in its sub-pool of one 512 MB
-	// instance: the parked caller keeps 128 MB there, the call gets 128 MB
-	// beside it.
-	if _, err := s.admin.PutSubPool(s.ctx(), wire.SubPool{Name: "one", Tenant: tenant, MemoryMB: 512, Max: 1}); err != nil {
-		t.Fatal(err)
-	}
-	s.deploy("caller", "caller", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 30000, SubPool: "one"})
-	s.deploy("slow", "sleep", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000, SubPool: "one"})
+	s := newCallStack(t, 30000)
 	s.deploy("failing", "fail", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000, SubPool: "one"})
 
 	type outcome struct {
@@ -222,12 +229,7 @@ func ranWhileParked(t *testing.T, logPath, instance, fn string) bool {
 // memory given back) and restored into its container for the resume: it
 // still returns the nonce and the 8 MB it held before the call.
 func TestCallCheckpointed(t *testing.T) {
-	s := newStack(t, "m128=2", "--criu", testenv.Tool("criu"), "--checkpoint-after", "300ms")
-	if _, err := s.admin.PutSubPool(s.ctx(), wire.SubPool{Name: "one", Tenant: tenant, MemoryMB: 512, Max: 1}); err != nil {
-		t.Fatal(err)
-	}
-	s.deploy("caller", "caller", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 30000, SubPool: "one"})
-	s.deploy("slow", "sleep", wire.FunctionConfig{MemoryMB: 128, TimeoutMs: 10000, SubPool: "one"})
+	s := newCallStack(t, 30000, "--criu", testenv.Tool("criu"), "--checkpoint-after", "300ms")
 	for round := range 2 { // a restored process is checkpointed again
 		res, err := s.client.Invoke(s.ctx(), "caller", "", []byte(`{"function":"slow","payload":{"ms":2000},"mb":8}`))
 		if err != nil || !res.OK() {
