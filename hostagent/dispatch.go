@@ -62,7 +62,7 @@ func (a *Agent) dispatch(ctx context.Context, req *dispatchpb.DispatchRequest) (
 	case in == nil || in.state != stReady:
 		a.mu.Unlock()
 		return nil, status.Errorf(codes.NotFound, "instance %s not on agent %s", req.GetInstanceId(), a.cfg.AgentID)
-	case a.needsRoomLocked(in, req) && (in.running > 0 || in.parkedMB > 0) && in.runningMB+in.parkedMB+dispatchMB(in, req) > in.memoryMB:
+	case (in.running > 0 || in.parkedMB > 0) && in.runningMB+in.parkedMB+dispatchMB(in, req) > in.memoryMB && a.needsRoomLocked(in, req):
 		a.mu.Unlock()
 		// Aborted, not Unavailable: the instance is fine and the connection
 		// too; the scheduler retries elsewhere and keeps this instance.

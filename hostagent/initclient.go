@@ -281,3 +281,97 @@ func (c *initClient) configureLogs(ctx context.Context, cfg initproto.LogConfig)
 func (c *initClient) report(r initproto.Report) error {
 	return c.conn.Write(initproto.TypeReport, 0, r, nil)
 }
+
+// callFrame is a TypeCall event: what a function asked to run.
+type callFrame struct {
+	call    initproto.Call
+	payload []byte
+}
+
+// routeCall hands a TypeCall event to the dispatch waiting on its
+// invocation; a call no dispatch waits for is refused at once.
+func (c *initClient) routeCall(f *initproto.Frame) {
+	closeFDs(f.FDs)
+	var cl initproto.Call
+	if err := f.Decode(&cl); err != nil {
+		return
+	}
+	c.mu.Lock()
+	ch := c.calls[cl.InvocationID]
+	c.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- callFrame{cl, f.Body}:
+			return
+		default: // one call at a time: ember-init refuses a second
+		}
+	}
+	_ = c.callResult(initproto.CallResult{InvocationID: cl.InvocationID, ContainerID: cl.ContainerID,
+		Error: "no dispatch waits for this invocation here"}, nil)
+}
+
+// callResult sends a call's result to ember-init (an event: no reply). A
+// result too large for a frame goes as an error.
+func (c *initClient) callResult(r initproto.CallResult, body []byte) error {
+	err := c.conn.Write(initproto.TypeCallResult, 0, r, body)
+	if errors.Is(err, initproto.ErrFrameTooLarge) {
+		r.Status, r.ErrorType, r.Error = "", "", fmt.Sprintf("the call's result (%d bytes) is too large", len(body))
+		err = c.conn.Write(initproto.TypeCallResult, 0, r, nil)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", errInitGone, err)
+	}
+	return nil
+}
+
+// pendingInvoke is an Invoke sent whose Result has not come yet.
+type pendingInvoke struct {
+	c     *initClient
+	id    string
+	seq   uint32
+	reply chan *initproto.Frame
+	calls chan callFrame
+}
+
+// startInvoke sends an Invoke; wait returns its Result or a call the
+// function makes first.
+func (c *initClient) startInvoke(inv initproto.Invoke, payload []byte) (*pendingInvoke, error) {
+	p := &pendingInvoke{c: c, id: inv.ID, calls: make(chan callFrame, 1)}
+	c.mu.Lock()
+	c.calls[inv.ID] = p.calls
+	c.mu.Unlock()
+	seq, ch, err := c.send(initproto.TypeInvoke, inv, payload, nil)
+	if err != nil {
+		p.done()
+		return nil, err
+	}
+	p.seq, p.reply = seq, ch
+	return p, nil
+}
+
+// wait waits for the Result, or for a call: then the Invoke stays pending
+// and wait is called again once the call's result went to ember-init.
+func (p *pendingInvoke) wait(ctx context.Context) (initproto.Result, []byte, *callFrame, error) {
+	f, cf, err := p.c.await(ctx, p.seq, p.reply, initproto.TypeInvoke, initproto.TypeResult, p.calls)
+	if cf != nil {
+		return initproto.Result{}, nil, cf, nil
+	}
+	p.done()
+	if err != nil {
+		return initproto.Result{}, nil, nil, err
+	}
+	var r initproto.Result
+	if err := f.Decode(&r); err != nil {
+		return r, nil, nil, err
+	}
+	return r, f.Body, nil, nil
+}
+
+// done stops routing calls to p.
+func (p *pendingInvoke) done() {
+	p.c.mu.Lock()
+	if p.c.calls[p.id] == p.calls {
+		delete(p.c.calls, p.id)
+	}
+	p.c.mu.Unlock()
+}

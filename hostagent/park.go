@@ -3,7 +3,6 @@ package hostagent
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -20,114 +19,21 @@ import (
 // An invocation whose function calls another through the Invoke API that
 // ember-init serves (initproto.TypeCall) is parked while the call runs:
 // the dispatch answers STATUS_SUSPENDED with the call, the container's
-// cgroup is frozen (no CPU; its memory stays, counted against the
-// instance at what it holds then), and the instance's claim goes back to
-// the scheduler, so other invocations run on the instance meanwhile. A
+// cgroup is frozen (no CPU; its memory stays, and its reservation counts
+// against the instance until a checkpoint gives it back, checkpoint.go),
+// and when the instance has room the claim goes back to the scheduler, so
+// other invocations run on the instance meanwhile. A
 // dispatch with resume thaws it, hands the call's result to the waiting
 // function and waits for the invocation's Result as before. ember-init
 // keeps the invocation's deadline all along: one whose resume comes too
 // late ends as a timeout, and a parked invocation nobody resumes is
 // dropped after its deadline.
 
-// callFrame is a TypeCall event: what a function asked to run.
-type callFrame struct {
-	call    initproto.Call
-	payload []byte
-}
-
-// routeCall hands a TypeCall event to the dispatch waiting on its
-// invocation; a call no dispatch waits for is refused at once.
-func (c *initClient) routeCall(f *initproto.Frame) {
-	closeFDs(f.FDs)
-	var cl initproto.Call
-	if err := f.Decode(&cl); err != nil {
-		return
-	}
-	c.mu.Lock()
-	ch := c.calls[cl.InvocationID]
-	c.mu.Unlock()
-	if ch != nil {
-		select {
-		case ch <- callFrame{cl, f.Body}:
-			return
-		default: // one call at a time: ember-init refuses a second
-		}
-	}
-	_ = c.callResult(initproto.CallResult{InvocationID: cl.InvocationID, ContainerID: cl.ContainerID,
-		Error: "no dispatch waits for this invocation here"}, nil)
-}
-
-// callResult sends a call's result to ember-init (an event: no reply). A
-// result too large for a frame goes as an error.
-func (c *initClient) callResult(r initproto.CallResult, body []byte) error {
-	err := c.conn.Write(initproto.TypeCallResult, 0, r, body)
-	if errors.Is(err, initproto.ErrFrameTooLarge) {
-		r.Status, r.ErrorType, r.Error = "", "", fmt.Sprintf("the call's result (%d bytes) is too large", len(body))
-		err = c.conn.Write(initproto.TypeCallResult, 0, r, nil)
-	}
-	if err != nil {
-		return fmt.Errorf("%w: %v", errInitGone, err)
-	}
-	return nil
-}
-
-// pendingInvoke is an Invoke sent whose Result has not come yet.
-type pendingInvoke struct {
-	c     *initClient
-	id    string
-	seq   uint32
-	reply chan *initproto.Frame
-	calls chan callFrame
-}
-
-// startInvoke sends an Invoke; wait returns its Result or a call the
-// function makes first.
-func (c *initClient) startInvoke(inv initproto.Invoke, payload []byte) (*pendingInvoke, error) {
-	p := &pendingInvoke{c: c, id: inv.ID, calls: make(chan callFrame, 1)}
-	c.mu.Lock()
-	c.calls[inv.ID] = p.calls
-	c.mu.Unlock()
-	seq, ch, err := c.send(initproto.TypeInvoke, inv, payload, nil)
-	if err != nil {
-		p.done()
-		return nil, err
-	}
-	p.seq, p.reply = seq, ch
-	return p, nil
-}
-
-// wait waits for the Result, or for a call: then the Invoke stays pending
-// and wait is called again once the call's result went to ember-init.
-func (p *pendingInvoke) wait(ctx context.Context) (initproto.Result, []byte, *callFrame, error) {
-	f, cf, err := p.c.await(ctx, p.seq, p.reply, initproto.TypeInvoke, initproto.TypeResult, p.calls)
-	if cf != nil {
-		return initproto.Result{}, nil, cf, nil
-	}
-	p.done()
-	if err != nil {
-		return initproto.Result{}, nil, nil, err
-	}
-	var r initproto.Result
-	if err := f.Decode(&r); err != nil {
-		return r, nil, nil, err
-	}
-	return r, f.Body, nil, nil
-}
-
-// done stops routing calls to p.
-func (p *pendingInvoke) done() {
-	p.c.mu.Lock()
-	if p.c.calls[p.id] == p.calls {
-		delete(p.c.calls, p.id)
-	}
-	p.c.mu.Unlock()
-}
-
 // parked is a suspended invocation on its instance.
 type parked struct {
 	run *invokeRun
-	// mb is the memory its container held when parked, reserved on the
-	// instance until it resumes (guarded by Agent.mu).
+	// mb is its container's memory reservation, counted on the instance
+	// until it resumes or is checkpointed (guarded by Agent.mu).
 	mb    int64
 	timer *time.Timer
 	at    time.Time // when it was parked

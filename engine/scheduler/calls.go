@@ -42,46 +42,48 @@ func (s *Scheduler) serveCalls(ctx context.Context, inv *invoke.Invocation, v re
 		t0 := time.Now()
 		resume := s.runCall(ctx, inv, call, deadline)
 		t1 := time.Now()
-		rc := c // without room on the instance the claim was kept
-		claimed := !call.GetRoom()
-		var (
-			res  invoke.Result
-			next *dispatchpb.Call
-			err  error
-		)
-		t2 := time.Now()
-		for {
-			if !claimed {
-				if rc, err = s.claimParked(ctx, c.InstanceID, inv.Tenant, logSvc.GetId(), deadline); errors.Is(err, errPastDeadline) {
-					// ember-init ends the parked invocation at its deadline.
-					return invoke.Result{InvocationID: inv.ID, Status: invoke.StatusTimeout, ErrorType: "Sandbox.Timedout",
-						Payload: []byte(`{"errorMessage":"the instance stayed busy until the invocation's deadline","errorType":"Sandbox.Timedout"}`),
-						Agent:   c.Agent, Instance: c.InstanceID}, nil
-				} else if err != nil {
-					return invoke.Result{}, fmt.Errorf("resume on instance %s: %w", c.InstanceID, err)
-				}
-			}
-			var held []pool.Claim
-			res, next, _, err = s.dispatch(ctx, inv, v, rc, vk, logSvc, &held, class, resume)
-			for _, h := range held {
-				s.release(ctx, h, "", true)
-			}
-			// Aborted: a checkpointed invocation's memory went to others
-			// meanwhile; it resumes once there is room again.
-			if err == nil || status.Code(err) != codes.Aborted || !time.Now().Before(deadline) {
-				break
-			}
-			claimed = false
-			if !sleepCtx(ctx, 20*time.Millisecond) {
-				return invoke.Result{}, ctx.Err()
-			}
-		}
-		s.log.Debug().Str("invocation", inv.ID).Dur("call", t1.Sub(t0)).Dur("reclaim", t2.Sub(t1)).
-			Dur("resume", time.Since(t2)).Msg("call served")
+		res, next, rc, err := s.resumeParked(ctx, inv, v, c, call.GetRoom(), vk, logSvc, class, resume, deadline)
+		s.log.Debug().Str("invocation", inv.ID).Dur("call", t1.Sub(t0)).Dur("resume", time.Since(t1)).Msg("call served")
 		if err != nil || next == nil {
 			return res, err
 		}
 		call, c = next, rc
+	}
+}
+
+// resumeParked dispatches the resume of inv, parked on c's instance: with
+// released, the claim c went back to the pool and the instance is claimed
+// again first. A resume answered Aborted (a checkpointed invocation's
+// memory went to others meanwhile) is tried again, claim and all, until
+// the deadline. It returns the claim the resume ran under.
+func (s *Scheduler) resumeParked(ctx context.Context, inv *invoke.Invocation, v registry.Version, c pool.Claim, released bool,
+	vk string, logSvc *dispatchpb.LogService, class string, resume *dispatchpb.Resume, deadline time.Time) (invoke.Result, *dispatchpb.Call, pool.Claim, error) {
+	id, agent := c.InstanceID, c.Agent
+	for {
+		if released {
+			var err error
+			c, err = s.claimParked(ctx, id, inv.Tenant, logSvc.GetId(), deadline)
+			if errors.Is(err, errPastDeadline) { // ember-init ends the parked invocation at its deadline
+				return invoke.Result{InvocationID: inv.ID, Status: invoke.StatusTimeout, ErrorType: "Sandbox.Timedout",
+					Payload: []byte(`{"errorMessage":"the instance stayed busy until the invocation's deadline","errorType":"Sandbox.Timedout"}`),
+					Agent:   agent, Instance: id}, nil, c, nil
+			}
+			if err != nil {
+				return invoke.Result{}, nil, c, fmt.Errorf("resume on instance %s: %w", id, err)
+			}
+		}
+		var held []pool.Claim
+		res, next, _, err := s.dispatch(ctx, inv, v, c, vk, logSvc, &held, class, resume)
+		for _, h := range held {
+			s.release(ctx, h, "", true)
+		}
+		if err == nil || status.Code(err) != codes.Aborted || !time.Now().Before(deadline) {
+			return res, next, c, err
+		}
+		released = true // the Aborted claim went back with held
+		if !sleepCtx(ctx, 20*time.Millisecond) {
+			return invoke.Result{}, nil, c, ctx.Err()
+		}
 	}
 }
 
@@ -118,18 +120,7 @@ func (s *Scheduler) runCall(ctx context.Context, inv *invoke.Invocation, call *d
 	if err != nil {
 		return &dispatchpb.Resume{Error: err.Error()}
 	}
-	r := &dispatchpb.Resume{Payload: res.Payload, ErrorType: res.ErrorType}
-	switch res.Status {
-	case invoke.StatusOK:
-		r.Status = dispatchpb.Status_STATUS_OK
-	case invoke.StatusTimeout:
-		r.Status = dispatchpb.Status_STATUS_TIMEOUT
-	case invoke.StatusCrashed:
-		r.Status = dispatchpb.Status_STATUS_CRASHED
-	default:
-		r.Status = dispatchpb.Status_STATUS_FUNCTION_ERROR
-	}
-	return r
+	return &dispatchpb.Resume{Payload: res.Payload, ErrorType: res.ErrorType, Status: dispatchStatus(res.Status)}
 }
 
 // errPastDeadline: the parked invocation's instance stayed busy until its
@@ -157,12 +148,8 @@ func (s *Scheduler) claimParked(ctx context.Context, id, tenant, logService stri
 		if time.Now().Add(backoff).After(deadline) {
 			return pool.Claim{}, errPastDeadline
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, backoff) {
 			return pool.Claim{}, ctx.Err()
-		case <-t.C:
 		}
 		backoff = min(2*backoff, 50*time.Millisecond)
 	}

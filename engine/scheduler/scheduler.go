@@ -692,6 +692,19 @@ func resultFrom(id string, c pool.Claim, r *dispatchpb.DispatchResponse) invoke.
 	return res
 }
 
+// dispatchStatus is resultFrom's mapping the other way.
+func dispatchStatus(st invoke.Status) dispatchpb.Status {
+	switch st {
+	case invoke.StatusOK:
+		return dispatchpb.Status_STATUS_OK
+	case invoke.StatusTimeout:
+		return dispatchpb.Status_STATUS_TIMEOUT
+	case invoke.StatusCrashed:
+		return dispatchpb.Status_STATUS_CRASHED
+	}
+	return dispatchpb.Status_STATUS_FUNCTION_ERROR
+}
+
 // ReleaseHeld gives back every claim kept between a key's invocations
 // (holds.go); claims of invocations that end afterwards are released at
 // once. A stopping emberd calls it once its consumers have stopped; Run's
