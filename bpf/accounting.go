@@ -1,9 +1,11 @@
 package bpf
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -21,12 +23,20 @@ type Counters struct {
 	RxPackets, TxPackets uint64
 }
 
+// slotSize is the size of one cgroup's counters in the usage_slots array
+// (struct usage: four u64).
+const slotSize = 32
+
 // Accounting is the loaded programs and maps; one per host process.
 type Accounting struct {
-	objs   accountingObjects
-	ncpu   int
-	mu     sync.Mutex
+	objs  accountingObjects
+	mem   *ebpf.Memory // usage_slots, mapped
+	slots uint32       // usage_slots' length
+
+	mu     sync.RWMutex // held for reading while mem is read
 	live   map[uint64]*Handle
+	next   uint32   // slots below next have been used
+	free   []uint32 // released slots, reused oldest first
 	closed bool
 }
 
@@ -38,14 +48,16 @@ func Load() (*Accounting, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("bpf: remove memlock limit: %w", err)
 	}
-	ncpu, err := ebpf.PossibleCPU()
-	if err != nil {
-		return nil, fmt.Errorf("bpf: possible CPUs: %w", err)
-	}
-	a := &Accounting{ncpu: ncpu, live: map[uint64]*Handle{}}
+	a := &Accounting{live: map[uint64]*Handle{}}
 	if err := loadAccountingObjects(&a.objs, nil); err != nil {
 		return nil, fmt.Errorf("bpf: load accounting programs: %w", err)
 	}
+	mem, err := a.objs.UsageSlots.Memory()
+	if err != nil {
+		a.objs.Close()
+		return nil, fmt.Errorf("bpf: map the usage counters: %w", err)
+	}
+	a.mem, a.slots = mem, a.objs.UsageSlots.MaxEntries()
 	return a, nil
 }
 
@@ -57,7 +69,6 @@ func (a *Accounting) Close() error {
 		a.mu.Unlock()
 		return nil
 	}
-	a.closed = true
 	hs := make([]*Handle, 0, len(a.live))
 	for _, h := range a.live {
 		hs = append(hs, h)
@@ -67,6 +78,9 @@ func (a *Accounting) Close() error {
 	for _, h := range hs {
 		errs = append(errs, h.Close())
 	}
+	a.mu.Lock()
+	a.closed = true // no Read maps the memory from here on
+	a.mu.Unlock()
 	errs = append(errs, a.objs.Close())
 	return errors.Join(errs...)
 }
@@ -75,9 +89,9 @@ func (a *Accounting) Close() error {
 func (a *Accounting) Entries() (int, error) {
 	n := 0
 	var k uint64
-	it := a.objs.UsageByCgroup.Iterate()
-	vals := make([]accountingUsage, a.ncpu)
-	for it.Next(&k, &vals) {
+	var slot uint32
+	it := a.objs.SlotByCgroup.Iterate()
+	for it.Next(&k, &slot) {
 		n++
 	}
 	if err := it.Err(); err != nil {
@@ -90,9 +104,11 @@ func (a *Accounting) Entries() (int, error) {
 type Handle struct {
 	a     *Accounting
 	id    uint64
+	slot  uint32
 	links []link.Link
 	once  sync.Once
 	err   error
+	gone  atomic.Bool // closed: its slot may count for another
 }
 
 // Attach starts counting for the cgroup2 directory cgroupPath whose id
@@ -111,11 +127,15 @@ func (a *Accounting) Attach(cgroupPath string, cgroupID uint64) (*Handle, error)
 	if _, ok := a.live[cgroupID]; ok {
 		return nil, fmt.Errorf("bpf: attach cgroup %d: %w", cgroupID, ErrAttached)
 	}
-	zero := make([]accountingUsage, a.ncpu)
-	if err := a.objs.UsageByCgroup.Update(cgroupID, zero, ebpf.UpdateNoExist); err != nil {
+	slot, err := a.takeSlotLocked()
+	if err != nil {
 		return nil, fmt.Errorf("bpf: register cgroup %d: %w", cgroupID, err)
 	}
-	h := &Handle{a: a, id: cgroupID}
+	if err := a.objs.SlotByCgroup.Update(cgroupID, slot, ebpf.UpdateNoExist); err != nil {
+		a.free = append(a.free, slot)
+		return nil, fmt.Errorf("bpf: register cgroup %d: %w", cgroupID, err)
+	}
+	h := &Handle{a: a, id: cgroupID, slot: slot}
 	for _, p := range []struct {
 		prog *ebpf.Program
 		typ  ebpf.AttachType
@@ -123,6 +143,7 @@ func (a *Accounting) Attach(cgroupPath string, cgroupID uint64) (*Handle, error)
 		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: p.typ, Program: p.prog})
 		if err != nil {
 			h.release()
+			a.free = append(a.free, slot)
 			return nil, fmt.Errorf("bpf: attach %v to %s: %w", p.typ, cgroupPath, err)
 		}
 		h.links = append(h.links, l)
@@ -131,20 +152,46 @@ func (a *Accounting) Attach(cgroupPath string, cgroupID uint64) (*Handle, error)
 	return h, nil
 }
 
-// Read returns the cgroup's counters since Attach.
+// takeSlotLocked returns a free slot of usage_slots, its counters zeroed:
+// a never used one while there are, then the one released longest ago (so
+// that a program still running when its cgroup was detached has long
+// finished before the slot counts for another).
+func (a *Accounting) takeSlotLocked() (uint32, error) {
+	var slot uint32
+	switch {
+	case a.next < a.slots:
+		slot = a.next
+		a.next++
+	case len(a.free) > 0:
+		slot = a.free[0]
+		a.free = a.free[1:]
+	default:
+		return 0, fmt.Errorf("all %d counter slots in use", a.slots)
+	}
+	var zero [slotSize]byte
+	if _, err := a.mem.WriteAt(zero[:], int64(slot)*slotSize); err != nil {
+		a.free = append(a.free, slot)
+		return 0, err
+	}
+	return slot, nil
+}
+
+// Read returns the cgroup's counters since Attach, from the mapped array
+// (no system call).
 func (h *Handle) Read() (Counters, error) {
-	vals := make([]accountingUsage, h.a.ncpu)
-	if err := h.a.objs.UsageByCgroup.Lookup(h.id, &vals); err != nil {
+	var buf [slotSize]byte
+	h.a.mu.RLock()
+	if h.a.closed || h.gone.Load() {
+		h.a.mu.RUnlock()
+		return Counters{}, fmt.Errorf("bpf: read cgroup %d: closed", h.id)
+	}
+	_, err := h.a.mem.ReadAt(buf[:], int64(h.slot)*slotSize)
+	h.a.mu.RUnlock()
+	if err != nil {
 		return Counters{}, fmt.Errorf("bpf: read cgroup %d: %w", h.id, err)
 	}
-	var c Counters
-	for _, v := range vals {
-		c.RxBytes += v.RxBytes
-		c.TxBytes += v.TxBytes
-		c.RxPackets += v.RxPackets
-		c.TxPackets += v.TxPackets
-	}
-	return c, nil
+	le := binary.LittleEndian
+	return Counters{RxBytes: le.Uint64(buf[0:]), TxBytes: le.Uint64(buf[8:]), RxPackets: le.Uint64(buf[16:]), TxPackets: le.Uint64(buf[24:])}, nil
 }
 
 // ID is the cgroup id the handle counts.
@@ -154,10 +201,12 @@ func (h *Handle) ID() uint64 { return h.id }
 // Idempotent.
 func (h *Handle) Close() error {
 	h.once.Do(func() {
+		h.gone.Store(true)
+		h.err = h.release()
 		h.a.mu.Lock()
 		delete(h.a.live, h.id)
+		h.a.free = append(h.a.free, h.slot)
 		h.a.mu.Unlock()
-		h.err = h.release()
 	})
 	return h.err
 }
@@ -168,7 +217,7 @@ func (h *Handle) release() error {
 		errs = append(errs, l.Close())
 	}
 	h.links = nil
-	if err := h.a.objs.UsageByCgroup.Delete(h.id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := h.a.objs.SlotByCgroup.Delete(h.id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		errs = append(errs, fmt.Errorf("bpf: unregister cgroup %d: %w", h.id, err))
 	}
 	return errors.Join(errs...)

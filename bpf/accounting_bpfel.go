@@ -25,7 +25,8 @@ type accountingUsage struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	accountingMapUsageByCgroup = "usage_by_cgroup"
+	accountingMapSlotByCgroup  = "slot_by_cgroup"
+	accountingMapUsageSlots    = "usage_slots"
 	accountingProgCountEgress  = "count_egress"
 	accountingProgCountIngress = "count_ingress"
 )
@@ -80,7 +81,8 @@ type accountingProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type accountingMapSpecs struct {
-	UsageByCgroup *ebpf.MapSpec `ebpf:"usage_by_cgroup"`
+	SlotByCgroup *ebpf.MapSpec `ebpf:"slot_by_cgroup"`
+	UsageSlots   *ebpf.MapSpec `ebpf:"usage_slots"`
 }
 
 // accountingVariableSpecs contains global variables before they are loaded into the kernel.
@@ -109,12 +111,14 @@ func (o *accountingObjects) Close() error {
 //
 // It can be passed to loadAccountingObjects or ebpf.CollectionSpec.LoadAndAssign.
 type accountingMaps struct {
-	UsageByCgroup *ebpf.Map `ebpf:"usage_by_cgroup"`
+	SlotByCgroup *ebpf.Map `ebpf:"slot_by_cgroup"`
+	UsageSlots   *ebpf.Map `ebpf:"usage_slots"`
 }
 
 func (m *accountingMaps) Close() error {
 	return _AccountingClose(
-		m.UsageByCgroup,
+		m.SlotByCgroup,
+		m.UsageSlots,
 	)
 }
 

@@ -288,17 +288,34 @@ func sub(a, b uint64) uint64 {
 // peakMB is the memory peak in whole MB, rounded up (REPORT's Max Memory Used).
 func (u *Usage) peakMB() int64 { return (u.MemoryPeakBytes + (1 << 20) - 1) >> 20 }
 
-// reportLine is the Lambda-style REPORT line of an invocation.
+// reportLine is the Lambda-style REPORT line of an invocation (built with
+// appends: it is written for every invocation).
 func reportLine(id string, duration time.Duration, billed, memoryMB int64, u *Usage) string {
-	line := fmt.Sprintf("REPORT RequestId: %s Duration: %.2f ms Billed Duration: %d ms Memory Size: %d MB",
-		id, float64(duration)/float64(time.Millisecond), billed, memoryMB)
+	b := make([]byte, 0, 192)
+	b = append(b, "REPORT RequestId: "...)
+	b = append(b, id...)
+	b = append(b, " Duration: "...)
+	b = strconv.AppendFloat(b, float64(duration)/float64(time.Millisecond), 'f', 2, 64)
+	b = append(b, " ms Billed Duration: "...)
+	b = strconv.AppendInt(b, billed, 10)
+	b = append(b, " ms Memory Size: "...)
+	b = strconv.AppendInt(b, memoryMB, 10)
+	b = append(b, " MB"...)
 	if u != nil {
-		line += fmt.Sprintf(" Max Memory Used: %d MB CPU: %.1f ms", u.peakMB(), float64(u.CPU)/float64(time.Millisecond))
+		b = append(b, " Max Memory Used: "...)
+		b = strconv.AppendInt(b, u.peakMB(), 10)
+		b = append(b, " MB CPU: "...)
+		b = strconv.AppendFloat(b, float64(u.CPU)/float64(time.Millisecond), 'f', 1, 64)
+		b = append(b, " ms"...)
 		if u.NetworkMeasured {
-			line += fmt.Sprintf(" Net: rx %d B tx %d B", u.RxBytes, u.TxBytes)
+			b = append(b, " Net: rx "...)
+			b = strconv.AppendUint(b, u.RxBytes, 10)
+			b = append(b, " B tx "...)
+			b = strconv.AppendUint(b, u.TxBytes, 10)
+			b = append(b, " B"...)
 		}
 	}
-	return line
+	return string(b)
 }
 
 // usageMetrics are the per tenant and function usage counters.
@@ -360,13 +377,13 @@ func (a *Agent) recordUsage(log zerolog.Logger, req *dispatchpb.DispatchRequest,
 	}
 
 	if m := a.usageMetrics; m != nil {
-		l := prometheus.Labels{"tenant": req.GetTenant(), "function": req.GetFunction()}
-		m.invocations.With(l).Inc()
-		m.gbSeconds.With(l).Add(float64(memoryMB) / 1024 * float64(billed) / 1000)
+		t, f := req.GetTenant(), req.GetFunction()
+		m.invocations.WithLabelValues(t, f).Inc()
+		m.gbSeconds.WithLabelValues(t, f).Add(float64(memoryMB) / 1024 * float64(billed) / 1000)
 		if u != nil {
-			m.cpuSeconds.With(l).Add(u.CPU.Seconds())
-			m.rxBytes.With(l).Add(float64(u.RxBytes))
-			m.txBytes.With(l).Add(float64(u.TxBytes))
+			m.cpuSeconds.WithLabelValues(t, f).Add(u.CPU.Seconds())
+			m.rxBytes.WithLabelValues(t, f).Add(float64(u.RxBytes))
+			m.txBytes.WithLabelValues(t, f).Add(float64(u.TxBytes))
 		}
 	}
 	if u == nil {

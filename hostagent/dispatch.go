@@ -348,7 +348,7 @@ func (a *Agent) finish(ctx context.Context, log zerolog.Logger, r *invokeRun, er
 	if st != dispatchpb.Status_STATUS_OK {
 		ev = log.Info().Str("error_type", res.ErrorType)
 	}
-	ev.Str("status", res.Status).Str("start", kind.String()).Int64("duration_ns", res.DurationNs).Msg("invocation done")
+	ev.Str("status", res.Status).Stringer("start", kind).Int64("duration_ns", res.DurationNs).Msg("invocation done")
 	u := usageSince(log, c.meter, r.mark, r.measured)
 	usage, line := a.recordUsage(log, req, time.Duration(res.DurationNs), wall, c.memoryMB, u, r.logID != "")
 	if r.logID != "" {

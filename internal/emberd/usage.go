@@ -107,7 +107,8 @@ func newUsageInvoker(next invoker, brokers []string, tr *kafka.Transport, topic 
 			Transport:    tr,
 			Topic:        topic,
 			Balancer:     &kafka.Hash{},
-			BatchTimeout: 5 * time.Millisecond, // kafka-go's 1 s default would hold records back
+			BatchSize:    1000,             // write gathers the batch (usageLinger)
+			BatchTimeout: time.Millisecond, // kafka-go's 1 s default would hold records back
 			RequiredAcks: kafka.RequireAll,
 		},
 		log:   log.With().Str("component", "usage").Str("topic", topic).Logger(),
@@ -193,25 +194,32 @@ func (u *usageInvoker) message(rec UsageRecord) (kafka.Message, bool) {
 	return kafka.Message{Key: []byte(rec.Tenant + "/" + rec.Function), Value: b}, true
 }
 
+// usageLinger is how long a batch of usage records waits for more before
+// it is produced: at a few hundred invocations a second one produce request
+// then carries tens of records instead of one or two.
+const usageLinger = 50 * time.Millisecond
+
 // run produces queued records until ctx is done, then flushes what is
-// queued (for at most 5 s) and closes the writer.
+// queued and closes the writer. Produce requests may take 5 s more than
+// ctx: a batch being written or gathered when ctx ends still goes.
 func (u *usageInvoker) run(ctx context.Context) error {
 	defer func() {
 		if err := u.w.Close(); err != nil {
 			u.log.Warn().Err(err).Msg("close usage writer")
 		}
 	}()
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	defer context.AfterFunc(ctx, func() { time.AfterFunc(5*time.Second, cancel) })()
 	for {
 		select {
 		case r := <-u.queue:
-			u.write(ctx, r)
+			u.write(ctx, wctx, r, usageLinger)
 		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
 			for {
 				select {
 				case r := <-u.queue:
-					u.write(fctx, r)
+					u.write(ctx, wctx, r, 0)
 				default:
 					return nil
 				}
@@ -220,27 +228,46 @@ func (u *usageInvoker) run(ctx context.Context) error {
 	}
 }
 
-// write produces first and whatever else is queued, in one batch.
-func (u *usageInvoker) write(ctx context.Context, first UsageRecord) {
+// write produces first and what else is queued within linger (at most
+// 1,000 records; lingering ends with ctx), in one batch, under wctx.
+func (u *usageInvoker) write(ctx, wctx context.Context, first UsageRecord, linger time.Duration) {
 	batch := make([]kafka.Message, 0, 16)
-	if m, ok := u.message(first); ok {
-		batch = append(batch, m)
+	add := func(r UsageRecord) {
+		if m, ok := u.message(r); ok {
+			batch = append(batch, m)
+		}
 	}
+	add(first)
+	var until <-chan time.Time
+	if linger > 0 {
+		t := time.NewTimer(linger)
+		defer t.Stop()
+		until = t.C
+	}
+gather:
 	for len(batch) < 1000 {
-		select {
-		case r := <-u.queue:
-			if m, ok := u.message(r); ok {
-				batch = append(batch, m)
+		if until == nil {
+			select {
+			case r := <-u.queue:
+				add(r)
+			default:
+				break gather
 			}
 			continue
-		default:
 		}
-		break
+		select {
+		case r := <-u.queue:
+			add(r)
+		case <-until:
+			break gather
+		case <-ctx.Done():
+			break gather
+		}
 	}
 	if len(batch) == 0 {
 		return
 	}
-	if err := u.w.WriteMessages(ctx, batch...); err != nil {
+	if err := u.w.WriteMessages(wctx, batch...); err != nil {
 		u.failed.Add(float64(len(batch)))
 		if !errors.Is(err, context.Canceled) {
 			u.log.Warn().Err(err).Int("records", len(batch)).Msg("produce usage records")
