@@ -71,6 +71,16 @@ func runHelper(job string) int {
 			return 2
 		}
 		c.Close()
+	case "echo": // echo:<addr>: send back what arrives until EOF
+		c, err := net.Dial("tcp", arg)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "helper:", err)
+			return 2
+		}
+		if _, err := io.Copy(c, c); err != nil {
+			return 2
+		}
+		c.Close()
 	case "idle":
 	default:
 		return 2
@@ -84,7 +94,7 @@ func processCPU() time.Duration {
 	return time.Duration(ts.Nano())
 }
 
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root: loads eBPF programs and creates cgroups")
@@ -93,7 +103,7 @@ func needRoot(t *testing.T) {
 
 // parentCgroup creates a stand-in instance cgroup in every hierarchy
 // hostagent/cgroup uses and removes it when t ends.
-func parentCgroup(t *testing.T) string {
+func parentCgroup(t testing.TB) string {
 	t.Helper()
 	p := fmt.Sprintf("/ember-bpftest-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "_"))
 	for _, ctrl := range append([]string{cgroup.Unified}, cgroup.Controllers...) {
@@ -109,7 +119,7 @@ func parentCgroup(t *testing.T) string {
 	return p
 }
 
-func load(t *testing.T) *bpf.Accounting {
+func load(t testing.TB) *bpf.Accounting {
 	t.Helper()
 	needRoot(t)
 	a, err := bpf.Load()
@@ -130,7 +140,7 @@ type box struct {
 	h  *bpf.Handle
 }
 
-func newBox(t *testing.T, a *bpf.Accounting, parent, name string) *box {
+func newBox(t testing.TB, a *bpf.Accounting, parent, name string) *box {
 	t.Helper()
 	cg, err := cgroup.Create(parent, name, 0, cgroup.Limits{MemoryBytes: 256 << 20})
 	if err != nil {
@@ -162,7 +172,7 @@ type proc struct {
 
 // start starts a helper doing job and moves it into b's cgroups (cgroup2
 // and every v1 controller) before releasing it.
-func (b *box) start(t *testing.T, job string) *proc {
+func (b *box) start(t testing.TB, job string) *proc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"="+job, "GOMAXPROCS=1")
@@ -185,21 +195,21 @@ func (b *box) start(t *testing.T, job string) *proc {
 	return &proc{cmd: cmd, stdin: stdin}
 }
 
-func (p *proc) release(t *testing.T) {
+func (p *proc) release(t testing.TB) {
 	t.Helper()
 	if _, err := io.WriteString(p.stdin, "go\n"); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func (p *proc) wait(t *testing.T) {
+func (p *proc) wait(t testing.TB) {
 	t.Helper()
 	if err := p.cmd.Wait(); err != nil {
 		t.Fatalf("helper: %v", err)
 	}
 }
 
-func (b *box) read(t *testing.T) bpf.Counters {
+func (b *box) read(t testing.TB) bpf.Counters {
 	t.Helper()
 	c, err := b.h.Read()
 	if err != nil {

@@ -36,6 +36,8 @@ run "warm path pieces: Runtime API round trip in ember-init (vs AWS's RIE at 1.2
 	-run '^$' -bench HotInvoke -benchtime 2000x ./hostagent/initd
 run "accounting: the agent's meter per invocation (mark and read: eBPF map and cgroup files), vs the cgroup-only meter" \
 	-run '^$' -bench Meter ./hostagent
+run "accounting: what the attached eBPF programs cost a TCP round trip (a container cgroup with them vs one without, alternating blocks)" \
+	-run '^$' -bench CountedTraffic -benchtime 20000x ./bpf
 run "Kafka side: Lambda event encoding and consume-to-invoke with a no-op function" \
 	-run '^$' -bench . -benchtime 3x ./consumers ./consumers/kafkaevent
 run "lag monitor: one sample of 8 bindings x 4 partitions, offsets still vs moved (ns/op at a 1 s interval = share of a core)" \
