@@ -195,6 +195,9 @@ func TestAgentIntegration(t *testing.T) {
 	if err != nil || len(insts) != 2 {
 		t.Fatalf("instances in redis after Ready: %+v, %v", insts, err)
 	}
+	for _, in := range insts {
+		checkSysmonSlack(t, in.ID)
+	}
 
 	conn, err := grpc.NewClient(a.Addr(), dial)
 	if err != nil {

@@ -93,6 +93,9 @@ func (a *Agent) boot(in *instance) error {
 	if err != nil {
 		return err
 	}
+	if err := setSysmonSlack(int(sb.Pid), sysmonSlack); err != nil { // its runtime runs: it answered
+		a.log.Debug().Err(err).Str("instance", in.id).Msg("ember-init's sysmon keeps its timer slack")
+	}
 	a.mu.Lock()
 	if a.closing {
 		a.mu.Unlock()

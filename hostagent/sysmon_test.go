@@ -1,0 +1,128 @@
+package hostagent
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// BenchmarkSysmonSlack: ember-init's CPU and task switches per hot
+// invocation, and the invocation's time seen by the dispatcher, with its
+// sysmon thread at sysmonSlack and at the kernel's default 50 us, in
+// alternating blocks on one instance (these machines are noisy).
+//
+//	go test -run '^$' -bench SysmonSlack -benchtime 4000x ./hostagent/
+func BenchmarkSysmonSlack(b *testing.B) {
+	hb := newHotBench(b)
+	dispatch, id := hb.agent(b, AccountingEBPF)
+	pid := initPid(b, id)
+	const block = 250
+	slack := [2]int{50_000, sysmonSlack}
+	var cpu, switches, wall, n [2]int64
+	b.ResetTimer()
+	for i := 0; i < b.N; {
+		k := (i / block) % 2
+		if err := setSysmonSlack(pid, slack[k]); err != nil {
+			b.Fatal(err)
+		}
+		c0, s0 := taskStats(b, pid)
+		t0 := time.Now()
+		for j := 0; j < block && i < b.N; j++ {
+			dispatch(b, i)
+			i++
+			n[k]++
+		}
+		wall[k] += int64(time.Since(t0))
+		c1, s1 := taskStats(b, pid)
+		cpu[k] += c1 - c0
+		switches[k] += s1 - s0
+	}
+	b.StopTimer()
+	if n[0] == 0 || n[1] == 0 {
+		return // the testing package's first run, b.N = 1
+	}
+	per := func(v [2]int64, k int) float64 { return float64(v[k]) / float64(n[k]) }
+	b.ReportMetric(per(cpu, 0)/1e3, "us-cpu/inv-default")
+	b.ReportMetric(per(cpu, 1)/1e3, "us-cpu/inv-slack")
+	b.ReportMetric(per(cpu, 1)/per(cpu, 0), "x-cpu")
+	b.ReportMetric(per(wall, 0)/1e3, "us-wall/inv-default")
+	b.ReportMetric(per(wall, 1)/1e3, "us-wall/inv-slack")
+	b.ReportMetric(per(switches, 0), "switches/inv-default")
+	b.ReportMetric(per(switches, 1), "switches/inv-slack")
+}
+
+// initPid is the host pid of the ember-init of instance id: the ember-init
+// process in one of its cgroups.
+func initPid(t testing.TB, id string) int {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*/comm")
+	for _, c := range procs {
+		dir := filepath.Dir(c)
+		comm, _ := os.ReadFile(c)
+		cg, _ := os.ReadFile(filepath.Join(dir, "cgroup"))
+		if strings.TrimSpace(string(comm)) == "ember-init" && strings.Contains(string(cg), id) {
+			pid, _ := strconv.Atoi(filepath.Base(dir))
+			return pid
+		}
+	}
+	t.Fatalf("no ember-init process in a cgroup of %s", id)
+	return 0
+}
+
+// taskStats sums the CPU time (ns) and task switches of pid's threads.
+func taskStats(t testing.TB, pid int) (cpuNs, switches int64) {
+	t.Helper()
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	for _, task := range tasks {
+		if st, err := os.ReadFile(filepath.Join(task, "schedstat")); err == nil {
+			if f := strings.Fields(string(st)); len(f) > 0 {
+				ns, _ := strconv.ParseInt(f[0], 10, 64)
+				cpuNs += ns
+			}
+		}
+		status, _ := os.ReadFile(filepath.Join(task, "status"))
+		for _, line := range strings.Split(string(status), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				switches += n
+			}
+		}
+	}
+	return cpuNs, switches
+}
+
+// checkSysmonSlack: the ember-init of instance id has its runtime's sysmon
+// thread (its first after the main one) at sysmonSlack, and only that one.
+func checkSysmonSlack(t *testing.T, id string) {
+	t.Helper()
+	pid := initPid(t, id)
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	var tids []int
+	for _, e := range tasks {
+		if tid, err := strconv.Atoi(e.Name()); err == nil {
+			tids = append(tids, tid)
+		}
+	}
+	slices.Sort(tids)
+	slack := func(tid int) string {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/timerslack_ns", tid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	if len(tids) < 2 || tids[0] != pid {
+		t.Fatalf("ember-init %d of %s: threads %v", pid, id, tids)
+	}
+	if got := slack(tids[1]); got != strconv.Itoa(sysmonSlack) {
+		t.Errorf("ember-init %d of %s: sysmon thread %d has timer slack %s, want %d", pid, id, tids[1], got, sysmonSlack)
+	}
+	if got := slack(pid); got == strconv.Itoa(sysmonSlack) {
+		t.Errorf("ember-init %d of %s: its main thread has the sysmon's slack too", pid, id)
+	}
+}
