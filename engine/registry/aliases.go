@@ -43,7 +43,7 @@ type Alias struct {
 // ValidAliasName checks an alias name: a function name that is not a
 // version number and not $LATEST.
 func ValidAliasName(name string) error {
-	if name == Latest || !nameRE.MatchString(name) || strings.Trim(name, "0123456789") == "" {
+	if name == Latest || !validName(name) || strings.Trim(name, "0123456789") == "" {
 		return fmt.Errorf("alias name %q: want 1 to 64 of A-Z a-z 0-9 _ -, not only digits: %w", name, ErrInvalid)
 	}
 	return nil

@@ -130,14 +130,27 @@ type Binding struct {
 	Created time.Time
 }
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
 // ValidName checks a tenant, function or binding name.
 func ValidName(kind, name string) error {
-	if !nameRE.MatchString(name) {
+	if !validName(name) {
 		return fmt.Errorf("%s name %q: want 1 to 64 of A-Z a-z 0-9 _ -: %w", kind, name, ErrInvalid)
 	}
 	return nil
+}
+
+// validName reports whether name is 1 to 64 of A-Z a-z 0-9 _ - (a loop,
+// not a regular expression: every Resolve checks two names).
+func validName(name string) bool {
+	if len(name) < 1 || len(name) > 64 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 var topicRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,249}$`)
