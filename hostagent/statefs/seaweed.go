@@ -136,6 +136,16 @@ func (s *Store) mountNetworked(tenant, name string, sizeMB int64, mnt string) (u
 		log, _ := os.ReadFile(base + ".log")
 		return 0, fmt.Errorf("statefs: mount %s/%s from %s: %w: %s", tenant, name, s.opt.Filer, err, tailOf(string(log)))
 	}
+	// The mode the mount root shows is the filer's entry's once another
+	// host's weed has changed the directory (a file made or removed there):
+	// give the entry the mode every container needs, or a container's
+	// uid is refused in its own resource now and then.
+	if err := os.Chmod(mnt, 0o777); err != nil {
+		_ = cmd.Process.Kill()
+		<-m.exited
+		_ = unix.Unmount(mnt, unix.MNT_DETACH)
+		return 0, fmt.Errorf("statefs: mode of %s/%s: %w", tenant, name, err)
+	}
 	s.weed[mnt] = m
 	return m.gen, nil
 }
