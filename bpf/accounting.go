@@ -33,7 +33,7 @@ type Accounting struct {
 	mem   *ebpf.Memory // usage_slots, mapped
 	slots uint32       // usage_slots' length
 
-	mu     sync.RWMutex // held for reading while mem is read
+	mu     sync.Mutex
 	live   map[uint64]*Handle
 	next   uint32   // slots below next have been used
 	free   []uint32 // released slots, reused oldest first
@@ -69,6 +69,7 @@ func (a *Accounting) Close() error {
 		a.mu.Unlock()
 		return nil
 	}
+	a.closed = true
 	hs := make([]*Handle, 0, len(a.live))
 	for _, h := range a.live {
 		hs = append(hs, h)
@@ -78,9 +79,8 @@ func (a *Accounting) Close() error {
 	for _, h := range hs {
 		errs = append(errs, h.Close())
 	}
-	a.mu.Lock()
-	a.closed = true // no Read maps the memory from here on
-	a.mu.Unlock()
+	// The mapping of the counters stays while a.mem is reachable (the
+	// library unmaps it when it is collected), so a late Read is safe.
 	errs = append(errs, a.objs.Close())
 	return errors.Join(errs...)
 }
@@ -142,8 +142,9 @@ func (a *Accounting) Attach(cgroupPath string, cgroupID uint64) (*Handle, error)
 	}{{a.objs.CountIngress, ebpf.AttachCGroupInetIngress}, {a.objs.CountEgress, ebpf.AttachCGroupInetEgress}} {
 		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: p.typ, Program: p.prog})
 		if err != nil {
-			h.release()
-			a.free = append(a.free, slot)
+			if unregistered, _ := h.release(); unregistered {
+				a.free = append(a.free, slot)
+			}
 			return nil, fmt.Errorf("bpf: attach %v to %s: %w", p.typ, cgroupPath, err)
 		}
 		h.links = append(h.links, l)
@@ -153,9 +154,10 @@ func (a *Accounting) Attach(cgroupPath string, cgroupID uint64) (*Handle, error)
 }
 
 // takeSlotLocked returns a free slot of usage_slots, its counters zeroed:
-// a never used one while there are, then the one released longest ago (so
-// that a program still running when its cgroup was detached has long
-// finished before the slot counts for another).
+// a never used one while there are, then the one released longest ago. A
+// program that was already running when its cgroup was detached may still
+// add to the slot for a few microseconds; with slots to spare, a released
+// one is reused only long after.
 func (a *Accounting) takeSlotLocked() (uint32, error) {
 	var slot uint32
 	switch {
@@ -176,17 +178,19 @@ func (a *Accounting) takeSlotLocked() (uint32, error) {
 	return slot, nil
 }
 
-// Read returns the cgroup's counters since Attach, from the mapped array
-// (no system call).
+// Read returns the cgroup's counters since Attach, from the mapped array:
+// no system call and no lock (an Attach elsewhere on the host never delays
+// it). gone is set before the slot is released, so a read that raced with
+// Close and may have seen the slot's next owner fails.
 func (h *Handle) Read() (Counters, error) {
 	var buf [slotSize]byte
-	h.a.mu.RLock()
-	if h.a.closed || h.gone.Load() {
-		h.a.mu.RUnlock()
+	if h.gone.Load() {
 		return Counters{}, fmt.Errorf("bpf: read cgroup %d: closed", h.id)
 	}
 	_, err := h.a.mem.ReadAt(buf[:], int64(h.slot)*slotSize)
-	h.a.mu.RUnlock()
+	if err == nil && h.gone.Load() {
+		err = errors.New("closed")
+	}
 	if err != nil {
 		return Counters{}, fmt.Errorf("bpf: read cgroup %d: %w", h.id, err)
 	}
@@ -202,23 +206,30 @@ func (h *Handle) ID() uint64 { return h.id }
 func (h *Handle) Close() error {
 	h.once.Do(func() {
 		h.gone.Store(true)
-		h.err = h.release()
+		var unregistered bool
+		unregistered, h.err = h.release()
 		h.a.mu.Lock()
 		delete(h.a.live, h.id)
-		h.a.free = append(h.a.free, h.slot)
+		if unregistered { // else the programs may still count into it
+			h.a.free = append(h.a.free, h.slot)
+		}
 		h.a.mu.Unlock()
 	})
 	return h.err
 }
 
-func (h *Handle) release() error {
+// release detaches the programs and deletes the cgroup's entry;
+// unregistered reports whether the entry is gone (its slot free to reuse).
+func (h *Handle) release() (unregistered bool, err error) {
 	var errs []error
 	for _, l := range h.links {
 		errs = append(errs, l.Close())
 	}
 	h.links = nil
+	unregistered = true
 	if err := h.a.objs.SlotByCgroup.Delete(h.id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		unregistered = false
 		errs = append(errs, fmt.Errorf("bpf: unregister cgroup %d: %w", h.id, err))
 	}
-	return errors.Join(errs...)
+	return unregistered, errors.Join(errs...)
 }

@@ -210,7 +210,10 @@ func (u *usageInvoker) run(ctx context.Context) error {
 	}()
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
-	defer context.AfterFunc(ctx, func() { time.AfterFunc(5*time.Second, cancel) })()
+	grace := time.AfterFunc(time.Hour, cancel) // armed when ctx ends
+	grace.Stop()
+	defer grace.Stop()
+	defer context.AfterFunc(ctx, func() { grace.Reset(5 * time.Second) })()
 	for {
 		select {
 		case r := <-u.queue:
