@@ -33,7 +33,7 @@ type Builder struct {
 // list) into every event and refuses records once an event would exceed
 // maxBytes; maxBytes <= 0 means no limit.
 func NewBuilder(bootstrapServers string, maxBytes int) *Builder {
-	return &Builder{bootstrap: bootstrapServers, maxBytes: maxBytes, sizeHint: 4096}
+	return &Builder{bootstrap: bootstrapServers, maxBytes: maxBytes, sizeHint: 1024}
 }
 
 // Reset starts a new event for topic and partition, discarding any records
@@ -80,9 +80,10 @@ func (b *Builder) Size() int { return len(b.buf) + len(footer) }
 // caller: the Builder never touches it again. Call Reset before the next event.
 func (b *Builder) Finish() []byte {
 	out := append(b.buf, footer...)
-	if len(out) > b.sizeHint {
-		b.sizeHint = len(out)
-	}
+	// The next event's buffer is about this one's size: a partition's
+	// events are alike, and one large event must not make every later
+	// small one allocate as much.
+	b.sizeHint = len(out) + len(out)/4
 	b.buf = nil
 	b.n = 0
 	return out

@@ -103,12 +103,14 @@ func newUsageInvoker(next invoker, brokers []string, tr *kafka.Transport, topic 
 	u := &usageInvoker{
 		next: next,
 		w: &kafka.Writer{
-			Addr:         kafka.TCP(brokers...),
-			Transport:    tr,
-			Topic:        topic,
-			Balancer:     &kafka.Hash{},
-			BatchSize:    1000,             // write gathers the batch (usageLinger)
-			BatchTimeout: time.Millisecond, // kafka-go's 1 s default would hold records back
+			Addr:      kafka.TCP(brokers...),
+			Transport: tr,
+			Topic:     topic,
+			Balancer:  &kafka.Hash{},
+			// write gathers the batch (usageLinger); kafka-go's 1 s default
+			// would hold it back. BatchSize stays 100: kafka-go allocates
+			// room for that many messages per batch.
+			BatchTimeout: time.Millisecond,
 			RequiredAcks: kafka.RequireAll,
 		},
 		log:   log.With().Str("component", "usage").Str("topic", topic).Logger(),
