@@ -3,12 +3,13 @@ package hostagent
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ember-run/ember/internal/testenv"
 )
 
 // BenchmarkSysmonSlack: ember-init's CPU and task switches per hot
@@ -30,7 +31,7 @@ func BenchmarkSysmonSlack(b *testing.B) {
 		if err := setSysmonSlack(pid, slack[k]); err != nil {
 			b.Fatal(err)
 		}
-		c0, s0 := taskStats(b, pid)
+		before := testenv.ProcThreads(pid)
 		t0 := time.Now()
 		for j := 0; j < block && i < b.N; j++ {
 			dispatch(b, i)
@@ -38,9 +39,9 @@ func BenchmarkSysmonSlack(b *testing.B) {
 			n[k]++
 		}
 		wall[k] += int64(time.Since(t0))
-		c1, s1 := taskStats(b, pid)
-		cpu[k] += c1 - c0
-		switches[k] += s1 - s0
+		after := testenv.ProcThreads(pid)
+		cpu[k] += after.CPUNs - before.CPUNs
+		switches[k] += after.Switches - before.Switches
 	}
 	b.StopTimer()
 	if n[0] == 0 || n[1] == 0 {
@@ -60,40 +61,13 @@ func BenchmarkSysmonSlack(b *testing.B) {
 // process in one of its cgroups.
 func initPid(t testing.TB, id string) int {
 	t.Helper()
-	procs, _ := filepath.Glob("/proc/[0-9]*/comm")
-	for _, c := range procs {
-		dir := filepath.Dir(c)
-		comm, _ := os.ReadFile(c)
-		cg, _ := os.ReadFile(filepath.Join(dir, "cgroup"))
-		if strings.TrimSpace(string(comm)) == "ember-init" && strings.Contains(string(cg), id) {
-			pid, _ := strconv.Atoi(filepath.Base(dir))
+	for _, pid := range testenv.PidsNamed("ember-init") {
+		if cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid)); strings.Contains(string(cg), id) {
 			return pid
 		}
 	}
 	t.Fatalf("no ember-init process in a cgroup of %s", id)
 	return 0
-}
-
-// taskStats sums the CPU time (ns) and task switches of pid's threads.
-func taskStats(t testing.TB, pid int) (cpuNs, switches int64) {
-	t.Helper()
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
-	for _, task := range tasks {
-		if st, err := os.ReadFile(filepath.Join(task, "schedstat")); err == nil {
-			if f := strings.Fields(string(st)); len(f) > 0 {
-				ns, _ := strconv.ParseInt(f[0], 10, 64)
-				cpuNs += ns
-			}
-		}
-		status, _ := os.ReadFile(filepath.Join(task, "status"))
-		for _, line := range strings.Split(string(status), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
-				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-				switches += n
-			}
-		}
-	}
-	return cpuNs, switches
 }
 
 // checkSysmonSlack: the ember-init of instance id has its runtime's sysmon

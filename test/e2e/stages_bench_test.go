@@ -18,6 +18,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/ember-run/ember/engine/api/wire"
+	"github.com/ember-run/ember/internal/testenv"
 )
 
 // BenchmarkStageBudget: where one warm invocation's time and Ember's CPU
@@ -51,19 +52,20 @@ func BenchmarkStageBudget(b *testing.B) {
 
 	// ember-init's CPU when no invocation runs (instances idle in the
 	// pool too): taken out of the loaded window's.
-	idle0 := procThreads(b, "ember-init", 0)
+	inits := func() testenv.Threads { return testenv.ProcThreads(testenv.PidsNamed("ember-init")...) }
+	idle0 := inits()
 	time.Sleep(5 * time.Second) // an idle measurement window, not synchronisation
-	idlePerSec := float64(procThreads(b, "ember-init", 0).cpuNs-idle0.cpuNs) / 5
+	idlePerSec := float64(inits().CPUNs-idle0.CPUNs) / 5
 
 	emberd := s.cmd.Process.Pid
-	before, initBefore, emberdBefore := s.scrape(), procThreads(b, "ember-init", 0), procThreads(b, "", emberd)
+	before, initBefore, emberdBefore := s.scrape(), inits(), testenv.ProcThreads(emberd)
 	t0 := time.Now()
 	prof := make(chan *profile.Profile, 1)
 	go func() { prof <- s.cpuProfile(b, secs) }()
 	paced(b, s, "stages", rate*secs, rate)
 	p := <-prof
 	s.waitNoLag("stages", int64(400+rate*secs), time.Minute)
-	after, initAfter, emberdAfter := s.scrape(), procThreads(b, "ember-init", 0), procThreads(b, "", emberd)
+	after, initAfter, emberdAfter := s.scrape(), inits(), testenv.ProcThreads(emberd)
 	window := time.Since(t0).Seconds()
 	n := counterDelta(before, after, "ember_scheduler_invocations_total", labelled("start=hot"))
 	if n < rate*secs*9/10 {
@@ -82,7 +84,7 @@ func BenchmarkStageBudget(b *testing.B) {
 	for st, ns := range cpuByStage(p) {
 		cpu[st] = float64(ns) / 1e6 / n
 	}
-	cpu["to_handler"] = (float64(initAfter.cpuNs-initBefore.cpuNs) - idlePerSec*window) / 1e6 / n // ember-init, both ways
+	cpu["to_handler"] = (float64(initAfter.CPUNs-initBefore.CPUNs) - idlePerSec*window) / 1e6 / n // ember-init, both ways
 	floor, _ := fetchFloor(b, s, "stages-floor", rate, 2000)
 
 	fmt.Printf("BENCH stage budget of one warm invocation (%d ev/s, batch 1, %.0f hot invocations profiled; budget: docs/architecture.md)\n", rate, n)
@@ -116,8 +118,8 @@ func BenchmarkStageBudget(b *testing.B) {
 	// Most of that CPU goes to switching tasks: these machines are
 	// paravirtualised guests, where perf shows ember-init's time mostly in
 	// the kernel's task switch.
-	report(b, "stage budget: emberd's context switches per invocation", float64(emberdAfter.switches-emberdBefore.switches)/n, "switches-emberd")
-	report(b, "stage budget: ember-init's context switches per invocation", float64(initAfter.switches-initBefore.switches)/n, "switches-init")
+	report(b, "stage budget: emberd's context switches per invocation", float64(emberdAfter.Switches-emberdBefore.Switches)/n, "switches-emberd")
+	report(b, "stage budget: ember-init's context switches per invocation", float64(initAfter.Switches-initBefore.Switches)/n, "switches-init")
 }
 
 // budgetRow is one row of the budget table in docs/architecture.md.
@@ -236,59 +238,6 @@ func stageOfStack(frames []string) string {
 		}
 	}
 	return "runtime"
-}
-
-// threads is what /proc says of a set of processes' threads.
-type threads struct {
-	cpuNs    int64 // on-CPU time (schedstat)
-	switches int64 // context switches, voluntary and not
-}
-
-// procThreads sums /proc/PID/task/TID/{schedstat,status} over the threads
-// of the processes named comm (all of them when pid > 0 is not given) or
-// of pid alone: a process's own schedstat is its main thread's, and Go
-// keeps its threads, so none of a window's time leaves with one.
-func procThreads(b *testing.B, comm string, pid int) threads {
-	var pids []string
-	if pid > 0 {
-		pids = []string{strconv.Itoa(pid)}
-	} else {
-		dirs, err := os.ReadDir("/proc")
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, d := range dirs {
-			if _, err := strconv.Atoi(d.Name()); err != nil {
-				continue
-			}
-			if c, err := os.ReadFile(filepath.Join("/proc", d.Name(), "comm")); err == nil && strings.TrimSpace(string(c)) == comm {
-				pids = append(pids, d.Name())
-			}
-		}
-	}
-	var t threads
-	for _, p := range pids {
-		tasks, _ := filepath.Glob(filepath.Join("/proc", p, "task", "*"))
-		for _, task := range tasks {
-			if st, err := os.ReadFile(filepath.Join(task, "schedstat")); err == nil {
-				if f := strings.Fields(string(st)); len(f) > 0 {
-					ns, _ := strconv.ParseInt(f[0], 10, 64)
-					t.cpuNs += ns
-				}
-			}
-			status, err := os.ReadFile(filepath.Join(task, "status"))
-			if err != nil {
-				continue // gone meanwhile
-			}
-			for _, line := range strings.Split(string(status), "\n") {
-				if k, v, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
-					n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-					t.switches += n
-				}
-			}
-		}
-	}
-	return t
 }
 
 // fetchFloor is the fetch stage of a bare kafka-go reader configured as
