@@ -51,6 +51,7 @@ type Agent struct {
 	watchers sync.WaitGroup   // one per ready instance, until its connection ends
 	trees    *codefetch.Trees // packages extracted once per host (<StateDir>/codes)
 	seq      uint64           // container id counter
+	meterSeq atomic.Uint64    // invocations, for sampling the meter's CPU
 
 	// acct is set by Run before serving (nil: accounting off).
 	acct         Accounting

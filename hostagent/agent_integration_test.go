@@ -21,6 +21,7 @@ import (
 	"github.com/ember-run/ember/hostagent/sandbox"
 	"github.com/ember-run/ember/internal/pki"
 	"github.com/ember-run/ember/internal/testenv"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
@@ -162,12 +163,15 @@ func TestAgentIntegration(t *testing.T) {
 	client, ns, rt, dial, pst := it.client, it.ns, it.rt, it.dial, it.pool
 	digest, sleepDigest := it.digests[0], it.digests[1]
 
+	reg := prometheus.NewRegistry()
+	deps := it.deps(t)
+	deps.Metrics = reg
 	a, err := New(Config{
 		AgentID: agentID, ListenAddr: "127.0.0.1:0", StateDir: filepath.Join(searchableTempDir(t), "agent"),
 		Pool: map[string]int{"m128": 1, "m256": 1}, MaxInstances: 4,
 		MappedRootUID:     rt.HostRootUID(),
 		HeartbeatInterval: 200 * time.Millisecond, HeartbeatTTL: 5 * time.Second,
-	}, it.deps(t))
+	}, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,6 +261,12 @@ func TestAgentIntegration(t *testing.T) {
 	}
 	slices.Sort(lat)
 	t.Logf("hot dispatch round trip over gRPC: p50 %v p99 %v (n=%d)", lat[len(lat)/2], lat[len(lat)*99/100], len(lat))
+	// The usage counters count them, and what measuring them cost.
+	invs, metering := gathered(t, reg, "ember_usage_invocations_total"), gathered(t, reg, "ember_agent_metering_seconds_total")
+	t.Logf("agent metering: %.1f us per invocation", metering/invs*1e6)
+	if invs != 51 || metering <= 0 || metering/invs > 1e-3 {
+		t.Errorf("usage metrics: %v invocations, want 51; metering %v s, want more than 0 and under 1 ms each", invs, metering)
+	}
 
 	// A caller that gives up (a consumer whose partition was revoked, an
 	// emberd that died) stops the handler: it must not keep running on
@@ -356,4 +366,22 @@ func checkTiming(t *testing.T, resp *dispatchpb.DispatchResponse, rtt time.Durat
 	case tm.AgentNs <= 0 || time.Duration(tm.AgentNs+tm.InitRoundTripNs) > rtt:
 		t.Fatalf("agent %d ns + ember-init %d ns, round trip %v", tm.AgentNs, tm.InitRoundTripNs, rtt)
 	}
+}
+
+// gathered sums the values of the counter family name in reg.
+func gathered(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }

@@ -247,6 +247,7 @@ type invokeRun struct {
 	deadline int64 // unix ms, 0 for none
 	mark     Sample
 	measured bool
+	metering meterSample
 	t0       time.Time // the Invoke's send (the invocation's wall time)
 	sent     time.Time // the last send to ember-init: Invoke or a call's result
 	pending  *pendingInvoke
@@ -261,7 +262,8 @@ func (a *Agent) invoke(ctx context.Context, log zerolog.Logger, in *instance, cl
 	if r.deadline == 0 && req.GetTimeoutMs() > 0 {
 		r.deadline = time.Now().Add(time.Duration(req.GetTimeoutMs()) * time.Millisecond).UnixMilli()
 	}
-	r.mark, r.measured = markUsage(log, c.meter) // accounting
+	r.metering.on = c.meter != nil && a.meterSeq.Add(1)%meterSampleEvery == 0
+	r.metering.around(func() { r.mark, r.measured = markUsage(log, c.meter) }) // accounting
 	r.t0 = time.Now()
 	r.sent = r.t0
 	var err error
@@ -349,7 +351,11 @@ func (a *Agent) finish(ctx context.Context, log zerolog.Logger, r *invokeRun, er
 		ev = log.Info().Str("error_type", res.ErrorType)
 	}
 	ev.Str("status", res.Status).Stringer("start", kind).Int64("duration_ns", res.DurationNs).Msg("invocation done")
-	u := usageSince(log, c.meter, r.mark, r.measured)
+	var u *Usage
+	r.metering.around(func() { u = usageSince(log, c.meter, r.mark, r.measured) })
+	if r.metering.on {
+		a.usageMetrics.countMetering(r.metering.cpu * meterSampleEvery)
+	}
 	usage, line := a.recordUsage(log, req, time.Duration(res.DurationNs), wall, c.memoryMB, u, r.logID != "")
 	if r.logID != "" {
 		a.shipReport(log, in, r.client, req, c, r.logID, line, res, initNs, u)
