@@ -82,8 +82,11 @@ func (b *Builder) Finish() []byte {
 	out := append(b.buf, footer...)
 	// The next event's buffer is about this one's size: a partition's
 	// events are alike, and one large event must not make every later
-	// small one allocate as much.
-	b.sizeHint = len(out) + len(out)/4
+	// small one allocate as much. Never beyond the limit, never tiny.
+	b.sizeHint = max(1024, len(out)+len(out)/4)
+	if b.maxBytes > 0 {
+		b.sizeHint = min(b.sizeHint, b.maxBytes)
+	}
 	b.buf = nil
 	b.n = 0
 	return out

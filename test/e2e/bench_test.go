@@ -388,10 +388,11 @@ func BenchmarkAccountingOverhead(b *testing.B) {
 	report(b, "accounting ebpf: eBPF programs' share of the host's CPU, percent (the agent's meter: BenchmarkMeter)",
 		100*float64(on.acct)/float64(on.hostCPU), "pct-bpf")
 	report(b, "accounting ebpf: the agent's CPU in its meter per invocation (ember_agent_metering_seconds_total)", float64(on.metering)/float64(on.invocations)/1e3, "us-meter/inv")
-	// By its parts, in the same run: what accounting adds (the meter and
-	// the programs; with it off there is neither) against the host's busy
-	// CPU per invocation. The A/B above cannot resolve 2%: two stacks with
-	// the same settings differ by more.
+	// By its parts, in the same run: what accounting adds to a warm
+	// invocation (the meter and the programs; with it off there is
+	// neither; attaching a meter to a new container is not counted)
+	// against the host's busy CPU per invocation. The A/B above cannot
+	// resolve 2%: two stacks with the same settings differ by more.
 	report(b, "accounting ebpf by its parts: meter + eBPF programs, percent of the host's CPU per invocation (target: at most 2)",
 		100*float64(on.acct+on.metering)/float64(on.hostCPU), "pct-parts")
 	report(b, "accounting off: event-to-start p50 (200 ev/s)", first.offP50, "ms-off")
