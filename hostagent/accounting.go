@@ -3,7 +3,6 @@ package hostagent
 import (
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -192,12 +191,25 @@ func (p *peakFile) reset() { _, _ = p.f.WriteAt([]byte("0"), 0) }
 
 func (p *peakFile) Close() error { return p.f.Close() }
 
-// readInt reads a cgroup file holding one integer, from its start.
+// readInt reads a cgroup file holding one integer, from its start, with
+// one system call (os.File.ReadAt reads again at the end to fill its
+// buffer: two per read, four more per invocation).
 func readInt(f *os.File) (int64, error) {
 	var buf [64]byte
-	n, err := f.ReadAt(buf[:], 0)
-	if err != nil && !errors.Is(err, io.EOF) {
+	rc, err := f.SyscallConn()
+	if err != nil {
 		return 0, fmt.Errorf("accounting: read %s: %w", f.Name(), err)
+	}
+	var n int
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		n, rerr = unix.Pread(int(fd), buf[:], 0)
+		return true
+	}); err != nil {
+		return 0, fmt.Errorf("accounting: read %s: %w", f.Name(), err)
+	}
+	if rerr != nil {
+		return 0, fmt.Errorf("accounting: read %s: %w", f.Name(), rerr)
 	}
 	v, err := strconv.ParseInt(strings.TrimSpace(string(buf[:n])), 10, 64)
 	if err != nil {
