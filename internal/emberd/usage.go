@@ -219,12 +219,12 @@ func (u *usageInvoker) run(ctx context.Context) error {
 	for {
 		select {
 		case r := <-u.queue:
-			u.write(ctx, wctx, r, usageLinger)
+			u.write(ctx, wctx, r)
 		case <-ctx.Done():
 			for {
 				select {
 				case r := <-u.queue:
-					u.write(ctx, wctx, r, 0)
+					u.write(ctx, wctx, r)
 				default:
 					return nil
 				}
@@ -233,9 +233,10 @@ func (u *usageInvoker) run(ctx context.Context) error {
 	}
 }
 
-// write produces first and what else is queued within linger (at most
-// 1,000 records; lingering ends with ctx), in one batch, under wctx.
-func (u *usageInvoker) write(ctx, wctx context.Context, first UsageRecord, linger time.Duration) {
+// write produces first and what else is queued within usageLinger (at
+// most 1,000 records; lingering ends with ctx, so a stopping run's flush
+// takes what is queued at once), in one batch, under wctx.
+func (u *usageInvoker) write(ctx, wctx context.Context, first UsageRecord) {
 	batch := make([]kafka.Message, 0, 16)
 	add := func(r UsageRecord) {
 		if m, ok := u.message(r); ok {
@@ -243,27 +244,14 @@ func (u *usageInvoker) write(ctx, wctx context.Context, first UsageRecord, linge
 		}
 	}
 	add(first)
-	var until <-chan time.Time
-	if linger > 0 {
-		t := time.NewTimer(linger)
-		defer t.Stop()
-		until = t.C
-	}
+	linger := time.NewTimer(usageLinger)
+	defer linger.Stop()
 gather:
 	for len(batch) < 1000 {
-		if until == nil {
-			select {
-			case r := <-u.queue:
-				add(r)
-			default:
-				break gather
-			}
-			continue
-		}
 		select {
 		case r := <-u.queue:
 			add(r)
-		case <-until:
+		case <-linger.C:
 			break gather
 		case <-ctx.Done():
 			break gather
