@@ -15,7 +15,7 @@ TEST_TIMEOUT ?= 14m
 FUZZTIME    ?= 20000x
 # package:target of every fuzz target; `make test` runs each for FUZZTIME.
 FUZZ_TARGETS := consumers/kafkaevent:FuzzEncode engine/codestore:FuzzValidate \
-	hostagent/initproto:FuzzRead hostagent/initproto:FuzzRoundTrip \
+	hostagent/initproto:FuzzRead hostagent/initproto:FuzzRoundTrip hostagent/initproto:FuzzWire \
 	hostagent/initd:FuzzRuntimeAPI engine/api:FuzzRequestBodies engine/registry:FuzzValidName
 
 .DEFAULT_GOAL := help

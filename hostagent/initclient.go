@@ -89,6 +89,9 @@ func dialInit(ctx context.Context, path, wantID string, booting bool, onExited f
 		_ = uc.Close()
 		return nil, fmt.Errorf("ember-init %s: hello from instance %q, want %q", path, h.InstanceID, wantID)
 	}
+	if h.Wire {
+		conn.UseWire()
+	}
 	c := &initClient{
 		conn: conn, hello: h,
 		pending:  map[uint32]chan *initproto.Frame{},

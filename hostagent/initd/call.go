@@ -2,11 +2,11 @@ package initd
 
 import (
 	"encoding/json"
-	"net/http"
 	"net/url"
 	"strings"
 
 	"github.com/ember-run/ember/hostagent/initproto"
+	"github.com/valyala/fasthttp"
 )
 
 // invokePrefix is Lambda's Invoke API (2015-03-31), served beside the
@@ -30,70 +30,66 @@ type callAnswer struct {
 
 // serveCall runs POST .../functions/{name}/invocations for the invocation
 // the process is running: one call at a time.
-func (p *process) serveCall(w http.ResponseWriter, r *http.Request, rest string) {
+func (p *process) serveCall(ctx *fasthttp.RequestCtx, rest string) {
 	name, ok := strings.CutSuffix(rest, "/invocations")
 	if !ok || name == "" || strings.Contains(name, "/") {
-		reply(w, http.StatusNotFound, notFoundBody)
+		reply(ctx, fasthttp.StatusNotFound, notFoundBody)
 		return
 	}
-	if r.Method != http.MethodPost {
-		reply(w, http.StatusMethodNotAllowed, badMethodBody)
-		return
-	}
-	if t := r.Header.Get("X-Amz-Invocation-Type"); t != "" && t != "RequestResponse" {
-		callError(w, http.StatusBadRequest, "InvalidParameterValueException", "only RequestResponse invocations can be made from a function")
+	if t := ctx.Request.Header.Peek("X-Amz-Invocation-Type"); len(t) != 0 && string(t) != "RequestResponse" {
+		callError(ctx, fasthttp.StatusBadRequest, "InvalidParameterValueException", "only RequestResponse invocations can be made from a function")
 		return
 	}
 	fn, qualifier := splitFunctionName(name)
-	if q := r.URL.Query().Get("Qualifier"); q != "" {
-		qualifier = q
+	if q := ctx.QueryArgs().Peek("Qualifier"); len(q) != 0 {
+		qualifier = string(q)
 	}
 	if fn == "" {
-		callError(w, http.StatusBadRequest, "InvalidParameterValueException", "no function name")
+		callError(ctx, fasthttp.StatusBadRequest, "InvalidParameterValueException", "no function name")
 		return
 	}
 	inv := p.cur.Load()
 	if inv == nil {
-		callError(w, http.StatusBadRequest, "InvalidRequestContentException", "a function calls another only while it runs an invocation")
+		callError(ctx, fasthttp.StatusBadRequest, "InvalidRequestContentException", "a function calls another only while it runs an invocation")
 		return
 	}
-	body, tooLarge, err := readBody(r, p.c.s.cfg.MaxResponseBytes)
+	body, tooLarge, err := readBody(ctx, p.c.s.cfg.MaxResponseBytes)
 	if tooLarge {
-		callError(w, http.StatusRequestEntityTooLarge, "RequestTooLargeException", "request payload too large")
+		callError(ctx, fasthttp.StatusRequestEntityTooLarge, "RequestTooLargeException", "request payload too large")
 		return
 	}
 	if err != nil {
-		callError(w, http.StatusBadRequest, "InvalidRequestContentException", "could not read the payload")
+		callError(ctx, fasthttp.StatusBadRequest, "InvalidRequestContentException", "could not read the payload")
 		return
 	}
 	pc := &pendingCall{done: make(chan callAnswer, 1)}
 	if !inv.call.CompareAndSwap(nil, pc) {
-		callError(w, http.StatusConflict, "ResourceConflictException", "the invocation already waits for a call")
+		callError(ctx, fasthttp.StatusConflict, "ResourceConflictException", "the invocation already waits for a call")
 		return
 	}
 	defer inv.call.CompareAndSwap(pc, nil)
 	if !p.c.s.eventBody(initproto.TypeCall, initproto.Call{
 		InvocationID: inv.id, ContainerID: p.c.id, Function: fn, Qualifier: qualifier,
 	}, body) {
-		callError(w, http.StatusBadGateway, "ServiceException", "no host agent connected")
+		callError(ctx, fasthttp.StatusBadGateway, "ServiceException", "no host agent connected")
 		return
 	}
 	var a callAnswer
 	select {
 	case a = <-pc.done:
-	case <-r.Context().Done():
-		return // the invocation ended (timeout kill) or the runtime hung up
+	case <-p.exited:
+		return // the invocation ended (a timeout kills the process)
 	}
 	switch {
 	case a.res.Error != "":
-		callError(w, http.StatusBadGateway, "ServiceException", a.res.Error)
+		callError(ctx, fasthttp.StatusBadGateway, "ServiceException", a.res.Error)
 		return
 	case a.res.Status != initproto.StatusOK:
 		// Lambda answers 200 with the function's error document and this
 		// header for every kind of function failure.
-		w.Header().Set("X-Amz-Function-Error", "Unhandled")
+		ctx.Response.Header.Set("X-Amz-Function-Error", "Unhandled")
 	}
-	reply(w, http.StatusOK, a.body)
+	reply(ctx, fasthttp.StatusOK, a.body)
 }
 
 // splitFunctionName takes "name", "name:qualifier" or an ARN
@@ -110,13 +106,13 @@ func splitFunctionName(s string) (fn, qualifier string) {
 }
 
 // callError answers a call the way Lambda's Invoke API reports errors.
-func callError(w http.ResponseWriter, code int, typ, msg string) {
+func callError(ctx *fasthttp.RequestCtx, code int, typ, msg string) {
 	b, _ := json.Marshal(struct {
 		Type    string `json:"Type"`
 		Message string `json:"message"`
 	}{"User", msg})
-	w.Header().Set("X-Amzn-ErrorType", typ)
-	reply(w, code, b)
+	ctx.Response.Header.Set("X-Amzn-ErrorType", typ)
+	reply(ctx, code, b)
 }
 
 // handleCallResult gives a call's result to the invocation waiting for it;

@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -256,13 +256,13 @@ func (c *container) spawnLocked() (*process, error) {
 		pipe:      newPipeReader(r, c.logs),
 		status:    sp.status,
 	}
-	p.srv = &http.Server{
-		Handler:           p,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          nil,
-	}
+	p.api = sp.api
+	srv := newAPIServer(p)
 	c.s.wg.Go(func() {
-		if err := p.srv.Serve(sp.api); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// Serve ends when wait closes the listener; its connections end
+		// with the process, and requests blocked on an invocation return
+		// once it exited.
+		if err := srv.Serve(sp.api); err != nil && !errors.Is(err, net.ErrClosed) {
 			c.log.Warn().Err(err).Msg("runtime API server")
 		}
 	})
@@ -520,7 +520,7 @@ type process struct {
 	ahead atomic.Bool
 	next  chan *invocation
 	cur   atomic.Pointer[invocation]
-	srv   *http.Server
+	api   net.Listener // the Runtime API's
 	pipe  *pipeReader
 
 	initErr     chan struct{} // closed once the runtime posts init/error
@@ -629,7 +629,7 @@ func (p *process) wait(exit <-chan unix.WaitStatus) {
 	p.c.killLeftovers(p)
 	close(p.exited)
 	p.c.detach(p)
-	_ = p.srv.Close()
+	_ = p.api.Close()
 	code, sig := p.exitStatus()
 	ev := initproto.Exited{ContainerID: p.c.id, ExitCode: code}
 	if sig != 0 {

@@ -161,6 +161,7 @@ type client struct {
 	t       testing.TB
 	conn    *initproto.Conn
 	hello   initproto.Hello
+	wire    bool // Invoke and Result in the wire format
 	seq     atomic.Uint32
 	mu      sync.Mutex
 	waiting map[uint32]chan *initproto.Frame
@@ -168,7 +169,20 @@ type client struct {
 	closed  chan struct{}
 }
 
+// dial connects as the host agent does: with the wire format for Invoke
+// and Result once Hello offers it.
 func (e *env) dial(t testing.TB) *client {
+	t.Helper()
+	c := e.dialJSON(t)
+	if c.hello.Wire {
+		c.conn.UseWire()
+		c.wire = true
+	}
+	return c
+}
+
+// dialJSON connects as an agent that predates the wire format.
+func (e *env) dialJSON(t testing.TB) *client {
 	t.Helper()
 	uc, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: e.srv.SocketPath(), Net: "unix"})
 	if err != nil {
@@ -178,7 +192,7 @@ func (e *env) dial(t testing.TB) *client {
 }
 
 // newClient reads Hello from an established connection and starts the
-// reply dispatcher.
+// reply dispatcher (headers in JSON).
 func newClient(t testing.TB, uc *net.UnixConn) *client {
 	t.Helper()
 	c := &client{
@@ -281,6 +295,9 @@ func (c *client) invoke(container, id string, timeout time.Duration, payload str
 	}
 	if f.Type != initproto.TypeResult {
 		c.t.Fatalf("reply type %d", f.Type)
+	}
+	if f.Wire() != c.wire {
+		c.t.Fatalf("result in the wire format: %v, the invoke's: %v", f.Wire(), c.wire)
 	}
 	var res initproto.Result
 	if err := f.Decode(&res); err != nil {

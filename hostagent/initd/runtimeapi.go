@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ember-run/ember/hostagent/initproto"
+	"github.com/valyala/fasthttp"
+	"golang.org/x/sys/unix"
 )
 
 // The AWS Lambda Runtime API, version 2018-06-01, as served to one process.
@@ -34,98 +36,183 @@ var (
 	badRequestID    = []byte(`{"errorMessage":"Invalid request ID","errorType":"InvalidRequestID"}` + "\n")
 	notFoundBody    = []byte(`{"errorMessage":"Not found","errorType":"NotFound"}` + "\n")
 	badMethodBody   = []byte(`{"errorMessage":"Method not allowed","errorType":"MethodNotAllowed"}` + "\n")
+	badBodyBody     = []byte(`{"errorMessage":"could not read body","errorType":"InvalidRequest"}` + "\n")
 	tooLargeErrType = "Function.ResponseSizeTooLarge"
-	jsonCT          = []string{"application/json"}
 )
 
-func (p *process) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	path := r.URL.Path
+// newAPIServer is the Runtime API's HTTP server for p. It is fasthttp's:
+// net/http's server spent a third of ember-init's CPU per warm invocation
+// (a goroutine reading ahead for every request, header maps, deadlines).
+// Bodies up to the response limit are read before the handler runs; a
+// longer or chunked one is streamed to it (readBody).
+func newAPIServer(p *process) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:           p.serve,
+		ErrorHandler:      serveError,
+		StreamRequestBody: true,
+		// Request headers up to 32 KB (fasthttp's default is 4 KB; Lambda's
+		// client context alone may take 3.5 KB base64-encoded).
+		ReadBufferSize:               32 << 10,
+		Name:                         "ember-init",
+		MaxRequestBodySize:           int(p.c.s.cfg.MaxResponseBytes),
+		DisablePreParseMultipartForm: true,
+		NoDefaultServerHeader:        true,
+		NoDefaultDate:                true,
+		NoDefaultContentType:         true,
+		Logger:                       discardLogger{},
+	}
+}
+
+type discardLogger struct{}
+
+func (discardLogger) Printf(string, ...any) {}
+
+// route says which endpoint a request is for.
+type route int
+
+const (
+	routeNone route = iota
+	routeNext
+	routeInitError
+	routeResponse
+	routeError
+	routeCall
+)
+
+// routeOf parses path; id is the invocation's (response, error) or the
+// called function's name (call).
+func routeOf(path string) (r route, id string) {
 	if rest, ok := strings.CutPrefix(path, invokePrefix); ok {
-		p.serveCall(w, r, rest)
-		return
+		return routeCall, rest
 	}
-	if !strings.HasPrefix(path, apiPrefix) {
-		reply(w, http.StatusNotFound, notFoundBody)
-		return
+	rest, ok := strings.CutPrefix(path, apiPrefix)
+	if !ok {
+		return routeNone, ""
 	}
-	rest := path[len(apiPrefix):]
 	switch {
 	case rest == "invocation/next":
-		if r.Method != http.MethodGet {
-			reply(w, http.StatusMethodNotAllowed, badMethodBody)
-			return
-		}
-		p.serveNext(w, r)
+		return routeNext, ""
 	case rest == "init/error":
-		if r.Method != http.MethodPost {
-			reply(w, http.StatusMethodNotAllowed, badMethodBody)
-			return
-		}
-		p.serveInitError(w, r)
+		return routeInitError, ""
 	case strings.HasPrefix(rest, "invocation/"):
 		rest = rest[len("invocation/"):]
 		i := strings.IndexByte(rest, '/')
 		if i <= 0 {
-			reply(w, http.StatusNotFound, notFoundBody)
-			return
+			return routeNone, ""
 		}
-		id, verb := rest[:i], rest[i+1:]
-		if verb != "response" && verb != "error" {
-			reply(w, http.StatusNotFound, notFoundBody)
-			return
+		switch rest[i+1:] {
+		case "response":
+			return routeResponse, rest[:i]
+		case "error":
+			return routeError, rest[:i]
 		}
-		if r.Method != http.MethodPost {
-			reply(w, http.StatusMethodNotAllowed, badMethodBody)
-			return
-		}
-		p.serveCompletion(w, r, id, verb == "error")
-	default:
-		reply(w, http.StatusNotFound, notFoundBody)
+	}
+	return routeNone, ""
+}
+
+func (p *process) serve(ctx *fasthttp.RequestCtx) {
+	r, id := routeOf(string(ctx.Path()))
+	want := ctx.IsPost()
+	switch r {
+	case routeNone:
+		reply(ctx, fasthttp.StatusNotFound, notFoundBody)
+		return
+	case routeNext:
+		want = ctx.IsGet()
+	}
+	if !want {
+		reply(ctx, fasthttp.StatusMethodNotAllowed, badMethodBody)
+		return
+	}
+	switch r {
+	case routeNext:
+		p.serveNext(ctx)
+	case routeInitError:
+		p.serveInitError(ctx)
+	case routeResponse, routeError:
+		p.serveCompletion(ctx, id, r == routeError)
+	case routeCall:
+		p.serveCall(ctx, id)
 	}
 }
 
+// serveError answers a request the server could not read (malformed).
+func serveError(ctx *fasthttp.RequestCtx, _ error) {
+	reply(ctx, fasthttp.StatusBadRequest, badBodyBody)
+}
+
 // serveNext blocks until an invocation is handed to this process or the
-// runtime goes away.
-func (p *process) serveNext(w http.ResponseWriter, r *http.Request) {
+// process ends.
+func (p *process) serveNext(ctx *fasthttp.RequestCtx) {
 	if p.firstNext.CompareAndSwap(0, time.Now().UnixNano()) {
 		close(p.ready)
 	}
 	var inv *invocation
 	select {
 	case inv = <-p.next:
-	case <-r.Context().Done():
+	case <-p.exited:
+		return
+	}
+	if !connOpen(ctx) {
+		// The runtime hung up while it waited (a client timeout): the
+		// invocation goes to its next GET /next, as it never saw it.
+		select {
+		case p.next <- inv:
+		case <-p.exited:
+		}
 		return
 	}
 	inv.start.Store(time.Now().UnixNano())
 	p.cur.Store(inv)
-	h := w.Header()
-	h[headerRequestID] = []string{inv.id}
-	h[headerDeadline] = []string{strconv.FormatInt(inv.deadlineMs, 10)}
-	h[headerARN] = []string{inv.arn}
+	h := &ctx.Response.Header
+	h.Set(headerRequestID, inv.id)
+	h.Set(headerDeadline, strconv.FormatInt(inv.deadlineMs, 10))
+	h.Set(headerARN, inv.arn)
 	if inv.traceID != "" {
-		h[headerTraceID] = []string{inv.traceID}
+		h.Set(headerTraceID, inv.traceID)
 	}
-	h["Content-Type"] = jsonCT
-	h["Content-Length"] = []string{strconv.Itoa(len(inv.payload))}
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(inv.payload)
+	h.SetContentTypeBytes(jsonCT)
+	ctx.Response.SetBodyRaw(inv.payload)
+}
+
+// connOpen reports whether the request's connection is still open: a
+// non-blocking peek sees the peer's close as an empty read. Any doubt
+// counts as open.
+func connOpen(ctx *fasthttp.RequestCtx) bool {
+	sc, ok := ctx.Conn().(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	open := true
+	var b [1]byte
+	_ = rc.Read(func(fd uintptr) bool {
+		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		open = n != 0 || err != nil
+		return true
+	})
+	return open
 }
 
 // serveCompletion handles POST .../{id}/response and .../{id}/error.
-func (p *process) serveCompletion(w http.ResponseWriter, r *http.Request, id string, isError bool) {
+func (p *process) serveCompletion(ctx *fasthttp.RequestCtx, id string, isError bool) {
 	inv := p.cur.Load()
 	if inv == nil || inv.id != id {
-		reply(w, http.StatusBadRequest, badRequestID)
+		reply(ctx, fasthttp.StatusBadRequest, badRequestID)
 		return
 	}
 	limit := p.c.s.cfg.MaxResponseBytes
-	body, tooLarge, err := readBody(r, limit)
+	body, tooLarge, err := readBody(ctx, limit)
 	if err != nil && !tooLarge {
 		// The runtime hung up mid-body: nothing to complete yet.
-		reply(w, http.StatusBadRequest, []byte(`{"errorMessage":"could not read body","errorType":"InvalidRequest"}`+"\n"))
+		reply(ctx, fasthttp.StatusBadRequest, badBodyBody)
 		return
 	}
 	o := outcome{status: initproto.StatusOK, body: body}
+	req := &ctx.Request.Header
 	switch {
 	case tooLarge:
 		o.status, o.errType = initproto.StatusFunctionError, tooLargeErrType
@@ -133,54 +220,62 @@ func (p *process) serveCompletion(w http.ResponseWriter, r *http.Request, id str
 			strconv.FormatInt(limit, 10) + ` bytes).","errorType":"` + tooLargeErrType + `"}`)
 	case isError:
 		o.status = initproto.StatusFunctionError
-		o.errType = r.Header.Get(headerErrorType)
+		o.errType = string(req.Peek(headerErrorType))
 		if o.errType == "" {
 			o.errType = errorTypeOf(body)
 		}
-	case r.Trailer.Get(trailerErrorType) != "":
+	case len(req.Peek(trailerErrorType)) != 0:
 		// A streamed response that failed part way (aws-lambda-go sets these
 		// trailers when reading the response fails).
-		o.status, o.errType = initproto.StatusFunctionError, r.Trailer.Get(trailerErrorType)
-		if b, err := base64.StdEncoding.DecodeString(r.Trailer.Get(trailerErrorBody)); err == nil {
+		o.status, o.errType = initproto.StatusFunctionError, string(req.Peek(trailerErrorType))
+		if b, err := base64.StdEncoding.DecodeString(string(req.Peek(trailerErrorBody))); err == nil {
 			o.body = b
 		}
 	}
 	o.at = time.Now().UnixNano()
 	if !p.cur.CompareAndSwap(inv, nil) {
-		reply(w, http.StatusBadRequest, badRequestID) // already completed or timed out
+		reply(ctx, fasthttp.StatusBadRequest, badRequestID) // already completed or timed out
 		return
 	}
 	inv.done <- o
 	if tooLarge {
-		reply(w, http.StatusRequestEntityTooLarge, o.body)
+		reply(ctx, fasthttp.StatusRequestEntityTooLarge, o.body)
 		return
 	}
-	reply(w, http.StatusAccepted, acceptedBody)
+	reply(ctx, fasthttp.StatusAccepted, acceptedBody)
 }
 
 // serveInitError records that the function failed to initialise; the pending
 // (or next) invocation of this process fails with this document.
-func (p *process) serveInitError(w http.ResponseWriter, r *http.Request) {
-	body, _, _ := readBody(r, maxInitErrorBody)
-	errType := r.Header.Get(headerErrorType)
+func (p *process) serveInitError(ctx *fasthttp.RequestCtx) {
+	body, _, _ := readBody(ctx, maxInitErrorBody)
+	errType := string(ctx.Request.Header.Peek(headerErrorType))
 	if errType == "" {
 		errType = errorTypeOf(body)
 	}
 	p.setInitErr(errType, body)
-	reply(w, http.StatusAccepted, acceptedBody)
+	reply(ctx, fasthttp.StatusAccepted, acceptedBody)
 }
 
-// readBody reads at most limit bytes; tooLarge reports a longer body.
-func readBody(r *http.Request, limit int64) (body []byte, tooLarge bool, err error) {
-	if r.ContentLength > limit {
+// readBody reads the request's body, at most limit bytes (its own copy:
+// fasthttp reuses its buffers); tooLarge reports a longer body, not read.
+// A chunked body's trailers are in the request's header once it is read.
+func readBody(ctx *fasthttp.RequestCtx, limit int64) (body []byte, tooLarge bool, err error) {
+	req := &ctx.Request
+	n := req.Header.ContentLength()
+	if int64(n) > limit {
 		return nil, true, nil
 	}
-	if r.ContentLength >= 0 {
-		body = make([]byte, r.ContentLength)
-		_, err = io.ReadFull(r.Body, body)
+	stream := req.BodyStream()
+	switch {
+	case stream == nil:
+		return append([]byte{}, req.Body()...), false, nil
+	case n >= 0:
+		body = make([]byte, n)
+		_, err = io.ReadFull(stream, body)
 		return body, false, err
 	}
-	body, err = io.ReadAll(io.LimitReader(r.Body, limit+1))
+	body, err = io.ReadAll(io.LimitReader(stream, limit+1))
 	if int64(len(body)) > limit {
 		return nil, true, nil
 	}
@@ -199,15 +294,14 @@ func errorTypeOf(body []byte) string {
 	return doc.ErrorType
 }
 
-func reply(w http.ResponseWriter, code int, body []byte) {
-	h := w.Header()
-	h["Content-Type"] = jsonCT
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
-	w.WriteHeader(code)
-	_, _ = w.Write(body)
-}
+var jsonCT = []byte("application/json")
 
-var _ http.Handler = (*process)(nil)
+// reply answers with a JSON document; body must not change afterwards.
+func reply(ctx *fasthttp.RequestCtx, code int, body []byte) {
+	ctx.SetStatusCode(code)
+	ctx.Response.Header.SetContentTypeBytes(jsonCT)
+	ctx.Response.SetBodyRaw(body)
+}
 
 // errors classes used in Result.Error and Started.Error texts.
 var (

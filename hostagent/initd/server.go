@@ -209,7 +209,7 @@ func (s *Server) serveConn(ctx context.Context, c *initproto.Conn) {
 		s.dropSpares(c)
 		_ = c.Close()
 	}()
-	hello := initproto.Hello{InstanceID: s.cfg.InstanceID, Pid: os.Getpid(), Version: s.cfg.Version, Containers: s.containerIDs()}
+	hello := initproto.Hello{InstanceID: s.cfg.InstanceID, Pid: os.Getpid(), Version: s.cfg.Version, Containers: s.containerIDs(), Wire: true}
 	if err := c.Write(initproto.TypeHello, 0, hello, nil); err != nil {
 		s.log.Warn().Err(err).Msg("send hello")
 		return
@@ -224,6 +224,9 @@ func (s *Server) serveConn(ctx context.Context, c *initproto.Conn) {
 		}
 		for _, fd := range f.FDs {
 			unix.CloseOnExec(fd)
+		}
+		if f.Wire() {
+			c.UseWire() // this agent reads it: answer in it
 		}
 		switch f.Type {
 		case initproto.TypeNetns:

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -35,13 +36,24 @@ type Frame struct {
 	FDs []int
 }
 
-// Decode unmarshals the frame's header into v.
+// Decode unmarshals the frame's header into v, from JSON or from the wire
+// format (see wire.go).
 func (f *Frame) Decode(v any) error {
+	if f.Wire() {
+		r, ok := v.(wireReader)
+		if !ok {
+			return fmt.Errorf("%w: %T has no wire format", errWire, v)
+		}
+		return r.readWire(f.Header[1:])
+	}
 	if err := json.Unmarshal(f.Header, v); err != nil {
 		return fmt.Errorf("initproto: decode %T: %w", v, err)
 	}
 	return nil
 }
+
+// Wire reports whether the header is in the wire format.
+func (f *Frame) Wire() bool { return len(f.Header) > 0 && f.Header[0] == wireMark }
 
 // Conn frames messages over a unix stream socket. Writes are serialised; a
 // single goroutine must own reads.
@@ -55,6 +67,8 @@ type Conn struct {
 	pending []fdChunk // fds received, not yet given to their frame
 	// at is the stream offset of rbuf[r]: bytes consumed so far.
 	at int64
+	// wire: headers that have a wire format are written in it.
+	wire atomic.Bool
 }
 
 // fdChunk is fds received with the stream's bytes [from, to). The kernel
@@ -71,31 +85,46 @@ func NewConn(c *net.UnixConn) *Conn {
 	return &Conn{c: c, oob: make([]byte, unix.CmsgSpace(maxFDs*4))}
 }
 
+// UseWire makes Write send headers that have a wire format (Invoke,
+// Result) in it from now on: call it once the peer showed it reads them.
+func (c *Conn) UseWire() { c.wire.Store(true) }
+
 // Close closes the connection.
 func (c *Conn) Close() error { return c.c.Close() }
 
-// Write sends one frame. header is JSON-encoded; fds are passed with
-// SCM_RIGHTS and stay owned by the caller.
+// Write sends one frame. header is JSON-encoded, or in the wire format
+// after UseWire if it has one; fds are passed with SCM_RIGHTS and stay
+// owned by the caller.
 func (c *Conn) Write(t Type, seq uint32, header any, body []byte, fds ...int) error {
-	h, err := json.Marshal(header)
-	if err != nil {
-		return fmt.Errorf("initproto: encode %T: %w", header, err)
-	}
-	n := 1 + 4 + 4 + len(h) + len(body)
-	if n > MaxFrame {
-		return fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
-	}
 	if len(fds) > maxFDs {
 		return fmt.Errorf("initproto: %d fds, at most %d", len(fds), maxFDs)
 	}
+	var h []byte
+	w, wire := header.(wireAppender)
+	wire = wire && c.wire.Load()
+	if !wire {
+		var err error
+		if h, err = json.Marshal(header); err != nil {
+			return fmt.Errorf("initproto: encode %T: %w", header, err)
+		}
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	buf := c.wbuf[:0]
-	buf = binary.BigEndian.AppendUint32(buf, uint32(n))
-	buf = append(buf, byte(t))
-	buf = binary.BigEndian.AppendUint32(buf, seq)
-	buf = binary.BigEndian.AppendUint32(buf, uint32(len(h)))
-	buf = append(buf, h...)
+	buf := append(c.wbuf[:0], make([]byte, prefixLen)...)
+	if wire {
+		buf = w.appendWire(append(buf, wireMark))
+	} else {
+		buf = append(buf, h...)
+	}
+	hl := len(buf) - prefixLen
+	n := 1 + 4 + 4 + hl + len(body)
+	if n > MaxFrame {
+		return fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
+	}
+	binary.BigEndian.PutUint32(buf, uint32(n))
+	buf[4] = byte(t)
+	binary.BigEndian.PutUint32(buf[5:], seq)
+	binary.BigEndian.PutUint32(buf[9:], uint32(hl))
 	buf = append(buf, body...)
 	if cap(buf) <= 64<<10 {
 		c.wbuf = buf

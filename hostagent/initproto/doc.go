@@ -4,7 +4,13 @@
 // connects to it. Each frame is
 //
 //	uint32 big-endian length of the rest | uint8 type | uint32 seq |
-//	uint32 header length | JSON header | body
+//	uint32 header length | header | body
+//
+// Headers are JSON, except an invocation's Invoke and Result once both
+// ends said they read protobuf's wire format for them (wire.go): ember-init
+// in Hello, the agent by sending one. Either end may be older than the
+// other (instances outlive an agent's upgrade), so each keeps the other's
+// encoding.
 //
 // Requests carry a seq that the reply echoes; events carry seq 0. File
 // descriptors (a container's cgroup directories) travel with a frame as

@@ -68,6 +68,9 @@ type Hello struct {
 	// and not stopped), sorted: what an agent that reconnects, after a
 	// restart, finds still there.
 	Containers []string `json:"containers,omitempty"`
+	// Wire says ember-init reads Invoke in the wire format (wire.go) and
+	// then answers in it.
+	Wire bool `json:"wire,omitempty"`
 }
 
 // StartContainer describes one function container to start inside the instance.
