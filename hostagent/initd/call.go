@@ -21,6 +21,10 @@ const invokePrefix = "/2015-03-31/functions/"
 // pendingCall is a call of an invocation waiting for its result.
 type pendingCall struct {
 	done chan callAnswer
+	// caller is the waiting request; gone is closed when a new call
+	// replaced this one because its caller hung up.
+	caller *fasthttp.RequestCtx
+	gone   chan struct{}
 }
 
 type callAnswer struct {
@@ -30,12 +34,7 @@ type callAnswer struct {
 
 // serveCall runs POST .../functions/{name}/invocations for the invocation
 // the process is running: one call at a time.
-func (p *process) serveCall(ctx *fasthttp.RequestCtx, rest string) {
-	name, ok := strings.CutSuffix(rest, "/invocations")
-	if !ok || name == "" || strings.Contains(name, "/") {
-		reply(ctx, fasthttp.StatusNotFound, notFoundBody)
-		return
-	}
+func (p *process) serveCall(ctx *fasthttp.RequestCtx, name string) {
 	if t := ctx.Request.Header.Peek("X-Amz-Invocation-Type"); len(t) != 0 && string(t) != "RequestResponse" {
 		callError(ctx, fasthttp.StatusBadRequest, "InvalidParameterValueException", "only RequestResponse invocations can be made from a function")
 		return
@@ -62,8 +61,8 @@ func (p *process) serveCall(ctx *fasthttp.RequestCtx, rest string) {
 		callError(ctx, fasthttp.StatusBadRequest, "InvalidRequestContentException", "could not read the payload")
 		return
 	}
-	pc := &pendingCall{done: make(chan callAnswer, 1)}
-	if !inv.call.CompareAndSwap(nil, pc) {
+	pc := &pendingCall{done: make(chan callAnswer, 1), caller: ctx, gone: make(chan struct{})}
+	if !p.takeCallSlot(inv, pc) {
 		callError(ctx, fasthttp.StatusConflict, "ResourceConflictException", "the invocation already waits for a call")
 		return
 	}
@@ -77,6 +76,8 @@ func (p *process) serveCall(ctx *fasthttp.RequestCtx, rest string) {
 	var a callAnswer
 	select {
 	case a = <-pc.done:
+	case <-pc.gone:
+		return // its caller hung up and called again
 	case <-p.exited:
 		return // the invocation ended (a timeout kills the process)
 	}
@@ -90,6 +91,25 @@ func (p *process) serveCall(ctx *fasthttp.RequestCtx, rest string) {
 		ctx.Response.Header.Set("X-Amz-Function-Error", "Unhandled")
 	}
 	reply(ctx, fasthttp.StatusOK, a.body)
+}
+
+// takeCallSlot makes pc the invocation's call: one at a time, but a call
+// whose caller hung up (an SDK's timeout before its retry) gives way.
+func (p *process) takeCallSlot(inv *invocation, pc *pendingCall) bool {
+	for !inv.call.CompareAndSwap(nil, pc) {
+		old := inv.call.Load()
+		if old == nil {
+			continue
+		}
+		if connOpen(old.caller) {
+			return false
+		}
+		if inv.call.CompareAndSwap(old, pc) {
+			close(old.gone)
+			return true
+		}
+	}
+	return true
 }
 
 // splitFunctionName takes "name", "name:qualifier" or an ARN

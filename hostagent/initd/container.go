@@ -19,6 +19,7 @@ import (
 	"github.com/ember-run/ember/hostagent/initproto"
 	"github.com/ember-run/ember/hostagent/logship"
 	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
 	"golang.org/x/sys/unix"
 )
 
@@ -256,13 +257,10 @@ func (c *container) spawnLocked() (*process, error) {
 		pipe:      newPipeReader(r, c.logs),
 		status:    sp.status,
 	}
-	p.api = sp.api
-	srv := newAPIServer(p)
+	p.api, p.apiLn = newAPIServer(p), sp.api
 	c.s.wg.Go(func() {
-		// Serve ends when wait closes the listener; its connections end
-		// with the process, and requests blocked on an invocation return
-		// once it exited.
-		if err := srv.Serve(sp.api); err != nil && !errors.Is(err, net.ErrClosed) {
+		// Serve ends when wait shuts the server down.
+		if err := p.api.Serve(sp.api); err != nil && !errors.Is(err, net.ErrClosed) {
 			c.log.Warn().Err(err).Msg("runtime API server")
 		}
 	})
@@ -275,6 +273,10 @@ func (c *container) spawnLocked() (*process, error) {
 	c.log.Debug().Int("pid", sp.pid).Int("uid", c.uid).Str("runtime_api", sp.api.Addr().String()).Msg("container process started")
 	return p, nil
 }
+
+// apiShutdownBound bounds the wait for a dead process's Runtime API
+// connections to close.
+const apiShutdownBound = time.Second
 
 // cgroupDrainBound bounds the wait for a container's cgroup to empty after
 // its processes are killed.
@@ -408,6 +410,12 @@ func (c *container) invoke(ctx context.Context, req initproto.Invoke, payload []
 			select {
 			case o = <-inv.done:
 			case <-p.exited:
+				if wasReady && attempt == 0 && inv.start.Load() == 0 && !p.initFailed() {
+					// Taken by a request of the runtime that then died
+					// before it could be given: it never ran.
+					c.detach(p)
+					continue
+				}
 				o = p.exitOutcome()
 			case <-timer.C:
 				o = c.timeout(p, inv)
@@ -520,7 +528,8 @@ type process struct {
 	ahead atomic.Bool
 	next  chan *invocation
 	cur   atomic.Pointer[invocation]
-	api   net.Listener // the Runtime API's
+	api   *fasthttp.Server // the Runtime API's, on apiLn
+	apiLn net.Listener
 	pipe  *pipeReader
 
 	initErr     chan struct{} // closed once the runtime posts init/error
@@ -629,7 +638,19 @@ func (p *process) wait(exit <-chan unix.WaitStatus) {
 	p.c.killLeftovers(p)
 	close(p.exited)
 	p.c.detach(p)
-	_ = p.api.Close()
+	c := p.c
+	c.s.wg.Go(func() {
+		// Requests blocked on an invocation or a call returned at exited;
+		// this closes the connections left (a peer that vanished without a
+		// word, as in a checkpoint).
+		ctx, cancel := context.WithTimeout(context.Background(), apiShutdownBound)
+		defer cancel()
+		err := p.api.ShutdownWithContext(ctx)
+		_ = p.apiLn.Close() // Serve ends even if it had not begun
+		if errors.Is(err, context.DeadlineExceeded) {
+			c.log.Warn().Err(err).Msg("runtime API connections still open")
+		}
+	})
 	code, sig := p.exitStatus()
 	ev := initproto.Exited{ContainerID: p.c.id, ExitCode: code}
 	if sig != 0 {

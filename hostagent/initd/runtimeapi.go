@@ -37,8 +37,13 @@ var (
 	notFoundBody    = []byte(`{"errorMessage":"Not found","errorType":"NotFound"}` + "\n")
 	badMethodBody   = []byte(`{"errorMessage":"Method not allowed","errorType":"MethodNotAllowed"}` + "\n")
 	badBodyBody     = []byte(`{"errorMessage":"could not read body","errorType":"InvalidRequest"}` + "\n")
+	headersTooLarge = []byte(`{"errorMessage":"Request headers too large","errorType":"RequestHeaderFieldsTooLarge"}` + "\n")
 	tooLargeErrType = "Function.ResponseSizeTooLarge"
 )
+
+// maxHeaderBytes bounds a request's header and trailer sections, as
+// net/http's DefaultMaxHeaderBytes with its slack.
+const maxHeaderBytes = 1<<20 + 4<<10
 
 // newAPIServer is the Runtime API's HTTP server for p. It is fasthttp's:
 // net/http's server spent a third of ember-init's CPU per warm invocation
@@ -50,9 +55,10 @@ func newAPIServer(p *process) *fasthttp.Server {
 		Handler:           p.serve,
 		ErrorHandler:      serveError,
 		StreamRequestBody: true,
-		// Request headers up to 32 KB (fasthttp's default is 4 KB; Lambda's
-		// client context alone may take 3.5 KB base64-encoded).
-		ReadBufferSize:               32 << 10,
+		// Headers (and trailers) up to net/http's limit, 1 MiB: aws-lambda-go
+		// sends an error's X-Ray cause, up to 1 MiB, as a header of /error.
+		// Only what arrives touches the buffer's pages.
+		ReadBufferSize:               maxHeaderBytes,
 		Name:                         "ember-init",
 		MaxRequestBodySize:           int(p.c.s.cfg.MaxResponseBytes),
 		DisablePreParseMultipartForm: true,
@@ -80,10 +86,14 @@ const (
 )
 
 // routeOf parses path; id is the invocation's (response, error) or the
-// called function's name (call).
+// called function's name, still escaped (call).
 func routeOf(path string) (r route, id string) {
 	if rest, ok := strings.CutPrefix(path, invokePrefix); ok {
-		return routeCall, rest
+		name, ok := strings.CutSuffix(rest, "/invocations")
+		if !ok || name == "" || strings.Contains(name, "/") {
+			return routeNone, ""
+		}
+		return routeCall, name
 	}
 	rest, ok := strings.CutPrefix(path, apiPrefix)
 	if !ok {
@@ -136,8 +146,13 @@ func (p *process) serve(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-// serveError answers a request the server could not read (malformed).
-func serveError(ctx *fasthttp.RequestCtx, _ error) {
+// serveError answers a request the server could not read: headers over
+// maxHeaderBytes, or malformed.
+func serveError(ctx *fasthttp.RequestCtx, err error) {
+	if _, ok := errors.AsType[*fasthttp.ErrSmallBuffer](err); ok {
+		reply(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, headersTooLarge)
+		return
+	}
 	reply(ctx, fasthttp.StatusBadRequest, badBodyBody)
 }
 
@@ -176,8 +191,8 @@ func (p *process) serveNext(ctx *fasthttp.RequestCtx) {
 }
 
 // connOpen reports whether the request's connection is still open: a
-// non-blocking peek sees the peer's close as an empty read. Any doubt
-// counts as open.
+// non-blocking peek sees the peer's close as an empty read and a reset as
+// an error; only data or "would block" is open.
 func connOpen(ctx *fasthttp.RequestCtx) bool {
 	sc, ok := ctx.Conn().(syscall.Conn)
 	if !ok {
@@ -191,7 +206,10 @@ func connOpen(ctx *fasthttp.RequestCtx) bool {
 	var b [1]byte
 	_ = rc.Read(func(fd uintptr) bool {
 		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		open = n != 0 || err != nil
+		if err == unix.EINTR {
+			return false // again
+		}
+		open = n > 0 || err == unix.EAGAIN
 		return true
 	})
 	return open
@@ -205,6 +223,10 @@ func (p *process) serveCompletion(ctx *fasthttp.RequestCtx, id string, isError b
 		return
 	}
 	limit := p.c.s.cfg.MaxResponseBytes
+	req := &ctx.Request.Header
+	// A chunked body's trailers join the header once it is read: what is
+	// there before is the header section's.
+	inHeader := len(req.Peek(trailerErrorType)) != 0
 	body, tooLarge, err := readBody(ctx, limit)
 	if err != nil && !tooLarge {
 		// The runtime hung up mid-body: nothing to complete yet.
@@ -212,7 +234,6 @@ func (p *process) serveCompletion(ctx *fasthttp.RequestCtx, id string, isError b
 		return
 	}
 	o := outcome{status: initproto.StatusOK, body: body}
-	req := &ctx.Request.Header
 	switch {
 	case tooLarge:
 		o.status, o.errType = initproto.StatusFunctionError, tooLargeErrType
@@ -224,7 +245,7 @@ func (p *process) serveCompletion(ctx *fasthttp.RequestCtx, id string, isError b
 		if o.errType == "" {
 			o.errType = errorTypeOf(body)
 		}
-	case len(req.Peek(trailerErrorType)) != 0:
+	case !inHeader && len(req.Peek(trailerErrorType)) != 0:
 		// A streamed response that failed part way (aws-lambda-go sets these
 		// trailers when reading the response fails).
 		o.status, o.errType = initproto.StatusFunctionError, string(req.Peek(trailerErrorType))

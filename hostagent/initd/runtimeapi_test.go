@@ -3,23 +3,51 @@ package initd
 import (
 	"bufio"
 	"encoding/base64"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ember-run/ember/hostagent/initproto"
+	"golang.org/x/sys/unix"
 )
 
 // testProcess is a process with no program behind it, for driving its
 // Runtime API directly; its current invocation is "req-1".
 func testProcess() (*process, *invocation) {
-	s := &Server{cfg: Config{MaxResponseBytes: 1 << 10}}
-	p := &process{c: &container{s: s}, next: make(chan *invocation), ready: make(chan struct{}),
+	s := &Server{cfg: Config{MaxResponseBytes: 1 << 10}, containers: map[string]*container{}}
+	c := &container{s: s, id: "c1"}
+	p := &process{c: c, next: make(chan *invocation), ready: make(chan struct{}),
 		initErr: make(chan struct{}), exited: make(chan struct{})}
+	c.proc, s.containers[c.id] = p, c
 	inv := &invocation{id: "req-1", done: make(chan outcome, 1)}
 	p.cur.Store(inv)
 	return p, inv
+}
+
+// connectAgent gives s an agent connection and returns the agent's end.
+func connectAgent(t *testing.T, s *Server) *initproto.Conn {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := func(fd int) *initproto.Conn {
+		f := os.NewFile(uintptr(fd), "agent")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return initproto.NewConn(c.(*net.UnixConn))
+	}
+	s.conn = conn(fds[0])
+	agent := conn(fds[1])
+	t.Cleanup(func() { s.conn.Close(); agent.Close() })
+	return agent
 }
 
 // serveAPI serves p's Runtime API on a loopback listener and returns its
@@ -106,5 +134,129 @@ func TestNextAfterHangUp(t *testing.T) {
 	}
 	if p.cur.Load() != inv {
 		t.Fatal("the invocation is not the process's current one")
+	}
+}
+
+// TestErrorWithLargeHeader: aws-lambda-go sends an error's X-Ray cause, up
+// to 1 MiB, as a header of POST /error; the error is the function's.
+func TestErrorWithLargeHeader(t *testing.T) {
+	p, inv := testProcess()
+	addr := serveAPI(t, p)
+	doc := `{"errorMessage":"boom","errorType":"Boom"}`
+	req, err := http.NewRequest("POST", "http://"+addr+apiPrefix+"invocation/req-1/error", strings.NewReader(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Lambda-Runtime-Function-Xray-Error-Cause", strings.Repeat("x", 200<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("status %d, want 202", resp.StatusCode)
+	}
+	if o := <-inv.done; o.status != "function_error" || o.errType != "Boom" {
+		t.Fatalf("outcome %+v, want the function's error", o)
+	}
+	// Past the bound: a clear status, not a dropped connection.
+	req, _ = http.NewRequest("POST", "http://"+addr+apiPrefix+"invocation/req-1/error", strings.NewReader(doc))
+	req.Header.Set("X-Big", strings.Repeat("x", maxHeaderBytes))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("headers over the bound: status %d, want 431", resp.StatusCode)
+	}
+}
+
+// TestCallRetryAfterHangUp: one call at a time per invocation, but a
+// caller that hung up (an SDK's timeout) does not keep its retry out; the
+// result goes to the call that waits.
+func TestCallRetryAfterHangUp(t *testing.T) {
+	p, _ := testProcess()
+	agent := connectAgent(t, p.c.s)
+	addr := serveAPI(t, p)
+	const path = "/2015-03-31/functions/other/invocations"
+	call := func() *http.Response {
+		resp, err := http.Post("http://"+addr+path, "application/json", strings.NewReader(`{}`))
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		return resp
+	}
+	frames := make(chan *initproto.Frame, 4)
+	go func() {
+		defer close(frames)
+		for {
+			f, err := agent.Read()
+			if err != nil {
+				return
+			}
+			frames <- f
+		}
+	}()
+	got := make(chan *http.Response, 2)
+	// awaitCall waits for the agent to get a call, failing if the call's
+	// request was answered first.
+	awaitCall := func() {
+		t.Helper()
+		select {
+		case f := <-frames:
+			if f == nil || f.Type != initproto.TypeCall {
+				t.Fatalf("agent: frame %+v; want a call", f)
+			}
+		case resp := <-got:
+			t.Fatalf("the call was answered without reaching the agent: %+v", resp)
+		}
+	}
+	first, err := net.Dial("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(first, "POST "+path+" HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"); err != nil {
+		t.Fatal(err)
+	}
+	awaitCall() // first waits for its result
+	if resp := call(); resp == nil || resp.StatusCode != http.StatusConflict {
+		t.Fatalf("a second call while the first's caller waits: %+v, want 409", resp)
+	}
+	first.Close()
+	go func() { got <- call() }()
+	awaitCall() // the retry took the call's place
+	h, _ := json.Marshal(initproto.CallResult{InvocationID: "req-1", ContainerID: "c1", Status: initproto.StatusOK})
+	p.c.s.handleCallResult(&initproto.Frame{Type: initproto.TypeCallResult, Header: h, Body: []byte(`"done"`)})
+	resp := <-got
+	if resp == nil {
+		t.FailNow()
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != `"done"` {
+		t.Fatalf("the retry: status %d, body %s; want 200 with the result", resp.StatusCode, body)
+	}
+}
+
+// TestErrorTypeHeaderOnResponse: the error type counts on POST /response
+// only as a trailer (a streamed response that failed); as a header it is
+// not one, as with net/http's server before.
+func TestErrorTypeHeaderOnResponse(t *testing.T) {
+	p, inv := testProcess()
+	addr := serveAPI(t, p)
+	req, err := http.NewRequest("POST", "http://"+addr+apiPrefix+"invocation/req-1/response", strings.NewReader(`{"ok":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set(headerErrorType, "NotAnError")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if o := <-inv.done; o.status != "ok" || string(o.body) != `{"ok":1}` {
+		t.Fatalf("outcome %+v (body %s), want ok", o, o.body)
 	}
 }

@@ -42,21 +42,22 @@ func (v Invoke) appendWire(b []byte) []byte {
 
 func (v *Invoke) readWire(b []byte) error {
 	*v = Invoke{}
-	return readFields(b, func(num protowire.Number, n uint64, s []byte) {
-		switch num {
+	return readFields(b, func(f field) error {
+		switch f.num {
 		case 1:
-			v.ID = string(s)
+			f.str(&v.ID)
 		case 2:
-			v.ContainerID = string(s)
+			f.str(&v.ContainerID)
 		case 3:
-			v.DeadlineUnixMs = int64(n)
+			f.int(&v.DeadlineUnixMs)
 		case 4:
-			v.TraceID = string(s)
+			f.str(&v.TraceID)
 		case 5:
-			v.FunctionARN = string(s)
+			f.str(&v.FunctionARN)
 		case 6:
-			v.LogService = string(s)
+			f.str(&v.LogService)
 		}
+		return nil
 	})
 }
 
@@ -87,45 +88,50 @@ func (v Result) appendWire(b []byte) []byte {
 
 func (v *Result) readWire(b []byte) error {
 	*v = Result{}
-	var statsErr error
-	err := readFields(b, func(num protowire.Number, n uint64, s []byte) {
-		switch num {
+	return readFields(b, func(f field) error {
+		switch f.num {
 		case 1:
-			v.ID = string(s)
+			f.str(&v.ID)
 		case 2:
-			v.Status = string(s)
+			f.str(&v.Status)
 		case 3:
-			v.ErrorType = string(s)
+			f.str(&v.ErrorType)
 		case 4:
-			v.HandlerStartUnixNs = int64(n)
+			f.int(&v.HandlerStartUnixNs)
 		case 5:
-			v.DurationNs = int64(n)
+			f.int(&v.DurationNs)
 		case 6:
-			v.InitDurationNs = int64(n)
+			f.int(&v.InitDurationNs)
 		case 7:
-			v.LogTail = append([]byte(nil), s...)
+			if f.typ == protowire.BytesType {
+				v.LogTail = append([]byte(nil), f.s...)
+			}
 		case 8:
-			v.LogTruncatedBytes = int64(n)
+			f.int(&v.LogTruncatedBytes)
 		case 9:
-			v.Error = string(s)
+			f.str(&v.Error)
 		case 10:
+			if f.typ != protowire.BytesType {
+				return nil
+			}
 			st := &LogStats{}
-			statsErr = readFields(s, func(num protowire.Number, n uint64, s []byte) {
-				switch num {
-				case 1:
-					st.ID = string(s)
-				case 2:
-					st.Sent = int64(n)
-				case 3:
-					st.Dropped = int64(n)
-				case 4:
-					st.Failed = int64(n)
-				}
-			})
 			v.LogStats = st
+			return readFields(f.s, func(f field) error {
+				switch f.num {
+				case 1:
+					f.str(&st.ID)
+				case 2:
+					f.int(&st.Sent)
+				case 3:
+					f.int(&st.Dropped)
+				case 4:
+					f.int(&st.Failed)
+				}
+				return nil
+			})
 		}
+		return nil
 	})
-	return errors.Join(err, statsErr)
 }
 
 // appendString and appendVarint leave out zero values, as protobuf does.
@@ -145,36 +151,52 @@ func appendVarint(b []byte, num protowire.Number, n uint64) []byte {
 	return protowire.AppendVarint(b, n)
 }
 
-// readFields calls field for each varint (n) and length-delimited (s)
-// field of b; fields of other types are skipped.
-func readFields(b []byte, field func(num protowire.Number, n uint64, s []byte)) error {
+// field is one field of a wire header: its value n for a varint, s for
+// a length-delimited one. str and int set a value only from a field of
+// their type; a field of another type is skipped, as one not known.
+type field struct {
+	num protowire.Number
+	typ protowire.Type
+	n   uint64
+	s   []byte
+}
+
+func (f field) str(dst *string) {
+	if f.typ == protowire.BytesType {
+		*dst = string(f.s)
+	}
+}
+
+func (f field) int(dst *int64) {
+	if f.typ == protowire.VarintType {
+		*dst = int64(f.n)
+	}
+}
+
+// readFields calls fn for each field of b, in order, and stops at its
+// first error or at a malformed field.
+func readFields(b []byte, fn func(field) error) error {
 	for len(b) > 0 {
 		num, typ, m := protowire.ConsumeTag(b)
 		if m < 0 {
 			return fmt.Errorf("%w: %w", errWire, protowire.ParseError(m))
 		}
 		b = b[m:]
+		f := field{num: num, typ: typ}
 		switch typ {
 		case protowire.VarintType:
-			n, m := protowire.ConsumeVarint(b)
-			if m < 0 {
-				return fmt.Errorf("%w: field %d: %w", errWire, num, protowire.ParseError(m))
-			}
-			field(num, n, nil)
-			b = b[m:]
+			f.n, m = protowire.ConsumeVarint(b)
 		case protowire.BytesType:
-			s, m := protowire.ConsumeBytes(b)
-			if m < 0 {
-				return fmt.Errorf("%w: field %d: %w", errWire, num, protowire.ParseError(m))
-			}
-			field(num, 0, s)
-			b = b[m:]
+			f.s, m = protowire.ConsumeBytes(b)
 		default:
-			m := protowire.ConsumeFieldValue(num, typ, b)
-			if m < 0 {
-				return fmt.Errorf("%w: field %d: %w", errWire, num, protowire.ParseError(m))
-			}
-			b = b[m:]
+			m = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if m < 0 {
+			return fmt.Errorf("%w: field %d: %w", errWire, num, protowire.ParseError(m))
+		}
+		b = b[m:]
+		if err := fn(f); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -1,9 +1,13 @@
 package initproto
 
 import (
+	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // TestWireAfterUseWire: headers go as JSON until UseWire, then Invoke and
@@ -55,28 +59,64 @@ func TestWireAfterUseWire(t *testing.T) {
 	}
 }
 
-// FuzzWire: a Result survives the wire format unchanged, and any bytes
-// read as one give a Result or an error, never a panic.
+// FuzzWire: Invoke and Result survive the wire format unchanged and as
+// JSON would carry them; fields a reader does not know, or known numbers
+// with another type, are skipped; any bytes read as either give a value
+// or an error, never a panic.
 func FuzzWire(f *testing.F) {
 	f.Add("inv-1", "ok", []byte("tail"), int64(1), int64(-1), true, []byte{0x0a, 0x01, 'x'})
 	f.Add("", "", []byte(nil), int64(0), int64(0), false, []byte{0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, id, status string, tail []byte, start, dur int64, stats bool, junk []byte) {
-		r := Result{ID: id, Status: status, LogTail: tail, HandlerStartUnixNs: start, DurationNs: dur}
+		r := Result{ID: id, Status: status, ErrorType: status, LogTail: tail, HandlerStartUnixNs: start, DurationNs: dur,
+			InitDurationNs: -dur, LogTruncatedBytes: start, Error: id}
 		if len(r.LogTail) == 0 {
 			r.LogTail = nil
 		}
 		if stats {
-			r.LogStats = &LogStats{ID: id, Sent: start, Failed: dur}
+			r.LogStats = &LogStats{ID: id, Sent: start, Dropped: -start, Failed: dur}
+		}
+		inv := Invoke{ID: id, ContainerID: status, DeadlineUnixMs: start, TraceID: id, FunctionARN: status, LogService: id}
+		// Another writer's fields: unknown numbers of every type, and
+		// known numbers with the wrong type.
+		var extra []byte
+		extra = protowire.AppendTag(extra, 99, protowire.VarintType)
+		extra = protowire.AppendVarint(extra, 7)
+		extra = protowire.AppendTag(extra, 98, protowire.Fixed64Type)
+		extra = protowire.AppendFixed64(extra, 7)
+		extra = protowire.AppendTag(extra, 97, protowire.BytesType)
+		extra = protowire.AppendBytes(extra, junk)
+		for _, num := range []protowire.Number{1, 3, 7, 10} {
+			extra = protowire.AppendTag(extra, num, protowire.Fixed32Type)
+			extra = protowire.AppendFixed32(extra, 7)
+		}
+		for _, c := range []struct {
+			want, got interface {
+				wireAppender
+				wireReader
+			}
+		}{{&r, &Result{}}, {&inv, &Invoke{}}} {
+			if err := c.got.readWire(append(c.want.appendWire(nil), extra...)); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(c.got, c.want) {
+				t.Fatalf("round trip: got %+v, want %+v", c.got, c.want)
+			}
+			if utf8.ValidString(id) && utf8.ValidString(status) {
+				b, err := json.Marshal(c.want)
+				if err != nil {
+					t.Fatal(err)
+				}
+				viaJSON := reflect.New(reflect.TypeOf(c.want).Elem()).Interface()
+				if err := json.Unmarshal(b, viaJSON); err != nil {
+					t.Fatal(err)
+				}
+				if !reflect.DeepEqual(viaJSON, c.got) {
+					t.Fatalf("JSON gives %+v, the wire format %+v", viaJSON, c.got)
+				}
+			}
 		}
 		var got Result
-		if err := got.readWire(r.appendWire(nil)); err != nil {
-			t.Fatal(err)
-		}
-		if !reflect.DeepEqual(got, r) {
-			t.Fatalf("round trip: got %+v, want %+v", got, r)
-		}
 		_ = got.readWire(junk)
-		var inv Invoke
 		_ = inv.readWire(junk)
 	})
 }
