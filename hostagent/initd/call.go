@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/ember-run/ember/hostagent/initproto"
 	"github.com/valyala/fasthttp"
@@ -25,6 +26,20 @@ type pendingCall struct {
 	// replaced this one because its caller hung up.
 	caller *fasthttp.RequestCtx
 	gone   chan struct{}
+	// mu holds the handler in place while another call looks at caller's
+	// connection; left: the handler is done with caller (it may be
+	// another request's by now).
+	mu   sync.Mutex
+	left bool
+}
+
+// leave ends the call: it gives up the invocation's slot, unless another
+// call took it.
+func (pc *pendingCall) leave(inv *invocation) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	pc.left = true
+	inv.call.CompareAndSwap(pc, nil)
 }
 
 type callAnswer struct {
@@ -66,7 +81,7 @@ func (p *process) serveCall(ctx *fasthttp.RequestCtx, name string) {
 		callError(ctx, fasthttp.StatusConflict, "ResourceConflictException", "the invocation already waits for a call")
 		return
 	}
-	defer inv.call.CompareAndSwap(pc, nil)
+	defer pc.leave(inv)
 	if !p.c.s.eventBody(initproto.TypeCall, initproto.Call{
 		InvocationID: inv.id, ContainerID: p.c.id, Function: fn, Qualifier: qualifier,
 	}, body) {
@@ -101,11 +116,23 @@ func (p *process) takeCallSlot(inv *invocation, pc *pendingCall) bool {
 		if old == nil {
 			continue
 		}
+		// Under old.mu its handler stays in place, so nothing else reads
+		// its connection (a peek cannot block) and caller is still its.
+		old.mu.Lock()
+		if old.left { // the slot is free, or another call's
+			old.mu.Unlock()
+			continue
+		}
 		if connOpen(old.caller) {
+			old.mu.Unlock()
 			return false
 		}
-		if inv.call.CompareAndSwap(old, pc) {
+		replaced := inv.call.CompareAndSwap(old, pc)
+		if replaced {
 			close(old.gone)
+		}
+		old.mu.Unlock()
+		if replaced {
 			return true
 		}
 	}

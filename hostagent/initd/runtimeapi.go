@@ -57,7 +57,9 @@ func newAPIServer(p *process) *fasthttp.Server {
 		StreamRequestBody: true,
 		// Headers (and trailers) up to net/http's limit, 1 MiB: aws-lambda-go
 		// sends an error's X-Ray cause, up to 1 MiB, as a header of /error.
-		// Only what arrives touches the buffer's pages.
+		// fasthttp keeps a buffer that size per connection (with streamed
+		// bodies, for the connection's life): about 1 MiB of ember-init's
+		// memory per runtime connection, one or two per function process.
 		ReadBufferSize:               maxHeaderBytes,
 		Name:                         "ember-init",
 		MaxRequestBodySize:           int(p.c.s.cfg.MaxResponseBytes),
@@ -86,7 +88,7 @@ const (
 )
 
 // routeOf parses path; id is the invocation's (response, error) or the
-// called function's name, still escaped (call).
+// called function's name (call).
 func routeOf(path string) (r route, id string) {
 	if rest, ok := strings.CutPrefix(path, invokePrefix); ok {
 		name, ok := strings.CutSuffix(rest, "/invocations")
@@ -192,7 +194,8 @@ func (p *process) serveNext(ctx *fasthttp.RequestCtx) {
 
 // connOpen reports whether the request's connection is still open: a
 // non-blocking peek sees the peer's close as an empty read and a reset as
-// an error; only data or "would block" is open.
+// an error; only data or "would block" is open. The request's handler
+// must be running (fasthttp does not read the connection meanwhile).
 func connOpen(ctx *fasthttp.RequestCtx) bool {
 	sc, ok := ctx.Conn().(syscall.Conn)
 	if !ok {
@@ -205,12 +208,14 @@ func connOpen(ctx *fasthttp.RequestCtx) bool {
 	open := true
 	var b [1]byte
 	_ = rc.Read(func(fd uintptr) bool {
-		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		if err == unix.EINTR {
-			return false // again
+		for {
+			n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			if err == unix.EINTR {
+				continue
+			}
+			open = n > 0 || err == unix.EAGAIN
+			return true // never wait for the fd
 		}
-		open = n > 0 || err == unix.EAGAIN
-		return true
 	})
 	return open
 }

@@ -71,6 +71,28 @@ func serveAPI(t *testing.T, p *process) string {
 	return ln.Addr().String()
 }
 
+// send POSTs body to path of the API at addr, with header's fields set,
+// and returns the status; edit changes the request before it goes.
+func send(t *testing.T, addr, path string, body io.Reader, header map[string]string, edit ...func(*http.Request)) int {
+	t.Helper()
+	req, err := http.NewRequest("POST", "http://"+addr+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	for _, e := range edit {
+		e(req)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // TestStreamedResponseTrailers: a response streamed in chunks that failed
 // part way carries its error in trailers, as aws-lambda-go sends it (with
 // net/http's client); the invocation is a function error with that type
@@ -79,23 +101,16 @@ func TestStreamedResponseTrailers(t *testing.T) {
 	p, inv := testProcess()
 	addr := serveAPI(t, p)
 	doc := `{"errorMessage":"stream broke","errorType":"StreamError"}`
-	req, err := http.NewRequest("POST", "http://"+addr+apiPrefix+"invocation/req-1/response",
-		io.MultiReader(strings.NewReader("partial"), strings.NewReader(" output")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.ContentLength = -1 // chunked
-	req.Trailer = http.Header{
-		trailerErrorType: {"StreamError"},
-		trailerErrorBody: {base64.StdEncoding.EncodeToString([]byte(doc))},
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("status %d, want 202", resp.StatusCode)
+	code := send(t, addr, apiPrefix+"invocation/req-1/response",
+		io.MultiReader(strings.NewReader("partial"), strings.NewReader(" output")), nil, func(req *http.Request) {
+			req.ContentLength = -1 // chunked
+			req.Trailer = http.Header{
+				trailerErrorType: {"StreamError"},
+				trailerErrorBody: {base64.StdEncoding.EncodeToString([]byte(doc))},
+			}
+		})
+	if code != http.StatusAccepted {
+		t.Fatalf("status %d, want 202", code)
 	}
 	o := <-inv.done
 	if o.status != "function_error" || o.errType != "StreamError" || string(o.body) != doc {
@@ -143,32 +158,36 @@ func TestErrorWithLargeHeader(t *testing.T) {
 	p, inv := testProcess()
 	addr := serveAPI(t, p)
 	doc := `{"errorMessage":"boom","errorType":"Boom"}`
-	req, err := http.NewRequest("POST", "http://"+addr+apiPrefix+"invocation/req-1/error", strings.NewReader(doc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Lambda-Runtime-Function-Xray-Error-Cause", strings.Repeat("x", 200<<10))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("status %d, want 202", resp.StatusCode)
+	path := apiPrefix + "invocation/req-1/error"
+	code := send(t, addr, path, strings.NewReader(doc),
+		map[string]string{"Lambda-Runtime-Function-Xray-Error-Cause": strings.Repeat("x", 200<<10)})
+	if code != http.StatusAccepted {
+		t.Fatalf("status %d, want 202", code)
 	}
 	if o := <-inv.done; o.status != "function_error" || o.errType != "Boom" {
 		t.Fatalf("outcome %+v, want the function's error", o)
 	}
 	// Past the bound: a clear status, not a dropped connection.
-	req, _ = http.NewRequest("POST", "http://"+addr+apiPrefix+"invocation/req-1/error", strings.NewReader(doc))
-	req.Header.Set("X-Big", strings.Repeat("x", maxHeaderBytes))
-	resp, err = http.DefaultClient.Do(req)
+	// Past the bound: refused (431, or a reset if the server's close beats
+	// its answer to the client); nothing completes, and the server goes on.
+	p2, inv2 := testProcess()
+	addr2 := serveAPI(t, p2)
+	req, err := http.NewRequest("POST", "http://"+addr2+path, strings.NewReader(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
-		t.Fatalf("headers over the bound: status %d, want 431", resp.StatusCode)
+	req.Header.Set("X-Big", strings.Repeat("x", maxHeaderBytes))
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Fatalf("headers over the bound: status %d, want 431", resp.StatusCode)
+		}
+	}
+	if code := send(t, addr2, path, strings.NewReader(doc), nil); code != http.StatusAccepted {
+		t.Fatalf("after headers over the bound: status %d, want 202", code)
+	}
+	if o := <-inv2.done; o.errType != "Boom" {
+		t.Fatalf("outcome %+v, want the later request's error", o)
 	}
 }
 
@@ -211,6 +230,8 @@ func TestCallRetryAfterHangUp(t *testing.T) {
 			}
 		case resp := <-got:
 			t.Fatalf("the call was answered without reaching the agent: %+v", resp)
+		case <-time.After(10 * time.Second):
+			t.Fatal("no call reached the agent")
 		}
 	}
 	first, err := net.Dial("tcp4", addr)
@@ -229,7 +250,12 @@ func TestCallRetryAfterHangUp(t *testing.T) {
 	awaitCall() // the retry took the call's place
 	h, _ := json.Marshal(initproto.CallResult{InvocationID: "req-1", ContainerID: "c1", Status: initproto.StatusOK})
 	p.c.s.handleCallResult(&initproto.Frame{Type: initproto.TypeCallResult, Header: h, Body: []byte(`"done"`)})
-	resp := <-got
+	var resp *http.Response
+	select {
+	case resp = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the retry got no answer")
+	}
 	if resp == nil {
 		t.FailNow()
 	}
@@ -246,16 +272,7 @@ func TestCallRetryAfterHangUp(t *testing.T) {
 func TestErrorTypeHeaderOnResponse(t *testing.T) {
 	p, inv := testProcess()
 	addr := serveAPI(t, p)
-	req, err := http.NewRequest("POST", "http://"+addr+apiPrefix+"invocation/req-1/response", strings.NewReader(`{"ok":1}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set(headerErrorType, "NotAnError")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	send(t, addr, apiPrefix+"invocation/req-1/response", strings.NewReader(`{"ok":1}`), map[string]string{headerErrorType: "NotAnError"})
 	if o := <-inv.done; o.status != "ok" || string(o.body) != `{"ok":1}` {
 		t.Fatalf("outcome %+v (body %s), want ok", o, o.body)
 	}
