@@ -405,14 +405,15 @@ func (c *container) invoke(ctx context.Context, req initproto.Invoke, payload []
 			return res, nil
 		}
 		wasReady := p.firstNext.Load() != 0
+		// diedIdle: p, ready before, died without starting inv (before
+		// taking it, or taken by a request of a runtime then dead).
+		diedIdle := func() bool { return wasReady && attempt == 0 && inv.start.Load() == 0 && !p.initFailed() }
 		select {
 		case p.next <- inv:
 			select {
 			case o = <-inv.done:
 			case <-p.exited:
-				if wasReady && attempt == 0 && inv.start.Load() == 0 && !p.initFailed() {
-					// Taken by a request of the runtime that then died
-					// before it could be given: it never ran.
+				if diedIdle() {
 					c.detach(p)
 					continue
 				}
@@ -426,7 +427,7 @@ func (c *container) invoke(ctx context.Context, req initproto.Invoke, payload []
 		case <-p.initErr:
 			o = p.initOutcome()
 		case <-p.exited:
-			if wasReady && attempt == 0 && !p.initFailed() {
+			if diedIdle() {
 				c.detach(p)
 				continue
 			}

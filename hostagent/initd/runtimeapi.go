@@ -67,13 +67,9 @@ func newAPIServer(p *process) *fasthttp.Server {
 		NoDefaultServerHeader:        true,
 		NoDefaultDate:                true,
 		NoDefaultContentType:         true,
-		Logger:                       discardLogger{},
+		Logger:                       &p.c.log, // at debug (zerolog's Printf)
 	}
 }
-
-type discardLogger struct{}
-
-func (discardLogger) Printf(string, ...any) {}
 
 // route says which endpoint a request is for.
 type route int

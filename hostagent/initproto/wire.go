@@ -68,10 +68,7 @@ func (v Result) appendWire(b []byte) []byte {
 	b = appendVarint(b, 4, uint64(v.HandlerStartUnixNs))
 	b = appendVarint(b, 5, uint64(v.DurationNs))
 	b = appendVarint(b, 6, uint64(v.InitDurationNs))
-	if len(v.LogTail) > 0 {
-		b = protowire.AppendTag(b, 7, protowire.BytesType)
-		b = protowire.AppendBytes(b, v.LogTail)
-	}
+	b = appendBytes(b, 7, v.LogTail)
 	b = appendVarint(b, 8, uint64(v.LogTruncatedBytes))
 	b = appendString(b, 9, v.Error)
 	if s := v.LogStats; s != nil {
@@ -80,7 +77,7 @@ func (v Result) appendWire(b []byte) []byte {
 		m = appendVarint(m, 2, uint64(s.Sent))
 		m = appendVarint(m, 3, uint64(s.Dropped))
 		m = appendVarint(m, 4, uint64(s.Failed))
-		b = protowire.AppendTag(b, 10, protowire.BytesType)
+		b = protowire.AppendTag(b, 10, protowire.BytesType) // even empty: LogStats is set
 		b = protowire.AppendBytes(b, m)
 	}
 	return b
@@ -103,9 +100,7 @@ func (v *Result) readWire(b []byte) error {
 		case 6:
 			f.int(&v.InitDurationNs)
 		case 7:
-			if f.typ == protowire.BytesType {
-				v.LogTail = append([]byte(nil), f.s...)
-			}
+			f.bytes(&v.LogTail)
 		case 8:
 			f.int(&v.LogTruncatedBytes)
 		case 9:
@@ -134,13 +129,22 @@ func (v *Result) readWire(b []byte) error {
 	})
 }
 
-// appendString and appendVarint leave out zero values, as protobuf does.
+// appendString, appendBytes and appendVarint leave out zero values, as
+// protobuf does.
 func appendString(b []byte, num protowire.Number, s string) []byte {
 	if s == "" {
 		return b
 	}
 	b = protowire.AppendTag(b, num, protowire.BytesType)
 	return protowire.AppendString(b, s)
+}
+
+func appendBytes(b []byte, num protowire.Number, s []byte) []byte {
+	if len(s) == 0 {
+		return b
+	}
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendBytes(b, s)
 }
 
 func appendVarint(b []byte, num protowire.Number, n uint64) []byte {
@@ -152,8 +156,9 @@ func appendVarint(b []byte, num protowire.Number, n uint64) []byte {
 }
 
 // field is one field of a wire header: its value n for a varint, s for
-// a length-delimited one. str and int set a value only from a field of
+// a length-delimited one. str, bytes and int set a value only from a field of
 // their type; a field of another type is skipped, as one not known.
+// bytes keeps f.s itself: a frame's header is its own (Conn.Read copies).
 type field struct {
 	num protowire.Number
 	typ protowire.Type
@@ -164,6 +169,12 @@ type field struct {
 func (f field) str(dst *string) {
 	if f.typ == protowire.BytesType {
 		*dst = string(f.s)
+	}
+}
+
+func (f field) bytes(dst *[]byte) {
+	if f.typ == protowire.BytesType {
+		*dst = f.s
 	}
 }
 
