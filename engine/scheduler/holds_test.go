@@ -2,6 +2,7 @@ package scheduler_test
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"strconv"
 	"testing"
@@ -129,4 +130,55 @@ func TestHeldClaimSkipsRedis(t *testing.T) {
 	}
 	run(short.sched, "f", "b/0/0")
 	testenv.Eventually(t, 5*time.Second, "the idle hold released", func() bool { return !short.busy(t, "i2") })
+}
+
+// TestConcurrentKeysHold: keys whose invocations overlap (a consumer's
+// partitions) each keep their own claim while there are instances for
+// all: one claim script per key, however the first claims collide. A
+// claim still in flight is not a waiter; taking it for one made every
+// key release and claim again, each claim in flight stopping the others
+// from holding, for as long as the load lasted.
+func TestConcurrentKeysHold(t *testing.T) {
+	const keys, rounds = 4, 25
+	e := setup(t, scheduler.Config{HoldIdle: time.Second, ReapEvery: time.Hour})
+	ctx := context.Background()
+	for i := range keys {
+		if err := e.pool.AddWarm(ctx, "i"+strconv.Itoa(i), "a1", "m128"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Redis learns the claim and release scripts (a first EVALSHA fails)
+	// on an invocation without a key, before the count.
+	if res, err := e.sched.Invoke(ctx, &invoke.Invocation{Tenant: "t1", Function: "f", Payload: []byte(`{}`)}); err != nil || !res.OK() {
+		t.Fatalf("first invocation: %+v %v", res, err)
+	}
+	before := e.scripts(t)
+	start := make(chan struct{})
+	errs := make(chan error, keys)
+	for k := range keys {
+		go func() {
+			<-start
+			key := "b/" + strconv.Itoa(k) + "/0"
+			for range rounds {
+				res, err := e.sched.Invoke(ctx, &invoke.Invocation{Tenant: "t1", Function: "f", Payload: []byte(`{}`), HoldKey: key})
+				if err == nil && !res.OK() {
+					err = fmt.Errorf("key %s: %+v", key, res)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	close(start)
+	for range keys {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.scripts(t) - before; n != keys {
+		t.Fatalf("%d keys × %d overlapping invocations ran %d Redis scripts, want %d (one claim per key)", keys, rounds, n, keys)
+	}
 }

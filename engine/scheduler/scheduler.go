@@ -346,12 +346,13 @@ func (s *Scheduler) claim(ctx context.Context, want pool.Want, sp *pool.SubPool,
 	// not use yet. Either way the next waiter should try when it leaves.
 	claimed, woken := false, false
 	defer func() { s.queues.leave(w, claimed || woken) }()
-	if first { // nobody ahead: try at once (the hot path)
+	if first { // nobody waiting ahead: try at once (the hot path)
 		c, ok, err := s.tryClaim(ctx, want, lease())
 		if err != nil || ok {
 			claimed = ok
 			return c, false, err
 		}
+		s.queues.waits(w)
 	}
 	if n := s.waiting.Add(1); n > int64(s.cfg.MaxWaiting) {
 		s.waiting.Add(-1)
@@ -715,6 +716,6 @@ func (s *Scheduler) ReleaseHeld() { s.holds.close() }
 func (s *Scheduler) Waiting() int { return int(s.waiting.Load()) }
 
 // WaitingFor reports how many invocations are queued for an instance of
-// class (a fixed class or a sub-pool's), including one trying its first
-// claim.
+// class (a fixed class or a sub-pool's), including those trying their
+// first claim.
 func (s *Scheduler) WaitingFor(class string) int { return s.queues.waiting(class) }

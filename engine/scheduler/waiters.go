@@ -12,7 +12,11 @@ import (
 // of each tenant's queue of the class. No wake-up storms, no polling.
 //
 // A waiter joins its queue before it tries to claim, so that an instance
-// freed between a failed claim and the wait still wakes it.
+// freed between a failed claim and the wait still wakes it. Until that
+// first claim fails it is only trying: it does not make the next one to
+// join wait behind it, and a claim may still be held (holds.go) while
+// only such waiters are queued (a try that finds nothing gives back this
+// scheduler's held claims itself).
 type queues struct {
 	mu sync.Mutex
 	q  map[queueKey]*list.List // of *waiter
@@ -25,12 +29,14 @@ type waiter struct {
 	elem   *list.Element // nil once woken or removed
 	ch     chan struct{} // buffered 1: the wake
 	ticket uint64        // its place in the queue shared by every emberd (0: none yet)
+	trying bool          // its first claim has not failed yet
 }
 
 func newQueues() *queues { return &queues{q: map[queueKey]*list.List{}} }
 
 // join enqueues a waiter at the back of (class, tenant) and reports
-// whether it is the only one there.
+// whether it may try to claim at once: nobody there waits (those there,
+// if any, are trying too). If so it is trying until waits.
 func (qs *queues) join(class, tenant string) (*waiter, bool) {
 	w := &waiter{key: queueKey{class, tenant}, ch: make(chan struct{}, 1)}
 	qs.mu.Lock()
@@ -40,8 +46,29 @@ func (qs *queues) join(class, tenant string) (*waiter, bool) {
 		l = list.New()
 		qs.q[w.key] = l
 	}
+	w.trying = !waitsLocked(l)
 	w.elem = l.PushBack(w)
-	return w, l.Len() == 1
+	return w, w.trying
+}
+
+// waits marks a trying waiter whose claim failed as waiting.
+func (qs *queues) waits(w *waiter) {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	w.trying = false
+}
+
+// waitsLocked reports whether a waiter of l waits (is not only trying).
+func waitsLocked(l *list.List) bool {
+	if l == nil {
+		return false
+	}
+	for e := l.Front(); e != nil; e = e.Next() {
+		if !e.Value.(*waiter).trying {
+			return true
+		}
+	}
+	return false
 }
 
 // head reports whether w is first in its queue (or was just woken).
@@ -173,11 +200,10 @@ func (qs *queues) waiting(class string) int {
 	return n
 }
 
-// waitingFor reports whether an invocation of tenant waits for (or is
-// trying its first claim of) an instance of class.
+// waitingFor reports whether an invocation of tenant waits for an
+// instance of class (one still trying its first claim does not count).
 func (qs *queues) waitingFor(class, tenant string) bool {
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
-	l := qs.q[queueKey{class, tenant}]
-	return l != nil && l.Len() > 0
+	return waitsLocked(qs.q[queueKey{class, tenant}])
 }

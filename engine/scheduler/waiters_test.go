@@ -17,6 +17,7 @@ func woken(w *waiter) bool {
 func TestQueues(t *testing.T) {
 	q := newQueues()
 	a, first := q.join("m128", "t1")
+	q.waits(a) // a's first claim failed
 	b, second := q.join("m128", "t1")
 	c, _ := q.join("m128", "t2")
 	if !first || second {
@@ -54,5 +55,43 @@ func TestQueues(t *testing.T) {
 	q.leave(d, true)
 	if n := q.waiting("m128"); n != 0 {
 		t.Fatalf("%d still waiting", n)
+	}
+}
+
+// TestTryingIsNotWaiting: invocations that have not yet failed a claim
+// all try at once, and none of them counts as waiting (which would stop
+// the scheduler from holding claims); the first that fails does.
+func TestTryingIsNotWaiting(t *testing.T) {
+	q := newQueues()
+	a, aFirst := q.join("m128", "t1")
+	b, bFirst := q.join("m128", "t1")
+	if !aFirst || !bFirst {
+		t.Fatalf("two trying invocations: first %v, %v; want both to try at once", aFirst, bFirst)
+	}
+	if q.waitingFor("m128", "t1") {
+		t.Fatal("invocations only trying their first claim count as waiting")
+	}
+	if n := q.waiting("m128"); n != 2 {
+		t.Fatalf("waiting(m128) = %d, want both (trying ones included)", n)
+	}
+	q.waits(b) // b's claim failed
+	if !q.waitingFor("m128", "t1") || q.waitingFor("m128", "t2") {
+		t.Fatal("after b's failed claim: t1 should be waiting for m128, t2 not")
+	}
+	c, cFirst := q.join("m128", "t1")
+	if cFirst {
+		t.Fatal("an invocation joining behind a waiter tried at once")
+	}
+	q.leave(a, true) // a claimed: the next (b) tries
+	if !woken(b) || woken(c) {
+		t.Fatal("a's claim should wake b, the head")
+	}
+	q.leave(b, true)
+	if !woken(c) {
+		t.Fatal("b's claim should wake c")
+	}
+	q.leave(c, true)
+	if q.waitingFor("m128", "t1") {
+		t.Fatal("still waiting after everyone left")
 	}
 }
