@@ -37,7 +37,7 @@ func (s *Scheduler) Preload(ctx context.Context, tenant, function, qualifier, fr
 	vk := pool.VersionKey(v.Tenant, v.Function, v.Version)
 	var claims []pool.Claim
 	for range MaxPreload {
-		c, ok, err := s.tryClaim(ctx, pool.Want{Tenant: tenant, Class: choice.Class, VersionKey: prev}, time.Now().Add(v.Timeout+s.cfg.LeaseGrace))
+		c, ok, err := s.tryClaim(ctx, pool.Want{Tenant: tenant, Class: choice.Class, VersionKey: prev}, time.Now().Add(v.Timeout+s.cfg.LeaseGrace), nil)
 		if err != nil || !ok {
 			break
 		}
@@ -99,7 +99,7 @@ func (s *Scheduler) LoadAhead(ctx context.Context, v registry.Version, tag strin
 	}
 	vk := pool.VersionKey(v.Tenant, v.Function, v.Version)
 	// tryClaim takes the tenant's held instances back when nothing is free.
-	c, ok, err := s.tryClaim(ctx, pool.Want{Tenant: v.Tenant, Class: choice.Class, VersionKey: vk}, time.Now().Add(v.Timeout+s.cfg.LeaseGrace))
+	c, ok, err := s.tryClaim(ctx, pool.Want{Tenant: v.Tenant, Class: choice.Class, VersionKey: vk}, time.Now().Add(v.Timeout+s.cfg.LeaseGrace), nil)
 	if err != nil {
 		return 0, err
 	}

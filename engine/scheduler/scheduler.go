@@ -347,12 +347,11 @@ func (s *Scheduler) claim(ctx context.Context, want pool.Want, sp *pool.SubPool,
 	claimed, woken := false, false
 	defer func() { s.queues.leave(w, claimed || woken) }()
 	if first { // nobody waiting ahead: try at once (the hot path)
-		c, ok, err := s.tryClaim(ctx, want, lease())
+		c, ok, err := s.tryClaim(ctx, want, lease(), w)
 		if err != nil || ok {
 			claimed = ok
 			return c, false, err
 		}
-		s.queues.waits(w)
 	}
 	if n := s.waiting.Add(1); n > int64(s.cfg.MaxWaiting) {
 		s.waiting.Add(-1)
@@ -414,12 +413,12 @@ func (s *Scheduler) claim(ctx context.Context, want pool.Want, sp *pool.SubPool,
 	// try claims with the ticket; one whose lease lapsed takes its place
 	// back and tries again.
 	try := func() (pool.Claim, bool, error) {
-		c, ok, err := s.tryClaim(ctx, want, lease())
+		c, ok, err := s.tryClaim(ctx, want, lease(), nil)
 		if errors.Is(err, pool.ErrNoTicket) {
 			if err := renew(); err != nil {
 				return pool.Claim{}, false, err
 			}
-			c, ok, err = s.tryClaim(ctx, want, lease())
+			c, ok, err = s.tryClaim(ctx, want, lease(), nil)
 		}
 		return c, ok, err
 	}
@@ -482,14 +481,19 @@ func detached(ctx context.Context) (context.Context, context.CancelFunc) {
 // script runs on a context that the caller's cancellation cannot interrupt
 // halfway: a claim made in Redis but never seen here would leave the
 // instance busy until its lease expired. If the caller gave up meanwhile,
-// the claim is released at once.
-func (s *Scheduler) tryClaim(ctx context.Context, want pool.Want, lease time.Time) (pool.Claim, bool, error) {
+// the claim is released at once. A trying waiter w (else nil) waits from
+// the moment the first script found nothing: from then on no claim of its
+// class and tenant is held (dispatch), so none slips past the give-back.
+func (s *Scheduler) tryClaim(ctx context.Context, want pool.Want, lease time.Time, w *waiter) (pool.Claim, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return pool.Claim{}, false, err
 	}
 	cctx, cancel := detached(ctx)
 	defer cancel()
 	c, ok, err := s.pool.ClaimFor(cctx, want, lease)
+	if err == nil && !ok && w != nil {
+		s.queues.waits(w)
+	}
 	if err == nil && !ok && s.holds.releaseFor(want.Class, want.Tenant) > 0 {
 		// Instances this scheduler held idle between a key's invocations
 		// went back (other emberds give theirs back when a waiter
@@ -715,7 +719,7 @@ func (s *Scheduler) ReleaseHeld() { s.holds.close() }
 // Waiting reports how many invocations are waiting for an instance.
 func (s *Scheduler) Waiting() int { return int(s.waiting.Load()) }
 
-// WaitingFor reports how many invocations are queued for an instance of
-// class (a fixed class or a sub-pool's), including those trying their
-// first claim.
+// WaitingFor reports how many invocations wait for an instance of class
+// (a fixed class or a sub-pool's); those still trying their first claim
+// do not count.
 func (s *Scheduler) WaitingFor(class string) int { return s.queues.waiting(class) }

@@ -105,8 +105,8 @@ func (qs *queues) setTicket(w *waiter, place int64) {
 }
 
 // insertLocked puts w before the first waiter with a later ticket or none
-// (a waiter without a ticket is about to get a later one); without a
-// ticket, at the head.
+// (a waiter without a ticket is trying, or about to get a later ticket);
+// without a ticket, at the head.
 func (qs *queues) insertLocked(w *waiter) {
 	l := qs.q[w.key]
 	if l == nil {
@@ -129,7 +129,9 @@ func (qs *queues) insertLocked(w *waiter) {
 // leave removes w. A wake w did not use (it claimed on its own, or gave
 // up) passes to the next waiter; so does a claim: the instance w took may
 // not have been the only idle one, and the next waiter tries at once (if
-// it fails, it keeps its place).
+// it fails, it keeps its place). A next one still trying has its claim
+// under way already: it uses the wake only if that claim fails, once it
+// has enqueued.
 func (qs *queues) leave(w *waiter, claimed bool) {
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
@@ -187,14 +189,19 @@ func (qs *queues) freed(class, tenant string) {
 	}
 }
 
-// waiting counts the waiters of class (all tenants).
+// waiting counts the waiters of class (all tenants), not those trying.
 func (qs *queues) waiting(class string) int {
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
 	n := 0
 	for k, l := range qs.q {
-		if k.class == class {
-			n += l.Len()
+		if k.class != class {
+			continue
+		}
+		for e := l.Front(); e != nil; e = e.Next() {
+			if !e.Value.(*waiter).trying {
+				n++
+			}
 		}
 	}
 	return n

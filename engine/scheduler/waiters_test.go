@@ -71,12 +71,12 @@ func TestTryingIsNotWaiting(t *testing.T) {
 	if q.waitingFor("m128", "t1") {
 		t.Fatal("invocations only trying their first claim count as waiting")
 	}
-	if n := q.waiting("m128"); n != 2 {
-		t.Fatalf("waiting(m128) = %d, want both (trying ones included)", n)
+	if n := q.waiting("m128"); n != 0 {
+		t.Fatalf("waiting(m128) = %d, want 0 (both only trying)", n)
 	}
 	q.waits(b) // b's claim failed
-	if !q.waitingFor("m128", "t1") || q.waitingFor("m128", "t2") {
-		t.Fatal("after b's failed claim: t1 should be waiting for m128, t2 not")
+	if !q.waitingFor("m128", "t1") || q.waitingFor("m128", "t2") || q.waiting("m128") != 1 {
+		t.Fatal("after b's failed claim: b should be waiting for m128 (t1), nobody of t2")
 	}
 	c, cFirst := q.join("m128", "t1")
 	if cFirst {
