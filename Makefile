@@ -16,7 +16,8 @@ FUZZTIME    ?= 20000x
 # package:target of every fuzz target; `make test` runs each for FUZZTIME.
 FUZZ_TARGETS := consumers/kafkaevent:FuzzEncode engine/codestore:FuzzValidate \
 	hostagent/initproto:FuzzRead hostagent/initproto:FuzzRoundTrip hostagent/initproto:FuzzWire \
-	hostagent/initd:FuzzRuntimeAPI engine/api:FuzzRequestBodies engine/registry:FuzzValidName
+	hostagent/initd:FuzzRuntimeAPI engine/api:FuzzRequestBodies engine/registry:FuzzValidName \
+	internal/emberd:FuzzUsageRecordJSON
 
 .DEFAULT_GOAL := help
 

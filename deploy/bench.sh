@@ -36,6 +36,8 @@ run "warm path pieces: Runtime API round trip in ember-init (vs AWS's RIE at 1.2
 	-run '^$' -bench HotInvoke -benchtime 2000x ./hostagent/initd
 run "ember-init: its CPU per hot invocation with its Go runtime's sysmon thread at a 1 ms timer slack (what the agent sets) vs the default, alternating blocks" \
 	-run '^$' -bench SysmonSlack -benchtime 4000x ./hostagent
+run "usage records: one invocation's record encoded for the usage topic by hand (appendJSON) vs encoding/json, alternating" \
+	-run '^$' -bench UsageRecordJSON ./internal/emberd
 run "accounting: the agent's meter per invocation (mark and read: eBPF map and cgroup files), vs the cgroup-only meter" \
 	-run '^$' -bench Meter ./hostagent
 run "accounting: what the attached eBPF programs cost a TCP round trip (a container cgroup with them vs one without, alternating blocks)" \

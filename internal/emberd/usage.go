@@ -188,10 +188,13 @@ func (u *usageInvoker) add(rec *UsageRecord) {
 // message sums rec and encodes it for the usage topic.
 func (u *usageInvoker) message(rec UsageRecord) (kafka.Message, bool) {
 	u.add(&rec)
-	b, err := json.Marshal(rec)
-	if err != nil { // cannot happen for this type
-		u.log.Error().Err(err).Msg("encode usage record")
-		return kafka.Message{}, false
+	b, ok := rec.appendJSON(make([]byte, 0, 512))
+	if !ok {
+		var err error
+		if b, err = json.Marshal(rec); err != nil { // NaN, a year past 9999
+			u.log.Error().Err(err).Msg("encode usage record")
+			return kafka.Message{}, false
+		}
 	}
 	return kafka.Message{Key: []byte(rec.Tenant + "/" + rec.Function), Value: b}, true
 }
