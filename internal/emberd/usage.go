@@ -191,7 +191,7 @@ func (u *usageInvoker) message(rec UsageRecord) (kafka.Message, bool) {
 	b, ok := rec.appendJSON(make([]byte, 0, 512))
 	if !ok {
 		var err error
-		if b, err = json.Marshal(rec); err != nil { // NaN, a year past 9999
+		if b, err = json.Marshal(rec); err != nil { // NaN, infinity, a year outside 0-9999
 			u.log.Error().Err(err).Msg("encode usage record")
 			return kafka.Message{}, false
 		}

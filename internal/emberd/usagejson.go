@@ -12,8 +12,9 @@ import (
 // usage topic's format: FuzzUsageRecordJSON compares the two) without
 // reflection, which cost about 0.04 ms of emberd's CPU per invocation on
 // a slow VM. It reports false, appending nothing, for what it leaves to
-// encoding/json: a float that is NaN or infinite (refused there too), a
-// start not in UTC (usageRecord's always is) or past year 9999.
+// encoding/json: a float that is NaN or infinite or a start before year 0
+// or past 9999 (refused there too), a start not in UTC (usageRecord's
+// always is).
 func (r *UsageRecord) appendJSON(b []byte) ([]byte, bool) {
 	if bad(r.DurationMs) || bad(r.GBSeconds) || r.Start.Location() != time.UTC || r.Start.Year() < 0 || r.Start.Year() > 9999 {
 		return b, false

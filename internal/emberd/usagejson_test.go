@@ -41,8 +41,20 @@ func FuzzUsageRecordJSON(f *testing.F) {
 	})
 }
 
-// A start outside UTC goes to encoding/json (usageRecord's never is).
-func TestUsageRecordJSONOutsideUTC(t *testing.T) {
+// TestUsageRecordJSONStarts: starts the fuzzer cannot reach (it makes them
+// from nanoseconds since 1970): the zero time and the years at and past
+// encoding/json's bounds, and a start outside UTC (left to encoding/json;
+// usageRecord's never is).
+func TestUsageRecordJSONStarts(t *testing.T) {
+	for _, start := range []time.Time{{}, time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 12, 1, 18, 0, 0, 500, time.UTC)} {
+		r := UsageRecord{Start: start}
+		want, werr := json.Marshal(r)
+		got, ok := r.appendJSON(nil)
+		if ok != (werr == nil) || ok && !bytes.Equal(got, want) {
+			t.Errorf("start %v: appendJSON %q (%v), encoding/json %q (%v)", start, got, ok, want, werr)
+		}
+	}
 	r := UsageRecord{Start: time.Date(2026, 12, 1, 18, 0, 0, 5, time.FixedZone("x", 3600))}
 	if _, ok := r.appendJSON(nil); ok {
 		t.Fatal("appendJSON encoded a start outside UTC")
