@@ -493,27 +493,32 @@ func (s *Store) Instances(ctx context.Context, agentID string) ([]Instance, erro
 	if err != nil {
 		return nil, fmt.Errorf("pool: instances of %s: %w", agentID, err)
 	}
-	out := make([]Instance, 0, len(ids))
-	for _, id := range ids {
-		key := s.prefix + "inst:" + id
-		var hget *redis.SliceCmd
-		var hot *redis.StringSliceCmd
-		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			hget = p.HMGet(ctx, key, "agent", "class", "tenant", "state", "log")
-			hot = p.SMembers(ctx, key+":hot")
+	// One round trip for all of them (a status of a host with hundreds
+	// of instances made as many).
+	hgets := make([]*redis.SliceCmd, len(ids))
+	hots := make([]*redis.StringSliceCmd, len(ids))
+	if len(ids) > 0 {
+		if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, id := range ids {
+				key := s.prefix + "inst:" + id
+				hgets[i] = p.HMGet(ctx, key, "agent", "class", "tenant", "state", "log")
+				hots[i] = p.SMembers(ctx, key+":hot")
+			}
 			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("pool: instance %s: %w", id, err)
+		}); err != nil {
+			return nil, fmt.Errorf("pool: instances of %s: %w", agentID, err)
 		}
-		h := hget.Val()
+	}
+	out := make([]Instance, 0, len(ids))
+	str := func(v any) string { s, _ := v.(string); return s }
+	for i, id := range ids {
+		h := hgets[i].Val()
 		if h[0] == nil {
 			continue
 		}
-		str := func(v any) string { s, _ := v.(string); return s }
 		out = append(out, Instance{
 			ID: id, Agent: str(h[0]), Class: str(h[1]), Tenant: str(h[2]),
-			Busy: str(h[3]) == "busy", Hot: hot.Val(), LogService: str(h[4]),
+			Busy: str(h[3]) == "busy", Hot: hots[i].Val(), LogService: str(h[4]),
 		})
 	}
 	return out, nil
