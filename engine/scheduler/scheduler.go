@@ -491,14 +491,16 @@ func (s *Scheduler) tryClaim(ctx context.Context, want pool.Want, lease time.Tim
 	cctx, cancel := detached(ctx)
 	defer cancel()
 	c, ok, err := s.pool.ClaimFor(cctx, want, lease)
-	if err == nil && !ok && w != nil {
-		s.queues.waits(w)
-	}
-	if err == nil && !ok && s.holds.releaseFor(want.Class, want.Tenant) > 0 {
-		// Instances this scheduler held idle between a key's invocations
-		// went back (other emberds give theirs back when a waiter
-		// enqueues): one more try.
-		c, ok, err = s.pool.ClaimFor(cctx, want, lease)
+	if err == nil && !ok {
+		if w != nil {
+			s.queues.waits(w)
+		}
+		if s.holds.releaseFor(want.Class, want.Tenant) > 0 {
+			// Instances this scheduler held idle between a key's
+			// invocations went back (other emberds give theirs back when
+			// a waiter enqueues): one more try.
+			c, ok, err = s.pool.ClaimFor(cctx, want, lease)
+		}
 	}
 	if err != nil || !ok {
 		return c, ok, err

@@ -59,16 +59,20 @@ func (qs *queues) waits(w *waiter) {
 }
 
 // waitsLocked reports whether a waiter of l waits (is not only trying).
-func waitsLocked(l *list.List) bool {
+func waitsLocked(l *list.List) bool { return waitingLocked(l) > 0 }
+
+// waitingLocked counts l's waiters that wait (not only trying).
+func waitingLocked(l *list.List) int {
+	n := 0
 	if l == nil {
-		return false
+		return 0
 	}
 	for e := l.Front(); e != nil; e = e.Next() {
 		if !e.Value.(*waiter).trying {
-			return true
+			n++
 		}
 	}
-	return false
+	return n
 }
 
 // head reports whether w is first in its queue (or was just woken).
@@ -195,13 +199,8 @@ func (qs *queues) waiting(class string) int {
 	defer qs.mu.Unlock()
 	n := 0
 	for k, l := range qs.q {
-		if k.class != class {
-			continue
-		}
-		for e := l.Front(); e != nil; e = e.Next() {
-			if !e.Value.(*waiter).trying {
-				n++
-			}
+		if k.class == class {
+			n += waitingLocked(l)
 		}
 	}
 	return n
