@@ -238,8 +238,11 @@ func (u *usageInvoker) run(ctx context.Context) error {
 
 // write produces first and what else is queued within usageLinger (at
 // most 1,000 records; lingering ends with ctx, so a stopping run's flush
-// takes what is queued at once), in one batch, under wctx.
+// takes what is queued at once), in one batch, under wctx. It sleeps
+// through the linger and takes the queue afterwards rather than waking
+// for every record that arrives in between.
 func (u *usageInvoker) write(ctx, wctx context.Context, first UsageRecord) {
+	const most = 1000
 	batch := make([]kafka.Message, 0, 16)
 	add := func(r UsageRecord) {
 		if m, ok := u.message(r); ok {
@@ -247,16 +250,20 @@ func (u *usageInvoker) write(ctx, wctx context.Context, first UsageRecord) {
 		}
 	}
 	add(first)
-	linger := time.NewTimer(usageLinger)
-	defer linger.Stop()
+	if len(u.queue) < most-1 {
+		linger := time.NewTimer(usageLinger)
+		select {
+		case <-linger.C:
+		case <-ctx.Done():
+		}
+		linger.Stop()
+	}
 gather:
-	for len(batch) < 1000 {
+	for n := 1; n < most; n++ {
 		select {
 		case r := <-u.queue:
 			add(r)
-		case <-linger.C:
-			break gather
-		case <-ctx.Done():
+		default:
 			break gather
 		}
 	}
