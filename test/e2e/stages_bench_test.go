@@ -42,7 +42,7 @@ func BenchmarkStageBudget(b *testing.B) {
 	)
 	budget := readBudget(b)
 	s := newStack(b, "m1024=4", "--max-instances", "8")
-	s.deploy("echo", "kafka-echo", wire.FunctionConfig{MemoryMB: 1024, TimeoutMs: 10000})
+	s.deploy("echo", "kafka-echo", noop())
 	s.createTopic("stages", 4)
 	if _, err := s.client.PutBinding(s.ctx(), wire.Binding{ID: "stages", Function: "echo", Topic: "stages", BatchSize: 1, StartingPosition: "earliest"}); err != nil {
 		b.Fatal(err)
