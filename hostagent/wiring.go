@@ -128,6 +128,10 @@ func NewContainerd(ctx context.Context, cfg Config, cs ContainerdSetup, deps Dep
 		_ = cc.Close()
 		return nil, nil, err
 	}
+	if err := cgroup.SetParentShares(sandbox.CgroupParent, cfg.InstancesCPUShares); err != nil {
+		_ = cc.Close()
+		return nil, nil, fmt.Errorf("hostagent: the instances' CPU weight: %w", err)
+	}
 	return a, func() { _ = cc.Close() }, nil
 }
 

@@ -214,6 +214,25 @@ func (c *Child) cleanup() {
 	}
 }
 
+// SetParentShares makes cgroupPath (e.g. "/ember", where runc puts
+// instances) in the cpu hierarchy if it is missing and sets its cpu.shares:
+// the weight of everything below it, together, against the host's other
+// cgroups and against each task of the root cgroup (1024 each). Limits of
+// the cgroups below it are left alone.
+func SetParentShares(cgroupPath string, shares uint64) error {
+	if shares < 2 || shares > 262144 {
+		return fmt.Errorf("cgroup: cpu.shares %d: want 2 to 262144", shares)
+	}
+	if !strings.HasPrefix(cgroupPath, "/") || strings.Contains(cgroupPath, "..") {
+		return fmt.Errorf("cgroup: %q: want an absolute cgroup path", cgroupPath)
+	}
+	dir := filepath.Join(Root, "cpu", cgroupPath)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("cgroup: %w", err)
+	}
+	return writeFile(dir, "cpu.shares", strconv.FormatUint(shares, 10))
+}
+
 func writeFile(dir, file, value string) error {
 	p := filepath.Join(dir, file)
 	if err := os.WriteFile(p, []byte(value), 0); err != nil {

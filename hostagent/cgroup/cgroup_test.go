@@ -251,3 +251,35 @@ func TestCreateRejectsBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSetParentShares: the instances' parent is made when missing and its
+// weight set, then changed; a bad weight or path is refused.
+func TestSetParentShares(t *testing.T) {
+	p := fmt.Sprintf("/ember-cgtest-%d-shares", os.Getpid())
+	dir := filepath.Join(cgroup.Root, "cpu", p)
+	t.Cleanup(func() {
+		if err := unix.Rmdir(dir); err != nil && !errors.Is(err, unix.ENOENT) {
+			t.Errorf("remove %s: %v", dir, err)
+		}
+	})
+	for _, shares := range []uint64{8192, 2048} {
+		if err := cgroup.SetParentShares(p, shares); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "cpu.shares"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.TrimSpace(string(b)); got != fmt.Sprint(shares) {
+			t.Fatalf("cpu.shares = %s, want %d", got, shares)
+		}
+	}
+	for _, bad := range []struct {
+		path   string
+		shares uint64
+	}{{p, 1}, {p, 262145}, {"ember", 1024}, {"/ember/../x", 1024}} {
+		if err := cgroup.SetParentShares(bad.path, bad.shares); err == nil {
+			t.Errorf("SetParentShares(%q, %d) = nil, want an error", bad.path, bad.shares)
+		}
+	}
+}

@@ -15,6 +15,9 @@
 // agent sends those fds with the start request (SCM_RIGHTS), so the process
 // never runs a single instruction outside its cgroup.
 //
+// SetParentShares weighs the instances, together, against the host's other
+// processes: the cpu.shares of the cgroup runc puts them all under.
+//
 // Only the cgroup v1 / hybrid layout is supported (the one on Ember's hosts);
 // a cgroup2-only host is refused with an error.
 package cgroup

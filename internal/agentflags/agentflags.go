@@ -30,6 +30,7 @@ type Flags struct {
 	capacityVCPU                  float64
 	stateFiler, weed              string
 	codeCacheMB                   int64
+	instancesCPUShares            uint64
 	keepInstances                 bool
 	orphanTimeout                 time.Duration
 	criu                          string
@@ -42,6 +43,7 @@ func (f *Flags) Register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.maxInstances, "max-instances", hostagent.DefaultMaxInstances, "most instances on this host")
 	fs.Int64Var(&f.capacityMB, "capacity-memory", 0, "MB of memory instances may reserve on this host, never overcommitted (default: the host's memory less 1 GiB)")
 	fs.Float64Var(&f.capacityVCPU, "capacity-vcpu", 0, "vCPUs instances may reserve on this host, never overcommitted (default: the host's CPUs)")
+	fs.Uint64Var(&f.instancesCPUShares, "instances-cpu-shares", hostagent.DefaultInstancesCPUShares, "CPU weight of all instances together against the host's other processes (cpu.shares: a cgroup or a task outside one weighs 1024); each instance stays capped by its own quota")
 	fs.IntVar(&f.maxContainers, "max-containers-per-instance", 4, "most live function containers per instance (LRU)")
 	fs.DurationVar(&f.containerKeepAlive, "container-keep-alive", 10*time.Minute, "stop a function container idle this long")
 	fs.DurationVar(&f.keepAlive, "instance-keep-alive", 15*time.Minute, "retire a tenant's instance idle this long")
@@ -89,6 +91,10 @@ func (f *Flags) Apply(cfg *hostagent.Config) error {
 		return fmt.Errorf("--capacity-memory and --capacity-vcpu must not be negative")
 	}
 	cfg.Capacity.MemoryMB, cfg.Capacity.MilliCPU = f.capacityMB, int64(f.capacityVCPU*1000)
+	if f.instancesCPUShares < 2 || f.instancesCPUShares > 262144 {
+		return fmt.Errorf("--instances-cpu-shares %d: want 2 to 262144 (the kernel's cpu.shares range)", f.instancesCPUShares)
+	}
+	cfg.InstancesCPUShares = f.instancesCPUShares
 	for _, a := range f.allow {
 		p, err := netip.ParsePrefix(a)
 		if err != nil {

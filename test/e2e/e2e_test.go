@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/ember-run/ember/engine/api/wire"
+	"github.com/ember-run/ember/hostagent"
 	"github.com/ember-run/ember/internal/testenv"
 )
 
@@ -77,6 +79,11 @@ func TestEndToEnd(t *testing.T) {
 		if p.End != 500 || p.Committed != p.End {
 			t.Errorf("partition %d: end %d committed %d, want 500/500", p.Partition, p.End, p.Committed)
 		}
+	}
+	// The instances, together, weigh more than the host's other processes
+	// (hostagent.Config.InstancesCPUShares).
+	if b, err := os.ReadFile("/sys/fs/cgroup/cpu/ember/cpu.shares"); err != nil || strings.TrimSpace(string(b)) != fmt.Sprint(hostagent.DefaultInstancesCPUShares) {
+		t.Errorf("the instances' cpu.shares: %q (%v), want %d", b, err, hostagent.DefaultInstancesCPUShares)
 	}
 	got := seen(t, s.readTopic("orders.results"))
 	dups := 0
