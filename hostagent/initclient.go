@@ -309,7 +309,7 @@ func (c *initClient) routeCall(f *initproto.Frame) {
 		default: // one call at a time: ember-init refuses a second
 		}
 	}
-	_ = c.callResult(initproto.CallResult{InvocationID: cl.InvocationID, ContainerID: cl.ContainerID,
+	_ = c.callResult(initproto.CallResult{InvocationID: cl.InvocationID, ContainerID: cl.ContainerID, CallID: cl.CallID,
 		Error: "no dispatch waits for this invocation here"}, nil)
 }
 

@@ -31,7 +31,8 @@ import (
 
 // parked is a suspended invocation on its instance.
 type parked struct {
-	run *invokeRun
+	run    *invokeRun
+	callID uint64 // the call's, for its result
 	// mb is its container's memory reservation, counted on the instance
 	// until it resumes or is checkpointed (guarded by Agent.mu).
 	mb    int64
@@ -66,7 +67,7 @@ func (a *Agent) park(log zerolog.Logger, r *invokeRun, cf *callFrame) (*dispatch
 	freeze := time.Since(t0)
 	id := r.req.GetInvocationId()
 	mb := dispatchMB(r.in, r.req)
-	p := &parked{run: r, mb: mb, at: time.Now()}
+	p := &parked{run: r, callID: cf.call.CallID, mb: mb, at: time.Now()}
 	wait := time.Until(time.UnixMilli(r.deadline)) + a.cfg.StopGrace + initReplySlack + parkSlack
 	a.mu.Lock()
 	r.c.inUse++ // the resume's end releases it
@@ -219,7 +220,7 @@ func (a *Agent) resume(ctx context.Context, log zerolog.Logger, in *instance, re
 		log.Info().Int64("thaw_us", time.Since(t0).Microseconds()).Dur("parked_for", time.Since(p.at)).Msg("invocation resumed")
 	}
 	rs := req.GetResume()
-	cr := initproto.CallResult{InvocationID: req.GetInvocationId(), ContainerID: r.c.id,
+	cr := initproto.CallResult{InvocationID: req.GetInvocationId(), ContainerID: r.c.id, CallID: p.callID,
 		ErrorType: rs.GetErrorType(), Error: rs.GetError()}
 	if cr.Error == "" {
 		cr.Status = initStatus(rs.GetStatus())

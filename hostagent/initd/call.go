@@ -21,6 +21,7 @@ const invokePrefix = "/2015-03-31/functions/"
 
 // pendingCall is a call of an invocation waiting for its result.
 type pendingCall struct {
+	id   uint64 // the Call's CallID
 	done chan callAnswer
 	// caller is the waiting request; gone is closed when a new call
 	// replaced this one because its caller hung up.
@@ -76,14 +77,14 @@ func (p *process) serveCall(ctx *fasthttp.RequestCtx, name string) {
 		callError(ctx, fasthttp.StatusBadRequest, "InvalidRequestContentException", "could not read the payload")
 		return
 	}
-	pc := &pendingCall{done: make(chan callAnswer, 1), caller: ctx, gone: make(chan struct{})}
+	pc := &pendingCall{id: p.c.s.calls.Add(1), done: make(chan callAnswer, 1), caller: ctx, gone: make(chan struct{})}
 	if !p.takeCallSlot(inv, pc) {
 		callError(ctx, fasthttp.StatusConflict, "ResourceConflictException", "the invocation already waits for a call")
 		return
 	}
 	defer pc.leave(inv)
 	if !p.c.s.eventBody(initproto.TypeCall, initproto.Call{
-		InvocationID: inv.id, ContainerID: p.c.id, Function: fn, Qualifier: qualifier,
+		InvocationID: inv.id, ContainerID: p.c.id, Function: fn, Qualifier: qualifier, CallID: pc.id,
 	}, body) {
 		callError(ctx, fasthttp.StatusBadGateway, "ServiceException", "no host agent connected")
 		return
@@ -162,8 +163,9 @@ func callError(ctx *fasthttp.RequestCtx, code int, typ, msg string) {
 	reply(ctx, code, b)
 }
 
-// handleCallResult gives a call's result to the invocation waiting for it;
-// a result nobody waits for any more (the invocation ended) is dropped.
+// handleCallResult gives a call's result to the call waiting for it; a
+// result nobody waits for any more (the invocation ended, or its caller
+// hung up and called again) is dropped.
 func (s *Server) handleCallResult(f *initproto.Frame) {
 	closeAll(f.FDs)
 	var res initproto.CallResult
@@ -187,7 +189,7 @@ func (s *Server) handleCallResult(f *initproto.Frame) {
 	if inv == nil || inv.id != res.InvocationID {
 		return
 	}
-	if pc := inv.call.Load(); pc != nil {
+	if pc := inv.call.Load(); pc != nil && res.CallID == pc.id {
 		select {
 		case pc.done <- callAnswer{res, f.Body}:
 		default: // answered already

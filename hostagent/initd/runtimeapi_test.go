@@ -193,7 +193,8 @@ func TestErrorWithLargeHeader(t *testing.T) {
 
 // TestCallRetryAfterHangUp: one call at a time per invocation, but a
 // caller that hung up (an SDK's timeout) does not keep its retry out; the
-// result goes to the call that waits.
+// retry gets its own call's result, not the first call's (which comes
+// first here and is dropped).
 func TestCallRetryAfterHangUp(t *testing.T) {
 	p, _ := testProcess()
 	agent := connectAgent(t, p.c.s)
@@ -221,18 +222,22 @@ func TestCallRetryAfterHangUp(t *testing.T) {
 	got := make(chan *http.Response, 2)
 	// awaitCall waits for the agent to get a call, failing if the call's
 	// request was answered first.
-	awaitCall := func() {
+	awaitCall := func() (c initproto.Call) {
 		t.Helper()
 		select {
 		case f := <-frames:
 			if f == nil || f.Type != initproto.TypeCall {
 				t.Fatalf("agent: frame %+v; want a call", f)
 			}
+			if err := f.Decode(&c); err != nil {
+				t.Fatal(err)
+			}
 		case resp := <-got:
 			t.Fatalf("the call was answered without reaching the agent: %+v", resp)
 		case <-time.After(10 * time.Second):
 			t.Fatal("no call reached the agent")
 		}
+		return c
 	}
 	first, err := net.Dial("tcp4", addr)
 	if err != nil {
@@ -241,15 +246,23 @@ func TestCallRetryAfterHangUp(t *testing.T) {
 	if _, err := io.WriteString(first, "POST "+path+" HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"); err != nil {
 		t.Fatal(err)
 	}
-	awaitCall() // first waits for its result
+	firstCall := awaitCall() // first waits for its result
 	if resp := call(); resp == nil || resp.StatusCode != http.StatusConflict {
 		t.Fatalf("a second call while the first's caller waits: %+v, want 409", resp)
 	}
 	first.Close()
 	go func() { got <- call() }()
-	awaitCall() // the retry took the call's place
-	h, _ := json.Marshal(initproto.CallResult{InvocationID: "req-1", ContainerID: "c1", Status: initproto.StatusOK})
-	p.c.s.handleCallResult(&initproto.Frame{Type: initproto.TypeCallResult, Header: h, Body: []byte(`"done"`)})
+	retry := awaitCall() // the retry took the call's place
+	if retry.CallID == firstCall.CallID {
+		t.Fatalf("the retry has the first call's id %d", retry.CallID)
+	}
+	for _, c := range []struct {
+		id   uint64
+		body string
+	}{{firstCall.CallID, `"first"`}, {retry.CallID, `"done"`}} {
+		h, _ := json.Marshal(initproto.CallResult{InvocationID: "req-1", ContainerID: "c1", CallID: c.id, Status: initproto.StatusOK})
+		p.c.s.handleCallResult(&initproto.Frame{Type: initproto.TypeCallResult, Header: h, Body: []byte(c.body)})
+	}
 	var resp *http.Response
 	select {
 	case resp = <-got:

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ember-run/ember/hostagent/initproto"
@@ -41,6 +42,8 @@ type Server struct {
 
 	logMu  sync.Mutex
 	logSvc *logService // the instance's logging service, nil if none
+
+	calls atomic.Uint64 // the last Call's CallID
 
 	// wg owns request handlers and per-process goroutines.
 	wg sync.WaitGroup

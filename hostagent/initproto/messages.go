@@ -232,6 +232,10 @@ type Call struct {
 	// Function and Qualifier name what to run, in the invocation's tenant.
 	Function  string `json:"function"`
 	Qualifier string `json:"qualifier,omitempty"`
+	// CallID tells this call from an earlier one of the same invocation
+	// whose caller hung up (ember-init numbers them); its CallResult
+	// carries it back.
+	CallID uint64 `json:"call_id,omitempty"`
 }
 
 // CallResult is how a Call ended: Status is a Result status; Error, with
@@ -239,9 +243,13 @@ type Call struct {
 type CallResult struct {
 	InvocationID string `json:"invocation_id"`
 	ContainerID  string `json:"container_id"`
-	Status       string `json:"status,omitempty"`
-	ErrorType    string `json:"error_type,omitempty"`
-	Error        string `json:"error,omitempty"`
+	// CallID is the Call's: a result for another call of the invocation
+	// (one whose caller hung up) answers nobody. ember-init's of before
+	// the field ignore it (an agent upgrade keeps their instances).
+	CallID    uint64 `json:"call_id,omitempty"`
+	Status    string `json:"status,omitempty"`
+	ErrorType string `json:"error_type,omitempty"`
+	Error     string `json:"error,omitempty"`
 }
 
 // Stop asks for a container to be stopped.
