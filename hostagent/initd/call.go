@@ -189,7 +189,7 @@ func (s *Server) handleCallResult(f *initproto.Frame) {
 	if inv == nil || inv.id != res.InvocationID {
 		return
 	}
-	if pc := inv.call.Load(); pc != nil && res.CallID == pc.id {
+	if pc := inv.call.Load(); pc != nil && (res.CallID == pc.id || res.CallID == 0) {
 		select {
 		case pc.done <- callAnswer{res, f.Body}:
 		default: // answered already

@@ -194,7 +194,8 @@ func TestErrorWithLargeHeader(t *testing.T) {
 // TestCallRetryAfterHangUp: one call at a time per invocation, but a
 // caller that hung up (an SDK's timeout) does not keep its retry out; the
 // retry gets its own call's result, not the first call's (which comes
-// first here and is dropped).
+// first here and is dropped); a result without a call id (an older agent)
+// answers the call that waits.
 func TestCallRetryAfterHangUp(t *testing.T) {
 	p, _ := testProcess()
 	agent := connectAgent(t, p.c.s)
@@ -276,6 +277,26 @@ func TestCallRetryAfterHangUp(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || string(body) != `"done"` {
 		t.Fatalf("the retry: status %d, body %s; want 200 with the result", resp.StatusCode, body)
+	}
+
+	// An agent of before call ids (rolled back over this instance) sends
+	// none: its result answers the call that waits.
+	go func() { got <- call() }()
+	awaitCall()
+	h, _ := json.Marshal(initproto.CallResult{InvocationID: "req-1", ContainerID: "c1", Status: initproto.StatusOK})
+	p.c.s.handleCallResult(&initproto.Frame{Type: initproto.TypeCallResult, Header: h, Body: []byte(`"old"`)})
+	select {
+	case resp = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a result without a call id answered nobody")
+	}
+	if resp == nil {
+		t.FailNow()
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != `"old"` {
+		t.Fatalf("a result without a call id: body %s, want \"old\"", body)
 	}
 }
 

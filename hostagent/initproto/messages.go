@@ -244,8 +244,10 @@ type CallResult struct {
 	InvocationID string `json:"invocation_id"`
 	ContainerID  string `json:"container_id"`
 	// CallID is the Call's: a result for another call of the invocation
-	// (one whose caller hung up) answers nobody. ember-init's of before
-	// the field ignore it (an agent upgrade keeps their instances).
+	// (one whose caller hung up) answers nobody. Zero, from an agent of
+	// before the field (rolled back over instances it left running),
+	// answers whichever call waits; ember-inits of before the field ignore
+	// it (an agent upgrade keeps their instances).
 	CallID    uint64 `json:"call_id,omitempty"`
 	Status    string `json:"status,omitempty"`
 	ErrorType string `json:"error_type,omitempty"`
