@@ -215,7 +215,8 @@ func (c *Child) cleanup() {
 }
 
 // SetParentShares makes cgroupPath (e.g. "/ember", where runc puts
-// instances) in the cpu hierarchy if it is missing and sets its cpu.shares:
+// instances; its parent must exist) in the cpu hierarchy if it is missing
+// and sets its cpu.shares:
 // the weight of everything below it, together, against the host's other
 // cgroups and against each task of the root cgroup (1024 each). Limits of
 // the cgroups below it are left alone.
@@ -223,11 +224,15 @@ func SetParentShares(cgroupPath string, shares uint64) error {
 	if shares < 2 || shares > 262144 {
 		return fmt.Errorf("cgroup: cpu.shares %d: want 2 to 262144", shares)
 	}
-	if !strings.HasPrefix(cgroupPath, "/") || strings.Contains(cgroupPath, "..") {
-		return fmt.Errorf("cgroup: %q: want an absolute cgroup path", cgroupPath)
+	if !strings.HasPrefix(cgroupPath, "/") || filepath.Clean(cgroupPath) != cgroupPath || cgroupPath == "/" {
+		return fmt.Errorf("cgroup: %q: want an absolute, clean cgroup path", cgroupPath)
 	}
-	dir := filepath.Join(Root, "cpu", cgroupPath)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	cpu := filepath.Join(Root, "cpu")
+	if _, err := os.Stat(filepath.Join(cpu, "cpu.shares")); err != nil {
+		return fmt.Errorf("cgroup: no cgroup v1 cpu hierarchy at %s: %w", cpu, ErrUnsupported)
+	}
+	dir := filepath.Join(cpu, cgroupPath)
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("cgroup: %w", err)
 	}
 	return writeFile(dir, "cpu.shares", strconv.FormatUint(shares, 10))

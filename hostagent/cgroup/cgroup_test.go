@@ -277,7 +277,7 @@ func TestSetParentShares(t *testing.T) {
 	for _, bad := range []struct {
 		path   string
 		shares uint64
-	}{{p, 1}, {p, 262145}, {"ember", 1024}, {"/ember/../x", 1024}} {
+	}{{p, 1}, {p, 262145}, {"ember", 1024}, {"/ember/../x", 1024}, {"/", 1024}, {"//ember", 1024}, {"/ember/", 1024}} {
 		if err := cgroup.SetParentShares(bad.path, bad.shares); err == nil {
 			t.Errorf("SetParentShares(%q, %d) = nil, want an error", bad.path, bad.shares)
 		}
