@@ -93,6 +93,8 @@ type usageInvoker struct {
 	w       *kafka.Writer
 	log     zerolog.Logger
 	queue   chan UsageRecord // encoded off the invocation's path
+	full    chan struct{}    // the queue holds a batch: write stops lingering
+	linger  time.Duration    // usageLinger
 	mu      sync.Mutex
 	sums    map[string]*wire.FunctionUsage // tenant/function -> since start
 	dropped prometheus.Counter
@@ -113,9 +115,11 @@ func newUsageInvoker(next invoker, brokers []string, tr *kafka.Transport, topic 
 			BatchTimeout: time.Millisecond,
 			RequiredAcks: kafka.RequireAll,
 		},
-		log:   log.With().Str("component", "usage").Str("topic", topic).Logger(),
-		queue: make(chan UsageRecord, usageQueue),
-		sums:  map[string]*wire.FunctionUsage{},
+		log:    log.With().Str("component", "usage").Str("topic", topic).Logger(),
+		queue:  make(chan UsageRecord, usageQueue),
+		full:   make(chan struct{}, 1),
+		linger: usageLinger,
+		sums:   map[string]*wire.FunctionUsage{},
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ember_usage_records_dropped_total", Help: "Usage records dropped because the queue to the usage topic was full.",
 		}),
@@ -139,6 +143,12 @@ func (u *usageInvoker) Invoke(ctx context.Context, inv *invoke.Invocation) (invo
 	}
 	select {
 	case u.queue <- usageRecord(inv, res, time.Now()):
+		if len(u.queue) >= usageBatch {
+			select {
+			case u.full <- struct{}{}:
+			default:
+			}
+		}
 	default:
 		u.dropped.Inc()
 	}
@@ -204,6 +214,9 @@ func (u *usageInvoker) message(rec UsageRecord) (kafka.Message, bool) {
 // then carries tens of records instead of one or two.
 const usageLinger = 50 * time.Millisecond
 
+// usageBatch is the most records one produce request carries.
+const usageBatch = 1000
+
 // run produces queued records until ctx is done, then flushes what is
 // queued and closes the writer. Produce requests may take 5 s more than
 // ctx: a batch being written or gathered when ctx ends still goes.
@@ -237,12 +250,12 @@ func (u *usageInvoker) run(ctx context.Context) error {
 }
 
 // write produces first and what else is queued within usageLinger (at
-// most 1,000 records; lingering ends with ctx, so a stopping run's flush
-// takes what is queued at once), in one batch, under wctx. It sleeps
-// through the linger and takes the queue afterwards rather than waking
-// for every record that arrives in between.
+// most usageBatch records; lingering ends with ctx, so a stopping run's
+// flush takes what is queued at once, and once the queue holds a batch),
+// in one batch, under wctx. It sleeps through the linger and takes the
+// queue afterwards rather than waking for every record that arrives in
+// between.
 func (u *usageInvoker) write(ctx, wctx context.Context, first UsageRecord) {
-	const most = 1000
 	batch := make([]kafka.Message, 0, 16)
 	add := func(r UsageRecord) {
 		if m, ok := u.message(r); ok {
@@ -250,16 +263,17 @@ func (u *usageInvoker) write(ctx, wctx context.Context, first UsageRecord) {
 		}
 	}
 	add(first)
-	if len(u.queue) < most-1 {
-		linger := time.NewTimer(usageLinger)
+	if len(u.queue) < usageBatch-1 {
+		linger := time.NewTimer(u.linger)
 		select {
 		case <-linger.C:
+		case <-u.full:
 		case <-ctx.Done():
 		}
 		linger.Stop()
 	}
 gather:
-	for n := 1; n < most; n++ {
+	for n := 1; n < usageBatch; n++ {
 		select {
 		case r := <-u.queue:
 			add(r)

@@ -146,3 +146,41 @@ func TestUsageNeverDelays(t *testing.T) {
 		t.Errorf("dropped %v, want 100", got)
 	}
 }
+
+// TestUsageFullBatchEndsLinger: the writer lingers for more records, but
+// an invocation that leaves a whole batch queued ends the linger (else a
+// busy emberd would produce at most a batch per linger).
+func TestUsageFullBatchEndsLinger(t *testing.T) {
+	u, err := newUsageInvoker(fixedInvoker{res: invoke.Result{Status: invoke.StatusOK}}, []string{"127.0.0.1:1"}, &kafka.Transport{},
+		"usage-test", prometheus.NewRegistry(), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.linger = time.Hour // only the signal can end it
+	inv := &invoke.Invocation{ID: "i", Tenant: "t", Function: "f"}
+	if _, err := u.Invoke(context.Background(), inv); err != nil {
+		t.Fatal(err)
+	}
+	first := <-u.queue
+	wctx, cancel := context.WithCancel(context.Background())
+	cancel() // the broker is unreachable anyway: the produce fails at once
+	done := make(chan struct{})
+	go func() { defer close(done); u.write(context.Background(), wctx, first) }()
+	for i := range usageBatch {
+		if i < usageBatch-1 && len(u.full) != 0 {
+			t.Fatalf("signalled with %d records queued, want %d", len(u.queue), usageBatch)
+		}
+		if _, err := u.Invoke(context.Background(), inv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the writer went on lingering with a whole batch queued")
+	}
+	// It took first and usageBatch-1 more: one record stays for the next.
+	if len(u.queue) != 1 {
+		t.Fatalf("%d records left after the write, want 1", len(u.queue))
+	}
+}
