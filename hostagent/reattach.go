@@ -51,6 +51,9 @@ type record struct {
 	// LastUsed is when it last ran an invocation (Unix ms).
 	LastUsed   int64             `json:"last_used,omitempty"`
 	Containers []containerRecord `json:"containers,omitempty"`
+	// Network is the agent's network for containers when it stopped
+	// (networkName); absent in records of before the field.
+	Network string `json:"network,omitempty"`
 }
 
 // containerRecord is one container of a recorded instance.
@@ -87,7 +90,8 @@ func (a *Agent) leave(in *instance) bool {
 		return false
 	}
 	r := record{Agent: a.cfg.AgentID, ID: in.id, Class: in.class, MemoryMB: in.memoryMB, Needs: in.needs,
-		Slot: in.slot, HostUID: in.hostUID, CgroupPath: in.cgroupPath, Tenant: in.tenant, LastUsed: in.lastUsed.UnixMilli()}
+		Slot: in.slot, HostUID: in.hostUID, CgroupPath: in.cgroupPath, Tenant: in.tenant, LastUsed: in.lastUsed.UnixMilli(),
+		Network: a.networkName()}
 	for _, c := range in.containers {
 		if c.stopped || c.retire != "" {
 			continue // on its way out: the next start stops it (not in the record)
@@ -258,6 +262,17 @@ func (a *Agent) reattachOne(ctx context.Context, log zerolog.Logger, dir string,
 			continue
 		}
 		delete(held, cr.ID)
+		if cr.NetID != "" && !a.sameNetwork(r.Network) {
+			// Its egress would outlive the operator's change (--no-network,
+			// another bridge or subnet): the version's next invocation
+			// starts a container on this start's network.
+			log.Info().Str("container", cr.ID).Str("was", r.Network).Str("now", a.networkName()).
+				Msg("the container's network is not this start's; stopping it")
+			if err := stop(cr.ID, cr.NetID); err != nil {
+				return fail(err)
+			}
+			continue
+		}
 		c, err := a.reattachContainer(dctx, in, client, cr)
 		if err != nil {
 			log.Warn().Err(err).Str("container", cr.ID).Msg("cannot reattach to a container; stopping it")
@@ -279,6 +294,25 @@ func (a *Agent) reattachOne(ctx context.Context, log zerolog.Logger, dir string,
 	a.mu.Unlock()
 	log.Info().Str("class", in.class).Str("tenant", in.tenant).Int("containers", len(in.containers)).Msg("reattached to an instance left running")
 	return in, nil
+}
+
+// networkName names the network this agent attaches containers with
+// egress to: its bridge and subnet, or "none" without a network.
+func (a *Agent) networkName() string {
+	if a.deps.Network == nil {
+		return "none"
+	}
+	return a.cfg.Network.Bridge + " " + a.cfg.Network.Subnet
+}
+
+// sameNetwork reports whether containers attached under a record's
+// network (recorded) are attached to this start's. A record of before the
+// field names none: the same network unless this start has none.
+func (a *Agent) sameNetwork(recorded string) bool {
+	if recorded == "" {
+		return a.deps.Network != nil
+	}
+	return recorded == a.networkName()
 }
 
 // raiseSeq makes the agent's container counter pass the number ending

@@ -22,7 +22,8 @@ import (
 // same state directory reattaches to them: the same instances are in the
 // pool, and the next invocation of a function that was hot before is hot
 // again, in the same container, with its network (egress to the outside
-// works; the host stays unreachable).
+// works; the host stays unreachable). A restart with --no-network does not
+// take back a container with egress.
 func TestRestartKeepsThePoolWarm(t *testing.T) {
 	s := newStack(t, "m256=2", "--keep-instances")
 	outsideIP := fmt.Sprintf("198.51.100.%d", 10+int(stacks.Load())%200)
@@ -93,6 +94,18 @@ func TestRestartKeepsThePoolWarm(t *testing.T) {
 	_, port, _ := net.SplitHostPort(s.api)
 	if _, out := s.probe("hostile", map[string]any{"probe": "connect", "addrs": []string{net.JoinHostPort(gw, port)}}); strings.Contains(strings.Join(out, "\n"), "CONNECTED") {
 		t.Errorf("a reattached container reached the host: %v", out)
+	}
+
+	// The next start has no network for containers: the container with
+	// egress is not taken back (its egress would outlive the operator's
+	// --no-network); the function's next invocation gets a new container,
+	// with its own loopback only.
+	s.stop()
+	s.extra = append(s.extra, "--no-network")
+	s.start()
+	res, out = s.probe("hostile", get)
+	if res.Start == "hot" || strings.Contains(strings.Join(out, "\n"), "HTTP 200 outside") {
+		t.Errorf("after a restart with --no-network: start %s, output %v; want a new container without egress", res.Start, out)
 	}
 
 	// Leave nothing running: a last start that destroys at its stop.
