@@ -194,8 +194,9 @@ func legacyStack(b *testing.B, binDir string, round int) legacySide {
 	s.cmd = exec.Command(filepath.Join(binDir, "emberd"), "--state-dir", dir, "--redis", s.redis, "--listen", s.api,
 		"--embedded-broker", s.broker, "--containerd", ctrd.Address, "--namespace", ctrd.Namespace,
 		"--init-binary", filepath.Join(binDir, "ember-init"), "--agent-id", fmt.Sprintf("base%d", round), "--agent-listen", s.agent,
-		"--pool", "m1024=2", "--max-instances", "4", "--session-timeout", "6s", "--log-format", "json", "--log-level", "info",
-		"--keep-instances=false")
+		// No --keep-instances: that main has no such flag (it destroys
+		// its instances at every stop).
+		"--pool", "m1024=2", "--max-instances", "4", "--session-timeout", "6s", "--log-format", "json", "--log-level", "info")
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	if err := s.cmd.Start(); err != nil {
 		b.Fatal(err)
