@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ember-run/ember/engine/pool"
+	"github.com/ember-run/ember/hostagent/cgroup"
 	"github.com/ember-run/ember/hostagent/network"
 	"github.com/ember-run/ember/hostagent/statefs"
 )
@@ -285,8 +286,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("hostagent: Capacity %d MB, %d mCPU: want at least 128 MB and 100 mCPU", c.Capacity.MemoryMB, c.Capacity.MilliCPU)
 	case c.CodeCacheMB < 0 || c.CodeCacheMB > 1<<30:
 		return fmt.Errorf("hostagent: CodeCacheMB %d must be positive and at most 2^30", c.CodeCacheMB)
-	case c.InstancesCPUShares < 2 || c.InstancesCPUShares > 262144:
-		return fmt.Errorf("hostagent: InstancesCPUShares %d must be 2 to 262144 (the kernel's cpu.shares range)", c.InstancesCPUShares)
+	case c.InstancesCPUShares < cgroup.MinShares || c.InstancesCPUShares > cgroup.MaxShares:
+		return fmt.Errorf("hostagent: InstancesCPUShares %d must be %d to %d (the kernel's cpu.shares range)",
+			c.InstancesCPUShares, cgroup.MinShares, cgroup.MaxShares)
 	case c.Accounting != AccountingEBPF && c.Accounting != AccountingCgroup && c.Accounting != AccountingOff:
 		return fmt.Errorf("hostagent: Accounting %q must be %q, %q or %q", c.Accounting, AccountingEBPF, AccountingCgroup, AccountingOff)
 	}

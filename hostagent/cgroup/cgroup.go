@@ -28,6 +28,12 @@ const (
 // Controllers are the cgroup v1 controllers a child gets a directory in.
 var Controllers = []string{"memory", "cpu", "cpuacct", "pids"}
 
+// MinShares and MaxShares bound cpu.shares (the kernel's range).
+const (
+	MinShares = 2
+	MaxShares = 262144
+)
+
 // ErrUnsupported is returned on a host whose cgroup layout is not the
 // v1 / hybrid one.
 var ErrUnsupported = errors.New("unsupported cgroup layout")
@@ -221,8 +227,8 @@ func (c *Child) cleanup() {
 // cgroups and against each task of the root cgroup (1024 each). Limits of
 // the cgroups below it are left alone.
 func SetParentShares(cgroupPath string, shares uint64) error {
-	if shares < 2 || shares > 262144 {
-		return fmt.Errorf("cgroup: cpu.shares %d: want 2 to 262144", shares)
+	if shares < MinShares || shares > MaxShares {
+		return fmt.Errorf("cgroup: cpu.shares %d: want %d to %d", shares, MinShares, MaxShares)
 	}
 	if !strings.HasPrefix(cgroupPath, "/") || filepath.Clean(cgroupPath) != cgroupPath || cgroupPath == "/" {
 		return fmt.Errorf("cgroup: %q: want an absolute, clean cgroup path", cgroupPath)

@@ -91,10 +91,7 @@ func (f *Flags) Apply(cfg *hostagent.Config) error {
 		return fmt.Errorf("--capacity-memory and --capacity-vcpu must not be negative")
 	}
 	cfg.Capacity.MemoryMB, cfg.Capacity.MilliCPU = f.capacityMB, int64(f.capacityVCPU*1000)
-	if f.instancesCPUShares < 2 || f.instancesCPUShares > 262144 {
-		return fmt.Errorf("--instances-cpu-shares %d: want 2 to 262144 (the kernel's cpu.shares range)", f.instancesCPUShares)
-	}
-	cfg.InstancesCPUShares = f.instancesCPUShares
+	cfg.InstancesCPUShares = f.instancesCPUShares // hostagent.Config.Validate checks the range
 	for _, a := range f.allow {
 		p, err := netip.ParsePrefix(a)
 		if err != nil {

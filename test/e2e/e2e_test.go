@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/ember-run/ember/engine/api/wire"
 	"github.com/ember-run/ember/hostagent"
+	"github.com/ember-run/ember/hostagent/cgroup"
+	"github.com/ember-run/ember/hostagent/sandbox"
 	"github.com/ember-run/ember/internal/testenv"
 )
 
@@ -82,7 +85,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	// The instances, together, weigh more than the host's other processes
 	// (hostagent.Config.InstancesCPUShares).
-	if b, err := os.ReadFile("/sys/fs/cgroup/cpu/ember/cpu.shares"); err != nil || strings.TrimSpace(string(b)) != fmt.Sprint(hostagent.DefaultInstancesCPUShares) {
+	if b, err := os.ReadFile(filepath.Join(cgroup.Root, "cpu", sandbox.CgroupParent, "cpu.shares")); err != nil || strings.TrimSpace(string(b)) != fmt.Sprint(hostagent.DefaultInstancesCPUShares) {
 		t.Errorf("the instances' cpu.shares: %q (%v), want %d", b, err, hostagent.DefaultInstancesCPUShares)
 	}
 	got := seen(t, s.readTopic("orders.results"))
