@@ -257,45 +257,39 @@ func TestCallRetryAfterHangUp(t *testing.T) {
 	if retry.CallID == firstCall.CallID {
 		t.Fatalf("the retry has the first call's id %d", retry.CallID)
 	}
-	for _, c := range []struct {
-		id   uint64
-		body string
-	}{{firstCall.CallID, `"first"`}, {retry.CallID, `"done"`}} {
-		h, _ := json.Marshal(initproto.CallResult{InvocationID: "req-1", ContainerID: "c1", CallID: c.id, Status: initproto.StatusOK})
-		p.c.s.handleCallResult(&initproto.Frame{Type: initproto.TypeCallResult, Header: h, Body: []byte(c.body)})
+	// answer sends a call's result as the agent does; answered waits for
+	// the waiting call's HTTP answer.
+	answer := func(id uint64, body string) {
+		h, _ := json.Marshal(initproto.CallResult{InvocationID: "req-1", ContainerID: "c1", CallID: id, Status: initproto.StatusOK})
+		p.c.s.handleCallResult(&initproto.Frame{Type: initproto.TypeCallResult, Header: h, Body: []byte(body)})
 	}
-	var resp *http.Response
-	select {
-	case resp = <-got:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the retry got no answer")
+	answered := func(what string) (int, string) {
+		t.Helper()
+		var resp *http.Response
+		select {
+		case resp = <-got:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no answer", what)
+		}
+		if resp == nil {
+			t.FailNow()
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(body)
 	}
-	if resp == nil {
-		t.FailNow()
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || string(body) != `"done"` {
-		t.Fatalf("the retry: status %d, body %s; want 200 with the result", resp.StatusCode, body)
+	answer(firstCall.CallID, `"first"`)
+	answer(retry.CallID, `"done"`)
+	if code, body := answered("the retry"); code != http.StatusOK || body != `"done"` {
+		t.Fatalf("the retry: status %d, body %s; want 200 with the result", code, body)
 	}
 
 	// An agent of before call ids (rolled back over this instance) sends
 	// none: its result answers the call that waits.
 	go func() { got <- call() }()
 	awaitCall()
-	h, _ := json.Marshal(initproto.CallResult{InvocationID: "req-1", ContainerID: "c1", Status: initproto.StatusOK})
-	p.c.s.handleCallResult(&initproto.Frame{Type: initproto.TypeCallResult, Header: h, Body: []byte(`"old"`)})
-	select {
-	case resp = <-got:
-	case <-time.After(10 * time.Second):
-		t.Fatal("a result without a call id answered nobody")
-	}
-	if resp == nil {
-		t.FailNow()
-	}
-	body, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if string(body) != `"old"` {
+	answer(0, `"old"`)
+	if _, body := answered("a result without a call id"); body != `"old"` {
 		t.Fatalf("a result without a call id: body %s, want \"old\"", body)
 	}
 }
