@@ -303,8 +303,10 @@ func sub(a, b uint64) uint64 {
 func (u *Usage) peakMB() int64 { return (u.MemoryPeakBytes + (1 << 20) - 1) >> 20 }
 
 // reportLine is the Lambda-style REPORT line of an invocation (built with
-// appends: it is written for every invocation).
-func reportLine(id string, duration time.Duration, billed, memoryMB int64, u *Usage) string {
+// appends: it is written for every invocation). init, when positive, is the
+// container's start (code delivery, spawn until the runtime's first GET
+// /next): Lambda's "Init Duration", on an invocation that started one.
+func reportLine(id string, duration time.Duration, billed, memoryMB int64, init time.Duration, u *Usage) string {
 	b := make([]byte, 0, 192)
 	b = append(b, "REPORT RequestId: "...)
 	b = append(b, id...)
@@ -318,7 +320,15 @@ func reportLine(id string, duration time.Duration, billed, memoryMB int64, u *Us
 	if u != nil {
 		b = append(b, " Max Memory Used: "...)
 		b = strconv.AppendInt(b, u.peakMB(), 10)
-		b = append(b, " MB CPU: "...)
+		b = append(b, " MB"...)
+	}
+	if init > 0 {
+		b = append(b, " Init Duration: "...)
+		b = strconv.AppendFloat(b, float64(init)/float64(time.Millisecond), 'f', 2, 64)
+		b = append(b, " ms"...)
+	}
+	if u != nil {
+		b = append(b, " CPU: "...)
 		b = strconv.AppendFloat(b, float64(u.CPU)/float64(time.Millisecond), 'f', 1, 64)
 		b = append(b, " ms"...)
 		if u.NetworkMeasured {
@@ -430,13 +440,13 @@ func billedMs(d time.Duration) int64 {
 // recordUsage logs the invocation's REPORT line, counts it in the metrics
 // and returns the usage for the response (nil when u is nil) and, when
 // wantLine is set (a logging service gets it too), the REPORT line.
-func (a *Agent) recordUsage(log zerolog.Logger, req *dispatchpb.DispatchRequest, duration, wall time.Duration, memoryMB int64, u *Usage,
+func (a *Agent) recordUsage(log zerolog.Logger, req *dispatchpb.DispatchRequest, duration, wall, init time.Duration, memoryMB int64, u *Usage,
 	wantLine bool) (*dispatchpb.Usage, string) {
 	billed := billedMs(duration)
 	var line string
 	ev := log.Info()
 	if ev.Enabled() || wantLine {
-		line = reportLine(req.GetInvocationId(), duration, billed, memoryMB, u)
+		line = reportLine(req.GetInvocationId(), duration, billed, memoryMB, init, u)
 	}
 	if ev.Enabled() {
 		ev.Msg(line)

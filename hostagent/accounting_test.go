@@ -179,12 +179,18 @@ func TestBilledMs(t *testing.T) {
 
 func TestReportLine(t *testing.T) {
 	u := &Usage{CPU: 3200 * time.Microsecond, MemoryPeakBytes: 21 << 20, TxBytes: 120, NetworkMeasured: true}
-	got := reportLine("r1", 12340*time.Microsecond, billedMs(12340*time.Microsecond), 128, u)
+	got := reportLine("r1", 12340*time.Microsecond, billedMs(12340*time.Microsecond), 128, 0, u)
 	want := "REPORT RequestId: r1 Duration: 12.34 ms Billed Duration: 13 ms Memory Size: 128 MB Max Memory Used: 21 MB CPU: 3.2 ms Net: rx 0 B tx 120 B"
 	if got != want {
 		t.Errorf("got  %q\nwant %q", got, want)
 	}
-	if got := reportLine("r2", time.Millisecond, 1, 256, nil); got != "REPORT RequestId: r2 Duration: 1.00 ms Billed Duration: 1 ms Memory Size: 256 MB" {
+	if got := reportLine("r2", time.Millisecond, 1, 256, 0, nil); got != "REPORT RequestId: r2 Duration: 1.00 ms Billed Duration: 1 ms Memory Size: 256 MB" {
 		t.Errorf("unmeasured: %q", got)
+	}
+	// A container's first invocation: its start, as Lambda's Init Duration.
+	got = reportLine("r3", 2*time.Millisecond, 2, 128, 8765*time.Microsecond, u)
+	want = "REPORT RequestId: r3 Duration: 2.00 ms Billed Duration: 2 ms Memory Size: 128 MB Max Memory Used: 21 MB Init Duration: 8.77 ms CPU: 3.2 ms Net: rx 0 B tx 120 B"
+	if got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
 	}
 }

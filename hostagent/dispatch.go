@@ -356,7 +356,7 @@ func (a *Agent) finish(ctx context.Context, log zerolog.Logger, r *invokeRun, er
 	if r.metering.on {
 		a.usageMetrics.countMetering(r.metering.cpu * meterSampleEvery)
 	}
-	usage, line := a.recordUsage(log, req, time.Duration(res.DurationNs), wall, c.memoryMB, u, r.logID != "")
+	usage, line := a.recordUsage(log, req, time.Duration(res.DurationNs), wall, time.Duration(initNs), c.memoryMB, u, r.logID != "")
 	if r.logID != "" {
 		a.shipReport(log, in, r.client, req, c, r.logID, line, res, initNs, u)
 	}
