@@ -52,6 +52,8 @@ type Agent struct {
 	trees    *codefetch.Trees // packages extracted once per host (<StateDir>/codes)
 	seq      uint64           // container id counter
 	meterSeq atomic.Uint64    // invocations, for sampling the meter's CPU
+	// boostMu guards instances' boosts and orders their quota writes.
+	boostMu sync.Mutex
 
 	// acct is set by Run before serving (nil: accounting off).
 	acct         Accounting

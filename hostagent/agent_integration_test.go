@@ -10,12 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/ember-run/ember/engine/pool"
+	"github.com/ember-run/ember/hostagent/cgroup"
 	"github.com/ember-run/ember/hostagent/codefetch"
 	"github.com/ember-run/ember/hostagent/dispatchpb"
 	"github.com/ember-run/ember/hostagent/sandbox"
@@ -169,6 +171,7 @@ func TestAgentIntegration(t *testing.T) {
 	a, err := New(Config{
 		AgentID: agentID, ListenAddr: "127.0.0.1:0", StateDir: filepath.Join(searchableTempDir(t), "agent"),
 		Pool: map[string]int{"m128": 1, "m256": 1}, MaxInstances: 4,
+		InitCPUBoost:      2,
 		MappedRootUID:     rt.HostRootUID(),
 		HeartbeatInterval: 200 * time.Millisecond, HeartbeatTTL: 5 * time.Second,
 	}, deps)
@@ -239,6 +242,7 @@ func TestAgentIntegration(t *testing.T) {
 		t.Fatalf("response %s: %v", resp.Payload, err)
 	}
 	checkUsage(t, "first dispatch", resp.GetUsage())
+	checkQuotasPutBack(t, a, claim.InstanceID)
 	if err := pst.Release(ctx, claim, vk, true); err != nil {
 		t.Fatal(err)
 	}
@@ -384,4 +388,31 @@ func gathered(t *testing.T, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// checkQuotasPutBack checks that the CPU boost of the starts on instance id
+// ended with their runtimes' first GET /next, which came before the
+// results: the instance and its containers have their own CFS quotas (128
+// MB: 0.1 vCPU for a function, 0.3 for its instance).
+func checkQuotasPutBack(t *testing.T, a *Agent, id string) {
+	t.Helper()
+	a.mu.Lock()
+	in := a.insts[id]
+	dirs := map[string]string{filepath.Join(cgroup.Root, "cpu", in.cgroupPath): "3000"}
+	for _, c := range in.containers {
+		dirs[c.cg.Path("cpu")] = "1000"
+	}
+	a.mu.Unlock()
+	if len(dirs) < 2 {
+		t.Fatalf("instance %s has no container", id)
+	}
+	for dir, want := range dirs {
+		b, err := os.ReadFile(filepath.Join(dir, "cpu.cfs_quota_us"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.TrimSpace(string(b)); got != want {
+			t.Errorf("%s: CFS quota %s after the start, want %s", dir, got, want)
+		}
+	}
 }

@@ -646,7 +646,7 @@ func TestConfigValidate(t *testing.T) {
 	d := good.WithDefaults()
 	if d.ListenAddr != DefaultListenAddr || d.MaxInstances != 32 || d.Pool["m128"] != 4 || d.ContainerKeepAlive != 10*time.Minute ||
 		d.InstanceKeepAlive != 15*time.Minute || d.MaxContainersPerInstance != 4 || d.HeartbeatTTL != 10*time.Second ||
-		d.InstancesCPUShares != DefaultInstancesCPUShares {
+		d.InstancesCPUShares != DefaultInstancesCPUShares || d.InitCPUBoost != 0 || d.InitCPUBoostFor != time.Second {
 		t.Fatalf("defaults = %+v", d)
 	}
 	for name, c := range map[string]Config{
@@ -655,6 +655,9 @@ func TestConfigValidate(t *testing.T) {
 		"pool over max":      {AgentID: "a", StateDir: "/x", Pool: map[string]int{"m128": 5}, MaxInstances: 4},
 		"ttl below interval": {AgentID: "a", StateDir: "/x", HeartbeatInterval: 5 * time.Second, HeartbeatTTL: time.Second},
 		"instances' weight":  {AgentID: "a", StateDir: "/x", InstancesCPUShares: 262145},
+		"negative boost":     {AgentID: "a", StateDir: "/x", InitCPUBoost: -1},
+		"boost over a host":  {AgentID: "a", StateDir: "/x", InitCPUBoost: 257},
+		"boost for an hour":  {AgentID: "a", StateDir: "/x", InitCPUBoost: 1, InitCPUBoostFor: time.Hour},
 	} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%s: Validate accepted %+v", name, c)

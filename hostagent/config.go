@@ -92,6 +92,18 @@ type Config struct {
 	// invocations wait on run first; each instance stays capped by its own
 	// CFS quota. Set by NewContainerd. Default: DefaultInstancesCPUShares.
 	InstancesCPUShares uint64
+	// InitCPUBoost is the CPU, in vCPUs, a container may use while it
+	// starts when that is more than its function's share: from its cgroup's
+	// creation until its runtime first asks for an invocation (GET
+	// /runtime/invocation/next), at most InitCPUBoostFor. The container's
+	// CFS quota and its instance's (with sandbox.InitVCPU on top) are lifted
+	// to it and put back afterwards. A quota is a ceiling, not a share:
+	// when the host is short of CPU, instances still share it by weight.
+	// Default: 0, off (the commands' --init-cpu-boost defaults to
+	// DefaultInitCPUBoost).
+	InitCPUBoost float64
+	// InitCPUBoostFor bounds one boost. Default: 1s.
+	InitCPUBoostFor time.Duration
 	// InstancePidsLimit bounds the processes of one instance. Default: 1024.
 	InstancePidsLimit int64
 	// ContainerPidsLimit bounds the processes of one container. Default: 256.
@@ -156,6 +168,15 @@ const (
 	// at 1,000 events/s on a saturated 2-core host, event-to-start p99
 	// went from 6-39 ms (1024) to under 6.25 ms (docs/architecture.md).
 	DefaultInstancesCPUShares = 8192
+	// DefaultInitCPUBoost is one vCPU: a 1024 MB function's start (a pool
+	// hit) was no longer throttled, and two were no faster on a 2-core host
+	// (docs/architecture.md).
+	DefaultInitCPUBoost = 1.0
+
+	// maxInitCPUBoost and maxInitCPUBoostFor bound the settings: a boost is
+	// for a start, not a way out of the function's quota.
+	maxInitCPUBoost    = 256
+	maxInitCPUBoostFor = time.Minute
 )
 
 // DefaultPoolSpec is the default warming pool target in ParsePool's form:
@@ -228,6 +249,9 @@ func (c *Config) setDefaults() {
 	if c.InstancesCPUShares == 0 {
 		c.InstancesCPUShares = DefaultInstancesCPUShares
 	}
+	if c.InitCPUBoostFor == 0 {
+		c.InitCPUBoostFor = time.Second
+	}
 	if c.InstancePidsLimit == 0 {
 		c.InstancePidsLimit = 1024
 	}
@@ -289,6 +313,9 @@ func (c Config) Validate() error {
 	case c.InstancesCPUShares < cgroup.MinShares || c.InstancesCPUShares > cgroup.MaxShares:
 		return fmt.Errorf("hostagent: InstancesCPUShares %d must be %d to %d (the kernel's cpu.shares range)",
 			c.InstancesCPUShares, cgroup.MinShares, cgroup.MaxShares)
+	case c.InitCPUBoost < 0 || c.InitCPUBoost > maxInitCPUBoost || c.InitCPUBoostFor < 0 || c.InitCPUBoostFor > maxInitCPUBoostFor:
+		return fmt.Errorf("hostagent: InitCPUBoost %g must be 0 to %d vCPUs and InitCPUBoostFor %v at most %v",
+			c.InitCPUBoost, maxInitCPUBoost, c.InitCPUBoostFor, maxInitCPUBoostFor)
 	case c.Accounting != AccountingEBPF && c.Accounting != AccountingCgroup && c.Accounting != AccountingOff:
 		return fmt.Errorf("hostagent: Accounting %q must be %q, %q or %q", c.Accounting, AccountingEBPF, AccountingCgroup, AccountingOff)
 	}

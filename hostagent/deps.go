@@ -75,6 +75,8 @@ type CgroupChild interface {
 	// Path is the cgroup's directory for a controller (cgroup.Unified for
 	// cgroup2), "" if it has none.
 	Path(ctrl string) string
+	// SetCPUQuota changes the CFS quota Create gave it (a start's boost).
+	SetCPUQuota(quotaUs int64) error
 }
 
 // Cgroups creates child cgroups (hostagent/cgroup in production).
@@ -85,6 +87,8 @@ type Cgroups interface {
 	// Open returns the cgroup <instanceCgroupPath>/<name> that Create made,
 	// without fds: a container reattached after the agent restarted.
 	Open(instanceCgroupPath, name string) (CgroupChild, error)
+	// SetInstanceCPUQuota changes an instance's CFS quota (a start's boost).
+	SetInstanceCPUQuota(instanceCgroupPath string, quotaUs int64) error
 }
 
 // Deps are the agent's collaborators.

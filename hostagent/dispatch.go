@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/ember-run/ember/hostagent/sandbox"
-
 	"github.com/ember-run/ember/engine/pool"
 	"github.com/ember-run/ember/hostagent/codefetch"
 	"github.com/ember-run/ember/hostagent/dispatchpb"
@@ -406,10 +404,7 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 	a.seq++
 	id := key[:12] + "-" + strconv.FormatUint(a.seq, 10)
 	a.mu.Unlock()
-	vcpu := sandbox.FunctionVCPU(mem)
-	if in.subpool != nil { // the sub-pool's CPU, less ember-init's headroom
-		vcpu = max(float64(in.subpool.MilliCPU)/1000-sandbox.InitVCPU, sandbox.MinVCPU)
-	}
+	vcpu := containerVCPU(in, mem)
 	cg, err := a.deps.Cgroups.Create(in.cgroupPath, id, in.hostUID, CgroupLimits{
 		MemoryBytes: mem << 20, CPUShares: a.cfg.cpuShares(mem), PidsLimit: a.cfg.ContainerPidsLimit,
 		VCPU: vcpu,
@@ -425,6 +420,7 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 		cg.CloseFDs()
 		return nil, status.Error(codes.Unimplemented, "this agent has no network for containers: egress is off")
 	}
+	boosted := a.startBoost(log, in, id, cg, vcpu)
 	fds, names := cg.FDs()
 	tCgroup := time.Now()
 	var spare *spareNetns
@@ -440,8 +436,9 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 		// With egress, the process starts on the first Invoke, once its
 		// network namespace (sent back in Started) is attached; in one set
 		// aside and attached already, at once.
-		DeferSpawn: egress && spare == nil,
-		State:      state,
+		DeferSpawn:  egress && spare == nil,
+		State:       state,
+		ReportReady: boosted,
 	}
 	if spare != nil {
 		sc.Netns = spare.id
@@ -482,6 +479,7 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 			}
 			_ = unix.Close(netnsFD)
 		}
+		a.endBoost(in, id)
 		closeMeter(log, meter)
 		if rerr := cg.Remove(); rerr != nil {
 			log.Warn().Err(rerr).Msg("remove container cgroup")

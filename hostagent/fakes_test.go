@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -112,13 +113,15 @@ type fakeInit struct {
 	ln *net.UnixListener
 	wg sync.WaitGroup
 
-	mu       sync.Mutex
-	conns    []*initproto.Conn
-	running  map[string]bool // container id -> has a process
-	started  []initproto.StartContainer
-	stopped  []string
-	invoked  int
-	fdCounts []int
+	mu      sync.Mutex
+	conns   []*initproto.Conn
+	running map[string]bool // container id -> has a process
+	// reportReady: the container's Start asked for TypeReady.
+	reportReady map[string]bool
+	started     []initproto.StartContainer
+	stopped     []string
+	invoked     int
+	fdCounts    []int
 	// events is what happened in order: "invoke ID", "stop ID".
 	events []string
 	// hold, while set, delays the answer to every Stop until it is closed
@@ -164,7 +167,7 @@ func startFakeInit(id, path string) (*fakeInit, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &fakeInit{id: id, ln: ln, running: map[string]bool{}}
+	f := &fakeInit{id: id, ln: ln, running: map[string]bool{}, reportReady: map[string]bool{}}
 	f.wg.Add(1)
 	go f.accept()
 	return f, nil
@@ -213,6 +216,7 @@ func (f *fakeInit) serve(conn *initproto.Conn) {
 			f.mu.Lock()
 			f.started = append(f.started, sc)
 			f.running[sc.ContainerID] = false
+			f.reportReady[sc.ContainerID] = sc.ReportReady
 			f.fdCounts = append(f.fdCounts, len(fr.FDs))
 			f.mu.Unlock()
 			_ = conn.Write(initproto.TypeStarted, fr.Seq, initproto.Started{ContainerID: sc.ContainerID, Pid: 42}, nil)
@@ -235,6 +239,9 @@ func (f *fakeInit) serve(conn *initproto.Conn) {
 				if !hasProc {
 					res.InitDurationNs = 1000
 					f.running[inv.ContainerID] = true
+					if f.reportReady[inv.ContainerID] && string(fr.Body) != "no-ready" { // its runtime's first GET /next
+						_ = conn.Write(initproto.TypeReady, 0, initproto.Ready{ContainerID: inv.ContainerID}, nil)
+					}
 				}
 			}
 			hold := f.invokeHold
@@ -314,6 +321,21 @@ type fakeCgroups struct {
 	mu      sync.Mutex
 	made    map[string]CgroupLimits
 	removed map[string]bool
+	// quotas are the CFS quota changes, in order: "<path> <us>".
+	quotas []string
+}
+
+func (f *fakeCgroups) SetInstanceCPUQuota(path string, us int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.quotas = append(f.quotas, fmt.Sprintf("%s %d", path, us))
+	return nil
+}
+
+func (f *fakeCgroups) quotaLog() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.quotas...)
 }
 
 func newFakeCgroups() *fakeCgroups {
@@ -358,6 +380,16 @@ func (c *fakeChild) OOMKills() int64             { return 0 }
 func (c *fakeChild) MemoryUsage() (int64, error) { return 0, nil }
 func (c *fakeChild) Freeze(bool) error           { return nil }
 func (c *fakeChild) Path(string) string          { return "" }
+func (c *fakeChild) SetCPUQuota(us int64) error {
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	if c.f.removed[c.path] {
+		return fs.ErrNotExist
+	}
+	c.f.quotas = append(c.f.quotas, fmt.Sprintf("%s %d", c.path, us))
+	return nil
+}
+
 func (c *fakeChild) Remove() error {
 	c.f.mu.Lock()
 	c.f.removed[c.path] = true

@@ -35,15 +35,22 @@ type initClient struct {
 	calls map[string]chan callFrame
 	err   error // set once, when the read loop ends
 
-	dead     chan struct{} // closed when the read loop ends
-	onExited func(initproto.Exited)
+	dead   chan struct{} // closed when the read loop ends
+	events initEvents
+}
+
+// initEvents handle ember-init's events on one connection (in the read
+// loop: they must be quick).
+type initEvents struct {
+	exited func(initproto.Exited)
+	ready  func(initproto.Ready)
 }
 
 // dialInit connects to ember-init's socket at path, retrying while the
 // socket does not exist or refuses (the instance is still booting) until ctx
 // is done, and waits for Hello from wantID. Without booting, an instance
 // that should be running, it tries once.
-func dialInit(ctx context.Context, path, wantID string, booting bool, onExited func(initproto.Exited)) (*initClient, error) {
+func dialInit(ctx context.Context, path, wantID string, booting bool, events initEvents) (*initClient, error) {
 	var uc *net.UnixConn
 	for {
 		var d net.Dialer
@@ -94,10 +101,10 @@ func dialInit(ctx context.Context, path, wantID string, booting bool, onExited f
 	}
 	c := &initClient{
 		conn: conn, hello: h,
-		pending:  map[uint32]chan *initproto.Frame{},
-		calls:    map[string]chan callFrame{},
-		dead:     make(chan struct{}),
-		onExited: onExited,
+		pending: map[uint32]chan *initproto.Frame{},
+		calls:   map[string]chan callFrame{},
+		dead:    make(chan struct{}),
+		events:  events,
 	}
 	go c.readLoop()
 	return c, nil
@@ -117,11 +124,19 @@ func (c *initClient) readLoop() {
 		if err != nil {
 			break
 		}
-		if f.Type == initproto.TypeExited {
+		switch f.Type {
+		case initproto.TypeExited:
 			closeFDs(f.FDs)
 			var ev initproto.Exited
-			if f.Decode(&ev) == nil && c.onExited != nil {
-				c.onExited(ev)
+			if f.Decode(&ev) == nil && c.events.exited != nil {
+				c.events.exited(ev)
+			}
+			continue
+		case initproto.TypeReady:
+			closeFDs(f.FDs)
+			var ev initproto.Ready
+			if f.Decode(&ev) == nil && c.events.ready != nil {
+				c.events.ready(ev)
 			}
 			continue
 		}

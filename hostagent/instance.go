@@ -76,6 +76,9 @@ type instance struct {
 	sparing bool
 	// noSpareUntil: setting one aside failed; not tried again before.
 	noSpareUntil time.Time
+	// boosts are its containers whose start's CPU boost runs (boost.go),
+	// by container id; guarded by Agent.boostMu.
+	boosts map[string]*boost
 
 	// Guarded by op.
 	containers map[string]*container // by container key

@@ -89,7 +89,7 @@ func (a *Agent) boot(in *instance) error {
 	if err != nil {
 		return fmt.Errorf("create: %w", err)
 	}
-	client, err := dialInit(ctx, filepath.Join(in.sockDir(), initproto.SocketName), in.id, true, a.onExited(in))
+	client, err := dialInit(ctx, filepath.Join(in.sockDir(), initproto.SocketName), in.id, true, a.initEvents(in))
 	if err != nil {
 		return err
 	}
@@ -134,11 +134,16 @@ func (a *Agent) resolvConf() string {
 	return b.String()
 }
 
-func (a *Agent) onExited(in *instance) func(initproto.Exited) {
-	return func(ev initproto.Exited) {
-		// ember-init respawns the process on the next Invoke; nothing to do.
-		a.log.Info().Str("instance", in.id).Str("container", ev.ContainerID).
-			Int("exit_code", ev.ExitCode).Str("signal", ev.Signal).Msg("container process exited")
+// initEvents are what the agent does on in's ember-init's events.
+func (a *Agent) initEvents(in *instance) initEvents {
+	return initEvents{
+		exited: func(ev initproto.Exited) {
+			// ember-init respawns the process on the next Invoke.
+			a.log.Info().Str("instance", in.id).Str("container", ev.ContainerID).
+				Int("exit_code", ev.ExitCode).Str("signal", ev.Signal).Msg("container process exited")
+			a.endBoost(in, ev.ContainerID)
+		},
+		ready: func(ev initproto.Ready) { a.endBoost(in, ev.ContainerID) },
 	}
 }
 

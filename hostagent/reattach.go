@@ -16,6 +16,7 @@ import (
 
 	"github.com/ember-run/ember/engine/pool"
 	"github.com/ember-run/ember/hostagent/initproto"
+	"github.com/ember-run/ember/hostagent/sandbox"
 )
 
 // Restarts keep the pool warm: at a clean stop with Config.KeepInstances,
@@ -225,7 +226,7 @@ func (a *Agent) reattachOne(ctx context.Context, log zerolog.Logger, dir string,
 	}
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	client, err := dialInit(dctx, filepath.Join(in.sockDir(), initproto.SocketName), in.id, false, a.onExited(in))
+	client, err := dialInit(dctx, filepath.Join(in.sockDir(), initproto.SocketName), in.id, false, a.initEvents(in))
 	if err != nil {
 		return nil, err
 	}
@@ -288,6 +289,16 @@ func (a *Agent) reattachOne(ctx context.Context, log zerolog.Logger, dir string,
 			return fail(err)
 		}
 	}
+	// A start's CPU boost does not outlive the agent that gave it: the
+	// quotas go back to their own, containers first (boost.go).
+	for _, c := range in.containers {
+		if err := c.cg.SetCPUQuota(sandbox.QuotaUs(containerVCPU(in, c.memoryMB))); err != nil {
+			log.Warn().Err(err).Str("container", c.id).Msg("put back the container's CPU quota")
+		}
+	}
+	a.boostMu.Lock()
+	a.restoreInstanceQuota(log, in)
+	a.boostMu.Unlock()
 	a.mu.Lock()
 	in.client = client
 	a.insts[in.id] = in

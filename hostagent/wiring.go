@@ -48,6 +48,11 @@ func (hostCgroups) Open(instanceCgroupPath, name string) (CgroupChild, error) {
 	return c, nil
 }
 
+// SetInstanceCPUQuota implements Cgroups.
+func (hostCgroups) SetInstanceCPUQuota(instanceCgroupPath string, quotaUs int64) error {
+	return cgroup.SetCPUQuota(instanceCgroupPath, quotaUs)
+}
+
 var _ Runtime = (*sandbox.Runtime)(nil)
 
 // LabelAgent is the containerd label naming the agent that owns an

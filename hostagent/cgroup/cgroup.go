@@ -244,6 +244,30 @@ func SetParentShares(cgroupPath string, shares uint64) error {
 	return writeFile(dir, "cpu.shares", strconv.FormatUint(shares, 10))
 }
 
+// SetCPUQuota sets the CFS quota (cpu.cfs_quota_us, at the period in
+// force) of the instance whose runc cgroupsPath is cgroupPath: the agent
+// lifts it while a container starts and puts it back afterwards. The
+// kernel refuses a quota below one of the cgroup's children's: lower the
+// children first.
+func SetCPUQuota(cgroupPath string, quotaUs int64) error {
+	if !strings.HasPrefix(cgroupPath, "/") || filepath.Clean(cgroupPath) != cgroupPath || cgroupPath == "/" {
+		return fmt.Errorf("cgroup: %q: want an absolute, clean cgroup path", cgroupPath)
+	}
+	return setQuota(filepath.Join(Root, "cpu", cgroupPath), quotaUs)
+}
+
+// SetCPUQuota sets the child's CFS quota (cpu.cfs_quota_us) after Create:
+// its burst stays what Create gave it (at most the quota it made it with),
+// so a quota raised and put back keeps it valid.
+func (c *Child) SetCPUQuota(quotaUs int64) error { return setQuota(c.paths["cpu"], quotaUs) }
+
+func setQuota(dir string, quotaUs int64) error {
+	if quotaUs < 1000 {
+		return fmt.Errorf("cgroup: CFS quota %d us: want at least 1000 (the kernel's floor)", quotaUs)
+	}
+	return writeFile(dir, "cpu.cfs_quota_us", strconv.FormatInt(quotaUs, 10))
+}
+
 func writeFile(dir, file, value string) error {
 	p := filepath.Join(dir, file)
 	if err := os.WriteFile(p, []byte(value), 0); err != nil {

@@ -283,3 +283,59 @@ func TestSetParentShares(t *testing.T) {
 		}
 	}
 }
+
+// A start's boost: the instance's quota lifted, then its child's; put back
+// the other way round, as the kernel refuses a parent quota below a
+// child's. The child keeps its burst throughout.
+func TestSetCPUQuota(t *testing.T) {
+	parent := parentCgroup(t)
+	pdir := filepath.Join(cgroup.Root, "cpu", parent)
+	if err := os.WriteFile(filepath.Join(pdir, "cpu.cfs_period_us"), []byte("10000"), 0); err != nil { // as runc sets it
+		t.Fatal(err)
+	}
+	if err := cgroup.SetCPUQuota(parent, 7800); err != nil {
+		t.Fatal(err)
+	}
+	child, err := cgroup.Create(parent, "c1", 100000, cgroup.Limits{CPUQuotaUs: 5800, CPUPeriodUs: 10000, CPUBurstUs: 5800})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = child.Remove(); child.CloseFDs() })
+	read := func(dir, file string) string {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(dir, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	if err := cgroup.SetCPUQuota(parent, 22000); err != nil {
+		t.Fatal(err)
+	}
+	if err := child.SetCPUQuota(20000); err != nil {
+		t.Fatal(err)
+	}
+	if p, c := read(pdir, "cpu.cfs_quota_us"), read(child.Path("cpu"), "cpu.cfs_quota_us"); p != "22000" || c != "20000" {
+		t.Fatalf("lifted quotas: instance %s, child %s", p, c)
+	}
+	if err := cgroup.SetCPUQuota(parent, 7800); err == nil {
+		t.Fatal("the instance's quota went below its child's")
+	}
+	if err := child.SetCPUQuota(5800); err != nil {
+		t.Fatal(err)
+	}
+	if err := cgroup.SetCPUQuota(parent, 7800); err != nil {
+		t.Fatal(err)
+	}
+	if p, c, b := read(pdir, "cpu.cfs_quota_us"), read(child.Path("cpu"), "cpu.cfs_quota_us"), read(child.Path("cpu"), "cpu.cfs_burst_us"); p != "7800" || c != "5800" || b != "5800" {
+		t.Fatalf("quotas put back: instance %s, child %s (burst %s)", p, c, b)
+	}
+	for _, bad := range []struct {
+		path  string
+		quota int64
+	}{{"ember", 5000}, {"/ember/../x", 5000}, {"/", 5000}, {parent, 999}} {
+		if err := cgroup.SetCPUQuota(bad.path, bad.quota); err == nil {
+			t.Errorf("SetCPUQuota(%q, %d) = nil, want an error", bad.path, bad.quota)
+		}
+	}
+}

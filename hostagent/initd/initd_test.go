@@ -445,3 +445,35 @@ func TestPreloadStartsAheadOfTheFirstInvoke(t *testing.T) {
 		t.Fatalf("first invoke after the pre-load: %+v %s; want ok with no init", res, body)
 	}
 }
+
+// A start that asks for it (ReportReady) gets a Ready event at its
+// process's first GET /next, ahead of that invocation's result; one that
+// does not gets none.
+func TestReadyEvent(t *testing.T) {
+	e := startServer(t, nil)
+	c := e.dial(t)
+	sp := spec("ready", "kafka-echo")
+	sp.ReportReady = true
+	c.mustStart(sp)
+	c.mustStart(spec("quiet", "kafka-echo"))
+	if res, body := c.invoke("ready", "inv-1", 10*time.Second, kafkaPayload(t, "a")); res.Status != initproto.StatusOK {
+		t.Fatalf("result %+v body %s", res, body)
+	}
+	select {
+	case f := <-c.events:
+		var ev initproto.Ready
+		if f.Type != initproto.TypeReady || f.Decode(&ev) != nil || ev.ContainerID != "ready" {
+			t.Fatalf("event type %d %+v, want Ready of container ready", f.Type, ev)
+		}
+	default:
+		t.Fatal("no Ready event before the first invocation's result")
+	}
+	if res, body := c.invoke("quiet", "inv-2", 10*time.Second, kafkaPayload(t, "b")); res.Status != initproto.StatusOK {
+		t.Fatalf("result %+v body %s", res, body)
+	}
+	select {
+	case f := <-c.events:
+		t.Fatalf("event type %d for a start that did not ask", f.Type)
+	default:
+	}
+}

@@ -159,6 +159,9 @@ func serveError(ctx *fasthttp.RequestCtx, err error) {
 func (p *process) serveNext(ctx *fasthttp.RequestCtx) {
 	if p.firstNext.CompareAndSwap(0, time.Now().UnixNano()) {
 		close(p.ready)
+		if p.c.spec.ReportReady {
+			p.c.s.event(initproto.TypeReady, initproto.Ready{ContainerID: p.c.id})
+		}
 	}
 	var inv *invocation
 	select {

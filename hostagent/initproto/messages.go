@@ -44,6 +44,10 @@ const (
 	// call ran; the invocation carries on. Neither has a reply.
 	TypeCall
 	TypeCallResult
+	// TypeReady is an event from ember-init, sent when StartContainer asked
+	// for it (ReportReady): a process of the container asked for its first
+	// invocation, its start-up is over (Ready). No reply.
+	TypeReady
 )
 
 // FD names used in StartContainer.FDNames.
@@ -105,6 +109,14 @@ type StartContainer struct {
 	// Netns names a network namespace set aside with TypeNetns that the
 	// container takes instead of a new one ("" for a new one).
 	Netns string `json:"netns,omitempty"`
+	// ReportReady asks for a TypeReady event at each of the container's
+	// processes' first GET /next: the agent ends the start's CPU boost then.
+	ReportReady bool `json:"report_ready,omitempty"`
+}
+
+// Ready is TypeReady's event: container ContainerID's process is ready.
+type Ready struct {
+	ContainerID string `json:"container_id"`
 }
 
 // Netns is TypeNetns's request and NetnsReady its answer (with FDNetns

@@ -213,11 +213,14 @@ func (s *InstanceSpec) Validate() error {
 	return nil
 }
 
-// instanceQuotaUs is the CFS quota of a whole instance: MilliCPU when set,
-// else its function's CPU plus InitVCPU.
-func (s *InstanceSpec) instanceQuotaUs() int64 {
-	if s.MilliCPU > 0 {
-		return QuotaUs(float64(s.MilliCPU) / 1000)
+// instanceQuotaUs is the CFS quota of a whole instance (InstanceVCPU).
+func (s *InstanceSpec) instanceQuotaUs() int64 { return QuotaUs(InstanceVCPU(s.MemoryMB, s.MilliCPU)) }
+
+// InstanceVCPU is the CPU bandwidth of a whole instance: milliCPU when set
+// (a sub-pool's), else its function's CPU (memoryMB) plus InitVCPU.
+func InstanceVCPU(memoryMB, milliCPU int64) float64 {
+	if milliCPU > 0 {
+		return float64(milliCPU) / 1000
 	}
-	return QuotaUs(FunctionVCPU(s.MemoryMB) + InitVCPU)
+	return FunctionVCPU(memoryMB) + InitVCPU
 }
