@@ -171,7 +171,7 @@ func TestAgentIntegration(t *testing.T) {
 	a, err := New(Config{
 		AgentID: agentID, ListenAddr: "127.0.0.1:0", StateDir: filepath.Join(searchableTempDir(t), "agent"),
 		Pool: map[string]int{"m128": 1, "m256": 1}, MaxInstances: 4,
-		InitCPUBoost:      2,
+		InitCPUBoost: 2, InitCPUBoostFor: time.Minute, // Ready, not the bound, must end it
 		MappedRootUID:     rt.HostRootUID(),
 		HeartbeatInterval: 200 * time.Millisecond, HeartbeatTTL: 5 * time.Second,
 	}, deps)

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -658,6 +659,7 @@ func TestConfigValidate(t *testing.T) {
 		"negative boost":     {AgentID: "a", StateDir: "/x", InitCPUBoost: -1},
 		"boost over a host":  {AgentID: "a", StateDir: "/x", InitCPUBoost: 257},
 		"boost for an hour":  {AgentID: "a", StateDir: "/x", InitCPUBoost: 1, InitCPUBoostFor: time.Hour},
+		"boost NaN":          {AgentID: "a", StateDir: "/x", InitCPUBoost: math.NaN()},
 	} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%s: Validate accepted %+v", name, c)

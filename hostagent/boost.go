@@ -21,7 +21,14 @@ import (
 // only hands out CPU nobody else wants. The kernel (cgroup v1) refuses a
 // parent quota below a child's, so a child is lifted after its instance
 // and put back before it, and an instance goes back once none of its
-// containers is boosted.
+// containers is boosted. A boost the bound ended (a start-up that spins)
+// leaves its instance without one for boostCooldown, so that a tenant who
+// keeps starting containers cannot keep its instance lifted. Sub-pool
+// instances are not boosted: their CPU is the tenant's declared and
+// reserved constraint.
+
+// boostCooldown is how long an instance whose boost ran out gets none.
+const boostCooldown = time.Minute
 
 // boost is one container's lifted quota.
 type boost struct {
@@ -35,13 +42,18 @@ type boost struct {
 // startBoost lifts the quota of container id (cgroup cg, whose own quota is
 // vcpu) and of its instance, unless the boost is off or no more than the
 // function's share, and reports whether it did. endBoost ends it.
-func (a *Agent) startBoost(log zerolog.Logger, in *instance, id string, cg CgroupChild, vcpu float64) bool {
+func (a *Agent) startBoost(log zerolog.Logger, in *instance, client *initClient, id string, cg CgroupChild, vcpu float64) bool {
 	boosted := sandbox.QuotaUs(a.cfg.InitCPUBoost)
-	if boosted <= sandbox.QuotaUs(vcpu) {
+	// An ember-init of before Ready (an instance kept across the agent's
+	// upgrade) would leave every boost to the bound.
+	if boosted <= sandbox.QuotaUs(vcpu) || in.subpool != nil || !client.hello.Ready {
 		return false
 	}
 	a.boostMu.Lock()
 	defer a.boostMu.Unlock()
+	if time.Now().Before(in.noBoostUntil) {
+		return false
+	}
 	if len(in.boosts) == 0 {
 		if err := a.deps.Cgroups.SetInstanceCPUQuota(in.cgroupPath, max(boosted+sandbox.QuotaUs(sandbox.InitVCPU), a.instanceQuotaUs(in))); err != nil {
 			log.Warn().Err(err).Msg("CPU boost: lift the instance's quota")
@@ -60,13 +72,16 @@ func (a *Agent) startBoost(log zerolog.Logger, in *instance, id string, cg Cgrou
 	}
 	b := &boost{in: in, id: id, cg: cg, normal: sandbox.QuotaUs(vcpu)}
 	in.boosts[id] = b
-	b.timer = time.AfterFunc(a.cfg.InitCPUBoostFor, func() { a.endBoost(in, id) })
+	b.timer = time.AfterFunc(a.cfg.InitCPUBoostFor, func() { a.finishBoost(in, id, true) })
 	return true
 }
 
 // endBoost puts back the quotas container id of in had before its start's
 // boost, if it has one.
-func (a *Agent) endBoost(in *instance, id string) {
+func (a *Agent) endBoost(in *instance, id string) { a.finishBoost(in, id, false) }
+
+// finishBoost is endBoost; expired: the bound ended it.
+func (a *Agent) finishBoost(in *instance, id string, expired bool) {
 	a.boostMu.Lock()
 	defer a.boostMu.Unlock()
 	b := in.boosts[id]
@@ -75,12 +90,25 @@ func (a *Agent) endBoost(in *instance, id string) {
 	}
 	b.timer.Stop()
 	delete(in.boosts, id)
+	if expired {
+		in.noBoostUntil = time.Now().Add(boostCooldown)
+	}
 	log := a.log.With().Str("instance", in.id).Str("container", id).Logger()
 	if err := b.cg.SetCPUQuota(b.normal); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		log.Warn().Err(err).Msg("CPU boost: put back the container's quota")
 	}
 	if len(in.boosts) == 0 {
 		a.restoreInstanceQuota(log, in)
+	}
+}
+
+// dropBoosts forgets in's boosts: it is being destroyed, its cgroups with it.
+func (a *Agent) dropBoosts(in *instance) {
+	a.boostMu.Lock()
+	defer a.boostMu.Unlock()
+	for id, b := range in.boosts {
+		b.timer.Stop()
+		delete(in.boosts, id)
 	}
 }
 

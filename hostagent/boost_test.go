@@ -56,6 +56,17 @@ func TestStartBoostIsBounded(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("quota changes %q, want %q", got, want)
 	}
+	// The instance's boost ran out: its next start gets none.
+	resp, err = h.client.Dispatch(context.Background(), h.req(c.InstanceID, "acme", "other", `{}`))
+	if err != nil || resp.Status != dispatchpb.Status_STATUS_OK || resp.Start != dispatchpb.StartKind_START_KIND_CONTAINER {
+		t.Fatalf("second start: %v %v", resp, err)
+	}
+	if got := h.cg.quotaLog(); len(got) != len(want) {
+		t.Fatalf("a start within the cooldown was boosted: %q", got)
+	}
+	if specs := h.rt.get(c.InstanceID).startedSpecs(); len(specs) != 2 || specs[1].ReportReady {
+		t.Fatalf("starts %+v: want a second one, not asking for Ready", specs)
+	}
 }
 
 // With the boost off, or no more than the function's share, quotas stay.

@@ -169,8 +169,7 @@ const (
 	// went from 6-39 ms (1024) to under 6.25 ms (docs/architecture.md).
 	DefaultInstancesCPUShares = 8192
 	// DefaultInitCPUBoost is one vCPU: a 1024 MB function's start (a pool
-	// hit) was no longer throttled, and two were no faster on a 2-core host
-	// (docs/architecture.md).
+	// hit) was no longer throttled, and two were no faster on a 2-core host.
 	DefaultInitCPUBoost = 1.0
 
 	// maxInitCPUBoost and maxInitCPUBoostFor bound the settings: a boost is
@@ -313,7 +312,7 @@ func (c Config) Validate() error {
 	case c.InstancesCPUShares < cgroup.MinShares || c.InstancesCPUShares > cgroup.MaxShares:
 		return fmt.Errorf("hostagent: InstancesCPUShares %d must be %d to %d (the kernel's cpu.shares range)",
 			c.InstancesCPUShares, cgroup.MinShares, cgroup.MaxShares)
-	case c.InitCPUBoost < 0 || c.InitCPUBoost > maxInitCPUBoost || c.InitCPUBoostFor < 0 || c.InitCPUBoostFor > maxInitCPUBoostFor:
+	case !(c.InitCPUBoost >= 0 && c.InitCPUBoost <= maxInitCPUBoost) || c.InitCPUBoostFor < 0 || c.InitCPUBoostFor > maxInitCPUBoostFor:
 		return fmt.Errorf("hostagent: InitCPUBoost %g must be 0 to %d vCPUs and InitCPUBoostFor %v at most %v",
 			c.InitCPUBoost, maxInitCPUBoost, c.InitCPUBoostFor, maxInitCPUBoostFor)
 	case c.Accounting != AccountingEBPF && c.Accounting != AccountingCgroup && c.Accounting != AccountingOff:

@@ -240,7 +240,7 @@ type invokeRun struct {
 	c        *container
 	req      *dispatchpb.DispatchRequest
 	kind     dispatchpb.StartKind
-	deliver  time.Duration
+	deliver  time.Duration // the container's start here (startContainer), 0 if it ran
 	logID    string
 	deadline int64 // unix ms, 0 for none
 	mark     Sample
@@ -342,7 +342,14 @@ func (a *Agent) finish(ctx context.Context, log zerolog.Logger, r *invokeRun, er
 		// A process was spawned for this invocation (first use, or a
 		// respawn after a crash or timeout): not a hot start.
 		kind = dispatchpb.StartKind_START_KIND_CONTAINER
-		initNs += r.deliver.Nanoseconds()
+		if r.deliver > 0 && res.HandlerStartUnixNs > 0 {
+			// Started here: from the start's beginning (the Invoke was sent
+			// right after it) to the handler's, as ember-init's spawn (its
+			// InitDurationNs begins there) is inside the start.
+			initNs = max(initNs, res.HandlerStartUnixNs-r.t0.Add(-r.deliver).UnixNano())
+		} else {
+			initNs += r.deliver.Nanoseconds()
+		}
 	}
 	ev := log.Debug()
 	if st != dispatchpb.Status_STATUS_OK {
@@ -420,7 +427,7 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 		cg.CloseFDs()
 		return nil, status.Error(codes.Unimplemented, "this agent has no network for containers: egress is off")
 	}
-	boosted := a.startBoost(log, in, id, cg, vcpu)
+	boosted := a.startBoost(log, in, client, id, cg, vcpu)
 	fds, names := cg.FDs()
 	tCgroup := time.Now()
 	var spare *spareNetns

@@ -191,7 +191,7 @@ func (f *fakeInit) accept() {
 		}
 		f.mu.Unlock()
 		sort.Strings(held)
-		if err := conn.Write(initproto.TypeHello, 0, initproto.Hello{InstanceID: f.id, Pid: 1, Version: "fake", Containers: held}, nil); err != nil {
+		if err := conn.Write(initproto.TypeHello, 0, initproto.Hello{InstanceID: f.id, Pid: 1, Version: "fake", Containers: held, Ready: true}, nil); err != nil {
 			continue
 		}
 		f.wg.Add(1)

@@ -77,8 +77,10 @@ type instance struct {
 	// noSpareUntil: setting one aside failed; not tried again before.
 	noSpareUntil time.Time
 	// boosts are its containers whose start's CPU boost runs (boost.go),
-	// by container id; guarded by Agent.boostMu.
-	boosts map[string]*boost
+	// by container id; noBoostUntil: one ran out, none before. Guarded by
+	// Agent.boostMu.
+	boosts       map[string]*boost
+	noBoostUntil time.Time
 
 	// Guarded by op.
 	containers map[string]*container // by container key

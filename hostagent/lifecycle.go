@@ -227,6 +227,7 @@ func (a *Agent) destroy(ctx context.Context, in *instance, reason string) {
 	if client != nil {
 		client.close()
 	}
+	a.dropBoosts(in)
 	if err := a.deps.Runtime.Destroy(ctx, in.id); err != nil {
 		a.log.Error().Err(err).Str("instance", in.id).Msg("destroy instance")
 	}
@@ -435,6 +436,7 @@ func (a *Agent) stopContainer(ctx context.Context, in *instance, c *container, d
 	if err := client.stop(ctx, c.id, a.cfg.StopGrace); err != nil {
 		log.Warn().Err(err).Msg("stop container")
 	}
+	a.endBoost(in, c.id) // stopped before its runtime was ready: no Exited comes
 	a.detachNetwork(ctx, c)
 	closeMeter(log, c.meter)
 	if err := c.cg.Remove(); err != nil {

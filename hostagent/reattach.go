@@ -342,6 +342,7 @@ func (a *Agent) raiseSeq(id string) {
 // dropContainer releases what is left of a container of in that is gone
 // or was stopped: its network address and its cgroup.
 func (a *Agent) dropContainer(ctx context.Context, log zerolog.Logger, in *instance, id, netID string) {
+	a.endBoost(in, id)
 	a.releaseNet(ctx, netID)
 	if cg, err := a.deps.Cgroups.Open(in.cgroupPath, id); err == nil {
 		if err := cg.Remove(); err != nil {

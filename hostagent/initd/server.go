@@ -212,7 +212,7 @@ func (s *Server) serveConn(ctx context.Context, c *initproto.Conn) {
 		s.dropSpares(c)
 		_ = c.Close()
 	}()
-	hello := initproto.Hello{InstanceID: s.cfg.InstanceID, Pid: os.Getpid(), Version: s.cfg.Version, Containers: s.containerIDs(), Wire: true}
+	hello := initproto.Hello{InstanceID: s.cfg.InstanceID, Pid: os.Getpid(), Version: s.cfg.Version, Containers: s.containerIDs(), Wire: true, Ready: true}
 	if err := c.Write(initproto.TypeHello, 0, hello, nil); err != nil {
 		s.log.Warn().Err(err).Msg("send hello")
 		return

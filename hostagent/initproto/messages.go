@@ -75,6 +75,9 @@ type Hello struct {
 	// Wire says ember-init reads Invoke in the wire format (wire.go) and
 	// then answers in it.
 	Wire bool `json:"wire,omitempty"`
+	// Ready says ember-init sends TypeReady when a start asks for it
+	// (StartContainer.ReportReady).
+	Ready bool `json:"ready,omitempty"`
 }
 
 // StartContainer describes one function container to start inside the instance.
