@@ -267,11 +267,14 @@ func (s *stack) start() {
 
 // waitWarm waits until the warming pool holds an instance (a refill after
 // a claim), for at most a minute.
-func (s *stack) waitWarm() {
+func (s *stack) waitWarm() { s.t.Helper(); s.waitWarmN(1) }
+
+// waitWarmN waits until the warming pool holds n instances.
+func (s *stack) waitWarmN(n int) {
 	s.t.Helper()
 	for deadline := time.Now().Add(time.Minute); ; {
 		st, err := s.admin.Status(s.ctx())
-		if err == nil && warm(st) > 0 {
+		if err == nil && warm(st) >= n {
 			return
 		}
 		if time.Now().After(deadline) {
