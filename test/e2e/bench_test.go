@@ -228,6 +228,10 @@ func BenchmarkStartLatency(b *testing.B) {
 	// previous one's boots (a burst of new tenants); then, on a stack of
 	// their own (a host's memory holds only so many 1024 MB instances),
 	// each with the pool back at its target (the host otherwise idle).
+	var tenants []string
+	for i := 0; i < rounds; i++ {
+		tenants = append(tenants, fmt.Sprintf("hit%d", i))
+	}
 	poolHits := func(s *stack, quiet bool) []time.Duration {
 		var out []time.Duration
 		for i := 0; i < rounds; i++ {
@@ -236,7 +240,7 @@ func BenchmarkStartLatency(b *testing.B) {
 			} else {
 				s.waitWarm()
 			}
-			d, kind := invokeAs(s, fmt.Sprintf("hit%d", i))
+			d, kind := invokeAs(s, tenants[i])
 			if kind != "pool_hit" {
 				b.Fatalf("round %d: start kind %s, want pool_hit", i, kind)
 			}
@@ -260,6 +264,7 @@ func BenchmarkStartLatency(b *testing.B) {
 	quietStack := newStack(b, "m1024=2", "--max-instances", "64")
 	hit := poolHits(quietStack, true)
 	quietStack.stop()
+	steps := startSteps(b, quietStack, tenants)
 
 	coldStack := newStack(b, "m1024=0,m128=1", "--max-instances", "64")
 	var cold []time.Duration
@@ -279,6 +284,7 @@ func BenchmarkStartLatency(b *testing.B) {
 	report(b, "ratio Ember hot / emulator hot", float64(median(hot))/float64(median(rie)), "x-rie")
 	report(b, "pool hit start via API, the pool at its target, median of 20", ms(median(hit)), "ms-pool-hit")
 	report(b, "pool hit start via API, back to back (a refill booting), median of 20", ms(median(burst)), "ms-pool-hit-burst")
+	reportStartSteps(b, "pool hit at target, step", hit, steps)
 	report(b, "full cold start via API, median of 20", ms(median(cold)), "ms-cold")
 	report(b, "baseline: new container per invocation, median of 20", ms(median(base)), "ms-baseline")
 	report(b, "ratio baseline / pool hit", float64(median(base))/float64(median(hit)), "x-pool-hit")

@@ -1,0 +1,103 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startStep is one container start's steps, in ms, from the agent's log:
+// its "container started" line (code linked into the instance, the
+// container's cgroups with accounting attached, ember-init's spawn of the
+// shim until Started, the rest of the start: network and superseded
+// containers) and the REPORT's Init Duration (the start's beginning to the
+// handler's start).
+type startStep struct {
+	code, cgroup, spawn, other, init float64
+}
+
+// startSteps reads the steps of the starts of tenants' first invocations
+// from s's current emberd log, in tenants' order.
+func startSteps(b testing.TB, s *stack, tenants []string) []startStep {
+	b.Helper()
+	f, err := os.Open(filepath.Join(s.dir, fmt.Sprintf("emberd-%d.log", s.restarts-1)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	by := map[string]*startStep{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		var l struct { // zerolog's durations are float ms
+			Tenant, Message       string
+			Code, Cgroup, Network float64
+			InitStart             float64 `json:"init_start"`
+			Others                float64 `json:"stop_others"`
+		}
+		if json.Unmarshal(sc.Bytes(), &l) != nil || l.Tenant == "" {
+			continue
+		}
+		st := by[l.Tenant]
+		if st == nil {
+			st = &startStep{}
+			by[l.Tenant] = st
+		}
+		switch {
+		case l.Message == "container started":
+			st.code, st.cgroup, st.spawn, st.other = l.Code, l.Cgroup, l.InitStart, l.Network+l.Others
+		case strings.HasPrefix(l.Message, "REPORT ") && st.init == 0:
+			if _, rest, ok := strings.Cut(l.Message, " Init Duration: "); ok {
+				v, _, _ := strings.Cut(rest, " ")
+				st.init, _ = strconv.ParseFloat(v, 64)
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		b.Fatal(err)
+	}
+	var out []startStep
+	for _, t := range tenants {
+		st := by[t]
+		if st == nil || st.init == 0 || st.spawn == 0 {
+			b.Fatalf("tenant %s: no container start with an Init Duration in the log (%+v)", t, st)
+		}
+		out = append(out, *st)
+	}
+	return out
+}
+
+// reportStartSteps prints the median of each step of starts whose whole
+// invocations, as the API's client saw them, took total: the table of
+// issue 12's item 4. The runtime's start-up is what Init Duration leaves
+// after the agent's steps (the shim's and the bootstrap's own start until
+// its first GET /next); the rest is the API, the claim, the dispatch, the
+// invocation itself and the response.
+func reportStartSteps(b *testing.B, what string, total []time.Duration, steps []startStep) {
+	med := func(f func(i int, s startStep) float64) float64 {
+		var v []float64
+		for i, s := range steps {
+			v = append(v, f(i, s))
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	report(b, what+": code linked into the instance", med(func(_ int, s startStep) float64 { return s.code }), "ms-step-code")
+	report(b, what+": cgroups made, accounting attached", med(func(_ int, s startStep) float64 { return s.cgroup }), "ms-step-cgroup")
+	report(b, what+": ember-init spawns the shim", med(func(_ int, s startStep) float64 { return s.spawn }), "ms-step-spawn")
+	report(b, what+": network, superseded containers", med(func(_ int, s startStep) float64 { return s.other }), "ms-step-other")
+	report(b, what+": shim and runtime start-up to GET /next", med(func(_ int, s startStep) float64 {
+		return s.init - s.code - s.cgroup - s.spawn - s.other
+	}), "ms-step-runtime")
+	report(b, what+": Init Duration (REPORT)", med(func(_ int, s startStep) float64 { return s.init }), "ms-step-init")
+	report(b, what+": API, claim, dispatch, invocation", med(func(i int, s startStep) float64 {
+		return float64(total[i].Microseconds())/1000 - s.init
+	}), "ms-step-rest")
+}
