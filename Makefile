@@ -30,9 +30,10 @@ setup: ## Install Debian packages and start a private containerd and Redis (idem
 	@deploy/setup.sh start
 
 .PHONY: build
-build: ## Build emberd, ember-agent, ember, ember-init (static) into bin/.
+build: ## Build emberd, ember-agent, ember, ember-init and ember-shim (static) into bin/.
 	@mkdir -p $(BIN)
 	$(GOFLAGS_STATIC) $(GO) build -trimpath -o $(BIN)/ember-init ./cmd/ember-init
+	$(GOFLAGS_STATIC) $(GO) build -trimpath -o $(BIN)/ember-shim ./cmd/ember-shim
 	$(GO) build -o $(BIN)/emberd ./cmd/emberd
 	$(GO) build -o $(BIN)/ember-agent ./cmd/ember-agent
 	$(GO) build -o $(BIN)/ember ./cmd/ember

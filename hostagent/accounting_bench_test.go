@@ -59,7 +59,7 @@ func newHotBench(b *testing.B) *hotBench {
 	rdb, _ := testenv.Redis(b)
 	client, ns := testenv.Containerd(b)
 	initBin := filepath.Join(b.TempDir(), "ember-init")
-	if err := testenv.Build("cmd/ember-init", initBin); err != nil {
+	if err := testenv.BuildInit(initBin); err != nil {
 		b.Fatal(err)
 	}
 	fnDir := b.TempDir()

@@ -119,7 +119,7 @@ func newIntegration(t *testing.T, agentID string, examples ...string) *integrati
 	// Builds first: on a cold build cache they take minutes, which the
 	// test's own deadline must not count.
 	initBin := filepath.Join(t.TempDir(), "ember-init")
-	if err := testenv.Build("cmd/ember-init", initBin); err != nil {
+	if err := testenv.BuildInit(initBin); err != nil {
 		t.Fatal(err)
 	}
 	it := &integration{store: t.TempDir()}

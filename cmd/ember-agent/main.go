@@ -73,7 +73,7 @@ func main() {
 	fl.StringVar(&f.listen, "listen", hostagent.DefaultListenAddr, "gRPC dispatch listen address")
 	fl.StringVar(&f.advertise, "advertise", "", "address schedulers dial (default: the listen address)")
 	fl.StringVar(&f.stateDir, "state-dir", envOr("EMBER_AGENT_STATE", hostagent.DefaultStateDir), "per-instance state directory (env EMBER_AGENT_STATE)")
-	fl.StringVar(&f.initBinary, "init-binary", "", "static ember-init binary (default: ember-init next to this executable)")
+	fl.StringVar(&f.initBinary, "init-binary", "", "static ember-init binary; the instance image also takes the ember-shim beside it, if any (default: ember-init next to this executable)")
 	fl.StringVar(&f.codeDir, "code-dir", envOr("EMBER_CODE_DIR", ""), "engine code store on this machine (<dir>/sha256/<hex>.zip) (env EMBER_CODE_DIR)")
 	fl.StringVar(&f.codeURL, "code-url", envOr("EMBER_CODE_URL", ""), "emberd peer URL to fetch code from over mutual TLS, e.g. https://emberd-host:7948 (env EMBER_CODE_URL)")
 	fl.StringVar(&f.pkiDir, "pki-dir", envOr("EMBER_PKI_DIR", "/etc/ember/pki"), "ca.crt and this agent's <agent-id>.crt/.key, from 'emberd pki issue agent <agent-id>' (env EMBER_PKI_DIR)")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ember-run/ember/hostagent/initd"
 	"github.com/ember-run/ember/hostagent/initproto"
+	"github.com/ember-run/ember/hostagent/shim"
 	"github.com/rs/zerolog"
 )
 
@@ -29,8 +30,8 @@ func init() {
 }
 
 func main() {
-	if initd.IsShim() {
-		initd.RunShim() // never returns
+	if shim.IsShim() { // no ember-shim beside it in the image
+		shim.Run() // never returns
 	}
 	if os.Getenv("GOMAXPROCS") == "" {
 		// One P: ember-init's work is short hand-offs between sockets. With
@@ -67,6 +68,7 @@ func run() error {
 	flag.DurationVar(&cfg.StopGrace, "stop-grace", 2*time.Second, "SIGTERM to SIGKILL grace at shutdown")
 	flag.DurationVar(&cfg.OrphanTimeout, "orphan-timeout", 0, "stop the instance once no agent has been connected for this long (0: never)")
 	flag.StringVar(&reap, "reap-all", "auto", "reap every child with wait4(-1): true, false or auto (true when PID 1)")
+	flag.StringVar(&cfg.ShimBinary, "shim", besideSelf("ember-shim"), "binary started as each container's shim (default: ember-shim beside ember-init, else ember-init itself)")
 	flag.StringVar(&logLevel, "log-level", "info", "zerolog level")
 	flag.Parse()
 	cfg.Version = version
@@ -112,4 +114,18 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
+}
+
+// besideSelf is the executable file name in this executable's directory, or
+// "" if there is none.
+func besideSelf(name string) string {
+	self, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	p := filepath.Join(filepath.Dir(self), name)
+	if st, err := os.Stat(p); err != nil || !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
+		return ""
+	}
+	return p
 }

@@ -81,7 +81,7 @@ func main() {
 	fl.StringVar(&f.listen, "listen", envOr("EMBER_LISTEN", "127.0.0.1:8080"), "HTTP API address (env EMBER_LISTEN)")
 	fl.StringVar(&f.containerd, "containerd", envOr("EMBER_CONTAINERD", "/run/ember/containerd.sock"), "containerd socket for the in-process agent (env EMBER_CONTAINERD)")
 	fl.StringVar(&f.namespace, "namespace", "ember", "containerd namespace")
-	fl.StringVar(&f.initBinary, "init-binary", "", "static ember-init binary (default: ember-init next to this executable)")
+	fl.StringVar(&f.initBinary, "init-binary", "", "static ember-init binary; the instance image also takes the ember-shim beside it, if any (default: ember-init next to this executable)")
 	fl.BoolVar(&f.agent, "agent", true, "host the host agent in this process (one-machine set-up)")
 	fl.StringVar(&f.agentID, "agent-id", "", "in-process agent's id (default: the host name)")
 	fl.StringVar(&f.agentListen, "agent-listen", hostagent.DefaultListenAddr, "in-process agent's gRPC dispatch address")

@@ -24,10 +24,14 @@ const (
 	Repository = "ember.local/instance"
 	// FormatVersion is hashed into the tag: bump it whenever Build changes
 	// what it writes, so hosts rebuild their image.
-	FormatVersion = "ember-instance-image/2"
+	FormatVersion = "ember-instance-image/3"
 
 	// InitPath is where ember-init lives inside the image.
 	InitPath = "/sbin/ember-init"
+	// ShimPath is where ember-shim lives inside the image, beside
+	// ember-init, which starts it for each container (when the image has
+	// it: else ember-init is the shim itself).
+	ShimPath = "/sbin/ember-shim"
 	// BusyboxPath is where busybox lives inside the image.
 	BusyboxPath = "/bin/busybox"
 
@@ -49,13 +53,15 @@ type Inputs struct {
 	Applets []string
 	// Init is the static ember-init binary.
 	Init []byte
+	// Shim is the static ember-shim binary, if any.
+	Shim []byte
 }
 
 // Tag is the image tag for in: the first 16 hex digits of the sha256 of the
-// format version, busybox and ember-init.
+// format version, busybox, ember-init and ember-shim.
 func (in Inputs) Tag() string {
 	h := sha256.New()
-	for _, part := range [][]byte{[]byte(FormatVersion), in.Busybox, in.Init} {
+	for _, part := range [][]byte{[]byte(FormatVersion), in.Busybox, in.Init, in.Shim} {
 		fmt.Fprintf(h, "%d:", len(part))
 		h.Write(part)
 	}
@@ -178,7 +184,7 @@ func writeRootFS(w io.Writer, in Inputs) error {
 	links := map[string]bool{}
 	for _, a := range in.Applets {
 		a = strings.TrimPrefix(path.Clean("/"+a), "/")
-		if a == "" || a == strings.TrimPrefix(BusyboxPath, "/") || a == strings.TrimPrefix(InitPath, "/") {
+		if a == "" || a == strings.TrimPrefix(BusyboxPath, "/") || a == strings.TrimPrefix(InitPath, "/") || a == strings.TrimPrefix(ShimPath, "/") {
 			continue
 		}
 		links[a] = true
@@ -195,11 +201,12 @@ func writeRootFS(w io.Writer, in Inputs) error {
 			return err
 		}
 	}
-	for _, f := range []struct {
+	type file struct {
 		name string
 		mode int64
 		data []byte
-	}{
+	}
+	files := []file{
 		{strings.TrimPrefix(BusyboxPath, "/"), 0o755, in.Busybox},
 		{strings.TrimPrefix(InitPath, "/"), 0o755, in.Init},
 		{"etc/passwd", 0o644, []byte(passwd)},
@@ -208,7 +215,11 @@ func writeRootFS(w io.Writer, in Inputs) error {
 		{"etc/hosts", 0o644, []byte("127.0.0.1\tlocalhost\n::1\tlocalhost\n")},
 		// A mount point: the agent binds the host's resolvers over it.
 		{"etc/resolv.conf", 0o644, nil},
-	} {
+	}
+	if len(in.Shim) > 0 {
+		files = append(files, file{strings.TrimPrefix(ShimPath, "/"), 0o755, in.Shim})
+	}
+	for _, f := range files {
 		if err := writeFile(tw, f.name, f.mode, f.data); err != nil {
 			return err
 		}

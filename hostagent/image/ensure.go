@@ -3,9 +3,13 @@ package image
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path"
+	"path/filepath"
 	"strings"
 
 	"github.com/containerd/containerd"
@@ -46,8 +50,8 @@ func WithSnapshotter(name string) Option {
 }
 
 // LoadInputs reads the image inputs from the host: the busybox binary at
-// busyboxPath, its applet list (busybox --list-full) and the ember-init
-// binary at initBinary.
+// busyboxPath, its applet list (busybox --list-full), the ember-init
+// binary at initBinary and, if there is one beside it, ember-shim.
 func LoadInputs(busyboxPath, initBinary string) (Inputs, error) {
 	bb, err := os.ReadFile(busyboxPath)
 	if err != nil {
@@ -57,6 +61,11 @@ func LoadInputs(busyboxPath, initBinary string) (Inputs, error) {
 	if err != nil {
 		return Inputs{}, fmt.Errorf("read ember-init: %w", err)
 	}
+	// ember-shim beside it, if it was built (make build does).
+	shim, err := os.ReadFile(filepath.Join(filepath.Dir(initBinary), path.Base(ShimPath)))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return Inputs{}, fmt.Errorf("read ember-shim: %w", err)
+	}
 	var stderr bytes.Buffer
 	cmd := exec.Command(busyboxPath, "--list-full")
 	cmd.Stderr = &stderr
@@ -64,7 +73,7 @@ func LoadInputs(busyboxPath, initBinary string) (Inputs, error) {
 	if err != nil {
 		return Inputs{}, fmt.Errorf("list busybox applets: %w: %s", err, strings.TrimSpace(stderr.String()))
 	}
-	return Inputs{Busybox: bb, Applets: strings.Fields(string(out)), Init: init}, nil
+	return Inputs{Busybox: bb, Applets: strings.Fields(string(out)), Init: init, Shim: shim}, nil
 }
 
 // Ensure makes sure the instance image built from initBinary (the static

@@ -22,7 +22,11 @@ func TestBuildDeterministicAndComplete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if in.Shim != nil {
+		t.Fatalf("LoadInputs found an ember-shim beside /bin/busybox")
+	}
 	in.Init = []byte("#!/bin/sh\necho init\n")
+	in.Shim = []byte("#!/bin/sh\necho shim\n")
 	var a, b bytes.Buffer
 	if err := image.Build(&a, in); err != nil {
 		t.Fatal(err)
@@ -38,6 +42,11 @@ func TestBuildDeterministicAndComplete(t *testing.T) {
 	other.Init = []byte("different")
 	if in.Tag() == other.Tag() {
 		t.Fatal("changing ember-init did not change the tag")
+	}
+	other = in
+	other.Shim = nil
+	if in.Tag() == other.Tag() {
+		t.Fatal("leaving ember-shim out did not change the tag")
 	}
 	if len(in.Tag()) != 16 {
 		t.Fatalf("tag %q: want 16 hex digits", in.Tag())
@@ -82,8 +91,28 @@ func TestBuildDeterministicAndComplete(t *testing.T) {
 	if got := string(root["sbin/ember-init"].data); got != string(in.Init) {
 		t.Errorf("sbin/ember-init content %q", got)
 	}
+	if e := root["sbin/ember-shim"]; string(e.data) != string(in.Shim) || e.hdr.Mode != 0o755 {
+		t.Errorf("sbin/ember-shim content %q mode %o", e.data, e.hdr.Mode)
+	}
 	if !bytes.Contains(root["etc/passwd"].data, []byte("sbx_user1051:x:1000:1000:")) {
 		t.Errorf("passwd lacks sbx_user1051: %s", root["etc/passwd"].data)
+	}
+}
+
+// LoadInputs takes the ember-shim beside ember-init.
+func TestLoadInputsTakesTheShimBeside(t *testing.T) {
+	dir := t.TempDir()
+	for name, data := range map[string]string{"ember-init": "init", "ember-shim": "shim"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in, err := image.LoadInputs("/bin/busybox", filepath.Join(dir, "ember-init"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(in.Init) != "init" || string(in.Shim) != "shim" {
+		t.Fatalf("inputs: init %q shim %q", in.Init, in.Shim)
 	}
 }
 

@@ -21,6 +21,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sys/unix"
+
+	"github.com/ember-run/ember/hostagent/shim"
 )
 
 // container is one function version's process tree. Its spec and cgroup fds
@@ -227,7 +229,7 @@ func (c *container) spawnLocked() (*process, error) {
 	}
 	spec := spawnSpec{
 		self: cfg.ShimBinary, netnsFD: c.netnsFD, tasksFDs: c.tasksFDs, cgroup2FD: c.cgroup2FD, out: w,
-		shim: shimSpec{
+		shim: shim.Spec{
 			CodeSrc: codeSrc, TaskDir: cfg.TaskDir, Bootstrap: cfg.Bootstrap,
 			TmpDir: cfg.TmpDir, TmpSize: cfg.TmpSizeBytes, ShmDir: cfg.ShmDir, ShmSize: cfg.TmpSizeBytes,
 			Hide: cfg.hidden(), UID: c.uid, GID: c.uid, Env: slices.Clone(c.envBase), Hostname: cfg.Hostname,
@@ -544,7 +546,7 @@ type process struct {
 	// shimWS is the shim's wait status; ended is the shim's report (zero
 	// if it sent none: it was killed).
 	shimWS      unix.WaitStatus
-	ended       shimStatus
+	ended       shim.Status
 	reported    bool
 	intentional atomic.Bool // stopped by Stop: no Exited event
 	timedOut    atomic.Bool
@@ -670,10 +672,10 @@ func (p *process) wait(exit <-chan unix.WaitStatus) {
 }
 
 // stateBinds are the container's state mounts as the shim binds them.
-func (c *container) stateBinds() []shimBind {
-	var out []shimBind
+func (c *container) stateBinds() []shim.Bind {
+	var out []shim.Bind
 	for _, m := range c.spec.State {
-		out = append(out, shimBind{Src: filepath.Join(c.s.cfg.StateDir, m.Dir), Dst: m.Path})
+		out = append(out, shim.Bind{Src: filepath.Join(c.s.cfg.StateDir, m.Dir), Dst: m.Path})
 	}
 	return out
 }

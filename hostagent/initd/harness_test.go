@@ -16,6 +16,7 @@ import (
 
 	"github.com/ember-run/ember/hostagent/initd"
 	"github.com/ember-run/ember/hostagent/initproto"
+	"github.com/ember-run/ember/hostagent/shim"
 	"github.com/ember-run/ember/internal/testenv"
 	"github.com/rs/zerolog"
 )
@@ -32,8 +33,8 @@ var exampleNames = []string{"kafka-echo", "fail", "sleep", "exit", "whoami"}
 var codeMount string
 
 func TestMain(m *testing.M) {
-	if initd.IsShim() { // the test binary is also the containers' shim
-		initd.RunShim()
+	if shim.IsShim() { // the test binary is also the containers' shim
+		shim.Run()
 	}
 	os.Exit(testMain(m))
 }

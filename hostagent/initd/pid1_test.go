@@ -87,7 +87,7 @@ func TestResponseTooLarge(t *testing.T) {
 // container exits still reach their containers.
 func TestPID1ReapsOrphans(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "ember-init")
-	if err := testenv.Build("cmd/ember-init", bin); err != nil {
+	if err := testenv.BuildInit(bin); err != nil {
 		t.Fatal(err)
 	}
 	writeScript(t, "orphaner", `#!/bin/sh

@@ -9,11 +9,13 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ember-run/ember/hostagent/shim"
 )
 
 // spawnSpec is everything needed to start one container process.
 type spawnSpec struct {
-	// self is the ember-init binary, started again as the container's shim.
+	// self is the binary started as the container's shim (Config.ShimBinary).
 	self string
 	// netnsFD is the container's network namespace (see newNetns).
 	netnsFD int
@@ -24,7 +26,7 @@ type spawnSpec struct {
 	// out receives the shim's and the function's stdout and stderr.
 	out *os.File
 	// shim is what the shim does inside the namespaces.
-	shim shimSpec
+	shim shim.Spec
 }
 
 // spawned is a started container process.
@@ -116,7 +118,7 @@ func spawnOnThread(s spawnSpec, track func(start func() (int, error)) (int, erro
 		attr.Sys.CgroupFD = s.cgroup2FD
 	}
 	pid, err := track(func() (int, error) {
-		return syscall.ForkExec(s.self, []string{"ember-init", shimArg}, attr)
+		return syscall.ForkExec(s.self, []string{"ember-shim", shim.Arg}, attr)
 	})
 	runtime.KeepAlive(s.out)
 	if err != nil {

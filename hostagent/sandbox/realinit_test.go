@@ -24,7 +24,7 @@ import (
 // with no capabilities.
 func TestRealEmberInit(t *testing.T) {
 	bin := filepath.Join(binDir, "ember-init")
-	if err := testenv.Build("cmd/ember-init", bin); err != nil {
+	if err := testenv.BuildInit(bin); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -114,6 +114,10 @@ func TestRealEmberInit(t *testing.T) {
 	pid, _ := strconv.Atoi(procs[1])
 	if shim != started.Pid && pid == started.Pid {
 		shim, pid = pid, shim
+	}
+	// The image's ember-shim is the shim, not ember-init again.
+	if got := statusField(t, uint32(shim), "Name"); got != "ember-shim" {
+		t.Errorf("shim process name %q, want ember-shim", got)
 	}
 	if got := statusField(t, uint32(shim), "CapBnd"); got != "0000000000000000" {
 		t.Errorf("shim CapBnd = %s", got)

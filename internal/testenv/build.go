@@ -27,6 +27,15 @@ func Build(pkg, out string) error {
 	return nil
 }
 
+// BuildInit builds ember-init at out and ember-shim beside it, as make
+// build does: the instance image takes both.
+func BuildInit(out string) error {
+	if err := Build("cmd/ember-init", out); err != nil {
+		return err
+	}
+	return Build("cmd/ember-shim", filepath.Join(filepath.Dir(out), "ember-shim"))
+}
+
 // Example builds examples/<name> (an aws-lambda-go function) as dir/bootstrap.
 func Example(name, dir string) error {
 	return Build("examples/"+name, filepath.Join(dir, "bootstrap"))

@@ -52,7 +52,7 @@ func testMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binDir = dir
-	for _, pkg := range []string{"cmd/emberd", "cmd/ember-init", "cmd/ember-agent", "cmd/ember"} {
+	for _, pkg := range []string{"cmd/emberd", "cmd/ember-init", "cmd/ember-shim", "cmd/ember-agent", "cmd/ember"} {
 		if err := testenv.Build(pkg, filepath.Join(dir, filepath.Base(pkg))); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1

@@ -1,4 +1,4 @@
-package initd
+package shim
 
 import (
 	"encoding/json"
@@ -17,11 +17,12 @@ import (
 	"github.com/ember-run/ember/hostagent/seccomp"
 )
 
-// shimArg is the argument that starts ember-init as a container shim.
-const shimArg = "container-shim"
+// Arg is the argument that starts a binary with the shim in it (ember-shim,
+// or ember-init without one beside it) as a container shim.
+const Arg = "container-shim"
 
-// shimSpec is what the shim sets up, sent on its fd 3 as JSON.
-type shimSpec struct {
+// Spec is what the shim sets up, sent on its fd 3 as JSON.
+type Spec struct {
 	// CodeSrc is bind-mounted read-only at TaskDir, where Bootstrap runs.
 	CodeSrc, TaskDir, Bootstrap string
 	// TmpDir and ShmDir get fresh tmpfs mounts of these sizes.
@@ -38,17 +39,17 @@ type shimSpec struct {
 	// State are the tenant's resources bound read-write at their paths
 	// (under /mnt, made for them); files the function creates there are
 	// shared with its other containers (umask 0).
-	State []shimBind
+	State []Bind
 }
 
-// shimBind is a bind mount of Src (a directory of the instance) at Dst.
-type shimBind struct {
+// Bind is a bind mount of Src (a directory of the instance) at Dst.
+type Bind struct {
 	Src string `json:"src"`
 	Dst string `json:"dst"`
 }
 
-// shimStatus is the shim's report on fd 4 of how the function ended.
-type shimStatus struct {
+// Status is the shim's report on fd 4 of how the function ended.
+type Status struct {
 	// Exit is the bootstrap's exit status, or -1 if a signal ended it.
 	Exit int `json:"exit"`
 	// Signal is the signal that ended the bootstrap, 0 if none.
@@ -60,11 +61,11 @@ type shimStatus struct {
 }
 
 // IsShim reports whether this process was started as a container shim:
-// the ember-init binary (and tests that run initd in-process) must then
-// call RunShim before anything else.
-func IsShim() bool { return len(os.Args) > 1 && os.Args[1] == shimArg }
+// a binary that can be one (ember-shim, ember-init, tests that run initd in
+// process) must then call Run before anything else.
+func IsShim() bool { return len(os.Args) > 1 && os.Args[1] == Arg }
 
-// RunShim is the container shim: PID 1 of the container's pid namespace,
+// Run is the container shim: PID 1 of the container's pid namespace,
 // root of the instance's user namespace, in the container's own mount,
 // IPC, UTS and network namespaces. It mounts the container's view (a fresh
 // /proc with the kernel's sensitive files masked, the code read-only at
@@ -76,34 +77,34 @@ func IsShim() bool { return len(os.Args) > 1 && os.Args[1] == shimArg }
 // bootstrap leads its own session there (what CRIU needs to checkpoint it
 // alone); on SIGUSR1 from the agent the shim survives the bootstrap's
 // checkpoint (see below). It never returns.
-func RunShim() {
+func Run() {
 	runtime.LockOSThread()
 	// The spec and status pipes are the shim's alone: the bootstrap must
 	// not inherit them (with the status pipe it could forge its exit).
 	unix.CloseOnExec(3)
 	unix.CloseOnExec(4)
 	status := os.NewFile(4, "status")
-	report := func(st shimStatus) {
+	report := func(st Status) {
 		_ = json.NewEncoder(status).Encode(st)
 	}
-	var spec shimSpec
+	var spec Spec
 	if err := json.NewDecoder(os.NewFile(3, "spec")).Decode(&spec); err != nil {
-		report(shimStatus{Exit: -1, Error: "read spec: " + err.Error()})
+		report(Status{Exit: -1, Error: "read spec: " + err.Error()})
 		os.Exit(1)
 	}
-	if err := shimMounts(spec); err != nil {
-		report(shimStatus{Exit: -1, Error: err.Error()})
+	if err := mounts(spec); err != nil {
+		report(Status{Exit: -1, Error: err.Error()})
 		os.Exit(1)
 	}
 	if err := dropPrivileges(); err != nil {
-		report(shimStatus{Exit: -1, Error: err.Error()})
+		report(Status{Exit: -1, Error: err.Error()})
 		os.Exit(1)
 	}
 	// The shim keeps its own capabilities (it must signal the function,
 	// which runs as another uid) but the bounding set is empty and the
 	// filter is loaded: neither it nor anything it starts can gain more.
 	if err := seccomp.Load(); err != nil {
-		report(shimStatus{Exit: -1, Error: err.Error()})
+		report(Status{Exit: -1, Error: err.Error()})
 		os.Exit(1)
 	}
 	sigs := make(chan os.Signal, 4)
@@ -118,7 +119,7 @@ func RunShim() {
 		Sys: &syscall.SysProcAttr{Setsid: true, Credential: &syscall.Credential{Uid: uint32(spec.UID), Gid: uint32(spec.GID)}},
 	})
 	if err != nil {
-		report(shimStatus{Exit: -1, Error: fmt.Sprintf("exec %s: %v", path, err), Exec: true})
+		report(Status{Exit: -1, Error: fmt.Sprintf("exec %s: %v", path, err), Exec: true})
 		os.Exit(1)
 	}
 	go func() {
@@ -164,7 +165,7 @@ func RunShim() {
 			continue
 		}
 		if err != nil {
-			report(shimStatus{Exit: -1, Error: "wait: " + err.Error()})
+			report(Status{Exit: -1, Error: "wait: " + err.Error()})
 			os.Exit(1)
 		}
 		if wpid != pid {
@@ -181,16 +182,16 @@ func RunShim() {
 }
 
 // statusOf is the report of how the bootstrap ended.
-func statusOf(ws unix.WaitStatus) shimStatus {
-	st := shimStatus{Exit: ws.ExitStatus()}
+func statusOf(ws unix.WaitStatus) Status {
+	st := Status{Exit: ws.ExitStatus()}
 	if ws.Signaled() {
 		st.Exit, st.Signal = -1, int(ws.Signal())
 	}
 	return st
 }
 
-// shimMounts builds the container's view of the file system.
-func shimMounts(s shimSpec) error {
+// mounts builds the container's view of the file system.
+func mounts(s Spec) error {
 	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mount /proc: %w", err)
 	}
@@ -309,7 +310,7 @@ func mountReadOnlyBind(src, dst string) error {
 // bindState mounts a small tmpfs on the parent of the state mounts (the
 // root file system is read-only), makes a directory for each, binds each
 // resource there read-write, and makes the tmpfs read-only again.
-func bindState(binds []shimBind) error {
+func bindState(binds []Bind) error {
 	if len(binds) == 0 {
 		return nil
 	}
