@@ -86,3 +86,31 @@ func TestStartBoostOff(t *testing.T) {
 		h.stop()
 	}
 }
+
+// Two starts on one instance at once: the instance stays lifted until the
+// second ends (the kernel, and the fake, refuse an instance below a child).
+func TestStartBoostsOverlap(t *testing.T) {
+	h := startHarness(t, Config{Pool: map[string]int{"m128": 1}, MaxInstances: 2, InitCPUBoost: 2, InitCPUBoostFor: 300 * time.Millisecond}, nil)
+	ctx := context.Background()
+	c := h.claim("acme", "m128", pool.VersionKey("acme", "slow", "1"))
+	// A's runtime is never ready: its boost lasts until the bound.
+	if resp, err := h.client.Dispatch(ctx, h.req(c.InstanceID, "acme", "slow", "no-ready")); err != nil || resp.Status != dispatchpb.Status_STATUS_OK {
+		t.Fatalf("dispatch A: %v %v", resp, err)
+	}
+	if resp, err := h.client.Dispatch(ctx, h.req(c.InstanceID, "acme", "quick", `{}`)); err != nil || resp.Status != dispatchpb.Status_STATUS_OK {
+		t.Fatalf("dispatch B: %v %v", resp, err)
+	}
+	specs := h.rt.get(c.InstanceID).startedSpecs()
+	inst := "/ember/" + c.InstanceID
+	a, b := inst+"/"+specs[0].ContainerID, inst+"/"+specs[1].ContainerID
+	want := []string{inst + " 22000", a + " 20000", b + " 20000", b + " 1000", a + " 1000", inst + " 3000"}
+	var got []string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) { // polling for A's bound
+		if got = h.cg.quotaLog(); len(got) == len(want) {
+			break
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("quota changes %q, want %q", got, want)
+	}
+}

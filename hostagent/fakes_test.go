@@ -7,8 +7,10 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/ember-run/ember/hostagent/sandbox"
@@ -321,15 +323,34 @@ type fakeCgroups struct {
 	mu      sync.Mutex
 	made    map[string]CgroupLimits
 	removed map[string]bool
-	// quotas are the CFS quota changes, in order: "<path> <us>".
+	// quotas are the CFS quota changes, in order: "<path> <us>", or
+	// "refused <path> <us>" for one the kernel would refuse; quota
+	// the ones in force, by path (a parent without one is unlimited).
 	quotas []string
+	quota  map[string]int64
 }
 
+// SetInstanceCPUQuota refuses, as cgroup v1 does, a quota below one of the
+// instance's children's.
 func (f *fakeCgroups) SetInstanceCPUQuota(path string, us int64) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.quotas = append(f.quotas, fmt.Sprintf("%s %d", path, us))
+	for p, q := range f.quota {
+		if strings.HasPrefix(p, path+"/") && !f.removed[p] && q > us {
+			f.quotas = append(f.quotas, fmt.Sprintf("refused %s %d", path, us))
+			return fmt.Errorf("fake cgroups: %s quota %d below child %s's %d: %w", path, us, p, q, fs.ErrInvalid)
+		}
+	}
+	f.setQuota(path, us)
 	return nil
+}
+
+func (f *fakeCgroups) setQuota(path string, us int64) {
+	if f.quota == nil {
+		f.quota = map[string]int64{}
+	}
+	f.quota[path] = us
+	f.quotas = append(f.quotas, fmt.Sprintf("%s %d", path, us))
 }
 
 func (f *fakeCgroups) quotaLog() []string {
@@ -380,13 +401,19 @@ func (c *fakeChild) OOMKills() int64             { return 0 }
 func (c *fakeChild) MemoryUsage() (int64, error) { return 0, nil }
 func (c *fakeChild) Freeze(bool) error           { return nil }
 func (c *fakeChild) Path(string) string          { return "" }
+
+// SetCPUQuota refuses, as cgroup v1 does, a quota above its instance's.
 func (c *fakeChild) SetCPUQuota(us int64) error {
 	c.f.mu.Lock()
 	defer c.f.mu.Unlock()
 	if c.f.removed[c.path] {
 		return fs.ErrNotExist
 	}
-	c.f.quotas = append(c.f.quotas, fmt.Sprintf("%s %d", c.path, us))
+	if q, ok := c.f.quota[path.Dir(c.path)]; ok && us > q {
+		c.f.quotas = append(c.f.quotas, fmt.Sprintf("refused %s %d", c.path, us))
+		return fmt.Errorf("fake cgroups: %s quota %d above its instance's %d: %w", c.path, us, q, fs.ErrInvalid)
+	}
+	c.f.setQuota(c.path, us)
 	return nil
 }
 
