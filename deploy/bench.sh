@@ -23,6 +23,7 @@ base_dir=$(mktemp -d)
 trap 'git worktree remove --force "$base_dir/src" >/dev/null 2>&1 || true; rm -rf "$base_dir"' EXIT
 if git worktree add --detach "$base_dir/src" "$base_ref" >/dev/null 2>&1; then
 	(cd "$base_dir/src" && CGO_ENABLED=0 go build -trimpath -o "$base_dir/bin/ember-init" ./cmd/ember-init &&
+		{ [ ! -d cmd/ember-shim ] || CGO_ENABLED=0 go build -trimpath -o "$base_dir/bin/ember-shim" ./cmd/ember-shim; } &&
 		go build -o "$base_dir/bin/emberd" ./cmd/emberd)
 	export EMBER_BASE_BIN=$base_dir/bin
 	printf 'previous main: %s (built in %s)\n' "$(git rev-parse --short "$base_ref")" "$base_dir/bin"

@@ -100,6 +100,9 @@ func run() error {
 		log.Info().Err(err).Msg("functions' output goes to stderr")
 	}
 
+	if cfg.ShimBinary == "" {
+		log.Info().Msg("no ember-shim beside ember-init: ember-init is its containers' shim (each start takes longer)")
+	}
 	srv, err := initd.New(cfg, log)
 	if err != nil {
 		return err

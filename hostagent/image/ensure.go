@@ -62,9 +62,14 @@ func LoadInputs(busyboxPath, initBinary string) (Inputs, error) {
 		return Inputs{}, fmt.Errorf("read ember-init: %w", err)
 	}
 	// ember-shim beside it, if it was built (make build does).
-	shim, err := os.ReadFile(filepath.Join(filepath.Dir(initBinary), path.Base(ShimPath)))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return Inputs{}, fmt.Errorf("read ember-shim: %w", err)
+	var shim []byte
+	shimPath := filepath.Join(filepath.Dir(initBinary), path.Base(ShimPath))
+	if st, err := os.Stat(shimPath); err == nil && st.Mode().IsRegular() {
+		if shim, err = os.ReadFile(shimPath); err != nil {
+			return Inputs{}, fmt.Errorf("read ember-shim: %w", err)
+		}
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return Inputs{}, fmt.Errorf("ember-shim: %w", err)
 	}
 	var stderr bytes.Buffer
 	cmd := exec.Command(busyboxPath, "--list-full")

@@ -50,8 +50,10 @@ type Config struct {
 	LogDir string
 	// Hostname is the host name containers see. Default: "localhost".
 	Hostname string
-	// ShimBinary is started as each container's shim (RunShim): this very
-	// executable. Default: "/proc/self/exe".
+	// ShimBinary is started as each container's shim (hostagent/shim):
+	// ember-init passes the image's ember-shim when it has one. Default:
+	// "/proc/self/exe", this very executable, which must then run shim.Run
+	// when shim.IsShim.
 	ShimBinary string
 	// UID is the first uid containers run as: each container gets its own,
 	// the lowest free one from UID up (its gid is the same number).

@@ -41,7 +41,7 @@ type spawned struct {
 // spawn starts a container process: the shim, PID 1 of a new pid
 // namespace, with new mount, IPC and UTS namespaces, in the container's
 // network namespace and cgroups; the shim then mounts the container's view
-// and runs the bootstrap unprivileged (see runShim). All namespace and
+// and runs the bootstrap unprivileged (see shim.Run). All namespace and
 // cgroup changes are made to a dedicated OS thread that is never unlocked,
 // so Go discards it when the goroutine ends and no other goroutine runs in
 // the container's namespaces. track runs the fork so that a reaper can

@@ -22,11 +22,24 @@ import (
 // instance's PID 1: it must say Hello on the socket and start a function
 // container straight into a child cgroup handed over as fds, as uid 1000
 // with no capabilities.
+//
+// Its shim is the image's ember-shim, or, in an image built from an
+// ember-init alone, ember-init itself.
 func TestRealEmberInit(t *testing.T) {
-	bin := filepath.Join(binDir, "ember-init")
-	if err := testenv.BuildInit(bin); err != nil {
+	withShim := filepath.Join(binDir, "real", "ember-init")
+	if err := testenv.BuildInit(withShim); err != nil {
 		t.Fatal(err)
 	}
+	alone := filepath.Join(binDir, "alone", "ember-init")
+	if err := testenv.Build("cmd/ember-init", alone); err != nil {
+		t.Fatal(err)
+	}
+	// exe: ember-init started again through /proc/self/exe.
+	t.Run("ember-shim", func(t *testing.T) { realEmberInit(t, withShim, "ember-shim") })
+	t.Run("ember-init alone", func(t *testing.T) { realEmberInit(t, alone, "exe") })
+}
+
+func realEmberInit(t *testing.T, bin, shimName string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	img, err := image.Ensure(ctx, daemon.Client, daemon.Namespace, bin)
@@ -34,7 +47,7 @@ func TestRealEmberInit(t *testing.T) {
 		t.Fatal(err)
 	}
 	rt := newRuntime(t, img)
-	id := fmt.Sprintf("t%d-m256-real", os.Getpid())
+	id := fmt.Sprintf("t%d-m256-real-%s", os.Getpid(), shimName)
 	spec := instanceSpec(t, id)
 	fnDir := filepath.Join(spec.CodeDir, "fn1")
 	if err := os.MkdirAll(fnDir, 0o755); err != nil {
@@ -115,9 +128,8 @@ func TestRealEmberInit(t *testing.T) {
 	if shim != started.Pid && pid == started.Pid {
 		shim, pid = pid, shim
 	}
-	// The image's ember-shim is the shim, not ember-init again.
-	if got := statusField(t, uint32(shim), "Name"); got != "ember-shim" {
-		t.Errorf("shim process name %q, want ember-shim", got)
+	if got := statusField(t, uint32(shim), "Name"); got != shimName {
+		t.Errorf("shim process name %q, want %s", got, shimName)
 	}
 	if got := statusField(t, uint32(shim), "CapBnd"); got != "0000000000000000" {
 		t.Errorf("shim CapBnd = %s", got)

@@ -18,8 +18,10 @@ import (
 )
 
 // Arg is the argument that starts a binary with the shim in it (ember-shim,
-// or ember-init without one beside it) as a container shim.
-const Arg = "container-shim"
+// or ember-init without one beside it) as a container shim. Its version
+// changes with Spec or Status: a shim of another build than the ember-init
+// that starts it refuses to run instead of dropping what it does not know.
+const Arg = "container-shim/1"
 
 // Spec is what the shim sets up, sent on its fd 3 as JSON.
 type Spec struct {
@@ -88,7 +90,9 @@ func Run() {
 		_ = json.NewEncoder(status).Encode(st)
 	}
 	var spec Spec
-	if err := json.NewDecoder(os.NewFile(3, "spec")).Decode(&spec); err != nil {
+	dec := json.NewDecoder(os.NewFile(3, "spec"))
+	dec.DisallowUnknownFields() // a field this shim does not apply is an error
+	if err := dec.Decode(&spec); err != nil {
 		report(Status{Exit: -1, Error: "read spec: " + err.Error()})
 		os.Exit(1)
 	}
