@@ -14,13 +14,13 @@ import (
 )
 
 // startStep is one container start's steps, in ms, from the agent's log:
-// its "container started" line (code linked into the instance, the
-// container's cgroups with accounting attached, ember-init's spawn of the
-// shim until Started, the rest of the start: network and superseded
-// containers) and the REPORT's Init Duration (the start's beginning to the
-// handler's start).
+// its "container started" line (code linked into the instance and the
+// container's cgroups made with accounting attached, at once, until both
+// are ready: prepared; ember-init's spawn of the shim until Started; the
+// rest of the start: network and superseded containers) and the REPORT's
+// Init Duration (the start's beginning to the handler's start).
 type startStep struct {
-	code, cgroup, spawn, other, init float64
+	code, cgroup, prepared, spawn, other, init float64
 }
 
 // startSteps reads the steps of the starts of tenants' first invocations
@@ -39,6 +39,7 @@ func startSteps(b testing.TB, s *stack, tenants []string) []startStep {
 		var l struct { // zerolog's durations are float ms
 			Tenant, Message       string
 			Code, Cgroup, Network float64
+			Prepared              float64
 			InitStart             float64 `json:"init_start"`
 			Others                float64 `json:"stop_others"`
 		}
@@ -52,7 +53,7 @@ func startSteps(b testing.TB, s *stack, tenants []string) []startStep {
 		}
 		switch {
 		case l.Message == "container started":
-			st.code, st.cgroup, st.spawn, st.other = l.Code, l.Cgroup, l.InitStart, l.Network+l.Others
+			st.code, st.cgroup, st.prepared, st.spawn, st.other = l.Code, l.Cgroup, l.Prepared, l.InitStart, l.Network+l.Others
 		case strings.HasPrefix(l.Message, "REPORT ") && st.init == 0:
 			if _, rest, ok := strings.Cut(l.Message, " Init Duration: "); ok {
 				v, _, _ := strings.Cut(rest, " ")
@@ -66,7 +67,7 @@ func startSteps(b testing.TB, s *stack, tenants []string) []startStep {
 	var out []startStep
 	for _, t := range tenants {
 		st := by[t]
-		if st == nil || st.init == 0 || st.spawn == 0 {
+		if st == nil || st.init == 0 || st.spawn == 0 || st.prepared == 0 {
 			b.Fatalf("tenant %s: no container start with an Init Duration in the log (%+v)", t, st)
 		}
 		out = append(out, *st)
@@ -89,12 +90,13 @@ func reportStartSteps(b *testing.B, what string, total []time.Duration, steps []
 		slices.Sort(v)
 		return v[len(v)/2]
 	}
-	report(b, what+": code linked into the instance", med(func(_ int, s startStep) float64 { return s.code }), "ms-step-code")
+	report(b, what+": code linked into the instance (at once with the next)", med(func(_ int, s startStep) float64 { return s.code }), "ms-step-code")
 	report(b, what+": cgroups made, accounting attached", med(func(_ int, s startStep) float64 { return s.cgroup }), "ms-step-cgroup")
+	report(b, what+": both ready", med(func(_ int, s startStep) float64 { return s.prepared }), "ms-step-prepared")
 	report(b, what+": ember-init spawns the shim", med(func(_ int, s startStep) float64 { return s.spawn }), "ms-step-spawn")
 	report(b, what+": network, superseded containers", med(func(_ int, s startStep) float64 { return s.other }), "ms-step-other")
 	report(b, what+": shim and runtime start-up to GET /next", med(func(_ int, s startStep) float64 {
-		return s.init - s.code - s.cgroup - s.spawn - s.other
+		return s.init - s.prepared - s.spawn - s.other
 	}), "ms-step-runtime")
 	report(b, what+": Init Duration (REPORT)", med(func(_ int, s startStep) float64 { return s.init }), "ms-step-init")
 	report(b, what+": API, claim, dispatch, invocation", med(func(i int, s startStep) float64 {
