@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -204,6 +205,15 @@ func TestAgentIntegration(t *testing.T) {
 	}
 	for _, in := range insts {
 		checkSysmonSlack(t, in.ID)
+		// Booted boosted, the instance has its own quota back once ready.
+		mb, err := pool.ClassMemory(in.Class)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(cgroup.Root, "cpu", sandbox.CgroupParent, in.ID, "cpu.cfs_quota_us"))
+		if want := fmt.Sprint(sandbox.QuotaUs(sandbox.InstanceVCPU(mb, 0))); err != nil || strings.TrimSpace(string(b)) != want {
+			t.Errorf("instance %s (%s): CFS quota %q after its boot, want %s (%v)", in.ID, in.Class, b, want, err)
+		}
 	}
 
 	conn, err := grpc.NewClient(a.Addr(), dial)

@@ -28,9 +28,10 @@ func TestStartBoostEndsWhenReady(t *testing.T) {
 		t.Fatalf("starts %+v: want one, asking for Ready", specs)
 	}
 	inst, child := "/ember/"+c.InstanceID, "/ember/"+c.InstanceID+"/"+specs[0].ContainerID
-	// 128 MB: 0.1 vCPU for the function, 0.3 for its instance.
-	want := []string{inst + " 22000", child + " 20000", child + " 1000", inst + " 3000"}
-	if got := h.cg.quotaLog(); !slices.Equal(got, want) {
+	// 128 MB: 0.1 vCPU for the function, 0.3 for its instance, which
+	// booted boosted too.
+	want := []string{inst + " 3000", inst + " 22000", child + " 20000", child + " 1000", inst + " 3000"}
+	if got := h.cg.quotaLogOf(inst); !slices.Equal(got, want) {
 		t.Fatalf("quota changes %q, want %q", got, want)
 	}
 }
@@ -46,10 +47,10 @@ func TestStartBoostIsBounded(t *testing.T) {
 	}
 	inst := "/ember/" + c.InstanceID
 	child := inst + "/" + h.rt.get(c.InstanceID).startedSpecs()[0].ContainerID
-	want := []string{inst + " 22000", child + " 20000", child + " 1000", inst + " 3000"}
+	want := []string{inst + " 3000", inst + " 22000", child + " 20000", child + " 1000", inst + " 3000"}
 	var got []string
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) { // polling for the timer's end
-		if got = h.cg.quotaLog(); len(got) == len(want) {
+		if got = h.cg.quotaLogOf(inst); len(got) == len(want) {
 			break
 		}
 	}
@@ -61,7 +62,7 @@ func TestStartBoostIsBounded(t *testing.T) {
 	if err != nil || resp.Status != dispatchpb.Status_STATUS_OK || resp.Start != dispatchpb.StartKind_START_KIND_CONTAINER {
 		t.Fatalf("second start: %v %v", resp, err)
 	}
-	if got := h.cg.quotaLog(); len(got) != len(want) {
+	if got := h.cg.quotaLogOf(inst); len(got) != len(want) {
 		t.Fatalf("a start within the cooldown was boosted: %q", got)
 	}
 	if specs := h.rt.get(c.InstanceID).startedSpecs(); len(specs) != 2 || specs[1].ReportReady {
@@ -103,10 +104,10 @@ func TestStartBoostsOverlap(t *testing.T) {
 	specs := h.rt.get(c.InstanceID).startedSpecs()
 	inst := "/ember/" + c.InstanceID
 	a, b := inst+"/"+specs[0].ContainerID, inst+"/"+specs[1].ContainerID
-	want := []string{inst + " 22000", a + " 20000", b + " 20000", b + " 1000", a + " 1000", inst + " 3000"}
+	want := []string{inst + " 3000", inst + " 22000", a + " 20000", b + " 20000", b + " 1000", a + " 1000", inst + " 3000"}
 	var got []string
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) { // polling for A's bound
-		if got = h.cg.quotaLog(); len(got) == len(want) {
+		if got = h.cg.quotaLogOf(inst); len(got) == len(want) {
 			break
 		}
 	}

@@ -359,6 +359,18 @@ func (f *fakeCgroups) quotaLog() []string {
 	return append([]string(nil), f.quotas...)
 }
 
+// quotaLogOf is quotaLog's entries for instance cgroup inst and its
+// children (other instances boot beside).
+func (f *fakeCgroups) quotaLogOf(inst string) []string {
+	var out []string
+	for _, q := range f.quotaLog() {
+		if strings.Contains(q, inst+" ") || strings.Contains(q, inst+"/") {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
 func newFakeCgroups() *fakeCgroups {
 	return &fakeCgroups{made: map[string]CgroupLimits{}, removed: map[string]bool{}}
 }

@@ -72,6 +72,11 @@ func (a *Agent) boot(in *instance) error {
 	}
 	if sp := in.subpool; sp != nil { // the sub-pool's constraints
 		spec.MilliCPU, spec.PidsLimit, spec.TmpMB = sp.MilliCPU, sp.PidsLimit, sp.TmpMB
+	} else if boot := a.cfg.InitCPUBoost + sandbox.InitVCPU; sandbox.QuotaUs(boot) > a.instanceQuotaUs(in) {
+		// Booting is a start too (runc's set-up in the instance, its seccomp
+		// filter compiled there, ember-init's runtime): boosted until
+		// ember-init answers. Only trusted code runs in it until then.
+		spec.BootMilliCPU = int64(boot * 1000)
 	}
 	if a.deps.State != nil {
 		if err := a.deps.State.Prepare(in.stateDir()); err != nil {
@@ -92,6 +97,12 @@ func (a *Agent) boot(in *instance) error {
 	client, err := dialInit(ctx, filepath.Join(in.sockDir(), initproto.SocketName), in.id, true, a.initEvents(in))
 	if err != nil {
 		return err
+	}
+	if spec.BootMilliCPU > 0 { // booted: its own quota before anything is claimed
+		if err := a.deps.Cgroups.SetInstanceCPUQuota(sb.CgroupPath, a.instanceQuotaUs(in)); err != nil {
+			client.close()
+			return fmt.Errorf("put back the instance's CPU quota after its boot: %w", err)
+		}
 	}
 	if err := setSysmonSlack(int(sb.Pid), sysmonSlack); err != nil { // its runtime runs: it answered
 		a.log.Debug().Err(err).Str("instance", in.id).Msg("ember-init's sysmon keeps its timer slack")

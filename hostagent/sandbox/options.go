@@ -151,6 +151,10 @@ type InstanceSpec struct {
 	// MilliCPU, when set, is the instance's CFS quota in thousandths of a
 	// vCPU (a sub-pool's constraint); 0 derives it from MemoryMB.
 	MilliCPU int64
+	// BootMilliCPU, when above that quota, is the quota the instance boots
+	// with (runc's set-up inside it, ember-init's start): the caller puts
+	// the instance's own back (cgroup.SetCPUQuota) once ember-init answers.
+	BootMilliCPU int64
 	// TmpMB, when set, is the size of each container's /tmp (ember-init's
 	// --tmp-size-mb); 0 keeps ember-init's default.
 	TmpMB int64
@@ -201,7 +205,7 @@ func (s *InstanceSpec) Validate() error {
 		return fmt.Errorf("instance %s: socket dir, code dir and log path are required", s.ID)
 	case s.PidsLimit < 0:
 		return fmt.Errorf("instance %s: pids limit %d must not be negative", s.ID, s.PidsLimit)
-	case s.MilliCPU < 0 || s.TmpMB < 0:
+	case s.MilliCPU < 0 || s.BootMilliCPU < 0 || s.TmpMB < 0:
 		return fmt.Errorf("instance %s: CPU and /tmp size must not be negative", s.ID)
 	}
 	if s.PidsLimit == 0 {
@@ -213,8 +217,11 @@ func (s *InstanceSpec) Validate() error {
 	return nil
 }
 
-// instanceQuotaUs is the CFS quota of a whole instance (InstanceVCPU).
-func (s *InstanceSpec) instanceQuotaUs() int64 { return QuotaUs(InstanceVCPU(s.MemoryMB, s.MilliCPU)) }
+// bootQuotaUs is the CFS quota an instance boots with: its own
+// (InstanceVCPU), or BootMilliCPU's when more.
+func (s *InstanceSpec) bootQuotaUs() int64 {
+	return max(QuotaUs(InstanceVCPU(s.MemoryMB, s.MilliCPU)), QuotaUs(float64(s.BootMilliCPU)/1000))
+}
 
 // InstanceVCPU is the CPU bandwidth of a whole instance: milliCPU when set
 // (a sub-pool's), else its function's CPU (memoryMB) plus InitVCPU.

@@ -279,7 +279,7 @@ func (r *Runtime) specOpts(spec InstanceSpec, cgroupPath string) []oci.SpecOpts 
 		oci.WithCgroup(cgroupPath),
 		oci.WithMemoryLimit(uint64(memory)),
 		oci.WithCPUShares(spec.CPUShares),
-		oci.WithCPUCFS(spec.instanceQuotaUs(), CFSPeriodUs),
+		oci.WithCPUCFS(spec.bootQuotaUs(), CFSPeriodUs),
 		oci.WithPidsLimit(spec.PidsLimit),
 	}
 	if r.memsw {
