@@ -11,6 +11,7 @@ import (
 )
 
 func main() {
+	shim.RefuseOtherVersion() // an ember-init of another build
 	if !shim.IsShim() {
 		fmt.Fprintf(os.Stderr, "ember-shim: ember-init starts it (%s %s) inside a container\n", os.Args[0], shim.Arg)
 		os.Exit(2)

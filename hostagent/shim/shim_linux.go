@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 
@@ -66,6 +67,20 @@ type Status struct {
 // a binary that can be one (ember-shim, ember-init, tests that run initd in
 // process) must then call Run before anything else.
 func IsShim() bool { return len(os.Args) > 1 && os.Args[1] == Arg }
+
+// RefuseOtherVersion ends a process started as a shim of another protocol
+// version (an ember-shim and an ember-init of different builds): it reports
+// a sandbox error on the status pipe, which ember-init answers the
+// invocation with (Ember.SandboxError, not the function's failure), and
+// exits. It returns when the process was not started as a shim at all.
+func RefuseOtherVersion() {
+	if len(os.Args) < 2 || !strings.HasPrefix(os.Args[1], "container-shim") || os.Args[1] == Arg {
+		return
+	}
+	st := Status{Exit: -1, Error: fmt.Sprintf("ember-shim speaks %s, ember-init asked for %s: install both from one build", Arg, os.Args[1])}
+	_ = json.NewEncoder(os.NewFile(4, "status")).Encode(st)
+	os.Exit(1)
+}
 
 // Run is the container shim: PID 1 of the container's pid namespace,
 // root of the instance's user namespace, in the container's own mount,

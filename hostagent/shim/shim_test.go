@@ -1,0 +1,49 @@
+package shim_test
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ember-run/ember/hostagent/shim"
+	"github.com/ember-run/ember/internal/testenv"
+)
+
+// An ember-shim asked for another protocol version reports a sandbox error
+// on its status pipe (ember-init then answers Ember.SandboxError) instead
+// of failing like a function.
+func TestShimRefusesOtherVersion(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "ember-shim")
+	if err := testenv.Build("cmd/ember-shim", bin); err != nil {
+		t.Fatal(err)
+	}
+	specR, specW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer specW.Close()
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "container-shim/0")
+	cmd.ExtraFiles = []*os.File{specR, statusW} // fds 3 and 4
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	specR.Close()
+	statusW.Close()
+	var st shim.Status
+	if err := json.NewDecoder(statusR).Decode(&st); err != nil {
+		t.Fatalf("no status: %v", err)
+	}
+	if err := cmd.Wait(); err == nil {
+		t.Error("the shim exited 0")
+	}
+	if st.Exit != -1 || st.Exec || !strings.Contains(st.Error, shim.Arg) || !strings.Contains(st.Error, "container-shim/0") {
+		t.Fatalf("status %+v", st)
+	}
+}
