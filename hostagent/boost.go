@@ -21,7 +21,8 @@ import (
 // only hands out CPU nobody else wants. The kernel (cgroup v1) refuses a
 // parent quota below a child's, so a child is lifted after its instance
 // and put back before it, and an instance goes back once none of its
-// containers is boosted. A boost the bound ended (a start-up that spins)
+// containers is boosted. Instances boot boosted too (lifecycle.go: the
+// quota runc sets, put back once ember-init answers). A boost the bound ended (a start-up that spins)
 // leaves its instance without one for boostCooldown, so that a tenant who
 // keeps starting containers cannot keep its instance lifted. Sub-pool
 // instances are not boosted: their CPU is the tenant's declared and

@@ -93,12 +93,15 @@ type Config struct {
 	// CFS quota. Set by NewContainerd. Default: DefaultInstancesCPUShares.
 	InstancesCPUShares uint64
 	// InitCPUBoost is the CPU, in vCPUs, a container may use while it
-	// starts when that is more than its function's share: from its cgroup's
-	// creation until its runtime first asks for an invocation (GET
-	// /runtime/invocation/next), at most InitCPUBoostFor. The container's
-	// CFS quota and its instance's (with sandbox.InitVCPU on top) are lifted
-	// to it and put back afterwards. A quota is a ceiling, not a share:
-	// when the host is short of CPU, instances still share it by weight.
+	// starts when that is more than its function's share: from the moment
+	// its package and cgroups are ready until its runtime first asks for an
+	// invocation (GET /runtime/invocation/next), at most InitCPUBoostFor.
+	// The container's CFS quota and its instance's (with sandbox.InitVCPU
+	// on top) are lifted to it and put back afterwards. Instances of fixed
+	// classes boot with it too, until ember-init answers (bounded by
+	// InstanceStartTimeout; only Ember's code runs then). A quota is a
+	// ceiling, not a share: when the host is short of CPU, instances still
+	// share it by weight.
 	// Default: 0, off (the commands' --init-cpu-boost defaults to
 	// DefaultInitCPUBoost).
 	InitCPUBoost float64

@@ -419,7 +419,9 @@ func (a *Agent) startContainer(ctx context.Context, log zerolog.Logger, in *inst
 		VCPU: vcpu,
 	})
 	if err != nil {
-		<-delivered
+		if derr := <-delivered; derr != nil {
+			log.Warn().Err(derr).Msg("deliver code (the container's cgroup failed too)")
+		}
 		return nil, status.Errorf(codes.Internal, "container cgroup: %v", err)
 	}
 	meter := a.attachMeter(log, cg) // accounting: before the process starts

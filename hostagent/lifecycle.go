@@ -3,6 +3,7 @@ package hostagent
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -76,7 +77,7 @@ func (a *Agent) boot(in *instance) error {
 		// Booting is a start too (runc's set-up in the instance, its seccomp
 		// filter compiled there, ember-init's runtime): boosted until
 		// ember-init answers. Only trusted code runs in it until then.
-		spec.BootMilliCPU = int64(boot * 1000)
+		spec.BootMilliCPU = int64(math.Round(boot * 1000))
 	}
 	if a.deps.State != nil {
 		if err := a.deps.State.Prepare(in.stateDir()); err != nil {

@@ -486,3 +486,28 @@ func TestConcurrentCreateFreshImage(t *testing.T) {
 		assertGone(t, rt, s.ID)
 	}
 }
+
+// An instance booted with BootMilliCPU has that quota until its caller
+// puts its own back.
+func TestBootQuota(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rt := newRuntime(t, testImage)
+	id := fmt.Sprintf("t%d-m256-boot", os.Getpid())
+	spec := instanceSpec(t, id)
+	spec.BootMilliCPU = 1200
+	if _, err := rt.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rt.Destroy(context.Background(), id) })
+	quota := filepath.Join(cgroup.Root, "cpu", sandbox.CgroupParent, id, "cpu.cfs_quota_us")
+	if got := readTrim(t, quota); got != "12000" {
+		t.Fatalf("booting quota %s, want 12000", got)
+	}
+	if err := cgroup.SetCPUQuota(sandbox.CgroupParent+"/"+id, sandbox.QuotaUs(sandbox.InstanceVCPU(256, 0))); err != nil {
+		t.Fatal(err)
+	}
+	if got := readTrim(t, quota); got != "3447" {
+		t.Fatalf("quota put back %s, want 3447", got)
+	}
+}

@@ -46,7 +46,7 @@ func (f *Flags) Register(fs *pflag.FlagSet) {
 	fs.Int64Var(&f.capacityMB, "capacity-memory", 0, "MB of memory instances may reserve on this host, never overcommitted (default: the host's memory less 1 GiB)")
 	fs.Float64Var(&f.capacityVCPU, "capacity-vcpu", 0, "vCPUs instances may reserve on this host, never overcommitted (default: the host's CPUs)")
 	fs.Uint64Var(&f.instancesCPUShares, "instances-cpu-shares", hostagent.DefaultInstancesCPUShares, "CPU weight of all instances together against the host's other processes (cpu.shares: a cgroup or a task outside one weighs 1024); each instance stays capped by its own quota")
-	fs.Float64Var(&f.initCPUBoost, "init-cpu-boost", hostagent.DefaultInitCPUBoost, "vCPUs a container may use while it starts (until its runtime first asks for an invocation, at most --init-cpu-boost-for), when more than its function's share; 0 turns it off")
+	fs.Float64Var(&f.initCPUBoost, "init-cpu-boost", hostagent.DefaultInitCPUBoost, "vCPUs a container may use while it starts (until its runtime first asks for an invocation, at most --init-cpu-boost-for), and an instance while it boots, when more than their own share; 0 turns it off")
 	fs.DurationVar(&f.initCPUBoostFor, "init-cpu-boost-for", time.Second, "longest CPU boost of one container start")
 	fs.IntVar(&f.maxContainers, "max-containers-per-instance", 4, "most live function containers per instance (LRU)")
 	fs.DurationVar(&f.containerKeepAlive, "container-keep-alive", 10*time.Minute, "stop a function container idle this long")
