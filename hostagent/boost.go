@@ -22,9 +22,10 @@ import (
 // parent quota below a child's, so a child is lifted after its instance
 // and put back before it, and an instance goes back once none of its
 // containers is boosted. Instances boot boosted too (lifecycle.go: the
-// quota runc sets, put back once ember-init answers). A boost the bound ended (a start-up that spins)
-// leaves its instance without one for boostCooldown, so that a tenant who
-// keeps starting containers cannot keep its instance lifted. Sub-pool
+// quota runc sets, put back once ember-init answers). A boost the bound
+// ended (a start-up that spins) leaves its instance without one for
+// boostCooldown, so that a tenant who keeps starting containers cannot keep
+// its instance lifted. Sub-pool
 // instances are not boosted: their CPU is the tenant's declared and
 // reserved constraint.
 
@@ -33,8 +34,6 @@ const boostCooldown = time.Minute
 
 // boost is one container's lifted quota.
 type boost struct {
-	in     *instance
-	id     string
 	cg     CgroupChild
 	normal int64 // the container's own quota, put back at the end
 	timer  *time.Timer
@@ -56,7 +55,7 @@ func (a *Agent) startBoost(log zerolog.Logger, in *instance, client *initClient,
 		return false
 	}
 	if len(in.boosts) == 0 {
-		if err := a.deps.Cgroups.SetInstanceCPUQuota(in.cgroupPath, max(boosted+sandbox.QuotaUs(sandbox.InitVCPU), a.instanceQuotaUs(in))); err != nil {
+		if err := a.deps.Cgroups.SetInstanceCPUQuota(in.cgroupPath, max(sandbox.QuotaUs(a.boostedInstanceVCPU()), a.instanceQuotaUs(in))); err != nil {
 			log.Warn().Err(err).Msg("CPU boost: lift the instance's quota")
 			return false
 		}
@@ -71,7 +70,7 @@ func (a *Agent) startBoost(log zerolog.Logger, in *instance, client *initClient,
 	if in.boosts == nil {
 		in.boosts = map[string]*boost{}
 	}
-	b := &boost{in: in, id: id, cg: cg, normal: sandbox.QuotaUs(vcpu)}
+	b := &boost{cg: cg, normal: sandbox.QuotaUs(vcpu)}
 	in.boosts[id] = b
 	b.timer = time.AfterFunc(a.cfg.InitCPUBoostFor, func() { a.finishBoost(in, id, true) })
 	return true
@@ -120,6 +119,10 @@ func (a *Agent) restoreInstanceQuota(log zerolog.Logger, in *instance) {
 		log.Warn().Err(err).Msg("CPU boost: put back the instance's quota")
 	}
 }
+
+// boostedInstanceVCPU is an instance's CPU while it boots or one of its
+// containers starts: the boost and ember-init's headroom.
+func (a *Agent) boostedInstanceVCPU() float64 { return a.cfg.InitCPUBoost + sandbox.InitVCPU }
 
 // instanceQuotaUs is in's own CFS quota, as its runtime spec set it.
 func (a *Agent) instanceQuotaUs(in *instance) int64 {

@@ -73,7 +73,7 @@ func (a *Agent) boot(in *instance) error {
 	}
 	if sp := in.subpool; sp != nil { // the sub-pool's constraints
 		spec.MilliCPU, spec.PidsLimit, spec.TmpMB = sp.MilliCPU, sp.PidsLimit, sp.TmpMB
-	} else if boot := a.cfg.InitCPUBoost + sandbox.InitVCPU; sandbox.QuotaUs(boot) > a.instanceQuotaUs(in) {
+	} else if boot := a.boostedInstanceVCPU(); sandbox.QuotaUs(boot) > a.instanceQuotaUs(in) {
 		// Booting is a start too (runc's set-up in the instance, its seccomp
 		// filter compiled there, ember-init's runtime): boosted until
 		// ember-init answers. Only trusted code runs in it until then.
