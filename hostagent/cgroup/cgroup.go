@@ -131,7 +131,7 @@ func Open(instanceCgroupPath, name string) (*Child, error) {
 // checkNames validates a child's place: an absolute, clean instance
 // cgroup path and one path element.
 func checkNames(instanceCgroupPath, name string) error {
-	if !strings.HasPrefix(instanceCgroupPath, "/") || filepath.Clean(instanceCgroupPath) != instanceCgroupPath || instanceCgroupPath == "/" {
+	if !isCgroupPath(instanceCgroupPath) {
 		return fmt.Errorf("cgroup: instance cgroup path %q must be absolute and clean", instanceCgroupPath)
 	}
 	if name == "" || !filepath.IsLocal(name) || strings.Contains(name, "/") {
@@ -230,7 +230,7 @@ func SetParentShares(cgroupPath string, shares uint64) error {
 	if shares < MinShares || shares > MaxShares {
 		return fmt.Errorf("cgroup: cpu.shares %d: want %d to %d", shares, MinShares, MaxShares)
 	}
-	if !strings.HasPrefix(cgroupPath, "/") || filepath.Clean(cgroupPath) != cgroupPath || cgroupPath == "/" {
+	if !isCgroupPath(cgroupPath) {
 		return fmt.Errorf("cgroup: %q: want an absolute, clean cgroup path", cgroupPath)
 	}
 	cpu := filepath.Join(Root, "cpu")
@@ -250,7 +250,7 @@ func SetParentShares(cgroupPath string, shares uint64) error {
 // kernel refuses a quota below one of the cgroup's children's: lower the
 // children first.
 func SetCPUQuota(cgroupPath string, quotaUs int64) error {
-	if !strings.HasPrefix(cgroupPath, "/") || filepath.Clean(cgroupPath) != cgroupPath || cgroupPath == "/" {
+	if !isCgroupPath(cgroupPath) {
 		return fmt.Errorf("cgroup: %q: want an absolute, clean cgroup path", cgroupPath)
 	}
 	return setQuota(filepath.Join(Root, "cpu", cgroupPath), quotaUs)
@@ -266,6 +266,12 @@ func setQuota(dir string, quotaUs int64) error {
 		return fmt.Errorf("cgroup: CFS quota %d us: want at least 1000 (the kernel's floor)", quotaUs)
 	}
 	return writeFile(dir, "cpu.cfs_quota_us", strconv.FormatInt(quotaUs, 10))
+}
+
+// isCgroupPath reports whether p is an absolute, clean cgroup path below
+// the root, such as runc's cgroupsPath of an instance.
+func isCgroupPath(p string) bool {
+	return strings.HasPrefix(p, "/") && filepath.Clean(p) == p && p != "/"
 }
 
 func writeFile(dir, file, value string) error {
@@ -392,7 +398,7 @@ func (c *Child) Remove() error {
 // clean-up for an instance whose runtime left its cgroups behind. Missing
 // directories are success.
 func RemoveTree(cgroupPath string) error {
-	if !strings.HasPrefix(cgroupPath, "/") || filepath.Clean(cgroupPath) != cgroupPath || cgroupPath == "/" {
+	if !isCgroupPath(cgroupPath) {
 		return fmt.Errorf("cgroup: path %q must be absolute and clean", cgroupPath)
 	}
 	hierarchies, err := os.ReadDir(Root)
