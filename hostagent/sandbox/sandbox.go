@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/contrib/seccomp"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/namespaces"
@@ -293,7 +295,27 @@ func (r *Runtime) specOpts(spec InstanceSpec, cgroupPath string) []oci.SpecOpts 
 		))
 	}
 	// The seccomp profile derives its rules from the capabilities: last.
-	return append(opts, oci.WithCapabilities(Capabilities), seccomp.WithDefaultProfile())
+	return append(opts, oci.WithCapabilities(Capabilities), withNativeSeccompProfile)
+}
+
+// withNativeSeccompProfile is containerd's default seccomp profile (its
+// rules derived from the capabilities) for the native system call table
+// only. On x86-64 the default profile also allows the i386 (int $0x80) and
+// x32 tables, which nothing in an instance uses: ember-init and ember-shim
+// are x86-64 Go programs, and the function filter (hostagent/seccomp) kills
+// a function process that makes such a call. Leaving them out makes the
+// instance's filter refuse them (runc's action for a table the profile does
+// not list: the calling thread is killed) and takes most of the filter's
+// cost off a boot: runc compiles the profile with libseccomp inside every
+// instance as it starts, 50-70 ms of a cold start on these machines for
+// three tables, about a third of that for one.
+func withNativeSeccompProfile(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+	p := seccomp.DefaultProfile(s)
+	if runtime.GOARCH == "amd64" {
+		p.Architectures = []specs.Arch{specs.ArchX86_64}
+	}
+	s.Linux.Seccomp = p
+	return nil
 }
 
 // Destroy stops instance id: SIGTERM, the grace period, SIGKILL; then it

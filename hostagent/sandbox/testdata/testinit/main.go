@@ -1,6 +1,7 @@
 // Command testinit stands in for ember-init in the sandbox tests: it listens
 // on /ember/sock/init.sock and answers one request per connection:
-// "report" describes the instance from inside; "spawn" (sent with cgroup fds
+// "report" describes the instance from inside (among it how a 32-bit
+// system call made through int $0x80 ends); "spawn" (sent with cgroup fds
 // named as in initproto) starts /bin/busybox cat /proc/self/cgroup inside
 // those cgroups the way ember-init does and returns its output.
 package main
@@ -20,6 +21,9 @@ import (
 func init() { runtime.LockOSThread() }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "compat-getpid" {
+		compatChild()
+	}
 	fmt.Printf("testinit up %s\n", os.Getenv("EMBER_INSTANCE_ID"))
 	if os.Getenv("EMBER_TEST_IGNORE_TERM") != "" {
 		signal.Ignore(syscall.SIGTERM) // only SIGKILL ends it
@@ -96,6 +100,7 @@ func report() string {
 		names = append(names, i.Name)
 	}
 	fmt.Fprintf(&b, "interfaces=%s\n", strings.Join(names, ","))
+	fmt.Fprintf(&b, "compat_syscall=%s\n", compatProbe())
 	code, _ := os.ReadFile("/ember/code/hello.txt")
 	fmt.Fprintf(&b, "code=%s\n", bytes.TrimSpace(code))
 	return b.String()
