@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +53,12 @@ type initEvents struct {
 // that should be running, it tries once.
 func dialInit(ctx context.Context, path, wantID string, booting bool, events initEvents) (*initClient, error) {
 	var uc *net.UnixConn
+	var watch *dirWatch // made at the first failed dial
+	defer func() {
+		if watch != nil {
+			watch.close()
+		}
+	}()
 	for {
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "unix", path)
@@ -62,12 +69,14 @@ func dialInit(ctx context.Context, path, wantID string, booting bool, events ini
 		if !booting || !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ECONNREFUSED) {
 			return nil, fmt.Errorf("dial ember-init %s: %w", path, err)
 		}
-		t := time.NewTimer(5 * time.Millisecond) // polling a booting instance's socket
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, fmt.Errorf("dial ember-init %s: %w (last: %v)", path, ctx.Err(), err)
-		case <-t.C:
+		if watch == nil { // watched from now: dialled again at once, then at each new name
+			if watch, err = watchDir(filepath.Dir(path)); err != nil {
+				return nil, fmt.Errorf("dial ember-init %s: %w", path, err)
+			}
+			continue
+		}
+		if werr := watch.wait(ctx, socketRetry); werr != nil {
+			return nil, fmt.Errorf("dial ember-init %s: %w (last: %v)", path, werr, err)
 		}
 	}
 	conn := initproto.NewConn(uc)

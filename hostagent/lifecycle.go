@@ -35,7 +35,7 @@ func (a *Agent) bootAsync(in *instance) bool {
 		}
 	}
 	start := time.Now()
-	err := a.boot(in)
+	steps, err := a.boot(in)
 	<-a.sem
 	if err != nil {
 		if a.bg.Err() == nil {
@@ -44,26 +44,32 @@ func (a *Agent) bootAsync(in *instance) bool {
 		a.discard(in)
 		return false
 	}
-	log.Info().Dur("took", time.Since(start)).Msg("instance ready in the warming pool")
+	log.Info().Dur("took", time.Since(start)).Dur("create", steps.create).Dur("answer", steps.answer).
+		Dur("spare_netns", steps.spare).Msg("instance ready in the warming pool")
 	return true
 }
 
+// bootSteps is how long a boot's steps took: the sandbox made and
+// ember-init started (containerd, runc), ember-init's Hello, the network
+// namespace set aside for its first container.
+type bootSteps struct{ create, answer, spare time.Duration }
+
 // boot creates the instance, waits for ember-init's Hello and adds the
 // instance to the warming pool.
-func (a *Agent) boot(in *instance) error {
+func (a *Agent) boot(in *instance) (steps bootSteps, err error) {
 	ctx, cancel := context.WithTimeout(a.bg, a.cfg.InstanceStartTimeout)
 	defer cancel()
 	for _, d := range []string{in.sockDir(), in.codeDir(), filepath.Dir(in.logPath())} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return fmt.Errorf("instance dir: %w", err)
+			return steps, fmt.Errorf("instance dir: %w", err)
 		}
 	}
 	// ember-init, root in its user namespace, creates its socket here.
 	if err := os.Chown(in.sockDir(), in.hostUID, in.hostUID); err != nil {
-		return fmt.Errorf("instance socket dir: %w", err)
+		return steps, fmt.Errorf("instance socket dir: %w", err)
 	}
 	if err := os.Chmod(in.sockDir(), 0o700); err != nil {
-		return fmt.Errorf("instance socket dir: %w", err)
+		return steps, fmt.Errorf("instance socket dir: %w", err)
 	}
 	spec := sandbox.InstanceSpec{
 		ID: in.id, Class: in.class, MemoryMB: in.memoryMB,
@@ -81,28 +87,31 @@ func (a *Agent) boot(in *instance) error {
 	}
 	if a.deps.State != nil {
 		if err := a.deps.State.Prepare(in.stateDir()); err != nil {
-			return err
+			return steps, err
 		}
 		spec.StateDir = in.stateDir()
 	}
 	if rc := a.resolvConf(); rc != "" {
 		spec.ResolvConf = filepath.Join(in.dir, "resolv.conf")
 		if err := os.WriteFile(spec.ResolvConf, []byte(rc), 0o644); err != nil {
-			return fmt.Errorf("instance resolv.conf: %w", err)
+			return steps, fmt.Errorf("instance resolv.conf: %w", err)
 		}
 	}
+	t := time.Now()
 	sb, err := a.deps.Runtime.Create(ctx, spec)
+	steps.create = time.Since(t)
 	if err != nil {
-		return fmt.Errorf("create: %w", err)
+		return steps, fmt.Errorf("create: %w", err)
 	}
 	client, err := dialInit(ctx, filepath.Join(in.sockDir(), initproto.SocketName), in.id, true, a.initEvents(in))
+	steps.answer = time.Since(t) - steps.create
 	if err != nil {
-		return err
+		return steps, err
 	}
 	if spec.BootMilliCPU > 0 { // booted: its own quota before anything is claimed
 		if err := a.deps.Cgroups.SetInstanceCPUQuota(sb.CgroupPath, a.instanceQuotaUs(in)); err != nil {
 			client.close()
-			return fmt.Errorf("put back the instance's CPU quota after its boot: %w", err)
+			return steps, fmt.Errorf("put back the instance's CPU quota after its boot: %w", err)
 		}
 	}
 	if err := setSysmonSlack(int(sb.Pid), sysmonSlack); err != nil { // its runtime runs: it answered
@@ -112,7 +121,7 @@ func (a *Agent) boot(in *instance) error {
 	if a.closing {
 		a.mu.Unlock()
 		client.close()
-		return fmt.Errorf("agent shutting down")
+		return steps, fmt.Errorf("agent shutting down")
 	}
 	in.client = client
 	in.cgroupPath = sb.CgroupPath
@@ -121,15 +130,17 @@ func (a *Agent) boot(in *instance) error {
 	a.watchers.Add(1)
 	a.mu.Unlock()
 	go a.watch(in, client)
+	t = time.Now()
 	a.prepareSpare(in, client) // before any claim: off the invocations' path
+	steps.spare = time.Since(t)
 	if err := a.store.AddWarm(ctx, in.id, a.cfg.AgentID, in.class); err != nil {
 		a.mu.Lock()
 		in.state = stGone
 		a.mu.Unlock()
 		client.close()
-		return err
+		return steps, err
 	}
-	return nil
+	return steps, nil
 }
 
 // resolvConf is the resolv.conf instances get: Config.Network.DNS, or ""

@@ -337,6 +337,11 @@ func TestNewConnectionReplacesOld(t *testing.T) {
 func TestOrphanTimeout(t *testing.T) {
 	const orphan = time.Second
 	e := startServer(t, func(c *initd.Config) { c.OrphanTimeout = orphan })
+	// The socket was renamed into place once listening (what the agent
+	// watches for): nothing else is left in its directory.
+	if names := dirNames(t, e.cfg.SocketDir); !slices.Equal(names, []string{initproto.SocketName}) {
+		t.Fatalf("socket dir holds %v", names)
+	}
 	c1 := e.dial(t)
 	if len(c1.hello.Containers) != 0 {
 		t.Fatalf("hello of a new server lists %v", c1.hello.Containers)
@@ -364,6 +369,22 @@ func TestOrphanTimeout(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("the server still runs 10 s after its agent left (orphan timeout %v)", orphan)
 	}
+	if names := dirNames(t, e.cfg.SocketDir); len(names) != 0 {
+		t.Fatalf("socket dir holds %v after the server ended", names)
+	}
+}
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
 }
 
 func TestConcurrentContainers(t *testing.T) {

@@ -87,14 +87,11 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("initd: socket dir: %w", err)
 	}
 	path := s.SocketPath()
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("initd: remove stale socket: %w", err)
-	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	ln, err := listenThenRename(path)
 	if err != nil {
-		return fmt.Errorf("initd: listen: %w", err)
+		return err
 	}
-	ln.SetUnlinkOnClose(true)
+	defer os.Remove(path)
 	close(s.ready)
 	s.log.Info().Str("socket", path).Msg("listening")
 
@@ -134,6 +131,30 @@ func (s *Server) Run(ctx context.Context) error {
 		err = werr
 	}
 	return err
+}
+
+// listenThenRename listens on a temporary name beside path and renames it
+// to path: the socket appears under its name only once it accepts, so the
+// agent, which watches the directory while an instance boots, connects when
+// it sees the name (a socket bound in place would show before listen).
+func listenThenRename(path string) (*net.UnixListener, error) {
+	tmp := path + ".new"
+	for _, p := range []string{path, tmp} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("initd: remove stale socket: %w", err)
+		}
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("initd: listen: %w", err)
+	}
+	ln.SetUnlinkOnClose(false) // it is removed under its final name
+	if err := os.Rename(tmp, path); err != nil {
+		_ = ln.Close()
+		_ = os.Remove(tmp)
+		return nil, fmt.Errorf("initd: socket: %w", err)
+	}
+	return ln, nil
 }
 
 func (s *Server) accept(ctx context.Context, ln *net.UnixListener) error {
