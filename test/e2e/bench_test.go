@@ -264,18 +264,21 @@ func BenchmarkStartLatency(b *testing.B) {
 	quietStack := newStack(b, "m1024=2", "--max-instances", "64")
 	hit := poolHits(quietStack, true)
 	quietStack.stop()
-	steps := startSteps(b, quietStack, tenants)
+	steps := startSteps(b, quietStack, tenants, false)
 
 	coldStack := newStack(b, "m1024=0,m128=1", "--max-instances", "64")
 	var cold []time.Duration
+	var coldTenants []string
 	for i := 0; i < rounds; i++ {
-		d, kind := invokeAs(coldStack, fmt.Sprintf("cold%d", i))
+		coldTenants = append(coldTenants, fmt.Sprintf("cold%d", i))
+		d, kind := invokeAs(coldStack, coldTenants[i])
 		if kind != "cold" {
 			b.Fatalf("round %d: start kind %s, want cold", i, kind)
 		}
 		cold = append(cold, d)
 	}
 	coldStack.stop()
+	coldSteps := startSteps(b, coldStack, coldTenants, true)
 
 	base := baselinePerInvocation(b, rounds)
 	rie := rieHot(b, "kafka-echo", []byte(`{"records":{}}`), 200)
@@ -284,8 +287,9 @@ func BenchmarkStartLatency(b *testing.B) {
 	report(b, "ratio Ember hot / emulator hot", float64(median(hot))/float64(median(rie)), "x-rie")
 	report(b, "pool hit start via API, the pool at its target, median of 20", ms(median(hit)), "ms-pool-hit")
 	report(b, "pool hit start via API, back to back (a refill booting), median of 20", ms(median(burst)), "ms-pool-hit-burst")
-	reportStartSteps(b, "pool hit at target, step", hit, steps)
+	reportStartSteps(b, "pool hit at target, step", "ms-step", hit, steps)
 	report(b, "full cold start via API, median of 20", ms(median(cold)), "ms-cold")
+	reportStartSteps(b, "full cold start, step", "ms-cold-step", cold, coldSteps)
 	report(b, "baseline: new container per invocation, median of 20", ms(median(base)), "ms-baseline")
 	report(b, "ratio baseline / pool hit", float64(median(base))/float64(median(hit)), "x-pool-hit")
 	report(b, "ratio baseline / hot", float64(median(base))/float64(median(hot)), "x-hot")
