@@ -45,7 +45,7 @@ func (a *Agent) bootAsync(in *instance) bool {
 		return false
 	}
 	log.Info().Dur("took", time.Since(start)).Dur("create", steps.create).Dur("answer", steps.answer).
-		Dur("spare_netns", steps.spare).Msg("instance ready in the warming pool")
+		Dur("netns", steps.spare).Msg("instance ready in the warming pool")
 	return true
 }
 

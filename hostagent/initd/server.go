@@ -91,7 +91,6 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(path)
 	close(s.ready)
 	s.log.Info().Str("socket", path).Msg("listening")
 
@@ -120,6 +119,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		<-gctx.Done()
+		_ = os.Remove(path) // gone as it stops accepting
 		return ln.Close()
 	})
 	g.Go(func() error { return s.accept(gctx, ln) })

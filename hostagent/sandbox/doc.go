@@ -7,7 +7,8 @@
 // build function containers inside it (CAP_SYS_ADMIN, CAP_SETUID,
 // CAP_SETGID, CAP_SETPCAP, and CAP_KILL to stop them, all confined to that
 // user namespace), the
-// default seccomp profile derived from those capabilities, its own network
+// default seccomp profile derived from those capabilities (for the x86-64
+// system call table alone: a call of another kills its thread), its own network
 // namespace with loopback only, and memory, CPU and pids limits on its
 // cgroup "/ember/<id>" (runc's cgroupfs driver). Two host directories are
 // bind-mounted: the socket directory (read-write, owned by the mapped root,

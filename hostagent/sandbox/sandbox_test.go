@@ -185,9 +185,10 @@ func TestInstanceIsolationAndChildCgroup(t *testing.T) {
 	for _, want := range []string{
 		"hostname=" + id, "uid=0", "rootfs_write_erofs=true", "tmp_writable=true",
 		"code_write_erofs=true", "interfaces=lo\n", "code=from host",
-		// The instance's seccomp profile lists the x86-64 table alone: an
-		// i386 call through int $0x80 kills the thread that makes it.
-		"compat_syscall=thread-killed",
+		// The instance's seccomp profile lists the x86-64 table alone: a
+		// call of the i386 table (through int $0x80) or of the x32 table
+		// kills the thread that makes it.
+		"compat_syscall=thread-killed", "x32_syscall=thread-killed",
 	} {
 		if !strings.Contains(rep, want+"\n") && !strings.Contains(rep, want) {
 			t.Errorf("inside report lacks %q:\n%s", want, rep)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -17,16 +18,36 @@ import (
 // and returns what the kernel answered (a negative errno on failure).
 func compatSyscall(nr uint32) int32
 
-// i386Getpid is getpid's number in the i386 table.
-const i386Getpid = 20
+// x32Syscall makes system call nr of the x32 table (bit 30 set) and
+// returns what the kernel answered.
+func x32Syscall(nr uint32) int32
 
-// compatProbe runs, in a child process, an i386 getpid through int $0x80
-// and says how it ended: "pid" if the kernel answered with the child's pid,
+// getpid's numbers in the i386 and x32 tables.
+const (
+	i386Getpid = 20
+	x32Getpid  = 39
+)
+
+// compatCalls are the child's probes by name.
+var compatCalls = map[string]func() int32{
+	"i386": func() int32 { return compatSyscall(i386Getpid) },
+	"x32":  func() int32 { return x32Syscall(x32Getpid) },
+}
+
+// compatProbe runs, in a child process, getpid through another system call
+// table than x86-64's (table: "i386", through int $0x80, or "x32") and says
+// how it ended: "pid" if the kernel answered with the child's pid,
 // "errno=N" if it refused the call, "thread-killed" if the thread that
 // made it was killed (seccomp's kill-thread action: the rest of the child
 // lives on to say so), "signal=S" if the whole child was killed.
-func compatProbe() string {
-	cmd := exec.Command("/proc/self/exe", "compat-getpid")
+func compatProbe(table string) string {
+	// The child's own bound comes first; this one only stops a child that
+	// cannot run any more (a killed thread held a scheduler slot).
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/proc/self/exe", "compat-getpid", table)
+	cmd.Env = []string{"GOMAXPROCS=4", "GOGC=off"} // no stop-the-world to wait for a dead thread
+	cmd.WaitDelay = time.Second
 	out, err := cmd.Output()
 	var ee *exec.ExitError
 	switch {
@@ -56,16 +77,23 @@ func compatProbe() string {
 }
 
 // compatChild is the child's side of compatProbe: the call is made on a
-// thread of its own, watched until it answers or is gone.
-func compatChild() {
+// thread of its own, which then never ends (so a thread that is gone was
+// killed), watched until it answers or is gone.
+func compatChild(table string) {
+	call := compatCalls[table]
+	if call == nil {
+		fmt.Println("no table", table)
+		os.Exit(0)
+	}
 	tid, answer := make(chan int), make(chan int32, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: if the call kills the thread, only this goroutine goes
+		runtime.LockOSThread()
 		tid <- syscall.Gettid()
-		answer <- compatSyscall(i386Getpid)
+		answer <- call()
+		select {} // keeps the thread: only a kill ends it
 	}()
 	task := fmt.Sprintf("/proc/self/task/%d", <-tid)
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
 		select {
 		case a := <-answer:
 			fmt.Printf("ret=%d\n", a)
@@ -77,6 +105,6 @@ func compatChild() {
 			os.Exit(0)
 		}
 	}
-	fmt.Println("no answer in 10 s")
+	fmt.Println("no answer in 2 s")
 	os.Exit(0)
 }

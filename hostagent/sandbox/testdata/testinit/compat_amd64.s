@@ -7,3 +7,13 @@ TEXT ·compatSyscall(SB),NOSPLIT,$0-12
 	INT $0x80
 	MOVL AX, ret+8(FP)
 	RET
+
+// func x32Syscall(nr uint32) int32: system call nr of the x32 table (its
+// number with bit 30 set) through the 64-bit entry, as an x32 program
+// would make it.
+TEXT ·x32Syscall(SB),NOSPLIT,$0-12
+	MOVL nr+0(FP), AX
+	ORL $0x40000000, AX
+	SYSCALL
+	MOVL AX, ret+8(FP)
+	RET

@@ -1,7 +1,7 @@
 // Command testinit stands in for ember-init in the sandbox tests: it listens
 // on /ember/sock/init.sock and answers one request per connection:
-// "report" describes the instance from inside (among it how a 32-bit
-// system call made through int $0x80 ends); "spawn" (sent with cgroup fds
+// "report" describes the instance from inside (among it how a system call
+// of the i386 or x32 table ends); "spawn" (sent with cgroup fds
 // named as in initproto) starts /bin/busybox cat /proc/self/cgroup inside
 // those cgroups the way ember-init does and returns its output.
 package main
@@ -21,8 +21,8 @@ import (
 func init() { runtime.LockOSThread() }
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "compat-getpid" {
-		compatChild()
+	if len(os.Args) > 2 && os.Args[1] == "compat-getpid" {
+		compatChild(os.Args[2])
 	}
 	fmt.Printf("testinit up %s\n", os.Getenv("EMBER_INSTANCE_ID"))
 	if os.Getenv("EMBER_TEST_IGNORE_TERM") != "" {
@@ -100,7 +100,8 @@ func report() string {
 		names = append(names, i.Name)
 	}
 	fmt.Fprintf(&b, "interfaces=%s\n", strings.Join(names, ","))
-	fmt.Fprintf(&b, "compat_syscall=%s\n", compatProbe())
+	fmt.Fprintf(&b, "compat_syscall=%s\n", compatProbe("i386"))
+	fmt.Fprintf(&b, "x32_syscall=%s\n", compatProbe("x32"))
 	code, _ := os.ReadFile("/ember/code/hello.txt")
 	fmt.Fprintf(&b, "code=%s\n", bytes.TrimSpace(code))
 	return b.String()
