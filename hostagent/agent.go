@@ -44,6 +44,7 @@ type Agent struct {
 
 	mu       sync.Mutex
 	insts    map[string]*instance
+	ahead    map[string]*ahead       // by class: defined, not booted (ahead.go)
 	subpools map[string]pool.SubPool // by name
 	closing  bool
 	starts   sync.WaitGroup   // instance boots in flight
@@ -85,6 +86,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		sem:    make(chan struct{}, cfg.StartConcurrency),
 		refill: make(chan struct{}, 1),
 		insts:  map[string]*instance{},
+		ahead:  map[string]*ahead{},
 		trees:  codefetch.NewTrees(filepath.Join(cfg.StateDir, "codes"), deps.Code, cfg.CodeCacheMB<<20),
 	}
 	a.bg, a.cancelBg = context.WithCancel(context.Background())
@@ -266,6 +268,7 @@ func (a *Agent) shutdown() {
 	}
 	a.cancelBg()
 	a.starts.Wait()
+	a.dropAllAhead(ctx)
 	a.mu.Lock()
 	all := make([]*instance, 0, len(a.insts))
 	for _, in := range a.insts {
@@ -572,6 +575,7 @@ func (a *Agent) manage(ctx context.Context) error {
 		return err
 	}
 	close(a.ready)
+	a.defineAhead()
 	t := time.NewTicker(a.reclaimInterval())
 	defer t.Stop()
 	for {
@@ -589,6 +593,7 @@ func (a *Agent) manage(ctx context.Context) error {
 		a.reclaim(ctx)
 		a.ensureWarm()
 		a.ensureSubPools(ctx)
+		a.defineAhead()
 	}
 }
 
@@ -702,36 +707,36 @@ func (a *Agent) reserveLocked(class string, sp *pool.SubPool, fromDemand bool) *
 	if !ok || !a.cfg.Capacity.Fits(a.usedLocked().Add(need)) {
 		return nil
 	}
-	mb := need.MemoryMB
-	slot := a.freeSlotLocked()
-	id := newInstanceID()
-	in := &instance{
-		id: id, class: class, memoryMB: mb, needs: need, subpool: sp,
-		slot: slot, hostUID: a.cfg.MappedRootUID + slot*a.cfg.UIDRange,
-		dir:        filepath.Join(a.cfg.StateDir, "instances", id),
-		state:      stStarting,
-		fromDemand: fromDemand,
-		containers: map[string]*container{}, parked: map[string]*parked{},
-		codes: map[string]bool{},
+	var in *instance
+	if sp == nil {
+		if in = a.takeAheadLocked(class); in != nil { // its container made already
+			in.definedAhead = true
+		}
 	}
-	a.insts[id] = in
+	if in == nil {
+		in = a.newInstanceLocked(class, sp, a.slotLocked())
+	}
+	in.fromDemand = fromDemand
+	a.insts[in.id] = in
 	a.starts.Add(1)
 	return in
 }
 
-// freeSlotLocked is the lowest uid-range slot no live instance holds.
-// Called with a.mu held, after the MaxInstances check (so one is free).
-func (a *Agent) freeSlotLocked() int {
-	used := make(map[int]bool, len(a.insts))
-	for _, in := range a.insts {
-		if in.state != stGone {
-			used[in.slot] = true
-		}
+// newInstanceLocked is a new instance of class (of sub-pool sp, when set)
+// in uid-range slot, not registered anywhere yet. a.mu held.
+func (a *Agent) newInstanceLocked(class string, sp *pool.SubPool, slot int) *instance {
+	need, _ := pool.FixedNeeds(class)
+	if sp != nil {
+		need = sp.Needs()
 	}
-	for n := 0; ; n++ {
-		if !used[n] {
-			return n
-		}
+	id := newInstanceID()
+	return &instance{
+		id: id, class: class, memoryMB: need.MemoryMB, needs: need, subpool: sp,
+		slot: slot, hostUID: a.cfg.MappedRootUID + slot*a.cfg.UIDRange,
+		dir:        filepath.Join(a.cfg.StateDir, "instances", id),
+		state:      stStarting,
+		containers: map[string]*container{}, parked: map[string]*parked{},
+		codes: map[string]bool{},
 	}
 }
 

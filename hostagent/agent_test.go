@@ -119,6 +119,15 @@ func startHarness(t *testing.T, cfg Config, rt *fakeRuntime) *harness {
 	return h
 }
 
+// aheadReady reports whether class has an instance defined ahead, its
+// definition done.
+func (h *harness) aheadReady(class string) bool {
+	h.agent.mu.Lock()
+	defer h.agent.mu.Unlock()
+	ah := h.agent.ahead[class]
+	return ah != nil && ah.ready
+}
+
 // stop shuts the agent down and checks that it left nothing behind.
 func (h *harness) stop() {
 	if h.cancel == nil {
@@ -136,6 +145,9 @@ func (h *harness) stop() {
 	}
 	if n := h.rt.count(); n != 0 {
 		h.t.Errorf("%d instances left in the runtime after shutdown", n)
+	}
+	if n := h.rt.countDefined(); n != 0 {
+		h.t.Errorf("%d instances defined ahead left in the runtime after shutdown", n)
 	}
 	insts, err := h.store.Instances(context.Background(), "agent-test")
 	if err != nil || len(insts) != 0 {

@@ -21,6 +21,9 @@ type Runtime interface {
 	// Create creates and starts an instance whose PID 1 is ember-init. It
 	// returns once the task runs; ember-init's socket may not exist yet.
 	Create(ctx context.Context, spec sandbox.InstanceSpec) (sandbox.Instance, error)
+	// Define makes an instance's container without starting it: a Create
+	// with the same spec later starts from it. Destroy removes it.
+	Define(ctx context.Context, spec sandbox.InstanceSpec) error
 	// Destroy stops (SIGTERM, grace, SIGKILL) and deletes an instance with
 	// its snapshot. Destroying a missing instance is success.
 	Destroy(ctx context.Context, id string) error

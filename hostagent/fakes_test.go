@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -27,12 +28,20 @@ type fakeRuntime struct {
 	destroyed []string
 	created   int
 	specs     map[string]sandbox.InstanceSpec // of live instances
+	// defined are the instances Define made, not started; fromDefined
+	// counts the Creates that started one (of the same spec), undefined
+	// the ones Destroy removed unstarted.
+	defined     map[string]sandbox.InstanceSpec
+	fromDefined int
+	undefined   []string
+	// defineGate, when set, holds every Define until it is closed.
+	defineGate chan struct{}
 }
 
 var _ Runtime = (*fakeRuntime)(nil)
 
 func newFakeRuntime() *fakeRuntime {
-	return &fakeRuntime{live: map[string]*fakeInit{}, specs: map[string]sandbox.InstanceSpec{}}
+	return &fakeRuntime{live: map[string]*fakeInit{}, specs: map[string]sandbox.InstanceSpec{}, defined: map[string]sandbox.InstanceSpec{}}
 }
 
 func (r *fakeRuntime) Create(ctx context.Context, spec sandbox.InstanceSpec) (sandbox.Instance, error) {
@@ -44,12 +53,24 @@ func (r *fakeRuntime) Create(ctx context.Context, spec sandbox.InstanceSpec) (sa
 	r.live[spec.ID] = fi
 	r.specs[spec.ID] = spec
 	r.created++
+	if was, ok := r.defined[spec.ID]; ok {
+		delete(r.defined, spec.ID)
+		if reflect.DeepEqual(was, spec) {
+			r.fromDefined++
+		}
+	}
 	r.mu.Unlock()
 	return sandbox.Instance{ID: spec.ID, Pid: 1, CgroupPath: "/ember/" + spec.ID}, nil
 }
 
 func (r *fakeRuntime) Destroy(ctx context.Context, id string) error {
 	r.mu.Lock()
+	if _, ok := r.defined[id]; ok {
+		delete(r.defined, id)
+		r.undefined = append(r.undefined, id)
+		r.mu.Unlock()
+		return nil
+	}
 	fi := r.live[id]
 	delete(r.live, id)
 	for i, s := range r.stale {
@@ -73,7 +94,49 @@ func (r *fakeRuntime) List(ctx context.Context) ([]string, error) {
 	for id := range r.live {
 		out = append(out, id)
 	}
+	for id := range r.defined {
+		out = append(out, id)
+	}
 	return out, nil
+}
+
+func (r *fakeRuntime) Define(ctx context.Context, spec sandbox.InstanceSpec) error {
+	if r.defineGate != nil {
+		select {
+		case <-r.defineGate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.defined[spec.ID]; ok {
+		return fmt.Errorf("instance %s defined twice", spec.ID)
+	}
+	r.defined[spec.ID] = spec
+	return nil
+}
+
+// countDefined counts the instances defined and not started, by class
+// when class is set.
+func (r *fakeRuntime) countDefined(class ...string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, s := range r.defined {
+		if len(class) == 0 || s.Class == class[0] {
+			n++
+		}
+	}
+	return n
+}
+
+// startedDefined counts the Creates that started an instance defined
+// ahead with the same spec.
+func (r *fakeRuntime) startedDefined() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.fromDefined
 }
 
 func (r *fakeRuntime) get(id string) *fakeInit {

@@ -64,6 +64,8 @@ type instance struct {
 	lost bool
 	// fromDemand: started for a scheduler's demand, beyond the pool target.
 	fromDemand bool
+	// definedAhead: its container was made before its boot (ahead.go).
+	definedAhead bool
 	// hasState: a state resource was attached to it (it is not left
 	// running at a stop: reattach.go).
 	hasState bool

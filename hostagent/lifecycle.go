@@ -45,7 +45,7 @@ func (a *Agent) bootAsync(in *instance) bool {
 		return false
 	}
 	log.Info().Dur("took", time.Since(start)).Dur("create", steps.create).Dur("answer", steps.answer).
-		Dur("netns", steps.spare).Msg("instance ready in the warming pool")
+		Dur("netns", steps.spare).Bool("defined_ahead", in.definedAhead).Msg("instance ready in the warming pool")
 	return true
 }
 
@@ -71,29 +71,14 @@ func (a *Agent) boot(in *instance) (steps bootSteps, err error) {
 	if err := os.Chmod(in.sockDir(), 0o700); err != nil {
 		return steps, fmt.Errorf("instance socket dir: %w", err)
 	}
-	spec := sandbox.InstanceSpec{
-		ID: in.id, Class: in.class, MemoryMB: in.memoryMB,
-		CPUShares: a.cfg.cpuShares(in.memoryMB), PidsLimit: a.cfg.InstancePidsLimit,
-		SocketDir: in.sockDir(), CodeDir: in.codeDir(), LogPath: in.logPath(), LogDir: in.fnLogDir(),
-		HostUID: uint32(in.hostUID), OrphanTimeout: a.cfg.OrphanTimeout,
-	}
-	if sp := in.subpool; sp != nil { // the sub-pool's constraints
-		spec.MilliCPU, spec.PidsLimit, spec.TmpMB = sp.MilliCPU, sp.PidsLimit, sp.TmpMB
-	} else if boot := a.boostedInstanceVCPU(); sandbox.QuotaUs(boot) > a.instanceQuotaUs(in) {
-		// Booting is a start too (runc's set-up in the instance, its seccomp
-		// filter compiled there, ember-init's runtime): boosted until
-		// ember-init answers. Only trusted code runs in it until then.
-		spec.BootMilliCPU = int64(math.Round(boot * 1000))
-	}
-	if a.deps.State != nil {
-		if err := a.deps.State.Prepare(in.stateDir()); err != nil {
+	spec := a.instanceSpec(in)
+	if spec.StateDir != "" {
+		if err := a.deps.State.Prepare(spec.StateDir); err != nil {
 			return steps, err
 		}
-		spec.StateDir = in.stateDir()
 	}
-	if rc := a.resolvConf(); rc != "" {
-		spec.ResolvConf = filepath.Join(in.dir, "resolv.conf")
-		if err := os.WriteFile(spec.ResolvConf, []byte(rc), 0o644); err != nil {
+	if spec.ResolvConf != "" {
+		if err := os.WriteFile(spec.ResolvConf, []byte(a.resolvConf()), 0o644); err != nil {
 			return steps, fmt.Errorf("instance resolv.conf: %w", err)
 		}
 	}
@@ -141,6 +126,33 @@ func (a *Agent) boot(in *instance) (steps bootSteps, err error) {
 		return steps, err
 	}
 	return steps, nil
+}
+
+// instanceSpec is what in boots as: its sandbox (the files it names are
+// made by boot). A boot and a definition ahead of it (ahead.go) make the
+// same.
+func (a *Agent) instanceSpec(in *instance) sandbox.InstanceSpec {
+	spec := sandbox.InstanceSpec{
+		ID: in.id, Class: in.class, MemoryMB: in.memoryMB,
+		CPUShares: a.cfg.cpuShares(in.memoryMB), PidsLimit: a.cfg.InstancePidsLimit,
+		SocketDir: in.sockDir(), CodeDir: in.codeDir(), LogPath: in.logPath(), LogDir: in.fnLogDir(),
+		HostUID: uint32(in.hostUID), OrphanTimeout: a.cfg.OrphanTimeout,
+	}
+	if sp := in.subpool; sp != nil { // the sub-pool's constraints
+		spec.MilliCPU, spec.PidsLimit, spec.TmpMB = sp.MilliCPU, sp.PidsLimit, sp.TmpMB
+	} else if boot := a.boostedInstanceVCPU(); sandbox.QuotaUs(boot) > a.instanceQuotaUs(in) {
+		// Booting is a start too (runc's set-up in the instance, its seccomp
+		// filter compiled there, ember-init's runtime): boosted until
+		// ember-init answers. Only trusted code runs in it until then.
+		spec.BootMilliCPU = int64(math.Round(boot * 1000))
+	}
+	if a.deps.State != nil {
+		spec.StateDir = in.stateDir()
+	}
+	if a.resolvConf() != "" {
+		spec.ResolvConf = filepath.Join(in.dir, "resolv.conf")
+	}
+	return spec
 }
 
 // resolvConf is the resolv.conf instances get: Config.Network.DNS, or ""

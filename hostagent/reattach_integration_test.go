@@ -89,19 +89,25 @@ func TestRestartReattaches(t *testing.T) {
 		}
 		return out
 	}
-	containers := func() []string {
+	// containersBy lists the containers that run a task (running) or not
+	// (an instance defined ahead, not started).
+	containersBy := func(running bool) []string {
 		t.Helper()
-		cs, err := client.Containers(namespaces.WithNamespace(context.Background(), ns))
+		nsCtx := namespaces.WithNamespace(context.Background(), ns)
+		cs, err := client.Containers(nsCtx)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var ids []string
 		for _, c := range cs {
-			ids = append(ids, c.ID())
+			if _, err := c.Task(nsCtx, nil); (err == nil) == running {
+				ids = append(ids, c.ID())
+			}
 		}
 		slices.Sort(ids)
 		return ids
 	}
+	containers := func() []string { return containersBy(true) }
 
 	ac, stop := start(true)
 	vk := pool.VersionKey("acme", "echo", "1")
@@ -135,6 +141,9 @@ func TestRestartReattaches(t *testing.T) {
 	t.Logf("stop with KeepInstances: %v", took)
 	if got := containers(); !slices.Equal(got, running) {
 		t.Fatalf("instances in containerd after a stop that keeps them: %v, want %v", got, running)
+	}
+	if defined := containersBy(false); len(defined) != 0 {
+		t.Fatalf("instances defined ahead left in containerd by the stop: %v", defined)
 	}
 	if left := instances(); len(left) != 0 {
 		t.Fatalf("instances left in redis by a stopped agent: %+v", left)
@@ -205,7 +214,7 @@ func TestRestartReattaches(t *testing.T) {
 	}
 
 	stop()
-	if got := containers(); len(got) != 0 {
+	if got := append(containersBy(true), containersBy(false)...); len(got) != 0 {
 		t.Fatalf("a stop without KeepInstances left %v", got)
 	}
 	if ents, _ := os.ReadDir(filepath.Join(stateDir, "instances")); len(ents) != 0 {

@@ -19,6 +19,7 @@
 //
 // Creating an instance costs a containerd container, a shim and a runc
 // create (about 100 to 150 ms here); it happens ahead of demand, never per
-// invocation. Destroy is SIGTERM, a grace period, SIGKILL, then the task,
+// invocation. Define makes the containerd container (10-18 ms of that)
+// ahead of the boot: Create with the same spec starts from it. Destroy is SIGTERM, a grace period, SIGKILL, then the task,
 // the container, its snapshot and any cgroup left behind are deleted.
 package sandbox

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -513,5 +514,76 @@ func TestBootQuota(t *testing.T) {
 	}
 	if got := readTrim(t, quota); got != "3447" {
 		t.Fatalf("quota put back %s, want 3447", got)
+	}
+}
+
+// TestDefineThenCreate: an instance Define made is listed and not running;
+// Create with the same spec starts that very container (its creation time
+// kept), with another spec makes it again; Destroy removes one never
+// started.
+func TestDefineThenCreate(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rt := newRuntime(t, testImage)
+	nsCtx := namespaces.WithNamespace(ctx, daemon.Namespace)
+	createdAt := func(id string) time.Time {
+		t.Helper()
+		c, err := daemon.Client.LoadContainer(nsCtx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := c.Info(nsCtx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.CreatedAt
+	}
+	running := func(id string) bool {
+		t.Helper()
+		c, err := daemon.Client.LoadContainer(nsCtx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Task(nsCtx, nil)
+		return err == nil
+	}
+	for _, same := range []bool{true, false} {
+		id := fmt.Sprintf("t%d-def-%v", os.Getpid(), same)
+		spec := instanceSpec(t, id)
+		if err := rt.Define(ctx, spec); err != nil {
+			t.Fatal(err)
+		}
+		ids, err := rt.List(ctx)
+		if err != nil || !slices.Contains(ids, id) {
+			t.Fatalf("List = %v, %v: the defined instance missing", ids, err)
+		}
+		if running(id) {
+			t.Fatal("a defined instance runs")
+		}
+		defined := createdAt(id)
+		if !same {
+			spec.PidsLimit = 300 // what the boot asks for differs
+		}
+		if _, err := rt.Create(ctx, spec); err != nil {
+			t.Fatal(err)
+		}
+		c := dialInit(t, spec.SocketDir)
+		c.Close()
+		if got := createdAt(id); got.Equal(defined) != same {
+			t.Errorf("same spec %v: container created at %v, defined at %v", same, got, defined)
+		}
+		if err := rt.Destroy(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id := fmt.Sprintf("t%d-def-gone", os.Getpid())
+	if err := rt.Define(ctx, instanceSpec(t, id)); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Destroy(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if ids, err := rt.List(ctx); err != nil || slices.Contains(ids, id) {
+		t.Fatalf("List after Destroy = %v, %v", ids, err)
 	}
 }
