@@ -709,9 +709,7 @@ func (a *Agent) reserveLocked(class string, sp *pool.SubPool, fromDemand bool) *
 	}
 	var in *instance
 	if sp == nil {
-		if in = a.takeAheadLocked(class); in != nil { // its container made already
-			in.definedAhead = true
-		}
+		in = a.takeAheadLocked(class) // its container made already
 	}
 	if in == nil {
 		in = a.newInstanceLocked(class, sp, a.slotLocked())

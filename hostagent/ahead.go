@@ -27,13 +27,15 @@ type ahead struct {
 }
 
 // takeAheadLocked returns class's instance defined ahead, no longer kept
-// as such, or nil (none, or its definition not done). a.mu held.
+// as such (marked definedAhead), or nil (none, or its definition not
+// done). a.mu held.
 func (a *Agent) takeAheadLocked(class string) *instance {
 	ah := a.ahead[class]
 	if ah == nil || !ah.ready {
 		return nil
 	}
 	delete(a.ahead, class)
+	ah.in.definedAhead = true
 	return ah.in
 }
 
@@ -137,10 +139,15 @@ func (a *Agent) dropAhead(in *instance) {
 		defer a.starts.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), defineTimeout)
 		defer cancel()
-		if err := a.deps.Runtime.Destroy(ctx, in.id); err != nil {
-			a.log.Warn().Err(err).Str("instance", in.id).Msg("remove an instance defined ahead")
-		}
+		a.removeAhead(ctx, in)
 	}()
+}
+
+// removeAhead destroys an instance defined ahead in the runtime.
+func (a *Agent) removeAhead(ctx context.Context, in *instance) {
+	if err := a.deps.Runtime.Destroy(ctx, in.id); err != nil {
+		a.log.Warn().Err(err).Str("instance", in.id).Msg("remove an instance defined ahead")
+	}
 }
 
 // dropAllAhead destroys every instance defined ahead (the agent's stop).
@@ -153,8 +160,6 @@ func (a *Agent) dropAllAhead(ctx context.Context) {
 	}
 	a.mu.Unlock()
 	for _, in := range all {
-		if err := a.deps.Runtime.Destroy(ctx, in.id); err != nil {
-			a.log.Warn().Err(err).Str("instance", in.id).Msg("remove an instance defined ahead")
-		}
+		a.removeAhead(ctx, in)
 	}
 }

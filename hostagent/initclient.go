@@ -54,7 +54,6 @@ type initEvents struct {
 func dialInit(ctx context.Context, path, wantID string, booting bool, events initEvents) (*initClient, error) {
 	var uc *net.UnixConn
 	var watch *dirWatch // made at the first failed dial
-	var werr error
 	defer func() {
 		if watch != nil {
 			watch.close()
@@ -71,13 +70,12 @@ func dialInit(ctx context.Context, path, wantID string, booting bool, events ini
 			return nil, fmt.Errorf("dial ember-init %s: %w", path, err)
 		}
 		if watch == nil { // watched from now: dialled again at once, then at each new name
-			if watch, werr = watchDir(filepath.Dir(path)); werr != nil {
-				// Without inotify (instances' limit reached): the bound alone.
-				watch = &dirWatch{}
+			if watch, _ = watchDir(filepath.Dir(path)); watch == nil {
+				watch = &dirWatch{} // no inotify (the instances' limit reached): the bound alone
 			}
 			continue
 		}
-		if werr = watch.wait(ctx, socketRetry); werr != nil {
+		if werr := watch.wait(ctx, socketRetry); werr != nil {
 			return nil, fmt.Errorf("dial ember-init %s: %w (last: %v)", path, werr, err)
 		}
 	}

@@ -161,12 +161,12 @@ func (r *Runtime) Create(ctx context.Context, spec InstanceSpec) (Instance, erro
 	}
 	task, err := container.NewTask(ctx, cio.LogFile(spec.LogPath))
 	if err != nil {
-		_ = container.Delete(ctx, containerd.WithSnapshotCleanup)
+		r.deleteContainer(ctx, container)
 		return Instance{}, fmt.Errorf("create task %s: %w", spec.ID, err)
 	}
 	fail := func(err error) (Instance, error) {
 		_, _ = task.Delete(ctx, containerd.WithProcessKill)
-		_ = container.Delete(ctx, containerd.WithSnapshotCleanup)
+		r.deleteContainer(ctx, container)
 		_ = cgroup.RemoveTree(cgroupPath)
 		return Instance{}, fmt.Errorf("instance %s: %w", spec.ID, err)
 	}
@@ -228,8 +228,8 @@ func (r *Runtime) takeDefined(ctx context.Context, spec InstanceSpec) (container
 	return container, nil
 }
 
-// deleteContainer deletes a container that never ran, with its snapshot
-// (nil: nothing to do).
+// deleteContainer deletes a container whose task is gone or never was,
+// with its snapshot (nil: nothing to do).
 func (r *Runtime) deleteContainer(ctx context.Context, container containerd.Container) {
 	if container != nil {
 		_ = container.Delete(ctx, containerd.WithSnapshotCleanup)
