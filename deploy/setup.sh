@@ -23,7 +23,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 state=${EMBER_STATE:-$repo/.ember}
 redis_port=${EMBER_REDIS_PORT:-6390}
-packages=(containerd runc redis-server busybox-static zip containernetworking-plugins nftables iproute2 e2fsprogs mount)
+packages=(containerd runc redis-server busybox-static zip containernetworking-plugins nftables iproute2 e2fsprogs mount util-linux)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 

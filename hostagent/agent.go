@@ -17,6 +17,7 @@ import (
 	"github.com/ember-run/ember/engine/pool"
 	"github.com/ember-run/ember/hostagent/codefetch"
 	"github.com/ember-run/ember/hostagent/dispatchpb"
+	"github.com/ember-run/ember/hostagent/netns"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
@@ -52,7 +53,10 @@ type Agent struct {
 	watchers sync.WaitGroup   // one per ready instance, until its connection ends
 	trees    *codefetch.Trees // packages extracted once per host (<StateDir>/codes)
 	seq      uint64           // container id counter
-	meterSeq atomic.Uint64    // invocations, for sampling the meter's CPU
+	// netnsHelper makes a booting instance's first network namespace
+	// (earlySpare); nil without a network or util-linux's programs.
+	netnsHelper *netns.Helper
+	meterSeq    atomic.Uint64 // invocations, for sampling the meter's CPU
 	// boostMu guards instances' boosts and orders their quota writes.
 	boostMu sync.Mutex
 
@@ -90,6 +94,13 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		trees:  codefetch.NewTrees(filepath.Join(cfg.StateDir, "codes"), deps.Code, cfg.CodeCacheMB<<20),
 	}
 	a.bg, a.cancelBg = context.WithCancel(context.Background())
+	if deps.Network != nil {
+		if h, err := netns.LookHelper(); err != nil {
+			a.log.Warn().Err(err).Msg("a booting instance's first network namespace is made once ember-init answers")
+		} else {
+			a.netnsHelper = &h
+		}
+	}
 	um, err := newUsageMetrics(deps.Metrics)
 	if err != nil {
 		return nil, err

@@ -72,6 +72,12 @@ func zipDigest(t *testing.T, dir string, files map[string]string) string {
 
 func startHarness(t *testing.T, cfg Config, rt *fakeRuntime) *harness {
 	t.Helper()
+	return startHarnessNet(t, cfg, rt, nil)
+}
+
+// startHarnessNet is startHarness with a network (nil: none).
+func startHarnessNet(t *testing.T, cfg Config, rt *fakeRuntime, nw Network) *harness {
+	t.Helper()
 	rdb, _ := testenv.Redis(t)
 	store, err := pool.New(rdb)
 	if err != nil {
@@ -92,7 +98,7 @@ func startHarness(t *testing.T, cfg Config, rt *fakeRuntime) *harness {
 	}
 	tp, dial := testTLS(t, cfg.AgentID)
 	a, err := New(cfg, Deps{
-		Redis: rdb, Pool: store, Runtime: rt, Cgroups: cg,
+		Redis: rdb, Pool: store, Runtime: rt, Cgroups: cg, Network: nw,
 		Code: codefetch.Dir{Root: codeDir}, TLS: tp.AgentServer(),
 		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel),
 	})

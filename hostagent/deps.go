@@ -20,7 +20,10 @@ import (
 type Runtime interface {
 	// Create creates and starts an instance whose PID 1 is ember-init. It
 	// returns once the task runs; ember-init's socket may not exist yet.
-	Create(ctx context.Context, spec sandbox.InstanceSpec) (sandbox.Instance, error)
+	// created, if not nil, is called within Create (on its goroutine)
+	// with the instance's pid once its namespaces exist, before anything
+	// of it runs.
+	Create(ctx context.Context, spec sandbox.InstanceSpec, created func(pid uint32)) (sandbox.Instance, error)
 	// Define makes an instance's container without starting it: a Create
 	// with the same spec later starts from it. Destroy removes it.
 	Define(ctx context.Context, spec sandbox.InstanceSpec) error

@@ -14,10 +14,56 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/ember-run/ember/hostagent/sandbox"
-
 	"github.com/ember-run/ember/hostagent/initproto"
+	"github.com/ember-run/ember/hostagent/netns"
+	"github.com/ember-run/ember/hostagent/network"
+	"github.com/ember-run/ember/hostagent/sandbox"
 )
+
+// fakeNetwork stands in for the CNI plugins: it records attachments (id
+// to the namespace's path) without connecting anything.
+type fakeNetwork struct {
+	mu       sync.Mutex
+	live     map[string]string
+	attached []string
+}
+
+var _ Network = (*fakeNetwork)(nil)
+
+func newFakeNetwork() *fakeNetwork { return &fakeNetwork{live: map[string]string{}} }
+
+func (n *fakeNetwork) Setup(context.Context, map[string]bool) error { return nil }
+func (n *fakeNetwork) Close(context.Context) error                  { return nil }
+
+func (n *fakeNetwork) Attach(ctx context.Context, id, netnsPath string) (network.Attachment, error) {
+	if _, err := os.Stat(netnsPath); err != nil {
+		return network.Attachment{}, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.live[id] = netnsPath
+	n.attached = append(n.attached, id)
+	return network.Attachment{}, nil
+}
+
+func (n *fakeNetwork) Detach(ctx context.Context, id, netnsPath string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.live, id)
+	return nil
+}
+
+// liveIDs are the attachments not detached, sorted.
+func (n *fakeNetwork) liveIDs() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]string, 0, len(n.live))
+	for id := range n.live {
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out
+}
 
 // fakeRuntime stands in for containerd in the pool-logic tests: Create
 // starts an in-process fake ember-init on the instance's socket.
@@ -36,6 +82,11 @@ type fakeRuntime struct {
 	undefined   []string
 	// defineGate, when set, holds every Define until it is closed.
 	defineGate chan struct{}
+	// startFails, when set, fails every Create after its created callback
+	// (as a task whose start fails); refuseAdopt makes every fake
+	// ember-init refuse the network namespaces the agent made.
+	startFails  error
+	refuseAdopt bool
 }
 
 var _ Runtime = (*fakeRuntime)(nil)
@@ -44,11 +95,21 @@ func newFakeRuntime() *fakeRuntime {
 	return &fakeRuntime{live: map[string]*fakeInit{}, specs: map[string]sandbox.InstanceSpec{}, defined: map[string]sandbox.InstanceSpec{}}
 }
 
-func (r *fakeRuntime) Create(ctx context.Context, spec sandbox.InstanceSpec) (sandbox.Instance, error) {
+func (r *fakeRuntime) Create(ctx context.Context, spec sandbox.InstanceSpec, created func(pid uint32)) (sandbox.Instance, error) {
+	r.mu.Lock()
+	startFails, refuseAdopt := r.startFails, r.refuseAdopt
+	r.mu.Unlock()
+	if created != nil { // the instance's "namespaces": this process's
+		created(uint32(os.Getpid()))
+	}
+	if startFails != nil {
+		return sandbox.Instance{}, startFails
+	}
 	fi, err := startFakeInit(spec.ID, filepath.Join(spec.SocketDir, initproto.SocketName))
 	if err != nil {
 		return sandbox.Instance{}, err
 	}
+	fi.refuseAdopt = refuseAdopt
 	r.mu.Lock()
 	r.live[spec.ID] = fi
 	r.specs[spec.ID] = spec
@@ -195,6 +256,10 @@ type fakeInit struct {
 	// invokeHold, while set, delays the answer to every invocation whose
 	// payload is "hold" until it is closed.
 	invokeHold chan struct{}
+	// refuseAdopt: Netns with Adopt is answered with an error. netns
+	// holds the namespaces set aside, by id (closed at close).
+	refuseAdopt bool
+	netns       map[string]int
 }
 
 // holdInvokes makes invocations of payload "hold" wait until the returned
@@ -224,6 +289,61 @@ func (f *fakeInit) holdStops() (release func()) {
 		f.mu.Unlock()
 		close(ch)
 	}
+}
+
+// netnsFrame answers Netns as ember-init does: a namespace made (a real
+// one of this process's), adopted (unless refuseAdopt) or released, each
+// an event ("netns make|adopt|release ID").
+func (f *fakeInit) netnsFrame(conn *initproto.Conn, fr *initproto.Frame) {
+	var req initproto.Netns
+	_ = fr.Decode(&req)
+	out := initproto.Netns{ID: req.ID, Release: req.Release, Adopt: req.Adopt}
+	var send []int
+	f.mu.Lock()
+	if f.netns == nil {
+		f.netns = map[string]int{}
+	}
+	switch {
+	case req.Release:
+		f.events = append(f.events, "netns release "+req.ID)
+		if fd, ok := f.netns[req.ID]; ok {
+			_ = closeFD(fd)
+			delete(f.netns, req.ID)
+		}
+	case req.Adopt && (f.refuseAdopt || len(fr.FDs) != 1):
+		f.events = append(f.events, "netns refuse "+req.ID)
+		out.Error = "refused"
+	case req.Adopt:
+		f.events = append(f.events, "netns adopt "+req.ID)
+		f.netns[req.ID], fr.FDs = fr.FDs[0], nil
+	default:
+		f.events = append(f.events, "netns make "+req.ID)
+		fd, err := netns.New()
+		if err != nil {
+			out.Error = err.Error()
+			break
+		}
+		f.netns[req.ID] = fd
+		send = []int{fd}
+	}
+	f.mu.Unlock()
+	for _, fd := range fr.FDs {
+		_ = closeFD(fd)
+	}
+	_ = conn.Write(initproto.TypeNetnsReady, fr.Seq, out, nil, send...)
+}
+
+// netnsEvents are the fake's Netns events, in order.
+func (f *fakeInit) netnsEvents() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, e := range f.events {
+		if strings.HasPrefix(e, "netns ") {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func startFakeInit(id, path string) (*fakeInit, error) {
@@ -270,6 +390,10 @@ func (f *fakeInit) serve(conn *initproto.Conn) {
 		fr, err := conn.Read()
 		if err != nil {
 			return
+		}
+		if fr.Type == initproto.TypeNetns {
+			f.netnsFrame(conn, fr)
+			continue
 		}
 		for _, fd := range fr.FDs {
 			_ = closeFD(fd)
@@ -359,6 +483,10 @@ func (f *fakeInit) close() {
 	f.mu.Lock()
 	for _, c := range f.conns {
 		_ = c.Close()
+	}
+	for id, fd := range f.netns {
+		_ = closeFD(fd)
+		delete(f.netns, id)
 	}
 	f.mu.Unlock()
 }

@@ -45,14 +45,15 @@ func (a *Agent) bootAsync(in *instance) bool {
 		return false
 	}
 	log.Info().Dur("took", time.Since(start)).Dur("create", steps.create).Dur("answer", steps.answer).
-		Dur("netns", steps.spare).Bool("defined_ahead", in.definedAhead).Msg("instance ready in the warming pool")
+		Dur("netns", steps.spare).Dur("netns_early", steps.early).Bool("defined_ahead", in.definedAhead).
+		Msg("instance ready in the warming pool")
 	return true
 }
 
 // bootSteps is how long a boot's steps took: the sandbox made and
 // ember-init started (containerd, runc), ember-init's Hello, the network
 // namespace set aside for its first container.
-type bootSteps struct{ create, answer, spare time.Duration }
+type bootSteps struct{ create, answer, spare, early time.Duration }
 
 // boot creates the instance, waits for ember-init's Hello and adds the
 // instance to the warming pool.
@@ -82,8 +83,16 @@ func (a *Agent) boot(in *instance) (steps bootSteps, err error) {
 			return steps, fmt.Errorf("instance resolv.conf: %w", err)
 		}
 	}
+	// The first container's network namespace is made and connected while
+	// the instance starts; prepareSpare adopts it (or drops it).
+	var early *earlySpare
+	defer func() {
+		if early != nil && err != nil {
+			early.drop(a, nil)
+		}
+	}()
 	t := time.Now()
-	sb, err := a.deps.Runtime.Create(ctx, spec)
+	sb, err := a.deps.Runtime.Create(ctx, spec, func(pid uint32) { early = a.startEarlySpare(ctx, in, pid) })
 	steps.create = time.Since(t)
 	if err != nil {
 		return steps, fmt.Errorf("create: %w", err)
@@ -116,8 +125,12 @@ func (a *Agent) boot(in *instance) (steps bootSteps, err error) {
 	a.mu.Unlock()
 	go a.watch(in, client)
 	t = time.Now()
-	a.prepareSpare(in, client) // before any claim: off the invocations' path
+	a.prepareSpare(in, client, early) // before any claim: off the invocations' path
 	steps.spare = time.Since(t)
+	if early != nil {
+		steps.early = early.took
+		early = nil // adopted or dropped
+	}
 	if err := a.store.AddWarm(ctx, in.id, a.cfg.AgentID, in.class); err != nil {
 		a.mu.Lock()
 		in.state = stGone

@@ -3,6 +3,7 @@ package hostagent
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"time"
 
@@ -39,10 +40,109 @@ const (
 	spareRetry   = time.Minute
 )
 
+// earlySpare is a booting instance's first spare, made by the agent in the
+// instance's user namespace as soon as runc made it (netns.Helper) and
+// connected while the instance starts, instead of after ember-init's
+// Hello: the network's 20-25 ms of CNI overlap the boot. ember-init adopts
+// it once it answers.
+type earlySpare struct {
+	done   chan struct{}
+	cancel context.CancelFunc
+	sp     *spareNetns // when err is nil
+	err    error
+	took   time.Duration
+}
+
+// startEarlySpare makes in's first spare in the background, given the pid
+// of its PID 1 before anything of it runs (called within Runtime.Create:
+// the pid is still that process's); nil if the agent cannot (no helper)
+// or in's containers have no network. The boot adopts or drops what it
+// returns.
+func (a *Agent) startEarlySpare(ctx context.Context, in *instance, pid uint32) *earlySpare {
+	if a.netnsHelper == nil || !a.hasNetwork(in) {
+		return nil
+	}
+	userns, err := os.Open("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/ns/user")
+	if err != nil {
+		a.log.Warn().Err(err).Str("instance", in.id).Msg("a network namespace made while the instance starts")
+		return nil
+	}
+	a.mu.Lock()
+	a.seq++
+	id := "net-" + strconv.FormatUint(a.seq, 10)
+	a.mu.Unlock()
+	e := &earlySpare{done: make(chan struct{})}
+	ctx, e.cancel = context.WithTimeout(ctx, spareTimeout)
+	go func() {
+		defer close(e.done)
+		defer e.cancel()
+		t := time.Now()
+		fd, err := a.netnsHelper.ForUserNamespace(ctx, userns)
+		_ = userns.Close()
+		if err != nil {
+			e.err = err
+			return
+		}
+		sp := &spareNetns{id: id, fd: fd, netID: attachmentID(in.id, id)}
+		if _, err := a.deps.Network.Attach(ctx, sp.netID, netnsPath(fd)); err != nil {
+			a.dropSpare(sp, nil)
+			e.err = fmt.Errorf("connect it: %w", err)
+			return
+		}
+		e.sp, e.took = sp, time.Since(t)
+	}()
+	return e
+}
+
+// drop stops e and releases what it made: its attachment, the agent's fd
+// and, given the instance's client, ember-init's copy in case it adopted
+// it after all (an adopt that failed after it was sent). Nil e is a no-op;
+// after an adopt, nothing is left to drop.
+func (e *earlySpare) drop(a *Agent, client *initClient) {
+	if e == nil {
+		return
+	}
+	e.cancel()
+	<-e.done
+	a.dropSpare(e.sp, client)
+	e.sp = nil
+}
+
+// adopt hands e's namespace to ember-init (client) as a spare and returns
+// it; on an error e keeps it (drop).
+func (e *earlySpare) adopt(ctx context.Context, client *initClient) (*spareNetns, error) {
+	select {
+	case <-e.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if e.err != nil {
+		return nil, e.err
+	}
+	f, err := client.call(ctx, initproto.TypeNetns, initproto.Netns{ID: e.sp.id, Adopt: true}, nil, []int{e.sp.fd}, initproto.TypeNetnsReady)
+	if err != nil {
+		return nil, fmt.Errorf("ember-init: %w", err)
+	}
+	closeFDs(f.FDs)
+	var r initproto.Netns
+	if err := f.Decode(&r); err != nil {
+		return nil, fmt.Errorf("ember-init: %w", err)
+	}
+	if r.Error != "" || !r.Adopt || len(f.FDs) != 0 {
+		return nil, fmt.Errorf("ember-init did not adopt it (%d fds): %s", len(f.FDs), r.Error)
+	}
+	sp := e.sp
+	e.sp = nil
+	return sp, nil
+}
+
 // prepareSpare sets a network namespace aside on in and connects it,
 // unless in has one, one is on its way, or the last try failed within
 // spareRetry. A failure is logged: the next container connects its own.
-func (a *Agent) prepareSpare(in *instance, client *initClient) {
+// early, the namespace the boot made (nil when none), is adopted instead
+// of a new one if it can be, and dropped otherwise.
+func (a *Agent) prepareSpare(in *instance, client *initClient, early *earlySpare) {
+	defer early.drop(a, client) // a no-op once adopted
 	if !a.hasNetwork(in) {
 		return
 	}
@@ -57,7 +157,16 @@ func (a *Agent) prepareSpare(in *instance, client *initClient) {
 	a.mu.Unlock()
 	ctx, cancel := context.WithTimeout(a.bg, spareTimeout)
 	defer cancel()
-	sp, err := a.makeSpare(ctx, in, client, id)
+	var sp *spareNetns
+	var err error
+	if early != nil {
+		if sp, err = early.adopt(ctx, client); err != nil {
+			a.log.Warn().Err(err).Str("instance", in.id).Msg("a network namespace made while the instance started")
+		}
+	}
+	if sp == nil {
+		sp, err = a.makeSpare(ctx, in, client, id)
+	}
 	a.mu.Lock()
 	in.sparing = false
 	keep := err == nil && in.state == stReady && in.spare == nil && in.client == client
@@ -101,7 +210,7 @@ func (a *Agent) kickSpare(in *instance, client *initClient) {
 	a.mu.Unlock()
 	go func() {
 		defer a.starts.Done()
-		a.prepareSpare(in, client)
+		a.prepareSpare(in, client, nil)
 	}()
 }
 

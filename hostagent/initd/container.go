@@ -18,6 +18,7 @@ import (
 
 	"github.com/ember-run/ember/hostagent/initproto"
 	"github.com/ember-run/ember/hostagent/logship"
+	"github.com/ember-run/ember/hostagent/netns"
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sys/unix"
@@ -123,7 +124,7 @@ func newContainer(s *Server, conn *initproto.Conn, spec initproto.StartContainer
 		c.netnsFD = fd
 		return c, nil
 	}
-	if c.netnsFD, err = newNetns(); err != nil {
+	if c.netnsFD, err = netns.New(); err != nil {
 		s.freeUID(uid)
 		return nil, err
 	}

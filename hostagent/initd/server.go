@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ember-run/ember/hostagent/initproto"
+	"github.com/ember-run/ember/hostagent/netns"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
@@ -254,7 +255,6 @@ func (s *Server) serveConn(ctx context.Context, c *initproto.Conn) {
 		}
 		switch f.Type {
 		case initproto.TypeNetns:
-			closeAll(f.FDs)
 			s.wg.Go(func() {
 				res, fd := s.handleNetns(c, f)
 				if fd < 0 {
@@ -458,14 +458,17 @@ func closeAll(fds []int) {
 func msDuration(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }
 
 // handleNetns sets a network namespace aside for conn under the request's
-// id and returns it (an fd the caller closes once sent), or -1 with the
-// reply's Error set.
+// id, made here or, for Adopt, the one the request carries, and returns it
+// (an fd the caller closes once sent; -1 for Adopt, Release or an error,
+// with the reply's Error set). It closes the frame's other fds.
 func (s *Server) handleNetns(conn *initproto.Conn, f *initproto.Frame) (initproto.Netns, int) {
+	fds := f.FDs
+	defer func() { closeAll(fds) }()
 	var req initproto.Netns
 	if err := f.Decode(&req); err != nil {
 		return initproto.Netns{Error: err.Error()}, -1
 	}
-	out := initproto.Netns{ID: req.ID, Release: req.Release}
+	out := initproto.Netns{ID: req.ID, Release: req.Release, Adopt: req.Adopt}
 	if req.ID == "" {
 		out.Error = "empty network namespace id"
 		return out, -1
@@ -479,16 +482,28 @@ func (s *Server) handleNetns(conn *initproto.Conn, f *initproto.Frame) (initprot
 		}
 		return out, -1
 	}
-	fd, err := newNetns()
-	if err != nil {
-		out.Error = err.Error()
-		return out, -1
-	}
-	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		_ = unix.Close(fd)
-		out.Error = "duplicate network namespace fd: " + err.Error()
-		return out, -1
+	var fd, dup int
+	if req.Adopt {
+		if len(fds) != 1 {
+			out.Error = fmt.Sprintf("adopt: want one network namespace, got %d fds", len(fds))
+			return out, -1
+		}
+		if err := netns.CheckOurs(fds[0]); err != nil {
+			out.Error = "adopt: " + err.Error()
+			return out, -1
+		}
+		fd, dup, fds = fds[0], -1, nil
+	} else {
+		var err error
+		if fd, err = netns.New(); err != nil {
+			out.Error = err.Error()
+			return out, -1
+		}
+		if dup, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0); err != nil {
+			_ = unix.Close(fd)
+			out.Error = "duplicate network namespace fd: " + err.Error()
+			return out, -1
+		}
 	}
 	s.mu.Lock()
 	// A connection that ended dropped its spares (dropSpares, after it
@@ -499,7 +514,9 @@ func (s *Server) handleNetns(conn *initproto.Conn, f *initproto.Frame) (initprot
 	if !current {
 		s.mu.Unlock()
 		_ = unix.Close(fd)
-		_ = unix.Close(dup)
+		if dup >= 0 {
+			_ = unix.Close(dup)
+		}
 		out.Error = "the connection ended"
 		return out, -1
 	}

@@ -1,15 +1,19 @@
 package initd_test
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ember-run/ember/hostagent/initproto"
+	"github.com/ember-run/ember/hostagent/netns"
 	"github.com/ember-run/ember/internal/testenv"
 )
 
@@ -93,5 +97,111 @@ func TestNetnsSetAside(t *testing.T) {
 	late.Netns = "n2b"
 	if st := c2.start(late); !strings.Contains(st.Error, "no network namespace set aside") {
 		t.Fatalf("a container took n2b after its connection ended: %+v", st)
+	}
+}
+
+// A namespace the agent made (Adopt) is set aside like one ember-init made:
+// the container started with it runs in it. What is not one namespace is
+// refused, and ember-init keeps none of the fds.
+func TestNetnsAdopted(t *testing.T) {
+	e := startServer(t, nil)
+	c := e.dial(t)
+	made, err := netns.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := netnsOf(t, made)
+	adopt := func(id string, fds ...int) initproto.Netns {
+		t.Helper()
+		f, err := c.call(initproto.TypeNetns, initproto.Netns{ID: id, Adopt: true}, nil, fds...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r initproto.Netns
+		if err := f.Decode(&r); err != nil || f.Type != initproto.TypeNetnsReady || len(f.FDs) != 0 {
+			t.Fatalf("adopt %s: type %d %+v %v, %d fds", id, f.Type, r, err, len(f.FDs))
+		}
+		return r
+	}
+	if r := adopt("a1", made); r.Error != "" {
+		t.Fatalf("adopt: %s", r.Error)
+	}
+	unix.Close(made) // ember-init holds its own copy
+	if n := testenv.OpenFDs(t, ns); n != 1 {
+		t.Fatalf("%d fds hold the adopted namespace, want ember-init's one", n)
+	}
+	sc := spec("k", "exit")
+	sc.Netns = "a1"
+	f, err := c.call(initproto.TypeStart, sc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st initproto.Started
+	if err := f.Decode(&st); err != nil || st.Error != "" || len(f.FDs) != 1 {
+		t.Fatalf("start in a1: %+v %v, %d fds", st, err, len(f.FDs))
+	}
+	got := netnsOf(t, f.FDs[0])
+	unix.Close(f.FDs[0])
+	if got != ns {
+		t.Fatalf("the container's namespace is %s, want the adopted %s", got, ns)
+	}
+	if res, body := c.invoke("k", "k-1", 10*time.Second, `{"v":1}`); res.Status != initproto.StatusOK || body != `{"v":1}` {
+		t.Fatalf("invoke in a1: %+v %s", res, body)
+	}
+
+	if r := adopt("none"); !strings.Contains(r.Error, "got 0 fds") {
+		t.Fatalf("adopt without a namespace: %+v", r)
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	if r := adopt("file", int(devnull.Fd())); !strings.Contains(r.Error, "not a network namespace") {
+		t.Fatalf("adopt /dev/null: %+v", r)
+	}
+	two, err := netns.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	twoNs := netnsOf(t, two)
+	if r := adopt("two", two, two); !strings.Contains(r.Error, "got 2 fds") {
+		t.Fatalf("adopt two fds: %+v", r)
+	}
+	unix.Close(two)
+	testenv.Eventually(t, 5*time.Second, "ember-init closed the refused fds", func() bool { return testenv.OpenFDs(t, twoNs) == 0 })
+	// One of another user namespace: ember-init could not move a process
+	// into it.
+	helper, err := netns.LookHelper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := exec.Command("cat")
+	other.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 65536}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 65536}},
+	}
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	userns, err := os.Open(fmt.Sprintf("/proc/%d/ns/user", other.Process.Pid))
+	_ = other.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := helper.ForUserNamespace(context.Background(), userns)
+	userns.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(foreign)
+	if r := adopt("foreign", foreign); !strings.Contains(r.Error, "another user namespace") {
+		t.Fatalf("adopt another user namespace's: %+v", r)
+	}
+	late := spec("k2", "exit")
+	late.Netns = "file"
+	if st := c.start(late); !strings.Contains(st.Error, "no network namespace set aside") {
+		t.Fatalf("a refused namespace was set aside: %+v", st)
 	}
 }

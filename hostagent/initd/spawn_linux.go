@@ -17,7 +17,7 @@ import (
 type spawnSpec struct {
 	// self is the binary started as the container's shim (Config.ShimBinary).
 	self string
-	// netnsFD is the container's network namespace (see newNetns).
+	// netnsFD is the container's network namespace (see netns.New).
 	netnsFD int
 	// tasksFDs are v1 "tasks" files the spawning thread joins by writing "0".
 	tasksFDs []int

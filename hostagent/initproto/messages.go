@@ -123,12 +123,15 @@ type Ready struct {
 }
 
 // Netns is TypeNetns's request and NetnsReady its answer (with FDNetns
-// unless Error or Release is set). Release gives the namespace set aside
-// as ID back instead (closed; its answer has no fd; an unknown ID is no
-// error).
+// unless Error, Release or Adopt is set). Release gives the namespace set
+// aside as ID back instead (closed; its answer has no fd; an unknown ID is
+// no error). Adopt sets aside the namespace the request carries (FDNetns),
+// which the agent made in the instance's user namespace while the instance
+// started (its answer has no fd).
 type Netns struct {
 	ID      string `json:"id"`
 	Release bool   `json:"release,omitempty"`
+	Adopt   bool   `json:"adopt,omitempty"`
 	Error   string `json:"error,omitempty"`
 }
 

@@ -56,7 +56,7 @@ func realEmberInit(t *testing.T, bin, shimName string) {
 	if err := os.WriteFile(filepath.Join(fnDir, "bootstrap"), []byte("#!/bin/sh\nexec sleep 60\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	inst, err := rt.Create(ctx, spec)
+	inst, err := rt.Create(ctx, spec, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

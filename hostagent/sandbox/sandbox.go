@@ -138,8 +138,11 @@ func (r *Runtime) image(ctx context.Context) (containerd.Image, error) {
 
 // Create starts an instance and returns once ember-init runs. On error
 // nothing of the instance is left in containerd. An instance Define made
-// from the same spec starts from its container.
-func (r *Runtime) Create(ctx context.Context, spec InstanceSpec) (Instance, error) {
+// from the same spec starts from its container. created, if not nil, is
+// called with the pid of the instance's PID 1 once its namespaces exist,
+// before anything of the instance runs (runc's init waits to exec
+// ember-init); it must not block.
+func (r *Runtime) Create(ctx context.Context, spec InstanceSpec, created func(pid uint32)) (Instance, error) {
 	ctx = r.ctx(ctx)
 	container, err := r.takeDefined(ctx, spec)
 	if err != nil {
@@ -174,6 +177,9 @@ func (r *Runtime) Create(ctx context.Context, spec InstanceSpec) (Instance, erro
 		if err := r.delegateCgroup2(cgroupPath, r.hostUID(spec)); err != nil {
 			return fail(err)
 		}
+	}
+	if created != nil {
+		created(task.Pid())
 	}
 	if err := task.Start(ctx); err != nil {
 		return fail(fmt.Errorf("start task: %w", err))

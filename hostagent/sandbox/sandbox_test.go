@@ -172,7 +172,7 @@ func TestInstanceIsolationAndChildCgroup(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(spec.CodeDir, "hello.txt"), []byte("from host"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	inst, err := rt.Create(ctx, spec)
+	inst, err := rt.Create(ctx, spec, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,7 +343,7 @@ func TestDestroyKillsInitIgnoringSIGTERM(t *testing.T) {
 	spec := instanceSpec(t, id)
 	spec.MemoryMB = 128
 	spec.Env = append(spec.Env, "EMBER_TEST_IGNORE_TERM=1")
-	inst, err := rt.Create(ctx, spec)
+	inst, err := rt.Create(ctx, spec, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +369,7 @@ func TestCreateRejectsInvalidSpec(t *testing.T) {
 		{ID: "ok", MemoryMB: 0, SocketDir: "/x", CodeDir: "/y", LogPath: "/z"},
 		{ID: "ok", MemoryMB: 128},
 	} {
-		if _, err := rt.Create(context.Background(), spec); err == nil {
+		if _, err := rt.Create(context.Background(), spec, nil); err == nil {
 			t.Errorf("Create(%+v) succeeded", spec)
 		}
 	}
@@ -394,7 +394,7 @@ func TestCreateDestroyLatency(t *testing.T) {
 				id := fmt.Sprintf("t%d-lat-%s-%d", os.Getpid(), tc.name, i)
 				spec := instanceSpec(t, id)
 				start := time.Now()
-				if _, err := rt.Create(ctx, spec); err != nil {
+				if _, err := rt.Create(ctx, spec, nil); err != nil {
 					t.Fatal(err)
 				}
 				creates = append(creates, time.Since(start))
@@ -458,7 +458,7 @@ func TestConcurrentCreateFreshImage(t *testing.T) {
 	insts := make([]sandbox.Instance, n)
 	for i, s := range specs {
 		g.Go(func() (err error) {
-			insts[i], err = rt.Create(ctx, s)
+			insts[i], err = rt.Create(ctx, s, nil)
 			return err
 		})
 	}
@@ -501,7 +501,7 @@ func TestBootQuota(t *testing.T) {
 	id := fmt.Sprintf("t%d-m256-boot", os.Getpid())
 	spec := instanceSpec(t, id)
 	spec.BootMilliCPU = 1200
-	if _, err := rt.Create(ctx, spec); err != nil {
+	if _, err := rt.Create(ctx, spec, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = rt.Destroy(context.Background(), id) })
@@ -564,7 +564,7 @@ func TestDefineThenCreate(t *testing.T) {
 		if !same {
 			spec.PidsLimit = 300 // what the boot asks for differs
 		}
-		if _, err := rt.Create(ctx, spec); err != nil {
+		if _, err := rt.Create(ctx, spec, nil); err != nil {
 			t.Fatal(err)
 		}
 		c := dialInit(t, spec.SocketDir)

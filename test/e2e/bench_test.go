@@ -324,7 +324,7 @@ func baselinePerInvocation(b *testing.B, rounds int) []time.Duration {
 		sock := filepath.Join(dir, id, "sock")
 		start := time.Now()
 		if _, err := rt.Create(ctx, sandbox.InstanceSpec{ID: id, Class: "m128", MemoryMB: 128, SocketDir: sock, CodeDir: code,
-			LogPath: filepath.Join(dir, id, "init.log")}); err != nil {
+			LogPath: filepath.Join(dir, id, "init.log")}, nil); err != nil {
 			b.Fatal(err)
 		}
 		res := invokeOnce(b, filepath.Join(sock, initproto.SocketName))

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
@@ -147,6 +148,12 @@ func TestHostileFunction(t *testing.T) {
 	// instance set aside and connected at boot (no CNI on its start).
 	if b, _ := os.ReadFile(filepath.Join(s.dir, "emberd-0.log")); !regexp.MustCompile(`"function":"victim"[^\n]*"spare_netns":true`).Match(b) {
 		t.Errorf("the victim's container did not start in a network namespace set aside")
+	}
+	// The instances made that namespace as they booted (the agent, in the
+	// instance's user namespace) and ember-init adopted it.
+	if b, _ := os.ReadFile(filepath.Join(s.dir, "emberd-0.log")); !regexp.MustCompile(`"netns_early":[0-9.]*[1-9][^\n]*"instance ready in the warming pool"`).Match(b) ||
+		bytes.Contains(b, []byte("a network namespace made while the instance started")) {
+		t.Errorf("no instance booted with its first network namespace made early, or one could not be adopted")
 	}
 	victimAPI := victim.Env["AWS_LAMBDA_RUNTIME_API"]
 	s.deploy("hostile", "hostile", wire.FunctionConfig{MemoryMB: 256, TimeoutMs: 60000})
