@@ -16,8 +16,7 @@ import (
 
 // New creates a network namespace owned by the calling process's user
 // namespace, with its loopback up, and returns an fd that keeps it alive.
-// The work runs on a dedicated OS thread that is never unlocked, so the
-// thread is discarded and no other goroutine runs in the new namespace.
+// No goroutine of the caller's runs in it (see onThread).
 func New() (int, error) {
 	return onThread(func() (int, error) {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
@@ -162,8 +161,11 @@ func LoopbackUp(fd int) error {
 	return err
 }
 
-// onThread runs f on a new OS thread that ends with it (locked, never
-// unlocked): a thread whose namespace f changed serves nothing else.
+// onThread runs f on a goroutine locked to its OS thread, which f may
+// move to another network namespace: the thread goes back to the one it
+// was in before it serves other goroutines again, and ends with the
+// goroutine if it cannot (the process's main thread is parked for good
+// instead: Go never ends it).
 func onThread(f func() (int, error)) (int, error) {
 	type res struct {
 		fd  int
@@ -171,8 +173,17 @@ func onThread(f func() (int, error)) (int, error) {
 	}
 	ch := make(chan res, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: this thread dies with the goroutine
+		runtime.LockOSThread()
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			ch <- res{-1, fmt.Errorf("netns: this thread's namespace: %w", err)}
+			return
+		}
 		fd, err := f()
+		if unix.Setns(orig, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		_ = unix.Close(orig)
 		ch <- res{fd, err}
 	}()
 	r := <-ch

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"syscall"
 	"testing"
@@ -183,6 +184,9 @@ func TestForUserNamespaceErrors(t *testing.T) {
 }
 
 func TestNewOwnedByOurs(t *testing.T) {
+	runtime.LockOSThread() // this thread's namespace is the one goroutines run in
+	defer runtime.UnlockOSThread()
+	ours := nsIno(t, "/proc/thread-self/ns/net")
 	fd, err := New()
 	if err != nil {
 		t.Fatal(err)
@@ -191,11 +195,42 @@ func TestNewOwnedByOurs(t *testing.T) {
 	if ownerIno(t, fd) != nsIno(t, "/proc/self/ns/user") {
 		t.Fatal("not owned by the caller's user namespace")
 	}
-	if nsIno(t, "/proc/self/fd/"+strconv.Itoa(fd)) == nsIno(t, "/proc/self/ns/net") {
+	if nsIno(t, "/proc/self/fd/"+strconv.Itoa(fd)) == ours {
 		t.Fatal("the caller's own network namespace")
 	}
 	if !loopbackIsUp(t, fd) {
 		t.Fatal("loopback is down")
+	}
+	if err := CheckOurs(fd); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The threads New and LoopbackUp ran on go back to the namespace they
+// were in: after many, every thread of the process is in ours (none was
+// left behind in a container's namespace, the main thread included).
+func TestThreadsGoBack(t *testing.T) {
+	runtime.LockOSThread()
+	ours := nsIno(t, "/proc/thread-self/ns/net")
+	runtime.UnlockOSThread()
+	for range 50 {
+		fd, err := New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := LoopbackUp(fd); err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(fd)
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		if got := nsIno(t, "/proc/self/task/"+task.Name()+"/ns/net"); got != ours {
+			t.Errorf("thread %s is in network namespace %d, not ours %d", task.Name(), got, ours)
+		}
 	}
 }
 
