@@ -44,7 +44,7 @@ func (a *Agent) bootAsync(in *instance) bool {
 		a.discard(in)
 		return false
 	}
-	log.Info().Dur("took", time.Since(start)).Dur("create", steps.create).Dur("answer", steps.answer).
+	log.Info().Dur("took", time.Since(start)).Dur("prepare", steps.prepare).Dur("create", steps.create).Dur("answer", steps.answer).
 		Dur("netns", steps.spare).Dur("netns_early", steps.early).Bool("defined_ahead", in.definedAhead).
 		Msg("instance ready in the warming pool")
 	return true
@@ -53,13 +53,14 @@ func (a *Agent) bootAsync(in *instance) bool {
 // bootSteps is how long a boot's steps took: the sandbox made and
 // ember-init started (containerd, runc), ember-init's Hello, the network
 // namespace set aside for its first container.
-type bootSteps struct{ create, answer, spare, early time.Duration }
+type bootSteps struct{ prepare, create, answer, spare, early time.Duration }
 
 // boot creates the instance, waits for ember-init's Hello and adds the
 // instance to the warming pool.
 func (a *Agent) boot(in *instance) (steps bootSteps, err error) {
 	ctx, cancel := context.WithTimeout(a.bg, a.cfg.InstanceStartTimeout)
 	defer cancel()
+	t := time.Now()
 	for _, d := range []string{in.sockDir(), in.codeDir(), filepath.Dir(in.logPath())} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return steps, fmt.Errorf("instance dir: %w", err)
@@ -91,7 +92,8 @@ func (a *Agent) boot(in *instance) (steps bootSteps, err error) {
 			early.drop(a, nil)
 		}
 	}()
-	t := time.Now()
+	steps.prepare = time.Since(t)
+	t = time.Now()
 	sb, err := a.deps.Runtime.Create(ctx, spec, func(pid uint32) { early = a.startEarlySpare(ctx, in, pid) })
 	steps.create = time.Since(t)
 	if err != nil {

@@ -29,7 +29,7 @@ type startStep struct {
 	boot                                       bootStep
 }
 
-type bootStep struct{ create, answer, spare, took float64 }
+type bootStep struct{ prepare, create, answer, spare, took float64 }
 
 // startSteps reads the steps of the starts of tenants' first invocations
 // from s's current emberd log, in tenants' order; with booted, each in an
@@ -52,14 +52,15 @@ func startSteps(b testing.TB, s *stack, tenants []string, booted bool) []startSt
 			Prepared                  float64
 			InitStart                 float64 `json:"init_start"`
 			Others                    float64 `json:"stop_others"`
-			Took, Create, Answer      float64
+			Took, Prepare, Create     float64
+			Answer                    float64
 			Netns                     float64
 		}
 		if json.Unmarshal(sc.Bytes(), &l) != nil {
 			continue
 		}
 		if l.Message == "instance ready in the warming pool" {
-			boots[l.Instance] = bootStep{create: l.Create, answer: l.Answer, spare: l.Netns, took: l.Took}
+			boots[l.Instance] = bootStep{prepare: l.Prepare, create: l.Create, answer: l.Answer, spare: l.Netns, took: l.Took}
 		}
 		if l.Tenant == "" {
 			continue
@@ -124,6 +125,7 @@ func reportStartSteps(b *testing.B, what, unit string, total []time.Duration, st
 	}), unit+"-runtime")
 	report(b, what+": Init Duration (REPORT)", med(func(_ int, s startStep) float64 { return s.init }), unit+"-init")
 	if steps[0].boot.took > 0 { // booted for the invocation: the boot's steps before the start's
+		report(b, what+": boot: directories, state mount point, resolv.conf", med(func(_ int, s startStep) float64 { return s.boot.prepare }), unit+"-boot-prepare")
 		report(b, what+": boot: sandbox made (containerd, runc)", med(func(_ int, s startStep) float64 { return s.boot.create }), unit+"-boot-create")
 		report(b, what+": boot: ember-init's Hello", med(func(_ int, s startStep) float64 { return s.boot.answer }), unit+"-boot-answer")
 		report(b, what+": boot: first container's network namespace", med(func(_ int, s startStep) float64 { return s.boot.spare }), unit+"-boot-netns")
