@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -14,6 +12,7 @@ import (
 
 	"github.com/ember-run/ember/hostagent/initproto"
 	"github.com/ember-run/ember/hostagent/netns"
+	"github.com/ember-run/ember/internal/netnstest"
 	"github.com/ember-run/ember/internal/testenv"
 )
 
@@ -176,12 +175,7 @@ func TestNetnsAdopted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := exec.Command("cat")
-	other.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:  syscall.CLONE_NEWUSER,
-		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 65536}},
-		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 65536}},
-	}
+	other := netnstest.InUserNamespace()
 	if err := other.Start(); err != nil {
 		t.Fatal(err)
 	}

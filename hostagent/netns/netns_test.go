@@ -3,14 +3,14 @@ package netns
 import (
 	"context"
 	"os"
-	"os/exec"
 	"runtime"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ember-run/ember/internal/netnstest"
 )
 
 // inUserNamespace starts a process in a user namespace of its own (root
@@ -20,12 +20,7 @@ func inUserNamespace(t *testing.T) int {
 	if os.Geteuid() != 0 {
 		t.Fatal("the tests need root (make test runs them as root)")
 	}
-	cmd := exec.Command("cat")
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:  syscall.CLONE_NEWUSER,
-		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 65536}},
-		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 65536}},
-	}
+	cmd := netnstest.InUserNamespace()
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -132,12 +127,7 @@ func TestForUserNamespaceHeldOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("cat")
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:  syscall.CLONE_NEWUSER,
-		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 65536}},
-		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 65536}},
-	}
+	cmd := netnstest.InUserNamespace()
 	if err := cmd.Start(); err != nil { // stdin is /dev/null: it ends at once
 		t.Fatal(err)
 	}
@@ -248,12 +238,7 @@ func BenchmarkForUserNamespace(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command("cat")
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:  syscall.CLONE_NEWUSER,
-		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 65536}},
-		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 65536}},
-	}
+	cmd := netnstest.InUserNamespace()
 	in, _ := cmd.StdinPipe()
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -147,4 +148,17 @@ func (o *Outside) Serve(t testing.TB, addr, body string) {
 	}), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }() // ends when Close below closes the listener
 	t.Cleanup(func() { _ = srv.Close() })
+}
+
+// InUserNamespace returns cat, to be started in a user namespace of its
+// own (its root is uid and gid 100000 outside): a process whose namespaces
+// are not the test's, as an instance's are not the agent's.
+func InUserNamespace() *exec.Cmd {
+	cmd := exec.Command("cat")
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 65536}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 65536}},
+	}
+	return cmd
 }
