@@ -50,9 +50,11 @@ func (a *Agent) bootAsync(in *instance) bool {
 	return true
 }
 
-// bootSteps is how long a boot's steps took: the sandbox made and
-// ember-init started (containerd, runc), ember-init's Hello, the network
-// namespace set aside for its first container.
+// bootSteps is how long a boot's steps took: its directories and files,
+// the sandbox made and ember-init started (containerd, runc), ember-init's
+// Hello, the network namespace set aside for its first container (waited
+// for after the Hello) and, when ember-init adopted the one the agent made
+// while the instance started, how long that took (0 otherwise).
 type bootSteps struct{ prepare, create, answer, spare, early time.Duration }
 
 // boot creates the instance, waits for ember-init's Hello and adds the
@@ -130,7 +132,9 @@ func (a *Agent) boot(in *instance) (steps bootSteps, err error) {
 	a.prepareSpare(in, client, early) // before any claim: off the invocations' path
 	steps.spare = time.Since(t)
 	if early != nil {
-		steps.early = early.took
+		if early.adopted {
+			steps.early = early.took
+		}
 		early = nil // adopted or dropped
 	}
 	if err := a.store.AddWarm(ctx, in.id, a.cfg.AgentID, in.class); err != nil {

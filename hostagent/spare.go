@@ -46,11 +46,12 @@ const (
 // Hello: the network's 20-25 ms of CNI overlap the boot. ember-init adopts
 // it once it answers.
 type earlySpare struct {
-	done   chan struct{}
-	cancel context.CancelFunc
-	sp     *spareNetns // when err is nil
-	err    error
-	took   time.Duration
+	done    chan struct{}
+	cancel  context.CancelFunc
+	sp      *spareNetns // when err is nil
+	err     error
+	took    time.Duration
+	adopted bool // ember-init took it
 }
 
 // startEarlySpare makes in's first spare in the background, given the pid
@@ -132,7 +133,7 @@ func (e *earlySpare) adopt(ctx context.Context, client *initClient) (*spareNetns
 		return nil, fmt.Errorf("ember-init did not adopt it (%d fds): %s", len(f.FDs), r.Error)
 	}
 	sp := e.sp
-	e.sp = nil
+	e.sp, e.adopted = nil, true
 	return sp, nil
 }
 

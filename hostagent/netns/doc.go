@@ -3,7 +3,7 @@
 // there and nowhere else, can move a container into it.
 //
 // ember-init makes them itself (New). The host agent makes the first
-// container's of a booting instance before ember-init runs (ForProcess):
+// container's of a booting instance before ember-init runs (ForUserNamespace):
 // joining a user namespace takes a single-threaded process, so a helper of
 // util-linux's (nsenter, unshare) does it, and the agent connects the
 // namespace to the network while the instance starts.

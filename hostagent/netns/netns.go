@@ -89,6 +89,7 @@ func (h Helper) ForUserNamespace(ctx context.Context, userns *os.File) (int, err
 	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
+		_ = in.Close()
 		return -1, fmt.Errorf("netns: %w", err)
 	}
 	var stderr limitedBuffer
@@ -176,6 +177,7 @@ func onThread(f func() (int, error)) (int, error) {
 		runtime.LockOSThread()
 		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
+			runtime.UnlockOSThread() // f did not run: the thread is as it was
 			ch <- res{-1, fmt.Errorf("netns: this thread's namespace: %w", err)}
 			return
 		}
