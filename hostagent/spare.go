@@ -68,10 +68,7 @@ func (a *Agent) startEarlySpare(ctx context.Context, in *instance, pid uint32) *
 		a.log.Warn().Err(err).Str("instance", in.id).Msg("a network namespace made while the instance starts")
 		return nil
 	}
-	a.mu.Lock()
-	a.seq++
-	id := "net-" + strconv.FormatUint(a.seq, 10)
-	a.mu.Unlock()
+	id := a.netnsID()
 	e := &earlySpare{done: make(chan struct{})}
 	ctx, e.cancel = context.WithTimeout(ctx, spareTimeout)
 	go func() {
@@ -84,13 +81,9 @@ func (a *Agent) startEarlySpare(ctx context.Context, in *instance, pid uint32) *
 			e.err = err
 			return
 		}
-		sp := &spareNetns{id: id, fd: fd, netID: attachmentID(in.id, id)}
-		if _, err := a.deps.Network.Attach(ctx, sp.netID, netnsPath(fd)); err != nil {
-			a.dropSpare(sp, nil)
-			e.err = fmt.Errorf("connect it: %w", err)
-			return
+		if e.sp, e.err = a.connectSpare(ctx, in, id, fd, nil); e.err == nil {
+			e.took = time.Since(t)
 		}
-		e.sp, e.took = sp, time.Since(t)
 	}()
 	return e
 }
@@ -153,8 +146,6 @@ func (a *Agent) prepareSpare(in *instance, client *initClient, early *earlySpare
 		return
 	}
 	in.sparing = true
-	a.seq++
-	id := "net-" + strconv.FormatUint(a.seq, 10)
 	a.mu.Unlock()
 	ctx, cancel := context.WithTimeout(a.bg, spareTimeout)
 	defer cancel()
@@ -166,7 +157,7 @@ func (a *Agent) prepareSpare(in *instance, client *initClient, early *earlySpare
 		}
 	}
 	if sp == nil {
-		sp, err = a.makeSpare(ctx, in, client, id)
+		sp, err = a.makeSpare(ctx, in, client)
 	}
 	a.mu.Lock()
 	in.sparing = false
@@ -186,17 +177,33 @@ func (a *Agent) prepareSpare(in *instance, client *initClient, early *earlySpare
 	}
 }
 
-func (a *Agent) makeSpare(ctx context.Context, in *instance, client *initClient, id string) (*spareNetns, error) {
+// makeSpare asks ember-init for a network namespace and connects it.
+func (a *Agent) makeSpare(ctx context.Context, in *instance, client *initClient) (*spareNetns, error) {
+	id := a.netnsID()
 	fd, err := client.netns(ctx, id)
 	if err != nil {
 		return nil, err
 	}
+	return a.connectSpare(ctx, in, id, fd, client)
+}
+
+// connectSpare attaches namespace fd, set aside on in as id, to the
+// network; on failure it releases it (ember-init's copy too, given client).
+func (a *Agent) connectSpare(ctx context.Context, in *instance, id string, fd int, client *initClient) (*spareNetns, error) {
 	sp := &spareNetns{id: id, fd: fd, netID: attachmentID(in.id, id)}
 	if _, err := a.deps.Network.Attach(ctx, sp.netID, netnsPath(fd)); err != nil {
 		a.dropSpare(sp, client)
 		return nil, fmt.Errorf("connect it: %w", err)
 	}
 	return sp, nil
+}
+
+// netnsID is a new name for a namespace set aside (ember-init's key).
+func (a *Agent) netnsID() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.seq++
+	return "net-" + strconv.FormatUint(a.seq, 10)
 }
 
 // kickSpare prepares a spare for in in the background (after a container

@@ -68,14 +68,11 @@ func (h Helper) ForUserNamespace(ctx context.Context, userns *os.File) (int, err
 	if h.nsenter == "" {
 		return -1, errors.New("netns: no helper (LookHelper)")
 	}
-	var ours, theirs unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/user", &ours); err != nil {
+	same, err := ourUserNamespace(int(userns.Fd()))
+	if err != nil {
 		return -1, fmt.Errorf("netns: %w", err)
 	}
-	if err := unix.Fstat(int(userns.Fd()), &theirs); err != nil {
-		return -1, fmt.Errorf("netns: %w", err)
-	}
-	if ours.Ino == theirs.Ino && ours.Dev == theirs.Dev { // no user namespace of its own
+	if same { // no user namespace of its own
 		return New()
 	}
 	// The namespace goes by fd (3 in the helper), not by pid: a pid can
@@ -138,17 +135,27 @@ func CheckOurs(fd int) error {
 		return fmt.Errorf("its user namespace: %w", err)
 	}
 	defer unix.Close(owner)
-	var theirs, ours unix.Stat_t
-	if err := unix.Fstat(owner, &theirs); err != nil {
-		return fmt.Errorf("its user namespace: %w", err)
+	same, err := ourUserNamespace(owner)
+	if err != nil {
+		return err
 	}
-	if err := unix.Stat("/proc/self/ns/user", &ours); err != nil {
-		return fmt.Errorf("our user namespace: %w", err)
-	}
-	if theirs.Ino != ours.Ino || theirs.Dev != ours.Dev {
+	if !same {
 		return errors.New("it belongs to another user namespace")
 	}
 	return nil
+}
+
+// ourUserNamespace reports whether fd refers to the caller's user
+// namespace.
+func ourUserNamespace(fd int) (bool, error) {
+	var theirs, ours unix.Stat_t
+	if err := unix.Fstat(fd, &theirs); err != nil {
+		return false, fmt.Errorf("its user namespace: %w", err)
+	}
+	if err := unix.Stat("/proc/self/ns/user", &ours); err != nil {
+		return false, fmt.Errorf("our user namespace: %w", err)
+	}
+	return theirs.Ino == ours.Ino && theirs.Dev == ours.Dev, nil
 }
 
 // LoopbackUp sets IFF_UP on lo in the network namespace fd refers to.

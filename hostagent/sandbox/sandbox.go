@@ -156,7 +156,7 @@ func (r *Runtime) Create(ctx context.Context, spec InstanceSpec, created func(pi
 		r.deleteContainer(ctx, container)
 		return Instance{}, fmt.Errorf("instance %s: %w", spec.ID, err)
 	}
-	cgroupPath := CgroupParent + "/" + spec.ID
+	cgroupPath := cgroupPathOf(spec.ID)
 	if container == nil {
 		if container, err = r.newContainer(ctx, spec); err != nil {
 			return Instance{}, err
@@ -273,13 +273,16 @@ func (r *Runtime) newContainer(ctx context.Context, spec InstanceSpec) (containe
 		containerd.WithNewSnapshotView(spec.ID, img),
 		containerd.WithRuntime(r.runtime, nil),
 		containerd.WithContainerLabels(labels),
-		containerd.WithNewSpec(r.specOpts(spec, CgroupParent+"/"+spec.ID)...),
+		containerd.WithNewSpec(r.specOpts(spec, cgroupPathOf(spec.ID))...),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: %w", spec.ID, err)
 	}
 	return container, nil
 }
+
+// cgroupPathOf is instance id's cgroup, under CgroupParent.
+func cgroupPathOf(id string) string { return CgroupParent + "/" + id }
 
 // prepareDirs makes the host directories the instance mounts or writes.
 func (r *Runtime) prepareDirs(spec InstanceSpec) error {
@@ -414,7 +417,7 @@ func (r *Runtime) Destroy(ctx context.Context, id string) error {
 	r.mu.Unlock()
 	container, err := r.client.LoadContainer(ctx, id)
 	if errdefs.IsNotFound(err) {
-		return cgroup.RemoveTree(CgroupParent + "/" + id)
+		return cgroup.RemoveTree(cgroupPathOf(id))
 	}
 	if err != nil {
 		return fmt.Errorf("destroy %s: load container: %w", id, err)
@@ -425,7 +428,7 @@ func (r *Runtime) Destroy(ctx context.Context, id string) error {
 	if err := container.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("destroy %s: delete container: %w", id, err)
 	}
-	if err := cgroup.RemoveTree(CgroupParent + "/" + id); err != nil {
+	if err := cgroup.RemoveTree(cgroupPathOf(id)); err != nil {
 		return fmt.Errorf("destroy %s: %w", id, err)
 	}
 	return nil
