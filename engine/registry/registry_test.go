@@ -446,6 +446,8 @@ func TestCacheInvalidationAcrossReplicas(t *testing.T) {
 	running(t, r1)
 	running(t, r2)
 
+	gen := func() uint64 { r2.mu.Lock(); defer r2.mu.Unlock(); return r2.gen }
+	before := gen()
 	_, _ = r1.PutFunction(ctx, fn("f"))
 	v, err := r2.Resolve(ctx, "t1", "f", "")
 	if err != nil || v.MemoryMB != 256 {
@@ -457,8 +459,10 @@ func TestCacheInvalidationAcrossReplicas(t *testing.T) {
 		_, ok := r2.cache["t1 f"]["$LATEST"]
 		return ok
 	}
-	// The put's own invalidation may still be in flight and (correctly)
-	// keep the first lookups from caching: resolve until one sticks.
+	// The put's own invalidation may still be in flight: it would drop
+	// what r2 cached before it arrived. Wait for it, then resolve until
+	// an entry sticks.
+	waitFor(t, "the put's invalidation at replica 2", func() bool { return gen() > before })
 	waitFor(t, "resolve to cache while live", func() bool {
 		_, _ = r2.Resolve(ctx, "t1", "f", "")
 		return cached()
