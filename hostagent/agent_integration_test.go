@@ -110,6 +110,7 @@ type integration struct {
 	dial    grpc.DialOption
 	store   string
 	digests []string // of examples, in order
+	initBin string   // the ember-init rt's image holds
 }
 
 func newIntegration(t *testing.T, agentID string, examples ...string) *integration {
@@ -123,7 +124,7 @@ func newIntegration(t *testing.T, agentID string, examples ...string) *integrati
 	if err := testenv.BuildInit(initBin); err != nil {
 		t.Fatal(err)
 	}
-	it := &integration{store: t.TempDir()}
+	it := &integration{store: t.TempDir(), initBin: initBin}
 	for _, ex := range examples {
 		dir := t.TempDir()
 		if err := testenv.Example(ex, dir); err != nil {

@@ -33,6 +33,11 @@ type Runtime interface {
 	// List returns the ids of every instance this runtime owns, including
 	// those of a previous life of the agent.
 	List(ctx context.Context) ([]string, error)
+	// ImageName is the image new instances start from; ImageOf is the one
+	// instance id was made from. A restart takes back only instances of
+	// its own image: one that runs another ember-init is destroyed.
+	ImageName() string
+	ImageOf(ctx context.Context, id string) (string, error)
 }
 
 // Network connects containers' network namespaces to the outside world:

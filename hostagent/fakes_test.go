@@ -161,6 +161,19 @@ func (r *fakeRuntime) List(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
+func (r *fakeRuntime) ImageName() string { return "ember/instance:fake" }
+
+func (r *fakeRuntime) ImageOf(ctx context.Context, id string) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, live := r.live[id]
+	_, defined := r.defined[id]
+	if !live && !defined {
+		return "", fmt.Errorf("instance %s: not found", id)
+	}
+	return r.ImageName(), nil
+}
+
 func (r *fakeRuntime) Define(ctx context.Context, spec sandbox.InstanceSpec) error {
 	if r.defineGate != nil {
 		select {

@@ -24,10 +24,12 @@ import (
 // containers; it accepts a new connection), writes what it knows of each
 // into the instance's directory, and takes them out of Redis. The next
 // start of the same agent (same id and state directory) reads those
-// records, reconnects to each ember-init, checks what it still holds,
-// reopens the containers' cgroups, accounting and network namespaces, and
-// puts the instances back into their pools, hot versions included. What
-// cannot be reattached is destroyed, as every instance was before.
+// records, checks that each instance runs the image it starts (an
+// upgraded ember-init is not taken back), reconnects to each ember-init,
+// checks what it still holds, reopens the containers' cgroups, accounting
+// and network namespaces, and puts the instances back into their pools,
+// hot versions included. What cannot be reattached is destroyed, as every
+// instance was before.
 //
 // A record lives only between a stop and the next start (the start
 // removes it): after a crash there is none, and the instance is destroyed
@@ -210,6 +212,16 @@ func (a *Agent) reattachOne(ctx context.Context, log zerolog.Logger, dir string,
 		return nil, fmt.Errorf("the record names agent %q, instance %q", r.Agent, r.ID)
 	case r.HostUID != a.cfg.MappedRootUID+r.Slot*a.cfg.UIDRange:
 		return nil, fmt.Errorf("its uid range (%d) is not this agent's slot %d any more", r.HostUID, r.Slot)
+	}
+	// An instance runs the ember-init (and ember-shim) it booted with: after
+	// an upgrade of either, one of the old build must not serve again,
+	// least of all a new tenant from the warm pool.
+	made, err := a.deps.Runtime.ImageOf(ctx, r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if now := a.deps.Runtime.ImageName(); made != now {
+		return nil, fmt.Errorf("it runs image %s, this agent starts %s (another ember-init, ember-shim or busybox)", made, now)
 	}
 	a.mu.Lock()
 	for _, o := range a.insts {

@@ -20,9 +20,12 @@ import (
 // instances running, with their containers; the next agent on the same
 // state directory takes them back: the same instances return to Redis (the
 // tenant's with its hot version), the next dispatch of the version is hot
-// in the same container and measured by eBPF again. A stop without
-// KeepInstances then destroys everything. Real Redis, containerd,
-// ember-init and the kafka-echo example.
+// in the same container and measured by eBPF again. After an upgrade of
+// ember-init (another instance image), the next agent takes none of them
+// back: they are destroyed, and the version's next invocation starts a
+// container on a new instance. A stop without KeepInstances then destroys
+// everything. Real Redis, containerd, ember-init and the kafka-echo
+// example.
 func TestRestartReattaches(t *testing.T) {
 	const agentID = "agent-restart"
 	it := newIntegration(t, agentID, "kafka-echo")
@@ -34,14 +37,14 @@ func TestRestartReattaches(t *testing.T) {
 	// start runs an agent on the same state directory and returns its
 	// dispatch client and its stop, which reports how long Run took to
 	// return.
-	start := func(keep bool) (dispatchpb.AgentClient, func() time.Duration) {
+	start := func(keep bool, deps Deps) (dispatchpb.AgentClient, func() time.Duration) {
 		t.Helper()
 		a, err := New(Config{
 			AgentID: agentID, ListenAddr: "127.0.0.1:0", StateDir: stateDir,
 			Pool: map[string]int{"m128": 1}, MaxInstances: 4, MappedRootUID: rt.HostRootUID(),
 			HeartbeatInterval: 200 * time.Millisecond, HeartbeatTTL: 5 * time.Second,
 			KeepInstances: keep,
-		}, it.deps(t))
+		}, deps)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -109,7 +112,7 @@ func TestRestartReattaches(t *testing.T) {
 	}
 	containers := func() []string { return containersBy(true) }
 
-	ac, stop := start(true)
+	ac, stop := start(true, it.deps(t))
 	vk := pool.VersionKey("acme", "echo", "1")
 	claim, ok, err := pst.Claim(ctx, "acme", "m128", vk, time.Now().Add(time.Minute))
 	if err != nil || !ok {
@@ -175,7 +178,7 @@ func TestRestartReattaches(t *testing.T) {
 	}
 	<-exited
 
-	ac, stop = start(false)
+	ac, stop = start(true, it.deps(t))
 	after := instances()
 	if len(after) != len(before) {
 		t.Fatalf("instances in redis after the restart: %+v, want %d", after, len(before))
@@ -209,6 +212,61 @@ func TestRestartReattaches(t *testing.T) {
 	}
 	t.Logf("first dispatch after the restart: hot, %v", time.Since(t0))
 	checkUsage(t, "dispatch after the restart", resp.GetUsage())
+	if err := pst.Release(ctx, claim, vk, true); err != nil {
+		t.Fatal(err)
+	}
+
+	kept := containers()
+	stop()
+	if got := containers(); !slices.Equal(got, kept) {
+		t.Fatalf("instances in containerd after the second stop that keeps them: %v, want %v", got, kept)
+	}
+
+	// An upgrade: the next agent starts instances of another ember-init
+	// (the same program with a byte more, so another image). It takes none
+	// of those left running back: they run the old one.
+	upgraded := filepath.Join(t.TempDir(), "ember-init")
+	bin, err := os.ReadFile(it.initBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(upgraded, append(bin, 0), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rt2, err := ContainerdRuntime(ctx, client, ns, upgraded, agentID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rt2.ImageName() == rt.ImageName() {
+		t.Fatalf("the upgraded ember-init makes the same image %s", rt.ImageName())
+	}
+	deps := it.deps(t)
+	deps.Runtime = rt2
+	ac, stop = start(false, deps)
+	now := instances()
+	for id := range now {
+		if slices.Contains(kept, id) {
+			t.Fatalf("instance %s of the old ember-init is back in redis after the upgrade: %+v", id, now)
+		}
+	}
+	if got := containers(); slices.ContainsFunc(got, func(id string) bool { return slices.Contains(kept, id) }) {
+		t.Fatalf("instances in containerd after the upgrade: %v, still some of the old ember-init's %v", got, kept)
+	}
+	for _, id := range containers() {
+		if img, err := rt2.ImageOf(ctx, id); err != nil || img != rt2.ImageName() {
+			t.Fatalf("instance %s after the upgrade runs %q (%v), want %s", id, img, err, rt2.ImageName())
+		}
+	}
+	testenv.Eventually(t, 30*time.Second, "the upgraded agent's warming pool filled", func() bool { return len(instances()) == 1 })
+	claim, ok, err = pst.Claim(ctx, "acme", "m128", vk, time.Now().Add(time.Minute))
+	if err != nil || !ok || claim.Kind == pool.KindHot {
+		t.Fatalf("claim after the upgrade: %+v ok=%v err=%v, want a warm instance (no hot container survives an upgrade)", claim, ok, err)
+	}
+	req.InstanceId, req.InvocationId = claim.InstanceID, "after-upgrade"
+	resp, err = ac.Dispatch(ctx, req)
+	if err != nil || resp.Status != dispatchpb.Status_STATUS_OK || resp.Start != dispatchpb.StartKind_START_KIND_CONTAINER {
+		t.Fatalf("dispatch after the upgrade: %v %v, want ok in a new container", resp, err)
+	}
 	if err := pst.Release(ctx, claim, vk, true); err != nil {
 		t.Fatal(err)
 	}

@@ -490,6 +490,24 @@ func (r *Runtime) kill(ctx context.Context, task containerd.Task, sig syscall.Si
 	return fmt.Errorf("signal %v: %w", sig, err)
 }
 
+// ImageName is the image this runtime starts instances from.
+func (r *Runtime) ImageName() string { return r.imageName }
+
+// ImageOf is the image instance id was made from: another ember-init,
+// ember-shim or busybox than this runtime's is another image name
+// (image.Inputs.Tag).
+func (r *Runtime) ImageOf(ctx context.Context, id string) (string, error) {
+	c, err := r.client.LoadContainer(r.ctx(ctx), id)
+	if err != nil {
+		return "", fmt.Errorf("instance %s: %w", id, err)
+	}
+	info, err := c.Info(r.ctx(ctx), containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return "", fmt.Errorf("instance %s: %w", id, err)
+	}
+	return info.Image, nil
+}
+
 // List returns the ids of the instances in the namespace that carry this
 // runtime's labels, sorted: after a crash, the agent destroys those it does
 // not know.
