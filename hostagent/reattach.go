@@ -37,6 +37,11 @@ import (
 // resources attached, of a sub-pool, or still busy at the stop are not
 // left running.
 
+// errOtherImage: an instance left running was made from another image than
+// the one this start of the agent runs (an upgraded ember-init, ember-shim
+// or busybox, or another image format).
+var errOtherImage = errors.New("another instance image")
+
 // recordName is an instance's record, in its directory.
 const recordName = "agent.json"
 
@@ -199,7 +204,11 @@ func (a *Agent) reattach(ctx context.Context, ids []string) []*instance {
 				continue
 			}
 		}
-		log.Warn().Err(err).Msg("cannot reattach to the instance; destroying it")
+		if errors.Is(err, errOtherImage) { // expected after an upgrade
+			log.Info().Err(err).Msg("the instance runs another image than this start's; destroying it")
+		} else {
+			log.Warn().Err(err).Msg("cannot reattach to the instance; destroying it")
+		}
 		a.forgetRecord(ctx, r)
 	}
 	return out
@@ -221,7 +230,7 @@ func (a *Agent) reattachOne(ctx context.Context, log zerolog.Logger, dir string,
 		return nil, err
 	}
 	if now := a.deps.Runtime.ImageName(); made != now {
-		return nil, fmt.Errorf("it runs image %s, this agent starts %s (another ember-init, ember-shim or busybox)", made, now)
+		return nil, fmt.Errorf("%w: it runs %s, this agent starts %s", errOtherImage, made, now)
 	}
 	a.mu.Lock()
 	for _, o := range a.insts {

@@ -223,15 +223,24 @@ func TestRestartReattaches(t *testing.T) {
 	}
 
 	// An upgrade: the next agent starts instances of another ember-init
-	// (the same program with a byte more, so another image). It takes none
-	// of those left running back: they run the old one.
+	// (the same program with a byte more, so another image; ember-shim
+	// beside it as before). It takes none of those left running back: they
+	// run the old one.
 	upgraded := filepath.Join(t.TempDir(), "ember-init")
-	bin, err := os.ReadFile(it.initBin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(upgraded, append(bin, 0), 0o755); err != nil {
-		t.Fatal(err)
+	for _, f := range []struct {
+		from, to string
+		more     []byte
+	}{
+		{it.initBin, upgraded, []byte{0}},
+		{filepath.Join(filepath.Dir(it.initBin), "ember-shim"), filepath.Join(filepath.Dir(upgraded), "ember-shim"), nil},
+	} {
+		bin, err := os.ReadFile(f.from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f.to, append(bin, f.more...), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	rt2, err := ContainerdRuntime(ctx, client, ns, upgraded, agentID)
 	if err != nil {

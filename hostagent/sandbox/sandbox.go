@@ -497,11 +497,12 @@ func (r *Runtime) ImageName() string { return r.imageName }
 // ember-shim or busybox than this runtime's is another image name
 // (image.Inputs.Tag).
 func (r *Runtime) ImageOf(ctx context.Context, id string) (string, error) {
-	c, err := r.client.LoadContainer(r.ctx(ctx), id)
+	ctx = r.ctx(ctx)
+	c, err := r.client.LoadContainer(ctx, id)
 	if err != nil {
 		return "", fmt.Errorf("instance %s: %w", id, err)
 	}
-	info, err := c.Info(r.ctx(ctx), containerd.WithoutRefreshedMetadata)
+	info, err := c.Info(ctx, containerd.WithoutRefreshedMetadata)
 	if err != nil {
 		return "", fmt.Errorf("instance %s: %w", id, err)
 	}
