@@ -9,9 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ember-run/ember/hostagent/sandbox"
-
 	"github.com/ember-run/ember/hostagent/initproto"
+	"github.com/ember-run/ember/hostagent/sandbox"
+	"github.com/ember-run/ember/internal/sysmon"
 )
 
 // bootAsync boots a reserved instance and reports whether it is ready. It
@@ -112,7 +112,7 @@ func (a *Agent) boot(in *instance) (steps bootSteps, err error) {
 			return steps, fmt.Errorf("put back the instance's CPU quota after its boot: %w", err)
 		}
 	}
-	if err := setSysmonSlack(int(sb.Pid), sysmonSlack); err != nil { // its runtime runs: it answered
+	if err := setSysmonSlack(int(sb.Pid), sysmon.Slack); err != nil { // its runtime runs: it answered
 		a.log.Debug().Err(err).Str("instance", in.id).Msg("ember-init's sysmon keeps its timer slack")
 	}
 	a.mu.Lock()

@@ -9,12 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ember-run/ember/internal/sysmon"
 	"github.com/ember-run/ember/internal/testenv"
 )
 
 // BenchmarkSysmonSlack: ember-init's CPU and task switches per hot
 // invocation, and the invocation's time seen by the dispatcher, with its
-// sysmon thread at sysmonSlack and at the kernel's default 50 us, in
+// sysmon thread at sysmon.Slack and at the kernel's default 50 us, in
 // alternating blocks on one instance (these machines are noisy).
 //
 //	go test -run '^$' -bench SysmonSlack -benchtime 4000x ./hostagent/
@@ -23,7 +24,7 @@ func BenchmarkSysmonSlack(b *testing.B) {
 	dispatch, id := hb.agent(b, AccountingEBPF)
 	pid := initPid(b, id)
 	const block = 250
-	slack := [2]int{50_000, sysmonSlack}
+	slack := [2]int{50_000, sysmon.Slack}
 	var cpu, switches, wall, n [2]int64
 	b.ResetTimer()
 	for i := 0; i < b.N; {
@@ -71,7 +72,7 @@ func initPid(t testing.TB, id string) int {
 }
 
 // checkSysmonSlack: the ember-init of instance id has its runtime's sysmon
-// thread (its first after the main one) at sysmonSlack, and no other
+// thread (its first after the main one) at sysmon.Slack, and no other
 // thread has it.
 func checkSysmonSlack(t *testing.T, id string) {
 	t.Helper()
@@ -94,11 +95,11 @@ func checkSysmonSlack(t *testing.T, id string) {
 	if len(tids) < 2 || tids[0] != pid {
 		t.Fatalf("ember-init %d of %s: threads %v", pid, id, tids)
 	}
-	if got := slack(tids[1]); got != strconv.Itoa(sysmonSlack) {
-		t.Errorf("ember-init %d of %s: sysmon thread %d has timer slack %s, want %d", pid, id, tids[1], got, sysmonSlack)
+	if got := slack(tids[1]); got != strconv.Itoa(sysmon.Slack) {
+		t.Errorf("ember-init %d of %s: sysmon thread %d has timer slack %s, want %d", pid, id, tids[1], got, sysmon.Slack)
 	}
 	for _, tid := range append([]int{pid}, tids[2:]...) {
-		if got := slack(tid); got == strconv.Itoa(sysmonSlack) {
+		if got := slack(tid); got == strconv.Itoa(sysmon.Slack) {
 			t.Errorf("ember-init %d of %s: thread %d has the sysmon's slack too", pid, id, tid)
 		}
 	}

@@ -6,12 +6,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ember-run/ember/internal/sysmon"
 	"github.com/ember-run/ember/internal/testenv"
 )
 
@@ -19,16 +19,26 @@ import (
 // relayFloor instead of running tests (TestMain).
 const relayRoleEnv = "EMBER_E2E_RELAY_ROLE"
 
+// The relay's messages besides the invocation's frame: the answer to the
+// response (the Runtime API's 202) and the runtime's next request.
+const (
+	relayAck  = "ack"
+	relayNext = "next"
+)
+
 // relayFloor measures, in the same run, the floor of ember-init's share of
 // a warm invocation on this machine: what a Go process with one P (as
-// ember-init runs) pays to pass a frame from one socket to another and the
-// answer back, two wake-ups, whatever it does in between. procs relay
-// processes (this binary again, GOMAXPROCS=1, sysmon's timer slack as the
-// agent gives ember-init's), each between a Unix socket from this process
-// (the agent's side) and a TCP loopback connection to an echo process (the
-// function's side), get rate round trips of size bytes a second in all,
-// spread over them in turn, n round trips after a warm-up. It returns the
-// relays' CPU ms and task switches per round trip.
+// ember-init runs, with the sysmon slack the agent gives ember-init) pays
+// to pass the invocation's messages as ember-init does and nothing else.
+// From the agent's side (a Unix socket from this process) it reads the
+// invocation and hands it to the function's side (a TCP loopback
+// connection to an echo process, standing for the runtime's waiting
+// GET /next); it reads the response, answers it (the 202), passes it back
+// to the agent and reads the runtime's next request: three reads and three
+// writes per invocation. procs such relays get rate invocations of size
+// bytes a second in all, in turn, n after a warm-up; it returns their CPU
+// ms and task switches per invocation. Unlike ember-init, the relays run
+// without a seccomp filter, namespaces or a CPU quota, and parse nothing.
 func relayFloor(b *testing.B, procs, rate, n, size int) (cpuMs, switches float64) {
 	b.Helper()
 	self, err := os.Executable()
@@ -41,7 +51,7 @@ func relayFloor(b *testing.B, procs, rate, n, size int) (cpuMs, switches float64
 		conns[i], pids[i] = startRelay(b, self, size)
 	}
 	buf := make([]byte, size)
-	roundTrips := func(count int) {
+	invocations := func(count int) {
 		slice := time.Second / time.Duration(rate)
 		start := time.Now()
 		for i := range count {
@@ -57,16 +67,17 @@ func relayFloor(b *testing.B, procs, rate, n, size int) (cpuMs, switches float64
 			}
 		}
 	}
-	roundTrips(rate) // a second's warm-up
+	invocations(rate) // a second's warm-up
 	before := testenv.ProcThreads(pids...)
-	roundTrips(n)
+	invocations(n)
 	after := testenv.ProcThreads(pids...)
 	return float64(after.CPUNs-before.CPUNs) / 1e6 / float64(n), float64(after.Switches-before.Switches) / float64(n)
 }
 
 // startRelay starts a relay process and its echo process; it returns the
-// relay's end of the agent's side, ready, and the relay's pid. Both end
-// when the test does (their sockets close).
+// agent's side of the relay, ready, and the relay's pid. Both end when
+// the benchmark does: closing the agent's side ends the relay, whose end
+// ends the echo (and both die with this process).
 func startRelay(b *testing.B, self string, size int) (net.Conn, int) {
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -85,58 +96,47 @@ func startRelay(b *testing.B, self string, size int) (net.Conn, int) {
 		b.Fatal(err)
 	}
 	defer lf.Close()
+	conn, err := net.FileConn(ours)
+	if err != nil {
+		b.Fatal(err)
+	}
 	var cmds []*exec.Cmd
+	b.Cleanup(func() {
+		conn.Close()
+		for _, cmd := range cmds {
+			done := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		}
+	})
 	start := func(role string, env []string, files ...*os.File) {
 		cmd := exec.Command(self)
 		cmd.Env = append(os.Environ(), append(env, relayRoleEnv+"="+role, "EMBER_E2E_RELAY_SIZE="+strconv.Itoa(size))...)
 		cmd.ExtraFiles, cmd.Stderr = files, os.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}
 		cmds = append(cmds, cmd)
 	}
-	conn, err := net.FileConn(ours)
-	if err != nil {
-		b.Fatal(err)
-	}
-	// Closing the agent's side ends the relay, whose end ends the echo.
-	b.Cleanup(func() {
-		conn.Close()
-		for _, cmd := range cmds {
-			_ = cmd.Wait()
-		}
-	})
 	start("relay", []string{"GOMAXPROCS=1"}, theirs, lf)
 	start("echo", []string{"EMBER_E2E_RELAY_ADDR=" + ln.Addr().String()})
 	var pid [4]byte // the relay says its pid once the echo process connected
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
 	if _, err := io.ReadFull(conn, pid[:]); err != nil {
 		b.Fatalf("relay: %v", err)
 	}
+	_ = conn.SetReadDeadline(time.Time{})
 	p := int(pid[0]) | int(pid[1])<<8 | int(pid[2])<<16 | int(pid[3])<<24
-	if err := setSysmonSlack(p, 1_000_000); err != nil {
+	if err := sysmon.SetSlack(p, sysmon.Slack); err != nil {
 		b.Fatal(err)
 	}
 	return conn, p
-}
-
-// setSysmonSlack gives the Go runtime's monitor thread of process pid
-// (its first thread after the main one) the timer slack the agent gives
-// ember-init's (hostagent's sysmonSlack).
-func setSysmonSlack(pid, ns int) error {
-	ents, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "task"))
-	if err != nil {
-		return err
-	}
-	sysmon := 0
-	for _, e := range ents {
-		if tid, err := strconv.Atoi(e.Name()); err == nil && tid > pid && (sysmon == 0 || tid < sysmon) {
-			sysmon = tid
-		}
-	}
-	if sysmon == 0 {
-		return fmt.Errorf("process %d: no thread after its main one", pid)
-	}
-	return os.WriteFile(fmt.Sprintf("/proc/%d/timerslack_ns", sysmon), []byte(strconv.Itoa(ns)), 0)
 }
 
 // runRelayRole runs this process as relayFloor's relay or echo process.
@@ -145,42 +145,41 @@ func runRelayRole(role string) error {
 	if err != nil {
 		return err
 	}
-	buf := make([]byte, size)
-	pass := func(from io.Reader, to io.Writer) error {
-		if _, err := io.ReadFull(from, buf); err != nil {
-			return err
-		}
-		_, err := to.Write(buf)
-		return err
-	}
+	buf, small := make([]byte, size), make([]byte, len(relayNext))
+	read := func(from io.Reader, b []byte) error { _, err := io.ReadFull(from, b); return err }
+	write := func(to io.Writer, b []byte) error { _, err := to.Write(b); return err }
 	switch role {
-	case "echo":
+	case "echo": // the runtime: the invocation in, its response out, the 202 in, the next request out
 		c, err := net.Dial("tcp", os.Getenv("EMBER_E2E_RELAY_ADDR"))
 		if err != nil {
 			return err
 		}
-		for pass(c, c) == nil {
+		for read(c, buf) == nil && write(c, buf) == nil && read(c, small[:len(relayAck)]) == nil && write(c, []byte(relayNext)) == nil {
 		}
 		return nil
 	case "relay":
-		agent, err := net.FileConn(os.NewFile(3, "agent"))
+		f, l := os.NewFile(3, "agent"), os.NewFile(4, "listener")
+		agent, err := net.FileConn(f)
+		f.Close()
 		if err != nil {
 			return err
 		}
-		ln, err := net.FileListener(os.NewFile(4, "listener"))
+		ln, err := net.FileListener(l)
+		l.Close()
 		if err != nil {
 			return err
 		}
 		fn, err := ln.Accept()
+		ln.Close()
 		if err != nil {
 			return err
 		}
-		ln.Close()
 		p := os.Getpid()
-		if _, err := agent.Write([]byte{byte(p), byte(p >> 8), byte(p >> 16), byte(p >> 24)}); err != nil {
+		if err := write(agent, []byte{byte(p), byte(p >> 8), byte(p >> 16), byte(p >> 24)}); err != nil {
 			return err
 		}
-		for pass(agent, fn) == nil && pass(fn, agent) == nil {
+		for read(agent, buf) == nil && write(fn, buf) == nil && read(fn, buf) == nil &&
+			write(fn, []byte(relayAck)) == nil && write(agent, buf) == nil && read(fn, small) == nil {
 		}
 		return nil
 	}

@@ -34,8 +34,8 @@ import (
 // use in an idle window just before; container shims, which only wait,
 // are named exe and not counted).
 // The fetch stage's floor is a bare kafka-go reader on the same broker, in
-// the same run; ember-init's is a bare Go relay between two sockets at the
-// same rate (relayFloor).
+// the same run; ember-init's is a bare Go relay passing the same messages
+// at the same rate (relayFloor).
 func BenchmarkStageBudget(b *testing.B) {
 	const (
 		rate = 200
@@ -87,7 +87,8 @@ func BenchmarkStageBudget(b *testing.B) {
 	}
 	cpu["to_handler"] = (float64(initAfter.CPUNs-initBefore.CPUNs) - idlePerSec*window) / 1e6 / n // ember-init, both ways
 	floor, _ := fetchFloor(b, s, "stages-floor", rate, 2000)
-	relayCPU, relaySwitches := relayFloor(b, 4, rate, rate*10, 512)
+	const relays = 4 // as the instances
+	relayCPU, relaySwitches := relayFloor(b, relays, rate, rate*10, 512)
 
 	fmt.Printf("BENCH stage budget of one warm invocation (%d ev/s, batch 1, %.0f hot invocations profiled; budget: docs/architecture.md)\n", rate, n)
 	fmt.Printf("BENCH   %-13s %12s %12s %12s %12s\n", "stage", "latency ms", "budget", "CPU ms", "budget")
@@ -116,7 +117,7 @@ func BenchmarkStageBudget(b *testing.B) {
 	report(b, "stage budget: Ember CPU per warm invocation", ember, "ms-cpu")
 	report(b, "stage budget: Ember CPU / its budget", ember/emberBudget, "x-cpu-budget")
 	report(b, "stage budget: the broker's CPU per invocation (not Ember's)", cpu["broker"], "ms-cpu-broker")
-	report(b, "stage budget: ember-init's floor, a Go relay with one P (4 processes, 2 wake-ups per invocation)", relayCPU, "ms-cpu-relay-floor")
+	report(b, fmt.Sprintf("stage budget: ember-init's floor, a bare Go relay with one P (%d processes)", relays), relayCPU, "ms-cpu-relay-floor")
 	report(b, "stage budget: ember-init's CPU / its floor", cpu["to_handler"]/relayCPU, "x-init-floor")
 	report(b, "stage budget: the relay floor's context switches per invocation", relaySwitches, "switches-relay-floor")
 	report(b, "stage budget: ember-init's CPU when idle, all its processes", idlePerSec/1e6, "ms-cpu/s-idle")
