@@ -91,7 +91,9 @@ func startHarnessNet(t *testing.T, cfg Config, rt *fakeRuntime, nw Network) *har
 	cg := newFakeCgroups()
 	cfg.AgentID = "agent-test"
 	cfg.ListenAddr = "127.0.0.1:0"
-	cfg.StateDir = t.TempDir()
+	if cfg.StateDir == "" {
+		cfg.StateDir = t.TempDir()
+	}
 	if cfg.HeartbeatInterval == 0 {
 		cfg.HeartbeatInterval = 50 * time.Millisecond
 		cfg.HeartbeatTTL = time.Second

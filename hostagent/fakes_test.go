@@ -26,6 +26,7 @@ type fakeNetwork struct {
 	mu       sync.Mutex
 	live     map[string]string
 	attached []string
+	detached []string
 }
 
 var _ Network = (*fakeNetwork)(nil)
@@ -50,6 +51,7 @@ func (n *fakeNetwork) Detach(ctx context.Context, id, netnsPath string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	delete(n.live, id)
+	n.detached = append(n.detached, id)
 	return nil
 }
 
@@ -87,6 +89,9 @@ type fakeRuntime struct {
 	// ember-init refuse the network namespaces the agent made.
 	startFails  error
 	refuseAdopt bool
+	// images, when set, names the image of an instance (ImageOf); the
+	// others are of ImageName's.
+	images map[string]string
 }
 
 var _ Runtime = (*fakeRuntime)(nil)
@@ -170,6 +175,9 @@ func (r *fakeRuntime) ImageOf(ctx context.Context, id string) (string, error) {
 	_, defined := r.defined[id]
 	if !live && !defined {
 		return "", fmt.Errorf("instance %s: not found", id)
+	}
+	if img, ok := r.images[id]; ok {
+		return img, nil
 	}
 	return r.ImageName(), nil
 }
