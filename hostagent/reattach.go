@@ -2,6 +2,8 @@ package hostagent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,10 +39,12 @@ import (
 // resources attached, of a sub-pool, or still busy at the stop are not
 // left running.
 
-// errOtherImage: an instance left running was made from another image than
-// the one this start of the agent runs (an upgraded ember-init, ember-shim
-// or busybox, or another image format).
-var errOtherImage = errors.New("another instance image")
+// errOutdated: an instance left running is not what this start of the
+// agent would boot: made from another image (an upgraded ember-init,
+// ember-shim or busybox, or another image format), or with another sandbox
+// (pids limit, CPU shares, DNS, orphan timeout, state mounts: the
+// configuration changed, or a record of before Record.Spec).
+var errOutdated = errors.New("not as this start would boot it")
 
 // recordName is an instance's record, in its directory.
 const recordName = "agent.json"
@@ -62,6 +66,8 @@ type record struct {
 	// Network is the agent's network for containers when it stopped
 	// (networkName); absent in records of before the field.
 	Network string `json:"network,omitempty"`
+	// Spec is the digest of the sandbox it was booted as (specDigest).
+	Spec string `json:"spec,omitempty"`
 }
 
 // containerRecord is one container of a recorded instance.
@@ -99,7 +105,7 @@ func (a *Agent) leave(in *instance) bool {
 	}
 	r := record{Agent: a.cfg.AgentID, ID: in.id, Class: in.class, MemoryMB: in.memoryMB, Needs: in.needs,
 		Slot: in.slot, HostUID: in.hostUID, CgroupPath: in.cgroupPath, Tenant: in.tenant, LastUsed: in.lastUsed.UnixMilli(),
-		Network: a.networkName()}
+		Network: a.networkName(), Spec: a.specDigest(in)}
 	for _, c := range in.containers {
 		if c.stopped || c.retire != "" {
 			continue // on its way out: the next start stops it (not in the record)
@@ -204,8 +210,8 @@ func (a *Agent) reattach(ctx context.Context, ids []string) []*instance {
 				continue
 			}
 		}
-		if errors.Is(err, errOtherImage) { // expected after an upgrade
-			log.Info().Err(err).Msg("the instance runs another image than this start's; destroying it")
+		if errors.Is(err, errOutdated) { // expected after an upgrade or a change of configuration
+			log.Info().Err(err).Msg("the instance is not as this start would boot it; destroying it")
 		} else {
 			log.Warn().Err(err).Msg("cannot reattach to the instance; destroying it")
 		}
@@ -230,7 +236,7 @@ func (a *Agent) reattachOne(ctx context.Context, log zerolog.Logger, dir string,
 		return nil, err
 	}
 	if now := a.deps.Runtime.ImageName(); made != now {
-		return nil, fmt.Errorf("%w: it runs %s, this agent starts %s", errOtherImage, made, now)
+		return nil, fmt.Errorf("%w: it runs %s, this agent starts %s", errOutdated, made, now)
 	}
 	a.mu.Lock()
 	for _, o := range a.insts {
@@ -244,6 +250,9 @@ func (a *Agent) reattachOne(ctx context.Context, log zerolog.Logger, dir string,
 		id: r.ID, class: r.Class, memoryMB: r.MemoryMB, needs: r.Needs, slot: r.Slot, hostUID: r.HostUID,
 		dir: dir, state: stReady, tenant: r.Tenant, lastUsed: lastUse(r.LastUsed), cgroupPath: r.CgroupPath,
 		containers: map[string]*container{}, codes: map[string]bool{}, parked: map[string]*parked{},
+	}
+	if d := a.specDigest(in); d == "" || r.Spec != d {
+		return nil, fmt.Errorf("%w: booted as sandbox %q, this start boots %q (another configuration)", errOutdated, r.Spec, d)
 	}
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -326,6 +335,21 @@ func (a *Agent) reattachOne(ctx context.Context, log zerolog.Logger, dir string,
 	a.mu.Unlock()
 	log.Info().Str("class", in.class).Str("tenant", in.tenant).Int("containers", len(in.containers)).Msg("reattached to an instance left running")
 	return in, nil
+}
+
+// specDigest digests the sandbox in boots as (instanceSpec), less what
+// only its boot used (the boot's CPU boost): an instance this start would
+// boot otherwise (another pids limit, CPU shares, DNS, orphan timeout or
+// state mount) is not taken back.
+func (a *Agent) specDigest(in *instance) string {
+	spec := a.instanceSpec(in)
+	spec.BootMilliCPU = 0
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return "" // never equal to a record's: not taken back
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
 }
 
 // networkName names the network this agent attaches containers with

@@ -10,54 +10,62 @@ import (
 	"github.com/ember-run/ember/hostagent/initproto"
 )
 
-// TestReattachOnlyItsOwnImage: of two instances a clean stop left running,
-// each with a record and an ember-init that answers, the start takes back
-// the one made from the image it runs and destroys the one made from
-// another (an ember-init of before an upgrade), releasing its containers'
-// network addresses; the warm pool then holds only the first.
-func TestReattachOnlyItsOwnImage(t *testing.T) {
-	d := Config{}.WithDefaults()
+// TestReattachOnlyAsItWouldBoot: of three instances a clean stop left
+// running, each with a record and an ember-init that answers, the start
+// takes back the one it would boot the same way and destroys the one made
+// from another image (an ember-init of before an upgrade) and the one
+// booted with another configuration (another pids limit), releasing their
+// containers' network addresses; the warm pool then holds only the first.
+func TestReattachOnlyAsItWouldBoot(t *testing.T) {
 	state := t.TempDir()
+	cfg := Config{StateDir: state, Pool: map[string]int{"m128": 1}}
 	rt, nw := newFakeRuntime(), newFakeNetwork()
-	leftRunning := func(id string, slot int, containers ...containerRecord) {
+	leftRunning := func(id string, slot int, booted Config, containers ...containerRecord) {
 		t.Helper()
-		dir := filepath.Join(state, "instances", id)
-		if err := os.MkdirAll(filepath.Join(dir, "sock"), 0o755); err != nil {
+		booted = booted.WithDefaults()
+		in := &instance{id: id, class: "m128", memoryMB: 128, slot: slot, hostUID: booted.MappedRootUID + slot*booted.UIDRange,
+			dir: filepath.Join(state, "instances", id)}
+		if err := os.MkdirAll(in.sockDir(), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		b, err := json.Marshal(record{Agent: "agent-test", ID: id, Class: "m128", MemoryMB: 128, Slot: slot,
-			HostUID: d.MappedRootUID + slot*d.UIDRange, CgroupPath: "/ember/" + id, Containers: containers})
+		b, err := json.Marshal(record{Agent: "agent-test", ID: id, Class: in.class, MemoryMB: in.memoryMB, Slot: slot,
+			HostUID: in.hostUID, CgroupPath: "/ember/" + id, Containers: containers,
+			Spec: (&Agent{cfg: booted}).specDigest(in)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, recordName), b, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(in.dir, recordName), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		fi, err := startFakeInit(id, filepath.Join(dir, "sock", initproto.SocketName))
+		fi, err := startFakeInit(id, filepath.Join(in.sockDir(), initproto.SocketName))
 		if err != nil {
 			t.Fatal(err)
 		}
 		rt.live[id] = fi // stopped by Destroy
 	}
-	leftRunning("icurrent", 0)
-	const netID = "iold/c-1"
-	leftRunning("iold", 1, containerRecord{ID: "c-1", Key: "k", VersionKey: "acme/echo/1", MemoryMB: 128, NetID: netID})
+	leftRunning("icurrent", 0, cfg)
+	leftRunning("iold", 1, cfg, containerRecord{ID: "c-1", Key: "k", VersionKey: "acme/echo/1", MemoryMB: 128, NetID: "iold/c-1"})
 	rt.images = map[string]string{"iold": "ember/instance:old"}
+	other := cfg
+	other.InstancePidsLimit = 99
+	leftRunning("iother", 2, other, containerRecord{ID: "c-2", Key: "k", VersionKey: "acme/echo/1", MemoryMB: 128, NetID: "iother/c-2"})
 
-	h := startHarnessNet(t, Config{StateDir: state, Pool: map[string]int{"m128": 1}}, rt, nw)
+	h := startHarnessNet(t, cfg, rt, nw)
 	if warm := h.warm("m128"); !slices.Equal(warm, []string{"icurrent"}) {
-		t.Fatalf("warm instances after the start: %v, want the one of this start's image alone", warm)
+		t.Fatalf("warm instances after the start: %v, want the one it would boot the same way alone", warm)
 	}
 	rt.mu.Lock()
-	destroyed := slices.Clone(rt.destroyed)
+	destroyed := slices.Sorted(slices.Values(rt.destroyed))
 	rt.mu.Unlock()
-	if !slices.Equal(destroyed, []string{"iold"}) {
-		t.Fatalf("destroyed at the start: %v, want the instance of another image", destroyed)
+	if !slices.Equal(destroyed, []string{"iold", "iother"}) {
+		t.Fatalf("destroyed at the start: %v, want the instances of another image and another configuration", destroyed)
 	}
 	nw.mu.Lock()
 	detached := slices.Clone(nw.detached)
 	nw.mu.Unlock()
-	if !slices.Contains(detached, netID) {
-		t.Fatalf("network addresses released: %v, want its container's %s", detached, netID)
+	for _, id := range []string{"iold/c-1", "iother/c-2"} {
+		if !slices.Contains(detached, id) {
+			t.Fatalf("network addresses released: %v, want %s", detached, id)
+		}
 	}
 }
