@@ -38,6 +38,10 @@ type Runtime interface {
 	// its own image: one that runs another ember-init is destroyed.
 	ImageName() string
 	ImageOf(ctx context.Context, id string) (string, error)
+	// SameSpec reports whether instance id's container holds the runtime
+	// spec that spec makes now (its CPU quota aside): a restart takes back
+	// only such instances.
+	SameSpec(ctx context.Context, id string, spec sandbox.InstanceSpec) (bool, error)
 }
 
 // Network connects containers' network namespaces to the outside world:

@@ -182,6 +182,23 @@ func (r *fakeRuntime) ImageOf(ctx context.Context, id string) (string, error) {
 	return r.ImageName(), nil
 }
 
+// SameSpec: an instance holds the spec it was created with, or that a test
+// gave it in specs (BootMilliCPU aside, as the runtime's CPU quota); one
+// made otherwise (the tests' left-running ones) holds whatever it is asked.
+func (r *fakeRuntime) SameSpec(ctx context.Context, id string, spec sandbox.InstanceSpec) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.live[id]; !ok {
+		return false, fmt.Errorf("instance %s: not found", id)
+	}
+	had, ok := r.specs[id]
+	if !ok {
+		return true, nil
+	}
+	had.BootMilliCPU, spec.BootMilliCPU = 0, 0
+	return reflect.DeepEqual(had, spec), nil
+}
+
 func (r *fakeRuntime) Define(ctx context.Context, spec sandbox.InstanceSpec) error {
 	if r.defineGate != nil {
 		select {

@@ -26,12 +26,13 @@ import (
 // containers; it accepts a new connection), writes what it knows of each
 // into the instance's directory, and takes them out of Redis. The next
 // start of the same agent (same id and state directory) reads those
-// records, checks that each instance runs the image it starts (an
-// upgraded ember-init is not taken back), reconnects to each ember-init,
-// checks what it still holds, reopens the containers' cgroups, accounting
-// and network namespaces, and puts the instances back into their pools,
-// hot versions included. What cannot be reattached is destroyed, as every
-// instance was before.
+// records, checks that each instance is what it would boot now (the same
+// image: an upgraded ember-init is not taken back; the same runtime spec
+// and configuration), reconnects to each ember-init, checks what it still
+// holds, reopens the containers' cgroups, accounting and network
+// namespaces, and puts the instances back into their pools, hot versions
+// included. What cannot be reattached is destroyed, as every instance was
+// before.
 //
 // A record lives only between a stop and the next start (the start
 // removes it): after a crash there is none, and the instance is destroyed
@@ -41,9 +42,10 @@ import (
 
 // errOutdated: an instance left running is not what this start of the
 // agent would boot: made from another image (an upgraded ember-init,
-// ember-shim or busybox, or another image format), or with another sandbox
-// (pids limit, CPU shares, DNS, orphan timeout, state mounts: the
-// configuration changed, or a record of before Record.Spec).
+// ember-shim or busybox, or another image format), with another runtime
+// spec (another build of the sandbox, or its configuration), or given
+// something else by the agent (specDigest; a record of before
+// record.Spec).
 var errOutdated = errors.New("not as this start would boot it")
 
 // recordName is an instance's record, in its directory.
@@ -252,7 +254,14 @@ func (a *Agent) reattachOne(ctx context.Context, log zerolog.Logger, dir string,
 		containers: map[string]*container{}, codes: map[string]bool{}, parked: map[string]*parked{},
 	}
 	if d := a.specDigest(in); d == "" || r.Spec != d {
-		return nil, fmt.Errorf("%w: booted as sandbox %q, this start boots %q (another configuration)", errOutdated, r.Spec, d)
+		return nil, fmt.Errorf("%w: booted as %q, this start boots %q (another configuration)", errOutdated, r.Spec, d)
+	}
+	// The sandbox that spec makes now (capabilities, seccomp, mounts,
+	// limits: this build's) against the one its container holds.
+	if same, err := a.deps.Runtime.SameSpec(ctx, r.ID, a.instanceSpec(in)); err != nil {
+		return nil, err
+	} else if !same {
+		return nil, fmt.Errorf("%w: its container's runtime spec is not the one this start makes", errOutdated)
 	}
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -337,14 +346,19 @@ func (a *Agent) reattachOne(ctx context.Context, log zerolog.Logger, dir string,
 	return in, nil
 }
 
-// specDigest digests the sandbox in boots as (instanceSpec), less what
-// only its boot used (the boot's CPU boost): an instance this start would
-// boot otherwise (another pids limit, CPU shares, DNS, orphan timeout or
-// state mount) is not taken back.
+// specDigest digests what the agent gives in: the sandbox it boots as
+// (instanceSpec, less the boot's CPU boost), the content of its
+// resolv.conf and its containers' pids limit. An instance this start
+// would give otherwise (another configuration) is not taken back; the
+// runtime compares the sandbox the spec makes (SameSpec).
 func (a *Agent) specDigest(in *instance) string {
 	spec := a.instanceSpec(in)
 	spec.BootMilliCPU = 0
-	b, err := json.Marshal(spec)
+	b, err := json.Marshal(struct {
+		Spec               sandbox.InstanceSpec
+		ResolvConf         string
+		ContainerPidsLimit int64
+	}{spec, a.resolvConf(), a.cfg.ContainerPidsLimit})
 	if err != nil {
 		return "" // never equal to a record's: not taken back
 	}

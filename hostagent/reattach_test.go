@@ -8,14 +8,16 @@ import (
 	"testing"
 
 	"github.com/ember-run/ember/hostagent/initproto"
+	"github.com/ember-run/ember/hostagent/sandbox"
 )
 
-// TestReattachOnlyAsItWouldBoot: of three instances a clean stop left
+// TestReattachOnlyAsItWouldBoot: of four instances a clean stop left
 // running, each with a record and an ember-init that answers, the start
 // takes back the one it would boot the same way and destroys the one made
-// from another image (an ember-init of before an upgrade) and the one
-// booted with another configuration (another pids limit), releasing their
-// containers' network addresses; the warm pool then holds only the first.
+// from another image (an ember-init of before an upgrade), the one booted
+// with another configuration (another pids limit) and the one whose
+// container holds another runtime spec, releasing their containers'
+// network addresses; the warm pool then holds only the first.
 func TestReattachOnlyAsItWouldBoot(t *testing.T) {
 	state := t.TempDir()
 	cfg := Config{StateDir: state, Pool: map[string]int{"m128": 1}}
@@ -50,6 +52,11 @@ func TestReattachOnlyAsItWouldBoot(t *testing.T) {
 	other.InstancePidsLimit = 99
 	leftRunning("iother", 2, other, containerRecord{ID: "c-2", Key: "k", VersionKey: "acme/echo/1", MemoryMB: 128, NetID: "iother/c-2"})
 
+	// Its record is this start's, its container's runtime spec is not (an
+	// upgrade of the sandbox: another seccomp profile, say).
+	leftRunning("isandbox", 3, cfg)
+	rt.specs["isandbox"] = sandbox.InstanceSpec{ID: "isandbox", PidsLimit: 1}
+
 	h := startHarnessNet(t, cfg, rt, nw)
 	if warm := h.warm("m128"); !slices.Equal(warm, []string{"icurrent"}) {
 		t.Fatalf("warm instances after the start: %v, want the one it would boot the same way alone", warm)
@@ -57,8 +64,8 @@ func TestReattachOnlyAsItWouldBoot(t *testing.T) {
 	rt.mu.Lock()
 	destroyed := slices.Sorted(slices.Values(rt.destroyed))
 	rt.mu.Unlock()
-	if !slices.Equal(destroyed, []string{"iold", "iother"}) {
-		t.Fatalf("destroyed at the start: %v, want the instances of another image and another configuration", destroyed)
+	if !slices.Equal(destroyed, []string{"iold", "iother", "isandbox"}) {
+		t.Fatalf("destroyed at the start: %v, want the instances of another image, configuration and sandbox", destroyed)
 	}
 	nw.mu.Lock()
 	detached := slices.Clone(nw.detached)

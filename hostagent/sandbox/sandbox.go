@@ -1,7 +1,9 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -507,6 +509,54 @@ func (r *Runtime) ImageOf(ctx context.Context, id string) (string, error) {
 		return "", fmt.Errorf("instance %s: %w", id, err)
 	}
 	return info.Image, nil
+}
+
+// SameSpec reports whether instance id's container holds the runtime spec
+// this runtime would make for spec now, its CPU quota aside (a boot may
+// have had a boost): another sandbox (capabilities, seccomp profile,
+// mounts, limits, user namespace, ember-init's flags), from another
+// configuration or another build of this package, is not the same.
+func (r *Runtime) SameSpec(ctx context.Context, id string, spec InstanceSpec) (bool, error) {
+	ctx = r.ctx(ctx)
+	if err := r.check(&spec); err != nil {
+		return false, err
+	}
+	c, err := r.client.LoadContainer(ctx, id)
+	if err != nil {
+		return false, fmt.Errorf("instance %s: %w", id, err)
+	}
+	info, err := c.Info(ctx, containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return false, fmt.Errorf("instance %s: %w", id, err)
+	}
+	if info.Spec == nil {
+		return false, fmt.Errorf("instance %s: its container has no runtime spec", id)
+	}
+	var had specs.Spec
+	if err := json.Unmarshal(info.Spec.GetValue(), &had); err != nil {
+		return false, fmt.Errorf("instance %s: its runtime spec: %w", id, err)
+	}
+	want, err := oci.GenerateSpec(ctx, r.client, &info, r.specOpts(spec, cgroupPathOf(id))...)
+	if err != nil {
+		return false, fmt.Errorf("instance %s: %w", id, err)
+	}
+	a, err := json.Marshal(withoutCPUQuota(&had))
+	if err != nil {
+		return false, err
+	}
+	b, err := json.Marshal(withoutCPUQuota(want))
+	if err != nil {
+		return false, err
+	}
+	return bytes.Equal(a, b), nil
+}
+
+// withoutCPUQuota is s without its CFS quota.
+func withoutCPUQuota(s *specs.Spec) *specs.Spec {
+	if s.Linux != nil && s.Linux.Resources != nil && s.Linux.Resources.CPU != nil {
+		s.Linux.Resources.CPU.Quota = nil
+	}
+	return s
 }
 
 // List returns the ids of the instances in the namespace that carry this

@@ -587,3 +587,44 @@ func TestDefineThenCreate(t *testing.T) {
 		t.Fatalf("List after Destroy = %v, %v", ids, err)
 	}
 }
+
+// TestSameSpec: a container made from a spec holds the runtime spec the
+// same spec makes again, whatever the boot's CPU quota; another limit, or
+// another sandbox from the runtime (its user namespace's size, as another
+// build or configuration would make), is not the same.
+func TestSameSpec(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rt := newRuntime(t, testImage)
+	id := fmt.Sprintf("t%d-same-spec", os.Getpid())
+	spec := instanceSpec(t, id)
+	spec.BootMilliCPU = 1500 // a boot's boost
+	if err := rt.Define(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rt.Destroy(context.Background(), id) })
+	unboosted := spec
+	unboosted.BootMilliCPU = 0
+	fewerPids := unboosted
+	fewerPids.PidsLimit = 64
+	other := newRuntime(t, testImage, sandbox.WithUserNamespace(sandbox.DefaultHostID, sandbox.DefaultIDRange/2))
+	for _, c := range []struct {
+		name string
+		rt   *sandbox.Runtime
+		spec sandbox.InstanceSpec
+		want bool
+	}{
+		{"the same spec", rt, spec, true},
+		{"without the boot's boost", rt, unboosted, true},
+		{"another pids limit", rt, fewerPids, false},
+		{"a smaller user namespace", other, unboosted, false},
+	} {
+		got, err := c.rt.SameSpec(ctx, id, c.spec)
+		if err != nil || got != c.want {
+			t.Errorf("%s: SameSpec = %v, %v; want %v", c.name, got, err, c.want)
+		}
+	}
+	if _, err := rt.SameSpec(ctx, id+"-missing", spec); err == nil {
+		t.Error("SameSpec of a missing instance: no error")
+	}
+}
