@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/ember-run/ember/hostagent/initproto"
-	"github.com/ember-run/ember/hostagent/sandbox"
 )
 
 // TestReattachOnlyAsItWouldBoot: of four instances a clean stop left
@@ -44,6 +43,7 @@ func TestReattachOnlyAsItWouldBoot(t *testing.T) {
 			t.Fatal(err)
 		}
 		rt.live[id] = fi // stopped by Destroy
+		rt.specs[id] = (&Agent{cfg: booted}).instanceSpec(in)
 	}
 	leftRunning("icurrent", 0, cfg)
 	leftRunning("iold", 1, cfg, containerRecord{ID: "c-1", Key: "k", VersionKey: "acme/echo/1", MemoryMB: 128, NetID: "iold/c-1"})
@@ -55,7 +55,9 @@ func TestReattachOnlyAsItWouldBoot(t *testing.T) {
 	// Its record is this start's, its container's runtime spec is not (an
 	// upgrade of the sandbox: another seccomp profile, say).
 	leftRunning("isandbox", 3, cfg)
-	rt.specs["isandbox"] = sandbox.InstanceSpec{ID: "isandbox", PidsLimit: 1}
+	changed := rt.specs["isandbox"]
+	changed.CPUShares++
+	rt.specs["isandbox"] = changed
 
 	h := startHarnessNet(t, cfg, rt, nw)
 	if warm := h.warm("m128"); !slices.Equal(warm, []string{"icurrent"}) {

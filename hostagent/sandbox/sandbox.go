@@ -513,9 +513,10 @@ func (r *Runtime) ImageOf(ctx context.Context, id string) (string, error) {
 
 // SameSpec reports whether instance id's container holds the runtime spec
 // this runtime would make for spec now, its CPU quota aside (a boot may
-// have had a boost): another sandbox (capabilities, seccomp profile,
-// mounts, limits, user namespace, ember-init's flags), from another
-// configuration or another build of this package, is not the same.
+// have had a boost), and runs under its runtime and snapshotter: another
+// sandbox (capabilities, seccomp profile, mounts, limits, user namespace,
+// ember-init's flags), from another configuration or another build of
+// this package or of containerd's client, is not the same.
 func (r *Runtime) SameSpec(ctx context.Context, id string, spec InstanceSpec) (bool, error) {
 	ctx = r.ctx(ctx)
 	if err := r.check(&spec); err != nil {
@@ -532,9 +533,14 @@ func (r *Runtime) SameSpec(ctx context.Context, id string, spec InstanceSpec) (b
 	if info.Spec == nil {
 		return false, fmt.Errorf("instance %s: its container has no runtime spec", id)
 	}
+	if info.Runtime.Name != r.runtime || info.Snapshotter != r.snapshotter {
+		return false, nil
+	}
 	var had specs.Spec
-	if err := json.Unmarshal(info.Spec.GetValue(), &had); err != nil {
-		return false, fmt.Errorf("instance %s: its runtime spec: %w", id, err)
+	dec := json.NewDecoder(bytes.NewReader(info.Spec.GetValue()))
+	dec.DisallowUnknownFields() // a field this build does not know is not its spec
+	if err := dec.Decode(&had); err != nil {
+		return false, nil
 	}
 	want, err := oci.GenerateSpec(ctx, r.client, &info, r.specOpts(spec, cgroupPathOf(id))...)
 	if err != nil {
