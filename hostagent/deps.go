@@ -33,14 +33,9 @@ type Runtime interface {
 	// List returns the ids of every instance this runtime owns, including
 	// those of a previous life of the agent.
 	List(ctx context.Context) ([]string, error)
-	// ImageName is the image new instances start from; ImageOf is the one
-	// instance id was made from. A restart takes back only instances of
-	// its own image: one that runs another ember-init is destroyed.
-	ImageName() string
-	ImageOf(ctx context.Context, id string) (string, error)
-	// SameSpec reports whether instance id's container holds the runtime
-	// spec that spec makes now (its CPU quota aside): a restart takes back
-	// only such instances.
+	// SameSpec reports whether instance id's container is the one spec
+	// makes now: the same image (ember-init, ember-shim) and runtime spec
+	// (its CPU quota aside). A restart takes back only such instances.
 	SameSpec(ctx context.Context, id string, spec sandbox.InstanceSpec) (bool, error)
 }
 

@@ -89,8 +89,8 @@ type fakeRuntime struct {
 	// ember-init refuse the network namespaces the agent made.
 	startFails  error
 	refuseAdopt bool
-	// images, when set, names the image of an instance (ImageOf); the
-	// others are of ImageName's.
+	// images, when set, names the image of an instance made from another
+	// than the runtime's (SameSpec).
 	images map[string]string
 }
 
@@ -166,34 +166,18 @@ func (r *fakeRuntime) List(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-func (r *fakeRuntime) ImageName() string { return "ember/instance:fake" }
-
-func (r *fakeRuntime) ImageOf(ctx context.Context, id string) (string, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	_, live := r.live[id]
-	_, defined := r.defined[id]
-	if !live && !defined {
-		return "", fmt.Errorf("instance %s: not found", id)
-	}
-	if img, ok := r.images[id]; ok {
-		return img, nil
-	}
-	return r.ImageName(), nil
-}
-
 // SameSpec: an instance holds the spec it was created with, or that a test
-// gave it in specs (BootMilliCPU aside, as the runtime's CPU quota); one
-// made otherwise (the tests' left-running ones) holds whatever it is asked.
+// gave it in specs (BootMilliCPU aside, as the runtime's CPU quota), and
+// is of the runtime's image unless images names another.
 func (r *fakeRuntime) SameSpec(ctx context.Context, id string, spec sandbox.InstanceSpec) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.live[id]; !ok {
+	had, ok := r.specs[id]
+	if _, live := r.live[id]; !live || !ok {
 		return false, fmt.Errorf("instance %s: not found", id)
 	}
-	had, ok := r.specs[id]
-	if !ok {
-		return true, nil
+	if _, other := r.images[id]; other {
+		return false, nil
 	}
 	had.BootMilliCPU, spec.BootMilliCPU = 0, 0
 	return reflect.DeepEqual(had, spec), nil

@@ -42,10 +42,10 @@ import (
 
 // errOutdated: an instance left running is not what this start of the
 // agent would boot: made from another image (an upgraded ember-init,
-// ember-shim or busybox, or another image format), with another runtime
+// ember-shim or busybox, or another image format) or with another runtime
 // spec (another build of the sandbox, or its configuration), or given
-// something else by the agent (specDigest; a record of before
-// record.Spec).
+// something else by the agent (settingsDigest; a record of before
+// record.Settings).
 var errOutdated = errors.New("not as this start would boot it")
 
 // recordName is an instance's record, in its directory.
@@ -68,8 +68,9 @@ type record struct {
 	// Network is the agent's network for containers when it stopped
 	// (networkName); absent in records of before the field.
 	Network string `json:"network,omitempty"`
-	// Spec is the digest of the sandbox it was booted as (specDigest).
-	Spec string `json:"spec,omitempty"`
+	// Settings digests what the agent gave it besides its container
+	// (settingsDigest).
+	Settings string `json:"settings,omitempty"`
 }
 
 // containerRecord is one container of a recorded instance.
@@ -107,7 +108,7 @@ func (a *Agent) leave(in *instance) bool {
 	}
 	r := record{Agent: a.cfg.AgentID, ID: in.id, Class: in.class, MemoryMB: in.memoryMB, Needs: in.needs,
 		Slot: in.slot, HostUID: in.hostUID, CgroupPath: in.cgroupPath, Tenant: in.tenant, LastUsed: in.lastUsed.UnixMilli(),
-		Network: a.networkName(), Spec: a.specDigest(in)}
+		Network: a.networkName(), Settings: a.settingsDigest()}
 	for _, c := range in.containers {
 		if c.stopped || c.retire != "" {
 			continue // on its way out: the next start stops it (not in the record)
@@ -230,15 +231,8 @@ func (a *Agent) reattachOne(ctx context.Context, log zerolog.Logger, dir string,
 	case r.HostUID != a.cfg.MappedRootUID+r.Slot*a.cfg.UIDRange:
 		return nil, fmt.Errorf("its uid range (%d) is not this agent's slot %d any more", r.HostUID, r.Slot)
 	}
-	// An instance runs the ember-init (and ember-shim) it booted with: after
-	// an upgrade of either, one of the old build must not serve again,
-	// least of all a new tenant from the warm pool.
-	made, err := a.deps.Runtime.ImageOf(ctx, r.ID)
-	if err != nil {
-		return nil, err
-	}
-	if now := a.deps.Runtime.ImageName(); made != now {
-		return nil, fmt.Errorf("%w: it runs %s, this agent starts %s", errOutdated, made, now)
+	if d := a.settingsDigest(); d == "" || r.Settings != d {
+		return nil, fmt.Errorf("%w: given %q, this start gives %q (another configuration)", errOutdated, r.Settings, d)
 	}
 	a.mu.Lock()
 	for _, o := range a.insts {
@@ -253,15 +247,14 @@ func (a *Agent) reattachOne(ctx context.Context, log zerolog.Logger, dir string,
 		dir: dir, state: stReady, tenant: r.Tenant, lastUsed: lastUse(r.LastUsed), cgroupPath: r.CgroupPath,
 		containers: map[string]*container{}, codes: map[string]bool{}, parked: map[string]*parked{},
 	}
-	if d := a.specDigest(in); d == "" || r.Spec != d {
-		return nil, fmt.Errorf("%w: booted as %q, this start boots %q (another configuration)", errOutdated, r.Spec, d)
-	}
-	// The sandbox that spec makes now (capabilities, seccomp, mounts,
-	// limits: this build's) against the one its container holds.
+	// An instance runs the ember-init and ember-shim it booted with, in the
+	// sandbox it booted in: after an upgrade of either, or of the sandbox,
+	// one of the old build must not serve again, least of all a new tenant
+	// from the warm pool.
 	if same, err := a.deps.Runtime.SameSpec(ctx, r.ID, a.instanceSpec(in)); err != nil {
 		return nil, err
 	} else if !same {
-		return nil, fmt.Errorf("%w: its container's runtime spec is not the one this start makes", errOutdated)
+		return nil, fmt.Errorf("%w: its container (image, runtime spec) is not the one this start makes", errOutdated)
 	}
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -346,19 +339,16 @@ func (a *Agent) reattachOne(ctx context.Context, log zerolog.Logger, dir string,
 	return in, nil
 }
 
-// specDigest digests what the agent gives in: the sandbox it boots as
-// (instanceSpec, less the boot's CPU boost), the content of its
-// resolv.conf and its containers' pids limit. An instance this start
-// would give otherwise (another configuration) is not taken back; the
-// runtime compares the sandbox the spec makes (SameSpec).
-func (a *Agent) specDigest(in *instance) string {
-	spec := a.instanceSpec(in)
-	spec.BootMilliCPU = 0
+// settingsDigest digests what the agent gives its instances that their
+// container does not hold (SameSpec compares that): the content of their
+// resolv.conf and their containers' pids limit. An instance given
+// otherwise (another configuration, or a record of before the field) is
+// not taken back.
+func (a *Agent) settingsDigest() string {
 	b, err := json.Marshal(struct {
-		Spec               sandbox.InstanceSpec
 		ResolvConf         string
 		ContainerPidsLimit int64
-	}{spec, a.resolvConf(), a.cfg.ContainerPidsLimit})
+	}{a.resolvConf(), a.cfg.ContainerPidsLimit})
 	if err != nil {
 		return "" // never equal to a record's: not taken back
 	}

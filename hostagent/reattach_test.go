@@ -14,7 +14,7 @@ import (
 // running, each with a record and an ember-init that answers, the start
 // takes back the one it would boot the same way and destroys the one made
 // from another image (an ember-init of before an upgrade), the one booted
-// with another configuration (another pids limit) and the one whose
+// with another configuration (another containers' pids limit) and the one whose
 // container holds another runtime spec, releasing their containers'
 // network addresses; the warm pool then holds only the first.
 func TestReattachOnlyAsItWouldBoot(t *testing.T) {
@@ -31,7 +31,7 @@ func TestReattachOnlyAsItWouldBoot(t *testing.T) {
 		}
 		b, err := json.Marshal(record{Agent: "agent-test", ID: id, Class: in.class, MemoryMB: in.memoryMB, Slot: slot,
 			HostUID: in.hostUID, CgroupPath: "/ember/" + id, Containers: containers,
-			Spec: (&Agent{cfg: booted}).specDigest(in)})
+			Settings: (&Agent{cfg: booted}).settingsDigest()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -49,7 +49,7 @@ func TestReattachOnlyAsItWouldBoot(t *testing.T) {
 	leftRunning("iold", 1, cfg, containerRecord{ID: "c-1", Key: "k", VersionKey: "acme/echo/1", MemoryMB: 128, NetID: "iold/c-1"})
 	rt.images = map[string]string{"iold": "ember/instance:old"}
 	other := cfg
-	other.InstancePidsLimit = 99
+	other.ContainerPidsLimit = 99
 	leftRunning("iother", 2, other, containerRecord{ID: "c-2", Key: "k", VersionKey: "acme/echo/1", MemoryMB: 128, NetID: "iother/c-2"})
 
 	// Its record is this start's, its container's runtime spec is not (an

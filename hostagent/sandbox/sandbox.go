@@ -511,12 +511,14 @@ func (r *Runtime) ImageOf(ctx context.Context, id string) (string, error) {
 	return info.Image, nil
 }
 
-// SameSpec reports whether instance id's container holds the runtime spec
-// this runtime would make for spec now, its CPU quota aside (a boot may
-// have had a boost), and runs under its runtime and snapshotter: another
-// sandbox (capabilities, seccomp profile, mounts, limits, user namespace,
-// ember-init's flags), from another configuration or another build of
-// this package or of containerd's client, is not the same.
+// SameSpec reports whether instance id's container is the one this
+// runtime would make for spec now: made from its image, under its runtime
+// and snapshotter, holding the runtime spec it makes, the CPU quota aside
+// (a boot may have had a boost). Another image (ember-init, ember-shim,
+// busybox) or another sandbox (capabilities, seccomp profile, mounts,
+// limits, user namespace, ember-init's flags), from another configuration
+// or another build of this package or of containerd's client, is not the
+// same.
 func (r *Runtime) SameSpec(ctx context.Context, id string, spec InstanceSpec) (bool, error) {
 	ctx = r.ctx(ctx)
 	if err := r.check(&spec); err != nil {
@@ -533,7 +535,7 @@ func (r *Runtime) SameSpec(ctx context.Context, id string, spec InstanceSpec) (b
 	if info.Spec == nil {
 		return false, fmt.Errorf("instance %s: its container has no runtime spec", id)
 	}
-	if info.Runtime.Name != r.runtime || info.Snapshotter != r.snapshotter {
+	if info.Image != r.imageName || info.Runtime.Name != r.runtime || info.Snapshotter != r.snapshotter {
 		return false, nil
 	}
 	var had specs.Spec
